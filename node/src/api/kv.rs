@@ -1,0 +1,93 @@
+//! etcd's KV service: Range, Put, DeleteRange, Txn, Compact.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use keel_proto::etcd::{
+    PbCompactionRequest, PbCompactionResponse, PbDeleteRequest, PbDeleteResponse, PbKvService, PbPutRequest,
+    PbPutResponse, PbRangeRequest, PbRangeResponse, PbRangeStreamResponse, PbTxnRequest, PbTxnResponse,
+};
+use tonic::{Request, Response, Status};
+
+use super::{convert, header, status::to_status, validate};
+use crate::command::{Command, CommandResponse, CompactRequest};
+use crate::error::ServerError;
+use crate::member::Member;
+
+pub struct KvService {
+    member: Arc<Member>,
+}
+
+impl KvService {
+    pub fn new(member: Arc<Member>) -> Self {
+        Self { member }
+    }
+
+    async fn propose(&self, command: Command) -> Result<CommandResponse, Status> {
+        self.member.propose(command).await.map_err(|e| to_status(&e))
+    }
+}
+
+/// A response of the wrong kind for its command: a bug between the state machine and us.
+fn mismatched() -> Status {
+    Status::internal("keel: state machine answered with the wrong response type")
+}
+
+type RangeStream = Pin<Box<dyn Stream<Item = Result<PbRangeStreamResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl PbKvService for KvService {
+    async fn range(&self, request: Request<PbRangeRequest>) -> Result<Response<PbRangeResponse>, Status> {
+        let request = request.into_inner();
+        validate::range(&request).map_err(|e| to_status(&e))?;
+        if !request.serializable {
+            self.member.read_barrier().await.map_err(|e| to_status(&e))?;
+        }
+        let response = self.member.shared().mvcc().range(&convert::range_request(request));
+        let response = response.map_err(|e| to_status(&ServerError::from(e)))?;
+        Ok(Response::new(convert::range_response(&self.member, response)))
+    }
+
+    type RangeStreamStream = RangeStream;
+
+    async fn range_stream(&self, _request: Request<PbRangeRequest>) -> Result<Response<RangeStream>, Status> {
+        Err(to_status(&ServerError::Unimplemented("KV.RangeStream")))
+    }
+
+    async fn put(&self, request: Request<PbPutRequest>) -> Result<Response<PbPutResponse>, Status> {
+        let request = request.into_inner();
+        validate::put(&request).map_err(|e| to_status(&e))?;
+        match self.propose(Command::Put(convert::put_request(request))).await? {
+            CommandResponse::Put(r) => Ok(Response::new(convert::put_response(&self.member, r))),
+            _ => Err(mismatched()),
+        }
+    }
+
+    async fn delete_range(&self, request: Request<PbDeleteRequest>) -> Result<Response<PbDeleteResponse>, Status> {
+        let request = request.into_inner();
+        validate::delete(&request).map_err(|e| to_status(&e))?;
+        match self.propose(Command::DeleteRange(convert::delete_request(request))).await? {
+            CommandResponse::DeleteRange(r) => Ok(Response::new(convert::delete_response(&self.member, r))),
+            _ => Err(mismatched()),
+        }
+    }
+
+    async fn txn(&self, request: Request<PbTxnRequest>) -> Result<Response<PbTxnResponse>, Status> {
+        let request = request.into_inner();
+        validate::txn(&request).map_err(|e| to_status(&e))?;
+        match self.propose(Command::Txn(convert::txn_request(request))).await? {
+            CommandResponse::Txn(r) => Ok(Response::new(convert::txn_response(&self.member, r))),
+            _ => Err(mismatched()),
+        }
+    }
+
+    async fn compact(&self, request: Request<PbCompactionRequest>) -> Result<Response<PbCompactionResponse>, Status> {
+        let request = request.into_inner();
+        let command = Command::Compact(CompactRequest { revision: request.revision, physical: request.physical });
+        match self.propose(command).await? {
+            CommandResponse::Compact(r) => Ok(Response::new(PbCompactionResponse { header: header(&self.member, r.header_revision) })),
+            _ => Err(mismatched()),
+        }
+    }
+}

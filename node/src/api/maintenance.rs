@@ -1,0 +1,90 @@
+//! etcd's Maintenance service. Status reports the truth (version, db size, leader, raft index,
+//! term and applied index); the rest answers UNIMPLEMENTED until its issue lands.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use keel_proto::etcd::{
+    PbAlarmRequest, PbAlarmResponse, PbDefragmentRequest, PbDefragmentResponse, PbDowngradeRequest,
+    PbDowngradeResponse, PbHashKvRequest, PbHashKvResponse, PbHashRequest, PbHashResponse, PbMaintenanceService,
+    PbMoveLeaderRequest, PbMoveLeaderResponse, PbSnapshotRequest, PbSnapshotResponse, PbStatusRequest,
+    PbStatusResponse,
+};
+use tonic::{Request, Response, Status};
+
+use super::{header, status::to_status};
+use crate::error::ServerError;
+use crate::limits::ETCD_COMPATIBLE_VERSION;
+use crate::member::Member;
+
+pub struct MaintenanceService {
+    member: Arc<Member>,
+}
+
+impl MaintenanceService {
+    pub fn new(member: Arc<Member>) -> Self {
+        Self { member }
+    }
+}
+
+type SnapshotStream = Pin<Box<dyn Stream<Item = Result<PbSnapshotResponse, Status>> + Send>>;
+
+fn unimplemented<T>(what: &'static str) -> Result<T, Status> {
+    Err(to_status(&ServerError::Unimplemented(what)))
+}
+
+#[tonic::async_trait]
+impl PbMaintenanceService for MaintenanceService {
+    async fn alarm(&self, _: Request<PbAlarmRequest>) -> Result<Response<PbAlarmResponse>, Status> {
+        // No alarms exist yet (no space quota): an empty list is the truth.
+        let revision = self.member.shared().mvcc().current_revision();
+        Ok(Response::new(PbAlarmResponse { header: header(&self.member, revision), alarms: Vec::new() }))
+    }
+
+    async fn status(&self, _: Request<PbStatusRequest>) -> Result<Response<PbStatusResponse>, Status> {
+        let metrics = self.member.metrics();
+        let revision = self.member.shared().mvcc().current_revision();
+        let db_size = i64::try_from(self.member.db_size_bytes()).unwrap_or(i64::MAX);
+        let is_learner = metrics.membership_config.membership().learner_ids().any(|id| id == self.member.id);
+        Ok(Response::new(PbStatusResponse {
+            header: header(&self.member, revision),
+            version: ETCD_COMPATIBLE_VERSION.to_string(),
+            db_size,
+            leader: metrics.current_leader.unwrap_or(0),
+            raft_index: metrics.last_log_index.unwrap_or(0),
+            raft_term: metrics.current_term,
+            raft_applied_index: metrics.last_applied.map_or(0, |id| id.index),
+            errors: Vec::new(),
+            db_size_in_use: db_size,
+            is_learner,
+            ..Default::default()
+        }))
+    }
+
+    async fn defragment(&self, _: Request<PbDefragmentRequest>) -> Result<Response<PbDefragmentResponse>, Status> {
+        unimplemented("Maintenance.Defragment")
+    }
+
+    async fn hash(&self, _: Request<PbHashRequest>) -> Result<Response<PbHashResponse>, Status> {
+        unimplemented("Maintenance.Hash")
+    }
+
+    async fn hash_kv(&self, _: Request<PbHashKvRequest>) -> Result<Response<PbHashKvResponse>, Status> {
+        unimplemented("Maintenance.HashKV")
+    }
+
+    type SnapshotStream = SnapshotStream;
+
+    async fn snapshot(&self, _: Request<PbSnapshotRequest>) -> Result<Response<SnapshotStream>, Status> {
+        unimplemented("Maintenance.Snapshot")
+    }
+
+    async fn move_leader(&self, _: Request<PbMoveLeaderRequest>) -> Result<Response<PbMoveLeaderResponse>, Status> {
+        unimplemented("Maintenance.MoveLeader")
+    }
+
+    async fn downgrade(&self, _: Request<PbDowngradeRequest>) -> Result<Response<PbDowngradeResponse>, Status> {
+        unimplemented("Maintenance.Downgrade")
+    }
+}

@@ -1,0 +1,49 @@
+//! The ONE table from domain errors to gRPC statuses, with etcd's codes and exact message
+//! texts: clients match on these strings (e.g. "etcdserver: requested lease not found").
+
+use tonic::{Code, Status};
+
+use crate::error::ServerError;
+use crate::mvcc::MvccError;
+
+pub fn to_status(error: &ServerError) -> Status {
+    let (code, message) = match error {
+        ServerError::Mvcc(MvccError::Compacted { .. }) => (Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted"),
+        ServerError::Mvcc(MvccError::FutureRevision { .. }) => (Code::OutOfRange, "etcdserver: mvcc: required revision is a future revision"),
+        ServerError::Mvcc(MvccError::KeyNotFound) => (Code::InvalidArgument, "etcdserver: key not found"),
+        ServerError::Mvcc(MvccError::Storage(_)) => return Status::internal(error.to_string()),
+        ServerError::EmptyKey => (Code::InvalidArgument, "etcdserver: key is not provided"),
+        ServerError::KeyNotFound => (Code::InvalidArgument, "etcdserver: key not found"),
+        ServerError::ValueProvided => (Code::InvalidArgument, "etcdserver: value is provided"),
+        ServerError::LeaseProvided => (Code::InvalidArgument, "etcdserver: lease is provided"),
+        ServerError::TooManyTxnOps => (Code::InvalidArgument, "etcdserver: too many operations in txn request"),
+        ServerError::DuplicateKey => (Code::InvalidArgument, "etcdserver: duplicate key given in txn request"),
+        ServerError::InvalidSortOption => (Code::InvalidArgument, "etcdserver: invalid sort option"),
+        ServerError::RequestTooLarge => (Code::InvalidArgument, "etcdserver: request is too large"),
+        ServerError::LeaseNotFound => (Code::NotFound, "etcdserver: requested lease not found"),
+        ServerError::NoLeader => (Code::Unavailable, "etcdserver: no leader"),
+        ServerError::Timeout => (Code::Unavailable, "etcdserver: request timed out"),
+        ServerError::Stopped => (Code::Unavailable, "etcdserver: server stopped"),
+        ServerError::Unimplemented(what) => return Status::unimplemented(format!("keel: {what} is not implemented yet")),
+    };
+    Status::new(code, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_etcds() {
+        let cases = [
+            (ServerError::Mvcc(MvccError::Compacted { compact_revision: 3 }), Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted"),
+            (ServerError::EmptyKey, Code::InvalidArgument, "etcdserver: key is not provided"),
+            (ServerError::NoLeader, Code::Unavailable, "etcdserver: no leader"),
+            (ServerError::LeaseNotFound, Code::NotFound, "etcdserver: requested lease not found"),
+        ];
+        for (error, code, message) in cases {
+            let status = to_status(&error);
+            assert_eq!((status.code(), status.message()), (code, message));
+        }
+    }
+}

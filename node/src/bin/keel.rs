@@ -1,0 +1,57 @@
+//! `keel`: one cluster member. With no flags, a single-member cluster on 127.0.0.1:2379/2380
+//! with its data in ./default.keel, as `etcd` does.
+
+use clap::Parser;
+use keel_node::config::Flags;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> std::process::ExitCode {
+    let flags = Flags::parse();
+    let config = match flags.validate() {
+        Ok(config) => config,
+        Err(message) => {
+            eprintln!("keel: {message}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let filter = EnvFilter::try_new(format!("{},openraft=warn", flags.log_level));
+    let Ok(filter) = filter else {
+        eprintln!("keel: --log-level: unknown level {:?} (error, warn, info, debug, trace)", flags.log_level);
+        return std::process::ExitCode::from(2);
+    };
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("keel: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("keel: {message}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: keel_node::config::MemberConfig) -> Result<(), String> {
+    let name = config.name.clone();
+    let mut running = keel_node::member::start(config).await.map_err(|e| e.to_string())?;
+    for addr in &running.client_addrs {
+        tracing::info!(%name, "serving client requests on {addr}");
+    }
+    for addr in &running.peer_addrs {
+        tracing::info!(%name, "serving peer traffic on {addr}");
+    }
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| format!("cannot install SIGTERM handler: {e}"))?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("received SIGINT, shutting down"),
+        _ = sigterm.recv() => tracing::info!("received SIGTERM, shutting down"),
+        failure = running.failed() => return Err(failure),
+    }
+    running.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,95 @@
+//! `keel-dev-cluster`: starts a local 3-member cluster for development, each member its own
+//! `keel` process with its own data dir, prints the endpoints, and stops them all (SIGTERM,
+//! then wait) on Ctrl-C. If any member exits on its own, the others are stopped too.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+
+#[derive(Parser)]
+#[command(name = "keel-dev-cluster", about = "Run a local 3-member Keel cluster until Ctrl-C.")]
+struct Flags {
+    /// Where the members' data dirs go (one sub-directory per member).
+    #[arg(long, default_value = "dev-cluster.keel")]
+    data_root: PathBuf,
+    /// Log level passed to every member.
+    #[arg(long, default_value = "info")]
+    log_level: String,
+}
+
+/// (name, client port, peer port): etcd's conventional local-cluster ports.
+const MEMBERS: [(&str, u16, u16); 3] = [("infra1", 2379, 2380), ("infra2", 22379, 22380), ("infra3", 32379, 32380)];
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let flags = Flags::parse();
+    match run(flags).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("keel-dev-cluster: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(flags: Flags) -> Result<(), String> {
+    let keel = std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?.with_file_name("keel");
+    let initial_cluster =
+        MEMBERS.iter().map(|(name, _, peer)| format!("{name}=http://127.0.0.1:{peer}")).collect::<Vec<_>>().join(",");
+    let mut children: Vec<(&str, Child)> = Vec::new();
+    for (name, client, peer) in MEMBERS {
+        let client_url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let spawned = Command::new(&keel)
+            .args(["--name", name, "--data-dir"])
+            .arg(flags.data_root.join(name))
+            .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
+            .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &initial_cluster, "--initial-cluster-token", "keel-dev-cluster"])
+            .args(["--log-level", &flags.log_level])
+            .spawn();
+        match spawned {
+            Ok(child) => children.push((name, child)),
+            Err(e) => {
+                stop_all(&mut children).await;
+                return Err(format!("cannot start {}: {e}", keel.display()));
+            }
+        }
+    }
+    let endpoints: Vec<String> = MEMBERS.iter().map(|(_, client, _)| format!("http://127.0.0.1:{client}")).collect();
+    println!("keel-dev-cluster: 3 members running, data in {}", flags.data_root.display());
+    println!("  ENDPOINTS={}", endpoints.join(","));
+    println!("  try: etcdctl --endpoints={} member list -w table", endpoints.join(","));
+    println!("Press Ctrl-C to stop all members.");
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| format!("cannot install SIGTERM handler: {e}"))?;
+    let exited = futures::future::select_all(children.iter_mut().map(|(name, child)| Box::pin(async move { (*name, child.wait().await) })));
+    let outcome = tokio::select! {
+        _ = tokio::signal::ctrl_c() => Ok(()),
+        _ = sigterm.recv() => Ok(()),
+        ((name, status), _, _) = exited => Err(format!("member {name} exited ({status:?}); stopping the others")),
+    };
+    stop_all(&mut children).await;
+    outcome
+}
+
+/// SIGTERM to each member still running, then wait for every one of them.
+async fn stop_all(children: &mut [(&str, Child)]) {
+    for (_, child) in children.iter() {
+        if let Some(pid) = child.id().and_then(|id| i32::try_from(id).ok()) {
+            // ESRCH (already gone) is fine: we only want it stopped.
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+    }
+    for (name, child) in children.iter_mut() {
+        match child.wait().await {
+            Ok(status) => println!("keel-dev-cluster: {name} stopped ({status})"),
+            Err(e) => eprintln!("keel-dev-cluster: waiting for {name}: {e}"),
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! The replicated log payload: one enum of deterministic commands, and what applying each returns.
+//!
+//! A command carries everything its application needs (no clock, no randomness, no node-local
+//! state), so every member that applies the same log reaches the same state. The types are our
+//! own, not etcd's protobuf messages: they are encoded compactly in the log (postcard) and the
+//! `api` layer converts at the edge.
+
+use serde::{Deserialize, Serialize};
+
+/// A replicated state-machine command.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    Put(PutRequest),
+    DeleteRange(DeleteRangeRequest),
+    Txn(TxnRequest),
+    Compact(CompactRequest),
+    /// A member announces its name and client URLs once it has started (etcd's "publish"). The
+    /// state machine records them for Cluster.MemberList; the MVCC keyspace ignores it.
+    PublishMember(MemberAttributes),
+}
+
+/// Short, for logs: the kind of command and the key it starts at, never values.
+impl std::fmt::Display for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Put(r) => write!(f, "put {:?}", String::from_utf8_lossy(&r.key)),
+            Command::DeleteRange(r) => write!(f, "delete {:?}", String::from_utf8_lossy(&r.key)),
+            Command::Txn(r) => write!(f, "txn ({} compares, {}/{} ops)", r.compare.len(), r.success.len(), r.failure.len()),
+            Command::Compact(r) => write!(f, "compact {}", r.revision),
+            Command::PublishMember(a) => write!(f, "publish member {:x}", a.member_id),
+        }
+    }
+}
+
+/// What a member publishes about itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberAttributes {
+    pub member_id: u64,
+    pub name: String,
+    pub client_urls: Vec<String>,
+}
+
+/// The answer to a command, as the state machine produced it on the leader.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandResponse {
+    Put(PutResponse),
+    DeleteRange(DeleteRangeResponse),
+    Txn(TxnResponse),
+    Compact(CompactResponse),
+    /// The command was valid on the wire but etcd's rules reject it at apply time (for
+    /// example a compaction to a revision already compacted). Nothing changed.
+    Rejected(crate::mvcc::MvccError),
+    /// Nothing to answer: membership changes and blank entries.
+    None,
+}
+
+/// A key and its metadata at one revision (etcd's `mvccpb.KeyValue`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyValue {
+    pub key: Vec<u8>,
+    pub create_revision: i64,
+    pub mod_revision: i64,
+    pub version: i64,
+    pub value: Vec<u8>,
+    pub lease: i64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SortOrder {
+    #[default]
+    None,
+    Ascend,
+    Descend,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SortTarget {
+    #[default]
+    Key,
+    Version,
+    Create,
+    Mod,
+    Value,
+}
+
+/// etcd's RangeRequest. `range_end` follows etcd's rules: empty = the single key `key`;
+/// `[0]` = every key >= `key`; otherwise the half-open range `[key, range_end)`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeRequest {
+    pub key: Vec<u8>,
+    pub range_end: Vec<u8>,
+    /// 0 = no limit.
+    pub limit: i64,
+    /// 0 = the current revision.
+    pub revision: i64,
+    pub sort_order: SortOrder,
+    pub sort_target: SortTarget,
+    pub serializable: bool,
+    pub keys_only: bool,
+    pub count_only: bool,
+    /// 0 = no bound, for each of the four.
+    pub min_mod_revision: i64,
+    pub max_mod_revision: i64,
+    pub min_create_revision: i64,
+    pub max_create_revision: i64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeResponse {
+    /// The store's current revision when the range was served (goes in the header).
+    pub header_revision: i64,
+    pub kvs: Vec<KeyValue>,
+    pub more: bool,
+    pub count: i64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutRequest {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub lease: i64,
+    pub prev_kv: bool,
+    pub ignore_value: bool,
+    pub ignore_lease: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutResponse {
+    pub header_revision: i64,
+    pub prev_kv: Option<KeyValue>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteRangeRequest {
+    pub key: Vec<u8>,
+    pub range_end: Vec<u8>,
+    pub prev_kv: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteRangeResponse {
+    pub header_revision: i64,
+    pub deleted: i64,
+    pub prev_kvs: Vec<KeyValue>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CompareResult {
+    Equal,
+    Greater,
+    Less,
+    NotEqual,
+}
+
+/// What a compare looks at, with the operand to compare it to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CompareTarget {
+    Version(i64),
+    Create(i64),
+    Mod(i64),
+    Value(Vec<u8>),
+    Lease(i64),
+}
+
+/// etcd's Compare: holds when every key in the range satisfies it (a missing single key has
+/// version, create and mod revision 0, value empty, lease 0).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Compare {
+    pub result: CompareResult,
+    pub target: CompareTarget,
+    pub key: Vec<u8>,
+    pub range_end: Vec<u8>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RequestOp {
+    Range(RangeRequest),
+    Put(PutRequest),
+    DeleteRange(DeleteRangeRequest),
+    Txn(TxnRequest),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ResponseOp {
+    Range(RangeResponse),
+    Put(PutResponse),
+    DeleteRange(DeleteRangeResponse),
+    Txn(TxnResponse),
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnRequest {
+    pub compare: Vec<Compare>,
+    pub success: Vec<RequestOp>,
+    pub failure: Vec<RequestOp>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnResponse {
+    pub header_revision: i64,
+    pub succeeded: bool,
+    pub responses: Vec<ResponseOp>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompactRequest {
+    pub revision: i64,
+    pub physical: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompactResponse {
+    pub header_revision: i64,
+}

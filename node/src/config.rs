@@ -1,0 +1,282 @@
+//! The `keel` command line: etcd's flags, with the same names, defaults and meanings, each also
+//! read from a `KEEL_<FLAG>` environment variable (the flag wins).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::limits::REQUEST_BYTES_MAX;
+
+#[derive(Clone, Debug, Parser)]
+#[command(name = "keel", version, about = "Keel: a Raft-replicated, etcd-compatible cluster for microservices.")]
+pub struct Flags {
+    /// Human-readable name for this member.
+    #[arg(long, env = "KEEL_NAME", default_value = "default")]
+    pub name: String,
+
+    /// Path to the data directory [default: ${name}.keel].
+    #[arg(long, env = "KEEL_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// List of URLs to listen on for client traffic.
+    #[arg(long, env = "KEEL_LISTEN_CLIENT_URLS", default_value = "http://127.0.0.1:2379")]
+    pub listen_client_urls: String,
+
+    /// List of this member's client URLs to advertise to the rest of the cluster.
+    #[arg(long, env = "KEEL_ADVERTISE_CLIENT_URLS", default_value = "http://127.0.0.1:2379")]
+    pub advertise_client_urls: String,
+
+    /// List of URLs to listen on for peer traffic.
+    #[arg(long, env = "KEEL_LISTEN_PEER_URLS", default_value = "http://127.0.0.1:2380")]
+    pub listen_peer_urls: String,
+
+    /// List of this member's peer URLs to advertise to the rest of the cluster.
+    #[arg(long, env = "KEEL_INITIAL_ADVERTISE_PEER_URLS", default_value = "http://127.0.0.1:2380")]
+    pub initial_advertise_peer_urls: String,
+
+    /// Initial cluster configuration for bootstrapping: name=peer-url,...
+    #[arg(long, env = "KEEL_INITIAL_CLUSTER")]
+    pub initial_cluster: Option<String>,
+
+    /// Initial cluster state ('new' or 'existing').
+    #[arg(long, env = "KEEL_INITIAL_CLUSTER_STATE", default_value = "new", value_parser = ["new", "existing"])]
+    pub initial_cluster_state: String,
+
+    /// Initial cluster token for the cluster during bootstrap.
+    #[arg(long, env = "KEEL_INITIAL_CLUSTER_TOKEN", default_value = "etcd-cluster")]
+    pub initial_cluster_token: String,
+
+    /// Maximum client request size in bytes the server will accept.
+    #[arg(long, env = "KEEL_MAX_REQUEST_BYTES", default_value_t = REQUEST_BYTES_MAX)]
+    pub max_request_bytes: usize,
+
+    /// Time (in milliseconds) of a heartbeat interval.
+    #[arg(long, env = "KEEL_HEARTBEAT_INTERVAL", default_value_t = 100)]
+    pub heartbeat_interval: u64,
+
+    /// Time (in milliseconds) for an election to timeout.
+    #[arg(long, env = "KEEL_ELECTION_TIMEOUT", default_value_t = 1000)]
+    pub election_timeout: u64,
+
+    /// Number of committed transactions to trigger a snapshot to disk.
+    #[arg(long, env = "KEEL_SNAPSHOT_COUNT", default_value_t = 100_000)]
+    pub snapshot_count: u64,
+
+    /// Log level: error, warn, info, debug or trace.
+    #[arg(long, env = "KEEL_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+/// A member's configuration, validated: every URL parsed, every relation between flags checked.
+#[derive(Clone, Debug)]
+pub struct MemberConfig {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub listen_client: Vec<SocketAddr>,
+    pub advertise_client_urls: Vec<String>,
+    pub listen_peer: Vec<SocketAddr>,
+    pub advertise_peer_urls: Vec<String>,
+    /// (name, peer URLs) of every initial member, this one included.
+    pub initial_cluster: Vec<(String, Vec<String>)>,
+    pub initial_cluster_state_new: bool,
+    pub initial_cluster_token: String,
+    pub max_request_bytes: usize,
+    pub heartbeat_interval: Duration,
+    pub election_timeout: Duration,
+    pub snapshot_count: u64,
+}
+
+impl Flags {
+    /// Checks the flags as etcd does, with a message that names the flag at fault.
+    pub fn validate(&self) -> Result<MemberConfig, String> {
+        let advertise_peer_urls = split_urls("--initial-advertise-peer-urls", &self.initial_advertise_peer_urls)?;
+        let initial_cluster = match &self.initial_cluster {
+            Some(spec) => parse_initial_cluster(spec)?,
+            None => vec![(self.name.clone(), advertise_peer_urls.clone())],
+        };
+        let Some((_, own_urls)) = initial_cluster.iter().find(|(name, _)| *name == self.name) else {
+            return Err(format!(
+                "couldn't find local name {:?} in the initial cluster configuration (--initial-cluster)",
+                self.name
+            ));
+        };
+        if sorted(own_urls) != sorted(&advertise_peer_urls) {
+            return Err(format!(
+                "--initial-cluster has {}={} but missing from --initial-advertise-peer-urls={}",
+                self.name,
+                own_urls.join(","),
+                advertise_peer_urls.join(",")
+            ));
+        }
+        if self.election_timeout < 5 * self.heartbeat_interval {
+            return Err(format!(
+                "--election-timeout[{}ms] should be at least 5 times as --heartbeat-interval[{}ms]",
+                self.election_timeout, self.heartbeat_interval
+            ));
+        }
+        if self.max_request_bytes == 0 {
+            return Err("--max-request-bytes must be greater than 0".into());
+        }
+        Ok(MemberConfig {
+            name: self.name.clone(),
+            data_dir: self.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("{}.keel", self.name))),
+            listen_client: listen_addrs("--listen-client-urls", &self.listen_client_urls)?,
+            advertise_client_urls: split_urls("--advertise-client-urls", &self.advertise_client_urls)?,
+            listen_peer: listen_addrs("--listen-peer-urls", &self.listen_peer_urls)?,
+            advertise_peer_urls,
+            initial_cluster,
+            initial_cluster_state_new: self.initial_cluster_state == "new",
+            initial_cluster_token: self.initial_cluster_token.clone(),
+            max_request_bytes: self.max_request_bytes,
+            heartbeat_interval: Duration::from_millis(self.heartbeat_interval),
+            election_timeout: Duration::from_millis(self.election_timeout),
+            snapshot_count: self.snapshot_count.max(1),
+        })
+    }
+}
+
+fn sorted(urls: &[String]) -> Vec<String> {
+    let mut urls = urls.to_vec();
+    urls.sort();
+    urls
+}
+
+/// Parses a comma-separated URL list; each must be http://host:port.
+fn split_urls(flag: &str, list: &str) -> Result<Vec<String>, String> {
+    let urls: Vec<String> = list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
+    if urls.is_empty() {
+        return Err(format!("{flag} must not be empty"));
+    }
+    for url in &urls {
+        parse_url(flag, url)?;
+    }
+    Ok(urls)
+}
+
+fn parse_url(flag: &str, url: &str) -> Result<url::Url, String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("{flag}: invalid URL {url:?}: {e}"))?;
+    if parsed.scheme() != "http" {
+        return Err(format!("{flag}: URL scheme must be http (TLS is not supported yet), got {url:?}"));
+    }
+    if parsed.port().is_none() || parsed.host_str().is_none() {
+        return Err(format!("{flag}: URL {url:?} must have a host and a port"));
+    }
+    Ok(parsed)
+}
+
+/// The socket addresses to bind for a list of listen URLs. `localhost` binds 127.0.0.1.
+fn listen_addrs(flag: &str, list: &str) -> Result<Vec<SocketAddr>, String> {
+    let mut addrs = Vec::new();
+    for url in split_urls(flag, list)? {
+        let parsed = parse_url(flag, &url)?;
+        let host = match parsed.host_str().unwrap_or_default() {
+            "localhost" => "127.0.0.1",
+            host => host.trim_start_matches('[').trim_end_matches(']'),
+        };
+        let ip: std::net::IpAddr =
+            host.parse().map_err(|_| format!("{flag}: listen URL {url:?} must name an IP address or localhost"))?;
+        addrs.push(SocketAddr::new(ip, parsed.port().unwrap_or_default()));
+    }
+    Ok(addrs)
+}
+
+/// Parses `name=url,name=url2,other=url3` into names with their peer URLs, in order.
+fn parse_initial_cluster(spec: &str) -> Result<Vec<(String, Vec<String>)>, String> {
+    let mut members: Vec<(String, Vec<String>)> = Vec::new();
+    for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (name, url) = item
+            .split_once('=')
+            .ok_or_else(|| format!("--initial-cluster: {item:?} is not of the form name=url"))?;
+        parse_url("--initial-cluster", url)?;
+        match members.iter_mut().find(|(n, _)| n == name) {
+            Some((_, urls)) => urls.push(url.to_string()),
+            None => members.push((name.to_string(), vec![url.to_string()])),
+        }
+    }
+    if members.is_empty() {
+        return Err("--initial-cluster must not be empty".into());
+    }
+    let mut all_urls: Vec<&String> = members.iter().flat_map(|(_, urls)| urls).collect();
+    all_urls.sort();
+    if all_urls.windows(2).any(|w| w[0] == w[1]) {
+        return Err("--initial-cluster has duplicate peer URLs".into());
+    }
+    Ok(members)
+}
+
+/// etcd derives a member's ID from its peer URLs and the cluster token; so do we (FNV-1a,
+/// stable across builds, unlike std's hasher), so every member computes the same IDs.
+pub fn member_id(peer_urls: &[String], cluster_token: &str) -> u64 {
+    let mut input = sorted(peer_urls).concat();
+    input.push_str(cluster_token);
+    fnv1a(input.as_bytes()).max(1)
+}
+
+/// The cluster ID: derived from the member IDs, as etcd does.
+pub fn cluster_id(member_ids: &[u64]) -> u64 {
+    let mut ids = member_ids.to_vec();
+    ids.sort_unstable();
+    let bytes: Vec<u8> = ids.iter().flat_map(|id| id.to_be_bytes()).collect();
+    fnv1a(&bytes).max(1)
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |hash, b| (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(args: &[&str]) -> Result<MemberConfig, String> {
+        let mut argv = vec!["keel"];
+        argv.extend_from_slice(args);
+        Flags::try_parse_from(argv).map_err(|e| e.to_string())?.validate()
+    }
+
+    #[test]
+    fn defaults_are_a_single_member_on_loopback() {
+        let config = flags(&[]).expect("defaults are valid");
+        assert_eq!(config.name, "default");
+        assert_eq!(config.data_dir, PathBuf::from("default.keel"));
+        assert_eq!(config.listen_client, vec!["127.0.0.1:2379".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(config.initial_cluster, vec![("default".to_string(), vec!["http://127.0.0.1:2380".to_string()])]);
+    }
+
+    #[test]
+    fn three_member_cluster() {
+        let config = flags(&[
+            "--name", "b",
+            "--initial-advertise-peer-urls", "http://127.0.0.1:22380",
+            "--initial-cluster", "a=http://127.0.0.1:2380,b=http://127.0.0.1:22380,c=http://127.0.0.1:32380",
+        ])
+        .expect("valid");
+        assert_eq!(config.initial_cluster.len(), 3);
+    }
+
+    #[test]
+    fn bad_flags_name_the_flag() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--name", "x"], "couldn't find local name \"x\""),
+            (&["--listen-client-urls", "nope"], "--listen-client-urls"),
+            (&["--initial-cluster", "default=http://127.0.0.1:9"], "missing from --initial-advertise-peer-urls"),
+            (&["--initial-cluster-state", "maybe"], "maybe"),
+            (&["--election-timeout", "100"], "--election-timeout"),
+            (&["--listen-peer-urls", "https://127.0.0.1:1"], "scheme must be http"),
+        ];
+        for (args, expected) in cases {
+            let err = flags(args).expect_err("must be rejected");
+            assert!(err.contains(expected), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn member_ids_are_stable_and_distinct() {
+        let a = member_id(&["http://127.0.0.1:2380".into()], "t");
+        assert_eq!(a, member_id(&["http://127.0.0.1:2380".into()], "t"));
+        assert_ne!(a, member_id(&["http://127.0.0.1:2380".into()], "u"));
+        assert_ne!(a, member_id(&["http://127.0.0.1:2381".into()], "t"));
+    }
+}

@@ -1,0 +1,46 @@
+//! The member's domain errors: what a request can fail with, independent of the wire.
+//! `api::status` maps each to the gRPC code and message text etcd sends for it.
+
+use crate::mvcc::MvccError;
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Mvcc(#[from] MvccError),
+    #[error("key is not provided")]
+    EmptyKey,
+    #[error("key not found")]
+    KeyNotFound,
+    #[error("value is provided")]
+    ValueProvided,
+    #[error("lease is provided")]
+    LeaseProvided,
+    #[error("too many operations in txn request")]
+    TooManyTxnOps,
+    #[error("duplicate key given in txn request")]
+    DuplicateKey,
+    #[error("invalid sort option")]
+    InvalidSortOption,
+    #[error("request is too large")]
+    RequestTooLarge,
+    #[error("requested lease not found")]
+    LeaseNotFound,
+    /// No leader is known: nothing was proposed.
+    #[error("no leader")]
+    NoLeader,
+    /// The request may or may not have been applied: the caller cannot know (a timeout, or the
+    /// leader changed after proposing).
+    #[error("request timed out")]
+    Timeout,
+    #[error("server stopped")]
+    Stopped,
+    #[error("{0}")]
+    Unimplemented(&'static str),
+}
+
+impl ServerError {
+    /// True when the request certainly changed nothing, so a client may retry it safely.
+    pub fn is_definite(&self) -> bool {
+        !matches!(self, ServerError::Timeout)
+    }
+}

@@ -1,0 +1,27 @@
+//! Keel: a Raft-replicated, etcd-compatible cluster for microservices.
+//!
+//! # Layout
+//!
+//! Requests flow top to bottom; each layer knows only the ones below it.
+//!
+//! - `config`: the `keel` command line (etcd's flags), validated into a `MemberConfig`.
+//! - `member`: the composition root. Starts storage, Raft and the servers; `Member` proposes
+//!   commands through the leader and passes linearizable read barriers.
+//! - `api`: etcd's gRPC services as thin adapters: validate, call `Member`, map the error
+//!   (one table, `api::status`), fill the header.
+//! - `raft`: everything that names openraft: log store, state-machine adapter, peer network,
+//!   peer service (Raft RPCs and forwarding), snapshots.
+//! - `command`: the replicated command enum and its responses.
+//! - `mvcc`: the revisioned keyspace with etcd's semantics. Pure and synchronous.
+//! - `storage`: the engine trait (RocksDB and in-memory) everything persists through.
+//! - `error`, `limits`: domain errors and every named bound.
+
+pub mod api;
+pub mod command;
+pub mod config;
+pub mod error;
+pub mod limits;
+pub mod member;
+pub mod mvcc;
+pub mod raft;
+pub mod storage;

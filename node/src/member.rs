@@ -1,0 +1,445 @@
+//! A running member: storage, Raft, the peer server and the client server wired together. The
+//! one composition root. `Member` is what the API layer calls: propose a command, pass a read
+//! barrier, read the keyspace, describe the cluster.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::async_runtime::WatchReceiver;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::command::{Command, CommandResponse, MemberAttributes};
+use crate::config::{self, MemberConfig};
+use crate::error::ServerError;
+use crate::limits::{GRPC_OVERHEAD_BYTES, REQUEST_TIMEOUT};
+use crate::raft::{
+    self, ClientWriteError, Config, ForwardRequest, ForwardResponse, LogStore, MemberId, MemberNode, NetworkFactory,
+    PeerClients, PeerService, Raft, RaftMetrics, ReadPolicy, SharedState, SnapshotPolicy, StateMachine,
+};
+use crate::storage::{Durability, Engine, RocksEngine, Table, WriteBatch};
+
+const IDENTITY_KEY: &[u8] = b"identity";
+
+/// Who this member is, fixed when its data dir is created; later flags cannot change it.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+struct Identity {
+    member_id: u64,
+    cluster_id: u64,
+    name: String,
+}
+
+/// How long to wait between attempts when no leader is known or it just changed.
+const RETRY_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Entries kept after a snapshot so a briefly lagging member catches up from the log rather
+/// than a whole snapshot (etcd's SnapshotCatchUpEntries).
+const SNAPSHOT_CATCH_UP_ENTRIES: u64 = 5_000;
+
+pub struct Member {
+    pub id: MemberId,
+    pub cluster_id: u64,
+    pub name: String,
+    pub max_request_bytes: usize,
+    raft: Raft,
+    shared: Arc<SharedState>,
+    engine: Arc<dyn Engine>,
+    peers: PeerClients,
+}
+
+/// What happened to one attempt at a request.
+enum Attempt<T> {
+    Done(Result<T, ServerError>),
+    /// Nothing was proposed (no leader, or not the leader any more): try again.
+    Retry,
+}
+
+impl Member {
+    pub fn shared(&self) -> &SharedState {
+        &self.shared
+    }
+
+    pub fn metrics(&self) -> RaftMetrics {
+        self.raft.metrics().borrow_watched().clone()
+    }
+
+    pub fn raft_term(&self) -> u64 {
+        self.raft.metrics().borrow_watched().current_term
+    }
+
+    pub fn db_size_bytes(&self) -> u64 {
+        self.engine.size_bytes()
+    }
+
+    /// Replicates `command` through the leader and returns what applying it answered. Errors
+    /// say whether the command may have been applied (`ServerError::is_definite`).
+    pub async fn propose(&self, command: Command) -> Result<CommandResponse, ServerError> {
+        let size = raft::encode(&command).map_err(|_| ServerError::RequestTooLarge)?.len();
+        if size > self.max_request_bytes {
+            return Err(ServerError::RequestTooLarge);
+        }
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        loop {
+            let leader = self.leader_before(deadline).await?;
+            let attempt = if leader == self.id {
+                self.write_local(command.clone(), deadline).await
+            } else {
+                match self.forward(leader, ForwardRequest::Write(command.clone()), deadline).await {
+                    Attempt::Done(Ok(ForwardResponse::Write(result))) => match result {
+                        Ok((response, _term)) => Attempt::Done(Ok(response)),
+                        Err(raft::ForwardError::NotLeader { .. }) => Attempt::Retry,
+                        Err(_) => Attempt::Done(Err(ServerError::Timeout)),
+                    },
+                    Attempt::Done(Ok(ForwardResponse::ReadIndex(_))) => Attempt::Done(Err(ServerError::Timeout)),
+                    Attempt::Done(Err(e)) => Attempt::Done(Err(e)),
+                    Attempt::Retry => Attempt::Retry,
+                }
+            };
+            match attempt {
+                Attempt::Done(Ok(CommandResponse::Rejected(e))) => return Err(e.into()),
+                Attempt::Done(result) => return result,
+                Attempt::Retry if Instant::now() + RETRY_INTERVAL < deadline => tokio::time::sleep(RETRY_INTERVAL).await,
+                Attempt::Retry => return Err(ServerError::Timeout),
+            }
+        }
+    }
+
+    /// Waits until this member has applied everything committed before the call (ReadIndex
+    /// through the leader), so that a read that follows is linearizable.
+    pub async fn read_barrier(&self) -> Result<(), ServerError> {
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        loop {
+            let leader = self.leader_before(deadline).await?;
+            let attempt = if leader == self.id {
+                self.read_barrier_local(deadline).await
+            } else {
+                match self.forward(leader, ForwardRequest::ReadIndex, deadline).await {
+                    Attempt::Done(Ok(ForwardResponse::ReadIndex(Ok(index)))) => self.wait_applied(index, deadline).await,
+                    Attempt::Done(Ok(_)) => Attempt::Retry,
+                    Attempt::Done(Err(e)) => Attempt::Done(Err(e)),
+                    Attempt::Retry => Attempt::Retry,
+                }
+            };
+            match attempt {
+                Attempt::Done(result) => return result,
+                Attempt::Retry if Instant::now() + RETRY_INTERVAL < deadline => tokio::time::sleep(RETRY_INTERVAL).await,
+                Attempt::Retry => return Err(ServerError::Timeout),
+            }
+        }
+    }
+
+    async fn leader_before(&self, deadline: Instant) -> Result<MemberId, ServerError> {
+        if let Some(leader) = self.raft.metrics().borrow_watched().current_leader {
+            return Ok(leader);
+        }
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        match self.raft.wait(Some(timeout)).metrics(|m| m.current_leader.is_some(), "a leader").await {
+            Ok(metrics) => metrics.current_leader.ok_or(ServerError::NoLeader),
+            Err(openraft::metrics::WaitError::ShuttingDown) => Err(ServerError::Stopped),
+            Err(_) => Err(ServerError::NoLeader),
+        }
+    }
+
+    async fn write_local(&self, command: Command, deadline: Instant) -> Attempt<CommandResponse> {
+        let write = tokio::time::timeout_at(deadline, self.raft.client_write(command));
+        match write.await {
+            Err(_) => Attempt::Done(Err(ServerError::Timeout)),
+            Ok(Ok(written)) => Attempt::Done(Ok(written.data)),
+            Ok(Err(e)) => match e.api_error() {
+                Some(ClientWriteError::ForwardToLeader(_)) => Attempt::Retry,
+                Some(_) => Attempt::Done(Err(ServerError::Timeout)),
+                None => Attempt::Done(Err(ServerError::Stopped)),
+            },
+        }
+    }
+
+    async fn read_barrier_local(&self, deadline: Instant) -> Attempt<()> {
+        let barrier = tokio::time::timeout_at(deadline, self.raft.ensure_linearizable(ReadPolicy::ReadIndex));
+        match barrier.await {
+            Err(_) => Attempt::Done(Err(ServerError::Timeout)),
+            Ok(Ok(_)) => Attempt::Done(Ok(())),
+            Ok(Err(e)) if e.fatal().is_some() => Attempt::Done(Err(ServerError::Stopped)),
+            // Not the leader any more, or no quorum answered yet: nothing was read, try again.
+            Ok(Err(_)) => Attempt::Retry,
+        }
+    }
+
+    async fn wait_applied(&self, index: u64, deadline: Instant) -> Attempt<()> {
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        match self.raft.wait(Some(timeout)).applied_index_at_least(Some(index), "read barrier").await {
+            Ok(_) => Attempt::Done(Ok(())),
+            Err(openraft::metrics::WaitError::ShuttingDown) => Attempt::Done(Err(ServerError::Stopped)),
+            Err(_) => Attempt::Done(Err(ServerError::Timeout)),
+        }
+    }
+
+    async fn forward(&self, leader: MemberId, request: ForwardRequest, deadline: Instant) -> Attempt<ForwardResponse> {
+        let node = self.raft.metrics().borrow_watched().membership_config.membership().get_node(&leader).cloned();
+        let Some(node) = node else { return Attempt::Retry };
+        let mut client = match self.peers.for_member(&node) {
+            Ok(client) => client,
+            Err(e) => {
+                tracing::warn!(leader, "cannot reach leader: {e}");
+                return Attempt::Retry;
+            }
+        };
+        let data = match raft::encode(&request) {
+            Ok(data) => data,
+            Err(_) => return Attempt::Done(Err(ServerError::RequestTooLarge)),
+        };
+        let call = tokio::time::timeout_at(deadline, client.forward(keel_proto::peer::RaftMessage { data }));
+        match call.await {
+            Err(_) => Attempt::Done(Err(ServerError::Timeout)),
+            Ok(Err(status)) if is_connect_error(&status) => Attempt::Retry,
+            Ok(Err(status)) => {
+                tracing::debug!(leader, "forward failed: {status}");
+                Attempt::Done(Err(ServerError::Timeout))
+            }
+            Ok(Ok(response)) => match raft::decode(&response.into_inner().data) {
+                Ok(response) => Attempt::Done(Ok(response)),
+                Err(_) => Attempt::Done(Err(ServerError::Timeout)),
+            },
+        }
+    }
+
+    /// The members as Raft knows them, with what each published about itself.
+    pub fn member_list(&self) -> Vec<MemberInfo> {
+        let metrics = self.metrics();
+        let membership = metrics.membership_config.membership();
+        let published = self.shared.members();
+        let learners: Vec<MemberId> = membership.learner_ids().collect();
+        membership
+            .nodes()
+            .map(|(id, node)| {
+                let attributes = published.get(id);
+                MemberInfo {
+                    id: *id,
+                    name: attributes.map(|a| a.name.clone()).unwrap_or_default(),
+                    peer_urls: node.peer_urls.clone(),
+                    client_urls: attributes.map(|a| a.client_urls.clone()).unwrap_or_default(),
+                    is_learner: learners.contains(id),
+                }
+            })
+            .collect()
+    }
+}
+
+/// A connection that was never established: the request was not sent, so retrying is safe.
+fn is_connect_error(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Unavailable && status.message().contains("connect")
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberInfo {
+    pub id: MemberId,
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub client_urls: Vec<String>,
+    pub is_learner: bool,
+}
+
+/// A started member and its servers. Dropping it does not stop them: call `shutdown`.
+pub struct RunningMember {
+    pub member: Arc<Member>,
+    pub client_addrs: Vec<SocketAddr>,
+    pub peer_addrs: Vec<SocketAddr>,
+    stop_tx: watch::Sender<bool>,
+    servers: JoinSet<Result<(), tonic::transport::Error>>,
+}
+
+/// A start-up failure, with a message fit for one line on stderr.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartError(pub String);
+
+async fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, StartError> {
+    let mut listeners = Vec::new();
+    for addr in addrs {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| StartError(format!("listen tcp {addr}: bind: {e}")))?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+fn open_engine(config: &MemberConfig) -> Result<Arc<dyn Engine>, StartError> {
+    let data_dir = &config.data_dir;
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| StartError(format!("cannot access data directory {}: {e}", data_dir.display())))?;
+    let engine = RocksEngine::open(&data_dir.join("db"))
+        .map_err(|e| StartError(format!("cannot open data directory {}: {e}", data_dir.display())))?;
+    Ok(Arc::new(engine))
+}
+
+/// The member's identity: read back from its data dir, or derived from the flags on first start.
+fn identity(engine: &Arc<dyn Engine>, config: &MemberConfig) -> Result<(Identity, bool), StartError> {
+    let storage_err = |e: std::io::Error| StartError(format!("data directory {}: {e}", config.data_dir.display()));
+    if let Some(bytes) = engine.get(Table::RaftMeta, IDENTITY_KEY).map_err(|e| StartError(e.to_string()))? {
+        let identity: Identity = raft::decode(&bytes).map_err(storage_err)?;
+        return Ok((identity, false));
+    }
+    let member_ids: Vec<u64> = config
+        .initial_cluster
+        .iter()
+        .map(|(_, urls)| config::member_id(urls, &config.initial_cluster_token))
+        .collect();
+    let identity = Identity {
+        member_id: config::member_id(&config.advertise_peer_urls, &config.initial_cluster_token),
+        cluster_id: config::cluster_id(&member_ids),
+        name: config.name.clone(),
+    };
+    let mut batch = WriteBatch::new();
+    batch.put(Table::RaftMeta, IDENTITY_KEY, raft::encode(&identity).map_err(storage_err)?);
+    engine.write(batch, Durability::Sync).map_err(|e| StartError(e.to_string()))?;
+    Ok((identity, true))
+}
+
+fn raft_config(config: &MemberConfig) -> Result<Arc<Config>, StartError> {
+    let election_ms = config.election_timeout.as_millis() as u64;
+    let raft_config = Config {
+        cluster_name: config.initial_cluster_token.clone(),
+        heartbeat_interval: config.heartbeat_interval.as_millis() as u64,
+        // etcd randomises each election timeout in [timeout, 2 x timeout).
+        election_timeout_min: election_ms,
+        election_timeout_max: election_ms * 2,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_count),
+        max_in_snapshot_log_to_keep: SNAPSHOT_CATCH_UP_ENTRIES,
+        ..Default::default()
+    };
+    raft_config.validate().map(Arc::new).map_err(|e| StartError(format!("raft configuration: {e}")))
+}
+
+/// Starts a member: binds its ports (failing fast if one is taken), opens its data dir, starts
+/// Raft and both servers, and bootstraps the cluster on the first start of a new one.
+pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
+    let peer_listeners = bind_all(&config.listen_peer).await?;
+    let client_listeners = bind_all(&config.listen_client).await?;
+    let engine = open_engine(&config)?;
+    let (identity, first_start) = identity(&engine, &config)?;
+    if identity.name != config.name {
+        tracing::warn!(stored = %identity.name, flag = %config.name, "data dir belongs to another name; keeping the stored one");
+    }
+    let log_store = LogStore::open(engine.clone()).map_err(|e| StartError(format!("raft log: {e}")))?;
+    let state_machine = StateMachine::open(engine.clone(), &config.data_dir.join("snapshots"))
+        .map_err(|e| StartError(format!("state machine: {e}")))?;
+    let shared = state_machine.shared();
+    let peers = PeerClients::default();
+    let raft = Raft::new(identity.member_id, raft_config(&config)?, NetworkFactory::new(peers.clone()), log_store, state_machine)
+        .await
+        .map_err(|e| StartError(format!("raft: {e}")))?;
+    let member = Arc::new(Member {
+        id: identity.member_id,
+        cluster_id: identity.cluster_id,
+        name: identity.name.clone(),
+        max_request_bytes: config.max_request_bytes,
+        raft: raft.clone(),
+        shared,
+        engine,
+        peers,
+    });
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut servers = JoinSet::new();
+    let peer_addrs = local_addrs(&peer_listeners);
+    let client_addrs = local_addrs(&client_listeners);
+    for listener in peer_listeners {
+        let service = PeerService::new(raft.clone(), config.data_dir.join("snapshots"));
+        let router = tonic::transport::Server::builder().add_service(
+            keel_proto::peer::peer_server::PeerServer::new(service)
+                .max_decoding_message_size(usize::MAX)
+                .max_encoding_message_size(usize::MAX),
+        );
+        servers.spawn(router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped(stop_rx.clone())));
+    }
+    let decoding_limit = config.max_request_bytes + GRPC_OVERHEAD_BYTES;
+    for listener in client_listeners {
+        let router = crate::api::client_router(member.clone(), decoding_limit);
+        servers.spawn(router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped(stop_rx.clone())));
+    }
+
+    if first_start && config.initial_cluster_state_new {
+        bootstrap(&raft, &config).await?;
+    }
+    tokio::spawn(publish_attributes(member.clone(), config.advertise_client_urls.clone(), stop_rx));
+    tracing::info!(member_id = %format!("{:x}", member.id), cluster_id = %format!("{:x}", member.cluster_id), "member started");
+    Ok(RunningMember { member, client_addrs, peer_addrs, stop_tx, servers })
+}
+
+fn local_addrs(listeners: &[TcpListener]) -> Vec<SocketAddr> {
+    listeners.iter().filter_map(|l| l.local_addr().ok()).collect()
+}
+
+async fn stopped(mut stop_rx: watch::Receiver<bool>) {
+    // An error means the sender is gone, which also means stop.
+    let _ = stop_rx.wait_for(|stop| *stop).await;
+}
+
+/// Every member of a new cluster initialises Raft with the same membership: openraft allows
+/// this, and the vote then elects exactly one leader.
+async fn bootstrap(raft: &Raft, config: &MemberConfig) -> Result<(), StartError> {
+    let members: BTreeMap<MemberId, MemberNode> = config
+        .initial_cluster
+        .iter()
+        .map(|(name, urls)| {
+            (config::member_id(urls, &config.initial_cluster_token), MemberNode { name: name.clone(), peer_urls: urls.clone() })
+        })
+        .collect();
+    match raft.initialize(members).await {
+        Ok(()) => Ok(()),
+        Err(openraft::errors::RaftError::APIError(e)) => {
+            tracing::info!("cluster already initialised: {e}");
+            Ok(())
+        }
+        Err(e) => Err(StartError(format!("bootstrap: {e}"))),
+    }
+}
+
+/// Publishes this member's name and client URLs through Raft (etcd's "publish"), retrying
+/// until it is committed or the member stops.
+async fn publish_attributes(member: Arc<Member>, client_urls: Vec<String>, stop_rx: watch::Receiver<bool>) {
+    let attributes = MemberAttributes { member_id: member.id, name: member.name.clone(), client_urls };
+    while !*stop_rx.borrow() {
+        if member.shared.members().get(&member.id) == Some(&attributes) {
+            return;
+        }
+        match member.propose(Command::PublishMember(attributes.clone())).await {
+            Ok(_) => return,
+            Err(e) => {
+                tracing::debug!("publishing member attributes: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+impl RunningMember {
+    /// Stops serving, then stops Raft. In-flight requests finish or fail; nothing
+    /// acknowledged is lost because everything acknowledged is already on disk.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop_tx.send(true);
+        while let Some(result) = self.servers.join_next().await {
+            if let Ok(Err(e)) = result {
+                tracing::warn!("server stopped with error: {e}");
+            }
+        }
+        if let Err(e) = self.member.raft.shutdown().await {
+            tracing::warn!("raft shutdown: {e}");
+        }
+    }
+
+    /// Resolves when a server stopped on its own (an error): the member cannot serve any more.
+    pub async fn failed(&mut self) -> String {
+        match self.servers.join_next().await {
+            Some(Ok(Err(e))) => format!("server failed: {e}"),
+            Some(Err(e)) => format!("server task failed: {e}"),
+            Some(Ok(Ok(()))) => "server stopped".into(),
+            None => std::future::pending().await,
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! MVCC keyspace with etcd v3.4's semantics: a cluster-wide revision that every change
+//! increments, per-key create/mod revision, version and lease, ranges at past revisions,
+//! transactions and compaction — and the apply-time rules of etcd's `apply.go` on top, so that a
+//! response is byte-for-byte what etcd would have answered.
+//!
+//! Pure and synchronous: it never awaits, reads a clock or touches the network, and knows nothing
+//! of Raft or gRPC. Its only I/O is through the storage `Engine`: records in `Table::Kv` keyed by
+//! revision, and two `mvcc/`-prefixed keys in `Table::StateMeta`. Applying the same commands in
+//! the same order gives the same state and the same responses on every member.
+//!
+//! # Layout
+//!
+//! - `store`: [`MvccStore`], open/commit, the staged overlay and the in-memory key index.
+//! - `revision`: `(main, sub)` revisions and their engine-key encoding.
+//! - `key_index`: one key's generations (etcd's `keyIndex`), including compaction of them.
+//! - `range`: etcd's Range (range_end rules, limit, count, sorting, revision filters).
+//! - `txn`: Put, DeleteRange and Txn (compares, nested transactions, apply-time checks).
+//! - `compaction`: the Compact command.
+//! - `error`: [`MvccError`].
+//!
+//! Tests: `tests` (etcd's rules, table-driven) and `model_tests` (a property test against a
+//! naive snapshot-per-revision model, on the memory engine and on RocksDB).
+
+mod compaction;
+mod error;
+mod key_index;
+mod range;
+mod revision;
+mod store;
+mod txn;
+
+#[cfg(test)]
+mod model_tests;
+#[cfg(test)]
+mod tests;
+
+pub use error::MvccError;
+pub use store::MvccStore;

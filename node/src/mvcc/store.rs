@@ -1,0 +1,451 @@
+//! The store itself: the key index in memory, values in the engine, and the changes staged
+//! between two commits.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::Arc;
+
+use crate::command::{Command, CommandResponse, KeyValue, RangeRequest, RangeResponse};
+use crate::storage::{Direction, Durability, Engine, KeyRange, StorageError, Table, WriteBatch};
+
+use super::key_index::KeyIndex;
+use super::range::KeySpan;
+use super::revision::{RecordKind, Revision};
+use super::MvccError;
+
+/// `Table::StateMeta` key of the current revision: kept explicitly because compaction may leave
+/// no record at it.
+const CURRENT_REVISION_KEY: &[u8] = b"mvcc/current_revision";
+/// `Table::StateMeta` key of the compact revision; absent until the first compaction.
+const COMPACT_REVISION_KEY: &[u8] = b"mvcc/compact_revision";
+
+/// etcd's `compactMainRev` before any compaction. Kept (rather than 0) because etcd's rules
+/// compare against it: a first compaction to revision 0 is accepted, a second is not.
+pub(super) const NEVER_COMPACTED: i64 = -1;
+
+/// etcd's revision of an empty store: the first change gets revision 2.
+const EMPTY_STORE_REVISION: i64 = 1;
+
+/// The MVCC keyspace of one member.
+pub struct MvccStore {
+    engine: Arc<dyn Engine>,
+    /// Every key with remembered history, live or not.
+    pub(super) index: BTreeMap<Vec<u8>, KeyIndex>,
+    /// The revision of the last change applied (staged or committed).
+    pub(super) current_revision: i64,
+    /// etcd's `compactMainRev`; `NEVER_COMPACTED` until the first compaction.
+    pub(super) compacted: i64,
+    /// Changes to `Table::Kv` since the last commit, by engine key: a record to write, or `None`
+    /// to delete one. Reads look here before the engine.
+    staged: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl std::fmt::Debug for MvccStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MvccStore")
+            .field("current_revision", &self.current_revision)
+            .field("compacted", &self.compacted)
+            .field("keys", &self.index.len())
+            .field("staged", &self.staged.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why an operation did not complete: etcd refused it (a replicated answer), or the engine
+/// failed (fatal for the member).
+#[derive(Debug)]
+pub(super) enum OpError {
+    Rejected(MvccError),
+    Storage(StorageError),
+}
+
+impl From<StorageError> for OpError {
+    fn from(error: StorageError) -> Self {
+        OpError::Storage(error)
+    }
+}
+
+impl From<MvccError> for OpError {
+    fn from(error: MvccError) -> Self {
+        OpError::Rejected(error)
+    }
+}
+
+/// One write transaction in progress (etcd's `storeTxnWrite`): every change it makes gets main
+/// revision `begin + 1` and the next sub-revision.
+#[derive(Debug)]
+pub(super) struct WriteTxn {
+    begin: i64,
+    changes: i64,
+}
+
+impl WriteTxn {
+    /// The revision reads inside the transaction are served at (and report): the revision
+    /// being written once something changed.
+    pub fn read_revision(&self) -> i64 {
+        if self.changes > 0 {
+            self.begin + 1
+        } else {
+            self.begin
+        }
+    }
+
+    fn next_revision(&mut self) -> Revision {
+        let revision = Revision::new(self.begin + 1, self.changes);
+        self.changes += 1;
+        revision
+    }
+}
+
+/// What etcd's `rangeKeys` returns.
+pub(super) struct RangeResult {
+    pub kvs: Vec<KeyValue>,
+    /// Keys matching before any limit.
+    pub count: i64,
+}
+
+impl MvccStore {
+    /// Opens the keyspace stored in `engine` (tables `Kv` and `StateMeta`), rebuilding the
+    /// in-memory key index by scanning `Kv`. An empty engine gives an empty store: current
+    /// revision 1 (the first write gets revision 2, as in etcd), compact revision 0.
+    pub fn open(engine: Arc<dyn Engine>) -> Result<Self, StorageError> {
+        let mut index: BTreeMap<Vec<u8>, KeyIndex> = BTreeMap::new();
+        let mut newest_revision = EMPTY_STORE_REVISION;
+        let mut failure = None;
+        engine.scan(
+            Table::Kv,
+            KeyRange::all(),
+            Direction::Forward,
+            &mut |key, value| match restore_record(&mut index, key, value) {
+                Ok(main) => {
+                    newest_revision = newest_revision.max(main);
+                    true
+                }
+                Err(error) => {
+                    failure = Some(error);
+                    false
+                }
+            },
+        )?;
+        if let Some(error) = failure {
+            return Err(error);
+        }
+        let current_revision = read_meta(engine.as_ref(), CURRENT_REVISION_KEY)?
+            .unwrap_or(EMPTY_STORE_REVISION)
+            .max(newest_revision);
+        let compacted =
+            read_meta(engine.as_ref(), COMPACT_REVISION_KEY)?.unwrap_or(NEVER_COMPACTED);
+        Ok(MvccStore {
+            engine,
+            index,
+            current_revision,
+            compacted,
+            staged: BTreeMap::new(),
+        })
+    }
+
+    /// The revision of the last change, staged or committed.
+    pub fn current_revision(&self) -> i64 {
+        self.current_revision
+    }
+
+    /// The revision of the last compaction; 0 if none (etcd reports it the same way).
+    pub fn compact_revision(&self) -> i64 {
+        self.compacted.max(0)
+    }
+
+    /// etcd's Range: `key`/`range_end` rules (empty `range_end` = the single key; `[0]` = every
+    /// key >= `key`; `range_end <= key` = nothing), at `revision` (0 = current) with `limit`,
+    /// `more`, `count` (matches before the limit and before the min/max filters, as etcd 3.4),
+    /// sorting, `keys_only`, `count_only` and the min/max revision filters.
+    /// `header_revision` is the current revision.
+    pub fn range(&self, request: &RangeRequest) -> Result<RangeResponse, MvccError> {
+        self.range_in_view(request, self.current_revision)
+            .map_err(|error| match error {
+                OpError::Rejected(error) => error,
+                OpError::Storage(error) => MvccError::Storage(error.0),
+            })
+    }
+
+    /// Applies one write command. Changes are staged in memory and visible at once to later
+    /// `range` and `apply` calls; nothing reaches the engine until `commit`. etcd's apply-time
+    /// refusals come back as `Ok(CommandResponse::Rejected(..))` with nothing changed;
+    /// `StorageError` only for engine failures.
+    ///
+    /// Leases are stored as given: the caller validates that they exist, as etcd's lessor does.
+    pub fn apply(&mut self, command: &Command) -> Result<CommandResponse, StorageError> {
+        let outcome = match command {
+            Command::Put(request) => self.apply_put(request).map(CommandResponse::Put),
+            Command::DeleteRange(request) => self
+                .apply_delete_range(request)
+                .map(CommandResponse::DeleteRange),
+            Command::Txn(request) => self.apply_txn(request).map(CommandResponse::Txn),
+            Command::Compact(request) => self.apply_compact(request).map(CommandResponse::Compact),
+            Command::PublishMember(_) => Ok(CommandResponse::None),
+        };
+        match outcome {
+            Ok(response) => Ok(response),
+            Err(OpError::Rejected(error)) => Ok(CommandResponse::Rejected(error)),
+            Err(OpError::Storage(error)) => Err(error),
+        }
+    }
+
+    /// Writes everything staged since the last commit, plus `extra` (the caller's metadata, such
+    /// as the applied log id), to the engine in one atomic batch with `Durability::Buffered`.
+    /// After an error the store is ahead of its engine: the caller must drop and reopen it.
+    pub fn commit(&mut self, extra: WriteBatch) -> Result<(), StorageError> {
+        let mut batch = WriteBatch::new();
+        for (key, record) in std::mem::take(&mut self.staged) {
+            match record {
+                Some(value) => batch.put(Table::Kv, key, value),
+                None => batch.delete(Table::Kv, key),
+            }
+        }
+        batch.put(
+            Table::StateMeta,
+            CURRENT_REVISION_KEY,
+            self.current_revision.to_be_bytes(),
+        );
+        if self.compacted != NEVER_COMPACTED {
+            batch.put(
+                Table::StateMeta,
+                COMPACT_REVISION_KEY,
+                self.compacted.to_be_bytes(),
+            );
+        }
+        batch.ops.extend(extra.ops);
+        self.engine.write(batch, Durability::Buffered)
+    }
+
+    /// Number of keys that currently exist.
+    pub fn key_count(&self) -> usize {
+        self.index
+            .values()
+            .filter(|history| history.live().is_some())
+            .count()
+    }
+
+    // ---- reads ----
+
+    /// etcd's `rangeKeys`: checks `requested` (0 or negative = `current`) against the current
+    /// and compact revisions, then reads up to `limit` (<= 0 = all) values.
+    pub(super) fn range_keys(
+        &self,
+        span: KeySpan<'_>,
+        requested: i64,
+        current: i64,
+        limit: i64,
+        count_only: bool,
+    ) -> Result<RangeResult, OpError> {
+        if requested > current {
+            return Err(MvccError::FutureRevision {
+                current_revision: current,
+            }
+            .into());
+        }
+        let at = if requested <= 0 { current } else { requested };
+        if at < self.compacted {
+            return Err(MvccError::Compacted {
+                compact_revision: self.compact_revision(),
+            }
+            .into());
+        }
+        let revisions = self.revisions_at(span, at);
+        let count = i64::try_from(revisions.len()).unwrap_or(i64::MAX);
+        if count_only {
+            return Ok(RangeResult {
+                kvs: Vec::new(),
+                count,
+            });
+        }
+        let take = usize::try_from(limit)
+            .ok()
+            .filter(|&limit| limit > 0)
+            .unwrap_or(usize::MAX);
+        let kvs = revisions
+            .into_iter()
+            .take(take)
+            .map(|revision| self.fetch(revision))
+            .collect::<Result<_, _>>()?;
+        Ok(RangeResult { kvs, count })
+    }
+
+    /// The values of every key in `span` as of revision `at`, in key order, without revision
+    /// checks (for reads inside a write, which are always at the newest revision).
+    pub(super) fn kvs_at(&self, span: KeySpan<'_>, at: i64) -> Result<Vec<KeyValue>, StorageError> {
+        self.revisions_at(span, at)
+            .into_iter()
+            .map(|revision| self.fetch(revision))
+            .collect()
+    }
+
+    /// The revision holding each key of `span` as of `at`, in key order.
+    fn revisions_at(&self, span: KeySpan<'_>, at: i64) -> Vec<Revision> {
+        let mut revisions = Vec::new();
+        self.visit_span(span, |_, history| revisions.extend(history.get(at)));
+        revisions
+    }
+
+    /// Calls `visit` for each remembered key in `span`, in key order.
+    pub(super) fn visit_span(&self, span: KeySpan<'_>, mut visit: impl FnMut(&[u8], &KeyIndex)) {
+        let (from, to) = match span {
+            KeySpan::Single(key) => {
+                if let Some(history) = self.index.get(key) {
+                    visit(key, history);
+                }
+                return;
+            }
+            KeySpan::Range { from, to } => (from, to),
+        };
+        // `BTreeMap::range` panics on an inverted range; etcd treats it as empty.
+        if to.is_some_and(|to| to <= from) {
+            return;
+        }
+        let upper = to.map_or(Bound::Unbounded, Bound::Excluded);
+        for (key, history) in self.index.range::<[u8], _>((Bound::Included(from), upper)) {
+            visit(key, history);
+        }
+    }
+
+    /// The record written at `revision`, from the staged overlay or the engine.
+    fn fetch(&self, revision: Revision) -> Result<KeyValue, StorageError> {
+        let key = revision.engine_key(RecordKind::Value);
+        let bytes = match self.staged.get(&key) {
+            Some(Some(bytes)) => bytes.clone(),
+            Some(None) => return Err(missing_record(revision)),
+            None => self
+                .engine
+                .get(Table::Kv, &key)?
+                .ok_or_else(|| missing_record(revision))?,
+        };
+        postcard::from_bytes(&bytes).map_err(|error| {
+            StorageError(format!(
+                "mvcc: corrupt record at revision {revision:?}: {error}"
+            ))
+        })
+    }
+
+    // ---- writes ----
+
+    pub(super) fn begin_write(&self) -> WriteTxn {
+        WriteTxn {
+            begin: self.current_revision,
+            changes: 0,
+        }
+    }
+
+    pub(super) fn end_write(&mut self, txn: WriteTxn) {
+        if txn.changes > 0 {
+            assert!(
+                txn.begin == self.current_revision,
+                "write transactions do not overlap"
+            );
+            self.current_revision = txn.begin + 1;
+        }
+    }
+
+    /// Writes `key = value` (etcd's `storeTxnWrite.put`): keeps the create revision of a live
+    /// key and bumps its version, or starts a new generation.
+    pub(super) fn put_key(
+        &mut self,
+        txn: &mut WriteTxn,
+        key: &[u8],
+        value: Vec<u8>,
+        lease: i64,
+    ) -> Result<(), StorageError> {
+        let revision = txn.next_revision();
+        let live = self.index.entry(key.to_vec()).or_default().put(revision);
+        let record = KeyValue {
+            key: key.to_vec(),
+            create_revision: live.created,
+            mod_revision: revision.main,
+            version: live.version,
+            value,
+            lease,
+        };
+        self.stage(revision.engine_key(RecordKind::Value), &record)
+    }
+
+    /// Deletes every live key in `span`; returns how many.
+    pub(super) fn delete_span(
+        &mut self,
+        txn: &mut WriteTxn,
+        span: KeySpan<'_>,
+    ) -> Result<i64, StorageError> {
+        let mut doomed = Vec::new();
+        self.visit_span(span, |key, history| {
+            if history.live().is_some() {
+                doomed.push(key.to_vec());
+            }
+        });
+        for key in &doomed {
+            let revision = txn.next_revision();
+            if let Some(history) = self.index.get_mut(key) {
+                history.tombstone(revision);
+            }
+            let record = KeyValue {
+                key: key.clone(),
+                mod_revision: revision.main,
+                ..KeyValue::default()
+            };
+            self.stage(revision.engine_key(RecordKind::Tombstone), &record)?;
+        }
+        Ok(i64::try_from(doomed.len()).unwrap_or(i64::MAX))
+    }
+
+    /// Stages the deletion of records that compaction dropped.
+    pub(super) fn stage_removal(&mut self, revision: Revision, kind: RecordKind) {
+        self.staged.insert(revision.engine_key(kind), None);
+    }
+
+    fn stage(&mut self, engine_key: Vec<u8>, record: &KeyValue) -> Result<(), StorageError> {
+        let bytes = postcard::to_allocvec(record)
+            .map_err(|error| StorageError(format!("mvcc: cannot encode record: {error}")))?;
+        self.staged.insert(engine_key, Some(bytes));
+        Ok(())
+    }
+}
+
+fn missing_record(revision: Revision) -> StorageError {
+    StorageError(format!(
+        "mvcc: the key index names revision {revision:?} but its record is missing"
+    ))
+}
+
+fn read_meta(engine: &dyn Engine, key: &[u8]) -> Result<Option<i64>, StorageError> {
+    let Some(bytes) = engine.get(Table::StateMeta, key)? else {
+        return Ok(None);
+    };
+    let bytes: [u8; 8] = bytes.as_slice().try_into().map_err(|_| {
+        StorageError(format!(
+            "mvcc: corrupt {} ({} bytes)",
+            String::from_utf8_lossy(key),
+            bytes.len()
+        ))
+    })?;
+    Ok(Some(i64::from_be_bytes(bytes)))
+}
+
+/// Adds one `Kv` record to the index being rebuilt; returns its main revision.
+fn restore_record(
+    index: &mut BTreeMap<Vec<u8>, KeyIndex>,
+    engine_key: &[u8],
+    value: &[u8],
+) -> Result<i64, StorageError> {
+    let corrupt = |what: &str| StorageError(format!("mvcc: corrupt record {engine_key:?}: {what}"));
+    let (revision, kind) =
+        Revision::from_engine_key(engine_key).ok_or_else(|| corrupt("bad revision key"))?;
+    let record: KeyValue =
+        postcard::from_bytes(value).map_err(|error| corrupt(&error.to_string()))?;
+    let history = index.entry(record.key).or_default();
+    match kind {
+        RecordKind::Value => history.restore_put(revision, record.create_revision, record.version),
+        RecordKind::Tombstone => {
+            if history.live().is_none_or(|live| live.revision >= revision) {
+                return Err(corrupt("tombstone of a key that does not exist"));
+            }
+            history.tombstone(revision);
+        }
+    }
+    Ok(revision.main)
+}

@@ -1,0 +1,202 @@
+//! The Raft log and vote on the storage engine, with group commit.
+//!
+//! `append` writes entries without waiting for the disk, so they are readable at once, and
+//! hands the completion callback to one syncer thread. The syncer takes every callback that
+//! queued up while the previous fsync ran, issues ONE fsync for all of them and only then tells
+//! openraft the entries are durable. openraft acknowledges a client write only once a majority
+//! reported its entry durable, so many concurrent writes share one fsync and nothing is
+//! acknowledged before it is on disk.
+
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
+
+use openraft::storage::{IOFlushed, RaftLogStorage};
+use openraft::{LogState, OptionalSend, RaftLogReader};
+use tokio::sync::mpsc;
+
+use super::codec::{decode, encode};
+use super::{Entry, LogId, TypeConfig, Vote};
+use crate::storage::{Direction, Durability, Engine, KeyRange, Table, WriteBatch};
+
+const VOTE_KEY: &[u8] = b"vote";
+const COMMITTED_KEY: &[u8] = b"committed";
+const PURGED_KEY: &[u8] = b"purged";
+
+/// Appends waiting for the syncer. When full, `append` waits: the bound keeps a stalled disk
+/// from turning into unbounded memory.
+const SYNC_QUEUE_CAPACITY: usize = 4096;
+
+#[derive(Clone)]
+pub struct LogStore {
+    engine: Arc<dyn Engine>,
+    sync_tx: mpsc::Sender<IOFlushed<TypeConfig>>,
+}
+
+impl LogStore {
+    /// Opens the log on `engine` and starts its syncer thread, which ends when the last clone of
+    /// this store is dropped.
+    pub fn open(engine: Arc<dyn Engine>) -> io::Result<Self> {
+        let (sync_tx, sync_rx) = mpsc::channel(SYNC_QUEUE_CAPACITY);
+        let syncer_engine = engine.clone();
+        std::thread::Builder::new()
+            .name("keel-log-sync".into())
+            .spawn(move || run_syncer(syncer_engine, sync_rx))?;
+        Ok(Self { engine, sync_tx })
+    }
+
+    fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
+        let bytes = self.engine.get(Table::RaftMeta, key).map_err(io::Error::other)?;
+        bytes.map(|b| decode(&b)).transpose()
+    }
+
+    fn put_meta<T: serde::Serialize>(&self, key: &[u8], value: &T, durability: Durability) -> io::Result<()> {
+        let mut batch = WriteBatch::new();
+        batch.put(Table::RaftMeta, key, encode(value)?);
+        self.engine.write(batch, durability).map_err(io::Error::other)
+    }
+
+    fn last_entry(&self) -> io::Result<Option<Entry>> {
+        let mut last = None;
+        let mut decode_err = None;
+        self.engine
+            .scan(Table::Log, KeyRange::all(), Direction::Reverse, &mut |_, value| {
+                match decode::<Entry>(value) {
+                    Ok(entry) => last = Some(entry),
+                    Err(e) => decode_err = Some(e),
+                }
+                false
+            })
+            .map_err(io::Error::other)?;
+        match decode_err {
+            Some(e) => Err(e),
+            None => Ok(last),
+        }
+    }
+}
+
+/// Log keys are big-endian indexes so that the engine's byte order is log order.
+fn index_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+fn run_syncer(engine: Arc<dyn Engine>, mut rx: mpsc::Receiver<IOFlushed<TypeConfig>>) {
+    let mut waiting = Vec::new();
+    while let Some(first) = rx.blocking_recv() {
+        waiting.push(first);
+        while let Ok(more) = rx.try_recv() {
+            waiting.push(more);
+        }
+        let result = engine.sync().map_err(|e| e.to_string());
+        for callback in waiting.drain(..) {
+            callback.io_completed(result.clone().map_err(io::Error::other));
+        }
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, io::Error> {
+        let from = match range.start_bound() {
+            Bound::Included(i) => *i,
+            Bound::Excluded(i) => i.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let to = match range.end_bound() {
+            Bound::Included(i) => i.checked_add(1),
+            Bound::Excluded(i) => Some(*i),
+            Bound::Unbounded => None,
+        };
+        let from_key = index_key(from);
+        let to_key = to.map(index_key);
+        let range = KeyRange { from: &from_key, to: to_key.as_ref().map(|k| &k[..]) };
+        let mut entries = Vec::new();
+        let mut decode_err = None;
+        self.engine
+            .scan(Table::Log, range, Direction::Forward, &mut |_, value| match decode::<Entry>(value) {
+                Ok(entry) => {
+                    entries.push(entry);
+                    true
+                }
+                Err(e) => {
+                    decode_err = Some(e);
+                    false
+                }
+            })
+            .map_err(io::Error::other)?;
+        match decode_err {
+            Some(e) => Err(e),
+            None => Ok(entries),
+        }
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        self.get_meta(VOTE_KEY)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
+        let last_purged_log_id: Option<LogId> = self.get_meta(PURGED_KEY)?;
+        let last_log_id = match self.last_entry()? {
+            Some(entry) => Some(entry.log_id),
+            None => last_purged_log_id,
+        };
+        Ok(LogState { last_purged_log_id, last_log_id })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
+        // A vote must be on disk before it is answered: Sync, not group-committed.
+        self.put_meta(VOTE_KEY, vote, Durability::Sync)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
+        // Only an optimisation for restart (re-applying up to it at once): no fsync needed.
+        self.put_meta(COMMITTED_KEY, &committed, Durability::Buffered)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        Ok(self.get_meta::<Option<LogId>>(COMMITTED_KEY)?.flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    where I: IntoIterator<Item = Entry> + Send {
+        let mut batch = WriteBatch::new();
+        for entry in entries {
+            batch.put(Table::Log, index_key(entry.log_id.index), encode(&entry)?);
+        }
+        // Written now so the entries are readable when this returns; durable once the syncer's
+        // fsync completes, which is when the callback fires.
+        self.engine.write(batch, Durability::Buffered).map_err(io::Error::other)?;
+        self.sync_tx
+            .send(callback)
+            .await
+            .map_err(|_| io::Error::other("log syncer thread stopped"))
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
+        let from = last_log_id.map_or(0, |id| id.index + 1);
+        let mut batch = WriteBatch::new();
+        batch.delete_range(Table::Log, index_key(from), index_key(u64::MAX));
+        // Durable with the next append's fsync, which shares the write-ahead log.
+        self.engine.write(batch, Durability::Buffered).map_err(io::Error::other)
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+        // The purged id is written first and in the same batch: openraft ignores entries at or
+        // below it, so a crash in between cannot resurrect a half-purged log.
+        let mut batch = WriteBatch::new();
+        batch.put(Table::RaftMeta, PURGED_KEY, encode(&log_id)?);
+        batch.delete_range(Table::Log, index_key(0), index_key(log_id.index + 1));
+        self.engine.write(batch, Durability::Buffered).map_err(io::Error::other)
+    }
+}

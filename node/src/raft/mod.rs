@@ -1,0 +1,61 @@
+//! Raft, through openraft. The only module that names openraft types: the type configuration,
+//! the RocksDB-backed log store, the state-machine adapter over the MVCC keyspace, the peer
+//! network over tonic and snapshot streaming.
+//!
+//! Nothing here interprets etcd requests: commands arrive as `Command`s and leave as
+//! `CommandResponse`s.
+
+mod codec;
+mod log_store;
+mod network;
+mod peer_service;
+mod snapshot;
+mod state_machine;
+
+use serde::{Deserialize, Serialize};
+
+pub use codec::{decode, encode};
+pub use log_store::LogStore;
+pub use network::{NetworkFactory, PeerClients};
+pub use peer_service::{ForwardError, ForwardRequest, ForwardResponse, PeerService};
+pub use state_machine::{SharedState, StateMachine};
+
+use crate::command::{Command, CommandResponse};
+
+/// A member's identity as Raft replicates it in the membership config: its name and the URL
+/// its peers reach it on. Client URLs are published separately through the state machine,
+/// as etcd does, because a member learns its peers' client URLs only once they start.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberNode {
+    pub name: String,
+    pub peer_urls: Vec<String>,
+}
+
+impl std::fmt::Display for MemberNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}={}", self.name, self.peer_urls.join(","))
+    }
+}
+
+openraft::declare_raft_types!(
+    /// Keel's openraft type configuration: the one place the generic parameters are fixed.
+    pub TypeConfig:
+        D = Command,
+        R = CommandResponse,
+        NodeId = u64,
+        Node = MemberNode,
+);
+
+pub type MemberId = u64;
+pub type Raft = openraft::Raft<TypeConfig, StateMachine>;
+pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
+pub type Entry = openraft::alias::EntryOf<TypeConfig>;
+pub type Vote = openraft::alias::VoteOf<TypeConfig>;
+pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
+pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
+pub type RaftMetrics = openraft::RaftMetrics<TypeConfig>;
+pub type ForwardToLeader = openraft::errors::ForwardToLeader<TypeConfig>;
+pub type ClientWriteError = openraft::errors::ClientWriteError<TypeConfig>;
+pub type LinearizableReadError = openraft::errors::LinearizableReadError<TypeConfig>;
+pub type RaftError<E = std::convert::Infallible> = openraft::errors::RaftError<TypeConfig, E>;
+pub use openraft::{Config, ReadPolicy, ServerState, SnapshotPolicy};

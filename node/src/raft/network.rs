@@ -1,0 +1,172 @@
+//! The outgoing half of the peer API: Raft RPCs and forwarded requests to other members, over
+//! tonic channels cached per peer URL (one HTTP/2 connection per peer, reused by every RPC).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use keel_proto::peer::peer_client::PeerClient;
+use keel_proto::peer::{RaftMessage, SnapshotChunk};
+use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::RPCOption;
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use openraft::{OptionalSend, RaftNetworkFactory, RaftNetworkV2};
+use tokio::io::AsyncReadExt;
+use tonic::transport::{Channel, Endpoint};
+
+use super::codec::{decode, encode};
+use super::snapshot::{SnapshotFile, CHUNK_BYTES};
+use super::{MemberId, MemberNode, TypeConfig, Vote};
+
+/// How long a connection attempt to a peer may take before the RPC counts as unreachable.
+const PEER_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Snapshot chunks read ahead of the transport.
+const SNAPSHOT_CHUNKS_IN_FLIGHT: usize = 4;
+
+/// Peer clients by URL, shared by Raft replication and request forwarding.
+#[derive(Clone, Default)]
+pub struct PeerClients {
+    // std Mutex: held only to look up or insert a client, never across an await.
+    clients: Arc<Mutex<HashMap<String, PeerClient<Channel>>>>,
+}
+
+impl PeerClients {
+    /// A client for `url`, connecting lazily on first use and reconnecting after failures.
+    pub fn get(&self, url: &str) -> Result<PeerClient<Channel>, tonic::transport::Error> {
+        let mut clients = self.clients.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(client) = clients.get(url) {
+            return Ok(client.clone());
+        }
+        let channel = Endpoint::from_shared(url.to_string())?
+            .connect_timeout(PEER_CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .connect_lazy();
+        let client = PeerClient::new(channel).max_decoding_message_size(usize::MAX).max_encoding_message_size(usize::MAX);
+        clients.insert(url.to_string(), client.clone());
+        Ok(client)
+    }
+
+    /// A client for a member, by the first of its peer URLs.
+    pub fn for_member(&self, node: &MemberNode) -> Result<PeerClient<Channel>, String> {
+        let url = node.peer_urls.first().ok_or_else(|| format!("member {} has no peer URL", node.name))?;
+        self.get(url).map_err(|e| format!("bad peer URL {url}: {e}"))
+    }
+}
+
+pub struct NetworkFactory {
+    clients: PeerClients,
+}
+
+impl NetworkFactory {
+    pub fn new(clients: PeerClients) -> Self {
+        Self { clients }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = Connection;
+
+    async fn new_client(&mut self, target: MemberId, node: &MemberNode) -> Self::Network {
+        Connection { target, client: self.clients.for_member(node) }
+    }
+}
+
+/// One peer as seen by openraft's replication and election tasks.
+pub struct Connection {
+    target: MemberId,
+    client: Result<PeerClient<Channel>, String>,
+}
+
+type RpcResult<T> = Result<T, RPCError<TypeConfig>>;
+
+impl Connection {
+    fn client(&self) -> RpcResult<PeerClient<Channel>> {
+        self.client.clone().map_err(|e| RPCError::Unreachable(Unreachable::from_string(e)))
+    }
+
+    async fn call<Req, Resp, F, Fut>(&self, request: &Req, option: &RPCOption, rpc: F) -> RpcResult<Resp>
+    where
+        Req: serde::Serialize,
+        Resp: serde::de::DeserializeOwned,
+        F: FnOnce(PeerClient<Channel>, RaftMessage) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<RaftMessage>, tonic::Status>>,
+    {
+        let data = encode(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let call = rpc(self.client()?, RaftMessage { data });
+        let response = match tokio::time::timeout(option.hard_ttl(), call).await {
+            Err(_) => return Err(RPCError::Unreachable(Unreachable::from_string(format!("peer {} timed out", self.target)))),
+            Ok(Err(status)) => return Err(status_to_rpc_error(status)),
+            Ok(Ok(response)) => response.into_inner(),
+        };
+        decode(&response.data).map_err(|e| RPCError::Network(NetworkError::new(&e)))
+    }
+}
+
+fn status_to_rpc_error(status: tonic::Status) -> RPCError<TypeConfig> {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::Unknown => RPCError::Unreachable(Unreachable::from_string(status.message())),
+        _ => RPCError::Network(NetworkError::from_string(format!("{}: {}", status.code(), status.message()))),
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for Connection {
+    type SnapshotData = SnapshotFile;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(&rpc, &option, |mut c, m| async move { c.append_entries(m).await }).await
+    }
+
+    async fn vote(&mut self, rpc: VoteRequest<TypeConfig>, option: RPCOption) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(&rpc, &option, |mut c, m| async move { c.vote(m).await }).await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let header = encode(&(vote, snapshot.meta.clone())).map_err(|e| NetworkError::new(&e))?;
+        let mut file = tokio::fs::File::open(&snapshot.snapshot.path).await.map_err(|e| NetworkError::new(&e))?;
+        // A reader task feeds a small bounded channel: memory stays at a few chunks in flight,
+        // whatever the snapshot's size.
+        let (chunk_tx, chunk_rx) = tokio::sync::mpsc::channel::<SnapshotChunk>(SNAPSHOT_CHUNKS_IN_FLIGHT);
+        tokio::spawn(async move {
+            let mut header = Some(header);
+            loop {
+                let mut data = vec![0u8; CHUNK_BYTES];
+                let read = match file.read(&mut data).await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::warn!("reading snapshot to send: {e}");
+                        return;
+                    }
+                };
+                if read == 0 && header.is_none() {
+                    return;
+                }
+                data.truncate(read);
+                let chunk = SnapshotChunk { header: header.take().unwrap_or_default(), data };
+                if chunk_tx.send(chunk).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let chunks = tokio_stream::wrappers::ReceiverStream::new(chunk_rx);
+        let mut client = self.client().map_err(|e| Unreachable::from_string(e.to_string()))?;
+        let send = client.install_snapshot(chunks);
+        let response = tokio::select! {
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+            response = send => response.map_err(|s| NetworkError::from_string(s.to_string()))?,
+        };
+        decode(&response.into_inner().data).map_err(|e| StreamingError::Network(NetworkError::new(&e)))
+    }
+}

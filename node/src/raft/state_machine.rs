@@ -1,0 +1,272 @@
+//! The state-machine adapter: applies committed entries to the MVCC keyspace and records, in
+//! the same atomic batch, the log id they were applied up to. Builds and installs snapshots.
+//!
+//! Readers (the API layer) share the keyspace through `SharedState`; they take its lock only
+//! between applied batches, so they always see a whole number of entries applied.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use futures::{Stream, TryStreamExt};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
+
+use super::codec::{decode, encode};
+use super::snapshot::{self, SnapshotFile};
+use super::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::command::{Command, CommandResponse, MemberAttributes};
+use crate::mvcc::MvccStore;
+use crate::storage::{Direction, Durability, Engine, KeyRange, Table, WriteBatch};
+
+const APPLIED_KEY: &[u8] = b"raft/applied";
+const MEMBERSHIP_KEY: &[u8] = b"raft/membership";
+const MEMBER_PREFIX: &[u8] = b"members/";
+/// Set (in the log's table, which snapshots do not touch) while a snapshot is being installed:
+/// found at start-up, it means the state machine is half-replaced and the snapshot must be
+/// installed again before anything reads it.
+const INSTALLING_KEY: &[u8] = b"installing_snapshot";
+
+type Snapshot = openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>;
+
+/// What the API layer reads: the keyspace and the members' published attributes.
+pub struct SharedState {
+    mvcc: RwLock<MvccStore>,
+    members: RwLock<BTreeMap<u64, MemberAttributes>>,
+}
+
+impl SharedState {
+    /// std RwLock: held only for synchronous work, never across an await. A poisoned lock
+    /// means an apply panicked half-way; the state is then unknown, so we stop the member.
+    pub fn mvcc(&self) -> RwLockReadGuard<'_, MvccStore> {
+        self.mvcc.read().unwrap_or_else(|_| fatal("keyspace lock poisoned"))
+    }
+
+    pub fn members(&self) -> BTreeMap<u64, MemberAttributes> {
+        self.members.read().unwrap_or_else(|_| fatal("members lock poisoned")).clone()
+    }
+
+    fn mvcc_mut(&self) -> RwLockWriteGuard<'_, MvccStore> {
+        self.mvcc.write().unwrap_or_else(|_| fatal("keyspace lock poisoned"))
+    }
+}
+
+fn fatal(what: &str) -> ! {
+    tracing::error!("{what}: stopping this member");
+    std::process::abort()
+}
+
+pub struct StateMachine {
+    engine: Arc<dyn Engine>,
+    shared: Arc<SharedState>,
+    snapshot_dir: PathBuf,
+    applied: Option<LogId>,
+    membership: StoredMembership,
+}
+
+impl StateMachine {
+    pub fn open(engine: Arc<dyn Engine>, snapshot_dir: &Path) -> io::Result<Self> {
+        std::fs::create_dir_all(snapshot_dir)?;
+        if let Some(name) = engine.get(Table::RaftMeta, INSTALLING_KEY).map_err(io::Error::other)? {
+            let path = snapshot_dir.join(String::from_utf8_lossy(&name).as_ref());
+            tracing::warn!(path = %path.display(), "finishing an interrupted snapshot install");
+            finish_install(&engine, &path)?;
+        }
+        let applied = get_meta::<Option<LogId>>(&engine, APPLIED_KEY)?.flatten();
+        let membership = get_meta::<StoredMembership>(&engine, MEMBERSHIP_KEY)?.unwrap_or_default();
+        let shared = Arc::new(SharedState {
+            mvcc: RwLock::new(MvccStore::open(engine.clone()).map_err(io::Error::other)?),
+            members: RwLock::new(load_members(&engine)?),
+        });
+        Ok(Self { engine, shared, snapshot_dir: snapshot_dir.to_path_buf(), applied, membership })
+    }
+
+    pub fn shared(&self) -> Arc<SharedState> {
+        self.shared.clone()
+    }
+
+    fn apply_one(&mut self, mvcc: &mut MvccStore, payload: EntryPayload<Command, u64, super::MemberNode>, log_id: LogId, extra: &mut WriteBatch) -> io::Result<CommandResponse> {
+        assert!(self.applied.is_none_or(|applied| log_id.index > applied.index), "log applied out of order");
+        self.applied = Some(log_id);
+        match payload {
+            EntryPayload::Blank => Ok(CommandResponse::None),
+            EntryPayload::Membership(membership) => {
+                self.membership = StoredMembership::new(Some(log_id), membership);
+                Ok(CommandResponse::None)
+            }
+            EntryPayload::Normal(Command::PublishMember(attributes)) => {
+                extra.put(Table::StateMeta, member_key(attributes.member_id), encode(&attributes)?);
+                self.shared
+                    .members
+                    .write()
+                    .unwrap_or_else(|_| fatal("members lock poisoned"))
+                    .insert(attributes.member_id, attributes);
+                Ok(CommandResponse::None)
+            }
+            EntryPayload::Normal(command) => mvcc.apply(&command).map_err(io::Error::other),
+        }
+    }
+
+    fn remove_snapshots_except(&self, keep: &Path) {
+        let Ok(dir) = std::fs::read_dir(&self.snapshot_dir) else { return };
+        for entry in dir.flatten() {
+            let path = entry.path();
+            if path != keep && path.extension().is_some_and(|e| e == "snap") {
+                if let Err(e) = std::fs::remove_file(&path) {
+                    tracing::warn!(path = %path.display(), "cannot remove old snapshot: {e}");
+                }
+            }
+        }
+    }
+}
+
+fn member_key(member_id: u64) -> Vec<u8> {
+    let mut key = MEMBER_PREFIX.to_vec();
+    key.extend_from_slice(&member_id.to_be_bytes());
+    key
+}
+
+fn get_meta<T: serde::de::DeserializeOwned>(engine: &Arc<dyn Engine>, key: &[u8]) -> io::Result<Option<T>> {
+    let bytes = engine.get(Table::StateMeta, key).map_err(io::Error::other)?;
+    bytes.map(|b| decode(&b)).transpose()
+}
+
+fn load_members(engine: &Arc<dyn Engine>) -> io::Result<BTreeMap<u64, MemberAttributes>> {
+    let mut end = MEMBER_PREFIX.to_vec();
+    end.push(0xff);
+    let mut members = BTreeMap::new();
+    let mut decode_err = None;
+    let range = KeyRange { from: MEMBER_PREFIX, to: Some(&end) };
+    engine
+        .scan(Table::StateMeta, range, Direction::Forward, &mut |_, value| match decode::<MemberAttributes>(value) {
+            Ok(attributes) => {
+                members.insert(attributes.member_id, attributes);
+                true
+            }
+            Err(e) => {
+                decode_err = Some(e);
+                false
+            }
+        })
+        .map_err(io::Error::other)?;
+    match decode_err {
+        Some(e) => Err(e),
+        None => Ok(members),
+    }
+}
+
+/// Installs the snapshot at `path` and records its position, clearing the in-progress marker.
+fn finish_install(engine: &Arc<dyn Engine>, path: &Path) -> io::Result<SnapshotMeta> {
+    let meta = snapshot::install(engine, path)?;
+    let mut batch = WriteBatch::new();
+    batch.put(Table::StateMeta, APPLIED_KEY, encode(&meta.last_log_id)?);
+    batch.put(Table::StateMeta, MEMBERSHIP_KEY, encode(&meta.last_membership)?);
+    batch.delete(Table::RaftMeta, INSTALLING_KEY);
+    engine.write(batch, Durability::Sync).map_err(io::Error::other)?;
+    Ok(meta)
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotFile;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        Ok((self.applied, self.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend {
+        let mut pending = Vec::new();
+        while let Some(entry_responder) = entries.try_next().await? {
+            pending.push(entry_responder);
+        }
+        let mut responses = Vec::with_capacity(pending.len());
+        {
+            let shared = self.shared.clone();
+            let mut mvcc = shared.mvcc_mut();
+            let mut extra = WriteBatch::new();
+            for (entry, responder) in pending {
+                let response = self.apply_one(&mut mvcc, entry.payload, entry.log_id, &mut extra)?;
+                responses.push((responder, response));
+            }
+            extra.put(Table::StateMeta, APPLIED_KEY, encode(&self.applied)?);
+            extra.put(Table::StateMeta, MEMBERSHIP_KEY, encode(&self.membership)?);
+            // One atomic batch: the keyspace and the log id it reflects never disagree on disk.
+            mvcc.commit(extra).map_err(io::Error::other)?;
+        }
+        for (responder, response) in responses {
+            if let Some(responder) = responder {
+                responder.send(response);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        // The tables are dumped here, while the state-machine worker waits, so the snapshot is
+        // exactly the state at `self.applied`: no entry is applied half-way through the dump.
+        let meta = SnapshotMeta { last_log_id: self.applied, last_membership: self.membership.clone() };
+        let path = self.snapshot_dir.join(snapshot::file_name(&meta));
+        let engine = self.engine.clone();
+        let dump_path = path.clone();
+        let dump_meta = meta.clone();
+        let result = tokio::task::spawn_blocking(move || snapshot::write(&engine, &dump_meta, &dump_path))
+            .await
+            .map_err(io::Error::other)
+            .and_then(|r| r);
+        if result.is_ok() {
+            self.remove_snapshots_except(&path);
+        }
+        SnapshotBuilder { result: Some(result.map(|_| Snapshot { meta, snapshot: SnapshotFile { path } })) }
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotFile) -> Result<(), io::Error> {
+        let name = snapshot::file_name(meta);
+        let path = self.snapshot_dir.join(&name);
+        if snapshot.path != path {
+            std::fs::rename(&snapshot.path, &path)?;
+        }
+        let mut marker = WriteBatch::new();
+        marker.put(Table::RaftMeta, INSTALLING_KEY, name.into_bytes());
+        self.engine.write(marker, Durability::Sync).map_err(io::Error::other)?;
+        let engine = self.engine.clone();
+        let install_path = path.clone();
+        let installed = tokio::task::spawn_blocking(move || finish_install(&engine, &install_path))
+            .await
+            .map_err(io::Error::other)??;
+        *self.shared.mvcc_mut() = MvccStore::open(self.engine.clone()).map_err(io::Error::other)?;
+        *self.shared.members.write().unwrap_or_else(|_| fatal("members lock poisoned")) = load_members(&self.engine)?;
+        self.applied = installed.last_log_id;
+        self.membership = installed.last_membership;
+        self.remove_snapshots_except(&path);
+        tracing::info!(applied = ?self.applied, "installed snapshot");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        let mut newest: Option<PathBuf> = None;
+        for entry in std::fs::read_dir(&self.snapshot_dir)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "snap") && newest.as_ref().is_none_or(|n| path > *n) {
+                newest = Some(path);
+            }
+        }
+        let Some(path) = newest else { return Ok(None) };
+        let meta = snapshot::read_meta(&path)?;
+        Ok(Some(Snapshot { meta, snapshot: SnapshotFile { path } }))
+    }
+}
+
+/// A snapshot already written by `get_snapshot_builder`; building only hands it over.
+pub struct SnapshotBuilder {
+    result: Option<io::Result<Snapshot>>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = SnapshotFile;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        self.result.take().unwrap_or_else(|| Err(io::Error::other("snapshot builder used twice")))
+    }
+}

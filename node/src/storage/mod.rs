@@ -1,0 +1,145 @@
+//! The storage engine: a few ordered tables of byte keys and values, written in atomic batches.
+//!
+//! Everything Keel persists (the Raft log, the vote, the MVCC keyspace and the state machine's
+//! metadata) goes through this trait, so that the same code runs on RocksDB in production and on
+//! an in-memory engine in tests, and one conformance suite (`conformance`) holds both to the same
+//! contract. It knows nothing of Raft, revisions or gRPC.
+
+mod memory;
+mod rocks;
+
+#[cfg(test)]
+mod conformance;
+
+pub use memory::MemoryEngine;
+pub use rocks::RocksEngine;
+
+/// The fixed set of tables. RocksDB keeps each in its own column family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Table {
+    /// Raft log entries, keyed by big-endian log index.
+    Log,
+    /// Raft's own state: vote, committed and purged log ids.
+    RaftMeta,
+    /// MVCC records, keyed by revision.
+    Kv,
+    /// State-machine metadata: applied log id, membership, current and compacted revision.
+    StateMeta,
+}
+
+impl Table {
+    pub const ALL: [Table; 4] = [Table::Log, Table::RaftMeta, Table::Kv, Table::StateMeta];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Log => "log",
+            Table::RaftMeta => "raft_meta",
+            Table::Kv => "kv",
+            Table::StateMeta => "state_meta",
+        }
+    }
+}
+
+/// Whether `write` returns only once the batch is on stable storage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync before returning: for the Raft log and vote, which acknowledge client writes.
+    Sync,
+    /// Return once written to the OS: for state that the log can rebuild after a crash.
+    Buffered,
+}
+
+/// Scan order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Forward,
+    Reverse,
+}
+
+/// One change in a batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WriteOp {
+    Put { table: Table, key: Vec<u8>, value: Vec<u8> },
+    Delete { table: Table, key: Vec<u8> },
+    /// Deletes every key in `[from, to)`.
+    DeleteRange { table: Table, from: Vec<u8>, to: Vec<u8> },
+}
+
+/// Changes applied all together or not at all, in order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriteBatch {
+    pub ops: Vec<WriteOp>,
+}
+
+impl WriteBatch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn put(&mut self, table: Table, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.ops.push(WriteOp::Put { table, key: key.into(), value: value.into() });
+    }
+
+    pub fn delete(&mut self, table: Table, key: impl Into<Vec<u8>>) {
+        self.ops.push(WriteOp::Delete { table, key: key.into() });
+    }
+
+    pub fn delete_range(&mut self, table: Table, from: impl Into<Vec<u8>>, to: impl Into<Vec<u8>>) {
+        self.ops.push(WriteOp::DeleteRange { table, from: from.into(), to: to.into() });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+}
+
+/// A failure of the storage below us (disk, corruption). Never caused by client input: the
+/// caller treats it as fatal for the member.
+#[derive(Debug, thiserror::Error)]
+#[error("storage: {0}")]
+pub struct StorageError(pub String);
+
+/// A key range `[from, to)`; `to: None` means "to the end of the table".
+#[derive(Clone, Copy, Debug)]
+pub struct KeyRange<'a> {
+    pub from: &'a [u8],
+    pub to: Option<&'a [u8]>,
+}
+
+impl<'a> KeyRange<'a> {
+    pub fn all() -> Self {
+        KeyRange { from: &[], to: None }
+    }
+
+    pub fn contains(&self, key: &[u8]) -> bool {
+        key >= self.from && self.to.is_none_or(|to| key < to)
+    }
+}
+
+/// The engine contract. Implementations are shared between threads; a batch is atomic and
+/// visible to readers all at once; reads see every batch whose `write` has returned.
+pub trait Engine: Send + Sync + 'static {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
+
+    /// Calls `visit(key, value)` for each entry of `range` in `direction` until it returns false.
+    fn scan(
+        &self,
+        table: Table,
+        range: KeyRange<'_>,
+        direction: Direction,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StorageError>;
+
+    fn write(&self, batch: WriteBatch, durability: Durability) -> Result<(), StorageError>;
+
+    /// Makes every batch written so far durable (RocksDB: fsync the WAL). Many `Buffered`
+    /// writes followed by one `sync` is how the log store shares one fsync between appends.
+    fn sync(&self) -> Result<(), StorageError>;
+
+    /// Bytes the engine occupies on disk (0 for memory), for Maintenance.Status.
+    fn size_bytes(&self) -> u64;
+}

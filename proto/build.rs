@@ -1,0 +1,11 @@
+//! Generates the peer (Raft) API. It needs `protoc`, which etcd-client's own build needs too;
+//! `scripts/setup` installs it.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto");
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_protos(&["proto/keel/peer.proto"], &["proto"])?;
+    Ok(())
+}

@@ -1,0 +1,319 @@
+//! The black-box test harness: real member processes (`keel`, or etcd 3.4 as the reference)
+//! started with etcd's flags on loopback ports and temp dirs, clients for them, and
+//! condition waits with deadlines instead of sleeps.
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use etcd_client::{Client, ConnectOptions};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// Which server a cluster runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Server {
+    Keel,
+    /// Debian's etcd 3.4, the behaviour Keel must match.
+    Etcd,
+}
+
+/// Raft timing for tests: fast elections so failover tests finish quickly, still far above
+/// loopback latency.
+const HEARTBEAT_MS: u64 = 50;
+const ELECTION_MS: u64 = 500;
+
+/// How long a cluster may take to elect a leader and answer on every member.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The `keel` binary built next to this test binary (`scripts/test` builds it first).
+pub fn keel_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("KEEL_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/<test> -> target/<profile>/keel
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target dir layout");
+    let keel = profile_dir.join("keel");
+    assert!(keel.exists(), "{} not found: build the binaries first (scripts/test does)", keel.display());
+    keel
+}
+
+/// A loopback port nobody listens on right now. The listener is dropped before the member
+/// binds it; the window for another process to take it is tiny, and loopback-only.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local addr").port()
+}
+
+pub struct TestMember {
+    pub name: String,
+    pub client_url: String,
+    pub peer_url: String,
+    pub data_dir: PathBuf,
+    log_path: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl TestMember {
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The member's stderr so far, for failure messages.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+pub struct TestCluster {
+    pub server: Server,
+    pub members: Vec<TestMember>,
+    binary: PathBuf,
+    _root: tempfile::TempDir,
+}
+
+impl TestCluster {
+    /// Starts `size` members of `server` and waits until every one answers with a leader.
+    pub async fn start(server: Server, size: usize) -> TestCluster {
+        let cluster = Self::spawn(server, size);
+        cluster.wait_ready().await;
+        cluster
+    }
+
+    /// Starts the processes without waiting for them.
+    pub fn spawn(server: Server, size: usize) -> TestCluster {
+        let root = tempfile::tempdir().expect("temp dir");
+        let binary = match server {
+            Server::Keel => keel_binary(),
+            Server::Etcd => PathBuf::from("etcd"),
+        };
+        let ports: Vec<(u16, u16)> = (0..size).map(|_| (free_port(), free_port())).collect();
+        let initial_cluster = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let members = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (client, peer))| {
+                let name = format!("m{i}");
+                let client_url = format!("http://127.0.0.1:{client}");
+                let peer_url = format!("http://127.0.0.1:{peer}");
+                let data_dir = root.path().join(&name);
+                let args = vec![
+                    "--name".into(), name.clone(),
+                    "--data-dir".into(), data_dir.display().to_string(),
+                    "--listen-client-urls".into(), client_url.clone(),
+                    "--advertise-client-urls".into(), client_url.clone(),
+                    "--listen-peer-urls".into(), peer_url.clone(),
+                    "--initial-advertise-peer-urls".into(), peer_url.clone(),
+                    "--initial-cluster".into(), initial_cluster.clone(),
+                    "--initial-cluster-token".into(), "keel-test".into(),
+                    "--initial-cluster-state".into(), "new".into(),
+                    "--heartbeat-interval".into(), HEARTBEAT_MS.to_string(),
+                    "--election-timeout".into(), ELECTION_MS.to_string(),
+                ];
+                let log_path = root.path().join(format!("{name}.log"));
+                TestMember { name, client_url, peer_url, data_dir, log_path, args, child: None }
+            })
+            .collect();
+        let mut cluster = TestCluster { server, members, binary, _root: root };
+        for i in 0..size {
+            cluster.start_member(i);
+        }
+        cluster
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.client_url.clone()).collect()
+    }
+
+    pub fn endpoints_csv(&self) -> String {
+        self.endpoints().join(",")
+    }
+
+    /// (Re)starts member `i` on its data dir with its original flags.
+    pub fn start_member(&mut self, i: usize) {
+        let member = &mut self.members[i];
+        assert!(member.child.is_none(), "{} is already running", member.name);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&member.log_path).expect("log file");
+        let child = Command::new(&self.binary)
+            .args(&member.args)
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.binary.display()));
+        member.child = Some(child);
+    }
+
+    /// kill -9: no shutdown, no flush, exactly a crash.
+    pub fn kill9(&mut self, i: usize) {
+        if let Some(mut child) = self.members[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait: a clean stop.
+    pub fn terminate(&mut self, i: usize) -> std::process::ExitStatus {
+        let mut child = self.members[i].child.take().expect("member running");
+        let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid fits"));
+        kill(pid, Signal::SIGTERM).expect("send SIGTERM");
+        child.wait().expect("wait for member")
+    }
+
+    /// A client that knows every running member's endpoint.
+    pub async fn client(&self) -> Client {
+        let endpoints: Vec<String> = self.members.iter().filter(|m| m.is_running()).map(|m| m.client_url.clone()).collect();
+        connect(&endpoints).await
+    }
+
+    /// A client bound to member `i` only.
+    pub async fn member_client(&self, i: usize) -> Client {
+        connect(&[self.members[i].client_url.clone()]).await
+    }
+
+    /// Waits until every running member reports the same leader and serves a linearizable read.
+    pub async fn wait_ready(&self) {
+        let running: Vec<usize> = (0..self.members.len()).filter(|i| self.members[*i].is_running()).collect();
+        wait_for(READY_TIMEOUT, "every member to see a leader and serve reads", || async {
+            let mut leaders = Vec::new();
+            for &i in &running {
+                let Ok(mut client) = try_connect(&[self.members[i].client_url.clone()]).await else { return false };
+                let Ok(status) = client.status().await else { return false };
+                if status.leader() == 0 || client.get("ready-probe", None).await.is_err() {
+                    return false;
+                }
+                leaders.push(status.leader());
+            }
+            leaders.windows(2).all(|w| w[0] == w[1])
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", self.all_logs()));
+    }
+
+    /// The index of the member that is leader now, as the members report it.
+    pub async fn leader(&self) -> usize {
+        wait_for_some(READY_TIMEOUT, "a leader", || async {
+            for (i, member) in self.members.iter().enumerate().filter(|(_, m)| m.is_running()) {
+                let Ok(mut client) = try_connect(&[member.client_url.clone()]).await else { continue };
+                let Ok(status) = client.status().await else { continue };
+                if status.leader() != 0 && status.leader() == status.header().map_or(0, |h| h.member_id()) {
+                    return Some(i);
+                }
+            }
+            None
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", self.all_logs()))
+    }
+
+    pub fn all_logs(&self) -> String {
+        self.members.iter().map(|m| format!("--- {} ---\n{}", m.name, tail(&m.logs(), 40))).collect::<Vec<_>>().join("\n")
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill9(i);
+        }
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn connect_options() -> ConnectOptions {
+    ConnectOptions::new().with_connect_timeout(Duration::from_secs(2)).with_timeout(Duration::from_secs(10))
+}
+
+pub async fn try_connect(endpoints: &[String]) -> Result<Client, etcd_client::Error> {
+    Client::connect(endpoints, Some(connect_options())).await
+}
+
+pub async fn connect(endpoints: &[String]) -> Client {
+    wait_for_some(READY_TIMEOUT, "a client connection", || async { try_connect(endpoints).await.ok() })
+        .await
+        .unwrap_or_else(|e| panic!("{e}: {endpoints:?}"))
+}
+
+/// Polls `condition` until it holds or `timeout` passes; returns how long it took.
+pub async fn wait_for<F, Fut>(timeout: Duration, what: &str, mut condition: F) -> Result<Duration, String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    wait_for_some(timeout, what, || {
+        let check = condition();
+        async move { check.await.then_some(()) }
+    })
+    .await?;
+    Ok(start.elapsed())
+}
+
+/// Polls `probe` until it yields a value or `timeout` passes.
+pub async fn wait_for_some<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = probe().await {
+            return Ok(value);
+        }
+        if start.elapsed() > timeout {
+            return Err(format!("timed out after {timeout:?} waiting for {what}"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What one etcdctl run printed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EtcdctlOutput {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `etcdctl` (API v3) against `endpoints`, feeding `stdin` (for `txn`).
+pub fn etcdctl_with_input(endpoints: &str, args: &[&str], stdin: &str) -> EtcdctlOutput {
+    use std::io::Write;
+    let mut child = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoints}"))
+        .arg("--command-timeout=10s")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("etcdctl is installed (scripts/setup installs Debian's etcd-client)");
+    child.stdin.take().expect("piped stdin").write_all(stdin.as_bytes()).expect("write etcdctl stdin");
+    let output = child.wait_with_output().expect("etcdctl runs");
+    EtcdctlOutput {
+        success: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+pub fn etcdctl(endpoints: &str, args: &[&str]) -> EtcdctlOutput {
+    etcdctl_with_input(endpoints, args, "")
+}

@@ -1,0 +1,98 @@
+//! The `keel` command line: etcd's flags, one-line errors and a non-zero exit for bad flags,
+//! an unusable data dir or a port in use, and a clean exit on SIGTERM.
+
+use std::process::Command;
+use std::time::Duration;
+
+use keel_tests::{free_port, keel_binary, wait_for_some, Server, TestCluster};
+
+/// Runs keel with `args` and returns (exit code, stderr). Every case here fails fast.
+fn run(args: &[&str]) -> (Option<i32>, String) {
+    let output = Command::new(keel_binary()).args(args).output().expect("run keel");
+    (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+fn loopback_flags(data_dir: &str, client: u16, peer: u16) -> Vec<String> {
+    vec![
+        "--data-dir".into(), data_dir.into(),
+        "--listen-client-urls".into(), format!("http://127.0.0.1:{client}"),
+        "--advertise-client-urls".into(), format!("http://127.0.0.1:{client}"),
+        "--listen-peer-urls".into(), format!("http://127.0.0.1:{peer}"),
+        "--initial-advertise-peer-urls".into(), format!("http://127.0.0.1:{peer}"),
+        "--initial-cluster".into(), format!("default=http://127.0.0.1:{peer}"),
+    ]
+}
+
+#[test]
+fn bad_flags_fail_with_one_line() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--no-such-flag"], "--no-such-flag"),
+        (&["--initial-cluster-state", "maybe"], "maybe"),
+        (&["--listen-client-urls", "not a url"], "--listen-client-urls"),
+        (&["--name", "x", "--initial-cluster", "y=http://127.0.0.1:1"], "couldn't find local name"),
+        (&["--log-level", "loud", "--listen-client-urls", "http://127.0.0.1:1"], "--log-level"),
+        (&["--max-request-bytes", "lots"], "--max-request-bytes"),
+    ];
+    for (args, expected) in cases {
+        let (code, stderr) = run(args);
+        assert!(code.is_some_and(|c| c != 0), "{args:?} exited {code:?}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn version_and_help() {
+    let output = Command::new(keel_binary()).arg("--version").output().expect("run keel");
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with("keel "));
+    let output = Command::new(keel_binary()).arg("--help").output().expect("run keel");
+    let help = String::from_utf8_lossy(&output.stdout);
+    for flag in ["--name", "--data-dir", "--listen-client-urls", "--initial-cluster-state", "--max-request-bytes"] {
+        assert!(help.contains(flag), "--help lacks {flag}");
+    }
+}
+
+#[test]
+fn a_port_in_use_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let flags = loopback_flags(&dir.path().join("d").display().to_string(), port, free_port());
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let (code, stderr) = run(&flags);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("127.0.0.1:{port}")) && stderr.contains("in use"), "{stderr}");
+}
+
+#[test]
+fn an_unusable_data_dir_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"not a directory").expect("write");
+    let flags = loopback_flags(&file.display().to_string(), free_port(), free_port());
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let (code, stderr) = run(&flags);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("data directory") && stderr.lines().count() == 1, "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_stops_cleanly_and_a_restart_keeps_the_data() {
+    let mut cluster = TestCluster::start(Server::Keel, 1).await;
+    let mut client = cluster.client().await;
+    client.put("kept", "yes", None).await.expect("put");
+    let status = cluster.terminate(0);
+    assert!(status.success(), "exit after SIGTERM: {status:?}\n{}", cluster.all_logs());
+
+    // A restart on the same data dir ignores --initial-cluster and serves the old data.
+    cluster.start_member(0);
+    cluster.wait_ready().await;
+    let client = cluster.client().await;
+    let value = wait_for_some(Duration::from_secs(10), "the key after restart", || {
+        let mut client = client.clone();
+        async move { client.get("kept", None).await.ok().and_then(|r| r.kvs().first().map(|kv| kv.value().to_vec())) }
+    })
+    .await
+    .expect("key readable");
+    assert_eq!(value, b"yes");
+}

@@ -1,0 +1,161 @@
+//! etcdctl 3.4 against Keel prints what it prints against etcd 3.4: the same script runs on a
+//! fresh 3-member cluster of each, and the outputs must match once the things that are
+//! legitimately different (member and cluster IDs, ports, timings, terms) are normalised.
+
+use keel_tests::{etcdctl, etcdctl_with_input, EtcdctlOutput, Server, TestCluster};
+
+/// One etcdctl invocation of the script: arguments and stdin.
+struct Step {
+    args: &'static [&'static str],
+    stdin: &'static str,
+}
+
+const fn step(args: &'static [&'static str]) -> Step {
+    Step { args, stdin: "" }
+}
+
+const TXN_SUCCEEDS: &str = "value(\"zoo\") = \"z\"\nmod(\"zoo\") > \"0\"\nversion(\"zoo\") = \"1\"\ncreate(\"zoo\") < \"1000\"\n\nput txn-key yes\nget zoo\n\nput txn-key no\n\n";
+const TXN_FAILS: &str = "value(\"zoo\") != \"z\"\n\nput txn-key yes\n\nput txn-key no\ndel foo2\n\n";
+
+const SCRIPT: &[Step] = &[
+    step(&["put", "foo", "bar"]),
+    step(&["put", "foo", "baz", "--prev-kv"]),
+    step(&["put", "foo1", "v1"]),
+    step(&["put", "foo2", "v2"]),
+    step(&["put", "zoo", "z"]),
+    step(&["get", "foo"]),
+    step(&["get", "foo", "--prefix"]),
+    step(&["get", "foo1", "--from-key"]),
+    step(&["get", "foo", "--rev=2"]),
+    step(&["get", "foo", "--prefix", "--limit=2"]),
+    step(&["get", "foo", "--prefix", "--sort-by=MODIFY", "--order=DESCEND"]),
+    step(&["get", "foo", "--prefix", "--sort-by=VALUE", "--order=ASCEND"]),
+    step(&["get", "foo", "--prefix", "--keys-only"]),
+    step(&["get", "foo", "--prefix", "--print-value-only"]),
+    step(&["get", "foo", "--consistency=s"]),
+    step(&["get", "foo", "--prefix", "-w", "json"]),
+    step(&["get", "nothing-here"]),
+    step(&["get", "nothing-here", "-w", "json"]),
+    step(&["put", "foo", "again", "-w", "json"]),
+    Step { args: &["txn"], stdin: TXN_SUCCEEDS },
+    Step { args: &["txn"], stdin: TXN_FAILS },
+    Step { args: &["txn", "-w", "json"], stdin: TXN_SUCCEEDS },
+    step(&["get", "txn-key"]),
+    step(&["del", "foo1", "--prev-kv"]),
+    step(&["del", "nothing-here"]),
+    step(&["del", "foo", "--prefix"]),
+    step(&["get", "", "--from-key"]),
+    step(&["compaction", "5"]),
+    step(&["get", "foo", "--rev=3"]),
+    step(&["get", "zoo", "--rev=5"]),
+    step(&["get", "foo", "--rev=1000"]),
+    step(&["compaction", "4"]),
+    step(&["compaction", "1000"]),
+    step(&["del", "zoo", "-w", "json"]),
+];
+
+/// Replaces what differs between two correct clusters: endpoint URLs (by member index),
+/// IDs (long hex or decimal numbers in known JSON fields) and timings.
+fn normalise(cluster: &TestCluster, output: &EtcdctlOutput) -> EtcdctlOutput {
+    let clean = |text: &str| -> String {
+        let mut text = text.to_string();
+        for (i, member) in cluster.members.iter().enumerate() {
+            text = text.replace(&member.client_url, &format!("CLIENT{i}"));
+            text = text.replace(&member.peer_url, &format!("PEER{i}"));
+        }
+        if let Ok(mut json) = serde_json::from_str::<serde_json::Value>(&text) {
+            scrub_json(&mut json);
+            return json.to_string();
+        }
+        text.split_inclusive(|c: char| c.is_whitespace() || c == ',')
+            .map(|word| {
+                let bare = word.trim_end_matches(|c: char| c.is_whitespace() || c == ',');
+                if bare.len() >= 10 && bare.chars().all(|c| c.is_ascii_hexdigit()) {
+                    word.replacen(bare, "ID", 1)
+                } else {
+                    word.to_string()
+                }
+            })
+            .collect()
+    };
+    EtcdctlOutput { success: output.success, stdout: clean(&output.stdout), stderr: clean(&output.stderr) }
+}
+
+fn scrub_json(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, field) in map.iter_mut() {
+                if ["cluster_id", "member_id", "raft_term", "ID"].contains(&key.as_str()) {
+                    *field = serde_json::Value::from(0);
+                } else {
+                    scrub_json(field);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(scrub_json),
+        _ => {}
+    }
+}
+
+fn run_script(cluster: &TestCluster) -> Vec<EtcdctlOutput> {
+    let endpoints = cluster.endpoints_csv();
+    SCRIPT
+        .iter()
+        .map(|step| normalise(cluster, &etcdctl_with_input(&endpoints, step.args, step.stdin)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn etcdctl_prints_the_same_as_against_etcd() {
+    let (keel, etcd) = tokio::join!(TestCluster::start(Server::Keel, 3), TestCluster::start(Server::Etcd, 3));
+    let keel_outputs = tokio::task::block_in_place(|| run_script(&keel));
+    let etcd_outputs = tokio::task::block_in_place(|| run_script(&etcd));
+    let mut mismatches = Vec::new();
+    for ((step, k), e) in SCRIPT.iter().zip(&keel_outputs).zip(&etcd_outputs) {
+        if k != e {
+            mismatches.push(format!("etcdctl {:?} (stdin {:?})\n  etcd: {e:?}\n  keel: {k:?}", step.args, step.stdin));
+        }
+    }
+    assert!(mismatches.is_empty(), "{} of {} steps differ:\n{}\n{}", mismatches.len(), SCRIPT.len(), mismatches.join("\n"), keel.all_logs());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn member_list_and_endpoint_commands_tell_the_truth() {
+    let cluster = TestCluster::start(Server::Keel, 3).await;
+    let endpoints = cluster.endpoints_csv();
+
+    // Phase 1: member list names every member with its peer and client URLs.
+    let mut listed = String::new();
+    keel_tests::wait_for(keel_tests::READY_TIMEOUT, "every member to publish its client URLs", || {
+        listed = etcdctl(&endpoints, &["member", "list"]).stdout;
+        let done = cluster.members.iter().all(|m| listed.contains(&m.client_url));
+        async move { done }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}: {listed}"));
+    for member in &cluster.members {
+        let line = listed.lines().find(|l| l.contains(&member.peer_url)).unwrap_or_else(|| panic!("{} missing: {listed}", member.name));
+        let fields: Vec<&str> = line.split(", ").collect();
+        assert_eq!(fields[1..], ["started", member.name.as_str(), member.peer_url.as_str(), member.client_url.as_str(), "false"], "{line}");
+    }
+
+    // Phase 2: endpoint status: one leader, the same term and the same leader ID everywhere.
+    let status = etcdctl(&endpoints, &["endpoint", "status", "-w", "json"]);
+    assert!(status.success, "{status:?}");
+    let statuses: serde_json::Value = serde_json::from_str(&status.stdout).expect("json");
+    let statuses = statuses.as_array().expect("array");
+    assert_eq!(statuses.len(), 3);
+    let leaders: Vec<u64> = statuses.iter().map(|s| s["Status"]["leader"].as_u64().unwrap_or(0)).collect();
+    assert!(leaders.iter().all(|l| *l != 0 && *l == leaders[0]), "{leaders:?}");
+    let is_leader = statuses.iter().filter(|s| s["Status"]["header"]["member_id"].as_u64() == Some(leaders[0])).count();
+    assert_eq!(is_leader, 1);
+    assert!(statuses.iter().all(|s| s["Status"]["raftIndex"].as_u64().unwrap_or(0) > 0), "{statuses:?}");
+    assert!(statuses.iter().all(|s| s["Status"]["version"].as_str().is_some_and(|v| v.starts_with("3.4"))));
+
+    // Phase 3: endpoint health says healthy for every member.
+    let health = etcdctl(&endpoints, &["endpoint", "health"]);
+    assert!(health.success, "{health:?}");
+    for member in &cluster.members {
+        assert!(health.stdout.contains(&format!("{} is healthy", member.client_url)) || health.stderr.contains(&format!("{} is healthy", member.client_url)), "{health:?}");
+    }
+}
