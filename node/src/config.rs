@@ -65,7 +65,7 @@ pub struct Flags {
     pub snapshot_count: u64,
 
     /// Log level: error, warn, info, debug or trace.
-    #[arg(long, env = "KEEL_LOG_LEVEL", default_value = "info")]
+    #[arg(long, env = "KEEL_LOG_LEVEL", default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
     pub log_level: String,
 }
 
@@ -94,7 +94,9 @@ impl Flags {
         let advertise_peer_urls = split_urls("--initial-advertise-peer-urls", &self.initial_advertise_peer_urls)?;
         let initial_cluster = match &self.initial_cluster {
             Some(spec) => parse_initial_cluster(spec)?,
-            None => vec![(self.name.clone(), advertise_peer_urls.clone())],
+            // etcd's default is "default=<its default peer URL>", so a member renamed without
+            // --initial-cluster is an error there too.
+            None => vec![("default".to_string(), advertise_peer_urls.clone())],
         };
         let Some((_, own_urls)) = initial_cluster.iter().find(|(name, _)| *name == self.name) else {
             return Err(format!(

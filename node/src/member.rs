@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use futures::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::command::{Command, CommandResponse, MemberAttributes};
@@ -355,12 +356,13 @@ pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
                 .max_decoding_message_size(usize::MAX)
                 .max_encoding_message_size(usize::MAX),
         );
-        servers.spawn(router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped(stop_rx.clone())));
+        servers.spawn(router.serve_with_incoming_shutdown(accepted(listener), stopped(stop_rx.clone())));
     }
     let decoding_limit = config.max_request_bytes + GRPC_OVERHEAD_BYTES;
     for listener in client_listeners {
         let router = crate::api::client_router(member.clone(), decoding_limit);
-        servers.spawn(router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped(stop_rx.clone())));
+        let connections = accepted(listener).map(|stream| stream.map(crate::api::AuthorityFix::new));
+        servers.spawn(router.serve_with_incoming_shutdown(connections, stopped(stop_rx.clone())));
     }
 
     if first_start && config.initial_cluster_state_new {
@@ -369,6 +371,15 @@ pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
     tokio::spawn(publish_attributes(member.clone(), config.advertise_client_urls.clone(), stop_rx));
     tracing::info!(member_id = %format!("{:x}", member.id), cluster_id = %format!("{:x}", member.cluster_id), "member started");
     Ok(RunningMember { member, client_addrs, peer_addrs, stop_tx, servers })
+}
+
+/// Accepted connections with Nagle off: requests and Raft messages are small and latency-bound.
+fn accepted(listener: TcpListener) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    TcpListenerStream::new(listener).map(|stream| {
+        let stream = stream?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    })
 }
 
 fn local_addrs(listeners: &[TcpListener]) -> Vec<SocketAddr> {

@@ -15,7 +15,8 @@ const WRITERS: usize = 8;
 #[derive(Default)]
 struct Acked {
     values: BTreeMap<String, String>,
-    ack_times: Vec<Instant>,
+    /// (sent, acknowledged) for every acknowledged write.
+    ack_times: Vec<(Instant, Instant)>,
 }
 
 /// Runs `WRITERS` writers until `stop` is set; each writes unique keys and records the ones
@@ -31,11 +32,12 @@ fn spawn_writers(client: &Client, acked: &Arc<Mutex<Acked>>, stop: &Arc<std::syn
                 while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                     let key = format!("w{writer}-{seq:06}");
                     let value = format!("value-{writer}-{seq}");
+                    let sent = Instant::now();
                     let result = tokio::time::timeout(Duration::from_secs(10), client.put(key.clone(), value.clone(), None)).await;
                     if let Ok(Ok(_)) = result {
                         let mut acked = acked.lock().expect("lock");
                         acked.values.insert(key, value);
-                        acked.ack_times.push(Instant::now());
+                        acked.ack_times.push((sent, Instant::now()));
                     }
                     seq += 1;
                 }
@@ -99,7 +101,8 @@ async fn kill9_of_the_leader_during_writes_loses_nothing() {
         writer.await.expect("writer task");
     }
     let acked = std::mem::take(&mut *acked.lock().expect("lock"));
-    let first_ack_after_kill = acked.ack_times.iter().filter(|t| **t > killed_at).min().copied();
+    // Unavailability: from the kill to the first acknowledgement of a write sent after it.
+    let first_ack_after_kill = acked.ack_times.iter().filter(|(sent, _)| *sent > killed_at).map(|(_, ack)| *ack).min();
     let unavailable = first_ack_after_kill.map(|t| t - killed_at);
     eprintln!("writes acknowledged: {}; write unavailability after kill -9 of the leader: {unavailable:?}", acked.values.len());
 

@@ -3,7 +3,7 @@
 
 use keel_proto::etcd::{
     PbCompare, PbDeleteRequest, PbDeleteResponse, PbKeyValue, PbPutRequest, PbPutResponse, PbRangeRequest,
-    PbRangeResponse, PbResponseOp, PbTargetUnion, PbTxnOpRequest, PbTxnOpResponse, PbTxnRequest, PbTxnRequestOp,
+    PbRangeResponse, PbResponseHeader, PbResponseOp, PbTargetUnion, PbTxnOpRequest, PbTxnOpResponse, PbTxnRequest, PbTxnRequestOp,
     PbTxnResponse,
 };
 
@@ -132,12 +132,26 @@ pub fn txn_response(member: &Member, r: TxnResponse) -> PbTxnResponse {
     }
 }
 
+/// Responses inside a txn carry only the revision in their header, as etcd's do.
 fn response_op(member: &Member, op: ResponseOp) -> PbResponseOp {
+    let inner_header = |revision| Some(PbResponseHeader { revision, ..Default::default() });
     let response = match op {
-        ResponseOp::Range(r) => PbTxnOpResponse::ResponseRange(range_response(member, r)),
-        ResponseOp::Put(r) => PbTxnOpResponse::ResponsePut(put_response(member, r)),
-        ResponseOp::DeleteRange(r) => PbTxnOpResponse::ResponseDeleteRange(delete_response(member, r)),
-        ResponseOp::Txn(r) => PbTxnOpResponse::ResponseTxn(txn_response(member, r)),
+        ResponseOp::Range(r) => {
+            let revision = r.header_revision;
+            PbTxnOpResponse::ResponseRange(PbRangeResponse { header: inner_header(revision), ..range_response(member, r) })
+        }
+        ResponseOp::Put(r) => {
+            let revision = r.header_revision;
+            PbTxnOpResponse::ResponsePut(PbPutResponse { header: inner_header(revision), ..put_response(member, r) })
+        }
+        ResponseOp::DeleteRange(r) => {
+            let revision = r.header_revision;
+            PbTxnOpResponse::ResponseDeleteRange(PbDeleteResponse { header: inner_header(revision), ..delete_response(member, r) })
+        }
+        ResponseOp::Txn(r) => {
+            let revision = r.header_revision;
+            PbTxnOpResponse::ResponseTxn(PbTxnResponse { header: inner_header(revision), ..txn_response(member, r) })
+        }
     };
     PbResponseOp { response: Some(response) }
 }

@@ -5,6 +5,7 @@
 
 mod cluster;
 mod convert;
+mod h2_authority;
 mod kv;
 mod maintenance;
 mod status;
@@ -17,6 +18,7 @@ use tonic::transport::server::Router;
 
 use crate::member::Member;
 
+pub use h2_authority::AuthorityFix;
 pub use status::to_status;
 
 /// The router serving every client service of `member`, refusing messages over
