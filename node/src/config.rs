@@ -64,6 +64,11 @@ pub struct Flags {
     #[arg(long, env = "KEEL_SNAPSHOT_COUNT", default_value_t = 100_000)]
     pub snapshot_count: u64,
 
+    /// Number of entries a leader keeps after a snapshot, so that a slow follower can catch up
+    /// from the log instead of a whole snapshot.
+    #[arg(long, env = "KEEL_EXPERIMENTAL_SNAPSHOT_CATCHUP_ENTRIES", default_value_t = 5_000)]
+    pub experimental_snapshot_catchup_entries: u64,
+
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, env = "KEEL_LOG_LEVEL", default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
     pub log_level: String,
@@ -86,6 +91,7 @@ pub struct MemberConfig {
     pub heartbeat_interval: Duration,
     pub election_timeout: Duration,
     pub snapshot_count: u64,
+    pub snapshot_catchup_entries: u64,
 }
 
 impl Flags {
@@ -135,6 +141,7 @@ impl Flags {
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval),
             election_timeout: Duration::from_millis(self.election_timeout),
             snapshot_count: self.snapshot_count.max(1),
+            snapshot_catchup_entries: self.experimental_snapshot_catchup_entries,
         })
     }
 }

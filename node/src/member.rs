@@ -38,10 +38,6 @@ struct Identity {
 /// How long to wait between attempts when no leader is known or it just changed.
 const RETRY_INTERVAL: Duration = Duration::from_millis(50);
 
-/// Entries kept after a snapshot so a briefly lagging member catches up from the log rather
-/// than a whole snapshot (etcd's SnapshotCatchUpEntries).
-const SNAPSHOT_CATCH_UP_ENTRIES: u64 = 5_000;
-
 pub struct Member {
     pub id: MemberId,
     pub cluster_id: u64,
@@ -310,7 +306,13 @@ fn raft_config(config: &MemberConfig) -> Result<Arc<Config>, StartError> {
         election_timeout_min: election_ms,
         election_timeout_max: election_ms * 2,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_count),
-        max_in_snapshot_log_to_keep: SNAPSHOT_CATCH_UP_ENTRIES,
+        // Entries kept after a snapshot so a briefly lagging member catches up from the log
+        // rather than a whole snapshot (etcd's SnapshotCatchUpEntries).
+        max_in_snapshot_log_to_keep: config.snapshot_catchup_entries,
+        // Replicate an entry as soon as it is written locally, in parallel with the leader's own
+        // fsync, rather than after it: one fsync less on the critical path of every write.
+        // Commit still needs a majority of fsyncs, the leader's own counted only once done.
+        broadcast_submitted_on_append: Some(true),
         ..Default::default()
     };
     raft_config.validate().map(Arc::new).map_err(|e| StartError(format!("raft configuration: {e}")))

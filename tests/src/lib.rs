@@ -90,6 +90,18 @@ impl TestCluster {
 
     /// Starts the processes without waiting for them.
     pub fn spawn(server: Server, size: usize) -> TestCluster {
+        Self::spawn_with(server, size, &[])
+    }
+
+    /// Starts `size` members with `extra_args` added to every member's flags, and waits.
+    pub async fn start_with(server: Server, size: usize, extra_args: &[&str]) -> TestCluster {
+        let cluster = Self::spawn_with(server, size, extra_args);
+        cluster.wait_ready().await;
+        cluster
+    }
+
+    /// Starts the processes, each with `extra_args` too, without waiting for them.
+    pub fn spawn_with(server: Server, size: usize, extra_args: &[&str]) -> TestCluster {
         let root = tempfile::tempdir().expect("temp dir");
         let binary = match server {
             Server::Keel => keel_binary(),
@@ -110,7 +122,7 @@ impl TestCluster {
                 let client_url = format!("http://127.0.0.1:{client}");
                 let peer_url = format!("http://127.0.0.1:{peer}");
                 let data_dir = root.path().join(&name);
-                let args = vec![
+                let mut args: Vec<String> = vec![
                     "--name".into(), name.clone(),
                     "--data-dir".into(), data_dir.display().to_string(),
                     "--listen-client-urls".into(), client_url.clone(),
@@ -123,6 +135,7 @@ impl TestCluster {
                     "--heartbeat-interval".into(), HEARTBEAT_MS.to_string(),
                     "--election-timeout".into(), ELECTION_MS.to_string(),
                 ];
+                args.extend(extra_args.iter().map(|a| a.to_string()));
                 let log_path = root.path().join(format!("{name}.log"));
                 TestMember { name, client_url, peer_url, data_dir, log_path, args, child: None }
             })

@@ -41,6 +41,23 @@ fn bad_flags_fail_with_one_line() {
 }
 
 #[test]
+fn flags_come_from_keel_env_variables_and_the_flag_wins() {
+    // The environment is read: a bad value there is reported like a bad flag.
+    let output = Command::new(keel_binary()).env("KEEL_INITIAL_CLUSTER_STATE", "maybe").output().expect("run keel");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("maybe"));
+    // A flag overrides it: the run gets past that check and fails on the next one instead
+    // (no member named x), so no server starts.
+    let output = Command::new(keel_binary())
+        .env("KEEL_INITIAL_CLUSTER_STATE", "maybe")
+        .args(["--initial-cluster-state", "new", "--name", "x"])
+        .output()
+        .expect("run keel");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && stderr.contains("couldn't find local name") && !stderr.contains("maybe"), "{stderr}");
+}
+
+#[test]
 fn version_and_help() {
     let output = Command::new(keel_binary()).arg("--version").output().expect("run keel");
     assert!(output.status.success());

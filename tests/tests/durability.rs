@@ -148,3 +148,38 @@ async fn kill9_of_every_member_loses_nothing() {
         assert_all_present(&cluster, i, &acked).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_behind_the_log_catches_up_from_a_snapshot() {
+    // Snapshots every 50 entries, and only 10 entries kept after one: a member that misses
+    // a few hundred writes can only catch up by receiving a snapshot.
+    let flags = ["--snapshot-count", "50", "--experimental-snapshot-catchup-entries", "10"];
+    let mut cluster = TestCluster::start_with(Server::Keel, 3, &flags).await;
+    let leader = cluster.leader().await;
+    let behind = (leader + 1) % 3;
+    cluster.kill9(behind);
+
+    // Phase 1: writes the stopped member misses, far more than the log keeps.
+    let mut client = cluster.member_client(leader).await;
+    let mut acked = BTreeMap::new();
+    for i in 0..300 {
+        let (key, value) = (format!("w-snap-{i:04}"), format!("v{i}"));
+        client.put(key.clone(), value.clone(), None).await.expect("put with a majority up");
+        acked.insert(key, value);
+    }
+
+    // Phase 2: it restarts, receives a snapshot, and serves everything; it also keeps up with
+    // writes after the snapshot.
+    cluster.start_member(behind);
+    cluster.wait_ready().await;
+    client.put("w-after-snapshot", "yes", None).await.expect("put");
+    acked.insert("w-after-snapshot".into(), "yes".into());
+    assert_all_present(&cluster, behind, &acked).await;
+    assert!(cluster.members[behind].logs().contains("installed snapshot"), "expected a snapshot install:\n{}", cluster.members[behind].logs());
+
+    // Phase 3: and it restarts from its own snapshot and log.
+    cluster.kill9(behind);
+    cluster.start_member(behind);
+    cluster.wait_ready().await;
+    assert_all_present(&cluster, behind, &acked).await;
+}
