@@ -444,6 +444,9 @@ impl RunningMember {
         if let Err(e) = self.member.raft.shutdown().await {
             tracing::warn!("raft shutdown: {e}");
         }
+        if let Err(e) = self.member.engine.close() {
+            tracing::warn!("closing storage: {e}");
+        }
     }
 
     /// Resolves when a server stopped on its own (an error): the member cannot serve any more.

@@ -113,3 +113,16 @@ async fn sigterm_stops_cleanly_and_a_restart_keeps_the_data() {
     .expect("key readable");
     assert_eq!(value, b"yes");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_stops_every_member_of_a_busy_cluster_cleanly() {
+    let mut cluster = TestCluster::start(Server::Keel, 3).await;
+    let mut client = cluster.client().await;
+    for i in 0..50 {
+        client.put(format!("k{i}"), "v", None).await.expect("put");
+    }
+    for i in 0..3 {
+        let status = cluster.terminate(i);
+        assert!(status.success(), "member {i} exit after SIGTERM: {status:?}\n{}", cluster.all_logs());
+    }
+}

@@ -140,6 +140,13 @@ pub trait Engine: Send + Sync + 'static {
     /// writes followed by one `sync` is how the log store shares one fsync between appends.
     fn sync(&self) -> Result<(), StorageError>;
 
+    /// Makes everything durable and stops background work, so that the process can exit with
+    /// the engine still referenced (RocksDB aborts if its background threads outlive exit).
+    /// Nothing may be written afterwards.
+    fn close(&self) -> Result<(), StorageError> {
+        self.sync()
+    }
+
     /// Bytes the engine occupies on disk (0 for memory), for Maintenance.Status.
     fn size_bytes(&self) -> u64;
 }

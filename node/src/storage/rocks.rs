@@ -177,6 +177,12 @@ impl Engine for RocksEngine {
             .map_err(|error| rocks_error("sync", error))
     }
 
+    fn close(&self) -> Result<(), StorageError> {
+        self.sync()?;
+        self.db.cancel_all_background_work(true);
+        Ok(())
+    }
+
     fn size_bytes(&self) -> u64 {
         let sst_bytes: u64 = Table::ALL
             .iter()
