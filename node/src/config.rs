@@ -250,7 +250,7 @@ mod tests {
         let config = flags(&[]).expect("defaults are valid");
         assert_eq!(config.name, "default");
         assert_eq!(config.data_dir, PathBuf::from("default.keel"));
-        assert_eq!(config.listen_client, vec!["127.0.0.1:2379".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(config.listen_client, vec![SocketAddr::from(([127, 0, 0, 1], 2379))]);
         assert_eq!(config.initial_cluster, vec![("default".to_string(), vec!["http://127.0.0.1:2380".to_string()])]);
     }
 

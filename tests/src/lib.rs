@@ -220,7 +220,7 @@ impl TestCluster {
     pub async fn leader(&self) -> usize {
         wait_for_some(READY_TIMEOUT, "a leader", || async {
             for (i, member) in self.members.iter().enumerate().filter(|(_, m)| m.is_running()) {
-                let Ok(mut client) = try_connect(&[member.client_url.clone()]).await else { continue };
+                let Ok(mut client) = try_connect(std::slice::from_ref(&member.client_url)).await else { continue };
                 let Ok(status) = client.status().await else { continue };
                 if status.leader() != 0 && status.leader() == status.header().map_or(0, |h| h.member_id()) {
                     return Some(i);

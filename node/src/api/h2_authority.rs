@@ -35,6 +35,14 @@ const HEADER_BLOCK_BYTES_MAX: usize = 1 << 20;
 /// Largest frame we accept from a client; h2 would refuse larger ones anyway.
 const FRAME_BYTES_MAX: usize = 1 << 24;
 
+/// A header block split over HEADERS and CONTINUATION frames, still being collected.
+struct PendingHeaders {
+    stream_id: u32,
+    flags: u8,
+    priority: Option<[u8; 5]>,
+    block: Vec<u8>,
+}
+
 pub struct AuthorityFix<S> {
     inner: S,
     /// Bytes read from the socket, not yet parsed into frames.
@@ -42,8 +50,8 @@ pub struct AuthorityFix<S> {
     /// Frames ready for the HTTP/2 server.
     out: BytesMut,
     preface_seen: bool,
-    /// A HEADERS frame waiting for its CONTINUATION frames: (stream id, flags, priority, block).
-    pending: Option<(u32, u8, Option<[u8; 5]>, Vec<u8>)>,
+    /// A HEADERS frame waiting for its CONTINUATION frames.
+    pending: Option<PendingHeaders>,
     decoder: fluke_hpack::Decoder<'static>,
     encoder: fluke_hpack::Encoder<'static>,
 }
@@ -114,13 +122,13 @@ impl<S> AuthorityFix<S> {
         if flags & FLAG_END_HEADERS != 0 {
             self.emit_headers(stream_id, flags, priority, &block)
         } else {
-            self.pending = Some((stream_id, flags, priority, block));
+            self.pending = Some(PendingHeaders { stream_id, flags, priority, block });
             Ok(())
         }
     }
 
     fn on_continuation(&mut self, stream_id: u32, flags: u8, payload: &[u8]) -> io::Result<()> {
-        let Some((pending_stream, header_flags, priority, mut block)) = self.pending.take() else {
+        let Some(PendingHeaders { stream_id: pending_stream, flags: header_flags, priority, mut block }) = self.pending.take() else {
             return Err(malformed("CONTINUATION without HEADERS"));
         };
         if pending_stream != stream_id {
@@ -133,7 +141,7 @@ impl<S> AuthorityFix<S> {
         if flags & FLAG_END_HEADERS != 0 {
             self.emit_headers(stream_id, header_flags, priority, &block)
         } else {
-            self.pending = Some((stream_id, header_flags, priority, block));
+            self.pending = Some(PendingHeaders { stream_id, flags: header_flags, priority, block });
             Ok(())
         }
     }

@@ -108,11 +108,7 @@ fn intervals(ops: &[PbTxnRequestOp]) -> Result<(Vec<Interval>, BTreeSet<Vec<u8>>
     }
     for op in ops {
         match &op.request {
-            Some(PbTxnOpRequest::RequestPut(put)) => {
-                if !puts.insert(put.key.clone()) {
-                    return Err(ServerError::DuplicateKey);
-                }
-            }
+            Some(PbTxnOpRequest::RequestPut(put)) if !puts.insert(put.key.clone()) => return Err(ServerError::DuplicateKey),
             Some(PbTxnOpRequest::RequestDeleteRange(delete)) => deletes.push((delete.key.clone(), delete.range_end.clone())),
             _ => {}
         }
