@@ -4,6 +4,7 @@
 //! The full instrument is `keel-bench` (benches/); this is the stop-gap until it lands.
 //!
 //! `KEEL_BIN=target/release/keel cargo run --release -p keel-tests --example compare_put -- 1 64`
+//! (`MEMBERS=1` for single-member clusters, `LEADER_ONLY=1` to send every client to the leader.)
 
 use std::time::{Duration, Instant};
 
@@ -20,7 +21,10 @@ struct Figures {
 }
 
 async fn drive(cluster: &TestCluster, clients: usize) -> Figures {
-    let endpoints = cluster.endpoints();
+    let mut endpoints = cluster.endpoints();
+    if std::env::var("LEADER_ONLY").is_ok() {
+        endpoints = vec![endpoints[cluster.leader().await].clone()];
+    }
     let mut tasks = Vec::new();
     let deadline = Instant::now() + DURATION;
     for c in 0..clients {
@@ -56,7 +60,8 @@ async fn main() {
     println!("{:<6} {:>8} {:>12} {:>9} {:>9}", "system", "clients", "puts/s", "p50 ms", "p99 ms");
     for clients in client_counts {
         for server in [Server::Etcd, Server::Keel] {
-            let cluster = TestCluster::start(server, 3).await;
+            let members = std::env::var("MEMBERS").ok().and_then(|m| m.parse().ok()).unwrap_or(3);
+            let cluster = TestCluster::start(server, members).await;
             let figures = drive(&cluster, clients).await;
             println!(
                 "{:<6} {:>8} {:>12.0} {:>9.2} {:>9.2}",
