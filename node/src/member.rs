@@ -80,25 +80,48 @@ impl Member {
         if size > self.max_request_bytes {
             return Err(ServerError::RequestTooLarge);
         }
+        let response = self
+            .through_leader(|leader, deadline| {
+                let command = command.clone();
+                async move {
+                    if leader == self.id {
+                        self.write_local(command, deadline).await
+                    } else {
+                        self.write_forwarded(leader, command, deadline).await
+                    }
+                }
+            })
+            .await?;
+        match response {
+            CommandResponse::Rejected(e) => Err(e.into()),
+            response => Ok(response),
+        }
+    }
+
+    /// Waits until this member has applied everything committed before the call (ReadIndex
+    /// through the leader), so that a read that follows is linearizable.
+    pub async fn read_barrier(&self) -> Result<(), ServerError> {
+        self.through_leader(|leader, deadline| async move {
+            if leader == self.id {
+                self.read_barrier_local(deadline).await
+            } else {
+                self.read_barrier_forwarded(leader, deadline).await
+            }
+        })
+        .await
+    }
+
+    /// Runs `attempt` against the current leader until it is done or `REQUEST_TIMEOUT` passes,
+    /// retrying only attempts that certainly had no effect (no leader, or not the leader any more).
+    async fn through_leader<T, F, Fut>(&self, attempt: F) -> Result<T, ServerError>
+    where
+        F: Fn(MemberId, Instant) -> Fut,
+        Fut: std::future::Future<Output = Attempt<T>>,
+    {
         let deadline = Instant::now() + REQUEST_TIMEOUT;
         loop {
             let leader = self.leader_before(deadline).await?;
-            let attempt = if leader == self.id {
-                self.write_local(command.clone(), deadline).await
-            } else {
-                match self.forward(leader, ForwardRequest::Write(command.clone()), deadline).await {
-                    Attempt::Done(Ok(ForwardResponse::Write(result))) => match result {
-                        Ok((response, _term)) => Attempt::Done(Ok(response)),
-                        Err(raft::ForwardError::NotLeader { .. }) => Attempt::Retry,
-                        Err(_) => Attempt::Done(Err(ServerError::Timeout)),
-                    },
-                    Attempt::Done(Ok(ForwardResponse::ReadIndex(_))) => Attempt::Done(Err(ServerError::Timeout)),
-                    Attempt::Done(Err(e)) => Attempt::Done(Err(e)),
-                    Attempt::Retry => Attempt::Retry,
-                }
-            };
-            match attempt {
-                Attempt::Done(Ok(CommandResponse::Rejected(e))) => return Err(e.into()),
+            match attempt(leader, deadline).await {
                 Attempt::Done(result) => return result,
                 Attempt::Retry if Instant::now() + RETRY_INTERVAL < deadline => tokio::time::sleep(RETRY_INTERVAL).await,
                 Attempt::Retry => return Err(ServerError::Timeout),
@@ -106,27 +129,24 @@ impl Member {
         }
     }
 
-    /// Waits until this member has applied everything committed before the call (ReadIndex
-    /// through the leader), so that a read that follows is linearizable.
-    pub async fn read_barrier(&self) -> Result<(), ServerError> {
-        let deadline = Instant::now() + REQUEST_TIMEOUT;
-        loop {
-            let leader = self.leader_before(deadline).await?;
-            let attempt = if leader == self.id {
-                self.read_barrier_local(deadline).await
-            } else {
-                match self.forward(leader, ForwardRequest::ReadIndex, deadline).await {
-                    Attempt::Done(Ok(ForwardResponse::ReadIndex(Ok(index)))) => self.wait_applied(index, deadline).await,
-                    Attempt::Done(Ok(_)) => Attempt::Retry,
-                    Attempt::Done(Err(e)) => Attempt::Done(Err(e)),
-                    Attempt::Retry => Attempt::Retry,
-                }
-            };
-            match attempt {
-                Attempt::Done(result) => return result,
-                Attempt::Retry if Instant::now() + RETRY_INTERVAL < deadline => tokio::time::sleep(RETRY_INTERVAL).await,
-                Attempt::Retry => return Err(ServerError::Timeout),
-            }
+    async fn write_forwarded(&self, leader: MemberId, command: Command, deadline: Instant) -> Attempt<CommandResponse> {
+        match self.forward(leader, ForwardRequest::Write(command), deadline).await {
+            Attempt::Done(Ok(ForwardResponse::Write(Ok((response, _term))))) => Attempt::Done(Ok(response)),
+            Attempt::Done(Ok(ForwardResponse::Write(Err(raft::ForwardError::NotLeader { .. })))) => Attempt::Retry,
+            // Proposed but not known to be applied, or a reply we cannot read: indeterminate.
+            Attempt::Done(Ok(_)) => Attempt::Done(Err(ServerError::Timeout)),
+            Attempt::Done(Err(e)) => Attempt::Done(Err(e)),
+            Attempt::Retry => Attempt::Retry,
+        }
+    }
+
+    async fn read_barrier_forwarded(&self, leader: MemberId, deadline: Instant) -> Attempt<()> {
+        match self.forward(leader, ForwardRequest::ReadIndex, deadline).await {
+            Attempt::Done(Ok(ForwardResponse::ReadIndex(Ok(index)))) => self.wait_applied(index, deadline).await,
+            // Nothing was read: asking again is always safe.
+            Attempt::Done(Ok(_)) => Attempt::Retry,
+            Attempt::Done(Err(e)) => Attempt::Done(Err(e)),
+            Attempt::Retry => Attempt::Retry,
         }
     }
 
