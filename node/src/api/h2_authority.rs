@@ -18,7 +18,9 @@ use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-const PREFACE_BYTES: usize = 24;
+/// Every HTTP/2 connection starts with this; anything else (HTTP/1.1 for /health and
+/// /metrics) is passed through untouched.
+const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const FRAME_HEADER_BYTES: usize = 9;
 const FRAME_HEADERS: u8 = 0x1;
 const FRAME_CONTINUATION: u8 = 0x9;
@@ -50,6 +52,8 @@ pub struct AuthorityFix<S> {
     /// Frames ready for the HTTP/2 server.
     out: BytesMut,
     preface_seen: bool,
+    /// Not HTTP/2: every byte goes through as it is.
+    passthrough: bool,
     /// A HEADERS frame waiting for its CONTINUATION frames.
     pending: Option<PendingHeaders>,
     decoder: fluke_hpack::Decoder<'static>,
@@ -63,6 +67,7 @@ impl<S> AuthorityFix<S> {
             raw: BytesMut::with_capacity(16 * 1024),
             out: BytesMut::new(),
             preface_seen: false,
+            passthrough: false,
             pending: None,
             decoder: fluke_hpack::Decoder::new(),
             encoder: fluke_hpack::Encoder::new(),
@@ -71,12 +76,21 @@ impl<S> AuthorityFix<S> {
 
     /// Moves every complete frame from `raw` to `out`, rewriting header blocks.
     fn process(&mut self) -> io::Result<()> {
-        if !self.preface_seen {
-            if self.raw.len() < PREFACE_BYTES {
+        if !self.preface_seen && !self.passthrough {
+            let seen = self.raw.len().min(PREFACE.len());
+            if self.raw[..seen] != PREFACE[..seen] {
+                self.passthrough = true;
+            } else if seen < PREFACE.len() {
                 return Ok(());
+            } else {
+                self.out.extend_from_slice(&self.raw.split_to(PREFACE.len()));
+                self.preface_seen = true;
             }
-            self.out.extend_from_slice(&self.raw.split_to(PREFACE_BYTES));
-            self.preface_seen = true;
+        }
+        if self.passthrough {
+            let all = self.raw.split();
+            self.out.extend_from_slice(&all);
+            return Ok(());
         }
         while self.raw.len() >= FRAME_HEADER_BYTES {
             let length = (usize::from(self.raw[0]) << 16) | (usize::from(self.raw[1]) << 8) | usize::from(self.raw[2]);
@@ -285,6 +299,13 @@ mod tests {
         let decoded = fluke_hpack::Decoder::new().decode(&out[42..42 + headers_len]).expect("decodes");
         assert!(decoded.contains(&(b":authority".to_vec(), b"127.0.0.1:2379".to_vec())), "{decoded:?}");
         assert_eq!(&out[42 + headers_len..], &frame(0x0, FLAG_END_STREAM, 1, b"data")[..]);
+    }
+
+    #[tokio::test]
+    async fn http1_passes_through_untouched() {
+        let request = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
+        assert_eq!(rewrite(request.clone()).await.expect("passes"), request);
+        assert_eq!(rewrite(b"GET /".to_vec()).await.expect("short request passes"), b"GET /");
     }
 
     #[tokio::test]

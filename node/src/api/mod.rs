@@ -6,6 +6,7 @@
 mod cluster;
 mod convert;
 mod h2_authority;
+mod http;
 mod kv;
 mod maintenance;
 mod status;
@@ -14,6 +15,7 @@ mod validate;
 use std::sync::Arc;
 
 use keel_proto::etcd::{PbClusterServer, PbKvServer, PbMaintenanceServer, PbResponseHeader};
+use tonic::service::Routes;
 use tonic::transport::server::Router;
 
 use crate::member::Member;
@@ -21,15 +23,17 @@ use crate::member::Member;
 pub use h2_authority::AuthorityFix;
 pub use status::to_status;
 
-/// The router serving every client service of `member`, refusing messages over
-/// `decoding_limit` bytes at the gRPC layer.
+/// The router serving every client service of `member` (gRPC, refusing messages over
+/// `decoding_limit` bytes) and, over HTTP/1.1 or HTTP/2, `/health` and `/metrics`.
 pub fn client_router(member: Arc<Member>, decoding_limit: usize) -> Router {
-    tonic::transport::Server::builder()
-        .add_service(PbKvServer::new(kv::KvService::new(member.clone())).max_decoding_message_size(decoding_limit))
+    let grpc = Routes::new(PbKvServer::new(kv::KvService::new(member.clone())).max_decoding_message_size(decoding_limit))
         .add_service(PbClusterServer::new(cluster::ClusterService::new(member.clone())).max_decoding_message_size(decoding_limit))
         .add_service(
-            PbMaintenanceServer::new(maintenance::MaintenanceService::new(member)).max_decoding_message_size(decoding_limit),
-        )
+            PbMaintenanceServer::new(maintenance::MaintenanceService::new(member.clone()))
+                .max_decoding_message_size(decoding_limit),
+        );
+    let routes = Routes::from(grpc.into_axum_router().merge(http::router(member)));
+    tonic::transport::Server::builder().accept_http1(true).add_routes(routes)
 }
 
 /// etcd's response header: which cluster and member answered, at which revision and term.

@@ -1,0 +1,59 @@
+//! Plain-HTTP endpoints beside gRPC on the client port, as etcd serves them: `/health` for
+//! probes and load balancers, `/metrics` in Prometheus text format under etcd's metric names,
+//! so existing dashboards and alerts keep working.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+
+use crate::member::Member;
+
+/// How long /health waits for a linearizable read barrier before calling the member unhealthy.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+
+pub fn router(member: Arc<Member>) -> Router {
+    Router::new().route("/health", get(health)).route("/metrics", get(metrics)).with_state(member)
+}
+
+/// etcd 3.4's answer: healthy when a leader is known and a linearizable read barrier passes.
+async fn health(State(member): State<Arc<Member>>) -> impl IntoResponse {
+    let has_leader = member.metrics().current_leader.is_some();
+    let read_ok = has_leader && matches!(tokio::time::timeout(HEALTH_TIMEOUT, member.read_barrier()).await, Ok(Ok(())));
+    let (status, body) = if read_ok {
+        (StatusCode::OK, r#"{"health":"true"}"#)
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, r#"{"health":"false"}"#)
+    };
+    (status, [(header::CONTENT_TYPE, "application/json")], body)
+}
+
+async fn metrics(State(member): State<Arc<Member>>) -> impl IntoResponse {
+    let raft = member.metrics();
+    let (revision, compacted, keys) = {
+        let mvcc = member.shared().mvcc();
+        (mvcc.current_revision(), mvcc.compact_revision(), mvcc.key_count())
+    };
+    let gauges: [(&str, &str, f64); 9] = [
+        ("etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not.", f64::from(u8::from(raft.current_leader.is_some()))),
+        ("etcd_server_is_leader", "Whether or not this member is a leader. 1 if is, 0 otherwise.", f64::from(u8::from(raft.current_leader == Some(member.id)))),
+        ("etcd_server_proposals_committed_total", "The total number of consensus proposals committed.", raft.local_committed.map_or(0, |id| id.index) as f64),
+        ("etcd_server_proposals_applied_total", "The total number of consensus proposals applied.", raft.last_applied.map_or(0, |id| id.index) as f64),
+        ("etcd_server_term", "The current Raft term.", raft.current_term as f64),
+        ("etcd_mvcc_db_total_size_in_bytes", "Total size of the underlying database physically allocated in bytes.", member.db_size_bytes() as f64),
+        ("etcd_debugging_mvcc_current_revision", "The current revision of store.", revision as f64),
+        ("etcd_debugging_mvcc_compact_revision", "The revision of the last compaction in store.", compacted as f64),
+        ("etcd_debugging_mvcc_keys_total", "Total number of keys.", keys as f64),
+    ];
+    let mut body = String::new();
+    for (name, help, value) in gauges {
+        // Writing to a String cannot fail.
+        let _ = write!(body, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n");
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}
