@@ -246,9 +246,17 @@ impl Member {
     }
 }
 
-/// A connection that was never established: the request was not sent, so retrying is safe.
+/// A connection that was refused: the request was never sent, so retrying it is safe. Anything
+/// else (a reset, a timeout) may have happened after the leader received the request.
 fn is_connect_error(status: &tonic::Status) -> bool {
-    status.code() == tonic::Code::Unavailable && status.message().contains("connect")
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        if error.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused) {
+            return true;
+        }
+        source = error.source();
+    }
+    false
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
