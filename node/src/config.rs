@@ -69,6 +69,16 @@ pub struct Flags {
     #[arg(long, env = "KEEL_EXPERIMENTAL_SNAPSHOT_CATCHUP_ENTRIES", default_value_t = 5_000)]
     pub experimental_snapshot_catchup_entries: u64,
 
+    /// TEST ONLY, loses data: serve linearizable reads from local state without ReadIndex.
+    /// Exists so the fault-injection harness can prove it detects stale reads.
+    #[arg(long, hide = true, env = "KEEL_UNSAFE_STALE_READS")]
+    pub unsafe_stale_reads: bool,
+
+    /// TEST ONLY, loses data: acknowledge writes before they reach the disk (no fsync, no
+    /// write-ahead log), so kill -9 loses acknowledged writes. For the fault-injection harness.
+    #[arg(long, hide = true, env = "KEEL_UNSAFE_ACK_BEFORE_FSYNC")]
+    pub unsafe_ack_before_fsync: bool,
+
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, env = "KEEL_LOG_LEVEL", default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
     pub log_level: String,
@@ -92,6 +102,9 @@ pub struct MemberConfig {
     pub election_timeout: Duration,
     pub snapshot_count: u64,
     pub snapshot_catchup_entries: u64,
+    /// Test-only sabotage; see the flags.
+    pub unsafe_stale_reads: bool,
+    pub unsafe_ack_before_fsync: bool,
 }
 
 impl Flags {
@@ -142,6 +155,8 @@ impl Flags {
             election_timeout: Duration::from_millis(self.election_timeout),
             snapshot_count: self.snapshot_count.max(1),
             snapshot_catchup_entries: self.experimental_snapshot_catchup_entries,
+            unsafe_stale_reads: self.unsafe_stale_reads,
+            unsafe_ack_before_fsync: self.unsafe_ack_before_fsync,
         })
     }
 }

@@ -20,7 +20,7 @@ use crate::config::{self, MemberConfig};
 use crate::error::ServerError;
 use crate::limits::{GRPC_OVERHEAD_BYTES, REQUEST_TIMEOUT};
 use crate::raft::{
-    self, ClientWriteError, Config, ForwardRequest, ForwardResponse, LogStore, MemberId, MemberNode, NetworkFactory,
+    self, AckPolicy, ClientWriteError, Config, ForwardRequest, ForwardResponse, LogStore, MemberId, MemberNode, NetworkFactory,
     PeerClients, PeerService, Raft, RaftMetrics, ReadPolicy, SharedState, SnapshotPolicy, StateMachine,
 };
 use crate::storage::{Durability, Engine, RocksEngine, Table, WriteBatch};
@@ -43,6 +43,8 @@ pub struct Member {
     pub cluster_id: u64,
     pub name: String,
     pub max_request_bytes: usize,
+    /// Test-only sabotage (`--unsafe-stale-reads`): read barriers pass without ReadIndex.
+    unsafe_stale_reads: bool,
     raft: Raft,
     shared: Arc<SharedState>,
     engine: Arc<dyn Engine>,
@@ -101,6 +103,9 @@ impl Member {
     /// Waits until this member has applied everything committed before the call (ReadIndex
     /// through the leader), so that a read that follows is linearizable.
     pub async fn read_barrier(&self) -> Result<(), ServerError> {
+        if self.unsafe_stale_reads {
+            return Ok(());
+        }
         self.through_leader(|leader, deadline| async move {
             if leader == self.id {
                 self.read_barrier_local(deadline).await
@@ -297,7 +302,8 @@ fn open_engine(config: &MemberConfig) -> Result<Arc<dyn Engine>, StartError> {
     let data_dir = &config.data_dir;
     std::fs::create_dir_all(data_dir)
         .map_err(|e| StartError(format!("cannot access data directory {}: {e}", data_dir.display())))?;
-    let engine = RocksEngine::open(&data_dir.join("db"))
+    let path = data_dir.join("db");
+    let engine = if config.unsafe_ack_before_fsync { RocksEngine::open_unsafe_volatile(&path) } else { RocksEngine::open(&path) }
         .map_err(|e| StartError(format!("cannot open data directory {}: {e}", data_dir.display())))?;
     Ok(Arc::new(engine))
 }
@@ -356,7 +362,15 @@ pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
     if identity.name != config.name {
         tracing::warn!(stored = %identity.name, flag = %config.name, "data dir belongs to another name; keeping the stored one");
     }
-    let log_store = LogStore::open(engine.clone()).map_err(|e| StartError(format!("raft log: {e}")))?;
+    if config.unsafe_stale_reads || config.unsafe_ack_before_fsync {
+        tracing::warn!(
+            stale_reads = config.unsafe_stale_reads,
+            ack_before_fsync = config.unsafe_ack_before_fsync,
+            "UNSAFE test-only sabotage enabled: this member can lose or misreport data"
+        );
+    }
+    let ack = if config.unsafe_ack_before_fsync { AckPolicy::UnsafeBeforeFsync } else { AckPolicy::AfterFsync };
+    let log_store = LogStore::open(engine.clone(), ack).map_err(|e| StartError(format!("raft log: {e}")))?;
     let state_machine = StateMachine::open(engine.clone(), &config.data_dir.join("snapshots"))
         .map_err(|e| StartError(format!("state machine: {e}")))?;
     let shared = state_machine.shared();
@@ -369,6 +383,7 @@ pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
         cluster_id: identity.cluster_id,
         name: identity.name.clone(),
         max_request_bytes: config.max_request_bytes,
+        unsafe_stale_reads: config.unsafe_stale_reads,
         raft: raft.clone(),
         shared,
         engine,

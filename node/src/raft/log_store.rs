@@ -28,22 +28,37 @@ const PURGED_KEY: &[u8] = b"purged";
 /// from turning into unbounded memory.
 const SYNC_QUEUE_CAPACITY: usize = 4096;
 
+/// When an append is reported durable to openraft.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AckPolicy {
+    /// After the fsync that covers it: the only correct policy.
+    AfterFsync,
+    /// At once, before anything reaches the disk: the `--unsafe-ack-before-fsync` sabotage
+    /// that the fault-injection harness must catch. Never used in production.
+    UnsafeBeforeFsync,
+}
+
 #[derive(Clone)]
 pub struct LogStore {
     engine: Arc<dyn Engine>,
     sync_tx: mpsc::Sender<IOFlushed<TypeConfig>>,
+    ack: AckPolicy,
 }
 
 impl LogStore {
     /// Opens the log on `engine` and starts its syncer thread, which ends when the last clone of
     /// this store is dropped.
-    pub fn open(engine: Arc<dyn Engine>) -> io::Result<Self> {
+    pub fn open(engine: Arc<dyn Engine>, ack: AckPolicy) -> io::Result<Self> {
         let (sync_tx, sync_rx) = mpsc::channel(SYNC_QUEUE_CAPACITY);
         let syncer_engine = engine.clone();
         std::thread::Builder::new()
             .name("keel-log-sync".into())
             .spawn(move || run_syncer(syncer_engine, sync_rx))?;
-        Ok(Self { engine, sync_tx })
+        if ack == AckPolicy::UnsafeBeforeFsync {
+            let engine = Arc::downgrade(&engine);
+            std::thread::Builder::new().name("keel-unsafe-flush".into()).spawn(move || run_unsafe_flusher(engine))?;
+        }
+        Ok(Self { engine, sync_tx, ack })
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
@@ -80,6 +95,21 @@ impl LogStore {
 fn index_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
 }
+
+/// The sabotage's only persistence: everything acknowledged since the last pass is lost by a
+/// kill -9. Ends when the engine is dropped.
+fn run_unsafe_flusher(engine: std::sync::Weak<dyn Engine>) {
+    loop {
+        std::thread::sleep(UNSAFE_FLUSH_INTERVAL);
+        let Some(engine) = engine.upgrade() else { return };
+        if let Err(e) = engine.sync() {
+            tracing::warn!("unsafe flusher: {e}");
+        }
+    }
+}
+
+/// How much acknowledged history the `--unsafe-ack-before-fsync` sabotage can lose.
+const UNSAFE_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn run_syncer(engine: Arc<dyn Engine>, mut rx: mpsc::Receiver<IOFlushed<TypeConfig>>) {
     let mut waiting = Vec::new();
@@ -177,6 +207,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Written now so the entries are readable when this returns; durable once the syncer's
         // fsync completes, which is when the callback fires.
         self.engine.write(batch, Durability::Buffered).map_err(io::Error::other)?;
+        if self.ack == AckPolicy::UnsafeBeforeFsync {
+            callback.io_completed(Ok(()));
+            return Ok(());
+        }
         self.sync_tx
             .send(callback)
             .await

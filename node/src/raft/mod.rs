@@ -15,7 +15,7 @@ mod state_machine;
 use serde::{Deserialize, Serialize};
 
 pub use codec::{decode, encode};
-pub use log_store::LogStore;
+pub use log_store::{AckPolicy, LogStore};
 pub use network::{NetworkFactory, PeerClients};
 pub use peer_service::{ForwardError, ForwardRequest, ForwardResponse, PeerService};
 pub use state_machine::{SharedState, StateMachine};

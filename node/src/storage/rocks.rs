@@ -25,6 +25,10 @@ const BACKGROUND_JOBS_MAX: i32 = 2;
 pub struct RocksEngine {
     db: DB,
     path: PathBuf,
+    /// Test-only sabotage (`--unsafe-ack-before-fsync`): writes that are not `Sync` skip the
+    /// write-ahead log, so they live only in this process's memory until a flush and a kill -9
+    /// loses them. Never set in production.
+    unsafe_volatile: bool,
 }
 
 impl std::fmt::Debug for RocksEngine {
@@ -36,8 +40,21 @@ impl std::fmt::Debug for RocksEngine {
 }
 
 impl RocksEngine {
+    /// Opens the database at `path` for the `--unsafe-ack-before-fsync` sabotage: every write
+    /// that is not `Durability::Sync` bypasses the write-ahead log. Exists only so the
+    /// fault-injection harness can prove that it catches lost acknowledged writes.
+    /// `sync` then flushes every column family atomically instead of the WAL, so a kill -9
+    /// rolls the whole database back to the last `sync`, consistently.
+    pub fn open_unsafe_volatile(path: &Path) -> Result<Self, StorageError> {
+        Self::open_with(path, true)
+    }
+
     /// Opens (creating it and its column families if missing) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, StorageError> {
+        Self::open_with(path, false)
+    }
+
+    fn open_with(path: &Path, unsafe_volatile: bool) -> Result<Self, StorageError> {
         std::fs::create_dir_all(path).map_err(|error| {
             StorageError(format!(
                 "cannot create RocksDB directory {}: {error}",
@@ -55,6 +72,7 @@ impl RocksEngine {
         options.set_max_background_jobs(BACKGROUND_JOBS_MAX);
         options.set_compression_type(DBCompressionType::Lz4);
         options.set_block_based_table_factory(&table_options);
+        options.set_atomic_flush(unsafe_volatile);
 
         let families =
             Table::ALL.map(|table| ColumnFamilyDescriptor::new(table.name(), options.clone()));
@@ -67,6 +85,7 @@ impl RocksEngine {
         Ok(RocksEngine {
             db,
             path: path.to_path_buf(),
+            unsafe_volatile,
         })
     }
 
@@ -166,12 +185,20 @@ impl Engine for RocksEngine {
         }
         let mut write_options = WriteOptions::default();
         write_options.set_sync(durability == Durability::Sync);
+        write_options.disable_wal(self.unsafe_volatile && durability != Durability::Sync);
         self.db
             .write_opt(rocks_batch, &write_options)
             .map_err(|error| rocks_error("write", error))
     }
 
     fn sync(&self) -> Result<(), StorageError> {
+        if self.unsafe_volatile {
+            let families = Table::ALL.iter().map(|table| self.family(*table)).collect::<Result<Vec<_>, _>>()?;
+            return self
+                .db
+                .flush_cfs_opt(&families, &rocksdb::FlushOptions::default())
+                .map_err(|error| rocks_error("flush", error));
+        }
         self.db
             .flush_wal(true)
             .map_err(|error| rocks_error("sync", error))
