@@ -1,0 +1,340 @@
+//! A cluster of real `keel` processes on 127.0.0.1, with the faults the nemesis can inject:
+//! kill -9 and restart, SIGSTOP and SIGCONT, and cutting a member's inbound peer links.
+//!
+//! This module starts, signals and stops processes; it never talks to a member's client API
+//! except to ask whether it is ready, and it decides no schedule.
+//!
+//! # What "isolate inbound" really cuts
+//!
+//! Every member listens on its own peer port P but advertises a proxy port X (in
+//! `--initial-advertise-peer-urls` and `--initial-cluster`), and the harness runs one
+//! [`Proxy`] from X to P. All members share 127.0.0.1, so a proxy cannot tell which member a
+//! connection comes from: a partition can only be expressed per *destination*.
+//! [`Cluster::isolate_inbound`] blocks member B's proxy, which cuts:
+//! - every RPC another member initiates towards B (AppendEntries, Vote, snapshots, forwarded
+//!   client requests), *and their responses*, since gRPC answers on the connection that carried
+//!   the request;
+//! - nothing B initiates: B's own RPCs to the others (its vote requests after an election
+//!   timeout, its AppendEntries if it believes it leads, its forwarded requests) still go
+//!   through the others' open proxies and are answered.
+//!
+//! So it is a one-way partition: B hears nobody, everybody hears B. An isolated leader keeps
+//! replicating to the majority and stays leader; an isolated follower stops getting heartbeats,
+//! times out and campaigns with higher terms that the majority does see (disruptive elections,
+//! unless pre-vote stops them). Client traffic is never cut: clients talk to the client ports
+//! directly. A true symmetric partition needs per-pair links, i.e. distinct source addresses,
+//! which Keel's peer client cannot bind.
+
+use std::ffi::OsString;
+use std::fs::{File, OpenOptions};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use etcd_client::{Client, ConnectOptions};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+
+use crate::proxy::Proxy;
+
+/// Raft timing passed to every member: short, so faults lead to elections within a run.
+pub const HEARTBEAT_INTERVAL_MS: u64 = 50;
+pub const ELECTION_TIMEOUT_MS: u64 = 500;
+/// Interval between two readiness probes of a member.
+const READY_POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// Each readiness probe's own connect and request timeout.
+const READY_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// The key a readiness probe reads; outside the workload's keys.
+const READY_PROBE_KEY: &str = "jepsen-ready";
+
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    pub nodes: usize,
+    pub keel_bin: PathBuf,
+    /// Where each member's log `n{i}.log` goes.
+    pub log_dir: PathBuf,
+    /// Extra flags for every member (the sabotage switches).
+    pub extra_member_args: Vec<String>,
+}
+
+/// The running members; every process is killed when this is dropped.
+pub struct Cluster {
+    members: Vec<Member>,
+    keel_bin: PathBuf,
+    // Held for its Drop: removes the members' data dirs.
+    _data_root: tempfile::TempDir,
+}
+
+struct Member {
+    name: String,
+    client_url: String,
+    args: Vec<OsString>,
+    log_path: PathBuf,
+    proxy: Proxy,
+    /// `None` while killed.
+    process: Option<Child>,
+    paused: bool,
+}
+
+impl Cluster {
+    /// Starts `config.nodes` members; it does not wait for them to be ready (see
+    /// [`Cluster::wait_ready`]).
+    pub async fn start(config: &ClusterConfig) -> anyhow::Result<Cluster> {
+        if !config.keel_bin.is_file() {
+            bail!(
+                "keel binary not found at {} (build it with `cargo build -p keel-node --bins`, or pass --keel-bin)",
+                config.keel_bin.display()
+            );
+        }
+        let data_root = tempfile::Builder::new()
+            .prefix("keel-jepsen-")
+            .tempdir()
+            .context("creating the members' data root")?;
+
+        // Hold every probe listener until all ports are chosen, so no two are the same.
+        let mut probes = Vec::with_capacity(2 * config.nodes);
+        let mut ports = Vec::with_capacity(config.nodes);
+        for _ in 0..config.nodes {
+            let client = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+                .context("choosing a client port")?;
+            let peer = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+                .context("choosing a peer port")?;
+            ports.push((client.local_addr()?.port(), peer.local_addr()?.port()));
+            probes.push(client);
+            probes.push(peer);
+        }
+        drop(probes);
+
+        let mut proxies = Vec::with_capacity(config.nodes);
+        for &(_, peer_port) in &ports {
+            let target = SocketAddr::from((Ipv4Addr::LOCALHOST, peer_port));
+            proxies.push(Proxy::bind(target).await.context("starting a peer proxy")?);
+        }
+        let initial_cluster = proxies
+            .iter()
+            .enumerate()
+            .map(|(index, proxy)| format!("n{index}=http://{}", proxy.listen_addr()))
+            .collect::<Vec<_>>()
+            .join(",");
+
+        let mut members = Vec::with_capacity(config.nodes);
+        for (index, (proxy, (client_port, peer_port))) in proxies.into_iter().zip(ports).enumerate()
+        {
+            let name = format!("n{index}");
+            let client_url = format!("http://127.0.0.1:{client_port}");
+            let peer_url = format!("http://127.0.0.1:{peer_port}");
+            let advertised_peer_url = format!("http://{}", proxy.listen_addr());
+            let data_dir = data_root.path().join(&name);
+            let mut args: Vec<OsString> = vec![
+                "--name".into(),
+                name.clone().into(),
+                "--data-dir".into(),
+                data_dir.into(),
+                "--listen-client-urls".into(),
+                client_url.clone().into(),
+                "--advertise-client-urls".into(),
+                client_url.clone().into(),
+                "--listen-peer-urls".into(),
+                peer_url.into(),
+                "--initial-advertise-peer-urls".into(),
+                advertised_peer_url.into(),
+                "--initial-cluster".into(),
+                initial_cluster.clone().into(),
+                "--initial-cluster-token".into(),
+                "jepsen".into(),
+                "--heartbeat-interval".into(),
+                HEARTBEAT_INTERVAL_MS.to_string().into(),
+                "--election-timeout".into(),
+                ELECTION_TIMEOUT_MS.to_string().into(),
+            ];
+            args.extend(config.extra_member_args.iter().map(OsString::from));
+            members.push(Member {
+                log_path: config.log_dir.join(format!("{name}.log")),
+                name,
+                client_url,
+                args,
+                proxy,
+                process: None,
+                paused: false,
+            });
+        }
+        let mut cluster = Cluster {
+            members,
+            keel_bin: config.keel_bin.clone(),
+            _data_root: data_root,
+        };
+        for index in 0..cluster.members.len() {
+            cluster.restart(index)?;
+        }
+        Ok(cluster)
+    }
+
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    pub fn name(&self, index: usize) -> &str {
+        &self.members[index].name
+    }
+
+    pub fn client_urls(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .map(|member| member.client_url.clone())
+            .collect()
+    }
+
+    /// Waits until every member answers a linearizable `get`, which needs a leader that a
+    /// quorum follows.
+    pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        for member in &self.members {
+            loop {
+                if probe(&member.client_url).await.is_ok() {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    bail!(
+                        "member {} ({}) did not answer a linearizable get within {timeout:?}; see {}",
+                        member.name,
+                        member.client_url,
+                        member.log_path.display()
+                    );
+                }
+                tokio::time::sleep(READY_POLL_INTERVAL).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// kill -9: no chance to flush or fsync anything. A no-op if already killed.
+    pub async fn kill(&mut self, index: usize) -> anyhow::Result<()> {
+        let member = &mut self.members[index];
+        member.paused = false;
+        if let Some(mut process) = member.process.take() {
+            // SIGKILL also ends a stopped process.
+            process
+                .start_kill()
+                .with_context(|| format!("killing {}", member.name))?;
+            process
+                .wait()
+                .await
+                .with_context(|| format!("reaping {}", member.name))?;
+        }
+        Ok(())
+    }
+
+    /// Starts the member again on its data dir, with the same flags. A no-op if running.
+    pub fn restart(&mut self, index: usize) -> anyhow::Result<()> {
+        let keel_bin = &self.keel_bin;
+        let member = &mut self.members[index];
+        if member.process.is_some() {
+            return Ok(());
+        }
+        let log = open_log(&member.log_path)?;
+        let mut command = Command::new(keel_bin);
+        command
+            .args(&member.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true);
+        // The member reads KEEL_* variables as flags; the harness's own environment must not
+        // leak into the cluster it tests.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("KEEL_") {
+                command.env_remove(name);
+            }
+        }
+        let process = command
+            .spawn()
+            .with_context(|| format!("starting {} ({})", member.name, keel_bin.display()))?;
+        member.process = Some(process);
+        member.paused = false;
+        Ok(())
+    }
+
+    /// SIGSTOP: the process keeps its sockets but answers nothing. A no-op unless running.
+    pub fn pause(&mut self, index: usize) -> anyhow::Result<()> {
+        self.signal(index, Signal::SIGSTOP)?;
+        self.members[index].paused = true;
+        Ok(())
+    }
+
+    /// SIGCONT. A no-op unless paused.
+    pub fn resume(&mut self, index: usize) -> anyhow::Result<()> {
+        if self.members[index].paused {
+            self.signal(index, Signal::SIGCONT)?;
+            self.members[index].paused = false;
+        }
+        Ok(())
+    }
+
+    /// Cuts the member's inbound peer links; see the module doc for what that does and does not cut.
+    pub fn isolate_inbound(&self, index: usize) {
+        self.members[index].proxy.block();
+    }
+
+    pub fn heal_inbound(&self, index: usize) {
+        self.members[index].proxy.heal();
+    }
+
+    /// Undoes every fault: resumes paused members, unblocks proxies, restarts killed members,
+    /// and restarts members that exited on their own. Returns a line per such exit: with no
+    /// nemesis killing it, a member that exits has crashed, and that is worth reporting.
+    pub fn heal(&mut self) -> anyhow::Result<Vec<String>> {
+        let mut exits = Vec::new();
+        for index in 0..self.members.len() {
+            self.resume(index)?;
+            self.heal_inbound(index);
+            let member = &mut self.members[index];
+            if let Some(process) = &mut member.process {
+                if let Some(status) = process.try_wait()? {
+                    exits.push(format!(
+                        "{} exited on its own ({status}); see {}",
+                        member.name,
+                        member.log_path.display()
+                    ));
+                    member.process = None;
+                }
+            }
+            self.restart(index)?;
+        }
+        Ok(exits)
+    }
+
+    fn signal(&self, index: usize, signal: Signal) -> anyhow::Result<()> {
+        let member = &self.members[index];
+        let Some(pid) = member.process.as_ref().and_then(Child::id) else {
+            return Ok(());
+        };
+        let pid = Pid::from_raw(i32::try_from(pid).context("pid out of range")?);
+        kill(pid, signal).with_context(|| format!("sending {signal} to {}", member.name))?;
+        Ok(())
+    }
+}
+
+fn open_log(path: &Path) -> anyhow::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))
+}
+
+async fn probe(client_url: &str) -> anyhow::Result<()> {
+    let options = ConnectOptions::new()
+        .with_connect_timeout(READY_PROBE_TIMEOUT)
+        .with_timeout(READY_PROBE_TIMEOUT);
+    let mut client = Client::connect([client_url], Some(options)).await?;
+    client.get(READY_PROBE_KEY, None).await?;
+    Ok(())
+}

@@ -1,0 +1,173 @@
+//! `keel-jepsen`: the command line of the harness. Parses flags into a [`RunConfig`], runs it,
+//! prints the summary and maps the verdict to the exit code (0 valid, 1 anomaly, 2 harness
+//! failure or unknown). No test logic lives here.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use keel_jepsen::nemesis::FaultKind;
+use keel_jepsen::run::{self, RunConfig, Sabotage, Workload};
+
+#[derive(Parser)]
+#[command(
+    name = "keel-jepsen",
+    about = "Fault injection and linearizability checking for Keel."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a workload against a fresh local cluster while injecting faults, then check it.
+    Test(TestArgs),
+}
+
+#[derive(Args)]
+struct TestArgs {
+    #[arg(long, value_enum, default_value = "register")]
+    workload: WorkloadArg,
+    /// Faults to inject, comma-separated, or `none`. `partition` cuts the inbound peer links of
+    /// a minority (one-way: see the cluster module's doc).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "none")]
+    nemesis: Vec<NemesisArg>,
+    #[arg(long, default_value_t = 3, value_parser = parse_nodes)]
+    nodes: usize,
+    /// Seconds of workload and faults.
+    #[arg(long, default_value_t = 60)]
+    time_limit: u64,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    concurrency: u16,
+    /// Seed of the fault schedule and the clients' choices [default: the time].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// The `keel` binary [default: `keel` next to this executable].
+    #[arg(long)]
+    keel_bin: Option<PathBuf>,
+    /// The run directory [default: jepsen/runs/<unix time>-<seed>].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Start members with a test-only flag that breaks a guarantee, to prove it is caught.
+    #[arg(long, value_enum)]
+    sabotage: Option<SabotageArg>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum WorkloadArg {
+    Register,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum NemesisArg {
+    Kill,
+    /// kill -9 of every member at once (proves `--sabotage ack-before-fsync` is caught).
+    KillAll,
+    Pause,
+    Partition,
+    None,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SabotageArg {
+    StaleReads,
+    AckBeforeFsync,
+}
+
+fn parse_nodes(text: &str) -> Result<usize, String> {
+    match text {
+        "3" => Ok(3),
+        "5" => Ok(5),
+        _ => Err("a cluster of 3 or 5 members".to_string()),
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "keel_jepsen=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let Command::Test(args) = Cli::parse().command;
+    match test(args) {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            eprintln!("keel-jepsen: harness failure: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn test(args: TestArgs) -> anyhow::Result<u8> {
+    let config = run_config(args)?;
+    println!(
+        "keel-jepsen: {} members, nemesis {:?}, {} s, {} clients, seed {}, run directory {}",
+        config.nodes,
+        config.nemeses,
+        config.time_limit.as_secs(),
+        config.concurrency,
+        config.seed,
+        config.out_dir.display()
+    );
+    let runtime = tokio::runtime::Runtime::new()?;
+    // On Ctrl-C the run future is dropped, and with it the cluster, which kills every member;
+    // the default SIGINT action would leave them running.
+    let report = runtime.block_on(async {
+        tokio::select! {
+            report = run::run(&config) => report,
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        }
+    })?;
+    print!("{}", report.summary());
+    Ok(report.exit_code())
+}
+
+fn run_config(args: TestArgs) -> anyhow::Result<RunConfig> {
+    if args.nemesis.contains(&NemesisArg::None) && args.nemesis.len() > 1 {
+        anyhow::bail!("--nemesis none cannot be combined with other nemeses");
+    }
+    let mut nemeses = Vec::new();
+    for nemesis in args.nemesis {
+        let kind = match nemesis {
+            NemesisArg::Kill => FaultKind::Kill,
+            NemesisArg::KillAll => FaultKind::KillAll,
+            NemesisArg::Pause => FaultKind::Pause,
+            NemesisArg::Partition => FaultKind::IsolateInbound,
+            NemesisArg::None => continue,
+        };
+        if !nemeses.contains(&kind) {
+            nemeses.push(kind);
+        }
+    }
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?;
+    // Truncating the nanoseconds is fine: any 64 bits make a seed, and it is printed.
+    let seed = args.seed.unwrap_or(now.as_nanos() as u64);
+    let keel_bin = match args.keel_bin {
+        Some(path) => path,
+        None => std::env::current_exe()?.with_file_name("keel"),
+    };
+    let out_dir = args
+        .out
+        .unwrap_or_else(|| PathBuf::from(format!("jepsen/runs/{}-{seed}", now.as_secs())));
+    Ok(RunConfig {
+        workload: match args.workload {
+            WorkloadArg::Register => Workload::Register,
+        },
+        nemeses,
+        nodes: args.nodes,
+        time_limit: Duration::from_secs(args.time_limit),
+        concurrency: usize::from(args.concurrency),
+        seed,
+        keel_bin,
+        out_dir,
+        sabotage: args.sabotage.map(|sabotage| match sabotage {
+            SabotageArg::StaleReads => Sabotage::StaleReads,
+            SabotageArg::AckBeforeFsync => Sabotage::AckBeforeFsync,
+        }),
+    })
+}
