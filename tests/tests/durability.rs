@@ -115,14 +115,13 @@ async fn kill9_of_the_leader_during_writes_loses_nothing() {
     assert_all_present(&cluster, leader, &acked.values).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn kill9_of_every_member_loses_nothing() {
-    let mut cluster = TestCluster::start(Server::Keel, 3).await;
+/// Writes flow until at least 300 are acknowledged, then every member dies at once (kill -9)
+/// with writes in flight, and the whole cluster restarts from its data dirs. Returns the
+/// acknowledged writes.
+async fn acknowledged_writes_across_kill9_of_every_member(cluster: &mut TestCluster) -> BTreeMap<String, String> {
     let client = cluster.client().await;
     let acked = Arc::new(Mutex::new(Acked::default()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-
-    // Phase 1: writes in flight when every member dies at once.
     let writers = spawn_writers(&client, &acked, &stop);
     wait_for(Duration::from_secs(20), "some writes acknowledged", || {
         let n = acked.lock().expect("lock").values.len();
@@ -137,13 +136,18 @@ async fn kill9_of_every_member_loses_nothing() {
     for writer in writers {
         writer.await.expect("writer task");
     }
-    let acked = std::mem::take(&mut acked.lock().expect("lock").values);
-
-    // Phase 2: the whole cluster restarts from its data dirs; nothing acknowledged is gone.
     for i in 0..3 {
         cluster.start_member(i);
     }
     cluster.wait_ready().await;
+    let acked = std::mem::take(&mut acked.lock().expect("lock").values);
+    acked
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill9_of_every_member_loses_nothing() {
+    let mut cluster = TestCluster::start(Server::Keel, 3).await;
+    let acked = acknowledged_writes_across_kill9_of_every_member(&mut cluster).await;
     for i in 0..3 {
         assert_all_present(&cluster, i, &acked).await;
     }
@@ -228,28 +232,7 @@ async fn without_a_quorum_writes_fail_clearly_and_serializable_reads_still_work(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_loss_check_catches_acknowledging_before_fsync() {
     let mut cluster = TestCluster::start_with(Server::Keel, 3, &["--unsafe-ack-before-fsync"]).await;
-    let client = cluster.client().await;
-    let acked = Arc::new(Mutex::new(Acked::default()));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writers = spawn_writers(&client, &acked, &stop);
-    wait_for(Duration::from_secs(20), "some writes acknowledged", || {
-        let n = acked.lock().expect("lock").values.len();
-        async move { n >= 300 }
-    })
-    .await
-    .expect("writes flow");
-    for i in 0..3 {
-        cluster.kill9(i);
-    }
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    for writer in writers {
-        writer.await.expect("writer task");
-    }
-    let acked = std::mem::take(&mut acked.lock().expect("lock").values);
-    for i in 0..3 {
-        cluster.start_member(i);
-    }
-    cluster.wait_ready().await;
+    let acked = acknowledged_writes_across_kill9_of_every_member(&mut cluster).await;
     let mut client = cluster.member_client(0).await;
     let response = client.get("w", Some(GetOptions::new().with_prefix())).await.expect("read");
     let found: std::collections::BTreeSet<&[u8]> = response.kvs().iter().map(|kv| kv.key()).collect();
