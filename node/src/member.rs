@@ -7,12 +7,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use openraft::async_runtime::WatchReceiver;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use futures::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::command::{Command, CommandResponse, MemberAttributes};
@@ -20,8 +20,8 @@ use crate::config::{self, MemberConfig};
 use crate::error::ServerError;
 use crate::limits::{GRPC_OVERHEAD_BYTES, REQUEST_TIMEOUT};
 use crate::raft::{
-    self, AckPolicy, ClientWriteError, Config, ForwardRequest, ForwardResponse, LogStore, MemberId, MemberNode, NetworkFactory,
-    PeerClients, PeerService, Raft, RaftMetrics, ReadPolicy, SharedState, SnapshotPolicy, StateMachine,
+    self, AckPolicy, ClientWriteError, Config, ForwardRequest, ForwardResponse, LogStore, MemberId, MemberNode,
+    NetworkFactory, PeerClients, PeerService, Raft, RaftMetrics, ReadPolicy, SharedState, SnapshotPolicy, StateMachine,
 };
 use crate::storage::{Durability, Engine, RocksEngine, Table, WriteBatch};
 
@@ -34,6 +34,12 @@ struct Identity {
     cluster_id: u64,
     name: String,
 }
+
+/// Peer streams a member may reset before the peer server accepts them. h2's default (20)
+/// guards public servers against rapid-reset floods; between members, a burst of RPCs that
+/// time out together (a partition, a paused peer) is normal and should not cost the
+/// connection. The client port keeps h2's default.
+const PEER_PENDING_RESET_STREAMS_MAX: usize = 1024;
 
 /// How long to wait between attempts when no leader is known or it just changed.
 const RETRY_INTERVAL: Duration = Duration::from_millis(50);
@@ -128,7 +134,9 @@ impl Member {
             let leader = self.leader_before(deadline).await?;
             match attempt(leader, deadline).await {
                 Attempt::Done(result) => return result,
-                Attempt::Retry if Instant::now() + RETRY_INTERVAL < deadline => tokio::time::sleep(RETRY_INTERVAL).await,
+                Attempt::Retry if Instant::now() + RETRY_INTERVAL < deadline => {
+                    tokio::time::sleep(RETRY_INTERVAL).await
+                }
                 Attempt::Retry => return Err(ServerError::Timeout),
             }
         }
@@ -290,9 +298,8 @@ pub struct StartError(pub String);
 async fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, StartError> {
     let mut listeners = Vec::new();
     for addr in addrs {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|e| StartError(format!("listen tcp {addr}: bind: {e}")))?;
+        let listener =
+            TcpListener::bind(addr).await.map_err(|e| StartError(format!("listen tcp {addr}: bind: {e}")))?;
         listeners.push(listener);
     }
     Ok(listeners)
@@ -303,8 +310,12 @@ fn open_engine(config: &MemberConfig) -> Result<Arc<dyn Engine>, StartError> {
     std::fs::create_dir_all(data_dir)
         .map_err(|e| StartError(format!("cannot access data directory {}: {e}", data_dir.display())))?;
     let path = data_dir.join("db");
-    let engine = if config.unsafe_ack_before_fsync { RocksEngine::open_unsafe_volatile(&path) } else { RocksEngine::open(&path) }
-        .map_err(|e| StartError(format!("cannot open data directory {}: {e}", data_dir.display())))?;
+    let engine = if config.unsafe_ack_before_fsync {
+        RocksEngine::open_unsafe_volatile(&path)
+    } else {
+        RocksEngine::open(&path)
+    }
+    .map_err(|e| StartError(format!("cannot open data directory {}: {e}", data_dir.display())))?;
     Ok(Arc::new(engine))
 }
 
@@ -315,11 +326,8 @@ fn identity(engine: &Arc<dyn Engine>, config: &MemberConfig) -> Result<(Identity
         let identity: Identity = raft::decode(&bytes).map_err(storage_err)?;
         return Ok((identity, false));
     }
-    let member_ids: Vec<u64> = config
-        .initial_cluster
-        .iter()
-        .map(|(_, urls)| config::member_id(urls, &config.initial_cluster_token))
-        .collect();
+    let member_ids: Vec<u64> =
+        config.initial_cluster.iter().map(|(_, urls)| config::member_id(urls, &config.initial_cluster_token)).collect();
     let identity = Identity {
         member_id: config::member_id(&config.advertise_peer_urls, &config.initial_cluster_token),
         cluster_id: config::cluster_id(&member_ids),
@@ -375,9 +383,15 @@ pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
         .map_err(|e| StartError(format!("state machine: {e}")))?;
     let shared = state_machine.shared();
     let peers = PeerClients::default();
-    let raft = Raft::new(identity.member_id, raft_config(&config)?, NetworkFactory::new(peers.clone()), log_store, state_machine)
-        .await
-        .map_err(|e| StartError(format!("raft: {e}")))?;
+    let raft = Raft::new(
+        identity.member_id,
+        raft_config(&config)?,
+        NetworkFactory::new(peers.clone()),
+        log_store,
+        state_machine,
+    )
+    .await
+    .map_err(|e| StartError(format!("raft: {e}")))?;
     let member = Arc::new(Member {
         id: identity.member_id,
         cluster_id: identity.cluster_id,
@@ -396,11 +410,13 @@ pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
     let client_addrs = local_addrs(&client_listeners);
     for listener in peer_listeners {
         let service = PeerService::new(raft.clone(), config.data_dir.join("snapshots"));
-        let router = tonic::transport::Server::builder().add_service(
-            keel_proto::peer::peer_server::PeerServer::new(service)
-                .max_decoding_message_size(usize::MAX)
-                .max_encoding_message_size(usize::MAX),
-        );
+        let router = tonic::transport::Server::builder()
+            .http2_max_pending_accept_reset_streams(Some(PEER_PENDING_RESET_STREAMS_MAX))
+            .add_service(
+                keel_proto::peer::peer_server::PeerServer::new(service)
+                    .max_decoding_message_size(usize::MAX)
+                    .max_encoding_message_size(usize::MAX),
+            );
         servers.spawn(router.serve_with_incoming_shutdown(accepted(listener), stopped(stop_rx.clone())));
     }
     let decoding_limit = config.max_request_bytes + GRPC_OVERHEAD_BYTES;
@@ -443,7 +459,10 @@ async fn bootstrap(raft: &Raft, config: &MemberConfig) -> Result<(), StartError>
         .initial_cluster
         .iter()
         .map(|(name, urls)| {
-            (config::member_id(urls, &config.initial_cluster_token), MemberNode { name: name.clone(), peer_urls: urls.clone() })
+            (
+                config::member_id(urls, &config.initial_cluster_token),
+                MemberNode { name: name.clone(), peer_urls: urls.clone() },
+            )
         })
         .collect();
     match raft.initialize(members).await {
