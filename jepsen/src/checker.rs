@@ -72,11 +72,7 @@ pub enum Violation {
     ValueNeverWritten,
     /// The search exhausted every order. The longest linearizable prefix it found has
     /// `linearized_ops` of the key's `ops` operations and leaves the register at `register`.
-    NoLinearization {
-        linearized_ops: usize,
-        ops: usize,
-        register: Option<String>,
-    },
+    NoLinearization { linearized_ops: usize, ops: usize, register: Option<String> },
 }
 
 /// Operations of the prefix's end shown in a counterexample, besides its last write.
@@ -93,49 +89,34 @@ const CLOCK_CHECK_STEPS: u64 = 4096;
 pub fn check(history: &[Operation], budget: CheckBudget) -> Verdict {
     // No deadline when the budget is too large for the clock to represent.
     let deadline = Instant::now().checked_add(budget.time);
-    if let Some(operation) = history.iter().find(|operation| {
-        operation
-            .return_ns
-            .is_some_and(|return_ns| return_ns < operation.call_ns)
-    }) {
+    if let Some(operation) =
+        history.iter().find(|operation| operation.return_ns.is_some_and(|return_ns| return_ns < operation.call_ns))
+    {
         return Verdict::Unknown {
             reason: format!("malformed history: operation returns before its call: {operation}"),
         };
     }
     let mut keys: BTreeMap<&str, Vec<&Operation>> = BTreeMap::new();
     for operation in history {
-        keys.entry(operation.key.as_str())
-            .or_default()
-            .push(operation);
+        keys.entry(operation.key.as_str()).or_default().push(operation);
     }
     let mut undecided = Vec::new();
     for (key, operations) in &keys {
         match check_key(key, operations, budget.states_max, deadline) {
             Verdict::Linearizable => {}
-            Verdict::NotLinearizable(counterexample) => {
-                return Verdict::NotLinearizable(counterexample)
-            }
+            Verdict::NotLinearizable(counterexample) => return Verdict::NotLinearizable(counterexample),
             Verdict::Unknown { reason } => undecided.push(reason),
         }
     }
     match undecided.first() {
         None => Verdict::Linearizable,
-        Some(first) => Verdict::Unknown {
-            reason: format!(
-                "{} of {} keys undecided, first: {first}",
-                undecided.len(),
-                keys.len()
-            ),
-        },
+        Some(first) => {
+            Verdict::Unknown { reason: format!("{} of {} keys undecided, first: {first}", undecided.len(), keys.len()) }
+        }
     }
 }
 
-fn check_key(
-    key: &str,
-    operations: &[&Operation],
-    states_max: usize,
-    deadline: Option<Instant>,
-) -> Verdict {
+fn check_key(key: &str, operations: &[&Operation], states_max: usize, deadline: Option<Instant>) -> Verdict {
     match KeyHistory::prepare(operations) {
         Err(read) => Verdict::NotLinearizable(Counterexample {
             key: key.to_string(),
@@ -192,16 +173,12 @@ impl<'h> KeyHistory<'h> {
             .filter(|operation| {
                 // A failed operation did not happen; an indeterminate read says nothing.
                 let no_information = operation.outcome == Outcome::Fail
-                    || (operation.outcome == Outcome::Indeterminate
-                        && matches!(operation.kind, OpKind::Read { .. }));
+                    || (operation.outcome == Outcome::Indeterminate && matches!(operation.kind, OpKind::Read { .. }));
                 !no_information
             })
             .collect();
 
-        let written: HashSet<&str> = kept
-            .iter()
-            .filter_map(|operation| written_value(operation))
-            .collect();
+        let written: HashSet<&str> = kept.iter().filter_map(|operation| written_value(operation)).collect();
         if let Some(read) = kept.iter().find(|operation| match &operation.kind {
             OpKind::Read { value: Some(value) } => !written.contains(value.as_str()),
             _ => false,
@@ -243,17 +220,10 @@ impl<'h> KeyHistory<'h> {
             .map(|operation| match &operation.kind {
                 OpKind::Read { value } => Step::Read(value.as_deref().map_or(ABSENT, &mut intern)),
                 OpKind::Write { value } => Step::Write(intern(value)),
-                OpKind::Cas { expected, new } => Step::Cas {
-                    expected: intern(expected),
-                    new: intern(new),
-                },
+                OpKind::Cas { expected, new } => Step::Cas { expected: intern(expected), new: intern(new) },
             })
             .collect();
-        Ok(KeyHistory {
-            operations: kept,
-            steps,
-            values,
-        })
+        Ok(KeyHistory { operations: kept, steps, values })
     }
 }
 
@@ -327,12 +297,8 @@ impl<'k, 'h> Search<'k, 'h> {
             history,
             states_max,
             deadline,
-            next: (1..=nodes)
-                .map(|node| if node == nodes { NIL } else { to_node(node) })
-                .collect(),
-            prev: (0..nodes)
-                .map(|node| if node == 0 { NIL } else { to_node(node - 1) })
-                .collect(),
+            next: (1..=nodes).map(|node| if node == nodes { NIL } else { to_node(node) }).collect(),
+            prev: (0..nodes).map(|node| if node == 0 { NIL } else { to_node(node - 1) }).collect(),
             node_operation: vec![u32::MAX; nodes],
             node_is_call: vec![false; nodes],
             call_node: vec![NIL; count],
@@ -354,11 +320,7 @@ impl<'k, 'h> Search<'k, 'h> {
     fn run(mut self, key: &str) -> Verdict {
         let history = self.history;
         let count = history.operations.len();
-        let mut definite_left = history
-            .operations
-            .iter()
-            .filter(|operation| is_definite(operation))
-            .count();
+        let mut definite_left = history.operations.iter().filter(|operation| is_definite(operation)).count();
         if definite_left == 0 {
             return Verdict::Linearizable;
         }
@@ -374,23 +336,15 @@ impl<'k, 'h> Search<'k, 'h> {
         loop {
             steps += 1;
             if steps.is_multiple_of(CLOCK_CHECK_STEPS)
-                && self
-                    .deadline
-                    .is_some_and(|deadline| Instant::now() >= deadline)
+                && self.deadline.is_some_and(|deadline| Instant::now() >= deadline)
             {
                 return Verdict::Unknown {
-                    reason: format!(
-                        "time budget exhausted on key {key:?} after {} configurations",
-                        memo.len()
-                    ),
+                    reason: format!("time budget exhausted on key {key:?} after {} configurations", memo.len()),
                 };
             }
             // Never NIL here: each call precedes its return, and every definite return
             // precedes the indeterminate ones, so a return is met while definite ops remain.
-            assert_ne!(
-                node, NIL,
-                "search ran off the list with definite operations left"
-            );
+            assert_ne!(node, NIL, "search ran off the list with definite operations left");
             let operation = self.node_operation[node as usize];
             let index = operation as usize;
             if self.node_is_call[node as usize] {
@@ -424,10 +378,7 @@ impl<'k, 'h> Search<'k, 'h> {
                 }
                 node = self.next[node as usize];
             } else {
-                if deepest
-                    .as_ref()
-                    .is_none_or(|deepest| stack.len() > deepest.linearized.len())
-                {
+                if deepest.as_ref().is_none_or(|deepest| stack.len() > deepest.linearized.len()) {
                     deepest = Some(Deepest {
                         linearized: stack.iter().map(|&(operation, _)| operation).collect(),
                         blocked: operation,
@@ -484,9 +435,7 @@ impl<'k, 'h> Search<'k, 'h> {
         let linearized = &deepest.linearized;
         // The prefix's last write says why the register holds what it holds; the
         // operations after it are what the blocked one had to fit between.
-        let last_write = linearized
-            .iter()
-            .rposition(|&operation| history.steps[operation as usize].writes());
+        let last_write = linearized.iter().rposition(|&operation| history.steps[operation as usize].writes());
         let tail_start = linearized.len().saturating_sub(WINDOW_PREFIX_OPS_MAX);
         let prefix: Vec<&Operation> = linearized
             .iter()
@@ -548,14 +497,10 @@ fn window(candidates: &[&Operation], blocked: &Operation, prefix: &[&Operation])
 impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Violation::ValueNeverWritten => f.write_str(
-                "an ok read returned a value that no write or CAS that may have taken effect wrote",
-            ),
-            Violation::NoLinearization {
-                linearized_ops,
-                ops,
-                register,
-            } => write!(
+            Violation::ValueNeverWritten => {
+                f.write_str("an ok read returned a value that no write or CAS that may have taken effect wrote")
+            }
+            Violation::NoLinearization { linearized_ops, ops, register } => write!(
                 f,
                 "no linearization exists; the longest linearizable prefix found places {linearized_ops} of {ops} \
                  operations and leaves the register at {}, after which the operation marked `>` cannot take effect \

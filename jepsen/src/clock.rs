@@ -12,9 +12,7 @@ pub struct RunClock {
 
 impl RunClock {
     pub fn start() -> Self {
-        RunClock {
-            start: Instant::now(),
-        }
+        RunClock { start: Instant::now() }
     }
 
     /// Nanoseconds since the run started; saturates after 584 years.

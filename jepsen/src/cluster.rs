@@ -90,19 +90,15 @@ impl Cluster {
                 config.keel_bin.display()
             );
         }
-        let data_root = tempfile::Builder::new()
-            .prefix("keel-jepsen-")
-            .tempdir()
-            .context("creating the members' data root")?;
+        let data_root =
+            tempfile::Builder::new().prefix("keel-jepsen-").tempdir().context("creating the members' data root")?;
 
         // Hold every probe listener until all ports are chosen, so no two are the same.
         let mut probes = Vec::with_capacity(2 * config.nodes);
         let mut ports = Vec::with_capacity(config.nodes);
         for _ in 0..config.nodes {
-            let client = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-                .context("choosing a client port")?;
-            let peer = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-                .context("choosing a peer port")?;
+            let client = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("choosing a client port")?;
+            let peer = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("choosing a peer port")?;
             ports.push((client.local_addr()?.port(), peer.local_addr()?.port()));
             probes.push(client);
             probes.push(peer);
@@ -122,8 +118,7 @@ impl Cluster {
             .join(",");
 
         let mut members = Vec::with_capacity(config.nodes);
-        for (index, (proxy, (client_port, peer_port))) in proxies.into_iter().zip(ports).enumerate()
-        {
+        for (index, (proxy, (client_port, peer_port))) in proxies.into_iter().zip(ports).enumerate() {
             let name = format!("n{index}");
             let client_url = format!("http://127.0.0.1:{client_port}");
             let peer_url = format!("http://127.0.0.1:{peer_port}");
@@ -162,11 +157,7 @@ impl Cluster {
                 paused: false,
             });
         }
-        let mut cluster = Cluster {
-            members,
-            keel_bin: config.keel_bin.clone(),
-            _data_root: data_root,
-        };
+        let mut cluster = Cluster { members, keel_bin: config.keel_bin.clone(), _data_root: data_root };
         for index in 0..cluster.members.len() {
             cluster.restart(index)?;
         }
@@ -186,10 +177,7 @@ impl Cluster {
     }
 
     pub fn client_urls(&self) -> Vec<String> {
-        self.members
-            .iter()
-            .map(|member| member.client_url.clone())
-            .collect()
+        self.members.iter().map(|member| member.client_url.clone()).collect()
     }
 
     /// Waits until every member answers a linearizable `get`, which needs a leader that a
@@ -221,13 +209,8 @@ impl Cluster {
         member.paused = false;
         if let Some(mut process) = member.process.take() {
             // SIGKILL also ends a stopped process.
-            process
-                .start_kill()
-                .with_context(|| format!("killing {}", member.name))?;
-            process
-                .wait()
-                .await
-                .with_context(|| format!("reaping {}", member.name))?;
+            process.start_kill().with_context(|| format!("killing {}", member.name))?;
+            process.wait().await.with_context(|| format!("reaping {}", member.name))?;
         }
         Ok(())
     }
@@ -254,9 +237,7 @@ impl Cluster {
                 command.env_remove(name);
             }
         }
-        let process = command
-            .spawn()
-            .with_context(|| format!("starting {} ({})", member.name, keel_bin.display()))?;
+        let process = command.spawn().with_context(|| format!("starting {} ({})", member.name, keel_bin.display()))?;
         member.process = Some(process);
         member.paused = false;
         Ok(())
@@ -323,17 +304,11 @@ impl Cluster {
 }
 
 fn open_log(path: &Path) -> anyhow::Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .with_context(|| format!("opening {}", path.display()))
+    OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("opening {}", path.display()))
 }
 
 async fn probe(client_url: &str) -> anyhow::Result<()> {
-    let options = ConnectOptions::new()
-        .with_connect_timeout(READY_PROBE_TIMEOUT)
-        .with_timeout(READY_PROBE_TIMEOUT);
+    let options = ConnectOptions::new().with_connect_timeout(READY_PROBE_TIMEOUT).with_timeout(READY_PROBE_TIMEOUT);
     let mut client = Client::connect([client_url], Some(options)).await?;
     client.get(READY_PROBE_KEY, None).await?;
     Ok(())

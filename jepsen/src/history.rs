@@ -60,10 +60,7 @@ pub enum HistoryError {
     #[error("reading history: {0}")]
     Io(#[from] io::Error),
     #[error("history line {line_number}: {source}")]
-    Parse {
-        line_number: usize,
-        source: serde_json::Error,
-    },
+    Parse { line_number: usize, source: serde_json::Error },
 }
 
 /// Writes `history` as JSON lines, one operation per line.
@@ -83,10 +80,8 @@ pub fn read_json_lines(reader: impl BufRead) -> Result<Vec<Operation>, HistoryEr
         if line.trim().is_empty() {
             continue;
         }
-        let operation = serde_json::from_str(&line).map_err(|source| HistoryError::Parse {
-            line_number: index + 1,
-            source,
-        })?;
+        let operation =
+            serde_json::from_str(&line).map_err(|source| HistoryError::Parse { line_number: index + 1, source })?;
         history.push(operation);
     }
     Ok(history)
@@ -99,11 +94,7 @@ impl fmt::Display for Operation {
             Some(return_ns) => return_ns.to_string(),
             None => "∞".to_string(),
         };
-        write!(
-            f,
-            "p{} [{}, {}] {} {}",
-            self.process, self.call_ns, return_ns, self.kind, self.outcome
-        )
+        write!(f, "p{} [{}, {}] {} {}", self.process, self.call_ns, return_ns, self.kind, self.outcome)
     }
 }
 
@@ -151,10 +142,7 @@ mod tests {
                 key: "k".to_string(),
                 call_ns: 10,
                 return_ns: Some(20),
-                kind: OpKind::Cas {
-                    expected: "a".to_string(),
-                    new: "b".to_string(),
-                },
+                kind: OpKind::Cas { expected: "a".to_string(), new: "b".to_string() },
                 outcome: Outcome::Ok,
             },
             Operation {
@@ -170,10 +158,7 @@ mod tests {
         write_json_lines(&mut bytes, &history).expect("writing to a Vec cannot fail");
         let text = String::from_utf8(bytes.clone()).expect("serde_json writes UTF-8");
         assert_eq!(text.lines().count(), 2);
-        assert!(
-            text.contains(r#""kind":{"type":"cas","expected":"a","new":"b"}"#),
-            "{text}"
-        );
+        assert!(text.contains(r#""kind":{"type":"cas","expected":"a","new":"b"}"#), "{text}");
         assert!(text.contains(r#""outcome":"indeterminate""#), "{text}");
         let read = read_json_lines(&bytes[..]).expect("the bytes were just written");
         assert_eq!(read, history);

@@ -11,10 +11,7 @@ use keel_jepsen::nemesis::FaultKind;
 use keel_jepsen::run::{self, RunConfig, Sabotage, Workload};
 
 #[derive(Parser)]
-#[command(
-    name = "keel-jepsen",
-    about = "Fault injection and linearizability checking for Keel."
-)]
+#[command(name = "keel-jepsen", about = "Fault injection and linearizability checking for Keel.")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -88,8 +85,7 @@ fn parse_nodes(text: &str) -> Result<usize, String> {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "keel_jepsen=info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "keel_jepsen=info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -151,9 +147,7 @@ fn run_config(args: TestArgs) -> anyhow::Result<RunConfig> {
         Some(path) => path,
         None => std::env::current_exe()?.with_file_name("keel"),
     };
-    let out_dir = args
-        .out
-        .unwrap_or_else(|| PathBuf::from(format!("jepsen/runs/{}-{seed}", now.as_secs())));
+    let out_dir = args.out.unwrap_or_else(|| PathBuf::from(format!("jepsen/runs/{}-{seed}", now.as_secs())));
     Ok(RunConfig {
         workload: match args.workload {
             WorkloadArg::Register => Workload::Register,

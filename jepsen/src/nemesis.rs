@@ -81,34 +81,19 @@ pub fn schedule(config: &NemesisConfig) -> Vec<PlannedFault> {
         }
         let kind = config.kinds[rng.random_range(0..config.kinds.len())];
         let (members, duration_ms) = match kind {
-            FaultKind::Kill => (
-                vec![rng.random_range(0..config.nodes)],
-                rng.random_range(KILL_DOWNTIME_MS),
-            ),
-            FaultKind::KillAll => (
-                (0..config.nodes).collect(),
-                rng.random_range(KILL_DOWNTIME_MS),
-            ),
-            FaultKind::Pause => (
-                vec![rng.random_range(0..config.nodes)],
-                rng.random_range(PAUSE_MS),
-            ),
+            FaultKind::Kill => (vec![rng.random_range(0..config.nodes)], rng.random_range(KILL_DOWNTIME_MS)),
+            FaultKind::KillAll => ((0..config.nodes).collect(), rng.random_range(KILL_DOWNTIME_MS)),
+            FaultKind::Pause => (vec![rng.random_range(0..config.nodes)], rng.random_range(PAUSE_MS)),
             FaultKind::IsolateInbound => {
                 let minority_max = ((config.nodes - 1) / 2).max(1);
                 let count = rng.random_range(1..=minority_max);
-                let mut members =
-                    rand::seq::index::sample(&mut rng, config.nodes, count).into_vec();
+                let mut members = rand::seq::index::sample(&mut rng, config.nodes, count).into_vec();
                 members.sort_unstable();
                 (members, rng.random_range(ISOLATE_MS))
             }
         };
         let duration = Duration::from_millis(duration_ms);
-        faults.push(PlannedFault {
-            kind,
-            members,
-            start: at,
-            duration,
-        });
+        faults.push(PlannedFault { kind, members, start: at, duration });
         at += duration;
     }
 }
@@ -136,11 +121,7 @@ pub async fn run(
         tracing::info!(kind = ?fault.kind, members = ?fault.members, "fault undone");
         records.push(FaultRecord {
             kind: fault.kind,
-            members: fault
-                .members
-                .iter()
-                .map(|&index| cluster.name(index).to_string())
-                .collect(),
+            members: fault.members.iter().map(|&index| cluster.name(index).to_string()).collect(),
             start_ns,
             end_ns,
         });
@@ -215,10 +196,7 @@ mod tests {
         config.kinds = vec![FaultKind::KillAll];
         let faults = schedule(&config);
         assert!(!faults.is_empty());
-        assert!(
-            faults.iter().all(|fault| fault.members == [0, 1, 2, 3, 4]),
-            "{faults:?}"
-        );
+        assert!(faults.iter().all(|fault| fault.members == [0, 1, 2, 3, 4]), "{faults:?}");
     }
 
     #[test]

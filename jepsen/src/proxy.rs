@@ -44,12 +44,7 @@ impl Proxy {
         let listen_addr = listener.local_addr()?;
         let (link, receiver) = watch::channel(Link::Open);
         let accept_task = tokio::spawn(accept_loop(listener, target, receiver));
-        Ok(Proxy {
-            listen_addr,
-            target,
-            link,
-            accept_task,
-        })
+        Ok(Proxy { listen_addr, target, link, accept_task })
     }
 
     pub fn listen_addr(&self) -> SocketAddr {
@@ -106,9 +101,7 @@ async fn accept_loop(listener: TcpListener, target: SocketAddr, link: watch::Rec
 
 /// Copies both ways until either side closes or the link is blocked.
 async fn forward(mut inbound: TcpStream, target: SocketAddr, mut link: watch::Receiver<Link>) {
-    let Ok(Ok(mut outbound)) =
-        tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target)).await
-    else {
+    let Ok(Ok(mut outbound)) = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target)).await else {
         return;
     };
     // Nagle would add up to 40 ms to every small Raft message.

@@ -22,10 +22,7 @@ use crate::nemesis::{self, FaultKind, FaultRecord, NemesisConfig};
 use crate::workload::{self, WorkloadConfig};
 
 /// The checker's bounds: past them the verdict is Unknown (exit 2), never a guess.
-pub const CHECK_BUDGET: CheckBudget = CheckBudget {
-    time: Duration::from_secs(60),
-    states_max: 5_000_000,
-};
+pub const CHECK_BUDGET: CheckBudget = CheckBudget { time: Duration::from_secs(60), states_max: 5_000_000 };
 /// Time for a fresh cluster to elect a leader and for every member to answer.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time for a healed cluster (restarted members catching up) to answer again.
@@ -107,12 +104,7 @@ impl RunReport {
 
     /// Operations by outcome, faults, checker time, crashes and the verdict.
     pub fn summary(&self) -> String {
-        let count = |outcome| {
-            self.history
-                .iter()
-                .filter(|operation| operation.outcome == outcome)
-                .count()
-        };
+        let count = |outcome| self.history.iter().filter(|operation| operation.outcome == outcome).count();
         let mut text = String::new();
         let _ = writeln!(
             text,
@@ -149,19 +141,14 @@ impl RunReport {
 /// Runs one test. An `Err` is a harness failure (exit 2), not a verdict.
 pub async fn run(config: &RunConfig) -> anyhow::Result<RunReport> {
     let Workload::Register = config.workload;
-    fs::create_dir_all(&config.out_dir)
-        .with_context(|| format!("creating {}", config.out_dir.display()))?;
+    fs::create_dir_all(&config.out_dir).with_context(|| format!("creating {}", config.out_dir.display()))?;
 
     // Phase 1: a fresh cluster that serves linearizable reads on every member.
     let mut cluster = Cluster::start(&ClusterConfig {
         nodes: config.nodes,
         keel_bin: config.keel_bin.clone(),
         log_dir: config.out_dir.clone(),
-        extra_member_args: config
-            .sabotage
-            .map(|sabotage| sabotage.member_flag().to_string())
-            .into_iter()
-            .collect(),
+        extra_member_args: config.sabotage.map(|sabotage| sabotage.member_flag().to_string()).into_iter().collect(),
     })
     .await?;
     cluster.wait_ready(READY_TIMEOUT).await?;
@@ -177,11 +164,8 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<RunReport> {
         time_limit: config.time_limit,
         seed: config.seed,
     });
-    let workload_config = WorkloadConfig {
-        client_urls: cluster.client_urls(),
-        concurrency: config.concurrency,
-        seed: config.seed,
-    };
+    let workload_config =
+        WorkloadConfig { client_urls: cluster.client_urls(), concurrency: config.concurrency, seed: config.seed };
     let (history, faults) = tokio::join!(
         workload::run(&workload_config, clock, deadline),
         nemesis::run(&mut cluster, &schedule, clock, deadline)
@@ -225,12 +209,10 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<RunReport> {
 
 fn write_run_dir(report: &RunReport) -> anyhow::Result<()> {
     let history_path = report.out_dir.join("history.jsonl");
-    let file = File::create(&history_path)
-        .with_context(|| format!("creating {}", history_path.display()))?;
+    let file = File::create(&history_path).with_context(|| format!("creating {}", history_path.display()))?;
     write_json_lines(BufWriter::new(file), &report.history)?;
     let faults_path = report.out_dir.join("faults.json");
-    let file = File::create(&faults_path)
-        .with_context(|| format!("creating {}", faults_path.display()))?;
+    let file = File::create(&faults_path).with_context(|| format!("creating {}", faults_path.display()))?;
     serde_json::to_writer_pretty(BufWriter::new(file), &report.faults)?;
     fs::write(report.out_dir.join("verdict.txt"), report.verdict_text())?;
     Ok(())

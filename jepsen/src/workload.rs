@@ -44,11 +44,7 @@ pub struct WorkloadConfig {
 }
 
 /// Runs `config.concurrency` clients until `deadline`; returns their operations by call time.
-pub async fn run(
-    config: &WorkloadConfig,
-    clock: RunClock,
-    deadline: Instant,
-) -> anyhow::Result<Vec<Operation>> {
+pub async fn run(config: &WorkloadConfig, clock: RunClock, deadline: Instant) -> anyhow::Result<Vec<Operation>> {
     let config = Arc::new(config.clone());
     let mut workers = JoinSet::new();
     for worker in 0..config.concurrency {
@@ -101,17 +97,11 @@ pub fn classify(error: &Error) -> Outcome {
     }
 }
 
-async fn worker_loop(
-    worker: usize,
-    config: Arc<WorkloadConfig>,
-    clock: RunClock,
-    deadline: Instant,
-) -> Vec<Operation> {
+async fn worker_loop(worker: usize, config: Arc<WorkloadConfig>, clock: RunClock, deadline: Instant) -> Vec<Operation> {
     let worker_id = worker as u64;
     let concurrency = config.concurrency as u64;
     let operations_max = OPERATIONS_MAX / config.concurrency.max(1);
-    let mut rng =
-        StdRng::seed_from_u64(config.seed ^ worker_id.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut rng = StdRng::seed_from_u64(config.seed ^ worker_id.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     // A process has at most one call in flight: after an indeterminate call (which may still
     // take effect) the worker continues as a new process, as Jepsen does.
     let mut process = worker_id;
@@ -154,14 +144,7 @@ async fn worker_loop(
         };
         let return_ns = clock.now_ns();
         remember(&mut seen, &key, &kind, outcome);
-        history.push(Operation {
-            process,
-            key,
-            call_ns,
-            return_ns: Some(return_ns),
-            kind,
-            outcome,
-        });
+        history.push(Operation { process, key, call_ns, return_ns: Some(return_ns), kind, outcome });
         if outcome == Outcome::Indeterminate {
             process += concurrency;
             tokio::time::sleep(ERROR_BACKOFF).await;
@@ -186,9 +169,7 @@ fn remember(seen: &mut HashMap<String, String>, key: &str, kind: &OpKind, outcom
 }
 
 async fn connect(client_urls: &[String]) -> Result<Client, Error> {
-    let options = ConnectOptions::new()
-        .with_connect_timeout(CONNECT_TIMEOUT)
-        .with_timeout(REQUEST_TIMEOUT);
+    let options = ConnectOptions::new().with_connect_timeout(CONNECT_TIMEOUT).with_timeout(REQUEST_TIMEOUT);
     Client::connect(client_urls, Some(options)).await
 }
 
@@ -196,10 +177,7 @@ async fn read(client: &mut Client, key: &str) -> (OpKind, Outcome) {
     // A plain `get` is linearizable in etcd's API (serializable is opt-in).
     match client.get(key, None).await {
         Ok(response) => {
-            let value = response
-                .kvs()
-                .first()
-                .map(|kv| String::from_utf8_lossy(kv.value()).into_owned());
+            let value = response.kvs().first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned());
             (OpKind::Read { value }, Outcome::Ok)
         }
         Err(error) => {
@@ -223,12 +201,7 @@ async fn write(client: &mut Client, key: &str, value: String) -> (OpKind, Outcom
 /// A CAS whose comparison fails is `Fail`: it took no effect. Its `else` branch reads the key,
 /// so the worker learns what to expect next time; that read is not recorded (it is not an
 /// operation of the history, only a hint).
-async fn cas(
-    client: &mut Client,
-    key: &str,
-    expected: String,
-    new: String,
-) -> (OpKind, Outcome, Option<String>) {
+async fn cas(client: &mut Client, key: &str, expected: String, new: String) -> (OpKind, Outcome, Option<String>) {
     let txn = Txn::new()
         .when([Compare::value(key, CompareOp::Equal, expected.as_str())])
         .and_then([TxnOp::put(key, new.as_str(), None)])
@@ -237,10 +210,7 @@ async fn cas(
         Ok(response) if response.succeeded() => (Outcome::Ok, None),
         Ok(response) => {
             let current = response.op_responses().into_iter().find_map(|op| match op {
-                TxnOpResponse::Get(get) => get
-                    .kvs()
-                    .first()
-                    .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
+                TxnOpResponse::Get(get) => get.kvs().first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
                 _ => None,
             });
             (Outcome::Fail, current)
@@ -260,66 +230,23 @@ mod tests {
     #[test]
     fn classify_separates_definite_from_maybe_applied() {
         let status = |code, message: &str| Error::GRpcStatus(tonic::Status::new(code, message));
-        assert_eq!(
-            classify(&status(
-                Code::InvalidArgument,
-                "etcdserver: key is not provided"
-            )),
-            Outcome::Fail
-        );
-        assert_eq!(
-            classify(&status(Code::Unavailable, "etcdserver: request timed out")),
-            Outcome::Indeterminate
-        );
-        assert_eq!(
-            classify(&status(Code::Unavailable, "etcdserver: no leader")),
-            Outcome::Indeterminate
-        );
-        assert_eq!(
-            classify(&status(Code::DeadlineExceeded, "timeout")),
-            Outcome::Indeterminate
-        );
-        assert_eq!(
-            classify(&status(Code::Unknown, "transport")),
-            Outcome::Indeterminate
-        );
-        assert_eq!(
-            classify(&Error::InvalidArgs("empty key".into())),
-            Outcome::Fail
-        );
+        assert_eq!(classify(&status(Code::InvalidArgument, "etcdserver: key is not provided")), Outcome::Fail);
+        assert_eq!(classify(&status(Code::Unavailable, "etcdserver: request timed out")), Outcome::Indeterminate);
+        assert_eq!(classify(&status(Code::Unavailable, "etcdserver: no leader")), Outcome::Indeterminate);
+        assert_eq!(classify(&status(Code::DeadlineExceeded, "timeout")), Outcome::Indeterminate);
+        assert_eq!(classify(&status(Code::Unknown, "transport")), Outcome::Indeterminate);
+        assert_eq!(classify(&Error::InvalidArgs("empty key".into())), Outcome::Fail);
     }
 
     #[test]
     fn cas_expects_the_last_value_seen() {
         let mut seen = HashMap::new();
-        remember(
-            &mut seen,
-            "r0",
-            &OpKind::Write {
-                value: "0-0".into(),
-            },
-            Outcome::Ok,
-        );
-        remember(
-            &mut seen,
-            "r0",
-            &OpKind::Write {
-                value: "1-0".into(),
-            },
-            Outcome::Indeterminate,
-        );
+        remember(&mut seen, "r0", &OpKind::Write { value: "0-0".into() }, Outcome::Ok);
+        remember(&mut seen, "r0", &OpKind::Write { value: "1-0".into() }, Outcome::Indeterminate);
         assert_eq!(seen["r0"], "0-0");
         remember(&mut seen, "r0", &OpKind::Read { value: None }, Outcome::Ok);
         assert_eq!(seen["r0"], "0-0", "an absent key gives nothing to expect");
-        remember(
-            &mut seen,
-            "r0",
-            &OpKind::Cas {
-                expected: "0-0".into(),
-                new: "0-1".into(),
-            },
-            Outcome::Ok,
-        );
+        remember(&mut seen, "r0", &OpKind::Cas { expected: "0-0".into(), new: "0-1".into() }, Outcome::Ok);
         assert_eq!(seen["r0"], "0-1");
     }
 }

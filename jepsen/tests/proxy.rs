@@ -12,12 +12,8 @@ use tokio::net::{TcpListener, TcpStream};
 const STEP_TIMEOUT: Duration = Duration::from_secs(5);
 
 async fn echo_server() -> SocketAddr {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .await
-        .expect("bind the echo server");
-    let address = listener
-        .local_addr()
-        .expect("a bound listener has an address");
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.expect("bind the echo server");
+    let address = listener.local_addr().expect("a bound listener has an address");
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             tokio::spawn(async move {
@@ -56,9 +52,7 @@ async fn proxy_forwards_blocks_and_heals() {
     assert_eq!(proxy.target(), target);
 
     // Open: data flows both ways.
-    let mut before = TcpStream::connect(proxy.listen_addr())
-        .await
-        .expect("connect through the proxy");
+    let mut before = TcpStream::connect(proxy.listen_addr()).await.expect("connect through the proxy");
     let echoed = tokio::time::timeout(STEP_TIMEOUT, round_trip(&mut before, b"hello"))
         .await
         .expect("echo within the timeout")
@@ -68,24 +62,14 @@ async fn proxy_forwards_blocks_and_heals() {
     // Blocked: the existing connection is cut and a new one is closed on arrival.
     proxy.block();
     assert!(proxy.is_blocked());
-    assert!(
-        is_closed(&mut before).await,
-        "an existing connection survived block()"
-    );
-    let mut during = TcpStream::connect(proxy.listen_addr())
-        .await
-        .expect("the listener still accepts");
-    assert!(
-        is_closed(&mut during).await,
-        "a new connection got through a blocked proxy"
-    );
+    assert!(is_closed(&mut before).await, "an existing connection survived block()");
+    let mut during = TcpStream::connect(proxy.listen_addr()).await.expect("the listener still accepts");
+    assert!(is_closed(&mut during).await, "a new connection got through a blocked proxy");
 
     // Healed: new connections flow again.
     proxy.heal();
     assert!(!proxy.is_blocked());
-    let mut after = TcpStream::connect(proxy.listen_addr())
-        .await
-        .expect("connect after heal");
+    let mut after = TcpStream::connect(proxy.listen_addr()).await.expect("connect after heal");
     let echoed = tokio::time::timeout(STEP_TIMEOUT, round_trip(&mut after, b"again"))
         .await
         .expect("echo within the timeout")
@@ -94,8 +78,5 @@ async fn proxy_forwards_blocks_and_heals() {
 
     // Dropped: the proxy stops and closes what it forwarded.
     drop(proxy);
-    assert!(
-        is_closed(&mut after).await,
-        "a connection outlived the proxy"
-    );
+    assert!(is_closed(&mut after).await, "a connection outlived the proxy");
 }

@@ -11,16 +11,10 @@ use keel_jepsen::{Outcome, Verdict};
 /// `target/<profile>/keel`, found from this test's own path `target/<profile>/deps/run-…`.
 fn keel_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("the test knows its own path");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("a test binary lives in target/<profile>/deps");
+    let profile_dir =
+        exe.parent().and_then(|deps| deps.parent()).expect("a test binary lives in target/<profile>/deps");
     let keel = profile_dir.join("keel");
-    assert!(
-        keel.is_file(),
-        "{} is missing: run `cargo build -p keel-node --bins` first",
-        keel.display()
-    );
+    assert!(keel.is_file(), "{} is missing: run `cargo build -p keel-node --bins` first", keel.display());
     keel
 }
 
@@ -41,38 +35,15 @@ async fn register_run_without_faults_is_valid() {
     let report = run::run(&config).await.expect("the harness runs");
     println!("{}", report.summary());
 
-    assert_eq!(
-        report.verdict,
-        Verdict::Linearizable,
-        "{}",
-        report.verdict_text()
-    );
+    assert_eq!(report.verdict, Verdict::Linearizable, "{}", report.verdict_text());
     assert_eq!(report.exit_code(), 0);
     assert!(report.faults.is_empty());
     assert!(report.member_exits.is_empty(), "{:?}", report.member_exits);
     assert_eq!(report.recovery_error, None);
-    let ok = report
-        .history
-        .iter()
-        .filter(|operation| operation.outcome == Outcome::Ok)
-        .count();
-    assert!(
-        ok >= 100,
-        "only {ok} ok operations in 5 s:\n{}",
-        report.summary()
-    );
-    for file in [
-        "history.jsonl",
-        "faults.json",
-        "verdict.txt",
-        "n0.log",
-        "n1.log",
-        "n2.log",
-    ] {
-        assert!(
-            out.path().join(file).is_file(),
-            "{file} missing from the run directory"
-        );
+    let ok = report.history.iter().filter(|operation| operation.outcome == Outcome::Ok).count();
+    assert!(ok >= 100, "only {ok} ok operations in 5 s:\n{}", report.summary());
+    for file in ["history.jsonl", "faults.json", "verdict.txt", "n0.log", "n1.log", "n2.log"] {
+        assert!(out.path().join(file).is_file(), "{file} missing from the run directory");
     }
 }
 
@@ -86,12 +57,7 @@ async fn register_run_with_kill_pause_and_isolation_is_valid() {
     // Seed 71 schedules each kind once within 12 s; checked here so a change of the
     // schedule's random source fails loudly instead of silently testing less.
     let seed = 71;
-    let planned = nemesis::schedule(&NemesisConfig {
-        kinds: kinds.clone(),
-        nodes: 3,
-        time_limit,
-        seed,
-    });
+    let planned = nemesis::schedule(&NemesisConfig { kinds: kinds.clone(), nodes: 3, time_limit, seed });
     for kind in &kinds {
         assert!(
             planned.iter().any(|fault| fault.kind == *kind),
@@ -112,18 +78,10 @@ async fn register_run_with_kill_pause_and_isolation_is_valid() {
     let report = run::run(&config).await.expect("the harness runs");
     println!("{}", report.summary());
 
-    assert_eq!(
-        report.verdict,
-        Verdict::Linearizable,
-        "{}",
-        report.verdict_text()
-    );
+    assert_eq!(report.verdict, Verdict::Linearizable, "{}", report.verdict_text());
     assert_eq!(report.recovery_error, None);
     assert!(report.member_exits.is_empty(), "{:?}", report.member_exits);
     assert_eq!(report.faults.len(), planned.len(), "{}", report.summary());
-    assert!(report
-        .faults
-        .iter()
-        .all(|fault| fault.start_ns < fault.end_ns));
+    assert!(report.faults.iter().all(|fault| fault.start_ns < fault.end_ns));
     assert_eq!(report.exit_code(), 0);
 }

@@ -25,7 +25,9 @@ impl std::fmt::Display for Command {
         match self {
             Command::Put(r) => write!(f, "put {:?}", String::from_utf8_lossy(&r.key)),
             Command::DeleteRange(r) => write!(f, "delete {:?}", String::from_utf8_lossy(&r.key)),
-            Command::Txn(r) => write!(f, "txn ({} compares, {}/{} ops)", r.compare.len(), r.success.len(), r.failure.len()),
+            Command::Txn(r) => {
+                write!(f, "txn ({} compares, {}/{} ops)", r.compare.len(), r.success.len(), r.failure.len())
+            }
             Command::Compact(r) => write!(f, "compact {}", r.revision),
             Command::PublishMember(a) => write!(f, "publish member {:x}", a.member_id),
         }

@@ -210,9 +210,8 @@ fn listen_addrs(flag: &str, list: &str) -> Result<Vec<SocketAddr>, String> {
 fn parse_initial_cluster(spec: &str) -> Result<Vec<(String, Vec<String>)>, String> {
     let mut members: Vec<(String, Vec<String>)> = Vec::new();
     for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let (name, url) = item
-            .split_once('=')
-            .ok_or_else(|| format!("--initial-cluster: {item:?} is not of the form name=url"))?;
+        let (name, url) =
+            item.split_once('=').ok_or_else(|| format!("--initial-cluster: {item:?} is not of the form name=url"))?;
         parse_url("--initial-cluster", url)?;
         match members.iter_mut().find(|(n, _)| n == name) {
             Some((_, urls)) => urls.push(url.to_string()),
@@ -272,9 +271,12 @@ mod tests {
     #[test]
     fn three_member_cluster() {
         let config = flags(&[
-            "--name", "b",
-            "--initial-advertise-peer-urls", "http://127.0.0.1:22380",
-            "--initial-cluster", "a=http://127.0.0.1:2380,b=http://127.0.0.1:22380,c=http://127.0.0.1:32380",
+            "--name",
+            "b",
+            "--initial-advertise-peer-urls",
+            "http://127.0.0.1:22380",
+            "--initial-cluster",
+            "a=http://127.0.0.1:2380,b=http://127.0.0.1:22380,c=http://127.0.0.1:32380",
         ])
         .expect("valid");
         assert_eq!(config.initial_cluster.len(), 3);

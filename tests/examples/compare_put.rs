@@ -49,8 +49,16 @@ async fn drive(cluster: &TestCluster, clients: usize) -> Figures {
         latencies.extend(task.await.expect("client task"));
     }
     latencies.sort_unstable();
-    let percentile = |p: f64| latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1))).map_or(0.0, |d| d.as_secs_f64() * 1e3);
-    Figures { ops_per_s: latencies.len() as f64 / DURATION.as_secs_f64(), p50_ms: percentile(0.50), p99_ms: percentile(0.99) }
+    let percentile = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    };
+    Figures {
+        ops_per_s: latencies.len() as f64 / DURATION.as_secs_f64(),
+        p50_ms: percentile(0.50),
+        p99_ms: percentile(0.99),
+    }
 }
 
 #[tokio::main]

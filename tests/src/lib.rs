@@ -123,17 +123,28 @@ impl TestCluster {
                 let peer_url = format!("http://127.0.0.1:{peer}");
                 let data_dir = root.path().join(&name);
                 let mut args: Vec<String> = vec![
-                    "--name".into(), name.clone(),
-                    "--data-dir".into(), data_dir.display().to_string(),
-                    "--listen-client-urls".into(), client_url.clone(),
-                    "--advertise-client-urls".into(), client_url.clone(),
-                    "--listen-peer-urls".into(), peer_url.clone(),
-                    "--initial-advertise-peer-urls".into(), peer_url.clone(),
-                    "--initial-cluster".into(), initial_cluster.clone(),
-                    "--initial-cluster-token".into(), "keel-test".into(),
-                    "--initial-cluster-state".into(), "new".into(),
-                    "--heartbeat-interval".into(), HEARTBEAT_MS.to_string(),
-                    "--election-timeout".into(), ELECTION_MS.to_string(),
+                    "--name".into(),
+                    name.clone(),
+                    "--data-dir".into(),
+                    data_dir.display().to_string(),
+                    "--listen-client-urls".into(),
+                    client_url.clone(),
+                    "--advertise-client-urls".into(),
+                    client_url.clone(),
+                    "--listen-peer-urls".into(),
+                    peer_url.clone(),
+                    "--initial-advertise-peer-urls".into(),
+                    peer_url.clone(),
+                    "--initial-cluster".into(),
+                    initial_cluster.clone(),
+                    "--initial-cluster-token".into(),
+                    "keel-test".into(),
+                    "--initial-cluster-state".into(),
+                    "new".into(),
+                    "--heartbeat-interval".into(),
+                    HEARTBEAT_MS.to_string(),
+                    "--election-timeout".into(),
+                    ELECTION_MS.to_string(),
                 ];
                 args.extend(extra_args.iter().map(|a| a.to_string()));
                 let log_path = root.path().join(format!("{name}.log"));
@@ -188,7 +199,8 @@ impl TestCluster {
 
     /// A client that knows every running member's endpoint.
     pub async fn client(&self) -> Client {
-        let endpoints: Vec<String> = self.members.iter().filter(|m| m.is_running()).map(|m| m.client_url.clone()).collect();
+        let endpoints: Vec<String> =
+            self.members.iter().filter(|m| m.is_running()).map(|m| m.client_url.clone()).collect();
         connect(&endpoints).await
     }
 
@@ -233,7 +245,11 @@ impl TestCluster {
     }
 
     pub fn all_logs(&self) -> String {
-        self.members.iter().map(|m| format!("--- {} ---\n{}", m.name, tail(&m.logs(), 40))).collect::<Vec<_>>().join("\n")
+        self.members
+            .iter()
+            .map(|m| format!("--- {} ---\n{}", m.name, tail(&m.logs(), 40)))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 

@@ -32,9 +32,21 @@ async fn bad_requests_get_etcds_errors_and_change_nothing() {
             client.put("big", vec![b'x'; 1_700_000], None).await.map(drop),
             "etcdserver: request is too large",
         ),
-        ("compact to a future revision", client.compact(start + 100, None).await.map(drop), "etcdserver: mvcc: required revision is a future revision"),
-        ("read a future revision", client.get("k", Some(GetOptions::new().with_revision(start + 100))).await.map(drop), "etcdserver: mvcc: required revision is a future revision"),
-        ("too many txn ops", client.txn(Txn::new().and_then(too_many)).await.map(drop), "etcdserver: too many operations in txn request"),
+        (
+            "compact to a future revision",
+            client.compact(start + 100, None).await.map(drop),
+            "etcdserver: mvcc: required revision is a future revision",
+        ),
+        (
+            "read a future revision",
+            client.get("k", Some(GetOptions::new().with_revision(start + 100))).await.map(drop),
+            "etcdserver: mvcc: required revision is a future revision",
+        ),
+        (
+            "too many txn ops",
+            client.txn(Txn::new().and_then(too_many)).await.map(drop),
+            "etcdserver: too many operations in txn request",
+        ),
         (
             "duplicate key in txn",
             client.txn(Txn::new().and_then([TxnOp::put("d", "1", None), TxnOp::put("d", "2", None)])).await.map(drop),
@@ -103,7 +115,9 @@ async fn raw_call(channel: tonic::transport::Channel, path: &'static str, body: 
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
     let codec = RawCodec;
-    grpc.unary(tonic::Request::new(body), tonic::codegen::http::uri::PathAndQuery::from_static(path), codec).await.map(drop)
+    grpc.unary(tonic::Request::new(body), tonic::codegen::http::uri::PathAndQuery::from_static(path), codec)
+        .await
+        .map(drop)
 }
 
 /// A codec that sends bytes as they are and ignores the response body.

@@ -14,12 +14,18 @@ fn run(args: &[&str]) -> (Option<i32>, String) {
 
 fn loopback_flags(data_dir: &str, client: u16, peer: u16) -> Vec<String> {
     vec![
-        "--data-dir".into(), data_dir.into(),
-        "--listen-client-urls".into(), format!("http://127.0.0.1:{client}"),
-        "--advertise-client-urls".into(), format!("http://127.0.0.1:{client}"),
-        "--listen-peer-urls".into(), format!("http://127.0.0.1:{peer}"),
-        "--initial-advertise-peer-urls".into(), format!("http://127.0.0.1:{peer}"),
-        "--initial-cluster".into(), format!("default=http://127.0.0.1:{peer}"),
+        "--data-dir".into(),
+        data_dir.into(),
+        "--listen-client-urls".into(),
+        format!("http://127.0.0.1:{client}"),
+        "--advertise-client-urls".into(),
+        format!("http://127.0.0.1:{client}"),
+        "--listen-peer-urls".into(),
+        format!("http://127.0.0.1:{peer}"),
+        "--initial-advertise-peer-urls".into(),
+        format!("http://127.0.0.1:{peer}"),
+        "--initial-cluster".into(),
+        format!("default=http://127.0.0.1:{peer}"),
     ]
 }
 
@@ -54,7 +60,10 @@ fn flags_come_from_keel_env_variables_and_the_flag_wins() {
         .output()
         .expect("run keel");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success() && stderr.contains("couldn't find local name") && !stderr.contains("maybe"), "{stderr}");
+    assert!(
+        !output.status.success() && stderr.contains("couldn't find local name") && !stderr.contains("maybe"),
+        "{stderr}"
+    );
 }
 
 #[test]

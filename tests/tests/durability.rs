@@ -21,7 +21,11 @@ struct Acked {
 
 /// Runs `WRITERS` writers until `stop` is set; each writes unique keys and records the ones
 /// the cluster acknowledged.
-fn spawn_writers(client: &Client, acked: &Arc<Mutex<Acked>>, stop: &Arc<std::sync::atomic::AtomicBool>) -> Vec<tokio::task::JoinHandle<()>> {
+fn spawn_writers(
+    client: &Client,
+    acked: &Arc<Mutex<Acked>>,
+    stop: &Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
     (0..WRITERS)
         .map(|writer| {
             let mut client = client.clone();
@@ -33,7 +37,9 @@ fn spawn_writers(client: &Client, acked: &Arc<Mutex<Acked>>, stop: &Arc<std::syn
                     let key = format!("w{writer}-{seq:06}");
                     let value = format!("value-{writer}-{seq}");
                     let sent = Instant::now();
-                    let result = tokio::time::timeout(Duration::from_secs(10), client.put(key.clone(), value.clone(), None)).await;
+                    let result =
+                        tokio::time::timeout(Duration::from_secs(10), client.put(key.clone(), value.clone(), None))
+                            .await;
                     if let Ok(Ok(_)) = result {
                         let mut acked = acked.lock().expect("lock");
                         acked.values.insert(key, value);
@@ -58,7 +64,9 @@ async fn assert_all_present(cluster: &TestCluster, i: usize, acked: &BTreeMap<St
                 response
                     .kvs()
                     .iter()
-                    .map(|kv| (kv.key_str().unwrap_or_default().to_string(), kv.value_str().unwrap_or_default().to_string()))
+                    .map(|kv| {
+                        (kv.key_str().unwrap_or_default().to_string(), kv.value_str().unwrap_or_default().to_string())
+                    })
                     .collect(),
             )
         }
@@ -66,7 +74,12 @@ async fn assert_all_present(cluster: &TestCluster, i: usize, acked: &BTreeMap<St
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", cluster.all_logs()));
     let missing: Vec<&String> = acked.iter().filter(|(k, v)| found.get(*k) != Some(v)).map(|(k, _)| k).collect();
-    assert!(missing.is_empty(), "member {i} lost {} acknowledged writes, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+    assert!(
+        missing.is_empty(),
+        "member {i} lost {} acknowledged writes, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -104,7 +117,10 @@ async fn kill9_of_the_leader_during_writes_loses_nothing() {
     // Unavailability: from the kill to the first acknowledgement of a write sent after it.
     let first_ack_after_kill = acked.ack_times.iter().filter(|(sent, _)| *sent > killed_at).map(|(_, ack)| *ack).min();
     let unavailable = first_ack_after_kill.map(|t| t - killed_at);
-    eprintln!("writes acknowledged: {}; write unavailability after kill -9 of the leader: {unavailable:?}", acked.values.len());
+    eprintln!(
+        "writes acknowledged: {}; write unavailability after kill -9 of the leader: {unavailable:?}",
+        acked.values.len()
+    );
 
     // Phase 3: every survivor has everything; the killed member restarts and catches up.
     for i in (0..3).filter(|i| *i != leader) {
@@ -179,7 +195,11 @@ async fn a_member_behind_the_log_catches_up_from_a_snapshot() {
     client.put("w-after-snapshot", "yes", None).await.expect("put");
     acked.insert("w-after-snapshot".into(), "yes".into());
     assert_all_present(&cluster, behind, &acked).await;
-    assert!(cluster.members[behind].logs().contains("installed snapshot"), "expected a snapshot install:\n{}", cluster.members[behind].logs());
+    assert!(
+        cluster.members[behind].logs().contains("installed snapshot"),
+        "expected a snapshot install:\n{}",
+        cluster.members[behind].logs()
+    );
 
     // Phase 3: and it restarts from its own snapshot and log.
     cluster.kill9(behind);

@@ -83,7 +83,13 @@ fn normalise(cluster: &TestCluster, output: &EtcdctlOutput) -> EtcdctlOutput {
         // `-w fields` prints the term as a line of its own; elections legitimately differ.
         let text: String = text
             .lines()
-            .map(|line| if line.starts_with("\"RaftTerm\" : ") { "\"RaftTerm\" : TERM\n".to_string() } else { format!("{line}\n") })
+            .map(|line| {
+                if line.starts_with("\"RaftTerm\" : ") {
+                    "\"RaftTerm\" : TERM\n".to_string()
+                } else {
+                    format!("{line}\n")
+                }
+            })
             .collect();
         text.split_inclusive(|c: char| c.is_whitespace() || c == ',')
             .map(|word| {
@@ -98,7 +104,8 @@ fn normalise(cluster: &TestCluster, output: &EtcdctlOutput) -> EtcdctlOutput {
     };
     // etcdctl's own retry log lines carry timestamps and random client IDs; the error it
     // prints for the user is the line that must match.
-    let stderr: String = output.stderr.lines().filter(|l| !l.starts_with("{\"level\"")).map(|l| format!("{l}\n")).collect();
+    let stderr: String =
+        output.stderr.lines().filter(|l| !l.starts_with("{\"level\"")).map(|l| format!("{l}\n")).collect();
     EtcdctlOutput { success: output.success, stdout: clean(&output.stdout), stderr: clean(&stderr) }
 }
 
@@ -120,10 +127,7 @@ fn scrub_json(value: &mut serde_json::Value) {
 
 fn run_script(cluster: &TestCluster) -> Vec<EtcdctlOutput> {
     let endpoints = cluster.endpoints_csv();
-    SCRIPT
-        .iter()
-        .map(|step| normalise(cluster, &etcdctl_with_input(&endpoints, step.args, step.stdin)))
-        .collect()
+    SCRIPT.iter().map(|step| normalise(cluster, &etcdctl_with_input(&endpoints, step.args, step.stdin))).collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -137,7 +141,14 @@ async fn etcdctl_prints_the_same_as_against_etcd() {
             mismatches.push(format!("etcdctl {:?} (stdin {:?})\n  etcd: {e:?}\n  keel: {k:?}", step.args, step.stdin));
         }
     }
-    assert!(mismatches.is_empty(), "{} of {} steps differ:\n{}\n{}", mismatches.len(), SCRIPT.len(), mismatches.join("\n"), keel.all_logs());
+    assert!(
+        mismatches.is_empty(),
+        "{} of {} steps differ:\n{}\n{}",
+        mismatches.len(),
+        SCRIPT.len(),
+        mismatches.join("\n"),
+        keel.all_logs()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -155,9 +166,16 @@ async fn member_list_and_endpoint_commands_tell_the_truth() {
     .await
     .unwrap_or_else(|e| panic!("{e}: {listed}"));
     for member in &cluster.members {
-        let line = listed.lines().find(|l| l.contains(&member.peer_url)).unwrap_or_else(|| panic!("{} missing: {listed}", member.name));
+        let line = listed
+            .lines()
+            .find(|l| l.contains(&member.peer_url))
+            .unwrap_or_else(|| panic!("{} missing: {listed}", member.name));
         let fields: Vec<&str> = line.split(", ").collect();
-        assert_eq!(fields[1..], ["started", member.name.as_str(), member.peer_url.as_str(), member.client_url.as_str(), "false"], "{line}");
+        assert_eq!(
+            fields[1..],
+            ["started", member.name.as_str(), member.peer_url.as_str(), member.client_url.as_str(), "false"],
+            "{line}"
+        );
     }
 
     // Phase 2: endpoint status: one leader, the same term and the same leader ID everywhere.
@@ -177,6 +195,10 @@ async fn member_list_and_endpoint_commands_tell_the_truth() {
     let health = etcdctl(&endpoints, &["endpoint", "health"]);
     assert!(health.success, "{health:?}");
     for member in &cluster.members {
-        assert!(health.stdout.contains(&format!("{} is healthy", member.client_url)) || health.stderr.contains(&format!("{} is healthy", member.client_url)), "{health:?}");
+        assert!(
+            health.stdout.contains(&format!("{} is healthy", member.client_url))
+                || health.stderr.contains(&format!("{} is healthy", member.client_url)),
+            "{health:?}"
+        );
     }
 }

@@ -4,10 +4,7 @@ use std::time::Duration;
 
 use keel_jepsen::{check, CheckBudget, OpKind, Operation, Outcome, Verdict, Violation};
 
-const BUDGET: CheckBudget = CheckBudget {
-    time: Duration::from_secs(10),
-    states_max: 100_000,
-};
+const BUDGET: CheckBudget = CheckBudget { time: Duration::from_secs(10), states_max: 100_000 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Expect {
@@ -20,45 +17,19 @@ enum Expect {
 
 /// An `Ok` operation on key "x" by process 0, refined by the builder methods.
 fn operation(call_ns: u64, return_ns: u64, kind: OpKind) -> Operation {
-    Operation {
-        process: 0,
-        key: "x".to_string(),
-        call_ns,
-        return_ns: Some(return_ns),
-        kind,
-        outcome: Outcome::Ok,
-    }
+    Operation { process: 0, key: "x".to_string(), call_ns, return_ns: Some(return_ns), kind, outcome: Outcome::Ok }
 }
 
 fn write(call_ns: u64, return_ns: u64, value: &str) -> Operation {
-    operation(
-        call_ns,
-        return_ns,
-        OpKind::Write {
-            value: value.to_string(),
-        },
-    )
+    operation(call_ns, return_ns, OpKind::Write { value: value.to_string() })
 }
 
 fn read(call_ns: u64, return_ns: u64, value: Option<&str>) -> Operation {
-    operation(
-        call_ns,
-        return_ns,
-        OpKind::Read {
-            value: value.map(str::to_string),
-        },
-    )
+    operation(call_ns, return_ns, OpKind::Read { value: value.map(str::to_string) })
 }
 
 fn cas(call_ns: u64, return_ns: u64, expected: &str, new: &str) -> Operation {
-    operation(
-        call_ns,
-        return_ns,
-        OpKind::Cas {
-            expected: expected.to_string(),
-            new: new.to_string(),
-        },
-    )
+    operation(call_ns, return_ns, OpKind::Cas { expected: expected.to_string(), new: new.to_string() })
 }
 
 trait Refine {
@@ -108,19 +79,10 @@ fn hand_written_histories() {
         ("empty", vec![], Linearizable),
         (
             "sequential writes and reads",
-            vec![
-                write(0, 10, "a"),
-                read(20, 30, Some("a")),
-                write(40, 50, "b"),
-                read(60, 70, Some("b")),
-            ],
+            vec![write(0, 10, "a"), read(20, 30, Some("a")), write(40, 50, "b"), read(60, 70, Some("b"))],
             Linearizable,
         ),
-        (
-            "read of the initial absent value",
-            vec![read(0, 10, None), write(20, 30, "a")],
-            Linearizable,
-        ),
+        ("read of the initial absent value", vec![read(0, 10, None), write(20, 30, "a")], Linearizable),
         (
             "reads concurrent with a write see either value, then stick to the new one",
             vec![
@@ -150,20 +112,12 @@ fn hand_written_histories() {
         ),
         (
             "stale read after a completed write",
-            vec![
-                write(0, 10, "a"),
-                write(20, 30, "b"),
-                read(40, 50, Some("a")),
-            ],
+            vec![write(0, 10, "a"), write(20, 30, "b"), read(40, 50, Some("a"))],
             NoOrder,
         ),
         (
             "sequentially consistent but not linearizable",
-            vec![
-                write(0, 100, "a"),
-                read(10, 20, Some("a")).by(1),
-                read(30, 40, None).by(2),
-            ],
+            vec![write(0, 100, "a"), read(10, 20, Some("a")).by(1), read(30, 40, None).by(2)],
             NoOrder,
         ),
         (
@@ -177,56 +131,30 @@ fn hand_written_histories() {
             ],
             NoOrder,
         ),
-        (
-            "read of a value never written",
-            vec![write(0, 10, "a"), read(20, 30, Some("zzz"))],
-            NeverWritten,
-        ),
+        ("read of a value never written", vec![write(0, 10, "a"), read(20, 30, Some("zzz"))], NeverWritten),
         (
             "successful CAS seen by a later read",
-            vec![
-                write(0, 10, "a"),
-                cas(20, 30, "a", "b"),
-                read(40, 50, Some("b")),
-            ],
+            vec![write(0, 10, "a"), cas(20, 30, "a", "b"), read(40, 50, Some("b"))],
             Linearizable,
         ),
         (
             "CAS acknowledged although the register no longer held its expected value",
-            vec![
-                write(0, 10, "a"),
-                write(20, 30, "b"),
-                cas(40, 50, "a", "c"),
-                read(60, 70, Some("c")),
-            ],
+            vec![write(0, 10, "a"), write(20, 30, "b"), cas(40, 50, "a", "c"), read(60, 70, Some("c"))],
             NoOrder,
         ),
         (
             "successful CAS not seen by a later read",
-            vec![
-                write(0, 10, "a"),
-                cas(20, 30, "a", "b"),
-                read(40, 50, Some("a")),
-            ],
+            vec![write(0, 10, "a"), cas(20, 30, "a", "b"), read(40, 50, Some("a"))],
             NoOrder,
         ),
         (
             "CAS ordered before a concurrent write",
-            vec![
-                write(0, 10, "a"),
-                write(20, 60, "b").by(1),
-                cas(30, 40, "a", "c"),
-                read(70, 80, Some("b")),
-            ],
+            vec![write(0, 10, "a"), write(20, 60, "b").by(1), cas(30, 40, "a", "c"), read(70, 80, Some("b"))],
             Linearizable,
         ),
         (
             "failed CAS did not take effect",
-            vec![
-                write(0, 10, "a"),
-                cas(20, 30, "a", "b").outcome(Fail),
-                read(40, 50, Some("a")),
-            ],
+            vec![write(0, 10, "a"), cas(20, 30, "a", "b").outcome(Fail), read(40, 50, Some("a"))],
             Linearizable,
         ),
         (
@@ -261,56 +189,32 @@ fn hand_written_histories() {
         ),
         (
             "indeterminate CAS that takes effect",
-            vec![
-                write(0, 10, "a"),
-                cas(20, 30, "a", "b").outcome(Indeterminate),
-                read(40, 50, Some("b")),
-            ],
+            vec![write(0, 10, "a"), cas(20, 30, "a", "b").outcome(Indeterminate), read(40, 50, Some("b"))],
             Linearizable,
         ),
         (
             "indeterminate CAS whose expected value the register never held",
-            vec![
-                write(0, 10, "a"),
-                cas(20, 30, "z", "b").outcome(Indeterminate),
-                read(40, 50, Some("b")),
-            ],
+            vec![write(0, 10, "a"), cas(20, 30, "z", "b").outcome(Indeterminate), read(40, 50, Some("b"))],
             NoOrder,
         ),
         (
             "a failed write appears in a read",
-            vec![
-                write(0, 10, "a"),
-                write(20, 30, "b").outcome(Fail),
-                read(40, 50, Some("b")),
-            ],
+            vec![write(0, 10, "a"), write(20, 30, "b").outcome(Fail), read(40, 50, Some("b"))],
             NeverWritten,
         ),
         (
             "an indeterminate read carries no information",
-            vec![
-                write(0, 10, "a"),
-                read(20, 30, Some("zzz")).outcome(Indeterminate),
-            ],
+            vec![write(0, 10, "a"), read(20, 30, Some("zzz")).outcome(Indeterminate)],
             Linearizable,
         ),
         (
             "an acknowledged operation without a return time may take effect any time later",
-            vec![
-                write(0, 10, "a").never_returns(),
-                read(20, 30, None).by(1),
-                read(40, 50, Some("a")).by(1),
-            ],
+            vec![write(0, 10, "a").never_returns(), read(20, 30, None).by(1), read(40, 50, Some("a")).by(1)],
             Linearizable,
         ),
         (
             "keys are independent registers",
-            vec![
-                write(0, 10, "a"),
-                write(20, 30, "b").on("y"),
-                read(40, 50, Some("a")),
-                read(40, 50, None).on("z"),
-            ],
+            vec![write(0, 10, "a"), write(20, 30, "b").on("y"), read(40, 50, Some("a")), read(40, 50, None).on("z")],
             Linearizable,
         ),
     ];
@@ -336,52 +240,25 @@ fn counterexample_names_the_key_and_marks_the_blocked_read() {
     assert_eq!(counterexample.blocked, history[5]);
     assert_eq!(
         counterexample.violation,
-        Violation::NoLinearization {
-            linearized_ops: 3,
-            ops: 4,
-            register: Some("b".to_string())
-        }
+        Violation::NoLinearization { linearized_ops: 3, ops: 4, register: Some("b".to_string()) }
     );
     let report = counterexample.to_string();
-    assert!(
-        report.starts_with("key \"x\": no linearization exists"),
-        "{report}"
-    );
-    assert!(
-        report.contains("  > p3 [40, 50] read -> \"a\" ok"),
-        "{report}"
-    );
-    assert!(
-        report.contains("    p1 [20, 30] write \"b\" ok"),
-        "{report}"
-    );
+    assert!(report.starts_with("key \"x\": no linearization exists"), "{report}");
+    assert!(report.contains("  > p3 [40, 50] read -> \"a\" ok"), "{report}");
+    assert!(report.contains("    p1 [20, 30] write \"b\" ok"), "{report}");
     assert!(!report.contains("\"y\""), "{report}");
 }
 
 #[test]
 fn budget_limits_give_unknown() {
     // Ten concurrent writes: the search needs more than one configuration.
-    let history: Vec<Operation> = (0..10)
-        .map(|process| write(0, 100, &process.to_string()).by(process))
-        .collect();
-    let verdict = check(
-        &history,
-        CheckBudget {
-            time: Duration::from_secs(10),
-            states_max: 1,
-        },
-    );
-    assert!(
-        matches!(&verdict, Verdict::Unknown { reason } if reason.contains("states_max")),
-        "{verdict:?}"
-    );
+    let history: Vec<Operation> = (0..10).map(|process| write(0, 100, &process.to_string()).by(process)).collect();
+    let verdict = check(&history, CheckBudget { time: Duration::from_secs(10), states_max: 1 });
+    assert!(matches!(&verdict, Verdict::Unknown { reason } if reason.contains("states_max")), "{verdict:?}");
 }
 
 #[test]
 fn return_before_call_is_malformed() {
     let verdict = check(&[write(10, 5, "a")], BUDGET);
-    assert!(
-        matches!(&verdict, Verdict::Unknown { reason } if reason.contains("malformed")),
-        "{verdict:?}"
-    );
+    assert!(matches!(&verdict, Verdict::Unknown { reason } if reason.contains("malformed")), "{verdict:?}");
 }

@@ -21,19 +21,9 @@ fn ten_thousand_operations_over_ten_keys_are_linearizable() {
         },
     );
     let started = Instant::now();
-    let verdict = check(
-        &history,
-        CheckBudget {
-            time: Duration::from_secs(60),
-            states_max: 10_000_000,
-        },
-    );
+    let verdict = check(&history, CheckBudget { time: Duration::from_secs(60), states_max: 10_000_000 });
     // Reported, not asserted: timing depends on the machine and the build profile.
-    eprintln!(
-        "checked {} operations in {:?}",
-        history.len(),
-        started.elapsed()
-    );
+    eprintln!("checked {} operations in {:?}", history.len(), started.elapsed());
     assert_eq!(verdict, Verdict::Linearizable);
 }
 
@@ -52,18 +42,8 @@ fn three_thousand_operations_on_one_key_are_linearizable() {
         },
     );
     let started = Instant::now();
-    let verdict = check(
-        &history,
-        CheckBudget {
-            time: Duration::from_secs(60),
-            states_max: 10_000_000,
-        },
-    );
-    eprintln!(
-        "checked {} operations on one key in {:?}",
-        history.len(),
-        started.elapsed()
-    );
+    let verdict = check(&history, CheckBudget { time: Duration::from_secs(60), states_max: 10_000_000 });
+    eprintln!("checked {} operations on one key in {:?}", history.len(), started.elapsed());
     assert_eq!(verdict, Verdict::Linearizable);
 }
 
@@ -81,17 +61,8 @@ fn one_stale_read_among_three_thousand_operations_on_one_key_is_found() {
             fail_percent: 3,
         },
     );
-    assert!(
-        make_stale_read(&mut history, &mut Rng::new(3)),
-        "a 3,000-operation history has a stale-able read"
-    );
-    let verdict = check(
-        &history,
-        CheckBudget {
-            time: Duration::from_secs(60),
-            states_max: 10_000_000,
-        },
-    );
+    assert!(make_stale_read(&mut history, &mut Rng::new(3)), "a 3,000-operation history has a stale-able read");
+    let verdict = check(&history, CheckBudget { time: Duration::from_secs(60), states_max: 10_000_000 });
     let Verdict::NotLinearizable(counterexample) = verdict else {
         panic!("the stale read must be found: {verdict:?}");
     };

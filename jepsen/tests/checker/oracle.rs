@@ -53,14 +53,7 @@ impl Specification for RegisterSpec {
                 let swaps = *state == Some(expected);
                 (swaps, if swaps { Some(new) } else { *state })
             }
-            RegisterOp::MaybeCas(expected, new) => (
-                true,
-                if *state == Some(expected) {
-                    Some(new)
-                } else {
-                    *state
-                },
-            ),
+            RegisterOp::MaybeCas(expected, new) => (true, if *state == Some(expected) { Some(new) } else { *state }),
         }
     }
 }
@@ -79,16 +72,9 @@ fn random_history(rng: &mut Rng) -> Vec<Operation> {
         .map(|process| {
             let call_ns = rng.below(20);
             let kind = match rng.below(3) {
-                0 => OpKind::Read {
-                    value: (rng.below(3) > 0).then(|| text(random_value(rng))),
-                },
-                1 => OpKind::Write {
-                    value: text(random_value(rng)),
-                },
-                _ => OpKind::Cas {
-                    expected: text(random_value(rng)),
-                    new: text(random_value(rng)),
-                },
+                0 => OpKind::Read { value: (rng.below(3) > 0).then(|| text(random_value(rng))) },
+                1 => OpKind::Write { value: text(random_value(rng)) },
+                _ => OpKind::Cas { expected: text(random_value(rng)), new: text(random_value(rng)) },
             };
             let outcome = match rng.below(10) {
                 0 => Outcome::Fail,
@@ -108,10 +94,7 @@ fn random_history(rng: &mut Rng) -> Vec<Operation> {
 }
 
 fn value_index(value: &str) -> u8 {
-    VALUES
-        .iter()
-        .position(|known| *known == value)
-        .expect("generated from VALUES") as u8
+    VALUES.iter().position(|known| *known == value).expect("generated from VALUES") as u8
 }
 
 /// `None` when nothing is left for todc-utils (its `History` cannot be empty).
@@ -127,45 +110,25 @@ fn todc_linearizable(history: &[Operation]) -> Option<bool> {
             (OpKind::Read { value }, false) => RegisterOp::Read(value.as_deref().map(value_index)),
             (OpKind::Write { value }, false) => RegisterOp::Write(value_index(value)),
             (OpKind::Write { value }, true) => RegisterOp::MaybeWrite(value_index(value)),
-            (OpKind::Cas { expected, new }, false) => {
-                RegisterOp::Cas(value_index(expected), value_index(new))
-            }
-            (OpKind::Cas { expected, new }, true) => {
-                RegisterOp::MaybeCas(value_index(expected), value_index(new))
-            }
+            (OpKind::Cas { expected, new }, false) => RegisterOp::Cas(value_index(expected), value_index(new)),
+            (OpKind::Cas { expected, new }, true) => RegisterOp::MaybeCas(value_index(expected), value_index(new)),
         };
-        let return_event = if indeterminate {
-            (u64::MAX, 2)
-        } else {
-            (operation.return_ns.expect("generated with a return"), 1)
-        };
+        let return_event =
+            if indeterminate { (u64::MAX, 2) } else { (operation.return_ns.expect("generated with a return"), 1) };
         events.push((operation.call_ns, 0, process, Action::Call(model.clone())));
-        events.push((
-            return_event.0,
-            return_event.1,
-            process,
-            Action::Response(model),
-        ));
+        events.push((return_event.0, return_event.1, process, Action::Response(model)));
     }
     if events.is_empty() {
         return None;
     }
     events.sort_by_key(|&(instant, rank, process, _)| (instant, rank, process));
-    let actions = events
-        .into_iter()
-        .map(|(_, _, process, action)| (process, action))
-        .collect();
-    Some(WGLChecker::<RegisterSpec>::is_linearizable(
-        History::from_actions(actions),
-    ))
+    let actions = events.into_iter().map(|(_, _, process, action)| (process, action)).collect();
+    Some(WGLChecker::<RegisterSpec>::is_linearizable(History::from_actions(actions)))
 }
 
 #[test]
 fn agrees_with_todc_utils_on_small_histories() {
-    let budget = CheckBudget {
-        time: Duration::from_secs(10),
-        states_max: 100_000,
-    };
+    let budget = CheckBudget { time: Duration::from_secs(10), states_max: 100_000 };
     let mut rng = Rng::new(0x0DC);
     let (mut linearizable, mut not_linearizable) = (0, 0);
     for _ in 0..HISTORIES {
@@ -176,10 +139,7 @@ fn agrees_with_todc_utils_on_small_histories() {
             Verdict::Unknown { reason } => panic!("undecided ({reason}) on {history:#?}"),
         };
         let theirs = todc_linearizable(&history).unwrap_or(true);
-        assert_eq!(
-            ours, theirs,
-            "keel says linearizable = {ours}, todc-utils {theirs}, on {history:#?}"
-        );
+        assert_eq!(ours, theirs, "keel says linearizable = {ours}, todc-utils {theirs}, on {history:#?}");
         if ours {
             linearizable += 1;
         } else {
@@ -187,12 +147,6 @@ fn agrees_with_todc_utils_on_small_histories() {
         }
     }
     // The comparison only means something if both verdicts are common.
-    assert!(
-        linearizable > HISTORIES / 10,
-        "only {linearizable} linearizable histories"
-    );
-    assert!(
-        not_linearizable > HISTORIES / 10,
-        "only {not_linearizable} non-linearizable histories"
-    );
+    assert!(linearizable > HISTORIES / 10, "only {linearizable} linearizable histories");
+    assert!(not_linearizable > HISTORIES / 10, "only {not_linearizable} non-linearizable histories");
 }

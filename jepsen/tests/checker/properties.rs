@@ -8,42 +8,20 @@ use proptest::prelude::*;
 
 use crate::simulate::{make_stale_read, simulate, Rng, Simulation};
 
-const BUDGET: CheckBudget = CheckBudget {
-    time: Duration::from_secs(30),
-    states_max: 1_000_000,
-};
+const BUDGET: CheckBudget = CheckBudget { time: Duration::from_secs(30), states_max: 1_000_000 };
 
 fn simulation() -> impl Strategy<Value = Simulation> {
-    (
-        1u64..=6,
-        1u64..=3,
-        0usize..=80,
-        0u64..=60,
-        0u64..=30,
-        0u64..=20,
-        0u64..=20,
+    (1u64..=6, 1u64..=3, 0usize..=80, 0u64..=60, 0u64..=30, 0u64..=20, 0u64..=20).prop_map(
+        |(processes, keys, operations, read_percent, cas_percent, indeterminate_percent, fail_percent)| Simulation {
+            processes,
+            keys,
+            operations,
+            read_percent,
+            cas_percent,
+            indeterminate_percent,
+            fail_percent,
+        },
     )
-        .prop_map(
-            |(
-                processes,
-                keys,
-                operations,
-                read_percent,
-                cas_percent,
-                indeterminate_percent,
-                fail_percent,
-            )| {
-                Simulation {
-                    processes,
-                    keys,
-                    operations,
-                    read_percent,
-                    cas_percent,
-                    indeterminate_percent,
-                    fail_percent,
-                }
-            },
-        )
 }
 
 proptest! {

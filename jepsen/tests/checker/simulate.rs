@@ -61,9 +61,7 @@ pub fn simulate(seed: u64, simulation: Simulation) -> Vec<Operation> {
     let mut value_counter = 0u64;
     for _ in 0..simulation.operations {
         // The process that becomes free first calls next: `processes` calls stay in flight.
-        let process = (0..free_at_ns.len())
-            .min_by_key(|&process| free_at_ns[process])
-            .expect("at least one process");
+        let process = (0..free_at_ns.len()).min_by_key(|&process| free_at_ns[process]).expect("at least one process");
         let call_ns = free_at_ns[process] + rng.below(20);
         let latency_ns = 1 + rng.below(100);
         let return_ns = call_ns + latency_ns;
@@ -74,23 +72,14 @@ pub fn simulate(seed: u64, simulation: Simulation) -> Vec<Operation> {
             OpKind::Read { value: None }
         } else if roll < simulation.read_percent + simulation.cas_percent {
             // `expected` is chosen when the effect is applied, from what the register holds.
-            OpKind::Cas {
-                expected: String::new(),
-                new: format!("v{value_counter}"),
-            }
+            OpKind::Cas { expected: String::new(), new: format!("v{value_counter}") }
         } else {
-            OpKind::Write {
-                value: format!("v{value_counter}"),
-            }
+            OpKind::Write { value: format!("v{value_counter}") }
         };
         let is_read = matches!(kind, OpKind::Read { .. });
         let (outcome, effect_ns, takes_effect) = if rng.percent(simulation.indeterminate_percent) {
             // The effect may land long after the client gave up.
-            (
-                Outcome::Indeterminate,
-                call_ns + rng.below(4 * latency_ns),
-                rng.percent(50),
-            )
+            (Outcome::Indeterminate, call_ns + rng.below(4 * latency_ns), rng.percent(50))
         } else if !is_read && rng.percent(simulation.fail_percent) {
             (Outcome::Fail, call_ns, false)
         } else {
@@ -115,11 +104,7 @@ pub fn simulate(seed: u64, simulation: Simulation) -> Vec<Operation> {
     order.sort_by_key(|&index| (planned[index].effect_ns, index));
     let mut registers: HashMap<String, Option<String>> = HashMap::new();
     for index in order {
-        let Planned {
-            operation,
-            takes_effect,
-            ..
-        } = &mut planned[index];
+        let Planned { operation, takes_effect, .. } = &mut planned[index];
         let register = registers.entry(operation.key.clone()).or_default();
         match &mut operation.kind {
             OpKind::Read { value } => {
@@ -149,10 +134,7 @@ pub fn simulate(seed: u64, simulation: Simulation) -> Vec<Operation> {
             }
         }
     }
-    planned
-        .into_iter()
-        .map(|planned| planned.operation)
-        .collect()
+    planned.into_iter().map(|planned| planned.operation).collect()
 }
 
 /// Makes one `Ok` read provably stale: it returns a value whose only writer finished
@@ -161,49 +143,32 @@ pub fn simulate(seed: u64, simulation: Simulation) -> Vec<Operation> {
 /// history, so the stale value cannot come back. Returns whether a read was changed.
 pub fn make_stale_read(history: &mut [Operation], rng: &mut Rng) -> bool {
     let acknowledged_writes: Vec<usize> = (0..history.len())
-        .filter(|&index| {
-            history[index].outcome == Outcome::Ok
-                && !matches!(history[index].kind, OpKind::Read { .. })
-        })
+        .filter(|&index| history[index].outcome == Outcome::Ok && !matches!(history[index].kind, OpKind::Read { .. }))
         .collect();
     let mut reads: Vec<usize> = (0..history.len())
-        .filter(|&index| {
-            history[index].outcome == Outcome::Ok
-                && matches!(history[index].kind, OpKind::Read { .. })
-        })
+        .filter(|&index| history[index].outcome == Outcome::Ok && matches!(history[index].kind, OpKind::Read { .. }))
         .collect();
     // Try reads in a random order.
     for position in (1..reads.len()).rev() {
         let other = rng.below(position as u64 + 1) as usize;
         reads.swap(position, other);
     }
-    let returned_before = |writer: usize, instant_ns: u64| {
-        history[writer]
-            .return_ns
-            .is_some_and(|return_ns| return_ns < instant_ns)
-    };
+    let returned_before =
+        |writer: usize, instant_ns: u64| history[writer].return_ns.is_some_and(|return_ns| return_ns < instant_ns);
     for read in reads {
         let key = &history[read].key;
-        let same_key: Vec<usize> = acknowledged_writes
-            .iter()
-            .copied()
-            .filter(|&writer| history[writer].key == *key)
-            .collect();
-        let Some(&overwriter) = same_key
-            .iter()
-            .find(|&&writer| returned_before(writer, history[read].call_ns))
-        else {
+        let same_key: Vec<usize> =
+            acknowledged_writes.iter().copied().filter(|&writer| history[writer].key == *key).collect();
+        let Some(&overwriter) = same_key.iter().find(|&&writer| returned_before(writer, history[read].call_ns)) else {
             continue;
         };
         // Absent (`None`) if no writer finished before the overwriter: equally stale.
-        let stale = same_key
-            .iter()
-            .copied()
-            .find(|&writer| returned_before(writer, history[overwriter].call_ns))
-            .map(|writer| match &history[writer].kind {
+        let stale = same_key.iter().copied().find(|&writer| returned_before(writer, history[overwriter].call_ns)).map(
+            |writer| match &history[writer].kind {
                 OpKind::Write { value } | OpKind::Cas { new: value, .. } => value.clone(),
                 OpKind::Read { .. } => unreachable!("only writers are listed"),
-            });
+            },
+        );
         history[read].kind = OpKind::Read { value: stale };
         return true;
     }

@@ -30,15 +30,24 @@ impl PbClusterService for ClusterService {
         Err(to_status(&ServerError::Unimplemented("Cluster.MemberAdd")))
     }
 
-    async fn member_remove(&self, _: Request<PbMemberRemoveRequest>) -> Result<Response<PbMemberRemoveResponse>, Status> {
+    async fn member_remove(
+        &self,
+        _: Request<PbMemberRemoveRequest>,
+    ) -> Result<Response<PbMemberRemoveResponse>, Status> {
         Err(to_status(&ServerError::Unimplemented("Cluster.MemberRemove")))
     }
 
-    async fn member_update(&self, _: Request<PbMemberUpdateRequest>) -> Result<Response<PbMemberUpdateResponse>, Status> {
+    async fn member_update(
+        &self,
+        _: Request<PbMemberUpdateRequest>,
+    ) -> Result<Response<PbMemberUpdateResponse>, Status> {
         Err(to_status(&ServerError::Unimplemented("Cluster.MemberUpdate")))
     }
 
-    async fn member_list(&self, request: Request<PbMemberListRequest>) -> Result<Response<PbMemberListResponse>, Status> {
+    async fn member_list(
+        &self,
+        request: Request<PbMemberListRequest>,
+    ) -> Result<Response<PbMemberListResponse>, Status> {
         if request.into_inner().linearizable {
             self.member.read_barrier().await.map_err(|e| to_status(&e))?;
         }
@@ -46,13 +55,22 @@ impl PbClusterService for ClusterService {
             .member
             .member_list()
             .into_iter()
-            .map(|m| PbMember { id: m.id, name: m.name, peer_ur_ls: m.peer_urls, client_ur_ls: m.client_urls, is_learner: m.is_learner })
+            .map(|m| PbMember {
+                id: m.id,
+                name: m.name,
+                peer_ur_ls: m.peer_urls,
+                client_ur_ls: m.client_urls,
+                is_learner: m.is_learner,
+            })
             .collect();
         let revision = self.member.shared().mvcc().current_revision();
         Ok(Response::new(PbMemberListResponse { header: header(&self.member, revision), members }))
     }
 
-    async fn member_promote(&self, _: Request<PbMemberPromoteRequest>) -> Result<Response<PbMemberPromoteResponse>, Status> {
+    async fn member_promote(
+        &self,
+        _: Request<PbMemberPromoteRequest>,
+    ) -> Result<Response<PbMemberPromoteResponse>, Status> {
         Err(to_status(&ServerError::Unimplemented("Cluster.MemberPromote")))
     }
 }

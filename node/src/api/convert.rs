@@ -3,8 +3,8 @@
 
 use keel_proto::etcd::{
     PbCompare, PbDeleteRequest, PbDeleteResponse, PbKeyValue, PbPutRequest, PbPutResponse, PbRangeRequest,
-    PbRangeResponse, PbResponseHeader, PbResponseOp, PbTargetUnion, PbTxnOpRequest, PbTxnOpResponse, PbTxnRequest, PbTxnRequestOp,
-    PbTxnResponse,
+    PbRangeResponse, PbResponseHeader, PbResponseOp, PbTargetUnion, PbTxnOpRequest, PbTxnOpResponse, PbTxnRequest,
+    PbTxnRequestOp, PbTxnResponse,
 };
 
 use super::header;
@@ -77,11 +77,26 @@ fn request_op(pb: PbTxnRequestOp) -> Option<RequestOp> {
 fn compare(pb: PbCompare) -> Compare {
     let union = pb.target_union;
     let target = match pb.target {
-        1 => CompareTarget::Create(match union { Some(PbTargetUnion::CreateRevision(v)) => v, _ => 0 }),
-        2 => CompareTarget::Mod(match union { Some(PbTargetUnion::ModRevision(v)) => v, _ => 0 }),
-        3 => CompareTarget::Value(match union { Some(PbTargetUnion::Value(v)) => v, _ => Vec::new() }),
-        4 => CompareTarget::Lease(match union { Some(PbTargetUnion::Lease(v)) => v, _ => 0 }),
-        _ => CompareTarget::Version(match union { Some(PbTargetUnion::Version(v)) => v, _ => 0 }),
+        1 => CompareTarget::Create(match union {
+            Some(PbTargetUnion::CreateRevision(v)) => v,
+            _ => 0,
+        }),
+        2 => CompareTarget::Mod(match union {
+            Some(PbTargetUnion::ModRevision(v)) => v,
+            _ => 0,
+        }),
+        3 => CompareTarget::Value(match union {
+            Some(PbTargetUnion::Value(v)) => v,
+            _ => Vec::new(),
+        }),
+        4 => CompareTarget::Lease(match union {
+            Some(PbTargetUnion::Lease(v)) => v,
+            _ => 0,
+        }),
+        _ => CompareTarget::Version(match union {
+            Some(PbTargetUnion::Version(v)) => v,
+            _ => 0,
+        }),
     };
     let result = match pb.result {
         1 => CompareResult::Greater,
@@ -138,7 +153,10 @@ fn response_op(member: &Member, op: ResponseOp) -> PbResponseOp {
     let response = match op {
         ResponseOp::Range(r) => {
             let revision = r.header_revision;
-            PbTxnOpResponse::ResponseRange(PbRangeResponse { header: inner_header(revision), ..range_response(member, r) })
+            PbTxnOpResponse::ResponseRange(PbRangeResponse {
+                header: inner_header(revision),
+                ..range_response(member, r)
+            })
         }
         ResponseOp::Put(r) => {
             let revision = r.header_revision;
@@ -146,7 +164,10 @@ fn response_op(member: &Member, op: ResponseOp) -> PbResponseOp {
         }
         ResponseOp::DeleteRange(r) => {
             let revision = r.header_revision;
-            PbTxnOpResponse::ResponseDeleteRange(PbDeleteResponse { header: inner_header(revision), ..delete_response(member, r) })
+            PbTxnOpResponse::ResponseDeleteRange(PbDeleteResponse {
+                header: inner_header(revision),
+                ..delete_response(member, r)
+            })
         }
         ResponseOp::Txn(r) => {
             let revision = r.header_revision;

@@ -127,7 +127,8 @@ impl<S> AuthorityFix<S> {
         }
         let mut priority = None;
         if flags & FLAG_PRIORITY != 0 {
-            let fields: [u8; 5] = body.get(..5).and_then(|p| p.try_into().ok()).ok_or_else(|| malformed("short priority"))?;
+            let fields: [u8; 5] =
+                body.get(..5).and_then(|p| p.try_into().ok()).ok_or_else(|| malformed("short priority"))?;
             priority = Some(fields);
             body = &body[5..];
         }
@@ -142,7 +143,9 @@ impl<S> AuthorityFix<S> {
     }
 
     fn on_continuation(&mut self, stream_id: u32, flags: u8, payload: &[u8]) -> io::Result<()> {
-        let Some(PendingHeaders { stream_id: pending_stream, flags: header_flags, priority, mut block }) = self.pending.take() else {
+        let Some(PendingHeaders { stream_id: pending_stream, flags: header_flags, priority, mut block }) =
+            self.pending.take()
+        else {
             return Err(malformed("CONTINUATION without HEADERS"));
         };
         if pending_stream != stream_id {
@@ -243,7 +246,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for AuthorityFix<S> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 
-    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
@@ -283,7 +290,8 @@ mod tests {
     #[tokio::test]
     async fn strips_the_scheme_from_authority_and_keeps_other_frames() {
         let mut client = fluke_hpack::Encoder::new();
-        let headers: Vec<(&[u8], &[u8])> = vec![(b":method", b"POST"), (b":authority", b"http://127.0.0.1:2379"), (b":path", b"/x")];
+        let headers: Vec<(&[u8], &[u8])> =
+            vec![(b":method", b"POST"), (b":authority", b"http://127.0.0.1:2379"), (b":path", b"/x")];
         let block = client.encode(headers);
         let mut input = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
         input.extend(frame(0x4, 0, 0, &[])); // SETTINGS

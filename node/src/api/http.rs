@@ -40,12 +40,32 @@ async fn metrics(State(member): State<Arc<Member>>) -> impl IntoResponse {
         (mvcc.current_revision(), mvcc.compact_revision(), mvcc.key_count())
     };
     let gauges: [(&str, &str, f64); 9] = [
-        ("etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not.", f64::from(u8::from(raft.current_leader.is_some()))),
-        ("etcd_server_is_leader", "Whether or not this member is a leader. 1 if is, 0 otherwise.", f64::from(u8::from(raft.current_leader == Some(member.id)))),
-        ("etcd_server_proposals_committed_total", "The total number of consensus proposals committed.", raft.local_committed.map_or(0, |id| id.index) as f64),
-        ("etcd_server_proposals_applied_total", "The total number of consensus proposals applied.", raft.last_applied.map_or(0, |id| id.index) as f64),
+        (
+            "etcd_server_has_leader",
+            "Whether or not a leader exists. 1 is existence, 0 is not.",
+            f64::from(u8::from(raft.current_leader.is_some())),
+        ),
+        (
+            "etcd_server_is_leader",
+            "Whether or not this member is a leader. 1 if is, 0 otherwise.",
+            f64::from(u8::from(raft.current_leader == Some(member.id))),
+        ),
+        (
+            "etcd_server_proposals_committed_total",
+            "The total number of consensus proposals committed.",
+            raft.local_committed.map_or(0, |id| id.index) as f64,
+        ),
+        (
+            "etcd_server_proposals_applied_total",
+            "The total number of consensus proposals applied.",
+            raft.last_applied.map_or(0, |id| id.index) as f64,
+        ),
         ("etcd_server_term", "The current Raft term.", raft.current_term as f64),
-        ("etcd_mvcc_db_total_size_in_bytes", "Total size of the underlying database physically allocated in bytes.", member.db_size_bytes() as f64),
+        (
+            "etcd_mvcc_db_total_size_in_bytes",
+            "Total size of the underlying database physically allocated in bytes.",
+            member.db_size_bytes() as f64,
+        ),
         ("etcd_debugging_mvcc_current_revision", "The current revision of store.", revision as f64),
         ("etcd_debugging_mvcc_compact_revision", "The revision of the last compaction in store.", compacted as f64),
         ("etcd_debugging_mvcc_keys_total", "Total number of keys.", keys as f64),

@@ -86,7 +86,9 @@ impl PbKvService for KvService {
         let request = request.into_inner();
         let command = Command::Compact(CompactRequest { revision: request.revision, physical: request.physical });
         match self.propose(command).await? {
-            CommandResponse::Compact(r) => Ok(Response::new(PbCompactionResponse { header: header(&self.member, r.header_revision) })),
+            CommandResponse::Compact(r) => {
+                Ok(Response::new(PbCompactionResponse { header: header(&self.member, r.header_revision) }))
+            }
             _ => Err(mismatched()),
         }
     }

@@ -26,12 +26,16 @@ pub use status::to_status;
 /// The router serving every client service of `member` (gRPC, refusing messages over
 /// `decoding_limit` bytes) and, over HTTP/1.1 or HTTP/2, `/health` and `/metrics`.
 pub fn client_router(member: Arc<Member>, decoding_limit: usize) -> Router {
-    let grpc = Routes::new(PbKvServer::new(kv::KvService::new(member.clone())).max_decoding_message_size(decoding_limit))
-        .add_service(PbClusterServer::new(cluster::ClusterService::new(member.clone())).max_decoding_message_size(decoding_limit))
-        .add_service(
-            PbMaintenanceServer::new(maintenance::MaintenanceService::new(member.clone()))
-                .max_decoding_message_size(decoding_limit),
-        );
+    let grpc =
+        Routes::new(PbKvServer::new(kv::KvService::new(member.clone())).max_decoding_message_size(decoding_limit))
+            .add_service(
+                PbClusterServer::new(cluster::ClusterService::new(member.clone()))
+                    .max_decoding_message_size(decoding_limit),
+            )
+            .add_service(
+                PbMaintenanceServer::new(maintenance::MaintenanceService::new(member.clone()))
+                    .max_decoding_message_size(decoding_limit),
+            );
     let routes = Routes::from(grpc.into_axum_router().merge(http::router(member)));
     tonic::transport::Server::builder().accept_http1(true).add_routes(routes)
 }

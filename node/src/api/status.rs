@@ -8,8 +8,12 @@ use crate::mvcc::MvccError;
 
 pub fn to_status(error: &ServerError) -> Status {
     let (code, message) = match error {
-        ServerError::Mvcc(MvccError::Compacted { .. }) => (Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted"),
-        ServerError::Mvcc(MvccError::FutureRevision { .. }) => (Code::OutOfRange, "etcdserver: mvcc: required revision is a future revision"),
+        ServerError::Mvcc(MvccError::Compacted { .. }) => {
+            (Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted")
+        }
+        ServerError::Mvcc(MvccError::FutureRevision { .. }) => {
+            (Code::OutOfRange, "etcdserver: mvcc: required revision is a future revision")
+        }
         ServerError::Mvcc(MvccError::KeyNotFound) => (Code::InvalidArgument, "etcdserver: key not found"),
         ServerError::Mvcc(MvccError::Storage(_)) => return Status::internal(error.to_string()),
         ServerError::EmptyKey => (Code::InvalidArgument, "etcdserver: key is not provided"),
@@ -24,7 +28,9 @@ pub fn to_status(error: &ServerError) -> Status {
         ServerError::NoLeader => (Code::Unavailable, "etcdserver: no leader"),
         ServerError::Timeout => (Code::Unavailable, "etcdserver: request timed out"),
         ServerError::Stopped => (Code::Unavailable, "etcdserver: server stopped"),
-        ServerError::Unimplemented(what) => return Status::unimplemented(format!("keel: {what} is not implemented yet")),
+        ServerError::Unimplemented(what) => {
+            return Status::unimplemented(format!("keel: {what} is not implemented yet"))
+        }
     };
     Status::new(code, message)
 }
@@ -36,7 +42,11 @@ mod tests {
     #[test]
     fn messages_are_etcds() {
         let cases = [
-            (ServerError::Mvcc(MvccError::Compacted { compact_revision: 3 }), Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted"),
+            (
+                ServerError::Mvcc(MvccError::Compacted { compact_revision: 3 }),
+                Code::OutOfRange,
+                "etcdserver: mvcc: required revision has been compacted",
+            ),
             (ServerError::EmptyKey, Code::InvalidArgument, "etcdserver: key is not provided"),
             (ServerError::NoLeader, Code::Unavailable, "etcdserver: no leader"),
             (ServerError::LeaseNotFound, Code::NotFound, "etcdserver: requested lease not found"),

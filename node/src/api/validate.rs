@@ -108,8 +108,12 @@ fn intervals(ops: &[PbTxnRequestOp]) -> Result<(Vec<Interval>, BTreeSet<Vec<u8>>
     }
     for op in ops {
         match &op.request {
-            Some(PbTxnOpRequest::RequestPut(put)) if !puts.insert(put.key.clone()) => return Err(ServerError::DuplicateKey),
-            Some(PbTxnOpRequest::RequestDeleteRange(delete)) => deletes.push((delete.key.clone(), delete.range_end.clone())),
+            Some(PbTxnOpRequest::RequestPut(put)) if !puts.insert(put.key.clone()) => {
+                return Err(ServerError::DuplicateKey)
+            }
+            Some(PbTxnOpRequest::RequestDeleteRange(delete)) => {
+                deletes.push((delete.key.clone(), delete.range_end.clone()))
+            }
             _ => {}
         }
     }
@@ -128,7 +132,9 @@ mod tests {
     use super::*;
 
     fn put_op(key: &str) -> PbTxnRequestOp {
-        PbTxnRequestOp { request: Some(PbTxnOpRequest::RequestPut(PbPutRequest { key: key.into(), ..Default::default() })) }
+        PbTxnRequestOp {
+            request: Some(PbTxnOpRequest::RequestPut(PbPutRequest { key: key.into(), ..Default::default() })),
+        }
     }
 
     fn delete_op(key: &str, range_end: &str) -> PbTxnRequestOp {
@@ -155,7 +161,10 @@ mod tests {
             (vec![put_op("c"), delete_op("a", "c")], true),
             (vec![delete_op("a", ""), delete_op("a", "")], true),
             (
-                vec![put_op("a"), PbTxnRequestOp { request: Some(PbTxnOpRequest::RequestTxn(txn_of(vec![put_op("a")]))) }],
+                vec![
+                    put_op("a"),
+                    PbTxnRequestOp { request: Some(PbTxnOpRequest::RequestTxn(txn_of(vec![put_op("a")]))) },
+                ],
                 false,
             ),
         ];

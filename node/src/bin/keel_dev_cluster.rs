@@ -68,7 +68,9 @@ async fn run(flags: Flags) -> Result<(), String> {
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| format!("cannot install SIGTERM handler: {e}"))?;
-    let exited = futures::future::select_all(children.iter_mut().map(|(name, child)| Box::pin(async move { (*name, child.wait().await) })));
+    let exited = futures::future::select_all(
+        children.iter_mut().map(|(name, child)| Box::pin(async move { (*name, child.wait().await) })),
+    );
     let outcome = tokio::select! {
         _ = tokio::signal::ctrl_c() => Ok(()),
         _ = sigterm.recv() => Ok(()),

@@ -9,22 +9,13 @@ impl MvccStore {
     /// etcd's `updateCompactRev` + `scheduleCompaction`, done at once: the index forgets what is
     /// compacted and the deletion of those records is staged for the next commit. `physical`
     /// changes nothing here (etcd uses it only to wait for the background deletion).
-    pub(super) fn apply_compact(
-        &mut self,
-        request: &CompactRequest,
-    ) -> Result<CompactResponse, OpError> {
+    pub(super) fn apply_compact(&mut self, request: &CompactRequest) -> Result<CompactResponse, OpError> {
         let revision = request.revision;
         if revision <= self.compacted {
-            return Err(MvccError::Compacted {
-                compact_revision: self.compact_revision(),
-            }
-            .into());
+            return Err(MvccError::Compacted { compact_revision: self.compact_revision() }.into());
         }
         if revision > self.current_revision {
-            return Err(MvccError::FutureRevision {
-                current_revision: self.current_revision,
-            }
-            .into());
+            return Err(MvccError::FutureRevision { current_revision: self.current_revision }.into());
         }
         let mut removed = Vec::new();
         self.index.retain(|_, history| {
@@ -35,8 +26,6 @@ impl MvccStore {
             self.stage_removal(removed_revision, kind);
         }
         self.compacted = revision;
-        Ok(CompactResponse {
-            header_revision: self.current_revision,
-        })
+        Ok(CompactResponse { header_revision: self.current_revision })
     }
 }

@@ -34,9 +34,7 @@ pub struct Live {
 
 impl Default for KeyIndex {
     fn default() -> Self {
-        KeyIndex {
-            generations: vec![Generation::default()],
-        }
+        KeyIndex { generations: vec![Generation::default()] }
     }
 }
 
@@ -45,21 +43,14 @@ impl KeyIndex {
     pub fn put(&mut self, revision: Revision) -> Live {
         let generation = self.newest_mut();
         if let Some(&last) = generation.revisions.last() {
-            assert!(
-                last < revision,
-                "revisions of a key must increase: {last:?} then {revision:?}"
-            );
+            assert!(last < revision, "revisions of a key must increase: {last:?} then {revision:?}");
         } else {
             generation.created = revision.main;
             generation.version = 0;
         }
         generation.version += 1;
         generation.revisions.push(revision);
-        Live {
-            revision,
-            created: generation.created,
-            version: generation.version,
-        }
+        Live { revision, created: generation.created, version: generation.version }
     }
 
     /// Records a put read back from the engine, whose record carries create revision and version
@@ -77,10 +68,7 @@ impl KeyIndex {
     pub fn tombstone(&mut self, revision: Revision) {
         let generation = self.newest_mut();
         assert!(
-            generation
-                .revisions
-                .last()
-                .is_some_and(|&last| last < revision),
+            generation.revisions.last().is_some_and(|&last| last < revision),
             "tombstone {revision:?} on a deleted key or below its newest revision"
         );
         generation.revisions.push(revision);
@@ -91,20 +79,14 @@ impl KeyIndex {
     pub fn live(&self) -> Option<Live> {
         let generation = self.generations.last()?;
         let &revision = generation.revisions.last()?;
-        Some(Live {
-            revision,
-            created: generation.created,
-            version: generation.version,
-        })
+        Some(Live { revision, created: generation.created, version: generation.version })
     }
 
     /// The revision holding the key's value as of main revision `at`, if it existed then.
     pub fn get(&self, at: i64) -> Option<Revision> {
         let newest = self.generations.len() - 1;
         for (index, generation) in self.generations.iter().enumerate().rev() {
-            let below = generation
-                .revisions
-                .partition_point(|revision| revision.main <= at);
+            let below = generation.revisions.partition_point(|revision| revision.main <= at);
             if below == 0 {
                 continue;
             }
@@ -127,10 +109,7 @@ impl KeyIndex {
         let newest = self.generations.len() - 1;
         let mut first_kept = 0;
         while first_kept < newest {
-            let tombstone = self.generations[first_kept]
-                .revisions
-                .last()
-                .map_or(i64::MIN, |r| r.main);
+            let tombstone = self.generations[first_kept].revisions.last().map_or(i64::MIN, |r| r.main);
             if tombstone > at {
                 break;
             }
@@ -141,9 +120,7 @@ impl KeyIndex {
         }
         let newest = self.generations.len() - 1;
         let generation = &mut self.generations[0];
-        let below = generation
-            .revisions
-            .partition_point(|revision| revision.main <= at);
+        let below = generation.revisions.partition_point(|revision| revision.main <= at);
         if below > 1 {
             let dropped: Vec<Revision> = generation.revisions.drain(..below - 1).collect();
             push_removed(&dropped, false, removed);
@@ -165,18 +142,10 @@ impl KeyIndex {
 }
 
 /// Pushes `revisions` to `removed`; the last one is a tombstone when `ends_with_tombstone`.
-fn push_removed(
-    revisions: &[Revision],
-    ends_with_tombstone: bool,
-    removed: &mut Vec<(Revision, RecordKind)>,
-) {
+fn push_removed(revisions: &[Revision], ends_with_tombstone: bool, removed: &mut Vec<(Revision, RecordKind)>) {
     for (index, &revision) in revisions.iter().enumerate() {
         let is_tombstone = ends_with_tombstone && index + 1 == revisions.len();
-        let kind = if is_tombstone {
-            RecordKind::Tombstone
-        } else {
-            RecordKind::Value
-        };
+        let kind = if is_tombstone { RecordKind::Tombstone } else { RecordKind::Value };
         removed.push((revision, kind));
     }
 }
@@ -205,8 +174,7 @@ mod tests {
     #[test]
     fn get_sees_the_newest_revision_at_or_below_and_not_tombstones() {
         let index = build(&[2, 4, -6, 8]);
-        let check =
-            |at: i64, expect: Option<i64>| assert_eq!(index.get(at), expect.map(r), "at {at}");
+        let check = |at: i64, expect: Option<i64>| assert_eq!(index.get(at), expect.map(r), "at {at}");
         check(1, None);
         check(2, Some(2));
         check(3, Some(2));
@@ -237,43 +205,13 @@ mod tests {
         }
         let cases = [
             // Keep the newest revision <= at.
-            Case {
-                history: &[2, 3, 4],
-                at: 3,
-                removed: &[2],
-                empty: false,
-            },
-            Case {
-                history: &[2, 3, 4],
-                at: 1,
-                removed: &[],
-                empty: false,
-            },
+            Case { history: &[2, 3, 4], at: 3, removed: &[2], empty: false },
+            Case { history: &[2, 3, 4], at: 1, removed: &[], empty: false },
             // A generation closed at or below `at` goes entirely, tombstone included.
-            Case {
-                history: &[2, 3, -4],
-                at: 4,
-                removed: &[2, 3, -4],
-                empty: true,
-            },
-            Case {
-                history: &[2, 3, -4],
-                at: 3,
-                removed: &[2],
-                empty: false,
-            },
-            Case {
-                history: &[2, -3, 5, 6],
-                at: 5,
-                removed: &[2, -3],
-                empty: false,
-            },
-            Case {
-                history: &[2, -3, 5, -6, 7],
-                at: 10,
-                removed: &[2, -3, 5, -6],
-                empty: false,
-            },
+            Case { history: &[2, 3, -4], at: 4, removed: &[2, 3, -4], empty: true },
+            Case { history: &[2, 3, -4], at: 3, removed: &[2], empty: false },
+            Case { history: &[2, -3, 5, 6], at: 5, removed: &[2, -3], empty: false },
+            Case { history: &[2, -3, 5, -6, 7], at: 10, removed: &[2, -3, 5, -6], empty: false },
         ];
         for case in cases {
             let mut index = build(case.history);
@@ -282,31 +220,14 @@ mod tests {
             let expect: Vec<(Revision, RecordKind)> = case
                 .removed
                 .iter()
-                .map(|&step| {
-                    if step > 0 {
-                        (r(step), RecordKind::Value)
-                    } else {
-                        (r(-step), RecordKind::Tombstone)
-                    }
-                })
+                .map(|&step| if step > 0 { (r(step), RecordKind::Value) } else { (r(-step), RecordKind::Tombstone) })
                 .collect();
             assert_eq!(removed, expect, "{:?} at {}", case.history, case.at);
-            assert_eq!(
-                index.is_empty(),
-                case.empty,
-                "{:?} at {}",
-                case.history,
-                case.at
-            );
+            assert_eq!(index.is_empty(), case.empty, "{:?} at {}", case.history, case.at);
             // Reads at or above the compaction point are unchanged.
             let original = build(case.history);
             for at in case.at..12 {
-                assert_eq!(
-                    index.get(at),
-                    original.get(at),
-                    "{:?} read at {at}",
-                    case.history
-                );
+                assert_eq!(index.get(at), original.get(at), "{:?} read at {at}", case.history);
             }
         }
     }

@@ -13,24 +13,15 @@ pub(super) enum KeySpan<'a> {
     Single(&'a [u8]),
     /// `[from, to)`; `to: None` = every key >= `from` (`range_end == [0]`). Empty when
     /// `to <= from`.
-    Range {
-        from: &'a [u8],
-        to: Option<&'a [u8]>,
-    },
+    Range { from: &'a [u8], to: Option<&'a [u8]> },
 }
 
 impl<'a> KeySpan<'a> {
     pub fn new(key: &'a [u8], range_end: &'a [u8]) -> Self {
         match range_end {
             [] => KeySpan::Single(key),
-            [0] => KeySpan::Range {
-                from: key,
-                to: None,
-            },
-            _ => KeySpan::Range {
-                from: key,
-                to: Some(range_end),
-            },
+            [0] => KeySpan::Range { from: key, to: None },
+            _ => KeySpan::Range { from: key, to: Some(range_end) },
         }
     }
 }
@@ -41,11 +32,7 @@ impl MvccStore {
     /// Its quirks, kept on purpose: `count` is the number of keys in range before the limit AND
     /// before the min/max filters; with sorting or a filter everything is read, filtered, sorted,
     /// then cut to `limit`; `more` says whether that cut removed anything.
-    pub(super) fn range_in_view(
-        &self,
-        request: &RangeRequest,
-        current: i64,
-    ) -> Result<RangeResponse, OpError> {
+    pub(super) fn range_in_view(&self, request: &RangeRequest, current: i64) -> Result<RangeResponse, OpError> {
         let span = KeySpan::new(&request.key, &request.range_end);
         let read_everything = request.sort_order != SortOrder::None
             || request.min_mod_revision != 0
@@ -58,13 +45,7 @@ impl MvccStore {
             limit if limit > 0 => limit.saturating_add(1),
             limit => limit,
         };
-        let result = self.range_keys(
-            span,
-            request.revision,
-            current,
-            read_limit,
-            request.count_only,
-        )?;
+        let result = self.range_keys(span, request.revision, current, read_limit, request.count_only)?;
 
         let mut kvs = result.kvs;
         kvs.retain(|kv| passes_filters(request, kv));
@@ -81,28 +62,15 @@ impl MvccStore {
                 kv.value.clear();
             }
         }
-        Ok(RangeResponse {
-            header_revision: current,
-            kvs,
-            more,
-            count: result.count,
-        })
+        Ok(RangeResponse { header_revision: current, kvs, more, count: result.count })
     }
 }
 
 /// The min/max mod/create revision filters; 0 = no bound.
 fn passes_filters(request: &RangeRequest, kv: &KeyValue) -> bool {
-    let within =
-        |value: i64, min: i64, max: i64| (min == 0 || value >= min) && (max == 0 || value <= max);
-    within(
-        kv.mod_revision,
-        request.min_mod_revision,
-        request.max_mod_revision,
-    ) && within(
-        kv.create_revision,
-        request.min_create_revision,
-        request.max_create_revision,
-    )
+    let within = |value: i64, min: i64, max: i64| (min == 0 || value >= min) && (max == 0 || value <= max);
+    within(kv.mod_revision, request.min_mod_revision, request.max_mod_revision)
+        && within(kv.create_revision, request.min_create_revision, request.max_create_revision)
 }
 
 /// etcd sorts ascending by default when the target is not the key (results come in key order

@@ -38,9 +38,7 @@ impl Revision {
     pub fn from_engine_key(bytes: &[u8]) -> Option<(Revision, RecordKind)> {
         let kind = match bytes.len() {
             REVISION_BYTES => RecordKind::Value,
-            len if len == REVISION_BYTES + 1 && bytes[REVISION_BYTES] == TOMBSTONE_MARK => {
-                RecordKind::Tombstone
-            }
+            len if len == REVISION_BYTES + 1 && bytes[REVISION_BYTES] == TOMBSTONE_MARK => RecordKind::Tombstone,
             _ => return None,
         };
         let main = i64::from_be_bytes(bytes[..8].try_into().ok()?);
@@ -62,25 +60,14 @@ mod tests {
 
     #[test]
     fn engine_keys_round_trip_and_sort_by_revision() {
-        let revisions = [
-            Revision::new(1, 0),
-            Revision::new(2, 0),
-            Revision::new(2, 1),
-            Revision::new(256, 0),
-        ];
-        let keys: Vec<Vec<u8>> = revisions
-            .iter()
-            .map(|r| r.engine_key(RecordKind::Value))
-            .collect();
+        let revisions = [Revision::new(1, 0), Revision::new(2, 0), Revision::new(2, 1), Revision::new(256, 0)];
+        let keys: Vec<Vec<u8>> = revisions.iter().map(|r| r.engine_key(RecordKind::Value)).collect();
         let mut sorted = keys.clone();
         sorted.sort();
         assert_eq!(keys, sorted);
         for revision in revisions {
             for kind in [RecordKind::Value, RecordKind::Tombstone] {
-                assert_eq!(
-                    Revision::from_engine_key(&revision.engine_key(kind)),
-                    Some((revision, kind))
-                );
+                assert_eq!(Revision::from_engine_key(&revision.engine_key(kind)), Some((revision, kind)));
             }
         }
         assert_eq!(Revision::from_engine_key(b"short"), None);

@@ -112,36 +112,25 @@ impl MvccStore {
         let mut index: BTreeMap<Vec<u8>, KeyIndex> = BTreeMap::new();
         let mut newest_revision = EMPTY_STORE_REVISION;
         let mut failure = None;
-        engine.scan(
-            Table::Kv,
-            KeyRange::all(),
-            Direction::Forward,
-            &mut |key, value| match restore_record(&mut index, key, value) {
-                Ok(main) => {
-                    newest_revision = newest_revision.max(main);
-                    true
-                }
-                Err(error) => {
-                    failure = Some(error);
-                    false
-                }
-            },
-        )?;
+        engine.scan(Table::Kv, KeyRange::all(), Direction::Forward, &mut |key, value| match restore_record(
+            &mut index, key, value,
+        ) {
+            Ok(main) => {
+                newest_revision = newest_revision.max(main);
+                true
+            }
+            Err(error) => {
+                failure = Some(error);
+                false
+            }
+        })?;
         if let Some(error) = failure {
             return Err(error);
         }
-        let current_revision = read_meta(engine.as_ref(), CURRENT_REVISION_KEY)?
-            .unwrap_or(EMPTY_STORE_REVISION)
-            .max(newest_revision);
-        let compacted =
-            read_meta(engine.as_ref(), COMPACT_REVISION_KEY)?.unwrap_or(NEVER_COMPACTED);
-        Ok(MvccStore {
-            engine,
-            index,
-            current_revision,
-            compacted,
-            staged: BTreeMap::new(),
-        })
+        let current_revision =
+            read_meta(engine.as_ref(), CURRENT_REVISION_KEY)?.unwrap_or(EMPTY_STORE_REVISION).max(newest_revision);
+        let compacted = read_meta(engine.as_ref(), COMPACT_REVISION_KEY)?.unwrap_or(NEVER_COMPACTED);
+        Ok(MvccStore { engine, index, current_revision, compacted, staged: BTreeMap::new() })
     }
 
     /// The revision of the last change, staged or committed.
@@ -160,11 +149,10 @@ impl MvccStore {
     /// sorting, `keys_only`, `count_only` and the min/max revision filters.
     /// `header_revision` is the current revision.
     pub fn range(&self, request: &RangeRequest) -> Result<RangeResponse, MvccError> {
-        self.range_in_view(request, self.current_revision)
-            .map_err(|error| match error {
-                OpError::Rejected(error) => error,
-                OpError::Storage(error) => MvccError::Storage(error.0),
-            })
+        self.range_in_view(request, self.current_revision).map_err(|error| match error {
+            OpError::Rejected(error) => error,
+            OpError::Storage(error) => MvccError::Storage(error.0),
+        })
     }
 
     /// Applies one write command. Changes are staged in memory and visible at once to later
@@ -176,9 +164,7 @@ impl MvccStore {
     pub fn apply(&mut self, command: &Command) -> Result<CommandResponse, StorageError> {
         let outcome = match command {
             Command::Put(request) => self.apply_put(request).map(CommandResponse::Put),
-            Command::DeleteRange(request) => self
-                .apply_delete_range(request)
-                .map(CommandResponse::DeleteRange),
+            Command::DeleteRange(request) => self.apply_delete_range(request).map(CommandResponse::DeleteRange),
             Command::Txn(request) => self.apply_txn(request).map(CommandResponse::Txn),
             Command::Compact(request) => self.apply_compact(request).map(CommandResponse::Compact),
             Command::PublishMember(_) => Ok(CommandResponse::None),
@@ -201,17 +187,9 @@ impl MvccStore {
                 None => batch.delete(Table::Kv, key),
             }
         }
-        batch.put(
-            Table::StateMeta,
-            CURRENT_REVISION_KEY,
-            self.current_revision.to_be_bytes(),
-        );
+        batch.put(Table::StateMeta, CURRENT_REVISION_KEY, self.current_revision.to_be_bytes());
         if self.compacted != NEVER_COMPACTED {
-            batch.put(
-                Table::StateMeta,
-                COMPACT_REVISION_KEY,
-                self.compacted.to_be_bytes(),
-            );
+            batch.put(Table::StateMeta, COMPACT_REVISION_KEY, self.compacted.to_be_bytes());
         }
         batch.ops.extend(extra.ops);
         self.engine.write(batch, Durability::Buffered)
@@ -219,10 +197,7 @@ impl MvccStore {
 
     /// Number of keys that currently exist.
     pub fn key_count(&self) -> usize {
-        self.index
-            .values()
-            .filter(|history| history.live().is_some())
-            .count()
+        self.index.values().filter(|history| history.live().is_some()).count()
     }
 
     // ---- reads ----
@@ -238,45 +213,26 @@ impl MvccStore {
         count_only: bool,
     ) -> Result<RangeResult, OpError> {
         if requested > current {
-            return Err(MvccError::FutureRevision {
-                current_revision: current,
-            }
-            .into());
+            return Err(MvccError::FutureRevision { current_revision: current }.into());
         }
         let at = if requested <= 0 { current } else { requested };
         if at < self.compacted {
-            return Err(MvccError::Compacted {
-                compact_revision: self.compact_revision(),
-            }
-            .into());
+            return Err(MvccError::Compacted { compact_revision: self.compact_revision() }.into());
         }
         let revisions = self.revisions_at(span, at);
         let count = i64::try_from(revisions.len()).unwrap_or(i64::MAX);
         if count_only {
-            return Ok(RangeResult {
-                kvs: Vec::new(),
-                count,
-            });
+            return Ok(RangeResult { kvs: Vec::new(), count });
         }
-        let take = usize::try_from(limit)
-            .ok()
-            .filter(|&limit| limit > 0)
-            .unwrap_or(usize::MAX);
-        let kvs = revisions
-            .into_iter()
-            .take(take)
-            .map(|revision| self.fetch(revision))
-            .collect::<Result<_, _>>()?;
+        let take = usize::try_from(limit).ok().filter(|&limit| limit > 0).unwrap_or(usize::MAX);
+        let kvs = revisions.into_iter().take(take).map(|revision| self.fetch(revision)).collect::<Result<_, _>>()?;
         Ok(RangeResult { kvs, count })
     }
 
     /// The values of every key in `span` as of revision `at`, in key order, without revision
     /// checks (for reads inside a write, which are always at the newest revision).
     pub(super) fn kvs_at(&self, span: KeySpan<'_>, at: i64) -> Result<Vec<KeyValue>, StorageError> {
-        self.revisions_at(span, at)
-            .into_iter()
-            .map(|revision| self.fetch(revision))
-            .collect()
+        self.revisions_at(span, at).into_iter().map(|revision| self.fetch(revision)).collect()
     }
 
     /// The revision holding each key of `span` as of `at`, in key order.
@@ -313,33 +269,21 @@ impl MvccStore {
         let bytes = match self.staged.get(&key) {
             Some(Some(bytes)) => bytes.clone(),
             Some(None) => return Err(missing_record(revision)),
-            None => self
-                .engine
-                .get(Table::Kv, &key)?
-                .ok_or_else(|| missing_record(revision))?,
+            None => self.engine.get(Table::Kv, &key)?.ok_or_else(|| missing_record(revision))?,
         };
-        postcard::from_bytes(&bytes).map_err(|error| {
-            StorageError(format!(
-                "mvcc: corrupt record at revision {revision:?}: {error}"
-            ))
-        })
+        postcard::from_bytes(&bytes)
+            .map_err(|error| StorageError(format!("mvcc: corrupt record at revision {revision:?}: {error}")))
     }
 
     // ---- writes ----
 
     pub(super) fn begin_write(&self) -> WriteTxn {
-        WriteTxn {
-            begin: self.current_revision,
-            changes: 0,
-        }
+        WriteTxn { begin: self.current_revision, changes: 0 }
     }
 
     pub(super) fn end_write(&mut self, txn: WriteTxn) {
         if txn.changes > 0 {
-            assert!(
-                txn.begin == self.current_revision,
-                "write transactions do not overlap"
-            );
+            assert!(txn.begin == self.current_revision, "write transactions do not overlap");
             self.current_revision = txn.begin + 1;
         }
     }
@@ -367,11 +311,7 @@ impl MvccStore {
     }
 
     /// Deletes every live key in `span`; returns how many.
-    pub(super) fn delete_span(
-        &mut self,
-        txn: &mut WriteTxn,
-        span: KeySpan<'_>,
-    ) -> Result<i64, StorageError> {
+    pub(super) fn delete_span(&mut self, txn: &mut WriteTxn, span: KeySpan<'_>) -> Result<i64, StorageError> {
         let mut doomed = Vec::new();
         self.visit_span(span, |key, history| {
             if history.live().is_some() {
@@ -383,11 +323,7 @@ impl MvccStore {
             if let Some(history) = self.index.get_mut(key) {
                 history.tombstone(revision);
             }
-            let record = KeyValue {
-                key: key.clone(),
-                mod_revision: revision.main,
-                ..KeyValue::default()
-            };
+            let record = KeyValue { key: key.clone(), mod_revision: revision.main, ..KeyValue::default() };
             self.stage(revision.engine_key(RecordKind::Tombstone), &record)?;
         }
         Ok(i64::try_from(doomed.len()).unwrap_or(i64::MAX))
@@ -407,22 +343,17 @@ impl MvccStore {
 }
 
 fn missing_record(revision: Revision) -> StorageError {
-    StorageError(format!(
-        "mvcc: the key index names revision {revision:?} but its record is missing"
-    ))
+    StorageError(format!("mvcc: the key index names revision {revision:?} but its record is missing"))
 }
 
 fn read_meta(engine: &dyn Engine, key: &[u8]) -> Result<Option<i64>, StorageError> {
     let Some(bytes) = engine.get(Table::StateMeta, key)? else {
         return Ok(None);
     };
-    let bytes: [u8; 8] = bytes.as_slice().try_into().map_err(|_| {
-        StorageError(format!(
-            "mvcc: corrupt {} ({} bytes)",
-            String::from_utf8_lossy(key),
-            bytes.len()
-        ))
-    })?;
+    let bytes: [u8; 8] = bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| StorageError(format!("mvcc: corrupt {} ({} bytes)", String::from_utf8_lossy(key), bytes.len())))?;
     Ok(Some(i64::from_be_bytes(bytes)))
 }
 
@@ -433,10 +364,8 @@ fn restore_record(
     value: &[u8],
 ) -> Result<i64, StorageError> {
     let corrupt = |what: &str| StorageError(format!("mvcc: corrupt record {engine_key:?}: {what}"));
-    let (revision, kind) =
-        Revision::from_engine_key(engine_key).ok_or_else(|| corrupt("bad revision key"))?;
-    let record: KeyValue =
-        postcard::from_bytes(value).map_err(|error| corrupt(&error.to_string()))?;
+    let (revision, kind) = Revision::from_engine_key(engine_key).ok_or_else(|| corrupt("bad revision key"))?;
+    let record: KeyValue = postcard::from_bytes(value).map_err(|error| corrupt(&error.to_string()))?;
     let history = index.entry(record.key).or_default();
     match kind {
         RecordKind::Value => history.restore_put(revision, record.create_revision, record.version),

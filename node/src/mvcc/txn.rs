@@ -12,8 +12,8 @@
 //!   sub-revision; nested Txn responses carry header revision 0 (etcd leaves their header empty).
 
 use crate::command::{
-    Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, KeyValue,
-    PutRequest, PutResponse, RequestOp, ResponseOp, TxnRequest, TxnResponse,
+    Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, KeyValue, PutRequest, PutResponse,
+    RequestOp, ResponseOp, TxnRequest, TxnResponse,
 };
 use crate::storage::StorageError;
 
@@ -58,10 +58,7 @@ impl MvccStore {
         response
     }
 
-    pub(super) fn apply_delete_range(
-        &mut self,
-        request: &DeleteRangeRequest,
-    ) -> Result<DeleteRangeResponse, OpError> {
+    pub(super) fn apply_delete_range(&mut self, request: &DeleteRangeRequest) -> Result<DeleteRangeResponse, OpError> {
         let mut txn = self.begin_write();
         let response = self.delete_range(&mut txn, request);
         self.end_write(txn);
@@ -74,9 +71,7 @@ impl MvccStore {
         if !is_read_only(request) {
             self.check_taken(request, &path, &mut |store, op| store.check_put(op, before))?;
         }
-        self.check_taken(request, &path, &mut |store, op| {
-            store.check_range(op, before)
-        })?;
+        self.check_taken(request, &path, &mut |store, op| store.check_range(op, before))?;
 
         let mut txn = self.begin_write();
         let response = self.apply_taken(&mut txn, request, &path);
@@ -95,8 +90,7 @@ impl MvccStore {
     ) -> Result<PutResponse, OpError> {
         let ignores_previous = request.ignore_value || request.ignore_lease;
         let previous = if ignores_previous || request.prev_kv {
-            self.kvs_at(KeySpan::Single(&request.key), txn.read_revision())?
-                .pop()
+            self.kvs_at(KeySpan::Single(&request.key), txn.read_revision())?.pop()
         } else {
             None
         };
@@ -113,10 +107,7 @@ impl MvccStore {
         };
         self.put_key(txn, &request.key, value, lease)?;
         let prev_kv = if request.prev_kv { previous } else { None };
-        Ok(PutResponse {
-            header_revision: txn.read_revision(),
-            prev_kv,
-        })
+        Ok(PutResponse { header_revision: txn.read_revision(), prev_kv })
     }
 
     /// etcd's `DeleteRange` with a write transaction. The header revision is the one being
@@ -127,17 +118,9 @@ impl MvccStore {
         request: &DeleteRangeRequest,
     ) -> Result<DeleteRangeResponse, StorageError> {
         let span = KeySpan::new(&request.key, &request.range_end);
-        let prev_kvs = if request.prev_kv {
-            self.kvs_at(span, txn.read_revision())?
-        } else {
-            Vec::new()
-        };
+        let prev_kvs = if request.prev_kv { self.kvs_at(span, txn.read_revision())? } else { Vec::new() };
         let deleted = self.delete_span(txn, span)?;
-        Ok(DeleteRangeResponse {
-            header_revision: txn.read_revision(),
-            deleted,
-            prev_kvs,
-        })
+        Ok(DeleteRangeResponse { header_revision: txn.read_revision(), deleted, prev_kvs })
     }
 
     /// etcd's `compareToPath`: every compare of every transaction on the taken path, against
@@ -150,10 +133,7 @@ impl MvccStore {
                 break;
             }
         }
-        let mut path = TxnPath {
-            succeeded,
-            nested: Vec::new(),
-        };
+        let mut path = TxnPath { succeeded, nested: Vec::new() };
         for op in path.taken(request) {
             if let RequestOp::Txn(nested) = op {
                 let nested_path = self.txn_path(nested, current)?;
@@ -200,9 +180,7 @@ impl MvccStore {
         let RequestOp::Put(put) = op else {
             return Ok(());
         };
-        if (put.ignore_value || put.ignore_lease)
-            && self.kvs_at(KeySpan::Single(&put.key), current)?.is_empty()
-        {
+        if (put.ignore_value || put.ignore_lease) && self.kvs_at(KeySpan::Single(&put.key), current)?.is_empty() {
             return Err(MvccError::KeyNotFound.into());
         }
         Ok(())
@@ -215,14 +193,10 @@ impl MvccStore {
         };
         match range.revision {
             0 => Ok(()),
-            revision if revision > current => Err(MvccError::FutureRevision {
-                current_revision: current,
+            revision if revision > current => Err(MvccError::FutureRevision { current_revision: current }.into()),
+            revision if revision < self.compacted => {
+                Err(MvccError::Compacted { compact_revision: self.compact_revision() }.into())
             }
-            .into()),
-            revision if revision < self.compacted => Err(MvccError::Compacted {
-                compact_revision: self.compact_revision(),
-            }
-            .into()),
             _ => Ok(()),
         }
     }
@@ -240,15 +214,9 @@ impl MvccStore {
             let response = match op {
                 // Checked above: the revision is neither future nor compacted, so this cannot be
                 // refused.
-                RequestOp::Range(range) => {
-                    ResponseOp::Range(self.range_in_view(range, txn.read_revision())?)
-                }
-                RequestOp::Put(put) => {
-                    ResponseOp::Put(self.put(txn, put, MissingPrevious::UseRequest)?)
-                }
-                RequestOp::DeleteRange(delete) => {
-                    ResponseOp::DeleteRange(self.delete_range(txn, delete)?)
-                }
+                RequestOp::Range(range) => ResponseOp::Range(self.range_in_view(range, txn.read_revision())?),
+                RequestOp::Put(put) => ResponseOp::Put(self.put(txn, put, MissingPrevious::UseRequest)?),
+                RequestOp::DeleteRange(delete) => ResponseOp::DeleteRange(self.delete_range(txn, delete)?),
                 RequestOp::Txn(nested) => {
                     let nested_path = nested_paths.next().expect("txn path matches its request");
                     ResponseOp::Txn(self.apply_taken(txn, nested, nested_path)?)
@@ -256,22 +224,14 @@ impl MvccStore {
             };
             responses.push(response);
         }
-        Ok(TxnResponse {
-            header_revision: 0,
-            succeeded: path.succeeded,
-            responses,
-        })
+        Ok(TxnResponse { header_revision: 0, succeeded: path.succeeded, responses })
     }
 }
 
 /// etcd's `isTxnReadonly`: only Range ops directly in either branch (a nested Txn counts as a
 /// write).
 fn is_read_only(request: &TxnRequest) -> bool {
-    request
-        .success
-        .iter()
-        .chain(&request.failure)
-        .all(|op| matches!(op, RequestOp::Range(_)))
+    request.success.iter().chain(&request.failure).all(|op| matches!(op, RequestOp::Range(_)))
 }
 
 /// etcd's `compareKV`.

@@ -51,9 +51,7 @@ impl LogStore {
     pub fn open(engine: Arc<dyn Engine>, ack: AckPolicy) -> io::Result<Self> {
         let (sync_tx, sync_rx) = mpsc::channel(SYNC_QUEUE_CAPACITY);
         let syncer_engine = engine.clone();
-        std::thread::Builder::new()
-            .name("keel-log-sync".into())
-            .spawn(move || run_syncer(syncer_engine, sync_rx))?;
+        std::thread::Builder::new().name("keel-log-sync".into()).spawn(move || run_syncer(syncer_engine, sync_rx))?;
         if ack == AckPolicy::UnsafeBeforeFsync {
             let engine = Arc::downgrade(&engine);
             std::thread::Builder::new().name("keel-unsafe-flush".into()).spawn(move || run_unsafe_flusher(engine))?;
@@ -199,7 +197,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
-    where I: IntoIterator<Item = Entry> + Send {
+    where
+        I: IntoIterator<Item = Entry> + Send,
+    {
         let mut batch = WriteBatch::new();
         for entry in entries {
             batch.put(Table::Log, index_key(entry.log_id.index), encode(&entry)?);
@@ -211,10 +211,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             callback.io_completed(Ok(()));
             return Ok(());
         }
-        self.sync_tx
-            .send(callback)
-            .await
-            .map_err(|_| io::Error::other("log syncer thread stopped"))
+        self.sync_tx.send(callback).await.map_err(|_| io::Error::other("log syncer thread stopped"))
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {

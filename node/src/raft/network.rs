@@ -44,7 +44,8 @@ impl PeerClients {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .connect_lazy();
-        let client = PeerClient::new(channel).max_decoding_message_size(usize::MAX).max_encoding_message_size(usize::MAX);
+        let client =
+            PeerClient::new(channel).max_decoding_message_size(usize::MAX).max_encoding_message_size(usize::MAX);
         clients.insert(url.to_string(), client.clone());
         Ok(client)
     }
@@ -97,7 +98,9 @@ impl Connection {
         let data = encode(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let call = rpc(self.client()?, RaftMessage { data });
         let response = match tokio::time::timeout(option.hard_ttl(), call).await {
-            Err(_) => return Err(RPCError::Unreachable(Unreachable::from_string(format!("peer {} timed out", self.target)))),
+            Err(_) => {
+                return Err(RPCError::Unreachable(Unreachable::from_string(format!("peer {} timed out", self.target))))
+            }
             Ok(Err(status)) => return Err(status_to_rpc_error(status)),
             Ok(Ok(response)) => response.into_inner(),
         };
@@ -107,7 +110,9 @@ impl Connection {
 
 fn status_to_rpc_error(status: tonic::Status) -> RPCError<TypeConfig> {
     match status.code() {
-        tonic::Code::Unavailable | tonic::Code::Unknown => RPCError::Unreachable(Unreachable::from_string(status.message())),
+        tonic::Code::Unavailable | tonic::Code::Unknown => {
+            RPCError::Unreachable(Unreachable::from_string(status.message()))
+        }
         _ => RPCError::Network(NetworkError::from_string(format!("{}: {}", status.code(), status.message()))),
     }
 }
@@ -123,7 +128,11 @@ impl RaftNetworkV2<TypeConfig> for Connection {
         self.call(&rpc, &option, |mut c, m| async move { c.append_entries(m).await }).await
     }
 
-    async fn vote(&mut self, rpc: VoteRequest<TypeConfig>, option: RPCOption) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         self.call(&rpc, &option, |mut c, m| async move { c.vote(m).await }).await
     }
 

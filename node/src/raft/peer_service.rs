@@ -54,7 +54,10 @@ impl PeerService {
         Self { raft, incoming_dir }
     }
 
-    async fn receive_snapshot(&self, mut stream: Streaming<SnapshotChunk>) -> Result<(Vote, SnapshotMeta, SnapshotFile), Status> {
+    async fn receive_snapshot(
+        &self,
+        mut stream: Streaming<SnapshotChunk>,
+    ) -> Result<(Vote, SnapshotMeta, SnapshotFile), Status> {
         let first = stream.next().await.ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
         let (vote, meta): (Vote, SnapshotMeta) = decode(&first.header).map_err(invalid)?;
         tokio::fs::create_dir_all(&self.incoming_dir).await.map_err(internal)?;
@@ -98,10 +101,14 @@ impl Peer for PeerService {
         reply(&response)
     }
 
-    async fn install_snapshot(&self, request: Request<Streaming<SnapshotChunk>>) -> Result<Response<RaftMessage>, Status> {
+    async fn install_snapshot(
+        &self,
+        request: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<RaftMessage>, Status> {
         let (vote, meta, file) = self.receive_snapshot(request.into_inner()).await?;
         let snapshot = openraft::alias::SnapshotOf::<super::TypeConfig, SnapshotFile> { meta, snapshot: file };
-        let response = self.raft.install_full_snapshot(vote, snapshot).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        let response =
+            self.raft.install_full_snapshot(vote, snapshot).await.map_err(|e| Status::unavailable(e.to_string()))?;
         reply(&response)
     }
 

@@ -86,7 +86,13 @@ impl StateMachine {
         self.shared.clone()
     }
 
-    fn apply_one(&mut self, mvcc: &mut MvccStore, payload: EntryPayload<Command, u64, super::MemberNode>, log_id: LogId, extra: &mut WriteBatch) -> io::Result<CommandResponse> {
+    fn apply_one(
+        &mut self,
+        mvcc: &mut MvccStore,
+        payload: EntryPayload<Command, u64, super::MemberNode>,
+        log_id: LogId,
+        extra: &mut WriteBatch,
+    ) -> io::Result<CommandResponse> {
         assert!(self.applied.is_none_or(|applied| log_id.index > applied.index), "log applied out of order");
         self.applied = Some(log_id);
         match payload {
@@ -176,7 +182,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
-    where Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend {
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
         let mut pending = Vec::new();
         while let Some(entry_responder) = entries.try_next().await? {
             pending.push(entry_responder);

@@ -7,9 +7,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{
-    Direction, Durability, Engine, KeyRange, MemoryEngine, RocksEngine, Table, WriteBatch,
-};
+use super::{Direction, Durability, Engine, KeyRange, MemoryEngine, RocksEngine, Table, WriteBatch};
 
 type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 
@@ -45,15 +43,9 @@ fn fill(engine: &dyn Engine, table: Table, keys: &[&[u8]]) {
 fn suite_get_put_delete(engine: &dyn Engine) {
     assert_eq!(engine.get(Table::Kv, b"a").expect("get"), None);
     put(engine, Table::Kv, b"a", b"1");
-    assert_eq!(
-        engine.get(Table::Kv, b"a").expect("get"),
-        Some(b"1".to_vec())
-    );
+    assert_eq!(engine.get(Table::Kv, b"a").expect("get"), Some(b"1".to_vec()));
     put(engine, Table::Kv, b"a", b"2");
-    assert_eq!(
-        engine.get(Table::Kv, b"a").expect("get"),
-        Some(b"2".to_vec())
-    );
+    assert_eq!(engine.get(Table::Kv, b"a").expect("get"), Some(b"2".to_vec()));
 
     let mut batch = WriteBatch::new();
     batch.delete(Table::Kv, b"a");
@@ -78,35 +70,18 @@ fn suite_batch_is_ordered(engine: &dyn Engine) {
     engine.write(batch, Durability::Sync).expect("write");
 
     assert_eq!(engine.get(Table::Kv, b"gone").expect("get"), None);
-    assert_eq!(
-        engine.get(Table::Kv, b"back").expect("get"),
-        Some(b"2".to_vec())
-    );
-    assert_eq!(
-        engine.get(Table::Kv, b"twice").expect("get"),
-        Some(b"second".to_vec())
-    );
+    assert_eq!(engine.get(Table::Kv, b"back").expect("get"), Some(b"2".to_vec()));
+    assert_eq!(engine.get(Table::Kv, b"twice").expect("get"), Some(b"second".to_vec()));
     assert_eq!(engine.get(Table::Kv, b"ranged").expect("get"), None);
-    assert_eq!(
-        engine.get(Table::Log, b"other-table").expect("get"),
-        Some(b"4".to_vec())
-    );
+    assert_eq!(engine.get(Table::Log, b"other-table").expect("get"), Some(b"4".to_vec()));
 }
 
 fn suite_empty_batch_and_empty_bytes(engine: &dyn Engine) {
-    engine
-        .write(WriteBatch::new(), Durability::Sync)
-        .expect("empty batch");
+    engine.write(WriteBatch::new(), Durability::Sync).expect("empty batch");
     put(engine, Table::Kv, b"", b"empty key");
     put(engine, Table::Kv, b"empty value", b"");
-    assert_eq!(
-        engine.get(Table::Kv, b"").expect("get"),
-        Some(b"empty key".to_vec())
-    );
-    assert_eq!(
-        engine.get(Table::Kv, b"empty value").expect("get"),
-        Some(Vec::new())
-    );
+    assert_eq!(engine.get(Table::Kv, b"").expect("get"), Some(b"empty key".to_vec()));
+    assert_eq!(engine.get(Table::Kv, b"empty value").expect("get"), Some(Vec::new()));
     let all = scan(engine, Table::Kv, KeyRange::all(), Direction::Forward);
     assert_eq!(keys(&all), vec![b"".as_slice(), b"empty value"]);
 }
@@ -124,86 +99,31 @@ fn suite_delete_range(engine: &dyn Engine) {
 }
 
 fn suite_scan_bounds_and_direction(engine: &dyn Engine) {
-    fill(
-        engine,
-        Table::Kv,
-        &[b"a", b"b", b"b\0", b"b\xff", b"c", b"\xff\xff"],
-    );
+    fill(engine, Table::Kv, &[b"a", b"b", b"b\0", b"b\xff", b"c", b"\xff\xff"]);
     struct Case {
         from: &'static [u8],
         to: Option<&'static [u8]>,
         expect: Vec<&'static [u8]>,
     }
     let cases = [
-        Case {
-            from: b"",
-            to: None,
-            expect: vec![b"a", b"b", b"b\0", b"b\xff", b"c", b"\xff\xff"],
-        },
-        Case {
-            from: b"b",
-            to: Some(b"c"),
-            expect: vec![b"b", b"b\0", b"b\xff"],
-        },
-        Case {
-            from: b"b\0",
-            to: Some(b"b\xff"),
-            expect: vec![b"b\0"],
-        },
-        Case {
-            from: b"bb",
-            to: None,
-            expect: vec![b"b\xff", b"c", b"\xff\xff"],
-        },
-        Case {
-            from: b"",
-            to: Some(b"b"),
-            expect: vec![b"a"],
-        },
-        Case {
-            from: b"c",
-            to: Some(b"c"),
-            expect: vec![],
-        },
-        Case {
-            from: b"d",
-            to: Some(b"a"),
-            expect: vec![],
-        },
-        Case {
-            from: b"x",
-            to: Some(b"y"),
-            expect: vec![],
-        },
-        Case {
-            from: b"\xff\xff\xff",
-            to: None,
-            expect: vec![],
-        },
+        Case { from: b"", to: None, expect: vec![b"a", b"b", b"b\0", b"b\xff", b"c", b"\xff\xff"] },
+        Case { from: b"b", to: Some(b"c"), expect: vec![b"b", b"b\0", b"b\xff"] },
+        Case { from: b"b\0", to: Some(b"b\xff"), expect: vec![b"b\0"] },
+        Case { from: b"bb", to: None, expect: vec![b"b\xff", b"c", b"\xff\xff"] },
+        Case { from: b"", to: Some(b"b"), expect: vec![b"a"] },
+        Case { from: b"c", to: Some(b"c"), expect: vec![] },
+        Case { from: b"d", to: Some(b"a"), expect: vec![] },
+        Case { from: b"x", to: Some(b"y"), expect: vec![] },
+        Case { from: b"\xff\xff\xff", to: None, expect: vec![] },
     ];
     for case in cases {
-        let range = KeyRange {
-            from: case.from,
-            to: case.to,
-        };
+        let range = KeyRange { from: case.from, to: case.to };
         let forward = scan(engine, Table::Kv, range, Direction::Forward);
-        assert_eq!(
-            keys(&forward),
-            case.expect,
-            "forward {:?}..{:?}",
-            case.from,
-            case.to
-        );
+        assert_eq!(keys(&forward), case.expect, "forward {:?}..{:?}", case.from, case.to);
         let reverse = scan(engine, Table::Kv, range, Direction::Reverse);
         let mut expect_reverse = case.expect.clone();
         expect_reverse.reverse();
-        assert_eq!(
-            keys(&reverse),
-            expect_reverse,
-            "reverse {:?}..{:?}",
-            case.from,
-            case.to
-        );
+        assert_eq!(keys(&reverse), expect_reverse, "reverse {:?}..{:?}", case.from, case.to);
         for (key, value) in &forward {
             assert_eq!(value, &[b"v-".as_slice(), key].concat());
         }
@@ -212,10 +132,7 @@ fn suite_scan_bounds_and_direction(engine: &dyn Engine) {
 
 fn suite_scan_stops_early(engine: &dyn Engine) {
     fill(engine, Table::Kv, &[b"a", b"b", b"c", b"d"]);
-    for (direction, expect) in [
-        (Direction::Forward, vec![b"a", b"b"]),
-        (Direction::Reverse, vec![b"d", b"c"]),
-    ] {
+    for (direction, expect) in [(Direction::Forward, vec![b"a", b"b"]), (Direction::Reverse, vec![b"d", b"c"])] {
         let mut seen = Vec::new();
         engine
             .scan(Table::Kv, KeyRange::all(), direction, &mut |key, _| {
@@ -223,10 +140,7 @@ fn suite_scan_stops_early(engine: &dyn Engine) {
                 seen.len() < 2
             })
             .expect("scan");
-        assert_eq!(
-            seen,
-            expect.iter().map(|key| key.to_vec()).collect::<Vec<_>>()
-        );
+        assert_eq!(seen, expect.iter().map(|key| key.to_vec()).collect::<Vec<_>>());
     }
 }
 
@@ -239,10 +153,7 @@ fn suite_tables_are_independent(engine: &dyn Engine) {
     engine.write(batch, Durability::Buffered).expect("write");
     assert_eq!(engine.get(Table::Log, b"same").expect("get"), None);
     for (index, table) in Table::ALL.into_iter().enumerate().skip(1) {
-        assert_eq!(
-            engine.get(table, b"same").expect("get"),
-            Some(vec![index as u8])
-        );
+        assert_eq!(engine.get(table, b"same").expect("get"), Some(vec![index as u8]));
         let all = scan(engine, table, KeyRange::all(), Direction::Forward);
         assert_eq!(all, vec![(b"same".to_vec(), vec![index as u8])]);
     }
@@ -250,13 +161,8 @@ fn suite_tables_are_independent(engine: &dyn Engine) {
 
 fn suite_batches_visible_to_other_threads(engine: Arc<dyn Engine>) {
     let writer = Arc::clone(&engine);
-    std::thread::spawn(move || put(writer.as_ref(), Table::Kv, b"from-thread", b"1"))
-        .join()
-        .expect("writer thread");
-    assert_eq!(
-        engine.get(Table::Kv, b"from-thread").expect("get"),
-        Some(b"1".to_vec())
-    );
+    std::thread::spawn(move || put(writer.as_ref(), Table::Kv, b"from-thread", b"1")).join().expect("writer thread");
+    assert_eq!(engine.get(Table::Kv, b"from-thread").expect("get"), Some(b"1".to_vec()));
 }
 
 /// A conformance suite: takes any fresh engine.
@@ -266,10 +172,7 @@ type Suite = fn(&dyn Engine);
 const SUITES: [(&str, Suite); 7] = [
     ("get_put_delete", suite_get_put_delete),
     ("batch_is_ordered", suite_batch_is_ordered),
-    (
-        "empty_batch_and_empty_bytes",
-        suite_empty_batch_and_empty_bytes,
-    ),
+    ("empty_batch_and_empty_bytes", suite_empty_batch_and_empty_bytes),
     ("delete_range", suite_delete_range),
     ("scan_bounds_and_direction", suite_scan_bounds_and_direction),
     ("scan_stops_early", suite_scan_stops_early),
@@ -308,14 +211,8 @@ fn reopen_keeps(durability: Durability, path: &Path) {
         engine.write(batch, durability).expect("write");
     }
     let engine = RocksEngine::open(path).expect("reopen");
-    assert_eq!(
-        engine.get(Table::Kv, b"k").expect("get"),
-        Some(b"v".to_vec())
-    );
-    assert_eq!(
-        engine.get(Table::StateMeta, b"m").expect("get"),
-        Some(Vec::new())
-    );
+    assert_eq!(engine.get(Table::Kv, b"k").expect("get"), Some(b"v".to_vec()));
+    assert_eq!(engine.get(Table::StateMeta, b"m").expect("get"), Some(Vec::new()));
     assert_eq!(engine.get(Table::Log, b"gone").expect("get"), None);
     assert!(engine.size_bytes() > 0, "the WAL alone takes some bytes");
 }
@@ -345,8 +242,5 @@ fn rocks_engine_open_errors_name_the_path() {
     let path = dir.path().join("db");
     let _first = RocksEngine::open(&path).expect("open");
     let error = RocksEngine::open(&path).expect_err("locked");
-    assert!(
-        error.to_string().contains(&path.display().to_string()),
-        "{error}"
-    );
+    assert!(error.to_string().contains(&path.display().to_string()), "{error}");
 }

@@ -40,10 +40,7 @@ fn poisoned() -> StorageError {
 
 impl Engine for MemoryEngine {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        Ok(self
-            .read()?
-            .get(&table)
-            .and_then(|entries| entries.get(key).cloned()))
+        Ok(self.read()?.get(&table).and_then(|entries| entries.get(key).cloned()))
     }
 
     fn scan(
@@ -117,10 +114,8 @@ fn delete_range(entries: &mut BTreeMap<Vec<u8>, Vec<u8>>, from: &[u8], to: &[u8]
     if to <= from {
         return;
     }
-    let doomed: Vec<Vec<u8>> = entries
-        .range::<[u8], _>((Bound::Included(from), Bound::Excluded(to)))
-        .map(|(key, _)| key.clone())
-        .collect();
+    let doomed: Vec<Vec<u8>> =
+        entries.range::<[u8], _>((Bound::Included(from), Bound::Excluded(to))).map(|(key, _)| key.clone()).collect();
     for key in doomed {
         entries.remove(&key);
     }

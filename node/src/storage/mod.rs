@@ -59,10 +59,21 @@ pub enum Direction {
 /// One change in a batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WriteOp {
-    Put { table: Table, key: Vec<u8>, value: Vec<u8> },
-    Delete { table: Table, key: Vec<u8> },
+    Put {
+        table: Table,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        table: Table,
+        key: Vec<u8>,
+    },
     /// Deletes every key in `[from, to)`.
-    DeleteRange { table: Table, from: Vec<u8>, to: Vec<u8> },
+    DeleteRange {
+        table: Table,
+        from: Vec<u8>,
+        to: Vec<u8>,
+    },
 }
 
 /// Changes applied all together or not at all, in order.

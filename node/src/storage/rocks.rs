@@ -7,8 +7,8 @@
 use std::path::{Path, PathBuf};
 
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options,
-    ReadOptions, WriteOptions, DB,
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options, ReadOptions,
+    WriteOptions, DB,
 };
 
 use super::{Direction, Durability, Engine, KeyRange, StorageError, Table, WriteBatch, WriteOp};
@@ -33,9 +33,7 @@ pub struct RocksEngine {
 
 impl std::fmt::Debug for RocksEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RocksEngine")
-            .field("path", &self.path)
-            .finish_non_exhaustive()
+        f.debug_struct("RocksEngine").field("path", &self.path).finish_non_exhaustive()
     }
 }
 
@@ -55,12 +53,8 @@ impl RocksEngine {
     }
 
     fn open_with(path: &Path, unsafe_volatile: bool) -> Result<Self, StorageError> {
-        std::fs::create_dir_all(path).map_err(|error| {
-            StorageError(format!(
-                "cannot create RocksDB directory {}: {error}",
-                path.display()
-            ))
-        })?;
+        std::fs::create_dir_all(path)
+            .map_err(|error| StorageError(format!("cannot create RocksDB directory {}: {error}", path.display())))?;
 
         let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
         let mut table_options = BlockBasedOptions::default();
@@ -74,29 +68,16 @@ impl RocksEngine {
         options.set_block_based_table_factory(&table_options);
         options.set_atomic_flush(unsafe_volatile);
 
-        let families =
-            Table::ALL.map(|table| ColumnFamilyDescriptor::new(table.name(), options.clone()));
-        let db = DB::open_cf_descriptors(&options, path, families).map_err(|error| {
-            StorageError(format!(
-                "cannot open RocksDB at {}: {error}",
-                path.display()
-            ))
-        })?;
-        Ok(RocksEngine {
-            db,
-            path: path.to_path_buf(),
-            unsafe_volatile,
-        })
+        let families = Table::ALL.map(|table| ColumnFamilyDescriptor::new(table.name(), options.clone()));
+        let db = DB::open_cf_descriptors(&options, path, families)
+            .map_err(|error| StorageError(format!("cannot open RocksDB at {}: {error}", path.display())))?;
+        Ok(RocksEngine { db, path: path.to_path_buf(), unsafe_volatile })
     }
 
     fn family(&self, table: Table) -> Result<&ColumnFamily, StorageError> {
-        self.db.cf_handle(table.name()).ok_or_else(|| {
-            StorageError(format!(
-                "column family {} missing in {}",
-                table.name(),
-                self.path.display()
-            ))
-        })
+        self.db
+            .cf_handle(table.name())
+            .ok_or_else(|| StorageError(format!("column family {} missing in {}", table.name(), self.path.display())))
     }
 
     /// Bytes of the write-ahead log files (`*.log`) in the database directory.
@@ -106,12 +87,7 @@ impl RocksEngine {
         };
         entries
             .flatten()
-            .filter(|entry| {
-                entry
-                    .path()
-                    .extension()
-                    .is_some_and(|extension| extension == "log")
-            })
+            .filter(|entry| entry.path().extension().is_some_and(|extension| extension == "log"))
             .filter_map(|entry| entry.metadata().ok())
             .map(|metadata| metadata.len())
             .sum()
@@ -125,9 +101,7 @@ fn rocks_error(what: &str, error: rocksdb::Error) -> StorageError {
 impl Engine for RocksEngine {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         let family = self.family(table)?;
-        self.db
-            .get_cf(family, key)
-            .map_err(|error| rocks_error("get", error))
+        self.db.get_cf(family, key).map_err(|error| rocks_error("get", error))
     }
 
     fn scan(
@@ -162,18 +136,14 @@ impl Engine for RocksEngine {
                 Direction::Reverse => iterator.prev(),
             }
         }
-        iterator
-            .status()
-            .map_err(|error| rocks_error("scan", error))
+        iterator.status().map_err(|error| rocks_error("scan", error))
     }
 
     fn write(&self, batch: WriteBatch, durability: Durability) -> Result<(), StorageError> {
         let mut rocks_batch = rocksdb::WriteBatch::default();
         for op in batch.ops {
             match op {
-                WriteOp::Put { table, key, value } => {
-                    rocks_batch.put_cf(self.family(table)?, key, value)
-                }
+                WriteOp::Put { table, key, value } => rocks_batch.put_cf(self.family(table)?, key, value),
                 WriteOp::Delete { table, key } => rocks_batch.delete_cf(self.family(table)?, key),
                 WriteOp::DeleteRange { table, from, to } => {
                     // RocksDB rejects an inverted range; an empty one deletes nothing anyway.
@@ -186,9 +156,7 @@ impl Engine for RocksEngine {
         let mut write_options = WriteOptions::default();
         write_options.set_sync(durability == Durability::Sync);
         write_options.disable_wal(self.unsafe_volatile && durability != Durability::Sync);
-        self.db
-            .write_opt(rocks_batch, &write_options)
-            .map_err(|error| rocks_error("write", error))
+        self.db.write_opt(rocks_batch, &write_options).map_err(|error| rocks_error("write", error))
     }
 
     fn sync(&self) -> Result<(), StorageError> {
@@ -199,9 +167,7 @@ impl Engine for RocksEngine {
                 .flush_cfs_opt(&families, &rocksdb::FlushOptions::default())
                 .map_err(|error| rocks_error("flush", error));
         }
-        self.db
-            .flush_wal(true)
-            .map_err(|error| rocks_error("sync", error))
+        self.db.flush_wal(true).map_err(|error| rocks_error("sync", error))
     }
 
     fn close(&self) -> Result<(), StorageError> {
@@ -214,12 +180,7 @@ impl Engine for RocksEngine {
         let sst_bytes: u64 = Table::ALL
             .iter()
             .filter_map(|&table| self.family(table).ok())
-            .filter_map(|family| {
-                self.db
-                    .property_int_value_cf(family, "rocksdb.total-sst-files-size")
-                    .ok()
-                    .flatten()
-            })
+            .filter_map(|family| self.db.property_int_value_cf(family, "rocksdb.total-sst-files-size").ok().flatten())
             .sum();
         sst_bytes + self.wal_bytes()
     }

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use proptest::prelude::*;
 
 use crate::command::{
-    Command, CompactRequest, Compare, CompareResult, CompareTarget, DeleteRangeRequest,
-    PutRequest, RangeRequest, RequestOp, SortOrder, SortTarget, TxnRequest,
+    Command, CompactRequest, Compare, CompareResult, CompareTarget, DeleteRangeRequest, PutRequest, RangeRequest,
+    RequestOp, SortOrder, SortTarget, TxnRequest,
 };
 use crate::storage::{Engine, MemoryEngine, RocksEngine, WriteBatch};
 
@@ -77,36 +77,25 @@ fn value() -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn put_request() -> impl Strategy<Value = PutRequest> {
-    (key(), value(), 0..3i64, any::<bool>(), 0..8u8).prop_map(
-        |(key, value, lease, prev_kv, ignore)| PutRequest {
-            key,
-            value,
-            lease,
-            prev_kv,
-            ignore_value: ignore == 0 || ignore == 2,
-            ignore_lease: ignore == 1 || ignore == 2,
-        },
-    )
+    (key(), value(), 0..3i64, any::<bool>(), 0..8u8).prop_map(|(key, value, lease, prev_kv, ignore)| PutRequest {
+        key,
+        value,
+        lease,
+        prev_kv,
+        ignore_value: ignore == 0 || ignore == 2,
+        ignore_lease: ignore == 1 || ignore == 2,
+    })
 }
 
 fn delete_request() -> impl Strategy<Value = DeleteRangeRequest> {
-    (key_span(), any::<bool>()).prop_map(|((key, range_end), prev_kv)| DeleteRangeRequest {
-        key,
-        range_end,
-        prev_kv,
-    })
+    (key_span(), any::<bool>()).prop_map(|((key, range_end), prev_kv)| DeleteRangeRequest { key, range_end, prev_kv })
 }
 
 fn range_request() -> impl Strategy<Value = RangeRequest> {
     let sort = (0..3u8, 0..5u8).prop_map(|(order, target)| {
         let order = [SortOrder::None, SortOrder::Ascend, SortOrder::Descend][order as usize];
-        let target = [
-            SortTarget::Key,
-            SortTarget::Version,
-            SortTarget::Create,
-            SortTarget::Mod,
-            SortTarget::Value,
-        ][target as usize];
+        let target = [SortTarget::Key, SortTarget::Version, SortTarget::Create, SortTarget::Mod, SortTarget::Value]
+            [target as usize];
         (order, target)
     });
     let filters = prop::collection::vec(prop_oneof![3 => Just(0i64), 1 => 1..10i64], 4);
@@ -156,12 +145,8 @@ fn txn_request() -> impl Strategy<Value = TxnRequest> {
         put_request().prop_map(RequestOp::Put),
         delete_request().prop_map(RequestOp::DeleteRange),
         // Absolute revisions inside a Txn: some future, some compacted.
-        (range_request(), prop_oneof![2 => Just(0i64), 1 => 1..10i64]).prop_map(
-            |(request, revision)| RequestOp::Range(RangeRequest {
-                revision,
-                ..request
-            })
-        ),
+        (range_request(), prop_oneof![2 => Just(0i64), 1 => 1..10i64])
+            .prop_map(|(request, revision)| RequestOp::Range(RangeRequest { revision, ..request })),
     ];
     let op = leaf.prop_recursive(2, 12, 4, |inner| {
         (
@@ -169,24 +154,10 @@ fn txn_request() -> impl Strategy<Value = TxnRequest> {
             prop::collection::vec(inner.clone(), 0..4),
             prop::collection::vec(inner, 0..4),
         )
-            .prop_map(|(compare, success, failure)| {
-                RequestOp::Txn(TxnRequest {
-                    compare,
-                    success,
-                    failure,
-                })
-            })
+            .prop_map(|(compare, success, failure)| RequestOp::Txn(TxnRequest { compare, success, failure }))
     });
-    (
-        prop::collection::vec(compare(), 0..3),
-        prop::collection::vec(op.clone(), 0..5),
-        prop::collection::vec(op, 0..5),
-    )
-        .prop_map(|(compare, success, failure)| TxnRequest {
-            compare,
-            success,
-            failure,
-        })
+    (prop::collection::vec(compare(), 0..3), prop::collection::vec(op.clone(), 0..5), prop::collection::vec(op, 0..5))
+        .prop_map(|(compare, success, failure)| TxnRequest { compare, success, failure })
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -205,12 +176,7 @@ fn step() -> impl Strategy<Value = Step> {
 // ---- running both ----
 
 fn all_keys_at(revision: i64) -> RangeRequest {
-    RangeRequest {
-        key: Vec::new(),
-        range_end: vec![0],
-        revision,
-        ..RangeRequest::default()
-    }
+    RangeRequest { key: Vec::new(), range_end: vec![0], revision, ..RangeRequest::default() }
 }
 
 /// Every answer that depends on the state: revisions, and all keys at every readable revision.
@@ -236,38 +202,17 @@ fn run(steps: &[Step], engine: Arc<dyn Engine>) -> Result<(), TestCaseError> {
         match step {
             Step::Apply(command) => {
                 let expect = model.apply(command);
-                prop_assert_eq!(
-                    store.apply(command).expect("apply"),
-                    expect,
-                    "{:?}",
-                    command
-                );
+                prop_assert_eq!(store.apply(command).expect("apply"), expect, "{:?}", command);
             }
             Step::Compact { back } => {
-                let command = Command::Compact(CompactRequest {
-                    revision: model.current() - back,
-                    physical: true,
-                });
+                let command = Command::Compact(CompactRequest { revision: model.current() - back, physical: true });
                 let expect = model.apply(&command);
-                prop_assert_eq!(
-                    store.apply(&command).expect("apply"),
-                    expect,
-                    "{:?}",
-                    command
-                );
+                prop_assert_eq!(store.apply(&command).expect("apply"), expect, "{:?}", command);
             }
             Step::Range { request, back } => {
                 let revision = back.map_or(0, |back| model.current() - back);
-                let request = RangeRequest {
-                    revision,
-                    ..request.clone()
-                };
-                prop_assert_eq!(
-                    store.range(&request),
-                    model.top_range(&request),
-                    "{:?}",
-                    request
-                );
+                let request = RangeRequest { revision, ..request.clone() };
+                prop_assert_eq!(store.range(&request), model.top_range(&request), "{:?}", request);
             }
             Step::Commit => store.commit(WriteBatch::new()).expect("commit"),
             Step::Reopen => {

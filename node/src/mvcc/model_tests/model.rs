@@ -4,10 +4,9 @@
 use std::collections::BTreeMap;
 
 use crate::command::{
-    Command, CommandResponse, CompactResponse, Compare, CompareResult,
-    CompareTarget, DeleteRangeRequest, DeleteRangeResponse, KeyValue, PutRequest, PutResponse,
-    RangeRequest, RangeResponse, RequestOp, ResponseOp, SortOrder, SortTarget, TxnRequest,
-    TxnResponse,
+    Command, CommandResponse, CompactResponse, Compare, CompareResult, CompareTarget, DeleteRangeRequest,
+    DeleteRangeResponse, KeyValue, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseOp,
+    SortOrder, SortTarget, TxnRequest, TxnResponse,
 };
 
 use super::super::MvccError;
@@ -44,10 +43,7 @@ fn in_span(candidate: &[u8], key: &[u8], range_end: &[u8]) -> bool {
 
 impl Model {
     pub(super) fn new() -> Self {
-        Model {
-            snapshots: vec![Keyspace::new(), Keyspace::new()],
-            compacted: -1,
-        }
+        Model { snapshots: vec![Keyspace::new(), Keyspace::new()], compacted: -1 }
     }
 
     pub(super) fn current(&self) -> i64 {
@@ -67,21 +63,13 @@ impl Model {
         working: &'a Keyspace,
     ) -> Result<&'a Keyspace, MvccError> {
         if requested > current {
-            return Err(MvccError::FutureRevision {
-                current_revision: current,
-            });
+            return Err(MvccError::FutureRevision { current_revision: current });
         }
         let revision = if requested <= 0 { current } else { requested };
         if revision < self.compacted {
-            return Err(MvccError::Compacted {
-                compact_revision: self.compacted.max(0),
-            });
+            return Err(MvccError::Compacted { compact_revision: self.compacted.max(0) });
         }
-        Ok(if revision == current {
-            working
-        } else {
-            self.at(revision)
-        })
+        Ok(if revision == current { working } else { self.at(revision) })
     }
 
     pub(super) fn range(
@@ -91,11 +79,8 @@ impl Model {
         working: &Keyspace,
     ) -> Result<RangeResponse, MvccError> {
         let view = self.view(request.revision, current, working)?;
-        let mut kvs: Vec<KeyValue> = view
-            .values()
-            .filter(|kv| in_span(&kv.key, &request.key, &request.range_end))
-            .cloned()
-            .collect();
+        let mut kvs: Vec<KeyValue> =
+            view.values().filter(|kv| in_span(&kv.key, &request.key, &request.range_end)).cloned().collect();
         let count = kvs.len() as i64;
         if request.count_only {
             kvs.clear();
@@ -111,19 +96,10 @@ impl Model {
         if request.sort_order == SortOrder::None && unfiltered && request.limit > 0 {
             kvs.truncate(request.limit as usize + 1);
         }
-        let bound = |value: i64, min: i64, max: i64| {
-            (min == 0 || value >= min) && (max == 0 || value <= max)
-        };
+        let bound = |value: i64, min: i64, max: i64| (min == 0 || value >= min) && (max == 0 || value <= max);
         kvs.retain(|kv| {
-            bound(
-                kv.mod_revision,
-                request.min_mod_revision,
-                request.max_mod_revision,
-            ) && bound(
-                kv.create_revision,
-                request.min_create_revision,
-                request.max_create_revision,
-            )
+            bound(kv.mod_revision, request.min_mod_revision, request.max_mod_revision)
+                && bound(kv.create_revision, request.min_create_revision, request.max_create_revision)
         });
         let order = match (request.sort_order, request.sort_target) {
             (SortOrder::None, SortTarget::Key) => SortOrder::None,
@@ -151,20 +127,11 @@ impl Model {
         if request.keys_only {
             kvs.iter_mut().for_each(|kv| kv.value.clear());
         }
-        Ok(RangeResponse {
-            header_revision: current,
-            kvs,
-            more,
-            count,
-        })
+        Ok(RangeResponse { header_revision: current, kvs, more, count })
     }
 
     fn begin(&self) -> ModelTxn {
-        ModelTxn {
-            begin: self.current(),
-            working: self.at(self.current()).clone(),
-            changed: false,
-        }
+        ModelTxn { begin: self.current(), working: self.at(self.current()).clone(), changed: false }
     }
 
     fn end(&mut self, txn: ModelTxn) {
@@ -173,12 +140,7 @@ impl Model {
         }
     }
 
-    fn put(
-        &self,
-        txn: &mut ModelTxn,
-        request: &PutRequest,
-        reject_missing: bool,
-    ) -> Result<PutResponse, MvccError> {
+    fn put(&self, txn: &mut ModelTxn, request: &PutRequest, reject_missing: bool) -> Result<PutResponse, MvccError> {
         let previous = txn.working.get(&request.key).cloned();
         let ignores = request.ignore_value || request.ignore_lease;
         if ignores && previous.is_none() && reject_missing {
@@ -201,19 +163,12 @@ impl Model {
         };
         txn.working.insert(request.key.clone(), kv);
         txn.changed = true;
-        Ok(PutResponse {
-            header_revision: revision,
-            prev_kv: if request.prev_kv { previous } else { None },
-        })
+        Ok(PutResponse { header_revision: revision, prev_kv: if request.prev_kv { previous } else { None } })
     }
 
     fn delete(&self, txn: &mut ModelTxn, request: &DeleteRangeRequest) -> DeleteRangeResponse {
-        let doomed: Vec<KeyValue> = txn
-            .working
-            .values()
-            .filter(|kv| in_span(&kv.key, &request.key, &request.range_end))
-            .cloned()
-            .collect();
+        let doomed: Vec<KeyValue> =
+            txn.working.values().filter(|kv| in_span(&kv.key, &request.key, &request.range_end)).cloned().collect();
         for kv in &doomed {
             txn.working.remove(&kv.key);
         }
@@ -226,10 +181,8 @@ impl Model {
     }
 
     pub(super) fn compare_holds(before: &Keyspace, compare: &Compare) -> bool {
-        let kvs: Vec<&KeyValue> = before
-            .values()
-            .filter(|kv| in_span(&kv.key, &compare.key, &compare.range_end))
-            .collect();
+        let kvs: Vec<&KeyValue> =
+            before.values().filter(|kv| in_span(&kv.key, &compare.key, &compare.range_end)).collect();
         let zero = KeyValue::default();
         let kvs = if kvs.is_empty() {
             if matches!(compare.target, CompareTarget::Value(_)) {
@@ -257,11 +210,7 @@ impl Model {
     }
 
     pub(super) fn branch<'r>(before: &Keyspace, request: &'r TxnRequest) -> (bool, &'r [RequestOp]) {
-        if request
-            .compare
-            .iter()
-            .all(|compare| Self::compare_holds(before, compare))
-        {
+        if request.compare.iter().all(|compare| Self::compare_holds(before, compare)) {
             (true, &request.success)
         } else {
             (false, &request.failure)
@@ -286,16 +235,10 @@ impl Model {
     pub(super) fn txn(&mut self, request: &TxnRequest) -> Result<TxnResponse, MvccError> {
         let current = self.current();
         let before = self.at(current).clone();
-        let read_only = request
-            .success
-            .iter()
-            .chain(&request.failure)
-            .all(|op| matches!(op, RequestOp::Range(_)));
+        let read_only = request.success.iter().chain(&request.failure).all(|op| matches!(op, RequestOp::Range(_)));
         if !read_only {
             Self::check_path(&before, request, &|op| match op {
-                RequestOp::Put(put)
-                    if (put.ignore_value || put.ignore_lease) && !before.contains_key(&put.key) =>
-                {
+                RequestOp::Put(put) if (put.ignore_value || put.ignore_lease) && !before.contains_key(&put.key) => {
                     Err(MvccError::KeyNotFound)
                 }
                 _ => Ok(()),
@@ -304,14 +247,10 @@ impl Model {
         let compacted = self.compacted;
         Self::check_path(&before, request, &|op| match op {
             RequestOp::Range(range) if range.revision != 0 && range.revision > current => {
-                Err(MvccError::FutureRevision {
-                    current_revision: current,
-                })
+                Err(MvccError::FutureRevision { current_revision: current })
             }
             RequestOp::Range(range) if range.revision != 0 && range.revision < compacted => {
-                Err(MvccError::Compacted {
-                    compact_revision: compacted.max(0),
-                })
+                Err(MvccError::Compacted { compact_revision: compacted.max(0) })
             }
             _ => Ok(()),
         })?;
@@ -322,12 +261,7 @@ impl Model {
         Ok(response)
     }
 
-    fn apply_ops(
-        &self,
-        txn: &mut ModelTxn,
-        before: &Keyspace,
-        request: &TxnRequest,
-    ) -> TxnResponse {
+    fn apply_ops(&self, txn: &mut ModelTxn, before: &Keyspace, request: &TxnRequest) -> TxnResponse {
         let (succeeded, ops) = Self::branch(before, request);
         let responses = ops
             .iter()
@@ -336,18 +270,12 @@ impl Model {
                     let current = txn.read_revision();
                     ResponseOp::Range(self.range(range, current, &txn.working).expect("checked"))
                 }
-                RequestOp::Put(put) => {
-                    ResponseOp::Put(self.put(txn, put, false).expect("not rejecting"))
-                }
+                RequestOp::Put(put) => ResponseOp::Put(self.put(txn, put, false).expect("not rejecting")),
                 RequestOp::DeleteRange(delete) => ResponseOp::DeleteRange(self.delete(txn, delete)),
                 RequestOp::Txn(nested) => ResponseOp::Txn(self.apply_ops(txn, before, nested)),
             })
             .collect();
-        TxnResponse {
-            header_revision: 0,
-            succeeded,
-            responses,
-        }
+        TxnResponse { header_revision: 0, succeeded, responses }
     }
 
     pub(super) fn apply(&mut self, command: &Command) -> CommandResponse {
@@ -367,18 +295,12 @@ impl Model {
             Command::Txn(request) => self.txn(request).map(CommandResponse::Txn),
             Command::Compact(request) => {
                 if request.revision <= self.compacted {
-                    Err(MvccError::Compacted {
-                        compact_revision: self.compacted.max(0),
-                    })
+                    Err(MvccError::Compacted { compact_revision: self.compacted.max(0) })
                 } else if request.revision > self.current() {
-                    Err(MvccError::FutureRevision {
-                        current_revision: self.current(),
-                    })
+                    Err(MvccError::FutureRevision { current_revision: self.current() })
                 } else {
                     self.compacted = request.revision;
-                    Ok(CommandResponse::Compact(CompactResponse {
-                        header_revision: self.current(),
-                    }))
+                    Ok(CommandResponse::Compact(CompactResponse { header_revision: self.current() }))
                 }
             }
             Command::PublishMember(_) => Ok(CommandResponse::None),

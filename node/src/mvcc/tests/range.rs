@@ -31,41 +31,19 @@ fn range_revision_rules() {
     for value in ["1", "2", "3", "4"] {
         put(&mut store, "k", value);
     }
-    assert!(matches!(
-        compact(&mut store, 3),
-        CommandResponse::Compact(_)
-    ));
+    assert!(matches!(compact(&mut store, 3), CommandResponse::Compact(_)));
     let check = |revision: i64, expect: Result<&str, MvccError>| {
-        let response = store.range(&RangeRequest {
-            revision,
-            ..get("k")
-        });
-        let got =
-            response.map(|response| String::from_utf8_lossy(&response.kvs[0].value).into_owned());
+        let response = store.range(&RangeRequest { revision, ..get("k") });
+        let got = response.map(|response| String::from_utf8_lossy(&response.kvs[0].value).into_owned());
         assert_eq!(got, expect.map(str::to_owned), "revision {revision}");
     };
     check(0, Ok("4"));
     check(-3, Ok("4"));
     check(5, Ok("4"));
-    check(
-        6,
-        Err(MvccError::FutureRevision {
-            current_revision: 5,
-        }),
-    );
+    check(6, Err(MvccError::FutureRevision { current_revision: 5 }));
     check(3, Ok("2"));
-    check(
-        2,
-        Err(MvccError::Compacted {
-            compact_revision: 3,
-        }),
-    );
-    check(
-        1,
-        Err(MvccError::Compacted {
-            compact_revision: 3,
-        }),
-    );
+    check(2, Err(MvccError::Compacted { compact_revision: 3 }));
+    check(1, Err(MvccError::Compacted { compact_revision: 3 }));
 }
 
 #[test]
@@ -84,50 +62,19 @@ fn range_limit_sort_and_filters_follow_etcd_3_4() {
         count: i64,
     }
     let cases = [
-        Case {
-            request: RangeRequest {
-                limit: 2,
-                ..all.clone()
-            },
-            keys: &["a", "b"],
-            more: true,
-            count: 3,
-        },
-        Case {
-            request: RangeRequest {
-                limit: 3,
-                ..all.clone()
-            },
-            keys: &["a", "b", "c"],
-            more: false,
-            count: 3,
-        },
-        Case {
-            request: RangeRequest {
-                limit: -1,
-                ..all.clone()
-            },
-            keys: &["a", "b", "c"],
-            more: false,
-            count: 3,
-        },
+        Case { request: RangeRequest { limit: 2, ..all.clone() }, keys: &["a", "b"], more: true, count: 3 },
+        Case { request: RangeRequest { limit: 3, ..all.clone() }, keys: &["a", "b", "c"], more: false, count: 3 },
+        Case { request: RangeRequest { limit: -1, ..all.clone() }, keys: &["a", "b", "c"], more: false, count: 3 },
         // Descending by key.
         Case {
-            request: RangeRequest {
-                limit: 2,
-                sort_order: SortOrder::Descend,
-                ..all.clone()
-            },
+            request: RangeRequest { limit: 2, sort_order: SortOrder::Descend, ..all.clone() },
             keys: &["c", "b"],
             more: true,
             count: 3,
         },
         // A non-key target with no order sorts ascending.
         Case {
-            request: RangeRequest {
-                sort_target: SortTarget::Value,
-                ..all.clone()
-            },
+            request: RangeRequest { sort_target: SortTarget::Value, ..all.clone() },
             keys: &["a", "c", "b"],
             more: false,
             count: 3,
@@ -145,87 +92,39 @@ fn range_limit_sort_and_filters_follow_etcd_3_4() {
         },
         // Ties keep key order.
         Case {
-            request: RangeRequest {
-                sort_target: SortTarget::Version,
-                sort_order: SortOrder::Ascend,
-                ..all.clone()
-            },
+            request: RangeRequest { sort_target: SortTarget::Version, sort_order: SortOrder::Ascend, ..all.clone() },
             keys: &["b", "c", "a"],
             more: false,
             count: 3,
         },
         // Filters do not change count; `more` is about what the limit cut after filtering.
         Case {
-            request: RangeRequest {
-                min_mod_revision: 4,
-                limit: 1,
-                ..all.clone()
-            },
+            request: RangeRequest { min_mod_revision: 4, limit: 1, ..all.clone() },
             keys: &["a"],
             more: true,
             count: 3,
         },
         Case {
-            request: RangeRequest {
-                max_create_revision: 3,
-                min_create_revision: 3,
-                limit: 1,
-                ..all.clone()
-            },
+            request: RangeRequest { max_create_revision: 3, min_create_revision: 3, limit: 1, ..all.clone() },
             keys: &["b"],
             more: false,
             count: 3,
         },
-        Case {
-            request: RangeRequest {
-                max_mod_revision: 3,
-                ..all.clone()
-            },
-            keys: &["b"],
-            more: false,
-            count: 3,
-        },
-        Case {
-            request: RangeRequest {
-                count_only: true,
-                limit: 1,
-                ..all.clone()
-            },
-            keys: &[],
-            more: false,
-            count: 3,
-        },
+        Case { request: RangeRequest { max_mod_revision: 3, ..all.clone() }, keys: &["b"], more: false, count: 3 },
+        Case { request: RangeRequest { count_only: true, limit: 1, ..all.clone() }, keys: &[], more: false, count: 3 },
     ];
     for case in cases {
         let response = store.range(&case.request).expect("range");
         assert_eq!(
             (keys(&response), response.more, response.count),
-            (
-                case.keys
-                    .iter()
-                    .map(|key| key.to_string())
-                    .collect::<Vec<_>>(),
-                case.more,
-                case.count
-            ),
+            (case.keys.iter().map(|key| key.to_string()).collect::<Vec<_>>(), case.more, case.count),
             "{:?}",
             case.request
         );
         assert_eq!(response.header_revision, 5);
     }
-    let keys_only = store
-        .range(&RangeRequest {
-            keys_only: true,
-            ..get("a")
-        })
-        .expect("range");
-    assert_eq!(
-        keys_only.kvs,
-        vec![KeyValue {
-            value: Vec::new(),
-            ..kv("a", "", 2, 5, 2)
-        }]
-    );
+    let keys_only = store.range(&RangeRequest { keys_only: true, ..get("a") }).expect("range");
+    assert_eq!(keys_only.kvs, vec![KeyValue { value: Vec::new(), ..kv("a", "", 2, 5, 2) }]);
 }
 
 #[test]
@@ -244,10 +143,7 @@ fn sorting_with_no_order_sorts_only_what_the_limit_read() {
     };
     let check = |sort_order: SortOrder, expect: &str| {
         let response = store.range(&by_value(sort_order)).expect("range");
-        assert_eq!(
-            (keys(&response), response.more, response.count),
-            (vec![expect.to_string()], true, 3)
-        );
+        assert_eq!((keys(&response), response.more, response.count), (vec![expect.to_string()], true, 3));
     };
     check(SortOrder::None, "b");
     check(SortOrder::Ascend, "c");
