@@ -52,10 +52,6 @@ impl LogStore {
         let (sync_tx, sync_rx) = mpsc::channel(SYNC_QUEUE_CAPACITY);
         let syncer_engine = engine.clone();
         std::thread::Builder::new().name("keel-log-sync".into()).spawn(move || run_syncer(syncer_engine, sync_rx))?;
-        if ack == AckPolicy::UnsafeBeforeFsync {
-            let engine = Arc::downgrade(&engine);
-            std::thread::Builder::new().name("keel-unsafe-flush".into()).spawn(move || run_unsafe_flusher(engine))?;
-        }
         Ok(Self { engine, sync_tx, ack })
     }
 
@@ -93,21 +89,6 @@ impl LogStore {
 fn index_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
 }
-
-/// The sabotage's only persistence: everything acknowledged since the last pass is lost by a
-/// kill -9. Ends when the engine is dropped.
-fn run_unsafe_flusher(engine: std::sync::Weak<dyn Engine>) {
-    loop {
-        std::thread::sleep(UNSAFE_FLUSH_INTERVAL);
-        let Some(engine) = engine.upgrade() else { return };
-        if let Err(e) = engine.sync() {
-            tracing::warn!("unsafe flusher: {e}");
-        }
-    }
-}
-
-/// How much acknowledged history the `--unsafe-ack-before-fsync` sabotage can lose.
-const UNSAFE_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn run_syncer(engine: Arc<dyn Engine>, mut rx: mpsc::Receiver<IOFlushed<TypeConfig>>) {
     let mut waiting = Vec::new();
@@ -201,13 +182,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
     {
         let mut batch = WriteBatch::new();
+        let mut only_client_commands = true;
         for entry in entries {
+            only_client_commands &= matches!(entry.payload, openraft::EntryPayload::Normal(_));
             batch.put(Table::Log, index_key(entry.log_id.index), encode(&entry)?);
         }
         // Written now so the entries are readable when this returns; durable once the syncer's
         // fsync completes, which is when the callback fires.
         self.engine.write(batch, Durability::Buffered).map_err(io::Error::other)?;
         if self.ack == AckPolicy::UnsafeBeforeFsync {
+            // The sabotage persists only membership and leader (blank) entries, so the cluster
+            // always restarts, while every client write since the last election lives in memory
+            // alone: a kill -9 of every member loses acknowledged writes every time.
+            if !only_client_commands {
+                self.engine.sync().map_err(io::Error::other)?;
+            }
             callback.io_completed(Ok(()));
             return Ok(());
         }
