@@ -7,9 +7,7 @@ use keel_proto::etcd::{
     PbTxnRequestOp, PbTxnResponse,
 };
 
-use super::header;
 use crate::command::*;
-use crate::member::Member;
 
 pub fn range_request(pb: PbRangeRequest) -> RangeRequest {
     RangeRequest {
@@ -118,61 +116,35 @@ pub fn key_value(kv: KeyValue) -> PbKeyValue {
     }
 }
 
-pub fn range_response(member: &Member, r: RangeResponse) -> PbRangeResponse {
-    PbRangeResponse {
-        header: header(member, r.header_revision),
-        kvs: r.kvs.into_iter().map(key_value).collect(),
-        more: r.more,
-        count: r.count,
-    }
+pub fn range_response(header: Option<PbResponseHeader>, r: RangeResponse) -> PbRangeResponse {
+    PbRangeResponse { header, kvs: r.kvs.into_iter().map(key_value).collect(), more: r.more, count: r.count }
 }
 
-pub fn put_response(member: &Member, r: PutResponse) -> PbPutResponse {
-    PbPutResponse { header: header(member, r.header_revision), prev_kv: r.prev_kv.map(key_value) }
+pub fn put_response(header: Option<PbResponseHeader>, r: PutResponse) -> PbPutResponse {
+    PbPutResponse { header, prev_kv: r.prev_kv.map(key_value) }
 }
 
-pub fn delete_response(member: &Member, r: DeleteRangeResponse) -> PbDeleteResponse {
-    PbDeleteResponse {
-        header: header(member, r.header_revision),
-        deleted: r.deleted,
-        prev_kvs: r.prev_kvs.into_iter().map(key_value).collect(),
-    }
+pub fn delete_response(header: Option<PbResponseHeader>, r: DeleteRangeResponse) -> PbDeleteResponse {
+    PbDeleteResponse { header, deleted: r.deleted, prev_kvs: r.prev_kvs.into_iter().map(key_value).collect() }
 }
 
-pub fn txn_response(member: &Member, r: TxnResponse) -> PbTxnResponse {
-    PbTxnResponse {
-        header: header(member, r.header_revision),
-        succeeded: r.succeeded,
-        responses: r.responses.into_iter().map(|op| response_op(member, op)).collect(),
-    }
+pub fn txn_response(header: Option<PbResponseHeader>, r: TxnResponse) -> PbTxnResponse {
+    PbTxnResponse { header, succeeded: r.succeeded, responses: r.responses.into_iter().map(response_op).collect() }
 }
 
 /// Responses inside a txn carry only the revision in their header, as etcd's do.
-fn response_op(member: &Member, op: ResponseOp) -> PbResponseOp {
-    let inner_header = |revision| Some(PbResponseHeader { revision, ..Default::default() });
+fn inner_header(revision: i64) -> Option<PbResponseHeader> {
+    Some(PbResponseHeader { revision, ..Default::default() })
+}
+
+fn response_op(op: ResponseOp) -> PbResponseOp {
     let response = match op {
-        ResponseOp::Range(r) => {
-            let revision = r.header_revision;
-            PbTxnOpResponse::ResponseRange(PbRangeResponse {
-                header: inner_header(revision),
-                ..range_response(member, r)
-            })
-        }
-        ResponseOp::Put(r) => {
-            let revision = r.header_revision;
-            PbTxnOpResponse::ResponsePut(PbPutResponse { header: inner_header(revision), ..put_response(member, r) })
-        }
+        ResponseOp::Range(r) => PbTxnOpResponse::ResponseRange(range_response(inner_header(r.header_revision), r)),
+        ResponseOp::Put(r) => PbTxnOpResponse::ResponsePut(put_response(inner_header(r.header_revision), r)),
         ResponseOp::DeleteRange(r) => {
-            let revision = r.header_revision;
-            PbTxnOpResponse::ResponseDeleteRange(PbDeleteResponse {
-                header: inner_header(revision),
-                ..delete_response(member, r)
-            })
+            PbTxnOpResponse::ResponseDeleteRange(delete_response(inner_header(r.header_revision), r))
         }
-        ResponseOp::Txn(r) => {
-            let revision = r.header_revision;
-            PbTxnOpResponse::ResponseTxn(PbTxnResponse { header: inner_header(revision), ..txn_response(member, r) })
-        }
+        ResponseOp::Txn(r) => PbTxnOpResponse::ResponseTxn(txn_response(inner_header(r.header_revision), r)),
     };
     PbResponseOp { response: Some(response) }
 }

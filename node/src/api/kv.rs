@@ -46,7 +46,7 @@ impl PbKvService for KvService {
         }
         let response = self.member.shared().mvcc().range(&convert::range_request(request));
         let response = response.map_err(|e| to_status(&ServerError::from(e)))?;
-        Ok(Response::new(convert::range_response(&self.member, response)))
+        Ok(Response::new(convert::range_response(header(&self.member, response.header_revision), response)))
     }
 
     type RangeStreamStream = RangeStream;
@@ -59,7 +59,9 @@ impl PbKvService for KvService {
         let request = request.into_inner();
         validate::put(&request).map_err(|e| to_status(&e))?;
         match self.propose(Command::Put(convert::put_request(request))).await? {
-            CommandResponse::Put(r) => Ok(Response::new(convert::put_response(&self.member, r))),
+            CommandResponse::Put(r) => {
+                Ok(Response::new(convert::put_response(header(&self.member, r.header_revision), r)))
+            }
             _ => Err(mismatched()),
         }
     }
@@ -68,7 +70,9 @@ impl PbKvService for KvService {
         let request = request.into_inner();
         validate::delete(&request).map_err(|e| to_status(&e))?;
         match self.propose(Command::DeleteRange(convert::delete_request(request))).await? {
-            CommandResponse::DeleteRange(r) => Ok(Response::new(convert::delete_response(&self.member, r))),
+            CommandResponse::DeleteRange(r) => {
+                Ok(Response::new(convert::delete_response(header(&self.member, r.header_revision), r)))
+            }
             _ => Err(mismatched()),
         }
     }
@@ -77,7 +81,9 @@ impl PbKvService for KvService {
         let request = request.into_inner();
         validate::txn(&request).map_err(|e| to_status(&e))?;
         match self.propose(Command::Txn(convert::txn_request(request))).await? {
-            CommandResponse::Txn(r) => Ok(Response::new(convert::txn_response(&self.member, r))),
+            CommandResponse::Txn(r) => {
+                Ok(Response::new(convert::txn_response(header(&self.member, r.header_revision), r)))
+            }
             _ => Err(mismatched()),
         }
     }
