@@ -18,20 +18,25 @@ fn keel_bin() -> PathBuf {
     keel
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn register_run_without_faults_is_valid() {
-    let out = tempfile::tempdir().expect("create the run directory");
-    let config = RunConfig {
+/// The register workload on 3 members with 4 clients, writing its run directory to `out`.
+fn register_run(out: &tempfile::TempDir, nemeses: Vec<FaultKind>, time_limit: Duration, seed: u64) -> RunConfig {
+    RunConfig {
         workload: Workload::Register,
-        nemeses: Vec::new(),
+        nemeses,
         nodes: 3,
-        time_limit: Duration::from_secs(5),
+        time_limit,
         concurrency: 4,
-        seed: 7,
+        seed,
         keel_bin: keel_bin(),
         out_dir: out.path().to_path_buf(),
         sabotage: None,
-    };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn register_run_without_faults_is_valid() {
+    let out = tempfile::tempdir().expect("create the run directory");
+    let config = register_run(&out, Vec::new(), Duration::from_secs(5), 7);
     let report = run::run(&config).await.expect("the harness runs");
     println!("{}", report.summary());
 
@@ -64,17 +69,7 @@ async fn register_run_with_kill_pause_and_isolation_is_valid() {
             "seed {seed} no longer schedules {kind:?}: {planned:?}"
         );
     }
-    let config = RunConfig {
-        workload: Workload::Register,
-        nemeses: kinds,
-        nodes: 3,
-        time_limit,
-        concurrency: 4,
-        seed,
-        keel_bin: keel_bin(),
-        out_dir: out.path().to_path_buf(),
-        sabotage: None,
-    };
+    let config = register_run(&out, kinds, time_limit, seed);
     let report = run::run(&config).await.expect("the harness runs");
     println!("{}", report.summary());
 
