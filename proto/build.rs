@@ -1,4 +1,4 @@
-//! Generates the peer (Raft) API. It needs `protoc`, which etcd-client's own build needs too;
+//! Generates the peer (Raft) API and Keel's native API (`keel.v1`). It needs `protoc`, which etcd-client's own build needs too;
 //! `scripts/setup` installs it.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -6,6 +6,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
-        .compile_protos(&["proto/keel/peer.proto"], &["proto"])?;
+        .compile_protos(&["proto/keel/peer.proto", "proto/keel/v1/registry.proto"], &["proto"])?;
     Ok(())
 }

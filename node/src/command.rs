@@ -14,6 +14,11 @@ pub enum Command {
     DeleteRange(DeleteRangeRequest),
     Txn(TxnRequest),
     Compact(CompactRequest),
+    LeaseGrant(LeaseGrantRequest),
+    /// A client's revoke, or the leader's decision that the lease expired.
+    LeaseRevoke(LeaseRevokeRequest),
+    /// A service registration: its keys put on one lease, granted or reused, atomically.
+    Register(RegisterRequest),
     /// A member announces its name and client URLs once it has started (etcd's "publish"). The
     /// state machine records them for Cluster.MemberList; the MVCC keyspace ignores it.
     PublishMember(MemberAttributes),
@@ -29,6 +34,9 @@ impl std::fmt::Display for Command {
                 write!(f, "txn ({} compares, {}/{} ops)", r.compare.len(), r.success.len(), r.failure.len())
             }
             Command::Compact(r) => write!(f, "compact {}", r.revision),
+            Command::LeaseGrant(r) => write!(f, "lease grant {:x} ttl {}s", r.id, r.ttl_secs),
+            Command::LeaseRevoke(r) => write!(f, "lease revoke {:x}", r.id),
+            Command::Register(r) => write!(f, "register {} keys, ttl {}s", r.puts.len(), r.ttl_secs),
             Command::PublishMember(a) => write!(f, "publish member {:x}", a.member_id),
         }
     }
@@ -49,6 +57,9 @@ pub enum CommandResponse {
     DeleteRange(DeleteRangeResponse),
     Txn(TxnResponse),
     Compact(CompactResponse),
+    LeaseGrant(LeaseGrantResponse),
+    LeaseRevoke(LeaseRevokeResponse),
+    Register(RegisterResponse),
     /// The command was valid on the wire but etcd's rules reject it at apply time (for
     /// example a compaction to a revision already compacted). Nothing changed.
     Rejected(crate::mvcc::MvccError),
@@ -213,4 +224,47 @@ pub struct CompactRequest {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CompactResponse {
     pub header_revision: i64,
+}
+
+/// etcd's LeaseGrant, with the id already chosen (by the member that proposes it) and the TTL
+/// already raised to the minimum, so that every member applies the same grant.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseGrantRequest {
+    pub id: i64,
+    pub ttl_secs: i64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseGrantResponse {
+    pub header_revision: i64,
+    pub id: i64,
+    pub ttl_secs: i64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseRevokeRequest {
+    pub id: i64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseRevokeResponse {
+    pub header_revision: i64,
+}
+
+/// Puts `puts` (key, value) on one lease of `ttl_secs` (0 = no lease): the lease the keys
+/// already share if it has that TTL, otherwise a new one with id `lease_id`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterRequest {
+    pub lease_id: i64,
+    pub ttl_secs: i64,
+    pub puts: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterResponse {
+    pub header_revision: i64,
+    /// The lease the keys are on (0 without TTL).
+    pub lease_id: i64,
+    /// True when an existing lease was reused rather than granted.
+    pub reused: bool,
 }

@@ -69,6 +69,10 @@ pub struct Flags {
     #[arg(long, env = "KEEL_EXPERIMENTAL_SNAPSHOT_CATCHUP_ENTRIES", default_value_t = 5_000)]
     pub experimental_snapshot_catchup_entries: u64,
 
+    /// Duration of the periodic watch progress notification, as a Go duration (e.g. 10m, 30s).
+    #[arg(long, env = "KEEL_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL", default_value = "10m", value_parser = parse_go_duration)]
+    pub experimental_watch_progress_notify_interval: Duration,
+
     /// TEST ONLY, loses data: serve linearizable reads from local state without ReadIndex.
     /// Exists so the fault-injection harness can prove it detects stale reads.
     #[arg(long, hide = true, env = "KEEL_UNSAFE_STALE_READS")]
@@ -102,6 +106,7 @@ pub struct MemberConfig {
     pub election_timeout: Duration,
     pub snapshot_count: u64,
     pub snapshot_catchup_entries: u64,
+    pub watch_progress_notify_interval: Duration,
     /// Test-only sabotage; see the flags.
     pub unsafe_stale_reads: bool,
     pub unsafe_ack_before_fsync: bool,
@@ -155,10 +160,36 @@ impl Flags {
             election_timeout: Duration::from_millis(self.election_timeout),
             snapshot_count: self.snapshot_count.max(1),
             snapshot_catchup_entries: self.experimental_snapshot_catchup_entries,
+            watch_progress_notify_interval: self.experimental_watch_progress_notify_interval,
             unsafe_stale_reads: self.unsafe_stale_reads,
             unsafe_ack_before_fsync: self.unsafe_ack_before_fsync,
         })
     }
+}
+
+/// Parses a Go duration ("10m", "1m30s", "250ms"), as etcd's duration flags take them.
+fn parse_go_duration(text: &str) -> Result<Duration, String> {
+    let invalid = || format!("invalid duration {text:?} (examples: 10m, 30s, 250ms)");
+    let units: [(&str, f64); 7] =
+        [("ns", 1e-9), ("us", 1e-6), ("µs", 1e-6), ("ms", 1e-3), ("s", 1.0), ("m", 60.0), ("h", 3600.0)];
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(invalid());
+    }
+    let mut total_secs = 0.0;
+    while !rest.is_empty() {
+        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let number: f64 = rest[..number_len].parse().map_err(|_| invalid())?;
+        rest = &rest[number_len..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let (_, scale) = units.iter().find(|(unit, _)| *unit == &rest[..unit_len]).ok_or_else(invalid)?;
+        total_secs += number * scale;
+        rest = &rest[unit_len..];
+    }
+    if total_secs <= 0.0 {
+        return Err(format!("duration {text:?} must be greater than 0"));
+    }
+    Duration::try_from_secs_f64(total_secs).map_err(|_| invalid())
 }
 
 fn sorted(urls: &[String]) -> Vec<String> {
@@ -252,6 +283,16 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn go_durations_parse_as_etcd_takes_them() {
+        assert_eq!(parse_go_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_go_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_go_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_go_duration("10").is_err());
+        assert!(parse_go_duration("0s").is_err());
+        assert!(parse_go_duration("ten minutes").is_err());
+    }
 
     fn flags(args: &[&str]) -> Result<MemberConfig, String> {
         let mut argv = vec!["keel"];

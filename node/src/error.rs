@@ -7,6 +7,8 @@ use crate::mvcc::MvccError;
 pub enum ServerError {
     #[error(transparent)]
     Mvcc(#[from] MvccError),
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
     #[error("key is not provided")]
     EmptyKey,
     #[error("key not found")]
@@ -25,6 +27,12 @@ pub enum ServerError {
     RequestTooLarge,
     #[error("requested lease not found")]
     LeaseNotFound,
+    #[error("too large lease TTL")]
+    LeaseTtlTooLarge,
+    /// The state machine answered with a response of the wrong kind: a bug between it and
+    /// the API layer, never the client's fault.
+    #[error("state machine answered with the wrong response type")]
+    Mismatched,
     /// No leader is known: nothing was proposed.
     #[error("no leader")]
     NoLeader,

@@ -11,8 +11,12 @@
 //!   (one table, `api::status`), fill the header.
 //! - `raft`: everything that names openraft: log store, state-machine adapter, peer network,
 //!   peer service (Raft RPCs and forwarding), snapshots.
+//! - `registry`: the service registry as a typed view (go-micro's etcd layout and JSON).
 //! - `command`: the replicated command enum and its responses.
+//! - `lease`: when leases expire: deadlines on the leader's clock only, reset on leader change.
 //! - `mvcc`: the revisioned keyspace with etcd's semantics. Pure and synchronous.
+//! - `watch`: change delivery to watchers: the hub of applied batches, per-stream sessions
+//!   that catch up from history.
 //! - `storage`: the engine trait (RocksDB and in-memory) everything persists through.
 //! - `error`, `limits`: domain errors and every named bound.
 
@@ -20,8 +24,11 @@ pub mod api;
 pub mod command;
 pub mod config;
 pub mod error;
+pub mod lease;
 pub mod limits;
 pub mod member;
 pub mod mvcc;
 pub mod raft;
+pub mod registry;
 pub mod storage;
+pub mod watch;

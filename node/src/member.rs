@@ -15,15 +15,19 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_stream::wrappers::TcpListenerStream;
 
+use crate::command::LeaseRevokeRequest;
 use crate::command::{Command, CommandResponse, MemberAttributes};
 use crate::config::{self, MemberConfig};
 use crate::error::ServerError;
+use crate::lease;
 use crate::limits::{GRPC_OVERHEAD_BYTES, REQUEST_TIMEOUT};
 use crate::raft::{
-    self, AckPolicy, ClientWriteError, Config, ForwardRequest, ForwardResponse, LogStore, MemberId, MemberNode,
-    NetworkFactory, PeerClients, PeerService, Raft, RaftMetrics, ReadPolicy, SharedState, SnapshotPolicy, StateMachine,
+    self, AckPolicy, ClientWriteError, Config, ForwardError, ForwardRequest, ForwardResponse, LeaseAuthority,
+    LeaseTime, LogStore, MemberId, MemberNode, NetworkFactory, PeerClients, PeerService, Raft, RaftMetrics, ReadPolicy,
+    SharedState, SnapshotPolicy, StateMachine,
 };
 use crate::storage::{Durability, Engine, RocksEngine, Table, WriteBatch};
+use crate::watch::SessionLimits;
 
 const IDENTITY_KEY: &[u8] = b"identity";
 
@@ -49,10 +53,14 @@ pub struct Member {
     pub cluster_id: u64,
     pub name: String,
     pub max_request_bytes: usize,
+    /// Grants below this TTL are raised to it (etcd's minimum: longer than an election).
+    pub lease_ttl_min_secs: i64,
+    watch_limits: SessionLimits,
     /// Test-only sabotage (`--unsafe-stale-reads`): read barriers pass without ReadIndex.
     unsafe_stale_reads: bool,
     raft: Raft,
     shared: Arc<SharedState>,
+    leases: LeaseAuthority,
     engine: Arc<dyn Engine>,
     peers: PeerClients,
 }
@@ -67,6 +75,72 @@ enum Attempt<T> {
 impl Member {
     pub fn shared(&self) -> &SharedState {
         &self.shared
+    }
+
+    pub fn shared_state(&self) -> Arc<SharedState> {
+        self.shared.clone()
+    }
+
+    pub fn watch_limits(&self) -> SessionLimits {
+        self.watch_limits
+    }
+
+    /// Renews lease `id` on the leader's clock: its TTL, or 0 when it does not exist or expired.
+    pub async fn lease_keep_alive(&self, id: i64) -> Result<i64, ServerError> {
+        self.ask_leader(
+            |leases| leases.keep_alive(id),
+            ForwardRequest::LeaseKeepAlive(id),
+            |response| match response {
+                ForwardResponse::LeaseKeepAlive(answer) => Some(answer),
+                _ => None,
+            },
+        )
+        .await
+    }
+
+    /// The leader's view of lease `id`; `None` when it does not exist.
+    pub async fn lease_time_to_live(&self, id: i64) -> Result<Option<LeaseTime>, ServerError> {
+        let request = ForwardRequest::LeaseTimeToLive(id);
+        self.ask_leader(
+            |leases| leases.time_to_live(id),
+            request,
+            |response| match response {
+                ForwardResponse::LeaseTimeToLive(answer) => Some(answer),
+                _ => None,
+            },
+        )
+        .await
+    }
+
+    /// Asks the leader a question only it can answer (lease time): itself, or over the peer
+    /// port. Questions change nothing, so every failure may be retried.
+    async fn ask_leader<T>(
+        &self,
+        local: impl Fn(&LeaseAuthority) -> Result<T, ForwardError>,
+        request: ForwardRequest,
+        extract: impl Fn(ForwardResponse) -> Option<Result<T, ForwardError>>,
+    ) -> Result<T, ServerError> {
+        let request = &request;
+        let (local, extract) = (&local, &extract);
+        self.through_leader(|leader, deadline| async move {
+            let answer = if leader == self.id {
+                local(&self.leases)
+            } else {
+                match self.forward(leader, request.clone(), deadline).await {
+                    Attempt::Done(Ok(response)) => match extract(response) {
+                        Some(answer) => answer,
+                        None => return Attempt::Retry,
+                    },
+                    Attempt::Done(Err(e)) => return Attempt::Done(Err(e)),
+                    Attempt::Retry => return Attempt::Retry,
+                }
+            };
+            match answer {
+                Ok(value) => Attempt::Done(Ok(value)),
+                Err(_) => Attempt::Retry,
+            }
+        })
+        .await
     }
 
     pub fn metrics(&self) -> RaftMetrics {
@@ -392,14 +466,21 @@ pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
     )
     .await
     .map_err(|e| StartError(format!("raft: {e}")))?;
+    let leases = LeaseAuthority::new(raft.clone(), shared.clone());
     let member = Arc::new(Member {
         id: identity.member_id,
         cluster_id: identity.cluster_id,
         name: identity.name.clone(),
         max_request_bytes: config.max_request_bytes,
+        lease_ttl_min_secs: lease::ttl_min_secs(config.election_timeout),
+        watch_limits: SessionLimits {
+            fragment_bytes: config.max_request_bytes,
+            progress_interval: config.watch_progress_notify_interval,
+        },
         unsafe_stale_reads: config.unsafe_stale_reads,
         raft: raft.clone(),
         shared,
+        leases: leases.clone(),
         engine,
         peers,
     });
@@ -409,7 +490,7 @@ pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
     let peer_addrs = local_addrs(&peer_listeners);
     let client_addrs = local_addrs(&client_listeners);
     for listener in peer_listeners {
-        let service = PeerService::new(raft.clone(), config.data_dir.join("snapshots"));
+        let service = PeerService::new(raft.clone(), leases.clone(), config.data_dir.join("snapshots"));
         let router = tonic::transport::Server::builder()
             .http2_max_pending_accept_reset_streams(Some(PEER_PENDING_RESET_STREAMS_MAX))
             .add_service(
@@ -429,7 +510,8 @@ pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
     if first_start && config.initial_cluster_state_new {
         bootstrap(&raft, &config).await?;
     }
-    tokio::spawn(publish_attributes(member.clone(), config.advertise_client_urls.clone(), stop_rx));
+    tokio::spawn(publish_attributes(member.clone(), config.advertise_client_urls.clone(), stop_rx.clone()));
+    tokio::spawn(expire_leases(member.clone(), stop_rx));
     tracing::info!(member_id = %format!("{:x}", member.id), cluster_id = %format!("{:x}", member.cluster_id), "member started");
     Ok(RunningMember { member, client_addrs, peer_addrs, stop_tx, servers })
 }
@@ -490,6 +572,33 @@ async fn publish_attributes(member: Arc<Member>, client_urls: Vec<String>, stop_
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
+    }
+}
+
+/// On the leader, revokes the leases whose TTL ran out; elsewhere keeps no deadlines at all.
+/// Revokes of one check go out together; one that fails is tried again at the next check.
+async fn expire_leases(member: Arc<Member>, mut stop_rx: watch::Receiver<bool>) {
+    let mut interval = tokio::time::interval(lease::EXPIRY_CHECK_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stop_rx.wait_for(|stop| *stop) => return,
+        }
+        let expired = member.leases.expired();
+        if expired.is_empty() {
+            continue;
+        }
+        tracing::info!(count = expired.len(), "revoking expired leases");
+        let revokes = expired.into_iter().map(|id| {
+            let member = member.clone();
+            async move {
+                if let Err(e) = member.propose(Command::LeaseRevoke(LeaseRevokeRequest { id })).await {
+                    tracing::debug!(lease = %format!("{id:x}"), "revoking expired lease: {e}");
+                }
+            }
+        });
+        futures::future::join_all(revokes).await;
     }
 }
 

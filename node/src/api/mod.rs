@@ -8,13 +8,18 @@ mod convert;
 mod h2_authority;
 mod http;
 mod kv;
+mod lease;
 mod maintenance;
+mod registry;
 mod status;
 mod validate;
+mod watch;
 
 use std::sync::Arc;
 
-use keel_proto::etcd::{PbClusterServer, PbKvServer, PbMaintenanceServer, PbResponseHeader};
+use keel_proto::etcd::{
+    PbClusterServer, PbKvServer, PbLeaseServer, PbMaintenanceServer, PbResponseHeader, PbWatchServer,
+};
 use tonic::service::Routes;
 use tonic::transport::server::Router;
 
@@ -34,6 +39,16 @@ pub fn client_router(member: Arc<Member>, decoding_limit: usize) -> Router {
             )
             .add_service(
                 PbMaintenanceServer::new(maintenance::MaintenanceService::new(member.clone()))
+                    .max_decoding_message_size(decoding_limit),
+            )
+            .add_service(
+                PbLeaseServer::new(lease::LeaseService::new(member.clone())).max_decoding_message_size(decoding_limit),
+            )
+            .add_service(
+                PbWatchServer::new(watch::WatchService::new(member.clone())).max_decoding_message_size(decoding_limit),
+            )
+            .add_service(
+                keel_proto::v1::registry_server::RegistryServer::new(registry::RegistryService::new(member.clone()))
                     .max_decoding_message_size(decoding_limit),
             );
     let routes = Routes::from(grpc.into_axum_router().merge(http::router(member)));

@@ -5,6 +5,7 @@ use tonic::{Code, Status};
 
 use crate::error::ServerError;
 use crate::mvcc::MvccError;
+use crate::registry::RegistryError;
 
 pub fn to_status(error: &ServerError) -> Status {
     let (code, message) = match error {
@@ -15,7 +16,11 @@ pub fn to_status(error: &ServerError) -> Status {
             (Code::OutOfRange, "etcdserver: mvcc: required revision is a future revision")
         }
         ServerError::Mvcc(MvccError::KeyNotFound) => (Code::InvalidArgument, "etcdserver: key not found"),
+        ServerError::Mvcc(MvccError::LeaseNotFound) => (Code::NotFound, "etcdserver: requested lease not found"),
+        ServerError::Mvcc(MvccError::LeaseExists) => (Code::FailedPrecondition, "etcdserver: lease already exists"),
         ServerError::Mvcc(MvccError::Storage(_)) => return Status::internal(error.to_string()),
+        ServerError::Registry(RegistryError::NotFound) => return Status::not_found(error.to_string()),
+        ServerError::Registry(_) => return Status::invalid_argument(error.to_string()),
         ServerError::EmptyKey => (Code::InvalidArgument, "etcdserver: key is not provided"),
         ServerError::KeyNotFound => (Code::InvalidArgument, "etcdserver: key not found"),
         ServerError::ValueProvided => (Code::InvalidArgument, "etcdserver: value is provided"),
@@ -25,6 +30,8 @@ pub fn to_status(error: &ServerError) -> Status {
         ServerError::InvalidSortOption => (Code::InvalidArgument, "etcdserver: invalid sort option"),
         ServerError::RequestTooLarge => (Code::InvalidArgument, "etcdserver: request is too large"),
         ServerError::LeaseNotFound => (Code::NotFound, "etcdserver: requested lease not found"),
+        ServerError::LeaseTtlTooLarge => (Code::OutOfRange, "etcdserver: too large lease TTL"),
+        ServerError::Mismatched => return Status::internal(format!("keel: {error}")),
         ServerError::NoLeader => (Code::Unavailable, "etcdserver: no leader"),
         ServerError::Timeout => (Code::Unavailable, "etcdserver: request timed out"),
         ServerError::Stopped => (Code::Unavailable, "etcdserver: server stopped"),

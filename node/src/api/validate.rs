@@ -28,10 +28,6 @@ pub fn put(r: &PbPutRequest) -> Result<(), ServerError> {
     if r.ignore_lease && r.lease != 0 {
         return Err(ServerError::LeaseProvided);
     }
-    // Leases arrive with their own service; until then no lease exists, as etcd would say.
-    if r.lease != 0 {
-        return Err(ServerError::LeaseNotFound);
-    }
     Ok(())
 }
 

@@ -17,6 +17,12 @@ pub enum MvccError {
     /// at apply time (a concurrent delete may come first), so it is a replicated rejection.
     #[error("etcdserver: key not found")]
     KeyNotFound,
+    /// A Put names a lease that does not exist (any more), or a revoke an unknown lease.
+    #[error("etcdserver: requested lease not found")]
+    LeaseNotFound,
+    /// A grant asks for an id already in use.
+    #[error("etcdserver: lease already exists")]
+    LeaseExists,
     /// The engine failed while serving a read (`MvccStore::range` only; `apply` reports engine
     /// failures as `StorageError` and never rejects with this).
     #[error("storage: {0}")]

@@ -16,6 +16,8 @@
 //! - `range`: etcd's Range (range_end rules, limit, count, sorting, revision filters).
 //! - `txn`: Put, DeleteRange and Txn (compares, nested transactions, apply-time checks).
 //! - `compaction`: the Compact command.
+//! - `lease`: leases, their keys, LeaseGrant / LeaseRevoke / Register.
+//! - `event`: the changes each write makes, for watchers, and reading them back from history.
 //! - `error`: [`MvccError`].
 //!
 //! Tests: `tests` (etcd's rules, table-driven) and `model_tests` (a property test against a
@@ -23,7 +25,9 @@
 
 mod compaction;
 mod error;
+mod event;
 mod key_index;
+mod lease;
 mod range;
 mod revision;
 mod store;
@@ -35,4 +39,6 @@ mod model_tests;
 mod tests;
 
 pub use error::MvccError;
+pub use event::{Event, EventKind, HistoryPage};
+pub use lease::Lease;
 pub use store::MvccStore;

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use crate::command::{Command, CommandResponse, KeyValue, RangeRequest, RangeResponse};
 use crate::storage::{Direction, Durability, Engine, KeyRange, StorageError, Table, WriteBatch};
 
+use super::event::{Event, EventKind};
 use super::key_index::KeyIndex;
+use super::lease::LeaseTable;
 use super::range::KeySpan;
 use super::revision::{RecordKind, Revision};
 use super::MvccError;
@@ -38,6 +40,11 @@ pub struct MvccStore {
     /// Changes to `Table::Kv` since the last commit, by engine key: a record to write, or `None`
     /// to delete one. Reads look here before the engine.
     staged: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Changes to this module's records in `Table::StateMeta` (leases) since the last commit.
+    staged_meta: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    pub(super) leases: LeaseTable,
+    /// The changes applied since the last `take_events`, in revision order, for watchers.
+    events: Vec<Event>,
 }
 
 impl std::fmt::Debug for MvccStore {
@@ -110,10 +117,14 @@ impl MvccStore {
     /// revision 1 (the first write gets revision 2, as in etcd), compact revision 0.
     pub fn open(engine: Arc<dyn Engine>) -> Result<Self, StorageError> {
         let mut index: BTreeMap<Vec<u8>, KeyIndex> = BTreeMap::new();
+        let mut leases = LeaseTable::load(engine.as_ref())?;
         let mut newest_revision = EMPTY_STORE_REVISION;
         let mut failure = None;
         engine.scan(Table::Kv, KeyRange::all(), Direction::Forward, &mut |key, value| match restore_record(
-            &mut index, key, value,
+            &mut index,
+            &mut leases,
+            key,
+            value,
         ) {
             Ok(main) => {
                 newest_revision = newest_revision.max(main);
@@ -130,7 +141,16 @@ impl MvccStore {
         let current_revision =
             read_meta(engine.as_ref(), CURRENT_REVISION_KEY)?.unwrap_or(EMPTY_STORE_REVISION).max(newest_revision);
         let compacted = read_meta(engine.as_ref(), COMPACT_REVISION_KEY)?.unwrap_or(NEVER_COMPACTED);
-        Ok(MvccStore { engine, index, current_revision, compacted, staged: BTreeMap::new() })
+        Ok(MvccStore {
+            engine,
+            index,
+            current_revision,
+            compacted,
+            staged: BTreeMap::new(),
+            staged_meta: BTreeMap::new(),
+            leases,
+            events: Vec::new(),
+        })
     }
 
     /// The revision of the last change, staged or committed.
@@ -167,6 +187,9 @@ impl MvccStore {
             Command::DeleteRange(request) => self.apply_delete_range(request).map(CommandResponse::DeleteRange),
             Command::Txn(request) => self.apply_txn(request).map(CommandResponse::Txn),
             Command::Compact(request) => self.apply_compact(request).map(CommandResponse::Compact),
+            Command::LeaseGrant(request) => self.apply_lease_grant(request).map(CommandResponse::LeaseGrant),
+            Command::LeaseRevoke(request) => self.apply_lease_revoke(request).map(CommandResponse::LeaseRevoke),
+            Command::Register(request) => self.apply_register(request).map(CommandResponse::Register),
             Command::PublishMember(_) => Ok(CommandResponse::None),
         };
         match outcome {
@@ -187,12 +210,27 @@ impl MvccStore {
                 None => batch.delete(Table::Kv, key),
             }
         }
+        for (key, record) in std::mem::take(&mut self.staged_meta) {
+            match record {
+                Some(value) => batch.put(Table::StateMeta, key, value),
+                None => batch.delete(Table::StateMeta, key),
+            }
+        }
         batch.put(Table::StateMeta, CURRENT_REVISION_KEY, self.current_revision.to_be_bytes());
         if self.compacted != NEVER_COMPACTED {
             batch.put(Table::StateMeta, COMPACT_REVISION_KEY, self.compacted.to_be_bytes());
         }
         batch.ops.extend(extra.ops);
         self.engine.write(batch, Durability::Buffered)
+    }
+
+    /// The changes applied since the last call, in revision order.
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    pub(super) fn engine(&self) -> &dyn Engine {
+        self.engine.as_ref()
     }
 
     /// Number of keys that currently exist.
@@ -307,7 +345,10 @@ impl MvccStore {
             value,
             lease,
         };
-        self.stage(revision.engine_key(RecordKind::Value), &record)
+        self.leases.attach(key, lease);
+        self.stage(revision.engine_key(RecordKind::Value), &record)?;
+        self.events.push(Event { kind: EventKind::Put, kv: record });
+        Ok(())
     }
 
     /// Deletes every live key in `span`; returns how many.
@@ -324,7 +365,9 @@ impl MvccStore {
                 history.tombstone(revision);
             }
             let record = KeyValue { key: key.clone(), mod_revision: revision.main, ..KeyValue::default() };
+            self.leases.detach(key);
             self.stage(revision.engine_key(RecordKind::Tombstone), &record)?;
+            self.events.push(Event { kind: EventKind::Delete, kv: record });
         }
         Ok(i64::try_from(doomed.len()).unwrap_or(i64::MAX))
     }
@@ -332,6 +375,10 @@ impl MvccStore {
     /// Stages the deletion of records that compaction dropped.
     pub(super) fn stage_removal(&mut self, revision: Revision, kind: RecordKind) {
         self.staged.insert(revision.engine_key(kind), None);
+    }
+
+    pub(super) fn stage_meta(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        self.staged_meta.insert(key, value);
     }
 
     fn stage(&mut self, engine_key: Vec<u8>, record: &KeyValue) -> Result<(), StorageError> {
@@ -357,15 +404,21 @@ fn read_meta(engine: &dyn Engine, key: &[u8]) -> Result<Option<i64>, StorageErro
     Ok(Some(i64::from_be_bytes(bytes)))
 }
 
-/// Adds one `Kv` record to the index being rebuilt; returns its main revision.
+/// Adds one `Kv` record to the index being rebuilt, and the key to its lease when the record is
+/// the key's newest (records come in revision order); returns its main revision.
 fn restore_record(
     index: &mut BTreeMap<Vec<u8>, KeyIndex>,
+    leases: &mut LeaseTable,
     engine_key: &[u8],
     value: &[u8],
 ) -> Result<i64, StorageError> {
     let corrupt = |what: &str| StorageError(format!("mvcc: corrupt record {engine_key:?}: {what}"));
     let (revision, kind) = Revision::from_engine_key(engine_key).ok_or_else(|| corrupt("bad revision key"))?;
     let record: KeyValue = postcard::from_bytes(value).map_err(|error| corrupt(&error.to_string()))?;
+    match kind {
+        RecordKind::Value => leases.attach(&record.key, record.lease),
+        RecordKind::Tombstone => leases.detach(&record.key),
+    }
     let history = index.entry(record.key).or_default();
     match kind {
         RecordKind::Value => history.restore_put(revision, record.create_revision, record.version),

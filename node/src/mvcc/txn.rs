@@ -101,10 +101,19 @@ impl MvccStore {
             Some(previous) if request.ignore_value => previous.value.clone(),
             _ => request.value.clone(),
         };
-        let lease = match &previous {
+        let mut lease = match &previous {
             Some(previous) if request.ignore_lease => previous.lease,
             _ => request.lease,
         };
+        if lease != 0 && !self.leases.contains(lease) {
+            match missing {
+                MissingPrevious::Reject => return Err(MvccError::LeaseNotFound.into()),
+                // Inside a Txn every lease was checked before any write, except the request's
+                // own lease of an `ignore_lease` put whose key an earlier op deleted (the case
+                // etcd panics on). Failing here would leave the Txn half-applied: no lease.
+                MissingPrevious::UseRequest => lease = 0,
+            }
+        }
         self.put_key(txn, &request.key, value, lease)?;
         let prev_kv = if request.prev_kv { previous } else { None };
         Ok(PutResponse { header_revision: txn.read_revision(), prev_kv })
@@ -175,13 +184,16 @@ impl MvccStore {
         Ok(())
     }
 
-    /// etcd's `checkRequestPut`, less the lease lookup (the caller's).
+    /// etcd's `checkRequestPut`: the previous value that `ignore_*` needs, and the lease.
     fn check_put(&self, op: &RequestOp, current: i64) -> Result<(), OpError> {
         let RequestOp::Put(put) = op else {
             return Ok(());
         };
         if (put.ignore_value || put.ignore_lease) && self.kvs_at(KeySpan::Single(&put.key), current)?.is_empty() {
             return Err(MvccError::KeyNotFound.into());
+        }
+        if !put.ignore_lease && put.lease != 0 && !self.leases.contains(put.lease) {
+            return Err(MvccError::LeaseNotFound.into());
         }
         Ok(())
     }

@@ -6,6 +6,7 @@
 //! `CommandResponse`s.
 
 mod codec;
+mod lease_authority;
 mod log_store;
 mod network;
 mod peer_service;
@@ -15,6 +16,7 @@ mod state_machine;
 use serde::{Deserialize, Serialize};
 
 pub use codec::{decode, encode};
+pub use lease_authority::{LeaseAuthority, LeaseTime};
 pub use log_store::{AckPolicy, LogStore};
 pub use network::{NetworkFactory, PeerClients};
 pub use peer_service::{ForwardError, ForwardRequest, ForwardResponse, PeerService};

@@ -13,18 +13,23 @@ use tokio::io::AsyncWriteExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::codec::{decode, encode};
+use super::lease_authority::{LeaseAuthority, LeaseTime};
 use super::snapshot::SnapshotFile;
 use super::{MemberId, Raft, ReadPolicy, SnapshotMeta, Vote};
 use crate::command::{Command, CommandResponse};
 
 /// A request a follower sends to the leader on a client's behalf.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum ForwardRequest {
     /// Propose a command; answer with its result.
     Write(Command),
     /// Confirm leadership with a quorum (ReadIndex) and answer with the log index a
     /// linearizable read must wait for.
     ReadIndex,
+    /// Renew a lease on the leader's clock; answer its TTL (0 = gone).
+    LeaseKeepAlive(i64),
+    /// The leader's view of a lease's remaining time.
+    LeaseTimeToLive(i64),
 }
 
 /// Why a forwarded request failed, for the follower to map to etcd's errors.
@@ -42,16 +47,19 @@ pub enum ForwardError {
 pub enum ForwardResponse {
     Write(Result<(CommandResponse, u64), ForwardError>),
     ReadIndex(Result<u64, ForwardError>),
+    LeaseKeepAlive(Result<i64, ForwardError>),
+    LeaseTimeToLive(Result<Option<LeaseTime>, ForwardError>),
 }
 
 pub struct PeerService {
     raft: Raft,
+    leases: LeaseAuthority,
     incoming_dir: PathBuf,
 }
 
 impl PeerService {
-    pub fn new(raft: Raft, incoming_dir: PathBuf) -> Self {
-        Self { raft, incoming_dir }
+    pub fn new(raft: Raft, leases: LeaseAuthority, incoming_dir: PathBuf) -> Self {
+        Self { raft, leases, incoming_dir }
     }
 
     async fn receive_snapshot(
@@ -117,6 +125,8 @@ impl Peer for PeerService {
         let response = match forwarded {
             ForwardRequest::Write(command) => ForwardResponse::Write(self.write(command).await),
             ForwardRequest::ReadIndex => ForwardResponse::ReadIndex(self.read_index().await),
+            ForwardRequest::LeaseKeepAlive(id) => ForwardResponse::LeaseKeepAlive(self.leases.keep_alive(id)),
+            ForwardRequest::LeaseTimeToLive(id) => ForwardResponse::LeaseTimeToLive(self.leases.time_to_live(id)),
         };
         reply(&response)
     }

@@ -19,6 +19,7 @@ use super::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::command::{Command, CommandResponse, MemberAttributes};
 use crate::mvcc::MvccStore;
 use crate::storage::{Direction, Durability, Engine, KeyRange, Table, WriteBatch};
+use crate::watch::Hub;
 
 const APPLIED_KEY: &[u8] = b"raft/applied";
 const MEMBERSHIP_KEY: &[u8] = b"raft/membership";
@@ -30,10 +31,12 @@ const INSTALLING_KEY: &[u8] = b"installing_snapshot";
 
 type Snapshot = openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>;
 
-/// What the API layer reads: the keyspace and the members' published attributes.
+/// What the API layer reads: the keyspace, the members' published attributes, and the
+/// changes as they are applied.
 pub struct SharedState {
     mvcc: RwLock<MvccStore>,
     members: RwLock<BTreeMap<u64, MemberAttributes>>,
+    hub: Hub,
 }
 
 impl SharedState {
@@ -41,6 +44,11 @@ impl SharedState {
     /// means an apply panicked half-way; the state is then unknown, so we stop the member.
     pub fn mvcc(&self) -> RwLockReadGuard<'_, MvccStore> {
         self.mvcc.read().unwrap_or_else(|_| fatal("keyspace lock poisoned"))
+    }
+
+    /// Every applied batch of changes, in revision order, for watchers.
+    pub fn hub(&self) -> &Hub {
+        &self.hub
     }
 
     pub fn members(&self) -> BTreeMap<u64, MemberAttributes> {
@@ -78,6 +86,7 @@ impl StateMachine {
         let shared = Arc::new(SharedState {
             mvcc: RwLock::new(MvccStore::open(engine.clone()).map_err(io::Error::other)?),
             members: RwLock::new(load_members(&engine)?),
+            hub: Hub::default(),
         });
         Ok(Self { engine, shared, snapshot_dir: snapshot_dir.to_path_buf(), applied, membership })
     }
@@ -194,6 +203,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let shared = self.shared.clone();
             let mut mvcc = shared.mvcc_mut();
             let mut extra = WriteBatch::new();
+            let revision_before = mvcc.current_revision();
             for (entry, responder) in pending {
                 let response = self.apply_one(&mut mvcc, entry.payload, entry.log_id, &mut extra)?;
                 responses.push((responder, response));
@@ -202,6 +212,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             extra.put(Table::StateMeta, MEMBERSHIP_KEY, encode(&self.membership)?);
             // One atomic batch: the keyspace and the log id it reflects never disagree on disk.
             mvcc.commit(extra).map_err(io::Error::other)?;
+            // Published under the write lock: watchers reading history see either this batch
+            // or a keyspace that already contains it, never neither.
+            let revision_after = mvcc.current_revision();
+            if revision_after > revision_before {
+                shared.hub.publish_applied(revision_before + 1, revision_after, mvcc.take_events());
+            }
         }
         for (responder, response) in responses {
             if let Some(responder) = responder {
@@ -243,7 +259,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let installed = tokio::task::spawn_blocking(move || finish_install(&engine, &install_path))
             .await
             .map_err(io::Error::other)??;
-        *self.shared.mvcc_mut() = MvccStore::open(self.engine.clone()).map_err(io::Error::other)?;
+        {
+            let mut mvcc = self.shared.mvcc_mut();
+            let revision_before = mvcc.current_revision();
+            *mvcc = MvccStore::open(self.engine.clone()).map_err(io::Error::other)?;
+            // Watchers cannot be told what changed: they re-read it from the new history.
+            self.shared.hub.publish_replaced(revision_before + 1, mvcc.current_revision());
+        }
         *self.shared.members.write().unwrap_or_else(|_| fatal("members lock poisoned")) = load_members(&self.engine)?;
         self.applied = installed.last_log_id;
         self.membership = installed.last_membership;

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use proptest::prelude::*;
 
 use crate::command::{
-    Command, CompactRequest, Compare, CompareResult, CompareTarget, DeleteRangeRequest, PutRequest, RangeRequest,
-    RequestOp, SortOrder, SortTarget, TxnRequest,
+    Command, CompactRequest, Compare, CompareResult, CompareTarget, DeleteRangeRequest, LeaseGrantRequest,
+    LeaseRevokeRequest, PutRequest, RangeRequest, RequestOp, SortOrder, SortTarget, TxnRequest,
 };
 use crate::storage::{Engine, MemoryEngine, RocksEngine, WriteBatch};
 
@@ -165,6 +165,9 @@ fn step() -> impl Strategy<Value = Step> {
         6 => put_request().prop_map(|request| Step::Apply(Command::Put(request))),
         3 => delete_request().prop_map(|request| Step::Apply(Command::DeleteRange(request))),
         4 => txn_request().prop_map(|request| Step::Apply(Command::Txn(request))),
+        2 => (1..3i64, prop::sample::select(vec![5i64, 10]))
+            .prop_map(|(id, ttl_secs)| Step::Apply(Command::LeaseGrant(LeaseGrantRequest { id, ttl_secs }))),
+        1 => (0..3i64).prop_map(|id| Step::Apply(Command::LeaseRevoke(LeaseRevokeRequest { id }))),
         1 => (-1..6i64).prop_map(|back| Step::Compact { back }),
         4 => (range_request(), prop::option::of(-1..8i64))
             .prop_map(|(request, back)| Step::Range { request, back }),
@@ -184,6 +187,13 @@ fn assert_same_state(store: &MvccStore, model: &Model) -> Result<(), TestCaseErr
     prop_assert_eq!(store.current_revision(), model.current());
     prop_assert_eq!(store.compact_revision(), model.compacted.max(0));
     prop_assert_eq!(store.key_count(), model.at(model.current()).len());
+    let store_leases: Vec<(i64, i64)> = store.leases();
+    let model_leases: Vec<(i64, i64)> = model.leases.iter().map(|(id, ttl)| (*id, *ttl)).collect();
+    prop_assert_eq!(store_leases, model_leases);
+    for (id, keys) in model.lease_keys() {
+        let store_keys: Vec<Vec<u8>> = store.lease(id).map(|l| l.keys.iter().cloned().collect()).unwrap_or_default();
+        prop_assert_eq!(store_keys, keys, "keys of lease {}", id);
+    }
     for revision in model.compacted.max(1) - 1..=model.current() + 1 {
         prop_assert_eq!(
             store.range(&all_keys_at(revision)),

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use crate::command::{
     Command, CommandResponse, CompactResponse, Compare, CompareResult, CompareTarget, DeleteRangeRequest,
-    DeleteRangeResponse, KeyValue, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseOp,
-    SortOrder, SortTarget, TxnRequest, TxnResponse,
+    DeleteRangeResponse, KeyValue, LeaseGrantResponse, LeaseRevokeResponse, PutRequest, PutResponse, RangeRequest,
+    RangeResponse, RequestOp, ResponseOp, SortOrder, SortTarget, TxnRequest, TxnResponse,
 };
 
 use super::super::MvccError;
@@ -18,6 +18,8 @@ pub(super) struct Model {
     snapshots: Vec<Keyspace>,
     /// etcd's compactMainRev: -1 until the first compaction.
     pub(super) compacted: i64,
+    /// Lease id → granted TTL. A lease's keys are the live keys whose `lease` is its id.
+    pub(super) leases: BTreeMap<i64, i64>,
 }
 
 /// A write transaction of the model: a working copy of the keyspace.
@@ -43,7 +45,7 @@ fn in_span(candidate: &[u8], key: &[u8], range_end: &[u8]) -> bool {
 
 impl Model {
     pub(super) fn new() -> Self {
-        Model { snapshots: vec![Keyspace::new(), Keyspace::new()], compacted: -1 }
+        Model { snapshots: vec![Keyspace::new(), Keyspace::new()], compacted: -1, leases: BTreeMap::new() }
     }
 
     pub(super) fn current(&self) -> i64 {
@@ -161,6 +163,13 @@ impl Model {
                 _ => request.lease,
             },
         };
+        let mut kv = kv;
+        if kv.lease != 0 && !self.leases.contains_key(&kv.lease) {
+            if reject_missing {
+                return Err(MvccError::LeaseNotFound);
+            }
+            kv.lease = 0;
+        }
         txn.working.insert(request.key.clone(), kv);
         txn.changed = true;
         Ok(PutResponse { header_revision: revision, prev_kv: if request.prev_kv { previous } else { None } })
@@ -237,9 +246,13 @@ impl Model {
         let before = self.at(current).clone();
         let read_only = request.success.iter().chain(&request.failure).all(|op| matches!(op, RequestOp::Range(_)));
         if !read_only {
+            let leases = &self.leases;
             Self::check_path(&before, request, &|op| match op {
                 RequestOp::Put(put) if (put.ignore_value || put.ignore_lease) && !before.contains_key(&put.key) => {
                     Err(MvccError::KeyNotFound)
+                }
+                RequestOp::Put(put) if !put.ignore_lease && put.lease != 0 && !leases.contains_key(&put.lease) => {
+                    Err(MvccError::LeaseNotFound)
                 }
                 _ => Ok(()),
             })?;
@@ -303,9 +316,48 @@ impl Model {
                     Ok(CommandResponse::Compact(CompactResponse { header_revision: self.current() }))
                 }
             }
+            Command::LeaseGrant(request) => {
+                if self.leases.contains_key(&request.id) {
+                    Err(MvccError::LeaseExists)
+                } else {
+                    self.leases.insert(request.id, request.ttl_secs);
+                    Ok(CommandResponse::LeaseGrant(LeaseGrantResponse {
+                        header_revision: self.current(),
+                        id: request.id,
+                        ttl_secs: request.ttl_secs,
+                    }))
+                }
+            }
+            Command::LeaseRevoke(request) => {
+                if self.leases.remove(&request.id).is_none() {
+                    Err(MvccError::LeaseNotFound)
+                } else {
+                    let mut txn = self.begin();
+                    let doomed: Vec<Vec<u8>> =
+                        txn.working.values().filter(|kv| kv.lease == request.id).map(|kv| kv.key.clone()).collect();
+                    for key in doomed {
+                        txn.working.remove(&key);
+                        txn.changed = true;
+                    }
+                    self.end(txn);
+                    Ok(CommandResponse::LeaseRevoke(LeaseRevokeResponse { header_revision: self.current() }))
+                }
+            }
+            Command::Register(_) => unreachable!("registrations are tested in mvcc::tests::lease"),
             Command::PublishMember(_) => Ok(CommandResponse::None),
         };
         outcome.unwrap_or_else(CommandResponse::Rejected)
+    }
+
+    /// The keys each lease holds now, by lease id.
+    pub(super) fn lease_keys(&self) -> BTreeMap<i64, Vec<Vec<u8>>> {
+        let mut keys: BTreeMap<i64, Vec<Vec<u8>>> = self.leases.keys().map(|id| (*id, Vec::new())).collect();
+        for kv in self.at(self.current()).values() {
+            if let Some(list) = keys.get_mut(&kv.lease) {
+                list.push(kv.key.clone());
+            }
+        }
+        keys
     }
 
     pub(super) fn top_range(&self, request: &RangeRequest) -> Result<RangeResponse, MvccError> {

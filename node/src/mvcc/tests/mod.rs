@@ -1,6 +1,7 @@
 //! Unit tests of etcd's rules, one table per rule where it reads better: writes, compaction
 //! and persistence here; ranges in `range`, compares and transactions in `txn`.
 
+mod lease;
 mod range;
 mod txn;
 
@@ -47,6 +48,12 @@ fn txn(store: &mut MvccStore, request: TxnRequest) -> Result<TxnResponse, MvccEr
         CommandResponse::Rejected(error) => Err(error),
         other => panic!("txn: {other:?}"),
     }
+}
+
+/// Grants lease `id` (grants do not change the revision).
+fn grant(store: &mut MvccStore, id: i64) {
+    let request = crate::command::LeaseGrantRequest { id, ttl_secs: 60 };
+    assert!(matches!(apply(store, Command::LeaseGrant(request)), CommandResponse::LeaseGrant(_)));
 }
 
 fn compact(store: &mut MvccStore, revision: i64) -> CommandResponse {
@@ -122,6 +129,8 @@ fn puts_and_deletes_keep_etcd_revisions_and_versions() {
 #[test]
 fn put_ignore_value_and_lease_keep_the_previous_ones() {
     let (_, mut store) = new_store();
+    grant(&mut store, 7);
+    grant(&mut store, 8);
     let first = PutRequest { key: "k".into(), value: "v".into(), lease: 7, ..PutRequest::default() };
     apply(&mut store, Command::Put(first));
     let keep_value = PutRequest { key: "k".into(), ignore_value: true, lease: 8, ..PutRequest::default() };

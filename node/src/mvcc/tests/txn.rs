@@ -136,6 +136,7 @@ fn txn_checks_reject_before_any_write() {
     assert_eq!(store.range(&get("new")).expect("range").count, 0);
 
     // Deleted earlier in the same txn (etcd panics): the request's own value is used.
+    super::grant(&mut store, 5);
     let delete_then_ignore = TxnRequest {
         success: vec![
             RequestOp::DeleteRange(DeleteRangeRequest { key: "a".into(), ..DeleteRangeRequest::default() }),

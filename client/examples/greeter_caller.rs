@@ -1,0 +1,55 @@
+//! Finds the greeter (see `greeter_service.rs`) through the registry and calls it:
+//!
+//! ```text
+//! cargo run -p keel-client --example greeter_caller -- Ada
+//! ```
+//!
+//! `KEEL_ENDPOINTS` (comma-separated, default http://127.0.0.1:2379) names the cluster.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use keel_client::registry::{GrpcRegistry, Selector, Strategy};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// How long to wait for a greeter to show up and answer.
+const WAIT: Duration = Duration::from_secs(10);
+/// A greeting longer than this is cut.
+const REPLY_BYTES_MAX: u64 = 1024;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let name = std::env::args().nth(1).unwrap_or_else(|| "world".into());
+    let endpoints = std::env::var("KEEL_ENDPOINTS").unwrap_or_else(|_| "http://127.0.0.1:2379".into());
+    let endpoints: Vec<String> = endpoints.split(',').map(|endpoint| endpoint.trim().to_string()).collect();
+    let registry = Arc::new(GrpcRegistry::connect(&endpoints).await?);
+    let selector = Selector::new(registry, Strategy::RoundRobin);
+
+    let node = tokio::time::timeout(WAIT, async {
+        loop {
+            match selector.select("greeter").await {
+                Err(keel_client::Error::NotFound) => tokio::time::sleep(Duration::from_millis(200)).await,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("no greeter registered within {WAIT:?}; start greeter_service first"))??;
+
+    let address: SocketAddr = node.address.parse()?;
+    // Loopback only: this example never connects anywhere else.
+    anyhow::ensure!(address.ip().is_loopback(), "greeter {} is not on loopback; refusing to call it", node.id);
+    let reply = tokio::time::timeout(WAIT, call(address, &name)).await??;
+    println!("{} ({}) says: {}", node.id, node.address, reply.trim_end());
+    Ok(())
+}
+
+async fn call(address: SocketAddr, name: &str) -> std::io::Result<String> {
+    let mut connection = TcpStream::connect(address).await?;
+    connection.write_all(format!("{name}\n").as_bytes()).await?;
+    let mut reply = String::new();
+    connection.take(REPLY_BYTES_MAX).read_to_string(&mut reply).await?;
+    Ok(reply)
+}

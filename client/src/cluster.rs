@@ -1,0 +1,263 @@
+//! Failover across a cluster's members, shared by every gRPC implementation. A request goes to
+//! the member that last answered; when that member is unreachable, has no leader or is
+//! stopping, the next one is tried, round after round with backoff until [`FAILOVER_BUDGET`]
+//! runs out. Only idempotent requests may go through here: a request that failed on one member
+//! may still have been applied there.
+//!
+//! Knows nothing of any service's messages: callers pass a closure making the request.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::OnceCell;
+use tokio::time::Instant;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+use crate::error::{Error, Result};
+
+/// How long connecting to one member may take: loopback and LAN members answer in
+/// milliseconds, so a member silent for a second is treated as down and the next one tried.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long one request (or opening a stream, up to its first response) may take on one
+/// member before the next one is tried. A leader election takes about a second; five covers
+/// a slow disk too.
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long to keep trying every member before answering [`Error::Unavailable`]: long enough
+/// to ride out a leader election after a failover.
+pub(crate) const FAILOVER_BUDGET: Duration = Duration::from_secs(10);
+/// HTTP/2 pings on idle connections, so a watch or keep-alive stream to a member that died or
+/// froze fails within about [`KEEPALIVE_INTERVAL`] + [`KEEPALIVE_TIMEOUT`] and moves on.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// More endpoints than this is a mistake (a cluster has 3, 5 or 7 members).
+pub(crate) const ENDPOINTS_MAX: usize = 64;
+
+pub(crate) struct Cluster {
+    members: Vec<Member>,
+    /// The member that last answered: tried first.
+    current: AtomicUsize,
+}
+
+struct Member {
+    url: String,
+    /// Lazy: connects on first use and reconnects after a failure by itself.
+    channel: Channel,
+    /// etcd's own client for this member, for the Lease API (created on first use).
+    etcd: OnceCell<etcd_client::Client>,
+}
+
+impl Cluster {
+    /// Prepares a connection to each endpoint without contacting any (so a client can start
+    /// before the cluster). Must run inside a tokio runtime.
+    pub(crate) fn new(endpoints: &[String]) -> Result<Cluster> {
+        if endpoints.is_empty() {
+            return Err(Error::InvalidArgument(
+                "no endpoint given; pass at least one, e.g. http://127.0.0.1:2379".into(),
+            ));
+        }
+        if endpoints.len() > ENDPOINTS_MAX {
+            return Err(Error::InvalidArgument(format!(
+                "{} endpoints given, at most {ENDPOINTS_MAX} are accepted",
+                endpoints.len()
+            )));
+        }
+        let members = endpoints.iter().map(|endpoint| Member::new(endpoint)).collect::<Result<_>>()?;
+        Ok(Cluster { members, current: AtomicUsize::new(0) })
+    }
+
+    /// Sends `request` to the current member, failing over as described in the module docs.
+    /// `what` names the operation in the error message ("register", "watch").
+    pub(crate) async fn call<T, F, Fut>(&self, what: &str, request: F) -> Result<T>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        self.call_tracked(what, request).await.map(|(_, value)| value)
+    }
+
+    /// [`Cluster::call`], also returning the index of the member that answered.
+    pub(crate) async fn call_tracked<T, F, Fut>(&self, what: &str, mut request: F) -> Result<(usize, T)>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let deadline = Instant::now() + FAILOVER_BUDGET;
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            let first = self.current();
+            let mut failures = Vec::with_capacity(self.members.len());
+            for offset in 0..self.members.len() {
+                let index = (first + offset) % self.members.len();
+                let member = &self.members[index];
+                let failure = match tokio::time::timeout(REQUEST_TIMEOUT, request(member.channel.clone())).await {
+                    Ok(Ok(value)) => {
+                        self.current.store(index, Ordering::Relaxed);
+                        return Ok((index, value));
+                    }
+                    Ok(Err(status)) if is_member_failure(&status) => describe(&status),
+                    Ok(Err(status)) => return Err(from_status(status)),
+                    Err(_) => format!("no answer within {REQUEST_TIMEOUT:?}"),
+                };
+                tracing::debug!(endpoint = %member.url, "{what} failed: {failure}; trying the next member");
+                failures.push(format!("{}: {failure}", member.url));
+            }
+            if Instant::now() + backoff >= deadline {
+                return Err(Error::Unavailable(format!(
+                    "could not {what} on any member within {FAILOVER_BUDGET:?} ({}); check that the cluster is \
+                     running, has a leader, and that the endpoints are right",
+                    failures.join("; ")
+                )));
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// The member requests go to first.
+    pub(crate) fn current(&self) -> usize {
+        self.current.load(Ordering::Relaxed) % self.members.len()
+    }
+
+    /// Moves away from member `index` after one of its streams failed, unless another caller
+    /// already did.
+    pub(crate) fn fail_over_from(&self, index: usize) {
+        let next = (index + 1) % self.members.len();
+        // An error means `current` already changed: someone else found a better member.
+        let _ = self.current.compare_exchange(index, next, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    pub(crate) fn url(&self, index: usize) -> &str {
+        &self.members[index].url
+    }
+
+    /// etcd's client connected to member `index` only, for the Lease API.
+    pub(crate) async fn etcd(&self, index: usize) -> Result<etcd_client::Client> {
+        let member = &self.members[index];
+        let client = member
+            .etcd
+            .get_or_try_init(|| async {
+                let options = etcd_client::ConnectOptions::new()
+                    .with_connect_timeout(CONNECT_TIMEOUT)
+                    .with_keep_alive(KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT)
+                    .with_keep_alive_while_idle(true);
+                etcd_client::Client::connect([member.url.as_str()], Some(options)).await
+            })
+            .await
+            .map_err(|error| Error::Unavailable(format!("{}: {error}", member.url)))?;
+        Ok(client.clone())
+    }
+}
+
+impl Member {
+    fn new(endpoint: &str) -> Result<Member> {
+        let url = if endpoint.contains("://") { endpoint.to_string() } else { format!("http://{endpoint}") };
+        if url.starts_with("https://") {
+            return Err(Error::InvalidArgument(format!(
+                "endpoint {endpoint:?}: TLS is not supported yet; use http://"
+            )));
+        }
+        let channel = tonic::transport::Endpoint::from_shared(url.clone())
+            .map_err(|error| {
+                Error::InvalidArgument(format!(
+                    "endpoint {endpoint:?} is not a valid URL ({error}); expected e.g. http://127.0.0.1:2379"
+                ))
+            })?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        Ok(Member { url, channel, etcd: OnceCell::new() })
+    }
+}
+
+/// Whether `status` says "this member cannot serve now, another may": unreachable, no leader,
+/// stopping, timed out, or the connection broke.
+pub(crate) fn is_member_failure(status: &Status) -> bool {
+    match status.code() {
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Aborted => true,
+        // tonic reports some broken connections as Unknown.
+        Code::Unknown => {
+            let message = status.message().to_ascii_lowercase();
+            ["transport", "connection", "connect", "broken pipe", "stream"].iter().any(|word| message.contains(word))
+        }
+        _ => false,
+    }
+}
+
+/// The error a status that is not a member failure becomes.
+pub(crate) fn from_status(status: Status) -> Error {
+    match status.code() {
+        Code::NotFound => Error::NotFound,
+        Code::InvalidArgument => Error::InvalidArgument(status.message().to_string()),
+        Code::Unimplemented => Error::Other {
+            code: "Unimplemented".into(),
+            message: format!(
+                "{} (is this endpoint a Keel member? plain etcd does not serve Keel's registry API)",
+                status.message()
+            ),
+        },
+        code => Error::Other { code: format!("{code:?}"), message: status.message().to_string() },
+    }
+}
+
+fn describe(status: &Status) -> String {
+    if status.message().is_empty() {
+        format!("{:?}", status.code())
+    } else {
+        format!("{:?}: {}", status.code(), status.message())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_classified() {
+        let cases = [
+            (Status::unavailable("etcdserver: no leader"), true),
+            (Status::unavailable("tcp connect error"), true),
+            (Status::deadline_exceeded("timeout"), true),
+            (Status::unknown("transport error"), true),
+            (Status::unknown("something odd"), false),
+            (Status::invalid_argument("the service name is empty"), false),
+            (Status::not_found("service not found"), false),
+        ];
+        for (status, failure) in cases {
+            assert_eq!(is_member_failure(&status), failure, "{status:?}");
+        }
+        assert_eq!(from_status(Status::not_found("x")), Error::NotFound);
+        assert_eq!(from_status(Status::invalid_argument("bad")), Error::InvalidArgument("bad".into()));
+    }
+
+    #[tokio::test]
+    async fn bad_endpoints_are_rejected_before_connecting() {
+        assert!(matches!(Cluster::new(&[]), Err(Error::InvalidArgument(_))));
+        assert!(matches!(Cluster::new(&["https://127.0.0.1:1".into()]), Err(Error::InvalidArgument(_))));
+        assert!(matches!(Cluster::new(&["http://[::1".into()]), Err(Error::InvalidArgument(_))));
+        assert!(Cluster::new(&["127.0.0.1:2379".into()]).is_ok());
+    }
+
+    #[tokio::test]
+    async fn unreachable_members_give_unavailable_after_the_budget() {
+        tokio::time::pause();
+        // Port 1 on loopback: nothing listens there, so connecting fails at once.
+        let cluster = Cluster::new(&["http://127.0.0.1:1".into(), "http://127.0.0.1:1".into()]).expect("valid URLs");
+        let result = cluster
+            .call("ping", |channel| async move {
+                let mut client = keel_proto::v1::registry_client::RegistryClient::new(channel);
+                client.list_services(keel_proto::v1::ListServicesRequest {}).await
+            })
+            .await;
+        match result {
+            Err(Error::Unavailable(message)) => assert!(message.contains("127.0.0.1:1"), "{message}"),
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+    }
+}

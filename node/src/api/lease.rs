@@ -1,0 +1,159 @@
+//! etcd's Lease service: LeaseGrant, LeaseRevoke, LeaseKeepAlive, LeaseTimeToLive, LeaseLeases.
+//! Grants and revokes are replicated commands; keep-alives and remaining time are the leader's
+//! to answer (`Member` forwards them).
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use keel_proto::etcd::{
+    PbLeaseGrantRequest, PbLeaseGrantResponse, PbLeaseKeepAliveRequest, PbLeaseKeepAliveResponse, PbLeaseLeasesRequest,
+    PbLeaseLeasesResponse, PbLeaseRevokeRequest, PbLeaseRevokeResponse, PbLeaseService, PbLeaseStatus,
+    PbLeaseTimeToLiveRequest, PbLeaseTimeToLiveResponse,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{header, status::to_status};
+use crate::command::{Command, CommandResponse, LeaseGrantRequest, LeaseRevokeRequest};
+use crate::error::ServerError;
+use crate::lease::LEASE_TTL_MAX_SECS;
+use crate::member::Member;
+use crate::mvcc::MvccError;
+
+/// Keep-alive answers queued for a client that is slow to read them.
+const KEEP_ALIVE_QUEUE_MAX: usize = 16;
+
+pub struct LeaseService {
+    member: Arc<Member>,
+}
+
+impl LeaseService {
+    pub fn new(member: Arc<Member>) -> Self {
+        Self { member }
+    }
+
+    fn current_header(&self) -> Option<keel_proto::etcd::PbResponseHeader> {
+        header(&self.member, self.member.shared().mvcc().current_revision())
+    }
+
+    async fn grant(&self, id: i64, ttl_secs: i64) -> Result<PbLeaseGrantResponse, ServerError> {
+        let command = Command::LeaseGrant(LeaseGrantRequest { id, ttl_secs });
+        match self.member.propose(command).await? {
+            CommandResponse::LeaseGrant(r) => Ok(PbLeaseGrantResponse {
+                header: header(&self.member, r.header_revision),
+                id: r.id,
+                ttl: r.ttl_secs,
+                error: String::new(),
+            }),
+            _ => Err(ServerError::Mismatched),
+        }
+    }
+}
+
+/// A fresh lease id chosen by this member: positive, never 0 (etcd's "no lease").
+pub fn new_lease_id() -> i64 {
+    (rand::random::<u64>() >> 1).max(1) as i64
+}
+
+type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<PbLeaseKeepAliveResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl PbLeaseService for LeaseService {
+    async fn lease_grant(
+        &self,
+        request: Request<PbLeaseGrantRequest>,
+    ) -> Result<Response<PbLeaseGrantResponse>, Status> {
+        let request = request.into_inner();
+        if request.ttl > LEASE_TTL_MAX_SECS {
+            return Err(to_status(&ServerError::LeaseTtlTooLarge));
+        }
+        let ttl_secs = request.ttl.max(self.member.lease_ttl_min_secs);
+        if request.id != 0 {
+            return self.grant(request.id, ttl_secs).await.map(Response::new).map_err(|e| to_status(&e));
+        }
+        // A chosen id already taken is astronomically unlikely; one more try makes it moot.
+        let answer = match self.grant(new_lease_id(), ttl_secs).await {
+            Err(ServerError::Mvcc(MvccError::LeaseExists)) => self.grant(new_lease_id(), ttl_secs).await,
+            answer => answer,
+        };
+        answer.map(Response::new).map_err(|e| to_status(&e))
+    }
+
+    async fn lease_revoke(
+        &self,
+        request: Request<PbLeaseRevokeRequest>,
+    ) -> Result<Response<PbLeaseRevokeResponse>, Status> {
+        let command = Command::LeaseRevoke(LeaseRevokeRequest { id: request.into_inner().id });
+        match self.member.propose(command).await.map_err(|e| to_status(&e))? {
+            CommandResponse::LeaseRevoke(r) => {
+                Ok(Response::new(PbLeaseRevokeResponse { header: header(&self.member, r.header_revision) }))
+            }
+            _ => Err(to_status(&ServerError::Mismatched)),
+        }
+    }
+
+    type LeaseKeepAliveStream = KeepAliveStream;
+
+    async fn lease_keep_alive(
+        &self,
+        request: Request<Streaming<PbLeaseKeepAliveRequest>>,
+    ) -> Result<Response<KeepAliveStream>, Status> {
+        let mut requests = request.into_inner();
+        let (sender, receiver) = mpsc::channel(KEEP_ALIVE_QUEUE_MAX);
+        let member = self.member.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(request)) = requests.next().await {
+                let answer = match member.lease_keep_alive(request.id).await {
+                    Ok(ttl) => Ok(PbLeaseKeepAliveResponse {
+                        header: header(&member, member.shared().mvcc().current_revision()),
+                        id: request.id,
+                        ttl,
+                    }),
+                    Err(e) => Err(to_status(&e)),
+                };
+                let failed = answer.is_err();
+                if sender.send(answer).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: Request<PbLeaseTimeToLiveRequest>,
+    ) -> Result<Response<PbLeaseTimeToLiveResponse>, Status> {
+        let request = request.into_inner();
+        let time = self.member.lease_time_to_live(request.id).await.map_err(|e| to_status(&e))?;
+        let keys = match (&time, request.keys) {
+            (Some(_), true) => self
+                .member
+                .shared()
+                .mvcc()
+                .lease(request.id)
+                .map(|lease| lease.keys.iter().cloned().collect())
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        // etcd answers an unknown lease with TTL -1 rather than an error.
+        let (ttl, granted_ttl) = time.map_or((-1, 0), |t| (t.remaining_secs, t.granted_ttl_secs));
+        Ok(Response::new(PbLeaseTimeToLiveResponse {
+            header: self.current_header(),
+            id: request.id,
+            ttl,
+            granted_ttl,
+            keys,
+        }))
+    }
+
+    async fn lease_leases(
+        &self,
+        _request: Request<PbLeaseLeasesRequest>,
+    ) -> Result<Response<PbLeaseLeasesResponse>, Status> {
+        let leases = self.member.shared().mvcc().leases().into_iter().map(|(id, _)| PbLeaseStatus { id }).collect();
+        Ok(Response::new(PbLeaseLeasesResponse { header: self.current_header(), leases }))
+    }
+}

@@ -1,0 +1,128 @@
+//! etcd's Watch service: one `watch::Session` per client stream, fed by the client's requests;
+//! its outputs become etcd's WatchResponses.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use keel_proto::etcd::{PbEvent, PbWatchRequest, PbWatchRequestUnion, PbWatchResponse, PbWatchService};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{convert, header};
+use crate::member::Member;
+use crate::mvcc::EventKind;
+use crate::watch::{CreateWatch, Session, WatchInput, WatchOutput, WatchedEvent};
+
+/// Client requests queued before the session reads them, and responses queued before the
+/// client reads them. A client that stops reading blocks only its own session.
+const INPUT_QUEUE_MAX: usize = 64;
+const OUTPUT_QUEUE_MAX: usize = 64;
+
+/// etcd's `mvccpb.Event_EventType`.
+const EVENT_PUT: i32 = 0;
+const EVENT_DELETE: i32 = 1;
+/// etcd's `WatchCreateRequest_FilterType`.
+const FILTER_NOPUT: i32 = 0;
+const FILTER_NODELETE: i32 = 1;
+
+pub struct WatchService {
+    member: Arc<Member>,
+}
+
+impl WatchService {
+    pub fn new(member: Arc<Member>) -> Self {
+        Self { member }
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<PbWatchResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl PbWatchService for WatchService {
+    type WatchStream = WatchStream;
+
+    async fn watch(&self, request: Request<Streaming<PbWatchRequest>>) -> Result<Response<WatchStream>, Status> {
+        let mut requests = request.into_inner();
+        let (input_tx, input_rx) = mpsc::channel(INPUT_QUEUE_MAX);
+        let (output_tx, output_rx) = mpsc::channel(OUTPUT_QUEUE_MAX);
+        let session = Session::new(self.member.shared_state(), self.member.watch_limits(), output_tx);
+        tokio::spawn(session.run(input_rx));
+        tokio::spawn(async move {
+            // Ends when the client closes its side or breaks the stream; dropping `input_tx`
+            // then stops the session.
+            while let Some(Ok(request)) = requests.next().await {
+                let Some(input) = watch_input(request) else { continue };
+                if input_tx.send(input).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let member = self.member.clone();
+        let responses = ReceiverStream::new(output_rx).map(move |output| Ok(watch_response(&member, output)));
+        Ok(Response::new(Box::pin(responses)))
+    }
+}
+
+/// A request with no union set is ignored, as etcd ignores it.
+fn watch_input(request: PbWatchRequest) -> Option<WatchInput> {
+    Some(match request.request_union? {
+        PbWatchRequestUnion::CreateRequest(create) => WatchInput::Create(CreateWatch {
+            no_put: create.filters.contains(&FILTER_NOPUT),
+            no_delete: create.filters.contains(&FILTER_NODELETE),
+            key: create.key,
+            range_end: create.range_end,
+            start_revision: create.start_revision,
+            progress_notify: create.progress_notify,
+            prev_kv: create.prev_kv,
+            watch_id: create.watch_id,
+            fragment: create.fragment,
+        }),
+        PbWatchRequestUnion::CancelRequest(cancel) => WatchInput::Cancel(cancel.watch_id),
+        PbWatchRequestUnion::ProgressRequest(_) => WatchInput::Progress,
+    })
+}
+
+fn watch_response(member: &Member, output: WatchOutput) -> PbWatchResponse {
+    match output {
+        WatchOutput::Created { watch_id, revision, refused } => PbWatchResponse {
+            header: header(member, revision),
+            watch_id,
+            created: true,
+            canceled: refused.is_some(),
+            cancel_reason: refused.unwrap_or_default(),
+            ..Default::default()
+        },
+        WatchOutput::Events { watch_id, revision, events, fragment } => PbWatchResponse {
+            header: header(member, revision),
+            watch_id,
+            fragment,
+            events: events.into_iter().map(event).collect(),
+            ..Default::default()
+        },
+        WatchOutput::Canceled { watch_id, revision, compact_revision, reason } => PbWatchResponse {
+            header: header(member, revision),
+            watch_id,
+            canceled: true,
+            compact_revision,
+            cancel_reason: reason,
+            ..Default::default()
+        },
+        WatchOutput::Progress { watch_id, revision } => {
+            PbWatchResponse { header: header(member, revision), watch_id, ..Default::default() }
+        }
+    }
+}
+
+fn event(watched: WatchedEvent) -> PbEvent {
+    let kind = match watched.event.kind {
+        EventKind::Put => EVENT_PUT,
+        EventKind::Delete => EVENT_DELETE,
+    };
+    PbEvent {
+        r#type: kind,
+        kv: Some(convert::key_value(watched.event.kv)),
+        prev_kv: watched.prev_kv.map(convert::key_value),
+    }
+}

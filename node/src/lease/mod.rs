@@ -1,0 +1,160 @@
+//! When leases expire. Only the leader decides, and only for the leadership it holds: deadlines
+//! live in this member's memory, never in the replicated state, and are thrown away whenever
+//! leadership changes, so a new leader gives every lease its full TTL again (etcd's rule) and
+//! no lease expires early because of a failover. Expiry itself is a `LeaseRevoke` the leader
+//! proposes; the keyspace applies it like a client's revoke.
+//!
+//! Pure: the caller passes the time and the leader's term, so the rules are tested without
+//! clocks or clusters.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use tokio::time::{Duration, Instant};
+
+/// etcd's `MaxLeaseTTL`: a grant above it is refused ("etcdserver: too large lease TTL").
+pub const LEASE_TTL_MAX_SECS: i64 = 9_000_000_000;
+
+/// How often the leader looks for expired leases (etcd: 500 ms).
+pub const EXPIRY_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Revokes the leader proposes per check: etcd's `leaseRevokeRate` (1000/s) at two checks per
+/// second. Leases beyond it wait for the next check, so a mass expiry cannot flood the log.
+pub const REVOKES_PER_CHECK_MAX: usize = 500;
+
+/// etcd's minimum TTL: a lease must outlive an election, or a failover alone could expire it.
+/// `ceil(1.5 × election timeout)` in seconds (2 s with the default 1 s election timeout).
+pub fn ttl_min_secs(election_timeout: Duration) -> i64 {
+    let millis = election_timeout.as_millis().saturating_mul(3) / 2;
+    i64::try_from(millis.div_ceil(1000)).unwrap_or(i64::MAX).max(1)
+}
+
+/// The deadlines of one leadership.
+#[derive(Debug, Default)]
+struct Deadlines {
+    /// The term these deadlines belong to; `None` while not leader.
+    term: Option<u64>,
+    by_lease: HashMap<i64, Instant>,
+}
+
+#[derive(Debug, Default)]
+pub struct Lessor {
+    // std Mutex: held for map operations only, never across an await.
+    deadlines: Mutex<Deadlines>,
+}
+
+impl Lessor {
+    /// Renews lease `id` (granted with `ttl_secs`, `None` if it does not exist) for the leader of
+    /// `term`; answers the TTL granted, or 0 when the lease is unknown or already expired (its
+    /// revoke is on its way), as etcd does.
+    pub fn keep_alive(&self, term: u64, id: i64, ttl_secs: Option<i64>, now: Instant) -> i64 {
+        let Some(ttl_secs) = ttl_secs else { return 0 };
+        let mut deadlines = self.for_term(term);
+        let deadline = *deadlines.by_lease.entry(id).or_insert_with(|| now + secs(ttl_secs));
+        if deadline <= now {
+            return 0;
+        }
+        deadlines.by_lease.insert(id, now + secs(ttl_secs));
+        ttl_secs
+    }
+
+    /// Seconds left on lease `id` for the leader of `term`, rounded down as etcd reports them.
+    pub fn remaining_secs(&self, term: u64, id: i64, ttl_secs: i64, now: Instant) -> i64 {
+        let mut deadlines = self.for_term(term);
+        let deadline = *deadlines.by_lease.entry(id).or_insert_with(|| now + secs(ttl_secs));
+        i64::try_from(deadline.saturating_duration_since(now).as_secs()).unwrap_or(i64::MAX)
+    }
+
+    /// The leases (`(id, ttl_secs)`, every lease that exists) whose deadline has passed, at most
+    /// `REVOKES_PER_CHECK_MAX`. A lease seen for the first time in this leadership starts its
+    /// full TTL now.
+    pub fn expired(&self, term: u64, leases: &[(i64, i64)], now: Instant) -> Vec<i64> {
+        let mut deadlines = self.for_term(term);
+        let existing: std::collections::HashSet<i64> = leases.iter().map(|(id, _)| *id).collect();
+        deadlines.by_lease.retain(|id, _| existing.contains(id));
+        let mut expired = Vec::new();
+        for (id, ttl_secs) in leases {
+            let deadline = *deadlines.by_lease.entry(*id).or_insert_with(|| now + secs(*ttl_secs));
+            if deadline <= now && expired.len() < REVOKES_PER_CHECK_MAX {
+                expired.push(*id);
+            }
+        }
+        expired
+    }
+
+    /// This member is not the leader: forget every deadline, so that a later leadership
+    /// starts every lease afresh.
+    pub fn step_down(&self) {
+        let mut deadlines = self.lock();
+        deadlines.term = None;
+        deadlines.by_lease.clear();
+    }
+
+    fn for_term(&self, term: u64) -> std::sync::MutexGuard<'_, Deadlines> {
+        let mut deadlines = self.lock();
+        if deadlines.term != Some(term) {
+            deadlines.term = Some(term);
+            deadlines.by_lease.clear();
+        }
+        deadlines
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Deadlines> {
+        // A poisoned lock only means a panic elsewhere mid-update of plain deadlines; the map
+        // is still usable and worst case a lease gets a fresh TTL.
+        self.deadlines.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn secs(ttl_secs: i64) -> Duration {
+    Duration::from_secs(u64::try_from(ttl_secs).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TERM: u64 = 3;
+
+    #[test]
+    fn minimum_ttl_is_one_and_a_half_elections_rounded_up() {
+        assert_eq!(ttl_min_secs(Duration::from_millis(1000)), 2);
+        assert_eq!(ttl_min_secs(Duration::from_millis(500)), 1);
+        assert_eq!(ttl_min_secs(Duration::from_millis(2500)), 4);
+    }
+
+    #[test]
+    fn a_lease_expires_after_its_ttl_unless_kept_alive() {
+        let lessor = Lessor::default();
+        let start = Instant::now();
+        let leases = [(7, 5)];
+        assert!(lessor.expired(TERM, &leases, start).is_empty());
+        assert_eq!(lessor.keep_alive(TERM, 7, Some(5), start + secs(4)), 5);
+        assert!(lessor.expired(TERM, &leases, start + secs(8)).is_empty());
+        assert_eq!(lessor.expired(TERM, &leases, start + secs(9)), vec![7]);
+        assert_eq!(lessor.keep_alive(TERM, 7, Some(5), start + secs(9)), 0, "expired leases are not renewed");
+    }
+
+    #[test]
+    fn a_new_leadership_gives_every_lease_its_full_ttl() {
+        let lessor = Lessor::default();
+        let start = Instant::now();
+        let leases = [(7, 5)];
+        lessor.expired(TERM, &leases, start);
+        lessor.step_down();
+        // Re-elected 4 s later: the lease starts over rather than expiring at start + 5 s.
+        assert!(lessor.expired(TERM + 1, &leases, start + secs(4)).is_empty());
+        assert!(lessor.expired(TERM + 1, &leases, start + secs(8)).is_empty());
+        assert_eq!(lessor.expired(TERM + 1, &leases, start + secs(9)), vec![7]);
+    }
+
+    #[test]
+    fn unknown_leases_answer_zero_and_revoked_ones_are_forgotten() {
+        let lessor = Lessor::default();
+        let start = Instant::now();
+        assert_eq!(lessor.keep_alive(TERM, 9, None, start), 0);
+        lessor.expired(TERM, &[(7, 5)], start);
+        assert!(lessor.expired(TERM, &[], start + secs(10)).is_empty());
+        assert_eq!(lessor.remaining_secs(TERM, 7, 5, start + secs(10)), 5, "a re-granted id starts afresh");
+    }
+}

@@ -1,0 +1,70 @@
+//! The leader's answers about lease time: keep-alives, remaining TTLs, and which leases have
+//! expired. Asked locally on the leader, or through `ForwardRequest` from a follower. Any
+//! member that is not the leader answers `NotLeader`, so a follower never renews or expires a
+//! lease on its own clock.
+
+use std::sync::Arc;
+
+use openraft::async_runtime::WatchReceiver;
+use tokio::time::Instant;
+
+use super::peer_service::ForwardError;
+use super::{Raft, ServerState, SharedState};
+use crate::lease::Lessor;
+
+/// What LeaseTimeToLive reports about a lease that exists.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LeaseTime {
+    pub granted_ttl_secs: i64,
+    pub remaining_secs: i64,
+}
+
+#[derive(Clone)]
+pub struct LeaseAuthority {
+    raft: Raft,
+    shared: Arc<SharedState>,
+    lessor: Arc<Lessor>,
+}
+
+impl LeaseAuthority {
+    pub fn new(raft: Raft, shared: Arc<SharedState>) -> Self {
+        Self { raft, shared, lessor: Arc::new(Lessor::default()) }
+    }
+
+    /// Renews lease `id`: its TTL, or 0 if it does not exist or has expired.
+    pub fn keep_alive(&self, id: i64) -> Result<i64, ForwardError> {
+        let term = self.leader_term()?;
+        let ttl_secs = self.shared.mvcc().lease(id).map(|lease| lease.ttl_secs);
+        Ok(self.lessor.keep_alive(term, id, ttl_secs, Instant::now()))
+    }
+
+    /// `None` when the lease does not exist.
+    pub fn time_to_live(&self, id: i64) -> Result<Option<LeaseTime>, ForwardError> {
+        let term = self.leader_term()?;
+        let Some(granted_ttl_secs) = self.shared.mvcc().lease(id).map(|lease| lease.ttl_secs) else {
+            return Ok(None);
+        };
+        let remaining_secs = self.lessor.remaining_secs(term, id, granted_ttl_secs, Instant::now());
+        Ok(Some(LeaseTime { granted_ttl_secs, remaining_secs }))
+    }
+
+    /// The leases to revoke now; empty, and every deadline forgotten, when not the leader.
+    pub fn expired(&self) -> Vec<i64> {
+        let Ok(term) = self.leader_term() else {
+            self.lessor.step_down();
+            return Vec::new();
+        };
+        let leases = self.shared.mvcc().leases();
+        self.lessor.expired(term, &leases, Instant::now())
+    }
+
+    fn leader_term(&self) -> Result<u64, ForwardError> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow_watched();
+        if metrics.state == ServerState::Leader {
+            Ok(metrics.current_term)
+        } else {
+            Err(ForwardError::NotLeader { leader: metrics.current_leader })
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! The broadcast of applied changes: one message per applied batch of log entries, published by
+//! the state machine while it still holds the keyspace's write lock, so batches go out in
+//! revision order.
+
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+
+use crate::mvcc::Event;
+
+/// Batches kept for receivers that are behind. A receiver further behind than this is told it
+/// lagged and catches up from history: memory stays bounded whatever the watchers do.
+const BATCHES_BUFFERED_MAX: usize = 1024;
+
+/// A batch whose keys and values exceed this is broadcast without its events (receivers read
+/// them from history), so the ring holds at most `BATCHES_BUFFERED_MAX` × this many bytes of
+/// events (64 MiB) whatever the size of the writes.
+const BATCH_EVENT_BYTES_MAX: usize = 64 * 1024;
+
+/// The changes of revisions `first_revision..=last_revision`.
+#[derive(Debug)]
+pub struct EventBatch {
+    pub first_revision: i64,
+    pub last_revision: i64,
+    pub events: Vec<Event>,
+    /// False when the keyspace was replaced (a snapshot installed): `events` is empty and the
+    /// revisions must be read from history.
+    pub complete: bool,
+}
+
+#[derive(Debug)]
+pub struct Hub {
+    sender: broadcast::Sender<Arc<EventBatch>>,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        let (sender, _) = broadcast::channel(BATCHES_BUFFERED_MAX);
+        Hub { sender }
+    }
+}
+
+impl Hub {
+    /// Broadcasts the changes of revisions `first_revision..=last_revision`. Never blocks: with
+    /// no receiver the batch is dropped, which is fine since nobody watches.
+    pub fn publish_applied(&self, first_revision: i64, last_revision: i64, events: Vec<Event>) {
+        let bytes: usize = events.iter().map(|e| e.kv.key.len() + e.kv.value.len()).sum();
+        let complete = bytes <= BATCH_EVENT_BYTES_MAX;
+        let events = if complete { events } else { Vec::new() };
+        self.publish(EventBatch { first_revision, last_revision, events, complete });
+    }
+
+    /// Tells receivers that revisions up to `last_revision` changed in ways they must read
+    /// from history (the keyspace was replaced by a snapshot).
+    pub fn publish_replaced(&self, first_revision: i64, last_revision: i64) {
+        self.publish(EventBatch { first_revision, last_revision, events: Vec::new(), complete: false });
+    }
+
+    fn publish(&self, batch: EventBatch) {
+        let _ = self.sender.send(Arc::new(batch));
+    }
+
+    /// Batches published from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<EventBatch>> {
+        self.sender.subscribe()
+    }
+}
