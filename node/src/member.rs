@@ -48,6 +48,10 @@ const PEER_PENDING_RESET_STREAMS_MAX: usize = 1024;
 /// How long to wait between attempts when no leader is known or it just changed.
 const RETRY_INTERVAL: Duration = Duration::from_millis(50);
 
+/// How long one attempt at a question to the leader (a keep-alive) may take before it is
+/// asked again, maybe of a newer leader: a healthy leader answers in milliseconds.
+const QUESTION_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
+
 pub struct Member {
     pub id: MemberId,
     pub cluster_id: u64,
@@ -113,7 +117,9 @@ impl Member {
     }
 
     /// Asks the leader a question only it can answer (lease time): itself, or over the peer
-    /// port. Questions change nothing, so every failure may be retried.
+    /// port. Questions change nothing, so every failure is retried, each attempt bounded by
+    /// `QUESTION_ATTEMPT_TIMEOUT` so that a dead or paused leader costs one attempt, not the
+    /// whole request timeout.
     async fn ask_leader<T>(
         &self,
         local: impl Fn(&LeaseAuthority) -> Result<T, ForwardError>,
@@ -126,13 +132,13 @@ impl Member {
             let answer = if leader == self.id {
                 local(&self.leases)
             } else {
-                match self.forward(leader, request.clone(), deadline).await {
+                let attempt_deadline = deadline.min(Instant::now() + QUESTION_ATTEMPT_TIMEOUT);
+                match self.forward(leader, request.clone(), attempt_deadline).await {
                     Attempt::Done(Ok(response)) => match extract(response) {
                         Some(answer) => answer,
                         None => return Attempt::Retry,
                     },
-                    Attempt::Done(Err(e)) => return Attempt::Done(Err(e)),
-                    Attempt::Retry => return Attempt::Retry,
+                    Attempt::Done(Err(_)) | Attempt::Retry => return Attempt::Retry,
                 }
             };
             match answer {
