@@ -186,6 +186,18 @@ impl Member {
         }
     }
 
+    /// Proposes `command` through this member's own Raft only, never forwarding it: for
+    /// decisions that hold only for the leadership that made them, such as a lease expiring on
+    /// this leader's clock. If this member was deposed (paused, partitioned) its entry cannot
+    /// commit, so a stale decision dies with the leadership that made it.
+    pub async fn propose_as_leader(&self, command: Command) -> Result<CommandResponse, ServerError> {
+        match self.write_local(command, Instant::now() + REQUEST_TIMEOUT).await {
+            Attempt::Done(Ok(CommandResponse::Rejected(e))) => Err(e.into()),
+            Attempt::Done(result) => result,
+            Attempt::Retry => Err(ServerError::NoLeader),
+        }
+    }
+
     /// Waits until this member has applied everything committed before the call (ReadIndex
     /// through the leader), so that a read that follows is linearizable.
     pub async fn read_barrier(&self) -> Result<(), ServerError> {
@@ -479,10 +491,7 @@ pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
         name: identity.name.clone(),
         max_request_bytes: config.max_request_bytes,
         lease_ttl_min_secs: lease::ttl_min_secs(config.election_timeout),
-        watch_limits: SessionLimits {
-            fragment_bytes: config.max_request_bytes,
-            progress_interval: config.watch_progress_notify_interval,
-        },
+        watch_limits: SessionLimits { progress_interval: config.watch_progress_notify_interval },
         unsafe_stale_reads: config.unsafe_stale_reads,
         raft: raft.clone(),
         shared,
@@ -582,7 +591,8 @@ async fn publish_attributes(member: Arc<Member>, client_urls: Vec<String>, stop_
 }
 
 /// On the leader, revokes the leases whose TTL ran out; elsewhere keeps no deadlines at all.
-/// Revokes of one check go out together; one that fails is tried again at the next check.
+/// Revokes of one check go out together, through this member only (`propose_as_leader`); one
+/// that fails is tried again at the next check, if this member still leads.
 async fn expire_leases(member: Arc<Member>, mut stop_rx: watch::Receiver<bool>) {
     let mut interval = tokio::time::interval(lease::EXPIRY_CHECK_INTERVAL);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -599,7 +609,7 @@ async fn expire_leases(member: Arc<Member>, mut stop_rx: watch::Receiver<bool>) 
         let revokes = expired.into_iter().map(|id| {
             let member = member.clone();
             async move {
-                if let Err(e) = member.propose(Command::LeaseRevoke(LeaseRevokeRequest { id })).await {
+                if let Err(e) = member.propose_as_leader(Command::LeaseRevoke(LeaseRevokeRequest { id })).await {
                     tracing::debug!(lease = %format!("{id:x}"), "revoking expired lease: {e}");
                 }
             }

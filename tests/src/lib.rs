@@ -346,3 +346,143 @@ pub fn etcdctl_with_input(endpoints: &str, args: &[&str], stdin: &str) -> Etcdct
 pub fn etcdctl(endpoints: &str, args: &[&str]) -> EtcdctlOutput {
     etcdctl_with_input(endpoints, args, "")
 }
+
+/// The `keelctl` binary built next to `keel`.
+pub fn keelctl_binary() -> PathBuf {
+    keel_binary().with_file_name("keelctl")
+}
+
+/// An `etcdctl` (API v3) command against `endpoints`, for runs that outlive one call
+/// (`etcdctl watch`, `etcdctl lease keep-alive`).
+pub fn etcdctl_command(endpoints: &str, args: &[&str]) -> Command {
+    let mut command = Command::new("etcdctl");
+    command.env("ETCDCTL_API", "3").arg(format!("--endpoints={endpoints}")).args(args);
+    command
+}
+
+/// A long-running child process (`etcdctl watch`, `keelctl registry watch`, a `keelctl registry
+/// register` that keeps its lease alive) whose output is collected as it arrives, so a test
+/// can wait for a line instead of sleeping. Dropping it kills the process.
+pub struct Background {
+    child: Child,
+    stdout: std::sync::Arc<std::sync::Mutex<String>>,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// What a background process printed, and how it ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackgroundOutput {
+    /// `Some(success)` when it exited by itself; `None` when it was killed.
+    pub exited: Option<bool>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Background {
+    pub fn spawn(mut command: Command) -> Background {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+        let stdout = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let readers = vec![
+            collect(child.stdout.take().expect("piped stdout"), stdout.clone()),
+            collect(child.stderr.take().expect("piped stderr"), stderr.clone()),
+        ];
+        Background { child, stdout, stderr, readers }
+    }
+
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(i32::try_from(self.child.id()).expect("pid fits"))
+    }
+
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().expect("stdout lock").clone()
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().expect("stderr lock").clone()
+    }
+
+    /// Waits until the stdout collected so far satisfies `done`; returns it.
+    pub async fn wait_for_stdout(
+        &self,
+        timeout: Duration,
+        what: &str,
+        done: impl Fn(&str) -> bool,
+    ) -> Result<String, String> {
+        wait_for_some(timeout, what, || {
+            let stdout = self.stdout();
+            let finished = done(&stdout);
+            async move { finished.then_some(stdout) }
+        })
+        .await
+        .map_err(|e| format!("{e}; stdout so far: {:?}; stderr: {:?}", self.stdout(), self.stderr()))
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself; kills it if it has not.
+    pub async fn finish_within(mut self, timeout: Duration) -> BackgroundOutput {
+        let exited = wait_for_some(timeout, "the process to exit", || {
+            let status = self.child.try_wait().ok().flatten();
+            async move { status }
+        })
+        .await
+        .ok();
+        self.finish(exited.map(|status| status.success()))
+    }
+
+    /// SIGKILL now, then everything it printed.
+    pub fn kill(mut self) -> BackgroundOutput {
+        let exited = self.child.try_wait().ok().flatten().map(|status| status.success());
+        self.finish(exited)
+    }
+
+    fn finish(&mut self, exited: Option<bool>) -> BackgroundOutput {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // The pipes close with the process, so the readers end.
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+        BackgroundOutput { exited, stdout: self.stdout(), stderr: self.stderr() }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Appends everything `source` yields to `sink` until end of file.
+fn collect(
+    mut source: impl std::io::Read + Send + 'static,
+    sink: std::sync::Arc<std::sync::Mutex<String>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 4096];
+        let mut pending = Vec::new();
+        while let Ok(n) = source.read(&mut buffer) {
+            if n == 0 {
+                break;
+            }
+            pending.extend_from_slice(&buffer[..n]);
+            // Only whole UTF-8 sequences: a multi-byte character may straddle two reads.
+            let valid = match std::str::from_utf8(&pending) {
+                Ok(text) => text.len(),
+                Err(e) if e.error_len().is_none() => e.valid_up_to(),
+                // Really invalid bytes: show them replaced rather than wait for more.
+                Err(_) => pending.len(),
+            };
+            let text = String::from_utf8_lossy(&pending[..valid]).into_owned();
+            sink.lock().expect("output lock").push_str(&text);
+            pending.drain(..valid);
+        }
+        sink.lock().expect("output lock").push_str(&String::from_utf8_lossy(&pending));
+    })
+}

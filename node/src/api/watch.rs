@@ -10,7 +10,10 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use prost::Message;
+
 use super::{convert, header};
+use crate::limits::GRPC_OVERHEAD_BYTES;
 use crate::member::Member;
 use crate::mvcc::EventKind;
 use crate::watch::{CreateWatch, Session, WatchInput, WatchOutput, WatchedEvent};
@@ -60,9 +63,40 @@ impl PbWatchService for WatchService {
             }
         });
         let member = self.member.clone();
-        let responses = ReceiverStream::new(output_rx).map(move |output| Ok(watch_response(&member, output)));
+        let fragment_bytes = self.member.max_request_bytes + GRPC_OVERHEAD_BYTES;
+        let responses = ReceiverStream::new(output_rx).flat_map(move |output| {
+            let response = watch_response(&member, output);
+            futures::stream::iter(fragments(response, fragment_bytes).into_iter().map(Ok))
+        });
         Ok(Response::new(Box::pin(responses)))
     }
+}
+
+/// etcd's `sendFragments`: a response of `bytes_max` or more with several events, whose
+/// watcher asked for fragments, goes as several responses, each filled with events until the
+/// next would reach `bytes_max` (at least one each), all but the last marked `fragment`.
+fn fragments(response: PbWatchResponse, bytes_max: usize) -> Vec<PbWatchResponse> {
+    if !response.fragment || response.encoded_len() < bytes_max || response.events.len() < 2 {
+        return vec![PbWatchResponse { fragment: false, ..response }];
+    }
+    let mut parts = Vec::new();
+    let mut events = response.events.iter().cloned().peekable();
+    while events.peek().is_some() {
+        let mut part = PbWatchResponse { events: Vec::new(), fragment: true, ..response.clone() };
+        while let Some(event) = events.peek() {
+            part.events.push(event.clone());
+            if part.events.len() > 1 && part.encoded_len() >= bytes_max {
+                part.events.pop();
+                break;
+            }
+            events.next();
+        }
+        parts.push(part);
+    }
+    if let Some(last) = parts.last_mut() {
+        last.fragment = false;
+    }
+    parts
 }
 
 /// A request with no union set is ignored, as etcd ignores it.

@@ -22,6 +22,11 @@ use super::{MemberId, MemberNode, TypeConfig, Vote};
 /// How long a connection attempt to a peer may take before the RPC counts as unreachable.
 const PEER_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// The shortest time an AppendEntries may take before it counts as lost. Generous: a slow
+/// append only delays that follower, while one timed out too early is sent again whole and
+/// can never succeed.
+const APPEND_ENTRIES_TIMEOUT_MIN: Duration = Duration::from_secs(5);
+
 /// Snapshot chunks read ahead of the transport.
 const SNAPSHOT_CHUNKS_IN_FLIGHT: usize = 4;
 
@@ -88,7 +93,7 @@ impl Connection {
         self.client.clone().map_err(|e| RPCError::Unreachable(Unreachable::from_string(e)))
     }
 
-    async fn call<Req, Resp, F, Fut>(&self, request: &Req, option: &RPCOption, rpc: F) -> RpcResult<Resp>
+    async fn call<Req, Resp, F, Fut>(&self, request: &Req, timeout: Duration, rpc: F) -> RpcResult<Resp>
     where
         Req: serde::Serialize,
         Resp: serde::de::DeserializeOwned,
@@ -97,7 +102,7 @@ impl Connection {
     {
         let data = encode(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let call = rpc(self.client()?, RaftMessage { data });
-        let response = match tokio::time::timeout(option.hard_ttl(), call).await {
+        let response = match tokio::time::timeout(timeout, call).await {
             Err(_) => {
                 return Err(RPCError::Unreachable(Unreachable::from_string(format!("peer {} timed out", self.target))))
             }
@@ -125,7 +130,11 @@ impl RaftNetworkV2<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(&rpc, &option, |mut c, m| async move { c.append_entries(m).await }).await
+        // openraft's TTL here is one heartbeat interval, sized for empty heartbeats; an append
+        // of large entries (each up to 1.5 MiB, fsynced by the follower before it answers)
+        // can take longer, and timing it out would resend it forever: replication would stall.
+        let timeout = option.hard_ttl().max(APPEND_ENTRIES_TIMEOUT_MIN);
+        self.call(&rpc, timeout, |mut c, m| async move { c.append_entries(m).await }).await
     }
 
     async fn vote(
@@ -133,7 +142,7 @@ impl RaftNetworkV2<TypeConfig> for Connection {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(&rpc, &option, |mut c, m| async move { c.vote(m).await }).await
+        self.call(&rpc, option.hard_ttl(), |mut c, m| async move { c.vote(m).await }).await
     }
 
     async fn full_snapshot(

@@ -31,9 +31,6 @@ const WATCHERS_PER_STREAM_MAX: usize = 100_000;
 
 #[derive(Clone, Copy, Debug)]
 pub struct SessionLimits {
-    /// Above this many bytes, a watcher that asked for fragments gets its events split over
-    /// several responses (etcd: `--max-request-bytes`).
-    pub fragment_bytes: usize,
     /// How often a watcher with `progress_notify` and nothing sent hears the current revision.
     pub progress_interval: Duration,
 }
@@ -75,6 +72,8 @@ pub enum WatchOutput {
         revision: i64,
         refused: Option<String>,
     },
+    /// `fragment`: the watcher accepts a large response split over several (the wire adapter
+    /// splits, since only it knows the encoded size).
     Events {
         watch_id: i64,
         revision: i64,
@@ -264,9 +263,10 @@ impl Session {
                 Ok(page) => page,
                 Err(MvccError::Compacted { compact_revision }) => {
                     self.watchers.remove(&id);
-                    // etcd sets no reason here: clients read `compact_revision`.
+                    // etcd sets no reason and leaves the header's revision at 0 here: clients
+                    // read `compact_revision`.
                     let reason = String::new();
-                    let output = WatchOutput::Canceled { watch_id: id, revision: current, compact_revision, reason };
+                    let output = WatchOutput::Canceled { watch_id: id, revision: 0, compact_revision, reason };
                     return self.send(output).await;
                 }
                 Err(error) => {
@@ -289,8 +289,7 @@ impl Session {
         }
     }
 
-    /// Sends `events` (already filtered) to watcher `id`, with previous values if it asked,
-    /// split into fragments if it asked and they are large.
+    /// Sends `events` (already filtered) to watcher `id`, with previous values if it asked.
     async fn send_events(&mut self, id: i64, events: Vec<Event>, revision: i64) -> Result<(), Closed> {
         if events.is_empty() {
             return Ok(());
@@ -305,15 +304,7 @@ impl Session {
                 WatchedEvent { event, prev_kv }
             })
             .collect();
-        if !fragment {
-            return self.send(WatchOutput::Events { watch_id: id, revision, events, fragment: false }).await;
-        }
-        let mut fragments = split_by_size(events, self.limits.fragment_bytes).into_iter().peekable();
-        while let Some(part) = fragments.next() {
-            let more = fragments.peek().is_some();
-            self.send(WatchOutput::Events { watch_id: id, revision, events: part, fragment: more }).await?;
-        }
-        Ok(())
+        self.send(WatchOutput::Events { watch_id: id, revision, events, fragment }).await
     }
 
     /// The key's value just before the event, as etcd reads it for `prev_kv` watchers: absent
@@ -349,50 +340,5 @@ impl Session {
     /// going and this stream catches up from history if it falls out of the ring.
     async fn send(&self, output: WatchOutput) -> Result<(), Closed> {
         self.output.send(output).await.map_err(|_| Closed)
-    }
-}
-
-/// Splits events into runs of about `bytes_max` encoded bytes each (at least one event each).
-fn split_by_size(events: Vec<WatchedEvent>, bytes_max: usize) -> Vec<Vec<WatchedEvent>> {
-    let mut parts = Vec::new();
-    let mut current = Vec::new();
-    let mut current_bytes = 0;
-    for event in events {
-        let bytes = event_bytes(&event);
-        if !current.is_empty() && current_bytes + bytes > bytes_max {
-            parts.push(std::mem::take(&mut current));
-            current_bytes = 0;
-        }
-        current_bytes += bytes;
-        current.push(event);
-    }
-    if !current.is_empty() {
-        parts.push(current);
-    }
-    parts
-}
-
-/// An upper estimate of an event's protobuf size: key and value bytes plus fixed fields.
-fn event_bytes(event: &WatchedEvent) -> usize {
-    const FIXED_FIELDS_BYTES: usize = 64;
-    let kv_bytes = |kv: &KeyValue| kv.key.len() + kv.value.len() + FIXED_FIELDS_BYTES;
-    kv_bytes(&event.event.kv) + event.prev_kv.as_ref().map_or(0, kv_bytes)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn event(key: &str, value_len: usize) -> WatchedEvent {
-        let kv = KeyValue { key: key.into(), value: vec![b'x'; value_len], mod_revision: 2, ..KeyValue::default() };
-        WatchedEvent { event: Event { kind: EventKind::Put, kv }, prev_kv: None }
-    }
-
-    #[test]
-    fn fragments_hold_at_least_one_event_and_respect_the_bound() {
-        let events = vec![event("a", 100), event("b", 100), event("c", 1000), event("d", 10)];
-        let parts = split_by_size(events, 400);
-        let sizes: Vec<usize> = parts.iter().map(Vec::len).collect();
-        assert_eq!(sizes, vec![2, 1, 1]);
     }
 }

@@ -1,0 +1,459 @@
+//! The native registry (`keel.v1.Registry`, the `keel-client` library and `keelctl registry`)
+//! over a real cluster: it passes the client's conformance suite, shares go-micro's etcd
+//! layout both ways, fails over to a live member, and its leases behave under process death.
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use etcd_client::GetOptions;
+// keel-client's types beside the protobuf ones of the same names.
+use keel_client::registry::{
+    GrpcRegistry, Node as ClientNode, RegisterOptions, Registry, Service as ClientService, WatchOptions,
+};
+use keel_proto::v1::registry_client::RegistryClient;
+use keel_proto::v1::{
+    DeregisterRequest, GetServiceRequest, ListServicesRequest, Node, RegisterRequest, Service, WatchRequest,
+    WatchResponse,
+};
+use keel_tests::{
+    etcdctl, keelctl_binary, wait_for, wait_for_some, Background, BackgroundOutput, Server, TestCluster, READY_TIMEOUT,
+};
+use tonic::transport::Channel;
+
+/// go-micro's etcd registry prefix.
+const PREFIX: &str = "/micro/registry/";
+
+/// A service as go-micro's etcd registry writes it: one key per node, the service with that
+/// one node as JSON.
+const GO_MICRO_GREETER: &str = r#"{"name":"greeter","version":"1.0.0","metadata":null,"endpoints":null,"nodes":[{"id":"greeter-1","address":"127.0.0.1:9000","metadata":null}]}"#;
+
+/// How long a registry watch may take to report a change.
+const WATCH_TIMEOUT: Duration = Duration::from_secs(15);
+
+async fn registry(cluster: &TestCluster, i: usize) -> RegistryClient<Channel> {
+    let url = cluster.members[i].client_url.clone();
+    wait_for_some(READY_TIMEOUT, "a registry connection", || {
+        let url = url.clone();
+        async move { RegistryClient::connect(url).await.ok() }
+    })
+    .await
+    .expect("connect to the registry")
+}
+
+fn service(name: &str, version: &str, node_id: &str, address: &str) -> Service {
+    Service {
+        name: name.into(),
+        version: version.into(),
+        nodes: vec![Node { id: node_id.into(), address: address.into(), metadata: HashMap::new() }],
+        ..Default::default()
+    }
+}
+
+/// A native registry watch, with its responses collected as they arrive.
+struct RegistryWatch {
+    responses: Arc<std::sync::Mutex<Vec<WatchResponse>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RegistryWatch {
+    /// Starts a watch of `service` ("" = all) on member `i`; returns once the first response
+    /// (no results, the start revision) has arrived.
+    async fn start(cluster: &TestCluster, i: usize, service: &str) -> (RegistryWatch, i64) {
+        let mut client = registry(cluster, i).await;
+        let request = WatchRequest { service: service.into(), start_revision: 0 };
+        let mut stream = client.watch(request).await.expect("registry watch").into_inner();
+        let first = tokio::time::timeout(WATCH_TIMEOUT, stream.message())
+            .await
+            .expect("the first watch response in time")
+            .expect("watch stream")
+            .expect("watch stream open");
+        assert!(first.results.is_empty(), "the first response carries no results: {first:?}");
+        assert!(first.revision > 0, "the first response carries the start revision: {first:?}");
+        let responses = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = responses.clone();
+        let task = tokio::spawn(async move {
+            while let Ok(Some(response)) = stream.message().await {
+                sink.lock().expect("lock").push(response);
+            }
+        });
+        (RegistryWatch { responses, task }, first.revision)
+    }
+
+    /// (action, service name, node id) of every result so far.
+    fn actions(&self) -> Vec<(String, String, String)> {
+        self.responses
+            .lock()
+            .expect("lock")
+            .iter()
+            .flat_map(|r| r.results.iter())
+            .map(|result| {
+                let service = result.service.clone().unwrap_or_default();
+                let node = service.nodes.first().map(|n| n.id.clone()).unwrap_or_default();
+                (result.action.clone(), service.name, node)
+            })
+            .collect()
+    }
+
+    async fn wait_for_action(&self, action: &str, node: &str) -> Vec<(String, String, String)> {
+        wait_for_some(WATCH_TIMEOUT, &format!("a {action} of {node}"), || {
+            let actions = self.actions();
+            let found = actions.iter().any(|(a, _, n)| a == action && n == node);
+            async move { found.then_some(actions) }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}: {:?}", self.actions()))
+    }
+}
+
+impl Drop for RegistryWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grpc_registry_passes_the_conformance_suite() {
+    let cluster = TestCluster::start(Server::Keel, 3).await;
+    let registry = GrpcRegistry::connect(&cluster.endpoints()).await.expect("connect");
+    keel_client::registry::conformance::run(Arc::new(registry)).await;
+}
+
+/// How long one registry call may take when a member is down: trying the dead one first
+/// and moving on must not eat a caller's whole deadline.
+const FAILOVER_CALL_MAX: Duration = Duration::from_secs(5);
+
+/// Runs `call`, failing if it takes longer than [`FAILOVER_CALL_MAX`].
+async fn within<T>(what: &str, call: impl std::future::Future<Output = keel_client::Result<T>>) -> T {
+    match tokio::time::timeout(FAILOVER_CALL_MAX, call).await {
+        Ok(Ok(value)) => value,
+        Ok(Err(error)) => panic!("{what}: {error}"),
+        Err(_) => panic!("{what}: took over {FAILOVER_CALL_MAX:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_client_fails_over_past_a_dead_member() {
+    let mut cluster = TestCluster::start(Server::Keel, 3).await;
+    let dead = cluster.leader().await;
+    cluster.kill9(dead);
+    cluster.wait_ready().await;
+    // The dead member first: every first attempt goes to it.
+    let mut endpoints = vec![cluster.members[dead].client_url.clone()];
+    endpoints.extend((0..3).filter(|i| *i != dead).map(|i| cluster.members[i].client_url.clone()));
+    let registry = within("connect", GrpcRegistry::connect(&endpoints)).await;
+
+    // Phase 1: every operation works with the first endpoint dead.
+    let first = ClientService::with_node("failover", "1.0.0", ClientNode::new("failover-1", "127.0.0.1:9301"));
+    let mut watcher = within("watch", registry.watch(WatchOptions::service("failover"))).await;
+    let registration =
+        within("keep_registered", registry.keep_registered(&first, RegisterOptions::with_ttl(Duration::from_secs(5))))
+            .await;
+    let created = within("the watch's first change", watcher.next()).await;
+    assert_eq!((created.action.as_str(), created.service.nodes[0].id.as_str()), ("create", "failover-1"));
+    let found = within("get_service", registry.get_service("failover")).await;
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].nodes, first.nodes);
+    let listed = within("list_services", registry.list_services()).await;
+    assert!(listed.iter().any(|s| s.name == "failover"), "{listed:?}");
+
+    // Phase 2: the dead member is back, and the member after it in the list dies: the
+    // registration, the watch and new calls all move on.
+    cluster.start_member(dead);
+    cluster.wait_ready().await;
+    let next = (0..3).find(|i| *i != dead).expect("a second member");
+    cluster.kill9(next);
+    cluster.wait_ready().await;
+    let second = ClientService::with_node("failover", "1.0.0", ClientNode::new("failover-2", "127.0.0.1:9302"));
+    within("register", registry.register(&second, RegisterOptions::default())).await;
+    let created = within("the watch's change after the failover", watcher.next()).await;
+    assert_eq!((created.action.as_str(), created.service.nodes[0].id.as_str()), ("create", "failover-2"));
+    tokio::time::sleep(Duration::from_secs(5 + 1)).await;
+    let found = within("get_service", registry.get_service("failover")).await;
+    let mut nodes: Vec<&str> = found.iter().flat_map(|s| s.nodes.iter().map(|n| n.id.as_str())).collect();
+    nodes.sort_unstable();
+    assert_eq!(nodes, ["failover-1", "failover-2"], "the kept registration lapsed across the failover");
+    within("shutdown", registration.shutdown()).await;
+    within("deregister", registry.deregister(&second)).await;
+    let deleted = within("the watch's delete", watcher.next()).await;
+    assert_eq!(deleted.action.as_str(), "delete");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn go_micro_layout_is_shared_both_ways() {
+    let cluster = TestCluster::start(Server::Keel, 3).await;
+    let mut etcd = cluster.client().await;
+    let native = registry(&cluster, 1).await;
+    let (watch, start) = RegistryWatch::start(&cluster, 2, "greeter").await;
+
+    // Phase 1: a key written the way go-micro writes it is a registered service.
+    etcd.put(format!("{PREFIX}greeter/greeter-1"), GO_MICRO_GREETER, None).await.expect("put");
+    let actions = watch.wait_for_action("create", "greeter-1").await;
+    assert_eq!(actions, [("create".to_string(), "greeter".to_string(), "greeter-1".to_string())]);
+    let result = watch.responses.lock().expect("lock")[0].results[0].clone();
+    assert!(result.revision > start, "{result:?}");
+    let found = retry_unavailable(|| {
+        let mut native = native.clone();
+        async move { native.get_service(GetServiceRequest { name: "greeter".into() }).await }
+    });
+    let services = found.await.expect("get service").services;
+    assert_eq!(services.len(), 1, "{services:?}");
+    assert_eq!((services[0].name.as_str(), services[0].version.as_str()), ("greeter", "1.0.0"));
+    let nodes: Vec<(&str, &str)> = services[0].nodes.iter().map(|n| (n.id.as_str(), n.address.as_str())).collect();
+    assert_eq!(nodes, [("greeter-1", "127.0.0.1:9000")]);
+
+    // Phase 2: a native registration is go-micro's layout in etcd.
+    let mut native_service = service("native", "2.0.0", "native-1", "127.0.0.1:9100");
+    native_service.metadata.insert("zone".into(), "a".into());
+    native_service.nodes[0].metadata.insert("weight".into(), "3".into());
+    let request = RegisterRequest { service: Some(native_service.clone()), ttl_seconds: 30 };
+    let registered = retry_unavailable(|| {
+        let (mut native, request) = (native.clone(), request.clone());
+        async move { native.register(request).await }
+    });
+    let registered = registered.await.expect("register");
+    assert!(registered.lease_id != 0, "a TTL registration is on a lease: {registered:?}");
+    let listed = etcd.get(PREFIX, Some(GetOptions::new().with_prefix())).await.expect("get --prefix");
+    let keys: Vec<&str> = listed.kvs().iter().map(|kv| kv.key_str().unwrap_or_default()).collect();
+    assert_eq!(keys, ["/micro/registry/greeter/greeter-1", "/micro/registry/native/native-1"]);
+    let stored = &listed.kvs()[1];
+    assert_eq!(stored.lease(), registered.lease_id);
+    let value: serde_json::Value = serde_json::from_slice(stored.value()).expect("a JSON value");
+    assert_eq!(value["name"], "native");
+    assert_eq!(value["version"], "2.0.0");
+    assert_eq!(value["metadata"], serde_json::json!({"zone": "a"}));
+    assert_eq!(
+        value["nodes"],
+        serde_json::json!([{"id": "native-1", "address": "127.0.0.1:9100", "metadata": {"weight": "3"}}])
+    );
+    let all = retry_unavailable(|| {
+        let mut native = native.clone();
+        async move { native.list_services(ListServicesRequest {}).await }
+    });
+    let all = all.await.expect("list").services;
+    let mut names: Vec<&str> = all.iter().map(|s| s.name.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["greeter", "native"]);
+
+    // Phase 3: deregistering removes the key; deleting go-micro's key is a "delete".
+    let deregistered = retry_unavailable(|| {
+        let (mut native, service) = (native.clone(), native_service.clone());
+        async move { native.deregister(DeregisterRequest { service: Some(service) }).await }
+    });
+    deregistered.await.expect("deregister");
+    let left = etcd.get(format!("{PREFIX}native/"), Some(GetOptions::new().with_prefix())).await.expect("get");
+    assert_eq!(left.count(), 0);
+    let missing = retry_unavailable(|| {
+        let mut native = native.clone();
+        async move { native.get_service(GetServiceRequest { name: "native".into() }).await }
+    });
+    let missing = missing.await.expect_err("deregistered");
+    assert_eq!(missing.code(), tonic::Code::NotFound, "{missing:?}");
+    etcd.delete(format!("{PREFIX}greeter/greeter-1"), None).await.expect("delete");
+    let actions = watch.wait_for_action("delete", "greeter-1").await;
+    assert_eq!(actions.len(), 2, "only greeter is watched: {actions:?}");
+}
+
+/// `keelctl` with `args`, to completion.
+fn keelctl(cluster: &TestCluster, args: &[&str]) -> BackgroundOutput {
+    let output = Command::new(keelctl_binary())
+        .arg("--endpoints")
+        .arg(cluster.endpoints_csv())
+        .args(args)
+        .output()
+        .expect("run keelctl");
+    BackgroundOutput {
+        exited: Some(output.status.success()),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// A `keelctl` that runs until stopped (`registry register`, `registry watch`) against `endpoints`.
+fn keelctl_background(endpoints: &str, args: &[&str]) -> Background {
+    let mut command = Command::new(keelctl_binary());
+    command.arg("--endpoints").arg(endpoints).args(args);
+    Background::spawn(command)
+}
+
+/// The `keelctl registry watch -o json` lines so far, parsed: (action, service name).
+fn watch_lines(watch: &Background) -> Vec<(String, String)> {
+    watch
+        .stdout()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .map(|v| {
+            (
+                v["action"].as_str().unwrap_or_default().to_string(),
+                v["service"]["name"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Whether `name` has a registered node; `None` while the cluster is unavailable.
+async fn service_exists(client: &mut RegistryClient<Channel>, name: &str) -> Option<bool> {
+    match client.get_service(GetServiceRequest { name: name.into() }).await {
+        Ok(found) => Some(!found.into_inner().services.is_empty()),
+        Err(status) if status.code() == tonic::Code::NotFound => Some(false),
+        Err(status) if status.code() == tonic::Code::Unavailable => None,
+        Err(status) => panic!("get service {name}: {status:?}"),
+    }
+}
+
+/// Retries `call` while the cluster answers Unavailable (an election, a member catching up),
+/// as a client library does; any other answer is returned.
+async fn retry_unavailable<T, F, Fut>(mut call: F) -> Result<T, tonic::Status>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        match call().await {
+            Err(status) if status.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            answer => return answer.map(tonic::Response::into_inner),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keelctl_registration_goes_with_its_process_and_survives_the_leader() {
+    let mut cluster = TestCluster::start(Server::Keel, 3).await;
+    let leader = cluster.leader().await;
+    let watched = (leader + 1) % 3;
+    let native = registry(&cluster, watched).await;
+    // The watcher talks to a member that is never killed.
+    let watch = keelctl_background(&cluster.members[watched].client_url, &["-o", "json", "registry", "watch"]);
+    let register = |name: &str, ttl: &str| {
+        let args = [
+            "registry",
+            "register",
+            "--service",
+            name,
+            "--version",
+            "1.0.0",
+            "--node-id",
+            &format!("{name}-1"),
+            "--address",
+            "127.0.0.1:9200",
+            "--metadata",
+            "zone=a",
+            "--ttl",
+            ttl,
+        ];
+        keelctl_background(&cluster.endpoints_csv(), &args)
+    };
+
+    // Phase 1: a registration whose process dies (SIGKILL, no deregister) goes when its
+    // lease expires: within the TTL (3 s) and 2 s, with a delete event.
+    let doomed = register("doomed", "3");
+    wait_for(READY_TIMEOUT, "the registration", || {
+        let mut native = native.clone();
+        async move { service_exists(&mut native, "doomed").await == Some(true) }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}: {:?}", doomed.stderr()));
+    let killed = doomed.kill();
+    let killed_at = Instant::now();
+    wait_for(Duration::from_secs(5), "the registration to expire", || {
+        let mut native = native.clone();
+        async move { service_exists(&mut native, "doomed").await == Some(false) }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}; keelctl printed {killed:?}\n{}", cluster.all_logs()));
+    let printed = watch.wait_for_stdout(WATCH_TIMEOUT, "a delete", |out| out.contains("\"delete\"")).await;
+    printed.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        watch_lines(&watch),
+        [("create".to_string(), "doomed".to_string()), ("delete".to_string(), "doomed".to_string())]
+    );
+    eprintln!("registration gone {:?} after SIGKILL of its keelctl", killed_at.elapsed());
+
+    // Phase 2: a registration kept alive by its keelctl outlives kill -9 of the leader.
+    let kept = register("kept", "5");
+    wait_for(READY_TIMEOUT, "the registration", || {
+        let mut native = native.clone();
+        async move { service_exists(&mut native, "kept").await == Some(true) }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}: {:?}", kept.stderr()));
+    cluster.kill9(leader);
+    tokio::time::sleep(Duration::from_secs(5 + 2)).await;
+    let still_there = wait_for_some(READY_TIMEOUT, "a registry read", || {
+        let mut native = native.clone();
+        async move {
+            let found = native.get_service(GetServiceRequest { name: "kept".into() }).await;
+            match found {
+                Err(status) if status.code() == tonic::Code::NotFound => Some(false),
+                other => other.ok().map(|_| true),
+            }
+        }
+    })
+    .await
+    .expect("read");
+    assert!(still_there, "the kept registration expired; keelctl: {:?}\n{}", kept.stderr(), cluster.all_logs());
+    let lines = watch_lines(&watch);
+    assert!(!lines.contains(&("delete".to_string(), "kept".to_string())), "{lines:?}");
+    drop(kept);
+
+    // Phase 3: a registration etcdctl wrote in go-micro's layout shows in `keelctl registry get`.
+    let key = format!("{PREFIX}greeter/greeter-1");
+    let put = tokio::task::block_in_place(|| etcdctl(&cluster.endpoints_csv(), &["put", &key, GO_MICRO_GREETER]));
+    assert!(put.success, "{put:?}");
+    let table = tokio::task::block_in_place(|| keelctl(&cluster, &["registry", "get", "greeter"]));
+    assert_eq!(table.exited, Some(true), "{table:?}");
+    for text in ["greeter", "1.0.0", "greeter-1", "127.0.0.1:9000"] {
+        assert!(table.stdout.contains(text), "{text} missing from {table:?}");
+    }
+    let json = tokio::task::block_in_place(|| keelctl(&cluster, &["-o", "json", "registry", "get", "greeter"]));
+    assert_eq!(json.exited, Some(true), "{json:?}");
+    let value: serde_json::Value = serde_json::from_str(&json.stdout).unwrap_or_else(|e| panic!("{e}: {json:?}"));
+    let node = serde_json::json!({"id": "greeter-1", "address": "127.0.0.1:9000"});
+    assert!(contains_object(&value, &node), "{value}");
+    let missing = tokio::task::block_in_place(|| keelctl(&cluster, &["registry", "get", "no-such-service"]));
+    assert_eq!(missing.exited, Some(false), "{missing:?}");
+    assert!(missing.stderr.starts_with("Error: "), "{missing:?}");
+
+    // Phase 4: list shows it; deregister removes go-micro's key.
+    let list = tokio::task::block_in_place(|| keelctl(&cluster, &["registry", "list"]));
+    assert_eq!(list.exited, Some(true), "{list:?}");
+    assert!(list.stdout.contains("greeter"), "{list:?}");
+    let list = tokio::task::block_in_place(|| keelctl(&cluster, &["-o", "json", "registry", "list"]));
+    let names: Vec<String> = list
+        .stdout
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("{e}: {list:?}")))
+        .flat_map(|value| match value {
+            serde_json::Value::Array(services) => services,
+            service => vec![service],
+        })
+        .map(|service| service["name"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(names.contains(&"greeter".to_string()), "{list:?}");
+    let args = ["registry", "deregister", "--service", "greeter", "--node-id", "greeter-1"];
+    let deregistered = tokio::task::block_in_place(|| keelctl(&cluster, &args));
+    assert_eq!(deregistered.exited, Some(true), "{deregistered:?}");
+    let left =
+        tokio::task::block_in_place(|| etcdctl(&cluster.endpoints_csv(), &["get", PREFIX, "--prefix", "--keys-only"]));
+    assert!(!left.stdout.contains("greeter"), "{left:?}");
+}
+
+/// Whether `value` holds, anywhere, an object with every field of `wanted`.
+fn contains_object(value: &serde_json::Value, wanted: &serde_json::Value) -> bool {
+    let matches = match (value, wanted) {
+        (serde_json::Value::Object(map), serde_json::Value::Object(fields)) => {
+            fields.iter().all(|(k, v)| map.get(k) == Some(v))
+        }
+        _ => false,
+    };
+    matches
+        || match value {
+            serde_json::Value::Object(map) => map.values().any(|v| contains_object(v, wanted)),
+            serde_json::Value::Array(items) => items.iter().any(|v| contains_object(v, wanted)),
+            _ => false,
+        }
+}
