@@ -251,13 +251,16 @@ pub struct LeaseRevokeResponse {
     pub header_revision: i64,
 }
 
+/// A key and the value to write to it.
+pub type KeyValuePair = (Vec<u8>, Vec<u8>);
+
 /// Puts `puts` (key, value) on one lease of `ttl_secs` (0 = no lease): the lease the keys
 /// already share if it has that TTL, otherwise a new one with id `lease_id`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegisterRequest {
     pub lease_id: i64,
     pub ttl_secs: i64,
-    pub puts: Vec<(Vec<u8>, Vec<u8>)>,
+    pub puts: Vec<KeyValuePair>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

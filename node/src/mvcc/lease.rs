@@ -213,7 +213,7 @@ impl MvccStore {
         (shared && same_ttl).then_some(first)
     }
 
-    fn values_equal(&self, puts: &[(Vec<u8>, Vec<u8>)]) -> Result<bool, StorageError> {
+    fn values_equal(&self, puts: &[crate::command::KeyValuePair]) -> Result<bool, StorageError> {
         for (key, value) in puts {
             let current = self.kvs_at(KeySpan::Single(key), self.current_revision)?;
             if current.first().is_none_or(|kv| &kv.value != value) {

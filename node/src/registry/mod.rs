@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use keel_client::registry::{Node, Service};
 
+use crate::command::KeyValuePair;
 use crate::mvcc::{Event, EventKind};
 
 /// go-micro's etcd registry prefix (one definition, shared with the client).
@@ -116,7 +117,7 @@ fn validate_node_ids(service: &Service) -> Result<(), RegistryError> {
 
 /// The (key, value) of each node of `service`, the value being the service with that node
 /// only, as go-micro's `Register` writes it.
-pub fn registration_puts(service: &Service) -> Result<Vec<(Vec<u8>, Vec<u8>)>, RegistryError> {
+pub fn registration_puts(service: &Service) -> Result<Vec<KeyValuePair>, RegistryError> {
     service
         .nodes
         .iter()

@@ -317,15 +317,15 @@ impl Model {
                 }
             }
             Command::LeaseGrant(request) => {
-                if self.leases.contains_key(&request.id) {
-                    Err(MvccError::LeaseExists)
-                } else {
-                    self.leases.insert(request.id, request.ttl_secs);
+                if let std::collections::btree_map::Entry::Vacant(entry) = self.leases.entry(request.id) {
+                    entry.insert(request.ttl_secs);
                     Ok(CommandResponse::LeaseGrant(LeaseGrantResponse {
                         header_revision: self.current(),
                         id: request.id,
                         ttl_secs: request.ttl_secs,
                     }))
+                } else {
+                    Err(MvccError::LeaseExists)
                 }
             }
             Command::LeaseRevoke(request) => {
