@@ -19,6 +19,12 @@ pub enum Command {
     LeaseRevoke(LeaseRevokeRequest),
     /// A service registration: its keys put on one lease, granted or reused, atomically.
     Register(RegisterRequest),
+    /// A put on a lease shared with other keys that expire together: the lease named if it
+    /// still exists, otherwise a new one, atomically.
+    LeasedPut(LeasedPutRequest),
+    /// The cluster's key for config secrets, proposed once at bootstrap; the first one applied
+    /// wins and later ones are ignored.
+    InitSecretKey(SecretKey),
     /// A member announces its name and client URLs once it has started (etcd's "publish"). The
     /// state machine records them for Cluster.MemberList; the MVCC keyspace ignores it.
     PublishMember(MemberAttributes),
@@ -37,6 +43,8 @@ impl std::fmt::Display for Command {
             Command::LeaseGrant(r) => write!(f, "lease grant {:x} ttl {}s", r.id, r.ttl_secs),
             Command::LeaseRevoke(r) => write!(f, "lease revoke {:x}", r.id),
             Command::Register(r) => write!(f, "register {} keys, ttl {}s", r.puts.len(), r.ttl_secs),
+            Command::LeasedPut(r) => write!(f, "leased put {:?}", String::from_utf8_lossy(&r.key)),
+            Command::InitSecretKey(_) => write!(f, "init secret key"),
             Command::PublishMember(a) => write!(f, "publish member {:x}", a.member_id),
         }
     }
@@ -60,6 +68,7 @@ pub enum CommandResponse {
     LeaseGrant(LeaseGrantResponse),
     LeaseRevoke(LeaseRevokeResponse),
     Register(RegisterResponse),
+    LeasedPut(LeasedPutResponse),
     /// The command was valid on the wire but etcd's rules reject it at apply time (for
     /// example a compaction to a revision already compacted). Nothing changed.
     Rejected(crate::mvcc::MvccError),
@@ -270,4 +279,33 @@ pub struct RegisterResponse {
     pub lease_id: i64,
     /// True when an existing lease was reused rather than granted.
     pub reused: bool,
+}
+
+/// Puts `key = value` on lease `reuse` if it still exists, otherwise on a new lease `grant_id`
+/// of `ttl_secs`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeasedPutRequest {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    /// 0 = nothing to reuse.
+    pub reuse: i64,
+    pub grant_id: i64,
+    pub ttl_secs: i64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeasedPutResponse {
+    pub header_revision: i64,
+    /// The lease the key is on now.
+    pub lease_id: i64,
+}
+
+/// A 256-bit key. Debug never prints it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretKey(pub Vec<u8>);
+
+impl std::fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretKey([redacted; {} bytes])", self.0.len())
+    }
 }

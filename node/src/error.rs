@@ -9,6 +9,10 @@ pub enum ServerError {
     Mvcc(#[from] MvccError),
     #[error(transparent)]
     Registry(#[from] crate::registry::RegistryError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Config(#[from] crate::dynamic_config::ConfigError),
     #[error("key is not provided")]
     EmptyKey,
     #[error("key not found")]

@@ -23,6 +23,7 @@
 pub mod api;
 pub mod command;
 pub mod config;
+pub mod dynamic_config;
 pub mod error;
 pub mod lease;
 pub mod limits;
@@ -31,4 +32,5 @@ pub mod mvcc;
 pub mod raft;
 pub mod registry;
 pub mod storage;
+pub mod store;
 pub mod watch;

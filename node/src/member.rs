@@ -526,6 +526,7 @@ pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
         bootstrap(&raft, &config).await?;
     }
     tokio::spawn(publish_attributes(member.clone(), config.advertise_client_urls.clone(), stop_rx.clone()));
+    tokio::spawn(ensure_secret_key(member.clone(), stop_rx.clone()));
     tokio::spawn(expire_leases(member.clone(), stop_rx));
     tracing::info!(member_id = %format!("{:x}", member.id), cluster_id = %format!("{:x}", member.cluster_id), "member started");
     Ok(RunningMember { member, client_addrs, peer_addrs, stop_tx, servers })
@@ -586,6 +587,28 @@ async fn publish_attributes(member: Arc<Member>, client_urls: Vec<String>, stop_
                 tracing::debug!("publishing member attributes: {e}; retrying");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
+        }
+    }
+}
+
+/// Creates the cluster's key for config secrets once: the leader proposes a random key until
+/// one is applied (the first applied wins, so a race between leaders is harmless).
+async fn ensure_secret_key(member: Arc<Member>, mut stop_rx: watch::Receiver<bool>) {
+    let mut interval = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stop_rx.wait_for(|stop| *stop) => return,
+        }
+        if member.shared.secret_key().is_some() {
+            return;
+        }
+        if member.metrics().current_leader != Some(member.id) {
+            continue;
+        }
+        let command = Command::InitSecretKey(crate::dynamic_config::secret::new_key());
+        if let Err(e) = member.propose_as_leader(command).await {
+            tracing::debug!("creating the cluster's secret key: {e}; retrying");
         }
     }
 }

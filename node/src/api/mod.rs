@@ -4,6 +4,7 @@
 //! one table in `status`), fill the header. No Raft, no storage, no business rules here.
 
 mod cluster;
+mod config;
 mod convert;
 mod h2_authority;
 mod http;
@@ -12,6 +13,7 @@ mod lease;
 mod maintenance;
 mod registry;
 mod status;
+mod store;
 mod validate;
 mod watch;
 
@@ -49,6 +51,14 @@ pub fn client_router(member: Arc<Member>, decoding_limit: usize) -> Router {
             )
             .add_service(
                 keel_proto::v1::registry_server::RegistryServer::new(registry::RegistryService::new(member.clone()))
+                    .max_decoding_message_size(decoding_limit),
+            )
+            .add_service(
+                keel_proto::v1::store_server::StoreServer::new(store::StoreService::new(member.clone()))
+                    .max_decoding_message_size(decoding_limit),
+            )
+            .add_service(
+                keel_proto::v1::config_server::ConfigServer::new(config::ConfigService::new(member.clone()))
                     .max_decoding_message_size(decoding_limit),
             );
     let routes = Routes::from(grpc.into_axum_router().merge(http::router(member)));

@@ -3,9 +3,11 @@
 
 use tonic::{Code, Status};
 
+use crate::dynamic_config::ConfigError;
 use crate::error::ServerError;
 use crate::mvcc::MvccError;
 use crate::registry::RegistryError;
+use crate::store::StoreError;
 
 pub fn to_status(error: &ServerError) -> Status {
     let (code, message) = match error {
@@ -21,6 +23,12 @@ pub fn to_status(error: &ServerError) -> Status {
         ServerError::Mvcc(MvccError::Storage(_)) => return Status::internal(error.to_string()),
         ServerError::Registry(RegistryError::NotFound) => return Status::not_found(error.to_string()),
         ServerError::Registry(_) => return Status::invalid_argument(error.to_string()),
+        ServerError::Store(StoreError::NotFound) => return Status::not_found(error.to_string()),
+        ServerError::Store(_) => return Status::invalid_argument(error.to_string()),
+        ServerError::Config(ConfigError::NotFound(_)) => return Status::not_found(error.to_string()),
+        ServerError::Config(ConfigError::SecretUnavailable) => return Status::unavailable(error.to_string()),
+        ServerError::Config(ConfigError::CorruptSecret) => return Status::data_loss(error.to_string()),
+        ServerError::Config(_) => return Status::invalid_argument(error.to_string()),
         ServerError::EmptyKey => (Code::InvalidArgument, "etcdserver: key is not provided"),
         ServerError::KeyNotFound => (Code::InvalidArgument, "etcdserver: key not found"),
         ServerError::ValueProvided => (Code::InvalidArgument, "etcdserver: value is provided"),

@@ -9,7 +9,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde::{Deserialize, Serialize};
 
 use crate::command::{
-    LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, RegisterRequest, RegisterResponse,
+    LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeasedPutRequest,
+    LeasedPutResponse, RegisterRequest, RegisterResponse,
 };
 use crate::storage::{Direction, Engine, KeyRange, StorageError, Table};
 
@@ -198,6 +199,24 @@ impl MvccStore {
             }
         }
         Ok(RegisterResponse { header_revision: self.current_revision, lease_id: lease, reused: reusable.is_some() })
+    }
+
+    /// A put on a shared lease: `reuse` if it exists, else a new `grant_id` of `ttl_secs`.
+    pub(super) fn apply_leased_put(&mut self, request: &LeasedPutRequest) -> Result<LeasedPutResponse, OpError> {
+        let lease = if request.reuse != 0 && self.leases.contains(request.reuse) {
+            request.reuse
+        } else {
+            if self.leases.contains(request.grant_id) {
+                return Err(MvccError::LeaseExists.into());
+            }
+            self.grant(request.grant_id, request.ttl_secs)?;
+            request.grant_id
+        };
+        let mut txn = self.begin_write();
+        let written = self.put_key(&mut txn, &request.key, request.value.clone(), lease);
+        self.end_write(txn);
+        written?;
+        Ok(LeasedPutResponse { header_revision: self.current_revision, lease_id: lease })
     }
 
     /// The lease every key of the registration holds now, if they share one that has the

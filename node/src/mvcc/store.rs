@@ -190,7 +190,9 @@ impl MvccStore {
             Command::LeaseGrant(request) => self.apply_lease_grant(request).map(CommandResponse::LeaseGrant),
             Command::LeaseRevoke(request) => self.apply_lease_revoke(request).map(CommandResponse::LeaseRevoke),
             Command::Register(request) => self.apply_register(request).map(CommandResponse::Register),
-            Command::PublishMember(_) => Ok(CommandResponse::None),
+            Command::LeasedPut(request) => self.apply_leased_put(request).map(CommandResponse::LeasedPut),
+            // Not keyspace commands: the state machine applies them.
+            Command::PublishMember(_) | Command::InitSecretKey(_) => Ok(CommandResponse::None),
         };
         match outcome {
             Ok(response) => Ok(response),

@@ -16,7 +16,7 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use super::codec::{decode, encode};
 use super::snapshot::{self, SnapshotFile};
 use super::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
-use crate::command::{Command, CommandResponse, MemberAttributes};
+use crate::command::{Command, CommandResponse, MemberAttributes, SecretKey};
 use crate::mvcc::MvccStore;
 use crate::storage::{Direction, Durability, Engine, KeyRange, Table, WriteBatch};
 use crate::watch::Hub;
@@ -24,6 +24,9 @@ use crate::watch::Hub;
 const APPLIED_KEY: &[u8] = b"raft/applied";
 const MEMBERSHIP_KEY: &[u8] = b"raft/membership";
 const MEMBER_PREFIX: &[u8] = b"members/";
+/// The cluster's key for config secrets (in `StateMeta`, never in the KV keyspace, so no
+/// client API can read it).
+const SECRET_KEY_KEY: &[u8] = b"secrets/cluster_key";
 /// Set (in the log's table, which snapshots do not touch) while a snapshot is being installed:
 /// found at start-up, it means the state machine is half-replaced and the snapshot must be
 /// installed again before anything reads it.
@@ -36,6 +39,7 @@ type Snapshot = openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>;
 pub struct SharedState {
     mvcc: RwLock<MvccStore>,
     members: RwLock<BTreeMap<u64, MemberAttributes>>,
+    secret_key: RwLock<Option<SecretKey>>,
     hub: Hub,
 }
 
@@ -49,6 +53,11 @@ impl SharedState {
     /// Every applied batch of changes, in revision order, for watchers.
     pub fn hub(&self) -> &Hub {
         &self.hub
+    }
+
+    /// The cluster's key for config secrets, once the bootstrap proposal is applied.
+    pub fn secret_key(&self) -> Option<SecretKey> {
+        self.secret_key.read().unwrap_or_else(|_| fatal("secret key lock poisoned")).clone()
     }
 
     pub fn members(&self) -> BTreeMap<u64, MemberAttributes> {
@@ -86,6 +95,7 @@ impl StateMachine {
         let shared = Arc::new(SharedState {
             mvcc: RwLock::new(MvccStore::open(engine.clone()).map_err(io::Error::other)?),
             members: RwLock::new(load_members(&engine)?),
+            secret_key: RwLock::new(get_meta::<SecretKey>(&engine, SECRET_KEY_KEY)?),
             hub: Hub::default(),
         });
         Ok(Self { engine, shared, snapshot_dir: snapshot_dir.to_path_buf(), applied, membership })
@@ -117,6 +127,15 @@ impl StateMachine {
                     .write()
                     .unwrap_or_else(|_| fatal("members lock poisoned"))
                     .insert(attributes.member_id, attributes);
+                Ok(CommandResponse::None)
+            }
+            EntryPayload::Normal(Command::InitSecretKey(key)) => {
+                let mut current = self.shared.secret_key.write().unwrap_or_else(|_| fatal("secret key lock poisoned"));
+                // The first key applied wins: secrets already encrypted with it stay readable.
+                if current.is_none() {
+                    extra.put(Table::StateMeta, SECRET_KEY_KEY, encode(&key)?);
+                    *current = Some(key);
+                }
                 Ok(CommandResponse::None)
             }
             EntryPayload::Normal(command) => mvcc.apply(&command).map_err(io::Error::other),
@@ -267,6 +286,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.shared.hub.publish_replaced(revision_before + 1, mvcc.current_revision());
         }
         *self.shared.members.write().unwrap_or_else(|_| fatal("members lock poisoned")) = load_members(&self.engine)?;
+        *self.shared.secret_key.write().unwrap_or_else(|_| fatal("secret key lock poisoned")) =
+            get_meta::<SecretKey>(&self.engine, SECRET_KEY_KEY)?;
         self.applied = installed.last_log_id;
         self.membership = installed.last_membership;
         self.remove_snapshots_except(&path);

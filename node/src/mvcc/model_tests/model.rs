@@ -343,7 +343,8 @@ impl Model {
                     Ok(CommandResponse::LeaseRevoke(LeaseRevokeResponse { header_revision: self.current() }))
                 }
             }
-            Command::Register(_) => unreachable!("registrations are tested in mvcc::tests::lease"),
+            Command::Register(_) | Command::LeasedPut(_) => unreachable!("tested in mvcc::tests::lease"),
+            Command::InitSecretKey(_) => Ok(CommandResponse::None),
             Command::PublishMember(_) => Ok(CommandResponse::None),
         };
         outcome.unwrap_or_else(CommandResponse::Rejected)

@@ -1,0 +1,177 @@
+//! Keel's native Config service (`keel.v1.Config`): validate, seal secrets on this member,
+//! propose or read through the `dynamic_config` view, map the error, answer.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use keel_proto::v1 as pb;
+use keel_proto::v1::config_server::Config;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::status::to_status;
+use crate::command::{Command, CommandResponse, RangeRequest, SecretKey, TxnRequest};
+use crate::dynamic_config::{self as view, secret, ConfigError, ConfigPath, Secrets};
+use crate::error::ServerError;
+use crate::member::Member;
+use crate::registry::prefix_end;
+use crate::watch::{CreateWatch, Session, WatchInput, WatchOutput};
+
+/// Watch responses queued for a client slow to read them.
+const WATCH_QUEUE_MAX: usize = 16;
+
+pub struct ConfigService {
+    member: Arc<Member>,
+}
+
+impl ConfigService {
+    pub fn new(member: Arc<Member>) -> Self {
+        Self { member }
+    }
+
+    /// The cluster's secret key, after catching up with the log if this member has not
+    /// applied it yet.
+    async fn secret_key(&self) -> Result<SecretKey, ServerError> {
+        if let Some(key) = self.member.shared().secret_key() {
+            return Ok(key);
+        }
+        self.member.read_barrier().await?;
+        self.member.shared().secret_key().ok_or_else(|| ConfigError::SecretUnavailable.into())
+    }
+
+    async fn set(&self, request: pb::SetRequest) -> Result<pb::SetResponse, ServerError> {
+        let path = ConfigPath::parse(&request.namespace, &request.path)?;
+        let value = view::parse_value(&request.value)?;
+        let replace = !value.is_object();
+        if replace && path.segments.is_empty() {
+            return Err(ConfigError::RootNotObject.into());
+        }
+        let mut leaves = view::leaves(&path, &value)?;
+        if request.secret {
+            let key = self.secret_key().await?;
+            for (_, leaf) in &mut leaves {
+                *leaf = secret::seal(&key, leaf)?;
+            }
+        }
+        self.commit(view::set_ops(&path, &leaves, replace)).await.map(|revision| pb::SetResponse { revision })
+    }
+
+    async fn delete(&self, request: pb::DeleteConfigRequest) -> Result<pb::DeleteConfigResponse, ServerError> {
+        let path = ConfigPath::parse(&request.namespace, &request.path)?;
+        self.commit(view::delete_ops(&path)).await.map(|revision| pb::DeleteConfigResponse { revision })
+    }
+
+    async fn commit(&self, ops: Vec<crate::command::RequestOp>) -> Result<i64, ServerError> {
+        let command = Command::Txn(TxnRequest { compare: Vec::new(), success: ops, failure: Vec::new() });
+        match self.member.propose(command).await? {
+            CommandResponse::Txn(response) => Ok(response.header_revision),
+            _ => Err(ServerError::Mismatched),
+        }
+    }
+
+    async fn get(&self, request: pb::GetRequest) -> Result<pb::GetResponse, ServerError> {
+        let path = ConfigPath::parse(&request.namespace, &request.path)?;
+        self.member.read_barrier().await?;
+        let key = if request.secrets { Some(self.secret_key().await?) } else { None };
+        let (value, revision) = self.document(&path, request.revision, key.as_ref())?;
+        let value = value.ok_or_else(|| ConfigError::NotFound(request.path.clone()))?;
+        Ok(pb::GetResponse { value: value.to_string(), revision })
+    }
+
+    /// The document at `path` as of `revision` (0 = now) from this member's keyspace.
+    fn document(
+        &self,
+        path: &ConfigPath,
+        revision: i64,
+        key: Option<&SecretKey>,
+    ) -> Result<(Option<Value>, i64), ServerError> {
+        let request = RangeRequest {
+            key: path.key(),
+            range_end: prefix_end(&path.children_prefix()),
+            revision,
+            ..RangeRequest::default()
+        };
+        let response = self.member.shared().mvcc().range(&request)?;
+        let secrets = key.map_or(Secrets::Masked, Secrets::Revealed);
+        let value = view::assemble(path, &response.kvs, secrets)?;
+        Ok((value, response.header_revision))
+    }
+}
+
+fn status(error: ServerError) -> Status {
+    to_status(&error)
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchConfigResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Config for ConfigService {
+    async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        self.get(request.into_inner()).await.map(Response::new).map_err(status)
+    }
+
+    async fn set(&self, request: Request<pb::SetRequest>) -> Result<Response<pb::SetResponse>, Status> {
+        self.set(request.into_inner()).await.map(Response::new).map_err(status)
+    }
+
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteConfigRequest>,
+    ) -> Result<Response<pb::DeleteConfigResponse>, Status> {
+        self.delete(request.into_inner()).await.map(Response::new).map_err(status)
+    }
+
+    type WatchStream = WatchStream;
+
+    /// A watch over the path's leaf and subtree; after each change that touches them, the
+    /// document at the path as of that change's revision.
+    async fn watch(&self, request: Request<pb::WatchConfigRequest>) -> Result<Response<WatchStream>, Status> {
+        let request = request.into_inner();
+        let path = ConfigPath::parse(&request.namespace, &request.path).map_err(|e| status(e.into()))?;
+        let key = if request.secrets { Some(self.secret_key().await.map_err(status)?) } else { None };
+        let create =
+            CreateWatch { key: path.key(), range_end: prefix_end(&path.children_prefix()), ..CreateWatch::default() };
+        let (input_tx, input_rx) = mpsc::channel(1);
+        let (output_tx, output_rx) = mpsc::channel(WATCH_QUEUE_MAX);
+        let session = Session::new(self.member.shared_state(), self.member.watch_limits(), output_tx);
+        input_tx.send(WatchInput::Create(create)).await.map_err(|_| Status::unavailable("watch stopped"))?;
+        tokio::spawn(async move {
+            let _input = input_tx;
+            session.run(input_rx).await;
+        });
+        let service = ConfigService { member: self.member.clone() };
+        let responses = ReceiverStream::new(output_rx).filter_map(move |output| {
+            let answer = watch_answer(&service, &path, key.as_ref(), output);
+            async move { answer }
+        });
+        Ok(Response::new(Box::pin(responses)))
+    }
+}
+
+/// One session output as a config watch response: the document after the watch started or
+/// after a change at or below the path; `None` for outputs that change nothing there.
+fn watch_answer(
+    service: &ConfigService,
+    path: &ConfigPath,
+    key: Option<&SecretKey>,
+    output: WatchOutput,
+) -> Option<Result<pb::WatchConfigResponse, Status>> {
+    let revision = match output {
+        WatchOutput::Created { revision, refused: None, .. } => revision,
+        WatchOutput::Events { revision, events, .. } => {
+            events.iter().any(|watched| path.relative(&watched.event.kv.key).is_some()).then_some(revision)?
+        }
+        WatchOutput::Created { refused: Some(reason), .. } => return Some(Err(Status::resource_exhausted(reason))),
+        WatchOutput::Canceled { reason, .. } => return Some(Err(Status::aborted(reason))),
+        WatchOutput::Progress { .. } => return None,
+    };
+    Some(match service.document(path, revision, key) {
+        Ok((value, revision)) => {
+            Ok(pb::WatchConfigResponse { value: value.unwrap_or(Value::Null).to_string(), revision })
+        }
+        Err(error) => Err(status(error)),
+    })
+}

@@ -1,0 +1,282 @@
+//! micro's key-value Store as a typed view over the keyspace: records at
+//! `/micro/store/<database>/<table>/<key>`, each value a JSON envelope with the record's bytes,
+//! metadata and expiry.
+//!
+//! Expiry has two halves. Reads hide a record from the second its expiry passes (each record
+//! carries its exact expiry). Removal rides on leases shared by every record whose expiry
+//! falls in the same `EXPIRY_BUCKET_SECS` bucket, granted to end at the bucket's end, so a
+//! record is never removed before its expiry and a burst of writes costs a few leases, not one
+//! each.
+//!
+//! Pure apart from the bucket cache: keys, envelopes, validation, filtering and paging.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use crate::command::KeyValue;
+
+pub const PREFIX: &str = "/micro/store/";
+pub const DEFAULT_NAME: &str = "micro";
+
+/// Records expiring within the same bucket of this many seconds share one lease.
+pub const EXPIRY_BUCKET_SECS: i64 = 10;
+
+/// A record's value may be at most this large (1 MiB): it must fit a request with its key
+/// and metadata under etcd's 1.5 MiB request limit.
+pub const VALUE_BYTES_MAX: usize = 1024 * 1024;
+
+/// Keys longer than this are refused (etcd's practical bound is the request size; records
+/// are addressed by key in every read, so keep them small).
+pub const KEY_BYTES_MAX: usize = 4096;
+
+/// Database and table names: path segments of every record key.
+pub const NAME_BYTES_MAX: usize = 256;
+
+/// Keys per List response message.
+pub const LIST_PAGE_KEYS: usize = 1000;
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("store: key is empty")]
+    EmptyKey,
+    #[error("store: key is longer than {KEY_BYTES_MAX} bytes")]
+    KeyTooLong,
+    #[error("store: {what} {name:?} must not contain '/' and be at most {NAME_BYTES_MAX} bytes")]
+    BadName { what: &'static str, name: String },
+    #[error("store: value is larger than {VALUE_BYTES_MAX} bytes")]
+    ValueTooLarge,
+    #[error("store: ttl must be greater than 0 seconds")]
+    BadTtl,
+    #[error("store: expiry must be in the future")]
+    ExpiryInPast,
+    #[error("store: give ttl or expiry, not both")]
+    TtlAndExpiry,
+    #[error("store: not found")]
+    NotFound,
+}
+
+/// A database and table, defaults applied and checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Table {
+    pub database: String,
+    pub table: String,
+}
+
+impl Table {
+    pub fn new(database: &str, table: &str) -> Result<Table, StoreError> {
+        Ok(Table { database: name("database", database)?, table: name("table", table)? })
+    }
+
+    /// The prefix of every record of this table.
+    pub fn prefix(&self) -> Vec<u8> {
+        format!("{PREFIX}{}/{}/", self.database, self.table).into_bytes()
+    }
+
+    pub fn record_key(&self, key: &str) -> Vec<u8> {
+        let mut full = self.prefix();
+        full.extend_from_slice(key.as_bytes());
+        full
+    }
+
+    /// The record key of a full keyspace key of this table.
+    pub fn key_of<'k>(&self, full: &'k [u8]) -> Option<&'k str> {
+        std::str::from_utf8(full.strip_prefix(self.prefix().as_slice())?).ok()
+    }
+}
+
+fn name(what: &'static str, name: &str) -> Result<String, StoreError> {
+    let name = if name.is_empty() { DEFAULT_NAME } else { name };
+    if name.contains('/') || name.len() > NAME_BYTES_MAX {
+        return Err(StoreError::BadName { what, name: name.to_string() });
+    }
+    Ok(name.to_string())
+}
+
+pub fn check_key(key: &str) -> Result<(), StoreError> {
+    if key.is_empty() {
+        return Err(StoreError::EmptyKey);
+    }
+    if key.len() > KEY_BYTES_MAX {
+        return Err(StoreError::KeyTooLong);
+    }
+    Ok(())
+}
+
+/// What is stored at a record's key.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The record's bytes, base64 (JSON has no bytes).
+    pub value: String,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// Unix seconds; 0 = never.
+    #[serde(default)]
+    pub expiry: i64,
+}
+
+/// A record as read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub key: String,
+    pub value: Vec<u8>,
+    pub metadata: BTreeMap<String, String>,
+    /// Unix seconds; 0 = never.
+    pub expiry: i64,
+}
+
+impl Record {
+    /// Seconds left at `now` (rounded up; 0 when it does not expire).
+    pub fn ttl_secs(&self, now_unix_secs: f64) -> i64 {
+        if self.expiry == 0 {
+            return 0;
+        }
+        (self.expiry as f64 - now_unix_secs).ceil().max(0.0) as i64
+    }
+}
+
+pub fn encode(value: &[u8], metadata: BTreeMap<String, String>, expiry: i64) -> Vec<u8> {
+    let envelope = Envelope { value: BASE64.encode(value), metadata, expiry };
+    // A struct of strings and integers always serialises.
+    serde_json::to_vec(&envelope).unwrap_or_default()
+}
+
+/// The live record at `kv` in `table`, if it is one and has not expired at `now`.
+pub fn decode(table: &Table, kv: &KeyValue, now_unix_secs: f64) -> Option<Record> {
+    let key = table.key_of(&kv.key)?;
+    let envelope: Envelope = serde_json::from_slice(&kv.value).ok()?;
+    if envelope.expiry != 0 && envelope.expiry as f64 <= now_unix_secs {
+        return None;
+    }
+    let value = BASE64.decode(envelope.value).ok()?;
+    Some(Record { key: key.to_string(), value, metadata: envelope.metadata, expiry: envelope.expiry })
+}
+
+/// The absolute expiry of a write: `ttl_secs` from now, or at `expiry`; 0 = none.
+pub fn expiry_of(ttl_secs: Option<i64>, expiry: Option<i64>, now_unix_secs: i64) -> Result<i64, StoreError> {
+    match (ttl_secs, expiry) {
+        (None, None) => Ok(0),
+        (Some(ttl), None) if ttl <= 0 => Err(StoreError::BadTtl),
+        (Some(ttl), None) => Ok(now_unix_secs.saturating_add(ttl)),
+        (None, Some(at)) if at <= now_unix_secs => Err(StoreError::ExpiryInPast),
+        (None, Some(at)) => Ok(at),
+        (Some(_), Some(_)) => Err(StoreError::TtlAndExpiry),
+    }
+}
+
+/// Filters for a read or a list.
+#[derive(Clone, Debug, Default)]
+pub struct Selection {
+    pub prefix: Option<String>,
+    pub suffix: Option<String>,
+    pub descending: bool,
+    pub offset: usize,
+    /// 0 = no limit.
+    pub limit: usize,
+}
+
+impl Selection {
+    /// Keeps the records matching prefix and suffix, in order, then applies offset and limit.
+    pub fn apply<T>(&self, mut items: Vec<T>, key: impl Fn(&T) -> &str) -> Vec<T> {
+        items.retain(|item| {
+            let k = key(item);
+            self.prefix.as_deref().is_none_or(|p| k.starts_with(p))
+                && self.suffix.as_deref().is_none_or(|s| k.ends_with(s))
+        });
+        if self.descending {
+            items.reverse();
+        }
+        let limit = if self.limit == 0 { usize::MAX } else { self.limit };
+        items.into_iter().skip(self.offset).take(limit).collect()
+    }
+}
+
+/// Which lease each expiry bucket uses, as this member last learnt it. Only a hint: the
+/// command reuses the lease if it still exists, else grants a new one, atomically.
+#[derive(Debug, Default)]
+pub struct ExpiryBuckets {
+    // std Mutex: held for a map lookup, never across an await.
+    leases: Mutex<BTreeMap<i64, i64>>,
+}
+
+impl ExpiryBuckets {
+    /// The end of the bucket `expiry` falls in: the lease for it must not fire before.
+    pub fn bucket_end(expiry: i64) -> i64 {
+        expiry.div_euclid(EXPIRY_BUCKET_SECS) * EXPIRY_BUCKET_SECS + EXPIRY_BUCKET_SECS
+    }
+
+    pub fn lease_for(&self, bucket_end: i64) -> i64 {
+        self.lock().get(&bucket_end).copied().unwrap_or(0)
+    }
+
+    /// Remembers the lease of a bucket and forgets buckets already over.
+    pub fn remember(&self, bucket_end: i64, lease_id: i64, now_unix_secs: i64) {
+        let mut leases = self.lock();
+        leases.retain(|end, _| *end > now_unix_secs);
+        leases.insert(bucket_end, lease_id);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<i64, i64>> {
+        self.leases.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Distinct `index`-th segments (0 = database, 1 = table) of store keys, sorted.
+pub fn segments(kvs: &[KeyValue], index: usize) -> Vec<String> {
+    let mut names: Vec<String> = kvs
+        .iter()
+        .filter_map(|kv| std::str::from_utf8(kv.key.strip_prefix(PREFIX.as_bytes())?).ok())
+        .filter_map(|rest| rest.split('/').nth(index).map(str::to_string))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+pub fn now_unix_secs_f64() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_hide_from_their_expiry_and_report_what_is_left() {
+        let table = Table::new("", "").expect("defaults");
+        assert_eq!(table.record_key("k"), b"/micro/store/micro/micro/k".to_vec());
+        let kv =
+            KeyValue { key: table.record_key("k"), value: encode(b"v", BTreeMap::new(), 100), ..KeyValue::default() };
+        let record = decode(&table, &kv, 98.5).expect("live");
+        assert_eq!((record.value.as_slice(), record.ttl_secs(98.5)), (b"v".as_slice(), 2));
+        assert_eq!(decode(&table, &kv, 100.0), None, "never readable at or after its expiry");
+    }
+
+    #[test]
+    fn write_expiry_rules() {
+        assert_eq!(expiry_of(None, None, 50), Ok(0));
+        assert_eq!(expiry_of(Some(4), None, 50), Ok(54));
+        assert_eq!(expiry_of(Some(0), None, 50), Err(StoreError::BadTtl));
+        assert_eq!(expiry_of(Some(-1), None, 50), Err(StoreError::BadTtl));
+        assert_eq!(expiry_of(None, Some(40), 50), Err(StoreError::ExpiryInPast));
+        assert_eq!(expiry_of(Some(4), Some(60), 50), Err(StoreError::TtlAndExpiry));
+        assert_eq!(ExpiryBuckets::bucket_end(54), 60);
+        assert_eq!(ExpiryBuckets::bucket_end(60), 70);
+    }
+
+    #[test]
+    fn selections_filter_order_and_page() {
+        let keys = vec!["a1", "a2", "b1", "b2", "c1"];
+        let select = |selection: Selection| selection.apply(keys.clone(), |k| k);
+        assert_eq!(select(Selection { prefix: Some("a".into()), ..Selection::default() }), vec!["a1", "a2"]);
+        assert_eq!(select(Selection { suffix: Some("1".into()), ..Selection::default() }), vec!["a1", "b1", "c1"]);
+        assert_eq!(
+            select(Selection { descending: true, offset: 1, limit: 2, ..Selection::default() }),
+            vec!["b2", "b1"]
+        );
+        assert!(Table::new("a/b", "t").is_err());
+    }
+}
