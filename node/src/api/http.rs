@@ -35,11 +35,12 @@ async fn health(State(member): State<Arc<Member>>) -> impl IntoResponse {
 
 async fn metrics(State(member): State<Arc<Member>>) -> impl IntoResponse {
     let raft = member.metrics();
-    let (revision, compacted, keys) = {
+    let (revision, compacted, keys, leases) = {
         let mvcc = member.shared().mvcc();
-        (mvcc.current_revision(), mvcc.compact_revision(), mvcc.key_count())
+        (mvcc.current_revision(), mvcc.compact_revision(), mvcc.key_count(), mvcc.leases().len())
     };
-    let gauges: [(&str, &str, f64); 9] = [
+    let hub = member.shared().hub();
+    let gauges: [(&str, &str, f64); 12] = [
         (
             "etcd_server_has_leader",
             "Whether or not a leader exists. 1 is existence, 0 is not.",
@@ -69,6 +70,9 @@ async fn metrics(State(member): State<Arc<Member>>) -> impl IntoResponse {
         ("etcd_debugging_mvcc_current_revision", "The current revision of store.", revision as f64),
         ("etcd_debugging_mvcc_compact_revision", "The revision of the last compaction in store.", compacted as f64),
         ("etcd_debugging_mvcc_keys_total", "Total number of keys.", keys as f64),
+        ("etcd_debugging_mvcc_watch_stream_total", "Total number of watch streams.", hub.stream_count() as f64),
+        ("etcd_debugging_mvcc_watcher_total", "Total number of watchers.", hub.watcher_count() as f64),
+        ("keel_leases", "Leases that exist now.", leases as f64),
     ];
     let mut body = String::new();
     for (name, help, value) in gauges {

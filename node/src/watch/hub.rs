@@ -2,6 +2,7 @@
 //! the state machine while it still holds the keyspace's write lock, so batches go out in
 //! revision order.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::broadcast;
@@ -31,12 +32,14 @@ pub struct EventBatch {
 #[derive(Debug)]
 pub struct Hub {
     sender: broadcast::Sender<Arc<EventBatch>>,
+    /// Watchers of every session, for /metrics.
+    watchers: AtomicUsize,
 }
 
 impl Default for Hub {
     fn default() -> Self {
         let (sender, _) = broadcast::channel(BATCHES_BUFFERED_MAX);
-        Hub { sender }
+        Hub { sender, watchers: AtomicUsize::new(0) }
     }
 }
 
@@ -58,6 +61,23 @@ impl Hub {
 
     fn publish(&self, batch: EventBatch) {
         let _ = self.sender.send(Arc::new(batch));
+    }
+
+    /// Watch streams open now (each session holds one subscription).
+    pub fn stream_count(&self) -> usize {
+        self.sender.receiver_count()
+    }
+
+    pub fn watcher_count(&self) -> usize {
+        self.watchers.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn watchers_added(&self, count: usize) {
+        self.watchers.fetch_add(count, Ordering::Relaxed);
+    }
+
+    pub(super) fn watchers_removed(&self, count: usize) {
+        self.watchers.fetch_sub(count, Ordering::Relaxed);
     }
 
     /// Batches published from now on.

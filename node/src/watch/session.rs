@@ -130,6 +130,12 @@ pub struct Session {
 /// The client went away: stop.
 struct Closed;
 
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.state.hub().watchers_removed(self.watchers.len());
+    }
+}
+
 impl Session {
     pub fn new(state: Arc<SharedState>, limits: SessionLimits, output: mpsc::Sender<WatchOutput>) -> Self {
         Session { state, limits, watchers: BTreeMap::new(), next_watch_id: 0, output }
@@ -165,7 +171,7 @@ impl Session {
             WatchInput::Create(spec) => self.create(spec).await,
             WatchInput::Cancel(watch_id) => {
                 // etcd answers nothing for an id it does not know.
-                if self.watchers.remove(&watch_id).is_some() {
+                if self.forget(watch_id) {
                     let revision = self.current_revision();
                     let reason = String::new();
                     self.send(WatchOutput::Canceled { watch_id, revision, compact_revision: 0, reason }).await?;
@@ -201,11 +207,21 @@ impl Session {
         let next_revision = if spec.start_revision > 0 { spec.start_revision } else { revision + 1 };
         let watcher = Watcher { id, spec, next_revision, last_sent: Instant::now() };
         self.watchers.insert(id, watcher);
+        self.state.hub().watchers_added(1);
         self.send(WatchOutput::Created { watch_id: id, revision, refused: None }).await?;
         if next_revision <= revision {
             self.catch_up(id).await?;
         }
         Ok(())
+    }
+
+    /// Removes a watcher; false if there was none with that id.
+    fn forget(&mut self, id: i64) -> bool {
+        let removed = self.watchers.remove(&id).is_some();
+        if removed {
+            self.state.hub().watchers_removed(1);
+        }
+        removed
     }
 
     fn allocate_id(&mut self) -> i64 {
@@ -262,7 +278,7 @@ impl Session {
             let page = match page {
                 Ok(page) => page,
                 Err(MvccError::Compacted { compact_revision }) => {
-                    self.watchers.remove(&id);
+                    self.forget(id);
                     // etcd sets no reason and leaves the header's revision at 0 here: clients
                     // read `compact_revision`.
                     let reason = String::new();
@@ -271,7 +287,7 @@ impl Session {
                 }
                 Err(error) => {
                     tracing::error!(watch_id = id, "watch cannot read history: {error}");
-                    self.watchers.remove(&id);
+                    self.forget(id);
                     let reason = error.to_string();
                     let output = WatchOutput::Canceled { watch_id: id, revision: current, compact_revision: 0, reason };
                     return self.send(output).await;
