@@ -646,6 +646,7 @@ impl RunningMember {
     /// acknowledged is lost because everything acknowledged is already on disk.
     pub async fn shutdown(mut self) {
         let _ = self.stop_tx.send(true);
+        self.member.shared.hub().stop();
         while let Some(result) = self.servers.join_next().await {
             if let Ok(Err(e)) = result {
                 tracing::warn!("server stopped with error: {e}");

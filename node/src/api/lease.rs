@@ -103,8 +103,15 @@ impl PbLeaseService for LeaseService {
         let mut requests = request.into_inner();
         let (sender, receiver) = mpsc::channel(KEEP_ALIVE_QUEUE_MAX);
         let member = self.member.clone();
+        let stopped = self.member.shared().hub().stopped();
         tokio::spawn(async move {
-            while let Some(Ok(request)) = requests.next().await {
+            tokio::pin!(stopped);
+            loop {
+                let request = tokio::select! {
+                    () = &mut stopped => return,
+                    request = requests.next() => request,
+                };
+                let Some(Ok(request)) = request else { return };
                 let answer = match member.lease_keep_alive(request.id).await {
                     Ok(ttl) => Ok(PbLeaseKeepAliveResponse {
                         header: header(&member, member.shared().mvcc().current_revision()),

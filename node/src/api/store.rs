@@ -37,26 +37,33 @@ impl StoreService {
         if record.value.len() > store::VALUE_BYTES_MAX {
             return Err(StoreError::ValueTooLarge.into());
         }
-        let now = store::now_unix_secs_f64() as i64;
-        let expiry = store::expiry_of(request.ttl_seconds, request.expiry, now)?;
+        let now_ms = store::now_unix_ms();
+        let expiry_ms = store::expiry_of(request.ttl_seconds, request.expiry, now_ms)?;
         let key = table.record_key(&record.key);
-        let value = store::encode(&record.value, record.metadata.into_iter().collect(), expiry);
-        let revision = if expiry == 0 {
+        let value = store::encode(&record.value, record.metadata.into_iter().collect(), expiry_ms);
+        let revision = if expiry_ms == 0 {
             let put = PutRequest { key, value, ..PutRequest::default() };
             match self.member.propose(Command::Put(put)).await? {
                 CommandResponse::Put(response) => response.header_revision,
                 _ => return Err(ServerError::Mismatched),
             }
         } else {
-            self.write_expiring(key, value, expiry, now).await?
+            self.write_expiring(key, value, expiry_ms, now_ms).await?
         };
         Ok(pb::WriteResponse { revision })
     }
 
     /// A put on the lease of the record's expiry bucket, granted to end no sooner than the
     /// bucket does.
-    async fn write_expiring(&self, key: Vec<u8>, value: Vec<u8>, expiry: i64, now: i64) -> Result<i64, ServerError> {
-        let bucket_end = ExpiryBuckets::bucket_end(expiry);
+    async fn write_expiring(
+        &self,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        expiry_ms: i64,
+        now_ms: i64,
+    ) -> Result<i64, ServerError> {
+        let bucket_end = ExpiryBuckets::bucket_end(store::ms_to_secs_ceil(expiry_ms));
+        let now = now_ms / 1000;
         let ttl_secs = (bucket_end - now).max(self.member.lease_ttl_min_secs);
         let reuse = self.buckets.lease_for(bucket_end);
         let propose = |grant_id| {
@@ -84,8 +91,8 @@ impl StoreService {
             }
         };
         let response = self.member.shared().mvcc().range(&request)?;
-        let now = store::now_unix_secs_f64();
-        let records = response.kvs.iter().filter_map(|kv| store::decode(table, kv, now)).collect();
+        let now_ms = store::now_unix_ms();
+        let records = response.kvs.iter().filter_map(|kv| store::decode(table, kv, now_ms)).collect();
         Ok((records, response.header_revision))
     }
 
@@ -114,12 +121,12 @@ impl StoreService {
         if exact && records.is_empty() {
             return Err(StoreError::NotFound.into());
         }
-        let now = store::now_unix_secs_f64();
+        let now_ms = store::now_unix_ms();
         let records = records
             .into_iter()
             .map(|record| pb::Record {
-                ttl_seconds: record.ttl_secs(now),
-                expiry: record.expiry,
+                ttl_seconds: record.ttl_secs(now_ms),
+                expiry: record.expiry_secs(),
                 key: record.key,
                 value: record.value,
                 metadata: record.metadata.into_iter().collect(),
@@ -151,12 +158,15 @@ impl StoreService {
         Ok(selection.apply(records, |record| record.key.as_str()).into_iter().map(|record| record.key).collect())
     }
 
-    /// Keys (no values) under `prefix`, at a linearizable point.
-    async fn keys_under(&self, prefix: Vec<u8>) -> Result<Vec<KeyValue>, ServerError> {
+    /// The live records under `prefix`, at a linearizable point (for the names of databases
+    /// and tables: one whose records all expired is gone, even before their lease fires).
+    async fn live_under(&self, prefix: Vec<u8>) -> Result<Vec<KeyValue>, ServerError> {
         self.member.read_barrier().await?;
-        let request =
-            RangeRequest { range_end: prefix_end(&prefix), key: prefix, keys_only: true, ..RangeRequest::default() };
-        Ok(self.member.shared().mvcc().range(&request)?.kvs)
+        let request = RangeRequest { range_end: prefix_end(&prefix), key: prefix, ..RangeRequest::default() };
+        let mut kvs = self.member.shared().mvcc().range(&request)?.kvs;
+        let now_ms = store::now_unix_ms();
+        kvs.retain(|kv| store::is_live(kv, now_ms));
+        Ok(kvs)
     }
 }
 
@@ -202,7 +212,7 @@ impl Store for StoreService {
         &self,
         _request: Request<pb::DatabasesRequest>,
     ) -> Result<Response<pb::DatabasesResponse>, Status> {
-        let kvs = self.keys_under(store::PREFIX.as_bytes().to_vec()).await.map_err(status)?;
+        let kvs = self.live_under(store::PREFIX.as_bytes().to_vec()).await.map_err(status)?;
         Ok(Response::new(pb::DatabasesResponse { databases: store::segments(&kvs, 0) }))
     }
 
@@ -210,7 +220,7 @@ impl Store for StoreService {
         let database = request.into_inner().database;
         let table = Table::new(&database, "").map_err(|e| status(e.into()))?;
         let prefix = format!("{}{}/", store::PREFIX, table.database).into_bytes();
-        let kvs = self.keys_under(prefix).await.map_err(status)?;
+        let kvs = self.live_under(prefix).await.map_err(status)?;
         Ok(Response::new(pb::TablesResponse { tables: store::segments(&kvs, 1) }))
     }
 }

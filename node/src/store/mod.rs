@@ -113,9 +113,10 @@ pub struct Envelope {
     pub value: String,
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
-    /// Unix seconds; 0 = never.
+    /// Unix milliseconds; 0 = never. Milliseconds so that a record lives its whole TTL, not
+    /// its TTL less the fraction of the second it was written in.
     #[serde(default)]
-    pub expiry: i64,
+    pub expiry_ms: i64,
 }
 
 /// A record as read.
@@ -124,45 +125,61 @@ pub struct Record {
     pub key: String,
     pub value: Vec<u8>,
     pub metadata: BTreeMap<String, String>,
-    /// Unix seconds; 0 = never.
-    pub expiry: i64,
+    /// Unix milliseconds; 0 = never.
+    pub expiry_ms: i64,
 }
 
 impl Record {
-    /// Seconds left at `now` (rounded up; 0 when it does not expire).
-    pub fn ttl_secs(&self, now_unix_secs: f64) -> i64 {
-        if self.expiry == 0 {
+    /// Seconds left at `now_ms` (rounded up; 0 when it does not expire).
+    pub fn ttl_secs(&self, now_ms: i64) -> i64 {
+        if self.expiry_ms == 0 {
             return 0;
         }
-        (self.expiry as f64 - now_unix_secs).ceil().max(0.0) as i64
+        ms_to_secs_ceil((self.expiry_ms - now_ms).max(0))
+    }
+
+    /// The expiry in Unix seconds, rounded up (0 = never).
+    pub fn expiry_secs(&self) -> i64 {
+        ms_to_secs_ceil(self.expiry_ms)
     }
 }
 
-pub fn encode(value: &[u8], metadata: BTreeMap<String, String>, expiry: i64) -> Vec<u8> {
-    let envelope = Envelope { value: BASE64.encode(value), metadata, expiry };
+/// Milliseconds to whole seconds, rounded up (for non-negative values).
+pub fn ms_to_secs_ceil(ms: i64) -> i64 {
+    ms.saturating_add(999).div_euclid(1000)
+}
+
+pub fn encode(value: &[u8], metadata: BTreeMap<String, String>, expiry_ms: i64) -> Vec<u8> {
+    let envelope = Envelope { value: BASE64.encode(value), metadata, expiry_ms };
     // A struct of strings and integers always serialises.
     serde_json::to_vec(&envelope).unwrap_or_default()
 }
 
-/// The live record at `kv` in `table`, if it is one and has not expired at `now`.
-pub fn decode(table: &Table, kv: &KeyValue, now_unix_secs: f64) -> Option<Record> {
+/// The live record at `kv` in `table`, if it is one and has not expired at `now_ms`.
+pub fn decode(table: &Table, kv: &KeyValue, now_ms: i64) -> Option<Record> {
     let key = table.key_of(&kv.key)?;
     let envelope: Envelope = serde_json::from_slice(&kv.value).ok()?;
-    if envelope.expiry != 0 && envelope.expiry as f64 <= now_unix_secs {
+    if envelope.expiry_ms != 0 && envelope.expiry_ms <= now_ms {
         return None;
     }
     let value = BASE64.decode(envelope.value).ok()?;
-    Some(Record { key: key.to_string(), value, metadata: envelope.metadata, expiry: envelope.expiry })
+    Some(Record { key: key.to_string(), value, metadata: envelope.metadata, expiry_ms: envelope.expiry_ms })
 }
 
-/// The absolute expiry of a write: `ttl_secs` from now, or at `expiry`; 0 = none.
-pub fn expiry_of(ttl_secs: Option<i64>, expiry: Option<i64>, now_unix_secs: i64) -> Result<i64, StoreError> {
-    match (ttl_secs, expiry) {
+/// Whether `kv` holds a record that has not expired at `now_ms`.
+pub fn is_live(kv: &KeyValue, now_ms: i64) -> bool {
+    serde_json::from_slice::<Envelope>(&kv.value).is_ok_and(|e| e.expiry_ms == 0 || e.expiry_ms > now_ms)
+}
+
+/// The absolute expiry (Unix ms) of a write: `ttl_secs` from now, or at `expiry_secs`;
+/// 0 = none.
+pub fn expiry_of(ttl_secs: Option<i64>, expiry_secs: Option<i64>, now_ms: i64) -> Result<i64, StoreError> {
+    match (ttl_secs, expiry_secs) {
         (None, None) => Ok(0),
         (Some(ttl), None) if ttl <= 0 => Err(StoreError::BadTtl),
-        (Some(ttl), None) => Ok(now_unix_secs.saturating_add(ttl)),
-        (None, Some(at)) if at <= now_unix_secs => Err(StoreError::ExpiryInPast),
-        (None, Some(at)) => Ok(at),
+        (Some(ttl), None) => Ok(now_ms.saturating_add(ttl.saturating_mul(1000))),
+        (None, Some(at)) if at.saturating_mul(1000) <= now_ms => Err(StoreError::ExpiryInPast),
+        (None, Some(at)) => Ok(at.saturating_mul(1000)),
         (Some(_), Some(_)) => Err(StoreError::TtlAndExpiry),
     }
 }
@@ -236,8 +253,10 @@ pub fn segments(kvs: &[KeyValue], index: usize) -> Vec<String> {
     names
 }
 
-pub fn now_unix_secs_f64() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+pub fn now_unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]
@@ -248,21 +267,25 @@ mod tests {
     fn records_hide_from_their_expiry_and_report_what_is_left() {
         let table = Table::new("", "").expect("defaults");
         assert_eq!(table.record_key("k"), b"/micro/store/micro/micro/k".to_vec());
-        let kv =
-            KeyValue { key: table.record_key("k"), value: encode(b"v", BTreeMap::new(), 100), ..KeyValue::default() };
-        let record = decode(&table, &kv, 98.5).expect("live");
-        assert_eq!((record.value.as_slice(), record.ttl_secs(98.5)), (b"v".as_slice(), 2));
-        assert_eq!(decode(&table, &kv, 100.0), None, "never readable at or after its expiry");
+        let kv = KeyValue {
+            key: table.record_key("k"),
+            value: encode(b"v", BTreeMap::new(), 100_000),
+            ..KeyValue::default()
+        };
+        let record = decode(&table, &kv, 98_500).expect("live");
+        assert_eq!((record.value.as_slice(), record.ttl_secs(98_500)), (b"v".as_slice(), 2));
+        assert_eq!(decode(&table, &kv, 100_000), None, "never readable at or after its expiry");
     }
 
     #[test]
     fn write_expiry_rules() {
-        assert_eq!(expiry_of(None, None, 50), Ok(0));
-        assert_eq!(expiry_of(Some(4), None, 50), Ok(54));
-        assert_eq!(expiry_of(Some(0), None, 50), Err(StoreError::BadTtl));
-        assert_eq!(expiry_of(Some(-1), None, 50), Err(StoreError::BadTtl));
-        assert_eq!(expiry_of(None, Some(40), 50), Err(StoreError::ExpiryInPast));
-        assert_eq!(expiry_of(Some(4), Some(60), 50), Err(StoreError::TtlAndExpiry));
+        assert_eq!(expiry_of(None, None, 50_300), Ok(0));
+        assert_eq!(expiry_of(Some(4), None, 50_300), Ok(54_300), "a whole TTL from the write");
+        assert_eq!(expiry_of(Some(0), None, 50_300), Err(StoreError::BadTtl));
+        assert_eq!(expiry_of(Some(-1), None, 50_300), Err(StoreError::BadTtl));
+        assert_eq!(expiry_of(None, Some(50), 50_300), Err(StoreError::ExpiryInPast));
+        assert_eq!(expiry_of(None, Some(60), 50_300), Ok(60_000));
+        assert_eq!(expiry_of(Some(4), Some(60), 50_300), Err(StoreError::TtlAndExpiry));
         assert_eq!(ExpiryBuckets::bucket_end(54), 60);
         assert_eq!(ExpiryBuckets::bucket_end(60), 70);
     }

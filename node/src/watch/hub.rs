@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use crate::mvcc::Event;
 
@@ -34,12 +34,15 @@ pub struct Hub {
     sender: broadcast::Sender<Arc<EventBatch>>,
     /// Watchers of every session, for /metrics.
     watchers: AtomicUsize,
+    /// Set when the member stops: every long-lived stream ends, so that the server's graceful
+    /// shutdown does not wait forever on clients that never close theirs.
+    stopping: watch::Sender<bool>,
 }
 
 impl Default for Hub {
     fn default() -> Self {
         let (sender, _) = broadcast::channel(BATCHES_BUFFERED_MAX);
-        Hub { sender, watchers: AtomicUsize::new(0) }
+        Hub { sender, watchers: AtomicUsize::new(0), stopping: watch::channel(false).0 }
     }
 }
 
@@ -61,6 +64,20 @@ impl Hub {
 
     fn publish(&self, batch: EventBatch) {
         let _ = self.sender.send(Arc::new(batch));
+    }
+
+    /// Ends every session and every other stream that waits on `stopped`.
+    pub fn stop(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Resolves once `stop` was called.
+    pub fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut stopping = self.stopping.subscribe();
+        async move {
+            // An error means the hub is gone, which also means stop.
+            let _ = stopping.wait_for(|stop| *stop).await;
+        }
     }
 
     /// Watch streams open now (each session holds one subscription).

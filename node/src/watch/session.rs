@@ -147,8 +147,11 @@ impl Session {
         let mut batches = self.state.hub().subscribe();
         let mut progress = tokio::time::interval(self.limits.progress_interval);
         progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let stopped = self.state.hub().stopped();
+        tokio::pin!(stopped);
         loop {
             let outcome = tokio::select! {
+                () = &mut stopped => Err(Closed),
                 request = input.recv() => match request {
                     Some(request) => self.handle(request).await,
                     None => Err(Closed),
