@@ -1,33 +1,38 @@
 //! The one error type of keel-client. Each variant says what the caller can do next; none
 //! carries a boxed `dyn Error`, so callers can match on it.
 
-/// What went wrong talking to the registry.
+/// What went wrong talking to the cluster (or to an in-memory implementation).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
-    /// Nothing is registered under the service name asked for.
-    #[error("service not found: no node of it is registered")]
+    /// Nothing is there: no node of the service is registered, no store record has the key,
+    /// no configuration is at the path.
+    #[error("not found: no such service, store record or configuration path")]
     NotFound,
-    /// The request itself is wrong (empty service name, no node, bad endpoint URL...); retrying
-    /// it unchanged fails again.
+    /// The request itself is wrong (empty service name or store key, a TTL of zero, a bad
+    /// config path, bad endpoint URL...); retrying it unchanged fails again.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
     /// No member could serve the request: every endpoint was unreachable, had no leader or was
-    /// stopping, for the whole retry budget. Registry operations are idempotent, so retrying
-    /// later is safe; check that the cluster is up and the endpoints are right.
+    /// stopping, for the whole retry budget. Every operation of keel-client is idempotent, so
+    /// retrying later is safe; check that the cluster is up and the endpoints are right.
     #[error("cluster unavailable: {0}")]
     Unavailable(String),
     /// A watcher fell behind its bounded queue and events were dropped. Its view is no longer
-    /// complete: re-read with `get_service` and start a new watch.
-    #[error("watch fell behind by {skipped} events; re-read the registry and watch again")]
+    /// complete: read again (`get_service`, `Config::get`) and start a new watch.
+    #[error("watch fell behind by {skipped} events; read the current state again and start a new watch")]
     WatchLagged {
         /// How many events were dropped.
         skipped: u64,
     },
-    /// The watcher was stopped (by `stop()` or because its registry went away).
+    /// The watcher was stopped (by `stop()` or because its registry or config went away).
     #[error("watch stopped")]
     WatchStopped,
+    /// A configuration value does not decode into the type asked for (`Value::scan`): fix the
+    /// type or the configuration.
+    #[error("the configuration value does not fit the type: {0}")]
+    Decode(String),
     /// The cluster answered something this client does not understand (an unknown watch
-    /// action, a service without a node). Usually a client/server version mismatch.
+    /// action, a service without a node, config text that is not JSON). Usually a client/server version mismatch.
     #[error("unexpected response from the cluster: {0}")]
     InvalidResponse(String),
     /// Any other error the cluster returned, with its gRPC code name.

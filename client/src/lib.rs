@@ -1,7 +1,8 @@
-//! keel-client: the library a service links to use Keel. Today that is service discovery — the
-//! [`registry::Registry`] trait in go-micro's mould, with a gRPC implementation for a Keel
-//! cluster and an in-memory one for tests. Store, Config, Events and Broker follow the same
-//! pattern (see DESIGN.md, "The client crate").
+//! keel-client: the library a service links to use Keel: service discovery
+//! ([`registry::Registry`]), a key-value store ([`store::Store`]) and dynamic configuration
+//! ([`config::Config`]), traits in go-micro's mould, each with a gRPC implementation for a Keel
+//! cluster and an in-memory one for tests. Events and Broker follow the same pattern (see
+//! DESIGN.md, "The client crate").
 //!
 //! It must not depend on keel-node: services link this crate, never the server.
 //!
@@ -19,9 +20,21 @@
 //! registry/registration.rs Registration: keep registered, register again when lost, deregister
 //! registry/selector.rs     Selector: watch-driven node cache, round-robin or random
 //! registry/conformance.rs  the contract as a test suite every implementation passes
+//! store/mod.rs             the Store trait, Record, options, Scope, the cluster's rules
+//! store/grpc.rs            GrpcStore: keel.v1.Store over gRPC
+//! store/memory.rs          MemoryStore: the same rules in-process, expiry on tokio's clock
+//! store/conformance.rs     the store contract as a test suite
+//! config/mod.rs            the Config and ConfigWatcher traits, options
+//! config/value.rs          Value: typed accessors (string, int, bool, duration, scan)
+//! config/tree.rs           the cluster's rules: paths, merge-on-set, documents, secret masks
+//! config/grpc.rs           GrpcConfig: keel.v1.Config over gRPC, watch reopened on failover
+//! config/memory.rs         MemoryConfig: the same rules in-process, revisions and history
+//! config/conformance.rs    the config contract as a test suite
 //! ```
 //!
-//! # Example
+//! # Examples
+//!
+//! Service discovery:
 //!
 //! ```
 //! use std::sync::Arc;
@@ -47,9 +60,61 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! A key-value store, scoped to one table, with expiring records:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//!
+//! use keel_client::store::{MemoryStore, ReadOptions, Record, Scope, Store, WriteOptions};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), keel_client::Error> {
+//! // In production: `GrpcStore::connect(&["http://127.0.0.1:2379".into()]).await?`.
+//! let sessions = Scope::new(Arc::new(MemoryStore::new()), "shop", "sessions");
+//! let ttl = WriteOptions { ttl: Some(Duration::from_secs(60)), ..WriteOptions::default() };
+//! sessions.write(&Record::new("user-1/cart", "3 items"), ttl).await?;
+//!
+//! let records = sessions.read("user-1/", ReadOptions::prefix()).await?;
+//! assert_eq!(records[0].value, b"3 items");
+//! assert_eq!(records[0].ttl, Some(Duration::from_secs(60)));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Dynamic configuration, read typed and watched for changes:
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! use keel_client::config::{Config, MemoryConfig, SetOptions, WatchOptions};
+//! use serde_json::json;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), keel_client::Error> {
+//! // In production: `GrpcConfig::connect(&["http://127.0.0.1:2379".into()]).await?`.
+//! let config = MemoryConfig::new();
+//! config.set("app.db", json!({"host": "db1", "timeout": "5s"}), SetOptions::default()).await?;
+//! config.set("app.db.password", json!("hunter2"), SetOptions { secret: true, ..SetOptions::default() }).await?;
+//!
+//! let db = config.get("app.db").await?;
+//! assert_eq!(db.get("host").string("localhost"), "db1");
+//! assert_eq!(db.get("timeout").duration(Duration::from_secs(1)), Duration::from_secs(5));
+//! assert_eq!(db.get("password").string(""), "[secret]");
+//!
+//! let mut watcher = config.watch("app.db.host", WatchOptions::default()).await?;
+//! assert_eq!(watcher.next().await?.string(""), "db1");
+//! config.set("app.db.host", json!("db2"), SetOptions::default()).await?;
+//! assert_eq!(watcher.next().await?.string(""), "db2");
+//! # Ok(())
+//! # }
+//! ```
 
 mod cluster;
+pub mod config;
 mod error;
 pub mod registry;
+pub mod store;
 
 pub use error::{Error, Result};

@@ -1,14 +1,21 @@
-//! keelctl: Keel's admin CLI. Today: the service registry (`keelctl registry ...`), through
-//! keel-client's `GrpcRegistry`, so it fails over between members like any Keel client.
+//! keelctl: Keel's admin CLI: the service registry (`keelctl registry ...`), the key-value store
+//! (`keelctl store ...`) and dynamic configuration (`keelctl config ...`), through keel-client's
+//! gRPC implementations, so it fails over between members like any Keel client.
 //!
 //! Exit codes: 0 success (and after Ctrl-C / SIGTERM of a foreground command), 1 an error
 //! (one `Error: ...` line on stderr), 2 bad flags (clap's message). It never panics on input.
 
 // A binary's root resolves modules beside it (src/bin/), so point into keelctl/ explicitly.
+#[path = "keelctl/config.rs"]
+mod config;
 #[path = "keelctl/output.rs"]
 mod output;
 #[path = "keelctl/registry.rs"]
 mod registry;
+#[path = "keelctl/shared.rs"]
+mod shared;
+#[path = "keelctl/store.rs"]
+mod store;
 
 use std::process::ExitCode;
 
@@ -38,7 +45,7 @@ struct Cli {
 enum Format {
     /// Aligned columns, for people.
     Table,
-    /// go-micro's JSON shapes, one document per line, for programs.
+    /// JSON, one document per line, for programs (go-micro's shapes for the registry).
     Json,
 }
 
@@ -47,6 +54,12 @@ enum Command {
     /// The service registry: register, deregister, get, list, watch.
     #[command(subcommand)]
     Registry(registry::Command),
+    /// The key-value store: write, read, delete, list, databases, tables.
+    #[command(subcommand)]
+    Store(store::Command),
+    /// Dynamic configuration: get, set, delete, watch.
+    #[command(subcommand)]
+    Config(config::Command),
 }
 
 fn main() -> ExitCode {
@@ -65,11 +78,13 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Registry(command) => registry::run(command, &cli.endpoints, cli.output).await,
+            Command::Store(command) => store::run(command, &cli.endpoints, cli.output).await,
+            Command::Config(command) => config::run(command, &cli.endpoints, cli.output).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        // The reader went away (`keelctl registry watch | head -1`): nothing left to say.
+        // The reader went away (`keelctl config watch | head -1`): nothing left to say.
         Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("Error: {error:#}");

@@ -1,16 +1,22 @@
-//! How keelctl prints: aligned columns for people, go-micro's JSON for programs. Every
-//! function writes whole lines to stdout and returns the write error (a closed pipe included)
-//! rather than panicking as `println!` would.
+//! How keelctl prints: aligned columns for people, JSON for programs (go-micro's shapes for the
+//! registry). Every function writes whole lines to stdout and returns the write error (a
+//! closed pipe included) rather than panicking as `println!` would.
 
+use std::collections::BTreeMap;
 use std::io::{self, Write};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use keel_client::config::{Value, DEFAULT_NAMESPACE};
 use keel_client::registry::{go_json, Service, WatchResult};
+use keel_client::store::Record;
 use serde::Serialize;
 
 use crate::Format;
 
 const HEADER: [&str; 5] = ["SERVICE", "VERSION", "NODE", "ADDRESS", "METADATA"];
+const RECORD_HEADER: [&str; 5] = ["KEY", "VALUE", "METADATA", "TTL", "EXPIRES"];
 
 /// Services as an aligned table (one row per node) or as one JSON array.
 pub fn services(format: Format, services: &[Service]) -> anyhow::Result<()> {
@@ -18,9 +24,7 @@ pub fn services(format: Format, services: &[Service]) -> anyhow::Result<()> {
         Format::Json => line(&go_json::to_string(services)?),
         Format::Table => {
             let rows: Vec<[String; 5]> = services.iter().flat_map(rows_of).collect();
-            let mut stdout = io::stdout().lock();
-            write_table(&mut stdout, &rows)?;
-            Ok(stdout.flush()?)
+            table(HEADER, &rows)
         }
     }
 }
@@ -83,6 +87,169 @@ pub fn deregistered(format: Format, service: &Service) -> anyhow::Result<()> {
     }
 }
 
+/// Store records: a table, or a JSON array of objects with `key`, `value` (the text, when the
+/// bytes are UTF-8) or `value_base64` (when not), `metadata`, `ttl_seconds` and `expiry` (Unix
+/// seconds; both null when the record does not expire).
+pub fn records(format: Format, records: &[Record]) -> anyhow::Result<()> {
+    match format {
+        Format::Json => {
+            #[derive(Serialize)]
+            struct RecordJson<'a> {
+                key: &'a str,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                value: Option<&'a str>,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                value_base64: Option<String>,
+                metadata: &'a BTreeMap<String, String>,
+                ttl_seconds: Option<u64>,
+                expiry: Option<u64>,
+            }
+            let records: Vec<RecordJson<'_>> = records
+                .iter()
+                .map(|record| {
+                    let text = std::str::from_utf8(&record.value).ok();
+                    RecordJson {
+                        key: &record.key,
+                        value: text,
+                        value_base64: text.is_none().then(|| BASE64.encode(&record.value)),
+                        metadata: &record.metadata,
+                        ttl_seconds: record.ttl.map(|ttl| ttl.as_secs()),
+                        expiry: record.expiry.map(unix_seconds),
+                    }
+                })
+                .collect();
+            line(&serde_json::to_string(&records)?)
+        }
+        Format::Table => {
+            let rows: Vec<[String; 5]> = records.iter().map(record_row).collect();
+            table(RECORD_HEADER, &rows)
+        }
+    }
+}
+
+/// A list of names (keys, databases, tables): one column titled `title`, or a JSON array.
+pub fn names(format: Format, title: &str, names: &[String]) -> anyhow::Result<()> {
+    match format {
+        Format::Json => line(&serde_json::to_string(names)?),
+        Format::Table => {
+            let rows: Vec<[String; 1]> = names.iter().map(|name| [cell(name)]).collect();
+            table([title], &rows)
+        }
+    }
+}
+
+/// The line `store write` / `store delete` prints.
+pub fn store_done(format: Format, action: &str, key: &str, table: &str) -> anyhow::Result<()> {
+    match format {
+        Format::Json => {
+            #[derive(Serialize)]
+            struct Done<'a> {
+                action: &'a str,
+                key: &'a str,
+                table: &'a str,
+            }
+            line(&serde_json::to_string(&Done { action, key, table })?)
+        }
+        Format::Table => line(&format!("{action} {} in {}: done", cell(key), cell(table))),
+    }
+}
+
+/// A configuration value: its JSON text, or with `-o json` an object with the namespace, path,
+/// value and revision. One line either way, so `config watch` prints one line per change.
+pub fn config_value(format: Format, namespace: &str, path: &str, value: &Value) -> anyhow::Result<()> {
+    match format {
+        Format::Json => {
+            #[derive(Serialize)]
+            struct ValueJson<'a> {
+                namespace: &'a str,
+                path: &'a str,
+                value: &'a serde_json::Value,
+                revision: i64,
+            }
+            let json = ValueJson {
+                namespace: self::namespace(namespace),
+                path,
+                value: value.json(),
+                revision: value.revision(),
+            };
+            line(&serde_json::to_string(&json)?)
+        }
+        // serde_json escapes control characters: the text is safe for a terminal as it is.
+        Format::Table => line(&value.to_string()),
+    }
+}
+
+/// The line `config set` / `config delete` prints.
+pub fn config_done(format: Format, action: &str, namespace: &str, path: &str, revision: i64) -> anyhow::Result<()> {
+    let namespace = self::namespace(namespace);
+    match format {
+        Format::Json => {
+            #[derive(Serialize)]
+            struct Done<'a> {
+                action: &'a str,
+                namespace: &'a str,
+                path: &'a str,
+                revision: i64,
+            }
+            line(&serde_json::to_string(&Done { action, namespace, path, revision })?)
+        }
+        Format::Table => {
+            let path = if path.is_empty() { "(the whole namespace)".to_string() } else { cell(path) };
+            line(&format!("{action} {path} in namespace {}: revision {revision}", cell(namespace)))
+        }
+    }
+}
+
+/// A namespace as the cluster names it: empty is the default.
+pub fn namespace(namespace: &str) -> &str {
+    if namespace.is_empty() {
+        DEFAULT_NAMESPACE
+    } else {
+        namespace
+    }
+}
+
+fn record_row(record: &Record) -> [String; 5] {
+    let value = match std::str::from_utf8(&record.value) {
+        Ok(text) => cell(text),
+        Err(_) => format!("base64:{}", BASE64.encode(&record.value)),
+    };
+    let metadata: Vec<String> = record.metadata.iter().map(|(key, value)| format!("{key}={value}")).collect();
+    let metadata = if metadata.is_empty() { "-".to_string() } else { cell(&metadata.join(",")) };
+    let ttl = record.ttl.map_or("-".to_string(), |ttl| format!("{}s", ttl.as_secs()));
+    let expiry = record.expiry.map_or("-".to_string(), rfc3339);
+    [cell(&record.key), value, metadata, ttl, expiry]
+}
+
+fn unix_seconds(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs())
+}
+
+/// `time` as RFC 3339 in UTC, to the second: 2026-11-24T00:43:43Z.
+fn rfc3339(time: SystemTime) -> String {
+    let seconds = unix_seconds(time);
+    let (days, of_day) = (seconds / 86_400, seconds % 86_400);
+    // Howard Hinnant's civil_from_days, for days since 1970-01-01 (never negative here).
+    let shifted = days + 719_468;
+    let era = shifted / 146_097;
+    let day_of_era = shifted % 146_097;
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    let (hour, minute, second) = (of_day / 3600, of_day % 3600 / 60, of_day % 60);
+    format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}Z")
+}
+
+/// An aligned table with a header row, to stdout.
+fn table<const COLUMNS: usize>(header: [&str; COLUMNS], rows: &[[String; COLUMNS]]) -> anyhow::Result<()> {
+    let mut stdout = io::stdout().lock();
+    write_table(&mut stdout, header, rows)?;
+    Ok(stdout.flush()?)
+}
+
 fn line(text: &str) -> anyhow::Result<()> {
     let mut stdout = io::stdout().lock();
     writeln!(stdout, "{text}")?;
@@ -106,14 +273,18 @@ fn rows_of(service: &Service) -> Vec<[String; 5]> {
         .collect()
 }
 
-fn write_table(out: &mut impl Write, rows: &[[String; 5]]) -> io::Result<()> {
-    let mut widths = HEADER.map(|title| title.chars().count());
+fn write_table<const COLUMNS: usize>(
+    out: &mut impl Write,
+    header: [&str; COLUMNS],
+    rows: &[[String; COLUMNS]],
+) -> io::Result<()> {
+    let mut widths = header.map(|title| title.chars().count());
     for row in rows {
         for (width, text) in widths.iter_mut().zip(row) {
             *width = (*width).max(text.chars().count());
         }
     }
-    let header = HEADER.map(String::from);
+    let header = header.map(String::from);
     for row in std::iter::once(&header).chain(rows) {
         let mut text = String::new();
         for (column, (value, width)) in row.iter().zip(widths).enumerate() {
@@ -145,4 +316,17 @@ fn cell(text: &str) -> String {
             },
         )
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_print_as_rfc3339_utc() {
+        let at = |seconds| rfc3339(UNIX_EPOCH + Duration::from_secs(seconds));
+        assert_eq!(at(0), "1970-01-01T00:00:00Z");
+        assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(at(1_795_481_023), "2026-11-24T00:43:43Z");
+    }
 }

@@ -5,9 +5,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Subcommand;
 use keel_client::registry::{GrpcRegistry, Node, RegisterOptions, Registry, Service, WatchOptions};
-use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::output;
+use crate::shared::{parse_key_value, StopSignals};
 use crate::Format;
 
 #[derive(Debug, Subcommand)]
@@ -99,35 +99,5 @@ async fn watch(registry: &GrpcRegistry, options: WatchOptions, format: Format) -
             () = stop.recv() => return Ok(()),
             result = watcher.next() => output::watch_result(format, &result?)?,
         }
-    }
-}
-
-/// SIGINT (Ctrl-C) and SIGTERM, caught from installation on.
-struct StopSignals {
-    interrupt: Signal,
-    terminate: Signal,
-}
-
-impl StopSignals {
-    fn install() -> anyhow::Result<StopSignals> {
-        Ok(StopSignals {
-            interrupt: signal(SignalKind::interrupt()).context("listening for SIGINT")?,
-            terminate: signal(SignalKind::terminate()).context("listening for SIGTERM")?,
-        })
-    }
-
-    async fn recv(&mut self) {
-        tokio::select! {
-            _ = self.interrupt.recv() => {}
-            _ = self.terminate.recv() => {}
-        }
-    }
-}
-
-fn parse_key_value(argument: &str) -> Result<(String, String), String> {
-    match argument.split_once('=') {
-        Some(("", _)) => Err(format!("{argument:?} has an empty key; expected KEY=VALUE")),
-        Some((key, value)) => Ok((key.to_string(), value.to_string())),
-        None => Err(format!("{argument:?} has no '='; expected KEY=VALUE")),
     }
 }
