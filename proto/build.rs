@@ -3,9 +3,14 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
-    tonic_prost_build::configure()
-        .build_client(true)
-        .build_server(true)
-        .compile_protos(&["proto/keel/peer.proto", "proto/keel/v1/registry.proto", "proto/keel/v1/store.proto", "proto/keel/v1/config.proto"], &["proto"])?;
+    tonic_prost_build::configure().build_client(true).build_server(true).compile_protos(
+        &[
+            "proto/keel/peer.proto",
+            "proto/keel/v1/registry.proto",
+            "proto/keel/v1/store.proto",
+            "proto/keel/v1/config.proto",
+        ],
+        &["proto"],
+    )?;
     Ok(())
 }
