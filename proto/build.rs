@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "proto/keel/v1/registry.proto",
             "proto/keel/v1/store.proto",
             "proto/keel/v1/config.proto",
+            "proto/keel/v1/events.proto",
         ],
         &["proto"],
     )?;

@@ -22,6 +22,8 @@ pub enum Command {
     /// A put on a lease shared with other keys that expire together: the lease named if it
     /// still exists, otherwise a new one, atomically.
     LeasedPut(LeasedPutRequest),
+    /// Appends events to a topic at its next offsets.
+    Publish(PublishRequest),
     /// The cluster's key for config secrets, proposed once at bootstrap; the first one applied
     /// wins and later ones are ignored.
     InitSecretKey(SecretKey),
@@ -45,6 +47,7 @@ impl std::fmt::Display for Command {
             Command::Register(r) => write!(f, "register {} keys, ttl {}s", r.puts.len(), r.ttl_secs),
             Command::LeasedPut(r) => write!(f, "leased put {:?}", String::from_utf8_lossy(&r.key)),
             Command::InitSecretKey(_) => write!(f, "init secret key"),
+            Command::Publish(r) => write!(f, "publish {} events to {:?}", r.events.len(), r.topic),
             Command::PublishMember(a) => write!(f, "publish member {:x}", a.member_id),
         }
     }
@@ -69,6 +72,7 @@ pub enum CommandResponse {
     LeaseRevoke(LeaseRevokeResponse),
     Register(RegisterResponse),
     LeasedPut(LeasedPutResponse),
+    Publish(PublishResponse),
     /// The command was valid on the wire but etcd's rules reject it at apply time (for
     /// example a compaction to a revision already compacted). Nothing changed.
     Rejected(crate::mvcc::MvccError),
@@ -307,5 +311,46 @@ pub struct SecretKey(pub Vec<u8>);
 impl std::fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "SecretKey([redacted; {} bytes])", self.0.len())
+    }
+}
+
+/// Events for one topic. `timestamp_ms` is stamped by the leader just before proposing
+/// (`Command::stamped`); the state machine never lets a topic's time go backwards.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishRequest {
+    pub topic: String,
+    pub events: Vec<NewEvent>,
+    pub timestamp_ms: i64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewEvent {
+    /// Empty = no de-duplication.
+    pub id: String,
+    pub metadata: std::collections::BTreeMap<String, String>,
+    pub payload: Vec<u8>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishResponse {
+    pub header_revision: i64,
+    pub timestamp_ms: i64,
+    /// One per event, in order.
+    pub results: Vec<Published>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Published {
+    pub offset: u64,
+    pub duplicate: bool,
+}
+
+impl Command {
+    /// The command as the leader proposes it: time-dependent commands get the leader's clock.
+    pub fn stamped(self, now_ms: i64) -> Command {
+        match self {
+            Command::Publish(request) => Command::Publish(PublishRequest { timestamp_ms: now_ms, ..request }),
+            command => command,
+        }
     }
 }

@@ -13,6 +13,8 @@ pub enum ServerError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Config(#[from] crate::dynamic_config::ConfigError),
+    #[error(transparent)]
+    Events(#[from] crate::api::EventsError),
     #[error("key is not provided")]
     EmptyKey,
     #[error("key not found")]

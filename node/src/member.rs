@@ -268,6 +268,8 @@ impl Member {
     }
 
     async fn write_local(&self, command: Command, deadline: Instant) -> Attempt<CommandResponse> {
+        // Stamped here, on the leader: time-dependent commands carry the leader's clock.
+        let command = command.stamped(crate::store::now_unix_ms());
         let write = tokio::time::timeout_at(deadline, self.raft.client_write(command));
         match write.await {
             Err(_) => Attempt::Done(Err(ServerError::Timeout)),

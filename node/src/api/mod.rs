@@ -6,6 +6,7 @@
 mod cluster;
 mod config;
 mod convert;
+mod events;
 mod h2_authority;
 mod http;
 mod kv;
@@ -27,6 +28,7 @@ use tonic::transport::server::Router;
 
 use crate::member::Member;
 
+pub use events::EventsError;
 pub use h2_authority::AuthorityFix;
 pub use status::to_status;
 
@@ -59,6 +61,10 @@ pub fn client_router(member: Arc<Member>, decoding_limit: usize) -> Router {
             )
             .add_service(
                 keel_proto::v1::config_server::ConfigServer::new(config::ConfigService::new(member.clone()))
+                    .max_decoding_message_size(decoding_limit),
+            )
+            .add_service(
+                keel_proto::v1::events_server::EventsServer::new(events::EventsService::new(member.clone()))
                     .max_decoding_message_size(decoding_limit),
             );
     let routes = Routes::from(grpc.into_axum_router().merge(http::router(member)));

@@ -29,6 +29,8 @@ pub fn to_status(error: &ServerError) -> Status {
         ServerError::Config(ConfigError::SecretUnavailable) => return Status::unavailable(error.to_string()),
         ServerError::Config(ConfigError::CorruptSecret) => return Status::data_loss(error.to_string()),
         ServerError::Config(_) => return Status::invalid_argument(error.to_string()),
+        ServerError::Events(crate::api::EventsError::NoSuchTopic) => return Status::not_found(error.to_string()),
+        ServerError::Events(_) => return Status::invalid_argument(error.to_string()),
         ServerError::EmptyKey => (Code::InvalidArgument, "etcdserver: key is not provided"),
         ServerError::KeyNotFound => (Code::InvalidArgument, "etcdserver: key not found"),
         ServerError::ValueProvided => (Code::InvalidArgument, "etcdserver: value is provided"),

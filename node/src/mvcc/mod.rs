@@ -26,6 +26,7 @@
 mod compaction;
 mod error;
 mod event;
+pub mod events;
 mod key_index;
 mod lease;
 mod range;

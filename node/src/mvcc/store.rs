@@ -9,6 +9,7 @@ use crate::command::{Command, CommandResponse, KeyValue, RangeRequest, RangeResp
 use crate::storage::{Direction, Durability, Engine, KeyRange, StorageError, Table, WriteBatch};
 
 use super::event::{Event, EventKind};
+use super::events::Topics;
 use super::key_index::KeyIndex;
 use super::lease::LeaseTable;
 use super::range::KeySpan;
@@ -43,6 +44,7 @@ pub struct MvccStore {
     /// Changes to this module's records in `Table::StateMeta` (leases) since the last commit.
     staged_meta: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     pub(super) leases: LeaseTable,
+    pub(super) topics: Topics,
     /// The changes applied since the last `take_events`, in revision order, for watchers.
     events: Vec<Event>,
 }
@@ -118,6 +120,7 @@ impl MvccStore {
     pub fn open(engine: Arc<dyn Engine>) -> Result<Self, StorageError> {
         let mut index: BTreeMap<Vec<u8>, KeyIndex> = BTreeMap::new();
         let mut leases = LeaseTable::load(engine.as_ref())?;
+        let topics = Topics::load(engine.as_ref())?;
         let mut newest_revision = EMPTY_STORE_REVISION;
         let mut failure = None;
         engine.scan(Table::Kv, KeyRange::all(), Direction::Forward, &mut |key, value| match restore_record(
@@ -149,6 +152,7 @@ impl MvccStore {
             staged: BTreeMap::new(),
             staged_meta: BTreeMap::new(),
             leases,
+            topics,
             events: Vec::new(),
         })
     }
@@ -191,6 +195,7 @@ impl MvccStore {
             Command::LeaseRevoke(request) => self.apply_lease_revoke(request).map(CommandResponse::LeaseRevoke),
             Command::Register(request) => self.apply_register(request).map(CommandResponse::Register),
             Command::LeasedPut(request) => self.apply_leased_put(request).map(CommandResponse::LeasedPut),
+            Command::Publish(request) => self.apply_publish(request).map(CommandResponse::Publish),
             // Not keyspace commands: the state machine applies them.
             Command::PublishMember(_) | Command::InitSecretKey(_) => Ok(CommandResponse::None),
         };

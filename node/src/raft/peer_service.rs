@@ -134,6 +134,8 @@ impl Peer for PeerService {
 
 impl PeerService {
     async fn write(&self, command: Command) -> Result<(CommandResponse, u64), ForwardError> {
+        // Stamped here, on the leader: time-dependent commands carry the leader's clock.
+        let command = command.stamped(crate::store::now_unix_ms());
         match self.raft.client_write(command).await {
             Ok(written) => Ok((written.data, written.log_id.leader_id.term)),
             Err(e) => Err(match e.forward_to_leader() {

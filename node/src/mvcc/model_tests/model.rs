@@ -343,7 +343,9 @@ impl Model {
                     Ok(CommandResponse::LeaseRevoke(LeaseRevokeResponse { header_revision: self.current() }))
                 }
             }
-            Command::Register(_) | Command::LeasedPut(_) => unreachable!("tested in mvcc::tests::lease"),
+            Command::Register(_) | Command::LeasedPut(_) | Command::Publish(_) => {
+                unreachable!("tested in mvcc::tests::lease and mvcc::tests::events")
+            }
             Command::InitSecretKey(_) => Ok(CommandResponse::None),
             Command::PublishMember(_) => Ok(CommandResponse::None),
         };

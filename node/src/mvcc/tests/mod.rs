@@ -1,6 +1,7 @@
 //! Unit tests of etcd's rules, one table per rule where it reads better: writes, compaction
 //! and persistence here; ranges in `range`, compares and transactions in `txn`.
 
+mod events;
 mod lease;
 mod range;
 mod txn;

@@ -1,0 +1,218 @@
+//! Topics as offset-indexed logs inside the keyspace: a Publish appends its events at the next
+//! dense offsets of the topic, as keys `/micro/events/<topic>/<offset, 20 digits>` (so etcd
+//! watches and ranges see them), all at one revision. Each topic remembers its next offset
+//! and last timestamp (timestamps never go backwards), and the ids published within the
+//! de-duplication window, so a retried publish is answered with its first offset instead of
+//! appending again. Time comes only from the command (stamped by the leader).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::{PublishRequest, PublishResponse, Published};
+use crate::storage::{Direction, Engine, KeyRange, StorageError, Table};
+
+use super::store::{MvccStore, OpError};
+
+/// Where events live in the keyspace.
+pub const EVENTS_PREFIX: &str = "/micro/events/";
+
+/// A publish id seen within this long (by command time) is a duplicate (NATS JetStream's
+/// default duplicate window).
+pub const DEDUP_WINDOW_MS: i64 = 120_000;
+
+/// Ids remembered per topic at most, whatever the window: bounds memory under id floods.
+pub const DEDUP_IDS_MAX: usize = 100_000;
+
+/// `Table::StateMeta` prefixes: the topic's state, and its remembered ids.
+const TOPIC_PREFIX: &[u8] = b"mvcc/topic/";
+const TOPIC_ID_PREFIX: &[u8] = b"mvcc/topic-id/";
+
+/// What is remembered per topic.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicState {
+    pub next_offset: u64,
+    pub last_timestamp_ms: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct RememberedId {
+    topic: String,
+    id: String,
+    offset: u64,
+    timestamp_ms: i64,
+}
+
+/// An event as stored at its key (JSON, so etcd clients can read it).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    pub topic: String,
+    pub offset: u64,
+    #[serde(default)]
+    pub id: String,
+    pub timestamp_ms: i64,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// Base64 (JSON has no bytes).
+    pub payload: String,
+}
+
+/// The key of event `offset` of `topic`.
+pub fn event_key(topic: &str, offset: u64) -> Vec<u8> {
+    format!("{EVENTS_PREFIX}{topic}/{offset:020}").into_bytes()
+}
+
+/// The prefix of every event of `topic`.
+pub fn topic_prefix(topic: &str) -> Vec<u8> {
+    format!("{EVENTS_PREFIX}{topic}/").into_bytes()
+}
+
+/// Every topic and its recent ids, in memory; persisted through `staged_meta`.
+#[derive(Debug, Default)]
+pub(super) struct Topics {
+    states: BTreeMap<String, TopicState>,
+    /// Per topic, remembered ids oldest first, and their index for lookups.
+    recent: HashMap<String, VecDeque<RememberedId>>,
+    by_id: HashMap<(String, String), u64>,
+}
+
+impl Topics {
+    pub fn load(engine: &dyn Engine) -> Result<Self, StorageError> {
+        let mut topics = Topics::default();
+        for (key, value) in scan_meta(engine, TOPIC_PREFIX)? {
+            let topic = String::from_utf8_lossy(&key[TOPIC_PREFIX.len()..]).into_owned();
+            let state = postcard::from_bytes(&value).map_err(|e| corrupt("topic", e))?;
+            topics.states.insert(topic, state);
+        }
+        let mut remembered: Vec<RememberedId> = scan_meta(engine, TOPIC_ID_PREFIX)?
+            .into_iter()
+            .map(|(_, value)| postcard::from_bytes(&value).map_err(|e| corrupt("topic id", e)))
+            .collect::<Result<_, _>>()?;
+        remembered.sort_by_key(|r| (r.timestamp_ms, r.offset));
+        for entry in remembered {
+            topics.by_id.insert((entry.topic.clone(), entry.id.clone()), entry.offset);
+            topics.recent.entry(entry.topic.clone()).or_default().push_back(entry);
+        }
+        Ok(topics)
+    }
+}
+
+fn scan_meta(engine: &dyn Engine, prefix: &[u8]) -> Result<Vec<crate::command::KeyValuePair>, StorageError> {
+    let mut end = prefix.to_vec();
+    end.push(0xff);
+    let mut found = Vec::new();
+    engine.scan(Table::StateMeta, KeyRange { from: prefix, to: Some(&end) }, Direction::Forward, &mut |k, v| {
+        found.push((k.to_vec(), v.to_vec()));
+        true
+    })?;
+    Ok(found)
+}
+
+fn corrupt(what: &str, error: postcard::Error) -> StorageError {
+    StorageError(format!("mvcc: corrupt {what} record: {error}"))
+}
+
+fn id_key(topic: &str, id: &str) -> Vec<u8> {
+    let mut key = TOPIC_ID_PREFIX.to_vec();
+    key.extend_from_slice(topic.as_bytes());
+    key.push(0);
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StorageError> {
+    postcard::to_allocvec(value).map_err(|e| StorageError(format!("mvcc: cannot encode: {e}")))
+}
+
+impl MvccStore {
+    /// The state of `topic`, if anything was ever published to it.
+    pub fn topic(&self, topic: &str) -> Option<&TopicState> {
+        self.topics.states.get(topic)
+    }
+
+    /// Every topic, by name.
+    pub fn topics(&self) -> Vec<(String, TopicState)> {
+        self.topics.states.iter().map(|(name, state)| (name.clone(), state.clone())).collect()
+    }
+
+    pub(super) fn apply_publish(&mut self, request: &PublishRequest) -> Result<PublishResponse, OpError> {
+        use base64::Engine as _;
+        let topic = request.topic.clone();
+        let mut state = self.topics.states.get(&topic).cloned().unwrap_or_default();
+        let timestamp_ms = request.timestamp_ms.max(state.last_timestamp_ms);
+        self.forget_ids(&topic, timestamp_ms);
+        let mut txn = self.begin_write();
+        let mut results = Vec::with_capacity(request.events.len());
+        let mut outcome = Ok(());
+        for event in &request.events {
+            if !event.id.is_empty() {
+                if let Some(offset) = self.topics.by_id.get(&(topic.clone(), event.id.clone())) {
+                    results.push(Published { offset: *offset, duplicate: true });
+                    continue;
+                }
+            }
+            let offset = state.next_offset;
+            state.next_offset += 1;
+            let stored = StoredEvent {
+                topic: topic.clone(),
+                offset,
+                id: event.id.clone(),
+                timestamp_ms,
+                metadata: event.metadata.clone(),
+                payload: base64::engine::general_purpose::STANDARD.encode(&event.payload),
+            };
+            // A struct of strings, maps and integers always serialises.
+            let value = serde_json::to_vec(&stored).unwrap_or_default();
+            outcome = self.put_key(&mut txn, &event_key(&topic, offset), value, 0);
+            if outcome.is_err() {
+                break;
+            }
+            if !event.id.is_empty() {
+                outcome =
+                    self.remember_id(RememberedId { topic: topic.clone(), id: event.id.clone(), offset, timestamp_ms });
+                if outcome.is_err() {
+                    break;
+                }
+            }
+            results.push(Published { offset, duplicate: false });
+        }
+        self.end_write(txn);
+        outcome?;
+        state.last_timestamp_ms = timestamp_ms;
+        let mut key = TOPIC_PREFIX.to_vec();
+        key.extend_from_slice(topic.as_bytes());
+        self.stage_meta(key, Some(encode(&state)?));
+        self.topics.states.insert(topic, state);
+        Ok(PublishResponse { header_revision: self.current_revision, timestamp_ms, results })
+    }
+
+    fn remember_id(&mut self, entry: RememberedId) -> Result<(), StorageError> {
+        self.stage_meta(id_key(&entry.topic, &entry.id), Some(encode(&entry)?));
+        self.topics.by_id.insert((entry.topic.clone(), entry.id.clone()), entry.offset);
+        let recent = self.topics.recent.entry(entry.topic.clone()).or_default();
+        recent.push_back(entry);
+        if recent.len() > DEDUP_IDS_MAX {
+            if let Some(oldest) = recent.pop_front() {
+                self.topics.by_id.remove(&(oldest.topic.clone(), oldest.id.clone()));
+                self.stage_meta(id_key(&oldest.topic, &oldest.id), None);
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets the ids of `topic` published more than the window before `now_ms`.
+    fn forget_ids(&mut self, topic: &str, now_ms: i64) {
+        let mut forgotten = Vec::new();
+        if let Some(recent) = self.topics.recent.get_mut(topic) {
+            while recent.front().is_some_and(|oldest| now_ms - oldest.timestamp_ms > DEDUP_WINDOW_MS) {
+                if let Some(oldest) = recent.pop_front() {
+                    forgotten.push(oldest);
+                }
+            }
+        }
+        for oldest in forgotten {
+            self.topics.by_id.remove(&(oldest.topic.clone(), oldest.id.clone()));
+            self.stage_meta(id_key(&oldest.topic, &oldest.id), None);
+        }
+    }
+}
