@@ -26,6 +26,9 @@ pub const NAME_BYTES_MAX: usize = 256;
 /// Events per Read when the caller gives no limit, and the most it may ask for.
 pub const READ_DEFAULT: usize = 1000;
 pub const READ_MAX: usize = 10_000;
+/// Payload bytes per Read response at most (at least one event is always returned): keeps a
+/// page under gRPC's default 4 MiB message limit on the client side.
+pub const READ_BYTES_MAX: usize = 3 * 1024 * 1024;
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum EventsError {
@@ -121,7 +124,15 @@ impl EventsService {
             ..RangeRequest::default()
         };
         let response = mvcc.range(&range)?;
-        let events: Vec<pb::EventMessage> = response.kvs.iter().filter_map(|kv| decode(&kv.value)).collect();
+        let mut events: Vec<pb::EventMessage> = Vec::new();
+        let mut bytes = 0;
+        for event in response.kvs.iter().filter_map(|kv| decode(&kv.value)) {
+            bytes += event.payload.len();
+            if !events.is_empty() && bytes > READ_BYTES_MAX {
+                break;
+            }
+            events.push(event);
+        }
         let next = events.last().map_or(from, |e| e.offset + 1);
         Ok(pb::ReadEventsResponse {
             events,
