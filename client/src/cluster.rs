@@ -1,8 +1,10 @@
 //! Failover across a cluster's members, shared by every gRPC implementation. A request goes to
 //! the member that last answered; when that member is unreachable, has no leader or is
 //! stopping, the next one is tried, round after round with backoff until [`FAILOVER_BUDGET`]
-//! runs out. Only idempotent requests may go through here: a request that failed on one member
-//! may still have been applied there.
+//! runs out. That suits idempotent requests only: a request that failed on one member may still
+//! have been applied there. A request that must not be applied twice goes through
+//! [`Cluster::call_once`], which moves on only when the failure proves the request was never
+//! proposed, and otherwise answers [`Error::MayHaveBeenApplied`].
 //!
 //! Knows nothing of any service's messages: callers pass a closure making the request.
 
@@ -80,7 +82,26 @@ impl Cluster {
     }
 
     /// [`Cluster::call`], also returning the index of the member that answered.
-    pub(crate) async fn call_tracked<T, F, Fut>(&self, what: &str, mut request: F) -> Result<(usize, T)>
+    pub(crate) async fn call_tracked<T, F, Fut>(&self, what: &str, request: F) -> Result<(usize, T)>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        self.call_with(what, Repeat::Idempotent, request).await
+    }
+
+    /// Sends a request that must not be applied twice. It goes to the next member only when the
+    /// failure proves it was never proposed (no connection could be made, or the member knew no
+    /// leader); any other failure, a timeout included, is [`Error::MayHaveBeenApplied`].
+    pub(crate) async fn call_once<T, F, Fut>(&self, what: &str, request: F) -> Result<T>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        self.call_with(what, Repeat::OnlyIfNeverProposed, request).await.map(|(_, value)| value)
+    }
+
+    async fn call_with<T, F, Fut>(&self, what: &str, repeat: Repeat, mut request: F) -> Result<(usize, T)>
     where
         F: FnMut(Channel) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
@@ -98,8 +119,23 @@ impl Cluster {
                         self.current.store(index, Ordering::Relaxed);
                         return Ok((index, value));
                     }
-                    Ok(Err(status)) if is_member_failure(&status) => describe(&status),
-                    Ok(Err(status)) => return Err(from_status(status)),
+                    Ok(Err(status)) => match repeat.classify(&status) {
+                        Outcome::NextMember => describe(&status),
+                        Outcome::Definite => return Err(from_status(status)),
+                        Outcome::Unknown => {
+                            return Err(Error::MayHaveBeenApplied(format!(
+                                "could not {what}: {}: {}",
+                                member.url,
+                                describe(&status)
+                            )))
+                        }
+                    },
+                    Err(_) if repeat == Repeat::OnlyIfNeverProposed => {
+                        return Err(Error::MayHaveBeenApplied(format!(
+                            "could not {what}: {}: no answer within {REQUEST_TIMEOUT:?}",
+                            member.url
+                        )))
+                    }
                     Err(_) => format!("no answer within {REQUEST_TIMEOUT:?}"),
                 };
                 tracing::debug!(endpoint = %member.url, "{what} failed: {failure}; trying the next member");
@@ -176,6 +212,65 @@ impl Member {
     }
 }
 
+/// Which failures a request may be sent again after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Repeat {
+    /// Applying it twice is harmless: any member failure moves on.
+    Idempotent,
+    /// Applying it twice is not: move on only when it was certainly never proposed.
+    OnlyIfNeverProposed,
+}
+
+/// What one failed attempt means.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    /// Try the next member.
+    NextMember,
+    /// The cluster refused the request: the same error on any member.
+    Definite,
+    /// The request may have been applied.
+    Unknown,
+}
+
+impl Repeat {
+    fn classify(self, status: &Status) -> Outcome {
+        match self {
+            Repeat::Idempotent if is_member_failure(status) => Outcome::NextMember,
+            Repeat::Idempotent => Outcome::Definite,
+            Repeat::OnlyIfNeverProposed if was_never_proposed(status) => Outcome::NextMember,
+            // A member fails this way after it may have proposed the request (a timeout, a
+            // connection lost mid-request, a server stopping), or the state machine failed
+            // while answering.
+            Repeat::OnlyIfNeverProposed
+                if is_member_failure(status) || matches!(status.code(), Code::Internal | Code::DataLoss) =>
+            {
+                Outcome::Unknown
+            }
+            // Refused while validating, before anything was proposed.
+            Repeat::OnlyIfNeverProposed => Outcome::Definite,
+        }
+    }
+}
+
+/// The message a member answers when it knows no leader: it proposed nothing.
+const NO_LEADER: &str = "etcdserver: no leader";
+
+/// Whether `status` proves the request was never proposed: no connection to the member could
+/// be made (so nothing was sent), or the member knew no leader to propose it to.
+fn was_never_proposed(status: &Status) -> bool {
+    if status.code() == Code::Unavailable && status.message() == NO_LEADER {
+        return true;
+    }
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        if error.is::<tonic::ConnectError>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
+
 /// Whether `status` says "this member cannot serve now, another may": unreachable, no leader,
 /// stopping, timed out, or the connection broke.
 pub(crate) fn is_member_failure(status: &Status) -> bool {
@@ -233,6 +328,17 @@ mod tests {
             assert_eq!(is_member_failure(&status), failure, "{status:?}");
         }
         assert_eq!(from_status(Status::not_found("x")), Error::NotFound);
+
+        let once = |status: &Status| Repeat::OnlyIfNeverProposed.classify(status);
+        assert_eq!(once(&Status::unavailable(NO_LEADER)), Outcome::NextMember);
+        assert_eq!(once(&Status::unavailable("etcdserver: request timed out")), Outcome::Unknown);
+        assert_eq!(once(&Status::unavailable("tcp connect error")), Outcome::Unknown, "no ConnectError source");
+        assert_eq!(
+            once(&Status::internal("keel: state machine answered with the wrong response type")),
+            Outcome::Unknown
+        );
+        assert_eq!(once(&Status::invalid_argument("events: topic name is empty")), Outcome::Definite);
+        assert_eq!(once(&Status::not_found("events: no such topic")), Outcome::Definite);
         assert_eq!(from_status(Status::invalid_argument("bad")), Error::InvalidArgument("bad".into()));
     }
 
@@ -259,5 +365,20 @@ mod tests {
             Err(Error::Unavailable(message)) => assert!(message.contains("127.0.0.1:1"), "{message}"),
             other => panic!("expected Unavailable, got {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn unreachable_members_are_not_an_unknown_outcome() {
+        tokio::time::pause();
+        // Nothing listens on port 1: each attempt fails to connect, so nothing was ever sent and
+        // trying every member for the whole budget is safe even for a non-idempotent request.
+        let cluster = Cluster::new(&["http://127.0.0.1:1".into()]).expect("a valid URL");
+        let result = cluster
+            .call_once("publish", |channel| async move {
+                let mut client = keel_proto::v1::events_client::EventsClient::new(channel);
+                client.topics(keel_proto::v1::TopicsRequest {}).await
+            })
+            .await;
+        assert!(matches!(result, Err(Error::Unavailable(_))), "{result:?}");
     }
 }

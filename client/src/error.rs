@@ -5,18 +5,24 @@
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     /// Nothing is there: no node of the service is registered, no store record has the key,
-    /// no configuration is at the path.
-    #[error("not found: no such service, store record or configuration path")]
+    /// no configuration is at the path, nothing was ever published to the topic.
+    #[error("not found: no such service, store record, configuration path or event topic")]
     NotFound,
     /// The request itself is wrong (empty service name or store key, a TTL of zero, a bad
     /// config path, bad endpoint URL...); retrying it unchanged fails again.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
     /// No member could serve the request: every endpoint was unreachable, had no leader or was
-    /// stopping, for the whole retry budget. Every operation of keel-client is idempotent, so
-    /// retrying later is safe; check that the cluster is up and the endpoints are right.
+    /// stopping, for the whole retry budget. Nothing was applied, so retrying later is safe;
+    /// check that the cluster is up and the endpoints are right.
     #[error("cluster unavailable: {0}")]
     Unavailable(String),
+    /// A write that must not be applied twice (an event publish) failed after a member may
+    /// have proposed it: it may or may not have been applied, and no one can tell from here.
+    /// Read to find out, or publish again with the same event id: an id published within the
+    /// de-duplication window is not appended again.
+    #[error("outcome unknown, the request may have been applied: {0}; retry only with event ids, which make a publish safe to repeat")]
+    MayHaveBeenApplied(String),
     /// A watcher fell behind its bounded queue and events were dropped. Its view is no longer
     /// complete: read again (`get_service`, `Config::get`) and start a new watch.
     #[error("watch fell behind by {skipped} events; read the current state again and start a new watch")]

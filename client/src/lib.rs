@@ -1,8 +1,8 @@
 //! keel-client: the library a service links to use Keel: service discovery
-//! ([`registry::Registry`]), a key-value store ([`store::Store`]) and dynamic configuration
-//! ([`config::Config`]), traits in go-micro's mould, each with a gRPC implementation for a Keel
-//! cluster and an in-memory one for tests. Events and Broker follow the same pattern (see
-//! DESIGN.md, "The client crate").
+//! ([`registry::Registry`]), a key-value store ([`store::Store`]), dynamic configuration
+//! ([`config::Config`]) and offset-indexed event logs ([`events::Events`]), traits in go-micro's
+//! mould, each with a gRPC implementation for a Keel cluster and an in-memory one for tests.
+//! Consumer groups and Broker follow the same pattern (see DESIGN.md, "The client crate").
 //!
 //! It must not depend on keel-node: services link this crate, never the server.
 //!
@@ -30,6 +30,10 @@
 //! config/grpc.rs           GrpcConfig: keel.v1.Config over gRPC, watch reopened on failover
 //! config/memory.rs         MemoryConfig: the same rules in-process, revisions and history
 //! config/conformance.rs    the config contract as a test suite
+//! events/mod.rs            the Events trait, Event, options, limits, the cluster's rules
+//! events/grpc.rs           GrpcEvents: keel.v1.Events over gRPC, publish never repeated blindly
+//! events/memory.rs         MemoryEvents: the same rules in-process, de-duplication on tokio's clock
+//! events/conformance.rs    the events contract as a test suite
 //! ```
 //!
 //! # Examples
@@ -110,10 +114,34 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! Event logs, published with an id so a retry is safe, read back from an offset:
+//!
+//! ```
+//! use keel_client::events::{Events, MemoryEvents, PublishOptions, ReadOptions};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), keel_client::Error> {
+//! // In production: `GrpcEvents::connect(&["http://127.0.0.1:2379".into()]).await?`.
+//! let events = MemoryEvents::new();
+//! let options = PublishOptions { id: Some("order-42".into()), ..PublishOptions::default() };
+//! let published = events.publish("orders", b"created".to_vec(), options.clone()).await?;
+//! assert_eq!(published.offset, 0);
+//! // Unsure whether it went through (`Error::MayHaveBeenApplied`)? Publishing the same id
+//! // again appends nothing and answers the first offset.
+//! let again = events.publish("orders", b"created".to_vec(), options).await?;
+//! assert!(again.duplicate && again.offset == 0);
+//!
+//! let read = events.read("orders", ReadOptions::from_offset(0)).await?;
+//! assert_eq!(read[0].payload, b"created");
+//! # Ok(())
+//! # }
+//! ```
 
 mod cluster;
 pub mod config;
 mod error;
+pub mod events;
 pub mod registry;
 pub mod store;
 

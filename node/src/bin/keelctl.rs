@@ -1,5 +1,6 @@
 //! keelctl: Keel's admin CLI: the service registry (`keelctl registry ...`), the key-value store
-//! (`keelctl store ...`) and dynamic configuration (`keelctl config ...`), through keel-client's
+//! (`keelctl store ...`), dynamic configuration (`keelctl config ...`) and event logs
+//! (`keelctl events ...`), through keel-client's
 //! gRPC implementations, so it fails over between members like any Keel client.
 //!
 //! Exit codes: 0 success (and after Ctrl-C / SIGTERM of a foreground command), 1 an error
@@ -8,6 +9,8 @@
 // A binary's root resolves modules beside it (src/bin/), so point into keelctl/ explicitly.
 #[path = "keelctl/config.rs"]
 mod config;
+#[path = "keelctl/events.rs"]
+mod events;
 #[path = "keelctl/output.rs"]
 mod output;
 #[path = "keelctl/registry.rs"]
@@ -60,6 +63,9 @@ enum Command {
     /// Dynamic configuration: get, set, delete, watch.
     #[command(subcommand)]
     Config(config::Command),
+    /// Event logs: publish, read, topics.
+    #[command(subcommand)]
+    Events(events::Command),
 }
 
 fn main() -> ExitCode {
@@ -80,6 +86,7 @@ fn main() -> ExitCode {
             Command::Registry(command) => registry::run(command, &cli.endpoints, cli.output).await,
             Command::Store(command) => store::run(command, &cli.endpoints, cli.output).await,
             Command::Config(command) => config::run(command, &cli.endpoints, cli.output).await,
+            Command::Events(command) => events::run(command, &cli.endpoints, cli.output).await,
         }
     });
     match result {

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use keel_client::config::{Value, DEFAULT_NAMESPACE};
+use keel_client::events::{Event, Published, TopicInfo};
 use keel_client::registry::{go_json, Service, WatchResult};
 use keel_client::store::Record;
 use serde::Serialize;
@@ -17,6 +18,8 @@ use crate::Format;
 
 const HEADER: [&str; 5] = ["SERVICE", "VERSION", "NODE", "ADDRESS", "METADATA"];
 const RECORD_HEADER: [&str; 5] = ["KEY", "VALUE", "METADATA", "TTL", "EXPIRES"];
+const EVENT_HEADER: [&str; 4] = ["OFFSET", "TIMESTAMP", "METADATA", "PAYLOAD"];
+const TOPIC_HEADER: [&str; 3] = ["TOPIC", "FIRST OFFSET", "NEXT OFFSET"];
 
 /// Services as an aligned table (one row per node) or as one JSON array.
 pub fn services(format: Format, services: &[Service]) -> anyhow::Result<()> {
@@ -200,6 +203,103 @@ pub fn config_done(format: Format, action: &str, namespace: &str, path: &str, re
     }
 }
 
+/// What `events publish` prints: the offset, or `{"topic","offset","duplicate"}`.
+pub fn published(format: Format, topic: &str, published: Published) -> anyhow::Result<()> {
+    match format {
+        Format::Json => {
+            #[derive(Serialize)]
+            struct PublishedJson<'a> {
+                topic: &'a str,
+                offset: u64,
+                duplicate: bool,
+            }
+            let json = PublishedJson { topic, offset: published.offset, duplicate: published.duplicate };
+            line(&serde_json::to_string(&json)?)
+        }
+        Format::Table => {
+            if published.duplicate {
+                // On stderr: stdout stays just the offset, for `offset=$(keelctl events publish ...)`.
+                eprintln!("duplicate: the id was already published to {}; nothing appended", cell(topic));
+            }
+            line(&published.offset.to_string())
+        }
+    }
+}
+
+/// Events: a table, or one JSON object per event per line with `topic`, `offset`, `id` (when it
+/// has one), `timestamp` (RFC 3339, milliseconds), `metadata` and `payload`: the text when the
+/// bytes are UTF-8, else base64 with `"payload_encoding":"base64"`.
+pub fn events(format: Format, events: &[Event]) -> anyhow::Result<()> {
+    match format {
+        Format::Json => {
+            #[derive(Serialize)]
+            struct EventJson<'a> {
+                topic: &'a str,
+                offset: u64,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                id: Option<&'a str>,
+                timestamp: String,
+                metadata: &'a BTreeMap<String, String>,
+                payload: String,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                payload_encoding: Option<&'a str>,
+            }
+            let mut stdout = io::stdout().lock();
+            for event in events {
+                let (payload, payload_encoding) = match std::str::from_utf8(&event.payload) {
+                    Ok(text) => (text.to_string(), None),
+                    Err(_) => (BASE64.encode(&event.payload), Some("base64")),
+                };
+                let json = EventJson {
+                    topic: &event.topic,
+                    offset: event.offset,
+                    id: event.id.as_deref(),
+                    timestamp: rfc3339_millis(event.timestamp),
+                    metadata: &event.metadata,
+                    payload,
+                    payload_encoding,
+                };
+                writeln!(stdout, "{}", serde_json::to_string(&json)?)?;
+            }
+            Ok(stdout.flush()?)
+        }
+        Format::Table => {
+            let rows: Vec<[String; 4]> = events.iter().map(event_row).collect();
+            table(EVENT_HEADER, &rows)
+        }
+    }
+}
+
+/// Topics: a table, or one JSON array of `{"topic","first_offset","next_offset"}`.
+pub fn topics(format: Format, topics: &[TopicInfo]) -> anyhow::Result<()> {
+    match format {
+        Format::Json => {
+            #[derive(Serialize)]
+            struct TopicJson<'a> {
+                topic: &'a str,
+                first_offset: u64,
+                next_offset: u64,
+            }
+            let topics: Vec<TopicJson<'_>> = topics
+                .iter()
+                .map(|info| TopicJson {
+                    topic: &info.topic,
+                    first_offset: info.first_offset,
+                    next_offset: info.next_offset,
+                })
+                .collect();
+            line(&serde_json::to_string(&topics)?)
+        }
+        Format::Table => {
+            let rows: Vec<[String; 3]> = topics
+                .iter()
+                .map(|info| [cell(&info.topic), info.first_offset.to_string(), info.next_offset.to_string()])
+                .collect();
+            table(TOPIC_HEADER, &rows)
+        }
+    }
+}
+
 /// A namespace as the cluster names it: empty is the default.
 pub fn namespace(namespace: &str) -> &str {
     if namespace.is_empty() {
@@ -210,15 +310,38 @@ pub fn namespace(namespace: &str) -> &str {
 }
 
 fn record_row(record: &Record) -> [String; 5] {
-    let value = match std::str::from_utf8(&record.value) {
-        Ok(text) => cell(text),
-        Err(_) => format!("base64:{}", BASE64.encode(&record.value)),
-    };
-    let metadata: Vec<String> = record.metadata.iter().map(|(key, value)| format!("{key}={value}")).collect();
-    let metadata = if metadata.is_empty() { "-".to_string() } else { cell(&metadata.join(",")) };
+    let value = bytes_cell(&record.value);
+    let metadata = metadata_cell(&record.metadata);
     let ttl = record.ttl.map_or("-".to_string(), |ttl| format!("{}s", ttl.as_secs()));
     let expiry = record.expiry.map_or("-".to_string(), rfc3339);
     [cell(&record.key), value, metadata, ttl, expiry]
+}
+
+fn event_row(event: &Event) -> [String; 4] {
+    [
+        event.offset.to_string(),
+        rfc3339_millis(event.timestamp),
+        metadata_cell(&event.metadata),
+        bytes_cell(&event.payload),
+    ]
+}
+
+/// Bytes as text when they are UTF-8 (made safe for a terminal), else `base64:...`.
+fn bytes_cell(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => cell(text),
+        Err(_) => format!("base64:{}", BASE64.encode(bytes)),
+    }
+}
+
+/// `k=v,k2=v2`, or `-` for none.
+fn metadata_cell(metadata: &BTreeMap<String, String>) -> String {
+    let pairs: Vec<String> = metadata.iter().map(|(key, value)| format!("{key}={value}")).collect();
+    if pairs.is_empty() {
+        "-".to_string()
+    } else {
+        cell(&pairs.join(","))
+    }
 }
 
 fn unix_seconds(time: SystemTime) -> u64 {
@@ -241,6 +364,81 @@ fn rfc3339(time: SystemTime) -> String {
     let year = year_of_era + era * 400 + u64::from(month <= 2);
     let (hour, minute, second) = (of_day / 3600, of_day % 3600 / 60, of_day % 60);
     format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}Z")
+}
+
+/// `time` as RFC 3339 in UTC, to the millisecond: 2026-11-24T00:43:43.120Z.
+fn rfc3339_millis(time: SystemTime) -> String {
+    let milliseconds = time.duration_since(UNIX_EPOCH).map_or(0, |since| since.subsec_millis());
+    let seconds = rfc3339(time);
+    format!("{}.{milliseconds:03}Z", seconds.trim_end_matches('Z'))
+}
+
+/// Parses RFC 3339: `2026-11-24T00:43:43Z`, `2026-11-24T01:43:43.5+01:00` (a space or lower
+/// case `t`/`z` too, as RFC 3339 allows). `None` for anything else and for times before 1970.
+pub fn parse_rfc3339(text: &str) -> Option<SystemTime> {
+    let bytes = text.as_bytes();
+    let number = |range: std::ops::Range<usize>| -> Option<i64> {
+        let digits = text.get(range)?;
+        digits.bytes().all(|byte| byte.is_ascii_digit()).then(|| digits.parse().ok())?
+    };
+    let separators = [(4, b'-'), (7, b'-'), (13, b':'), (16, b':')];
+    if bytes.len() < 20 || separators.iter().any(|(at, separator)| bytes[*at] != *separator) {
+        return None;
+    }
+    if !matches!(bytes[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    let days_in_month = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        _ => return None,
+    };
+    if day < 1 || day > days_in_month || hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    // Fractional seconds, kept to the nanosecond.
+    let mut rest = &text[19..];
+    let mut nanos = 0u32;
+    if let Some(fraction) = rest.strip_prefix('.') {
+        let digits = fraction.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        for (index, digit) in fraction.bytes().take(digits.min(9)).enumerate() {
+            nanos += u32::from(digit - b'0') * 10u32.pow(8 - index as u32);
+        }
+        rest = &fraction[digits..];
+    }
+    let offset_seconds = match rest.as_bytes() {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
+            let (hours, minutes) = (number(text.len() - 5..text.len() - 3)?, number(text.len() - 2..text.len())?);
+            if hours > 23 || minutes > 59 {
+                return None;
+            }
+            let offset = hours * 3600 + minutes * 60;
+            if *sign == b'+' {
+                offset
+            } else {
+                -offset
+            }
+        }
+        _ => return None,
+    };
+    // Howard Hinnant's days_from_civil: days since 1970-01-01.
+    let shifted_year = if month <= 2 { year - 1 } else { year };
+    let era = shifted_year.div_euclid(400);
+    let year_of_era = shifted_year - era * 400;
+    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = era * 146_097 + day_of_era - 719_468;
+    let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset_seconds;
+    let seconds = u64::try_from(seconds).ok()?;
+    UNIX_EPOCH.checked_add(Duration::new(seconds, nanos))
 }
 
 /// An aligned table with a header row, to stdout.
@@ -328,5 +526,28 @@ mod tests {
         assert_eq!(at(0), "1970-01-01T00:00:00Z");
         assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(at(1_795_481_023), "2026-11-24T00:43:43Z");
+        assert_eq!(rfc3339_millis(UNIX_EPOCH + Duration::from_millis(1_795_481_023_120)), "2026-11-24T00:43:43.120Z");
+    }
+
+    #[test]
+    fn rfc3339_times_parse() {
+        let at = |seconds, nanos| Some(UNIX_EPOCH + Duration::new(seconds, nanos));
+        let cases = [
+            ("1970-01-01T00:00:00Z", at(0, 0)),
+            ("2000-02-29T00:00:00Z", at(951_782_400, 0)),
+            ("2026-11-24T00:43:43Z", at(1_795_481_023, 0)),
+            ("2026-11-24t00:43:43.12z", at(1_795_481_023, 120_000_000)),
+            ("2026-11-24 01:43:43.000000001+01:00", at(1_795_481_023, 1)),
+            ("2026-11-23T23:13:43-01:30", at(1_795_481_023, 0)),
+            ("2026-11-24T00:43:43", None),
+            ("2026-02-29T00:00:00Z", None),
+            ("2026-11-24T24:00:00Z", None),
+            ("2026-11-24T00:43:43.Z", None),
+            ("1969-12-31T23:59:59Z", None),
+            ("yesterday", None),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(parse_rfc3339(text), expected, "{text}");
+        }
     }
 }
