@@ -132,6 +132,9 @@ impl Config for ConfigService {
         let request = request.into_inner();
         let path = ConfigPath::parse(&request.namespace, &request.path).map_err(|e| status(e.into()))?;
         let key = if request.secrets { Some(self.secret_key().await.map_err(status)?) } else { None };
+        // The first value is read locally: catch up first, so it reflects every change
+        // acknowledged before the watch began (a follower may be behind).
+        self.member.read_barrier().await.map_err(status)?;
         let create =
             CreateWatch { key: path.key(), range_end: prefix_end(&path.children_prefix()), ..CreateWatch::default() };
         let (input_tx, input_rx) = mpsc::channel(1);

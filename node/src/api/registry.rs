@@ -152,6 +152,11 @@ impl Registry for RegistryService {
             prev_kv: true,
             ..CreateWatch::default()
         };
+        if request.start_revision == 0 {
+            // "From now" means after every change acknowledged before the call, even on a
+            // follower that is behind.
+            self.member.read_barrier().await.map_err(status)?;
+        }
         let (input_tx, input_rx) = mpsc::channel(1);
         let (output_tx, output_rx) = mpsc::channel(WATCH_QUEUE_MAX);
         let session = Session::new(self.member.shared_state(), self.member.watch_limits(), output_tx);
