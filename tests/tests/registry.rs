@@ -278,10 +278,31 @@ fn keelctl_background(endpoints: &str, args: &[&str]) -> Background {
 }
 
 /// The `keelctl registry watch -o json` lines so far, parsed: (action, service name).
+/// keelctl prints nothing when its watch starts: register a probe service (no lease) until
+/// the watch reports it, so that later registrations are certainly seen. `watch_lines`
+/// leaves the probe out.
+async fn wait_until_watching(watch: &Background, native: &RegistryClient<Channel>) {
+    wait_for(READY_TIMEOUT, "the registry watch to be running", || {
+        let mut native = native.clone();
+        let seen = watch.stdout().contains(PROBE);
+        async move {
+            let node = Node { id: "p".into(), address: "127.0.0.1:1".into(), ..Node::default() };
+            let service = Service { name: PROBE.into(), version: "0".into(), nodes: vec![node], ..Service::default() };
+            let _ = native.register(RegisterRequest { service: Some(service), ttl_seconds: 0 }).await;
+            seen
+        }
+    })
+    .await
+    .expect("the watch reports a probe registration");
+}
+
+const PROBE: &str = "watch-probe";
+
 fn watch_lines(watch: &Background) -> Vec<(String, String)> {
     watch
         .stdout()
         .lines()
+        .filter(|line| !line.contains(PROBE))
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .map(|v| {
             (
@@ -328,6 +349,7 @@ async fn keelctl_registration_goes_with_its_process_and_survives_the_leader() {
     let native = registry(&cluster, watched).await;
     // The watcher talks to a member that is never killed.
     let watch = keelctl_background(&cluster.members[watched].client_url, &["-o", "json", "registry", "watch"]);
+    wait_until_watching(&watch, &native).await;
     let register = |name: &str, ttl: &str| {
         let args = [
             "registry",
