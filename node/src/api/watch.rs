@@ -52,11 +52,15 @@ impl PbWatchService for WatchService {
         let (output_tx, output_rx) = mpsc::channel(OUTPUT_QUEUE_MAX);
         let session = Session::new(self.member.shared_state(), self.member.watch_limits(), output_tx);
         tokio::spawn(session.run(input_rx));
+        let member = self.member.clone();
         tokio::spawn(async move {
             // Ends when the client closes its side or breaks the stream; dropping `input_tx`
             // then stops the session.
             while let Some(Ok(request)) = requests.next().await {
                 let Some(input) = watch_input(request) else { continue };
+                if matches!(input, WatchInput::Create(_)) {
+                    catch_up_before_watching(&member).await;
+                }
                 if input_tx.send(input).await.is_err() {
                     return;
                 }
@@ -98,6 +102,19 @@ fn fragments(response: PbWatchResponse, bytes_max: usize) -> Vec<PbWatchResponse
     }
     parts
 }
+
+/// Before a watch starts, this member catches up with everything committed (a read barrier),
+/// so that a follower a little behind neither starts "now" before acknowledged writes nor reads
+/// history from before an acknowledged compaction (which would never cancel the watch). Bounded:
+/// without a leader the watch starts anyway, from this member's state, as etcd's would.
+async fn catch_up_before_watching(member: &Member) {
+    if tokio::time::timeout(WATCH_CATCH_UP_TIMEOUT, member.read_barrier()).await.is_err() {
+        tracing::debug!("watch created without catching up: no quorum answered in time");
+    }
+}
+
+/// How long a watch create waits to catch up with the leader before starting anyway.
+const WATCH_CATCH_UP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A request with no union set is ignored, as etcd ignores it.
 fn watch_input(request: PbWatchRequest) -> Option<WatchInput> {
