@@ -41,11 +41,31 @@ pub fn keel_binary() -> PathBuf {
     keel
 }
 
-/// A loopback port nobody listens on right now. The listener is dropped before the member
-/// binds it; the window for another process to take it is tiny, and loopback-only.
+/// A loopback port nobody listens on right now, for a member to bind a moment later.
+///
+/// Chosen below Linux's ephemeral range (32768-60999): a port the kernel hands out for
+/// `bind(0)` is also what it hands out as the source port of the next outgoing connection, and
+/// with many clients connecting, one of them took a member's port before the member bound it.
+/// Ports are never handed out twice by one test process.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local addr").port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const FIRST: u16 = 20_000;
+    const LAST: u16 = 32_000;
+    // Each test process starts at its own offset, so concurrent test processes rarely meet.
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        FIRST + (std::process::id() % u32::from(LAST - FIRST)) as u16,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    loop {
+        let candidate = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = FIRST + candidate.wrapping_sub(FIRST) % (LAST - FIRST);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 pub struct TestMember {
