@@ -145,7 +145,9 @@ fn cpu_secs(pids: &[u32]) -> f64 {
 async fn fanout(cluster: &TestCluster, name: &str) {
     let endpoints = cluster.endpoints();
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(WATCHERS);
-    let (latency_tx, mut latency_rx) = tokio::sync::mpsc::unbounded_channel::<Duration>();
+    // Room for every delivery the run can produce: watchers never wait on the queue, which is
+    // only drained once the puts are done.
+    let (latency_tx, mut latency_rx) = tokio::sync::mpsc::channel::<Duration>(WATCHERS * FANOUT_PUTS);
     for c in 0..WATCH_CONNECTIONS {
         let mut client = connect(&[endpoints[c % endpoints.len()].clone()]).await;
         for _ in 0..WATCHERS / WATCH_CONNECTIONS {
@@ -157,7 +159,7 @@ async fn fanout(cluster: &TestCluster, name: &str) {
                     let now = unix_nanos();
                     for event in response.events() {
                         let sent: u128 = event.kv().and_then(|kv| kv.value_str().ok()?.parse().ok()).unwrap_or(now);
-                        let _ = latency_tx.send(Duration::from_nanos((now.saturating_sub(sent)) as u64));
+                        let _ = latency_tx.send(Duration::from_nanos((now.saturating_sub(sent)) as u64)).await;
                     }
                 }
             });

@@ -159,14 +159,15 @@ async fn watch(cluster: &TestCluster) {
     let mut stream = watcher.watch(request).await.expect("watch").into_inner();
     // The first response is the current value: the watch is in place.
     stream.message().await.expect("watch stream").expect("first response");
-    let (latency_tx, mut latency_rx) = tokio::sync::mpsc::unbounded_channel::<Duration>();
+    // Room for one latency per set (and the odd repeat): the watcher never waits on the queue.
+    let (latency_tx, mut latency_rx) = tokio::sync::mpsc::channel::<Duration>(2 * WATCH_SETS);
     tokio::spawn(async move {
         while let Ok(Some(response)) = stream.message().await {
             let now = unix_nanos();
             // The value is the JSON string of the send time in nanoseconds.
             let sent = serde_json::from_str::<String>(&response.value).ok().and_then(|s| s.parse::<u128>().ok());
             if let Some(sent) = sent {
-                let _ = latency_tx.send(Duration::from_nanos(now.saturating_sub(sent) as u64));
+                let _ = latency_tx.send(Duration::from_nanos(now.saturating_sub(sent) as u64)).await;
             }
         }
     });

@@ -2,6 +2,8 @@
 //! one composition root. `Member` is what the API layer calls: propose a command, pass a read
 //! barrier, read the keyspace, describe the cluster.
 
+mod background;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,8 +17,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_stream::wrappers::TcpListenerStream;
 
-use crate::command::LeaseRevokeRequest;
-use crate::command::{Command, CommandResponse, MemberAttributes};
+use crate::command::{Command, CommandResponse};
 use crate::config::{self, MemberConfig};
 use crate::error::ServerError;
 use crate::lease;
@@ -527,9 +528,9 @@ pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
     if first_start && config.initial_cluster_state_new {
         bootstrap(&raft, &config).await?;
     }
-    tokio::spawn(publish_attributes(member.clone(), config.advertise_client_urls.clone(), stop_rx.clone()));
-    tokio::spawn(ensure_secret_key(member.clone(), stop_rx.clone()));
-    tokio::spawn(expire_leases(member.clone(), stop_rx));
+    tokio::spawn(background::publish_attributes(member.clone(), config.advertise_client_urls.clone(), stop_rx.clone()));
+    tokio::spawn(background::ensure_secret_key(member.clone(), stop_rx.clone()));
+    tokio::spawn(background::expire_leases(member.clone(), stop_rx));
     tracing::info!(member_id = %format!("{:x}", member.id), cluster_id = %format!("{:x}", member.cluster_id), "member started");
     Ok(RunningMember { member, client_addrs, peer_addrs, stop_tx, servers })
 }
@@ -572,74 +573,6 @@ async fn bootstrap(raft: &Raft, config: &MemberConfig) -> Result<(), StartError>
             Ok(())
         }
         Err(e) => Err(StartError(format!("bootstrap: {e}"))),
-    }
-}
-
-/// Publishes this member's name and client URLs through Raft (etcd's "publish"), retrying
-/// until it is committed or the member stops.
-async fn publish_attributes(member: Arc<Member>, client_urls: Vec<String>, stop_rx: watch::Receiver<bool>) {
-    let attributes = MemberAttributes { member_id: member.id, name: member.name.clone(), client_urls };
-    while !*stop_rx.borrow() {
-        if member.shared.members().get(&member.id) == Some(&attributes) {
-            return;
-        }
-        match member.propose(Command::PublishMember(attributes.clone())).await {
-            Ok(_) => return,
-            Err(e) => {
-                tracing::debug!("publishing member attributes: {e}; retrying");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
-}
-
-/// Creates the cluster's key for config secrets once: the leader proposes a random key until
-/// one is applied (the first applied wins, so a race between leaders is harmless).
-async fn ensure_secret_key(member: Arc<Member>, mut stop_rx: watch::Receiver<bool>) {
-    let mut interval = tokio::time::interval(Duration::from_millis(500));
-    loop {
-        tokio::select! {
-            _ = interval.tick() => {}
-            _ = stop_rx.wait_for(|stop| *stop) => return,
-        }
-        if member.shared.secret_key().is_some() {
-            return;
-        }
-        if member.metrics().current_leader != Some(member.id) {
-            continue;
-        }
-        let command = Command::InitSecretKey(crate::dynamic_config::secret::new_key());
-        if let Err(e) = member.propose_as_leader(command).await {
-            tracing::debug!("creating the cluster's secret key: {e}; retrying");
-        }
-    }
-}
-
-/// On the leader, revokes the leases whose TTL ran out; elsewhere keeps no deadlines at all.
-/// Revokes of one check go out together, through this member only (`propose_as_leader`); one
-/// that fails is tried again at the next check, if this member still leads.
-async fn expire_leases(member: Arc<Member>, mut stop_rx: watch::Receiver<bool>) {
-    let mut interval = tokio::time::interval(lease::EXPIRY_CHECK_INTERVAL);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = interval.tick() => {}
-            _ = stop_rx.wait_for(|stop| *stop) => return,
-        }
-        let expired = member.leases.expired();
-        if expired.is_empty() {
-            continue;
-        }
-        tracing::info!(count = expired.len(), "revoking expired leases");
-        let revokes = expired.into_iter().map(|id| {
-            let member = member.clone();
-            async move {
-                if let Err(e) = member.propose_as_leader(Command::LeaseRevoke(LeaseRevokeRequest { id })).await {
-                    tracing::debug!(lease = %format!("{id:x}"), "revoking expired lease: {e}");
-                }
-            }
-        });
-        futures::future::join_all(revokes).await;
     }
 }
 

@@ -1,0 +1,80 @@
+//! The member's background duties, each a task that runs until the member stops: publishing
+//! its attributes, creating the cluster's secret key once, and (on the leader) expiring leases.
+//! They act only through `Member`'s own API, like any client of it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::Member;
+use crate::command::{Command, LeaseRevokeRequest, MemberAttributes};
+use crate::lease;
+
+/// Publishes this member's name and client URLs through Raft (etcd's "publish"), retrying
+/// until it is committed or the member stops.
+pub(super) async fn publish_attributes(member: Arc<Member>, client_urls: Vec<String>, stop_rx: watch::Receiver<bool>) {
+    let attributes = MemberAttributes { member_id: member.id, name: member.name.clone(), client_urls };
+    while !*stop_rx.borrow() {
+        if member.shared.members().get(&member.id) == Some(&attributes) {
+            return;
+        }
+        match member.propose(Command::PublishMember(attributes.clone())).await {
+            Ok(_) => return,
+            Err(e) => {
+                tracing::debug!("publishing member attributes: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+/// Creates the cluster's key for config secrets once: the leader proposes a random key until
+/// one is applied (the first applied wins, so a race between leaders is harmless).
+pub(super) async fn ensure_secret_key(member: Arc<Member>, mut stop_rx: watch::Receiver<bool>) {
+    let mut interval = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stop_rx.wait_for(|stop| *stop) => return,
+        }
+        if member.shared.secret_key().is_some() {
+            return;
+        }
+        if member.metrics().current_leader != Some(member.id) {
+            continue;
+        }
+        let command = Command::InitSecretKey(crate::dynamic_config::secret::new_key());
+        if let Err(e) = member.propose_as_leader(command).await {
+            tracing::debug!("creating the cluster's secret key: {e}; retrying");
+        }
+    }
+}
+
+/// On the leader, revokes the leases whose TTL ran out; elsewhere keeps no deadlines at all.
+/// Revokes of one check go out together, through this member only (`propose_as_leader`); one
+/// that fails is tried again at the next check, if this member still leads.
+pub(super) async fn expire_leases(member: Arc<Member>, mut stop_rx: watch::Receiver<bool>) {
+    let mut interval = tokio::time::interval(lease::EXPIRY_CHECK_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stop_rx.wait_for(|stop| *stop) => return,
+        }
+        let expired = member.leases.expired();
+        if expired.is_empty() {
+            continue;
+        }
+        tracing::info!(count = expired.len(), "revoking expired leases");
+        let revokes = expired.into_iter().map(|id| {
+            let member = member.clone();
+            async move {
+                if let Err(e) = member.propose_as_leader(Command::LeaseRevoke(LeaseRevokeRequest { id })).await {
+                    tracing::debug!(lease = %format!("{id:x}"), "revoking expired lease: {e}");
+                }
+            }
+        });
+        futures::future::join_all(revokes).await;
+    }
+}
