@@ -28,6 +28,9 @@ const ELECTION_MS: u64 = 500;
 /// How long a cluster may take to elect a leader and answer on every member.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long one gRPC call of a test may take before the test gives up on it.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The `keel` binary built next to this test binary (`scripts/test` builds it first).
 pub fn keel_binary() -> PathBuf {
     if let Ok(path) = std::env::var("KEEL_BIN") {
@@ -524,4 +527,34 @@ fn collect(
         }
         sink.lock().expect("output lock").push_str(&String::from_utf8_lossy(&pending));
     })
+}
+
+/// A gRPC channel to a member's client URL, once it accepts connections (for Keel's native
+/// services, whose generated clients wrap a channel).
+pub async fn grpc_channel(url: &str) -> tonic::transport::Channel {
+    wait_for_some(READY_TIMEOUT, "a gRPC connection", || async move {
+        tonic::transport::Endpoint::from_shared(url.to_string()).ok()?.connect().await.ok()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}: {url}"))
+}
+
+/// Retries `call` while the cluster answers Unavailable (an election, a member catching up or
+/// still starting, the cluster's secret key not there yet), as a client library does; any
+/// other answer is returned. Each attempt must answer within `CALL_TIMEOUT`.
+pub async fn retry_unavailable<T, F, Fut>(mut call: F) -> Result<T, tonic::Status>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let answer = tokio::time::timeout(CALL_TIMEOUT, call()).await.expect("a gRPC call answers in time");
+        match answer {
+            Err(status) if status.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            answer => return answer.map(tonic::Response::into_inner),
+        }
+    }
 }

@@ -8,12 +8,14 @@ use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use etcd_client::GetOptions;
 use keel_proto::v1::config_client::ConfigClient;
 use keel_proto::v1::{DeleteConfigRequest, GetRequest, SetRequest, WatchConfigRequest, WatchConfigResponse};
-use keel_tests::{etcdctl, keelctl_binary, wait_for, wait_for_some, Background, Server, TestCluster, READY_TIMEOUT};
+use keel_tests::{
+    etcdctl, grpc_channel, keelctl_binary, retry_unavailable, wait_for, wait_for_some, Background, Server, TestCluster,
+};
 use serde_json::{json, Value};
 use tonic::transport::Channel;
 
@@ -26,36 +28,8 @@ const WATCH_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a member may take to stop after SIGTERM.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long one config call may take before a test gives up on it.
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-
 async fn config(cluster: &TestCluster, i: usize) -> ConfigClient<Channel> {
-    let url = cluster.members[i].client_url.clone();
-    wait_for_some(READY_TIMEOUT, "a config connection", || {
-        let url = url.clone();
-        async move { ConfigClient::connect(url).await.ok() }
-    })
-    .await
-    .expect("connect to config")
-}
-
-/// Retries `call` while the cluster answers Unavailable (an election, the cluster's secret key
-/// not there yet), as a client library does; any other answer is returned.
-async fn retry_unavailable<T, F, Fut>(mut call: F) -> Result<T, tonic::Status>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-{
-    let deadline = Instant::now() + READY_TIMEOUT;
-    loop {
-        let answer = tokio::time::timeout(CALL_TIMEOUT, call()).await.expect("a config call answers in time");
-        match answer {
-            Err(status) if status.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            answer => return answer.map(tonic::Response::into_inner),
-        }
-    }
+    ConfigClient::new(grpc_channel(&cluster.members[i].client_url).await)
 }
 
 fn set_request(path: &str, value: &str) -> SetRequest {

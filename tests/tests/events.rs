@@ -12,7 +12,7 @@ use keel_proto::v1::events_client::EventsClient;
 use keel_proto::v1::{
     EventMessage, NewEvent, PublishRequest, PublishResponse, ReadEventsRequest, TopicInfo, TopicsRequest,
 };
-use keel_tests::{etcdctl, Server, TestCluster, READY_TIMEOUT};
+use keel_tests::{etcdctl, retry_unavailable, Server, TestCluster, CALL_TIMEOUT, READY_TIMEOUT};
 use tonic::transport::{Channel, Endpoint};
 
 /// Where every event lives in the etcd keyspace.
@@ -24,9 +24,6 @@ const EVENTS_PER_PUBLISH_MAX: usize = 1000;
 const PAYLOAD_BYTES_MAX: usize = 1024 * 1024;
 const READ_LIMIT_MAX: u32 = 10_000;
 
-/// How long one events call may take before a test gives up on it.
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// A client of member `i`'s Events service; connects lazily, so a dead member makes calls
 /// fail instead of the constructor.
 fn events(cluster: &TestCluster, i: usize) -> EventsClient<Channel> {
@@ -34,25 +31,6 @@ fn events(cluster: &TestCluster, i: usize) -> EventsClient<Channel> {
     let endpoint = endpoint.connect_timeout(Duration::from_secs(1)).timeout(CALL_TIMEOUT);
     // 1 MiB payloads and 10 000-event pages are bigger than tonic's 4 MiB default.
     EventsClient::new(endpoint.connect_lazy()).max_decoding_message_size(64 << 20)
-}
-
-/// Retries `call` while the cluster answers Unavailable (an election, a member catching up,
-/// a member still starting), as a client library does; any other answer is returned.
-async fn retry_unavailable<T, F, Fut>(mut call: F) -> Result<T, tonic::Status>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-{
-    let deadline = Instant::now() + READY_TIMEOUT;
-    loop {
-        let answer = tokio::time::timeout(CALL_TIMEOUT, call()).await.expect("an events call answers in time");
-        match answer {
-            Err(status) if status.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            answer => return answer.map(tonic::Response::into_inner),
-        }
-    }
 }
 
 fn new_event(id: &str, payload: &[u8]) -> NewEvent {

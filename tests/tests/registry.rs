@@ -18,7 +18,8 @@ use keel_proto::v1::{
     WatchResponse,
 };
 use keel_tests::{
-    etcdctl, keelctl_binary, wait_for, wait_for_some, Background, BackgroundOutput, Server, TestCluster, READY_TIMEOUT,
+    etcdctl, grpc_channel, keelctl_binary, retry_unavailable, wait_for, wait_for_some, Background, BackgroundOutput,
+    Server, TestCluster, READY_TIMEOUT,
 };
 use tonic::transport::Channel;
 
@@ -33,13 +34,7 @@ const GO_MICRO_GREETER: &str = r#"{"name":"greeter","version":"1.0.0","metadata"
 const WATCH_TIMEOUT: Duration = Duration::from_secs(15);
 
 async fn registry(cluster: &TestCluster, i: usize) -> RegistryClient<Channel> {
-    let url = cluster.members[i].client_url.clone();
-    wait_for_some(READY_TIMEOUT, "a registry connection", || {
-        let url = url.clone();
-        async move { RegistryClient::connect(url).await.ok() }
-    })
-    .await
-    .expect("connect to the registry")
+    RegistryClient::new(grpc_channel(&cluster.members[i].client_url).await)
 }
 
 fn service(name: &str, version: &str, node_id: &str, address: &str) -> Service {
@@ -320,24 +315,6 @@ async fn service_exists(client: &mut RegistryClient<Channel>, name: &str) -> Opt
         Err(status) if status.code() == tonic::Code::NotFound => Some(false),
         Err(status) if status.code() == tonic::Code::Unavailable => None,
         Err(status) => panic!("get service {name}: {status:?}"),
-    }
-}
-
-/// Retries `call` while the cluster answers Unavailable (an election, a member catching up),
-/// as a client library does; any other answer is returned.
-async fn retry_unavailable<T, F, Fut>(mut call: F) -> Result<T, tonic::Status>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-{
-    let deadline = Instant::now() + READY_TIMEOUT;
-    loop {
-        match call().await {
-            Err(status) if status.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            answer => return answer.map(tonic::Response::into_inner),
-        }
     }
 }
 

@@ -6,14 +6,14 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use etcd_client::GetOptions;
 use keel_proto::v1::store_client::StoreClient;
 use keel_proto::v1::{
     DatabasesRequest, DeleteRequest, ListRequest, Order, ReadRequest, Record, TablesRequest, WriteRequest,
 };
-use keel_tests::{etcdctl, wait_for, wait_for_some, Server, TestCluster, READY_TIMEOUT};
+use keel_tests::{etcdctl, grpc_channel, retry_unavailable, wait_for, Server, TestCluster, CALL_TIMEOUT};
 use tonic::transport::{Channel, Endpoint};
 
 /// Where every store record lives in the etcd keyspace.
@@ -26,36 +26,8 @@ const VALUE_BYTES_MAX: usize = 1024 * 1024;
 /// seconds of each other share one lease, which ends when the last of them expires.
 const LEASE_SHARING_SECS_MAX: i64 = 12;
 
-/// How long one store call may take before a test gives up on it.
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-
 async fn store(cluster: &TestCluster, i: usize) -> StoreClient<Channel> {
-    let url = cluster.members[i].client_url.clone();
-    wait_for_some(READY_TIMEOUT, "a store connection", || {
-        let url = url.clone();
-        async move { StoreClient::connect(url).await.ok() }
-    })
-    .await
-    .expect("connect to the store")
-}
-
-/// Retries `call` while the cluster answers Unavailable (an election, a member catching up),
-/// as a client library does; any other answer is returned.
-async fn retry_unavailable<T, F, Fut>(mut call: F) -> Result<T, tonic::Status>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-{
-    let deadline = Instant::now() + READY_TIMEOUT;
-    loop {
-        let answer = tokio::time::timeout(CALL_TIMEOUT, call()).await.expect("a store call answers in time");
-        match answer {
-            Err(status) if status.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            answer => return answer.map(tonic::Response::into_inner),
-        }
-    }
+    StoreClient::new(grpc_channel(&cluster.members[i].client_url).await)
 }
 
 /// A write of `key` = `value` into `database`/`table` ("" = "micro"), no TTL.
