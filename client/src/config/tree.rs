@@ -220,13 +220,14 @@ pub(crate) fn assemble(path: &Path, leaves: &Leaves, secrets: bool) -> Option<Va
     for (key, leaf) in leaves {
         let Some(relative) = path.relative(key) else { continue };
         let json = if leaf.secret && !secrets { Value::String(SECRET_MASK.into()) } else { leaf.json.clone() };
-        insert(&mut root, &relative, json);
+        insert_leaf(&mut root, &relative, json);
     }
     root
 }
 
-/// Places `leaf` at `segments` below `root`, turning leaves on the way into objects.
-fn insert(root: &mut Option<Value>, segments: &[&str], leaf: Value) {
+/// Places `leaf` at `segments` below `root`, turning leaves on the way into objects: how a
+/// configuration document is assembled from its leaves, here and on the server.
+pub fn insert_leaf(root: &mut Option<Value>, segments: &[&str], leaf: Value) {
     let Some((first, rest)) = segments.split_first() else {
         if root.is_none() {
             *root = Some(leaf);
@@ -239,7 +240,7 @@ fn insert(root: &mut Option<Value>, segments: &[&str], leaf: Value) {
     }
     if let Value::Object(map) = node {
         let mut child = map.remove(*first);
-        insert(&mut child, rest, leaf);
+        insert_leaf(&mut child, rest, leaf);
         if let Some(child) = child {
             map.insert(first.to_string(), child);
         }

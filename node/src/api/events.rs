@@ -18,14 +18,14 @@ use crate::mvcc::events::{event_key, topic_prefix, StoredEvent};
 use crate::registry::prefix_end;
 
 /// Events one Publish may carry: one replicated command, under the request size limit.
-pub const EVENTS_PER_PUBLISH_MAX: usize = 1000;
+pub const EVENTS_PER_PUBLISH_MAX: usize = keel_client::events::EVENTS_PER_PUBLISH_MAX;
 /// One event's payload at most (1 MiB, as a Store record).
-pub const PAYLOAD_BYTES_MAX: usize = 1024 * 1024;
+pub const PAYLOAD_BYTES_MAX: usize = keel_client::events::PAYLOAD_BYTES_MAX;
 /// Topic names and event ids: key segments and index entries.
-pub const NAME_BYTES_MAX: usize = 256;
+pub const NAME_BYTES_MAX: usize = keel_client::events::NAME_BYTES_MAX;
 /// Events per Read when the caller gives no limit, and the most it may ask for.
-pub const READ_DEFAULT: usize = 1000;
-pub const READ_MAX: usize = 10_000;
+pub const READ_DEFAULT: usize = keel_client::events::READ_LIMIT_DEFAULT as usize;
+pub const READ_MAX: usize = keel_client::events::READ_LIMIT_MAX as usize;
 /// Payload bytes per Read response at most (at least one event is always returned): keeps a
 /// page under gRPC's default 4 MiB message limit on the client side.
 pub const READ_BYTES_MAX: usize = 3 * 1024 * 1024;

@@ -7,23 +7,23 @@
 
 pub mod secret;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::command::{DeleteRangeRequest, KeyValue, PutRequest, RequestOp};
 
 pub const PREFIX: &str = "/micro/config/";
-pub const DEFAULT_NAMESPACE: &str = "micro";
+pub const DEFAULT_NAMESPACE: &str = keel_client::config::DEFAULT_NAMESPACE;
 
 /// Leaves one Set may write: an object larger than this is more likely a mistake than
 /// configuration, and every leaf is one key of one atomic command.
-pub const LEAVES_PER_SET_MAX: usize = 1000;
+pub const LEAVES_PER_SET_MAX: usize = keel_client::config::LEAVES_PER_SET_MAX;
 
 /// A path segment or namespace longer than this is refused: they are key segments that
 /// watchers match against.
-pub const SEGMENT_BYTES_MAX: usize = 256;
+pub const SEGMENT_BYTES_MAX: usize = keel_client::config::SEGMENT_BYTES_MAX;
 
 /// One leaf's JSON may be at most this large: configuration, not data (use the Store).
-pub const LEAF_BYTES_MAX: usize = 64 * 1024;
+pub const LEAF_BYTES_MAX: usize = keel_client::config::LEAF_BYTES_MAX;
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
@@ -214,30 +214,9 @@ pub fn assemble(path: &ConfigPath, kvs: &[KeyValue], secrets: Secrets<'_>) -> Re
                 Secrets::Revealed(key) => secret::open(key, &leaf)?,
             };
         }
-        insert(&mut root, &relative, leaf);
+        keel_client::config::insert_leaf(&mut root, &relative, leaf);
     }
     Ok(root)
-}
-
-/// Places `leaf` at `segments` below `root`, turning leaves on the way into objects.
-fn insert(root: &mut Option<Value>, segments: &[&str], leaf: Value) {
-    let Some((first, rest)) = segments.split_first() else {
-        if root.is_none() {
-            *root = Some(leaf);
-        }
-        return;
-    };
-    let node = root.get_or_insert_with(|| Value::Object(Map::new()));
-    if !node.is_object() {
-        *node = Value::Object(Map::new());
-    }
-    if let Value::Object(map) = node {
-        let mut child = map.remove(*first);
-        insert(&mut child, rest, leaf);
-        if let Some(child) = child {
-            map.insert(first.to_string(), child);
-        }
-    }
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use super::ConfigError;
 use crate::command::SecretKey;
 
 /// What a secret leaf reads as when the caller did not ask for secrets.
-pub const MASK: &str = "[secret]";
+pub const MASK: &str = keel_client::config::SECRET_MASK;
 
 const ENVELOPE_FIELD: &str = "keel_secret";
 const ENVELOPE_VERSION: u64 = 1;

@@ -19,10 +19,10 @@ pub const EVENTS_PREFIX: &str = "/micro/events/";
 
 /// A publish id seen within this long (by command time) is a duplicate (NATS JetStream's
 /// default duplicate window).
-pub const DEDUP_WINDOW_MS: i64 = 120_000;
+pub const DEDUP_WINDOW_MS: i64 = keel_client::events::DEDUP_WINDOW.as_millis() as i64;
 
 /// Ids remembered per topic at most, whatever the window: bounds memory under id floods.
-pub const DEDUP_IDS_MAX: usize = 100_000;
+pub const DEDUP_IDS_MAX: usize = keel_client::events::DEDUP_IDS_MAX;
 
 /// `Table::StateMeta` prefixes: the topic's state, and its remembered ids.
 const TOPIC_PREFIX: &[u8] = b"mvcc/topic/";

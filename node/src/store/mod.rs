@@ -20,21 +20,21 @@ use serde::{Deserialize, Serialize};
 use crate::command::KeyValue;
 
 pub const PREFIX: &str = "/micro/store/";
-pub const DEFAULT_NAME: &str = "micro";
+pub const DEFAULT_NAME: &str = keel_client::store::DEFAULT_NAME;
 
 /// Records expiring within the same bucket of this many seconds share one lease.
 pub const EXPIRY_BUCKET_SECS: i64 = 10;
 
 /// A record's value may be at most this large (1 MiB): it must fit a request with its key
 /// and metadata under etcd's 1.5 MiB request limit.
-pub const VALUE_BYTES_MAX: usize = 1024 * 1024;
+pub const VALUE_BYTES_MAX: usize = keel_client::store::VALUE_BYTES_MAX;
 
 /// Keys longer than this are refused (etcd's practical bound is the request size; records
 /// are addressed by key in every read, so keep them small).
-pub const KEY_BYTES_MAX: usize = 4096;
+pub const KEY_BYTES_MAX: usize = keel_client::store::KEY_BYTES_MAX;
 
 /// Database and table names: path segments of every record key.
-pub const NAME_BYTES_MAX: usize = 256;
+pub const NAME_BYTES_MAX: usize = keel_client::store::NAME_BYTES_MAX;
 
 /// Keys per List response message.
 pub const LIST_PAGE_KEYS: usize = 1000;
