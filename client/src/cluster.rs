@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 use tonic::transport::Channel;
-use tonic::{Code, Status};
+use tonic::{Code, Status, Streaming};
 
 use crate::error::{Error, Result};
 
@@ -88,6 +88,29 @@ impl Cluster {
         Fut: Future<Output = Result<T, Status>>,
     {
         self.call_with(what, Repeat::Idempotent, request).await
+    }
+
+    /// Opens a server stream on the first member that can serve it and reads its first message
+    /// (every watch starts with one), failing over like `call_tracked`. Returns the member,
+    /// the stream and that first message.
+    pub(crate) async fn open_stream<T, F, Fut>(&self, what: &str, mut open: F) -> Result<(usize, Streaming<T>, T)>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Streaming<T>>, Status>>,
+    {
+        let (member, (stream, first)) = self
+            .call_tracked(what, |channel| {
+                let opened = open(channel);
+                async move {
+                    let mut stream = opened.await?.into_inner();
+                    match stream.message().await? {
+                        Some(first) => Ok((stream, first)),
+                        None => Err(Status::unavailable("the watch ended before its first response")),
+                    }
+                }
+            })
+            .await?;
+        Ok((member, stream, first))
     }
 
     /// Sends a request that must not be applied twice. It goes to the next member only when the

@@ -35,17 +35,11 @@ impl GrpcConfig {
         &self,
         request: &pb::WatchConfigRequest,
     ) -> Result<(usize, Streaming<pb::WatchConfigResponse>, Value)> {
-        let (member, (stream, first)) = self
+        let (member, stream, first) = self
             .cluster
-            .call_tracked("watch the configuration", |channel| {
+            .open_stream("watch the configuration", |channel| {
                 let request = request.clone();
-                async move {
-                    let mut stream = ConfigClient::new(channel).watch(request).await?.into_inner();
-                    match stream.message().await? {
-                        Some(first) => Ok((stream, first)),
-                        None => Err(tonic::Status::unavailable("the watch ended before its first response")),
-                    }
-                }
+                async move { ConfigClient::new(channel).watch(request).await }
             })
             .await?;
         Ok((member, stream, value(&first.value, first.revision)?))

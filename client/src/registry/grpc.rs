@@ -58,17 +58,11 @@ impl GrpcRegistry {
         start_revision: i64,
     ) -> Result<(usize, Streaming<pb::WatchResponse>, i64)> {
         let request = pb::WatchRequest { service: service.to_string(), start_revision };
-        let (member, (stream, first)) = self
+        let (member, stream, first) = self
             .cluster
-            .call_tracked("watch", |channel| {
+            .open_stream("watch", |channel| {
                 let request = request.clone();
-                async move {
-                    let mut stream = RegistryClient::new(channel).watch(request).await?.into_inner();
-                    match stream.message().await? {
-                        Some(first) => Ok((stream, first)),
-                        None => Err(tonic::Status::unavailable("the watch ended before its first response")),
-                    }
-                }
+                async move { RegistryClient::new(channel).watch(request).await }
             })
             .await?;
         if !first.results.is_empty() {
