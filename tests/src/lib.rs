@@ -394,6 +394,21 @@ pub fn keelctl_binary() -> PathBuf {
     keel_binary().with_file_name("keelctl")
 }
 
+/// `keelctl --endpoints <every member> args...`, to completion.
+pub fn keelctl(cluster: &TestCluster, args: &[&str]) -> BackgroundOutput {
+    let output = Command::new(keelctl_binary())
+        .arg("--endpoints")
+        .arg(cluster.endpoints_csv())
+        .args(args)
+        .output()
+        .expect("run keelctl");
+    BackgroundOutput {
+        exited: Some(output.status.success()),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
 /// An `etcdctl` (API v3) command against `endpoints`, for runs that outlive one call
 /// (`etcdctl watch`, `etcdctl lease keep-alive`).
 pub fn etcdctl_command(endpoints: &str, args: &[&str]) -> Command {
@@ -557,4 +572,24 @@ where
             answer => return answer.map(tonic::Response::into_inner),
         }
     }
+}
+
+/// A minimal HTTP/1.1 GET against a member's client URL: (status code, body).
+pub fn http_get(client_url: &str, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let address = client_url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default();
+    Ok((status, body))
+}
+
+/// One gauge from a member's `/metrics`, or `None` if the member does not answer or lacks it.
+pub fn metric(client_url: &str, name: &str) -> Option<f64> {
+    let (_, body) = http_get(client_url, "/metrics").ok()?;
+    body.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }

@@ -179,13 +179,24 @@ async fn a_member_behind_the_log_catches_up_from_a_snapshot() {
     let behind = (leader + 1) % 3;
     cluster.kill9(behind);
 
-    // Phase 1: writes the stopped member misses, far more than the log keeps.
     let mut client = cluster.member_client(leader).await;
+    let index_at_kill = client.status().await.expect("status").raft_index();
+
+    // Phase 1: writes the stopped member misses, until the leader has dropped from its log an
+    // entry that member needs. (The leader defers dropping entries while a replication to the
+    // stopped member is in flight, so how many writes that takes varies.)
+    let leader_url = cluster.members[leader].client_url.clone();
     let mut acked = BTreeMap::new();
-    for i in 0..300 {
+    let purged_past_the_stopped_member =
+        || keel_tests::metric(&leader_url, "keel_raft_log_purged_index").is_some_and(|i| i > index_at_kill as f64);
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let mut i = 0;
+    while acked.len() < 300 || !purged_past_the_stopped_member() {
+        assert!(Instant::now() < deadline, "the leader never purged its log:\n{}", cluster.all_logs());
         let (key, value) = (format!("w-snap-{i:04}"), format!("v{i}"));
         client.put(key.clone(), value.clone(), None).await.expect("put with a majority up");
         acked.insert(key, value);
+        i += 1;
     }
 
     // Phase 2: it restarts, receives a snapshot, and serves everything; it also keeps up with

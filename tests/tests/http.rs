@@ -1,23 +1,8 @@
 //! `/health` and `/metrics` over plain HTTP on the client port, as etcd serves them.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
-use keel_tests::{wait_for_some, Server, TestCluster};
-
-/// A minimal HTTP/1.1 GET: (status code, body).
-fn http_get(client_url: &str, path: &str) -> std::io::Result<(u16, String)> {
-    let address = client_url.trim_start_matches("http://");
-    let mut stream = TcpStream::connect(address)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n")?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let status = response.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default();
-    Ok((status, body))
-}
+use keel_tests::{http_get, wait_for_some, Server, TestCluster};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn health_and_metrics_answer_like_etcd() {

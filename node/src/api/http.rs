@@ -40,7 +40,7 @@ async fn metrics(State(member): State<Arc<Member>>) -> impl IntoResponse {
         (mvcc.current_revision(), mvcc.compact_revision(), mvcc.key_count(), mvcc.leases().len())
     };
     let hub = member.shared().hub();
-    let gauges: [(&str, &str, f64); 12] = [
+    let gauges: [(&str, &str, f64); 14] = [
         (
             "etcd_server_has_leader",
             "Whether or not a leader exists. 1 is existence, 0 is not.",
@@ -73,6 +73,17 @@ async fn metrics(State(member): State<Arc<Member>>) -> impl IntoResponse {
         ("etcd_debugging_mvcc_watch_stream_total", "Total number of watch streams.", hub.stream_count() as f64),
         ("etcd_debugging_mvcc_watcher_total", "Total number of watchers.", hub.watcher_count() as f64),
         ("keel_leases", "Leases that exist now.", leases as f64),
+        (
+            "keel_raft_snapshot_index",
+            "Index of the last Raft log entry in this member's latest snapshot.",
+            raft.snapshot.map_or(0, |id| id.index) as f64,
+        ),
+        (
+            // A member that is behind this index can only catch up from a snapshot.
+            "keel_raft_log_purged_index",
+            "Index of the last Raft log entry removed after a snapshot.",
+            raft.purged.map_or(0, |id| id.index) as f64,
+        ),
     ];
     let mut body = String::new();
     for (name, help, value) in gauges {
