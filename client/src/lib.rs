@@ -1,8 +1,9 @@
 //! keel-client: the library a service links to use Keel: service discovery
 //! ([`registry::Registry`]), a key-value store ([`store::Store`]), dynamic configuration
-//! ([`config::Config`]) and offset-indexed event logs ([`events::Events`]), traits in go-micro's
-//! mould, each with a gRPC implementation for a Keel cluster and an in-memory one for tests.
-//! Consumer groups and Broker follow the same pattern (see DESIGN.md, "The client crate").
+//! ([`config::Config`]), offset-indexed event logs with consumer groups ([`events::Events`]) and
+//! publish/subscribe ([`broker::Broker`]), traits in go-micro's mould, each with a gRPC
+//! implementation for a Keel cluster and an in-memory one for tests (the broker has one
+//! implementation, on top of any `Events`).
 //!
 //! It must not depend on keel-node: services link this crate, never the server.
 //!
@@ -31,9 +32,15 @@
 //! config/memory.rs         MemoryConfig: the same rules in-process, revisions and history
 //! config/conformance.rs    the config contract as a test suite
 //! events/mod.rs            the Events trait, Event, options, limits, the cluster's rules
+//! events/group.rs          a consumer group's position: pure rules shared with the cluster
+//! events/consume.rs        Subscription and Delivery: the inbox a feeder task fills, ack/nack
 //! events/grpc.rs           GrpcEvents: keel.v1.Events over gRPC, publish never repeated blindly
+//! events/grpc_consume.rs   the Consume stream's feeder: acks confirmed, failover, resume
 //! events/memory.rs         MemoryEvents: the same rules in-process, de-duplication on tokio's clock
-//! events/conformance.rs    the events contract as a test suite
+//! events/memory_consume.rs consuming in-process: group claims on tokio's clock, dead letters
+//! events/conformance.rs    the events contract as a test suite (consuming in conformance/consume.rs)
+//! broker/mod.rs            the Broker trait, Message, EventsBroker: pub/sub on any Events
+//! broker/conformance.rs    the broker contract as a test suite
 //! ```
 //!
 //! # Examples
@@ -137,7 +144,31 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! A consumer group: each event to one consumer of the group, acknowledged once processed:
+//!
+//! ```
+//! use futures::StreamExt;
+//! use keel_client::events::{ConsumeOptions, Events, MemoryEvents, PublishOptions};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), keel_client::Error> {
+//! let events = MemoryEvents::new();
+//! events.publish("orders", b"created".to_vec(), PublishOptions::default()).await?;
+//!
+//! let mut billing = events.consume("orders", ConsumeOptions::in_group("billing")).await?;
+//! if let Some(delivery) = billing.next().await {
+//!     let delivery = delivery?;
+//!     assert_eq!((delivery.event.offset, delivery.deliveries), (0, 1));
+//!     // Not acknowledged within the ack wait (or nacked): delivered again.
+//!     delivery.ack().await?;
+//! }
+//! assert_eq!(events.groups("orders").await?[0].ack_floor, 1);
+//! # Ok(())
+//! # }
+//! ```
 
+pub mod broker;
 mod cluster;
 pub mod config;
 mod error;

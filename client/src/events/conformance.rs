@@ -5,7 +5,8 @@
 //! Safe on a shared cluster: it publishes only to topics named `conformance-<random>-...`.
 //! Topics cannot be deleted yet, so those stay behind (about a thousand small events). It does
 //! not wait out the de-duplication window (two minutes): `MemoryEvents`' own tests do, on a
-//! paused clock.
+//! paused clock. Consuming has its own cases, in `consume`; they take about ten seconds on a
+//! real clock (waits that check nothing more arrives).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,6 +19,8 @@ use super::{
     NAME_BYTES_MAX, PAYLOAD_BYTES_MAX, READ_LIMIT_DEFAULT, READ_LIMIT_MAX,
 };
 use crate::error::Error;
+
+mod consume;
 
 /// How far a timestamp may be from the local clock around the publish: the cluster's leader
 /// stamps events with its own clock.
@@ -33,6 +36,7 @@ pub async fn run(events: Arc<dyn Events>) {
     topics_list_their_offsets(&*events, &run).await;
     invalid_requests_are_rejected(&*events, &run).await;
     the_largest_payload_makes_the_round_trip(&*events, &run).await;
+    consume::run(&*events, &run).await;
 }
 
 fn payloads(events: &[Event]) -> Vec<&[u8]> {
@@ -207,6 +211,11 @@ async fn topics_list_their_offsets(events: &dyn Events, run: &str) {
     let paged = READ_LIMIT_DEFAULT as u64 + 1;
     let expected = [("-dense", 0, 5), ("-ids", 0, 6), ("-ids-other", 0, 1), ("-paged", 0, paged), ("-since", 0, 4)];
     assert_eq!(ours, expected, "every topic published to, with its first and next offsets");
+    for info in topics.iter().filter(|info| info.topic.starts_with(run)) {
+        assert!(info.size_bytes > 0, "{} holds events, so it has a size", info.topic);
+        assert!(info.retention.is_unlimited(), "{} keeps everything unless told otherwise", info.topic);
+        assert!(info.groups.is_empty(), "{} was never consumed in a group", info.topic);
+    }
 }
 
 async fn invalid_requests_are_rejected(events: &dyn Events, run: &str) {

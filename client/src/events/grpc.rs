@@ -1,7 +1,7 @@
 //! [`GrpcEvents`]: the event logs of a Keel cluster, over its `keel.v1.Events` gRPC API, with
 //! failover between members (see [`crate::cluster`]): reads fail over freely, a publish only
 //! when it was certainly never proposed. The cluster checks every request: this side only
-//! converts, so its rules live in one place.
+//! converts, so its rules live in one place. Consuming is in `grpc_consume`.
 
 use std::sync::Arc;
 
@@ -9,7 +9,12 @@ use async_trait::async_trait;
 use keel_proto::v1 as pb;
 use keel_proto::v1::events_client::EventsClient;
 
-use super::{since_unix_ms, unix_ms_time, Event, Events, OutgoingEvent, Published, ReadOptions, Start, TopicInfo};
+use std::time::Duration;
+
+use super::{
+    rules, since_unix_ms, unix_ms_time, whole_ms_rounded_up, ConsumeOptions, Event, Events, GroupInfo, OutgoingEvent,
+    Published, ReadOptions, Retention, Start, Subscription, TopicInfo,
+};
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
 
@@ -89,16 +94,75 @@ impl Events for GrpcEvents {
                 EventsClient::new(channel).topics(pb::TopicsRequest {}).await
             })
             .await?;
-        Ok(response
-            .into_inner()
-            .topics
-            .into_iter()
-            .map(|info| TopicInfo { topic: info.topic, first_offset: info.first_offset, next_offset: info.next_offset })
-            .collect())
+        Ok(response.into_inner().topics.into_iter().map(topic_info).collect())
+    }
+
+    async fn consume(&self, topic: &str, options: ConsumeOptions) -> Result<Subscription> {
+        super::grpc_consume::consume(self.cluster.clone(), topic, &options).await
+    }
+
+    async fn groups(&self, topic: &str) -> Result<Vec<GroupInfo>> {
+        let request = pb::GroupsRequest { topic: topic.to_string() };
+        let response = self
+            .cluster
+            .call("list consumer groups", |channel| {
+                let request = request.clone();
+                async move { EventsClient::new(channel).groups(request).await }
+            })
+            .await?;
+        Ok(response.into_inner().groups.into_iter().map(group_info).collect())
+    }
+
+    async fn set_retention(&self, topic: &str, retention: Retention) -> Result<()> {
+        let retention = rules::retention(retention);
+        let limits = pb::Retention {
+            max_events: retention.max_events.unwrap_or(0),
+            max_age_ms: retention.max_age.map_or(0, whole_ms_rounded_up),
+            max_bytes: retention.max_bytes.unwrap_or(0),
+        };
+        let request = pb::SetRetentionRequest { topic: topic.to_string(), retention: Some(limits) };
+        // Setting the same limits twice changes nothing: it fails over like a read.
+        self.cluster
+            .call("set retention", |channel| {
+                let request = request.clone();
+                async move { EventsClient::new(channel).set_retention(request).await }
+            })
+            .await?;
+        Ok(())
     }
 }
 
-fn event(event: pb::EventMessage) -> Event {
+fn topic_info(info: pb::TopicInfo) -> TopicInfo {
+    let limits = info.retention.unwrap_or_default();
+    let nonzero = |limit: u64| (limit > 0).then_some(limit);
+    TopicInfo {
+        topic: info.topic,
+        first_offset: info.first_offset,
+        next_offset: info.next_offset,
+        size_bytes: info.size_bytes,
+        retention: Retention {
+            max_events: nonzero(limits.max_events),
+            max_age: nonzero(limits.max_age_ms).map(Duration::from_millis),
+            max_bytes: nonzero(limits.max_bytes),
+        },
+        groups: info.groups.into_iter().map(group_info).collect(),
+    }
+}
+
+fn group_info(info: pb::GroupInfo) -> GroupInfo {
+    GroupInfo {
+        group: info.group,
+        ack_floor: info.ack_floor,
+        cursor: info.cursor,
+        pending: info.pending,
+        lag: info.lag,
+        ack_wait: Duration::from_millis(info.ack_wait_ms),
+        retry_limit: info.retry_limit,
+        max_in_flight: info.max_in_flight,
+    }
+}
+
+pub(super) fn event(event: pb::EventMessage) -> Event {
     Event {
         topic: event.topic,
         offset: event.offset,
@@ -146,6 +210,26 @@ mod tests {
         }
 
         async fn topics(&self, _: Request<pb::TopicsRequest>) -> Result<Response<pb::TopicsResponse>, Status> {
+            Err(Status::unimplemented("scripted"))
+        }
+
+        type ConsumeStream = tokio_stream::wrappers::ReceiverStream<Result<pb::ConsumeResponse, Status>>;
+
+        async fn consume(
+            &self,
+            _: Request<tonic::Streaming<pb::ConsumeRequest>>,
+        ) -> Result<Response<Self::ConsumeStream>, Status> {
+            Err(Status::unimplemented("scripted"))
+        }
+
+        async fn groups(&self, _: Request<pb::GroupsRequest>) -> Result<Response<pb::GroupsResponse>, Status> {
+            Err(Status::unimplemented("scripted"))
+        }
+
+        async fn set_retention(
+            &self,
+            _: Request<pb::SetRetentionRequest>,
+        ) -> Result<Response<pb::SetRetentionResponse>, Status> {
             Err(Status::unimplemented("scripted"))
         }
     }
