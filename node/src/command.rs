@@ -5,6 +5,8 @@
 //! own, not etcd's protobuf messages: they are encoded compactly in the log (postcard) and the
 //! `api` layer converts at the edge.
 
+use keel_client::events::group::{ClaimOutcome, GroupOptions};
+pub use keel_client::events::Retention;
 use serde::{Deserialize, Serialize};
 
 /// A replicated state-machine command.
@@ -30,6 +32,17 @@ pub enum Command {
     /// A member announces its name and client URLs once it has started (etcd's "publish"). The
     /// state machine records them for Cluster.MemberList; the MVCC keyspace ignores it.
     PublishMember(MemberAttributes),
+    /// A consumer joins a group of a topic: the group is created at `start` if new, and takes
+    /// the consumer's options either way.
+    GroupJoin(GroupJoinRequest),
+    /// Hands events of a topic out to one consumer of a group (stamped by the leader).
+    GroupClaim(GroupClaimRequest),
+    /// A consumer's acks and nacks (stamped by the leader).
+    GroupSettle(GroupSettleRequest),
+    /// A topic's retention limits (the topic is created if new).
+    SetRetention(SetRetentionRequest),
+    /// Removes a topic's events below an offset: the leader's retention decision.
+    TrimTopic(TrimTopicRequest),
 }
 
 /// Short, for logs: the kind of command and the key it starts at, never values.
@@ -49,6 +62,13 @@ impl std::fmt::Display for Command {
             Command::InitSecretKey(_) => write!(f, "init secret key"),
             Command::Publish(r) => write!(f, "publish {} events to {:?}", r.events.len(), r.topic),
             Command::PublishMember(a) => write!(f, "publish member {:x}", a.member_id),
+            Command::GroupJoin(r) => write!(f, "join group {:?} of {:?}", r.group, r.topic),
+            Command::GroupClaim(r) => write!(f, "claim {} of {:?} for group {:?}", r.max, r.topic, r.group),
+            Command::GroupSettle(r) => {
+                write!(f, "settle {}/{} of {:?} for group {:?}", r.acks.len(), r.nacks.len(), r.topic, r.group)
+            }
+            Command::SetRetention(r) => write!(f, "set retention of {:?}", r.topic),
+            Command::TrimTopic(r) => write!(f, "trim {:?} below {}", r.topic, r.before),
         }
     }
 }
@@ -73,6 +93,11 @@ pub enum CommandResponse {
     Register(RegisterResponse),
     LeasedPut(LeasedPutResponse),
     Publish(PublishResponse),
+    GroupJoin(GroupJoinResponse),
+    GroupClaim(GroupClaimResponse),
+    GroupSettle(GroupSettleResponse),
+    /// SetRetention and TrimTopic.
+    Topic(TopicResponse),
     /// The command was valid on the wire but etcd's rules reject it at apply time (for
     /// example a compaction to a revision already compacted). Nothing changed.
     Rejected(crate::mvcc::MvccError),
@@ -350,7 +375,76 @@ impl Command {
     pub fn stamped(self, now_ms: i64) -> Command {
         match self {
             Command::Publish(request) => Command::Publish(PublishRequest { timestamp_ms: now_ms, ..request }),
+            Command::GroupClaim(request) => Command::GroupClaim(GroupClaimRequest { now_ms, ..request }),
+            Command::GroupSettle(request) => Command::GroupSettle(GroupSettleRequest { now_ms, ..request }),
             command => command,
         }
     }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupJoinRequest {
+    pub topic: String,
+    pub group: String,
+    /// Where a new group starts; an existing group keeps its position.
+    pub start: u64,
+    pub options: GroupOptions,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupJoinResponse {
+    pub header_revision: i64,
+    /// The group's acknowledged position and next new offset after the join.
+    pub ack_floor: u64,
+    pub cursor: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupClaimRequest {
+    pub topic: String,
+    pub group: String,
+    pub consumer: String,
+    pub max: u32,
+    pub auto_ack: bool,
+    pub now_ms: i64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupClaimResponse {
+    pub header_revision: i64,
+    pub outcome: ClaimOutcome,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupSettleRequest {
+    pub topic: String,
+    pub group: String,
+    pub acks: Vec<u64>,
+    pub nacks: Vec<u64>,
+    pub now_ms: i64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupSettleResponse {
+    pub header_revision: i64,
+    /// The acks that were pending (the others were settled before).
+    pub acked: Vec<u64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetRetentionRequest {
+    pub topic: String,
+    pub retention: Retention,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrimTopicRequest {
+    pub topic: String,
+    pub before: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicResponse {
+    pub header_revision: i64,
+    pub first_offset: u64,
 }

@@ -4,7 +4,8 @@
 //! - `keel`: 1 and 64 concurrent publishers (one connection each, members in turn), 1 event
 //!   per Publish and 100 events per Publish, 256-byte payloads with an id each (as go-micro
 //!   publishes), 10 s each: events/s and p50/p99 per Publish call. Then replay: the largest
-//!   topic read from offset 0 in pages of 1000, events/s.
+//!   topic read from offset 0 in pages of 1000, events/s. Then a consumer group of 1 and of 4
+//!   consumers on that topic, each event acknowledged (and the ack confirmed), 10 s each.
 //! - `nats1`, `nats3`: Debian's `nats-server -js` on 127.0.0.1, one server (stream replicas 1)
 //!   or a 3-server cluster (replicas 3, publishers spread over the servers), the same four
 //!   publish runs; a batch is 100 async publishes whose acks are all awaited (JetStream 2.9
@@ -28,6 +29,7 @@ const PAYLOAD_BYTES: usize = 256;
 const PUBLISHER_COUNTS: [usize; 2] = [1, 64];
 const BATCH_SIZES: [usize; 2] = [1, 100];
 const REPLAY_PAGE: u32 = 1000;
+const GROUP_CONSUMERS: [usize; 2] = [1, 4];
 
 #[tokio::main]
 async fn main() {
@@ -171,6 +173,58 @@ async fn keel() {
         "keel  replay {read} events of {topic:?} in pages of {REPLAY_PAGE}: {:.0} events/s ({:.2} s)",
         read as f64 / elapsed.as_secs_f64(),
         elapsed.as_secs_f64()
+    );
+    for consumers in GROUP_CONSUMERS {
+        group_consume(&endpoints, &topic, consumers).await;
+    }
+}
+
+/// A new group of `consumers` (keel-client, one per member in turn) consumes `topic` from the
+/// start for [`PHASE`], acknowledging each event and waiting for the ack's confirmation:
+/// acknowledged events/s.
+async fn group_consume(endpoints: &[String], topic: &str, consumers: usize) {
+    use futures::StreamExt;
+    use keel_client::events::{ConsumeOptions, Events, GrpcEvents};
+    let acked = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let deadline = Instant::now() + PHASE;
+    let group = format!("figures-{consumers}");
+    let tasks: Vec<_> = (0..consumers)
+        .map(|c| {
+            let mut endpoints = endpoints.to_vec();
+            let members = endpoints.len();
+            endpoints.rotate_left(c % members);
+            let (topic, group, acked) = (topic.to_string(), group.clone(), acked.clone());
+            tokio::spawn(async move {
+                let events = GrpcEvents::connect(&endpoints).await.expect("client");
+                let options = ConsumeOptions { group: Some(group), ..ConsumeOptions::default() };
+                let mut subscription = events.consume(&topic, options).await.expect("subscribe");
+                // Acks run concurrently with receiving, as a consumer with parallel handlers would.
+                let mut pending = futures::stream::FuturesUnordered::new();
+                loop {
+                    tokio::select! {
+                        delivery = subscription.next() => match delivery {
+                            Some(Ok(delivery)) => pending.push(async move { delivery.ack().await.is_ok() }),
+                            _ => break,
+                        },
+                        Some(ok) = pending.next(), if !pending.is_empty() => {
+                            acked.fetch_add(u64::from(ok), Ordering::Relaxed);
+                        }
+                        _ = tokio::time::sleep_until(deadline.into()) => break,
+                    }
+                }
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    for task in tasks {
+        let _ = task.await;
+    }
+    let elapsed = started.elapsed();
+    let acked = acked.load(Ordering::Relaxed);
+    println!(
+        "keel  group consume, {consumers} consumer(s), ack each: {acked} events in {:.1} s = {:.0} events/s",
+        elapsed.as_secs_f64(),
+        acked as f64 / elapsed.as_secs_f64()
     );
 }
 

@@ -9,9 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use etcd_client::{EventType, GetOptions, WatchOptions};
 use keel_proto::v1::events_client::EventsClient;
-use keel_proto::v1::{
-    EventMessage, NewEvent, PublishRequest, PublishResponse, ReadEventsRequest, TopicInfo, TopicsRequest,
-};
+use keel_proto::v1::{EventMessage, NewEvent, PublishRequest, PublishResponse, ReadEventsRequest, TopicsRequest};
 use keel_tests::{etcdctl, retry_unavailable, Server, TestCluster, CALL_TIMEOUT, READY_TIMEOUT};
 use tonic::transport::{Channel, Endpoint};
 
@@ -100,18 +98,19 @@ async fn read_all(client: &EventsClient<Channel>, topic: &str, page: u32) -> Vec
     }
 }
 
-async fn topics(client: &EventsClient<Channel>) -> Vec<TopicInfo> {
+/// Every topic as (name, first offset, next offset), by name.
+async fn topics(client: &EventsClient<Channel>) -> Vec<(String, u64, u64)> {
     let listed = retry_unavailable(|| {
         let mut client = client.clone();
         async move { client.topics(TopicsRequest {}).await }
     });
     let mut topics = listed.await.unwrap_or_else(|status| panic!("topics: {status:?}")).topics;
     topics.sort_by(|a, b| a.topic.cmp(&b.topic));
-    topics
+    topics.into_iter().map(|t| (t.topic, t.first_offset, t.next_offset)).collect()
 }
 
-fn topic_info(topic: &str, first_offset: u64, next_offset: u64) -> TopicInfo {
-    TopicInfo { topic: topic.into(), first_offset, next_offset }
+fn topic_info(topic: &str, first_offset: u64, next_offset: u64) -> (String, u64, u64) {
+    (topic.into(), first_offset, next_offset)
 }
 
 fn unix_ms() -> i64 {

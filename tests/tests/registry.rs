@@ -18,8 +18,8 @@ use keel_proto::v1::{
     WatchResponse,
 };
 use keel_tests::{
-    etcdctl, grpc_channel, keelctl_binary, retry_unavailable, wait_for, wait_for_some, Background, BackgroundOutput,
-    Server, TestCluster, READY_TIMEOUT,
+    etcdctl, grpc_channel, keelctl, keelctl_binary, retry_unavailable, wait_for, wait_for_some, Background, Server,
+    TestCluster, READY_TIMEOUT,
 };
 use tonic::transport::Channel;
 
@@ -248,21 +248,6 @@ async fn go_micro_layout_is_shared_both_ways() {
     etcd.delete(format!("{PREFIX}greeter/greeter-1"), None).await.expect("delete");
     let actions = watch.wait_for_action("delete", "greeter-1").await;
     assert_eq!(actions.len(), 2, "only greeter is watched: {actions:?}");
-}
-
-/// `keelctl` with `args`, to completion.
-fn keelctl(cluster: &TestCluster, args: &[&str]) -> BackgroundOutput {
-    let output = Command::new(keelctl_binary())
-        .arg("--endpoints")
-        .arg(cluster.endpoints_csv())
-        .args(args)
-        .output()
-        .expect("run keelctl");
-    BackgroundOutput {
-        exited: Some(output.status.success()),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
 }
 
 /// A `keelctl` that runs until stopped (`registry register`, `registry watch`) against `endpoints`.

@@ -1,6 +1,6 @@
-//! Keel's native Events service (`keel.v1.Events`), first slice: Publish, Read (from an offset
-//! or a time) and Topics. Validate, propose or read through the keyspace's topic logs, map the
-//! error, answer.
+//! Keel's native Events service (`keel.v1.Events`): Publish, Read (from an offset or a time),
+//! Topics, Groups, SetRetention here; Consume in `events_consume`. Validate, propose or read
+//! through the keyspace's topic logs, map the error, answer.
 
 use std::sync::Arc;
 
@@ -11,10 +11,12 @@ use keel_proto::v1::events_server::Events;
 use tonic::{Request, Response, Status};
 
 use super::status::to_status;
-use crate::command::{Command, CommandResponse, NewEvent, PublishRequest, RangeRequest};
+use crate::command::{
+    Command, CommandResponse, NewEvent, PublishRequest, RangeRequest, Retention, SetRetentionRequest,
+};
 use crate::error::ServerError;
 use crate::member::Member;
-use crate::mvcc::events::{event_key, topic_prefix, StoredEvent};
+use crate::mvcc::events::{event_key, topic_prefix, StoredEvent, TopicState};
 use crate::registry::prefix_end;
 
 /// Events one Publish may carry: one replicated command, under the request size limit.
@@ -48,9 +50,21 @@ pub enum EventsError {
     LimitTooLarge,
     #[error("events: no such topic")]
     NoSuchTopic,
+    #[error("events: the first request of a consume stream must subscribe")]
+    SubscribeFirst,
+    #[error("events: a consume stream subscribes once")]
+    SubscribedTwice,
+    #[error("events: group {0:?} must not contain '/' or NUL and be at most {NAME_BYTES_MAX} bytes")]
+    BadGroup(String),
+    #[error("events: a consumer name is at most {NAME_BYTES_MAX} bytes")]
+    BadConsumer,
+    #[error("events: ack wait must be at most 24h")]
+    AckWaitTooLong,
+    #[error("events: max in flight must be at most {}", keel_client::events::group::IN_FLIGHT_MAX)]
+    InFlightTooLarge,
 }
 
-fn check_topic(topic: &str) -> Result<(), EventsError> {
+pub(super) fn check_topic(topic: &str) -> Result<(), EventsError> {
     if topic.is_empty() {
         return Err(EventsError::EmptyTopic);
     }
@@ -144,13 +158,13 @@ impl EventsService {
 
 /// The first offset whose event is at or after `since_ms` (`next_offset` if none): a binary
 /// search over the topic's offsets, whose timestamps never go backwards.
-fn first_at_or_after(
+pub(super) fn first_at_or_after(
     mvcc: &crate::mvcc::MvccStore,
     topic: &str,
     since_ms: i64,
     next_offset: u64,
 ) -> Result<u64, ServerError> {
-    let first = first_offset(mvcc, topic)?.unwrap_or(next_offset);
+    let first = mvcc.topic(topic).map_or(next_offset, |state| state.first_offset);
     let (mut low, mut high) = (first, next_offset);
     while low < high {
         let middle = low + (high - low) / 2;
@@ -164,14 +178,7 @@ fn first_at_or_after(
     Ok(low)
 }
 
-/// The oldest offset still stored for `topic`.
-fn first_offset(mvcc: &crate::mvcc::MvccStore, topic: &str) -> Result<Option<u64>, ServerError> {
-    let prefix = topic_prefix(topic);
-    let request = RangeRequest { range_end: prefix_end(&prefix), key: prefix, limit: 1, ..RangeRequest::default() };
-    Ok(mvcc.range(&request)?.kvs.first().and_then(|kv| decode(&kv.value)).map(|e| e.offset))
-}
-
-fn decode(value: &[u8]) -> Option<pb::EventMessage> {
+pub(super) fn decode(value: &[u8]) -> Option<pb::EventMessage> {
     let stored: StoredEvent = serde_json::from_slice(value).ok()?;
     Some(pb::EventMessage {
         topic: stored.topic,
@@ -200,11 +207,82 @@ impl Events for EventsService {
     async fn topics(&self, _request: Request<pb::TopicsRequest>) -> Result<Response<pb::TopicsResponse>, Status> {
         self.member.read_barrier().await.map_err(status)?;
         let mvcc = self.member.shared().mvcc();
-        let mut topics = Vec::new();
-        for (topic, state) in mvcc.topics() {
-            let first_offset = first_offset(&mvcc, &topic).map_err(status)?.unwrap_or(state.next_offset);
-            topics.push(pb::TopicInfo { topic, first_offset, next_offset: state.next_offset });
-        }
+        let topics = mvcc.topics().into_iter().map(|(topic, state)| topic_info(&mvcc, topic, &state)).collect();
         Ok(Response::new(pb::TopicsResponse { topics }))
+    }
+
+    type ConsumeStream = super::events_consume::ConsumeStream;
+
+    async fn consume(
+        &self,
+        request: Request<tonic::Streaming<pb::ConsumeRequest>>,
+    ) -> Result<Response<Self::ConsumeStream>, Status> {
+        Ok(Response::new(super::events_consume::consume(self.member.clone(), request.into_inner())))
+    }
+
+    async fn groups(&self, request: Request<pb::GroupsRequest>) -> Result<Response<pb::GroupsResponse>, Status> {
+        let topic = request.into_inner().topic;
+        check_topic(&topic).map_err(|e| status(e.into()))?;
+        self.member.read_barrier().await.map_err(status)?;
+        let mvcc = self.member.shared().mvcc();
+        let state = mvcc.topic(&topic).ok_or_else(|| status(EventsError::NoSuchTopic.into()))?;
+        let info = topic_info(&mvcc, topic, state);
+        Ok(Response::new(pb::GroupsResponse {
+            groups: info.groups,
+            first_offset: info.first_offset,
+            next_offset: info.next_offset,
+        }))
+    }
+
+    async fn set_retention(
+        &self,
+        request: Request<pb::SetRetentionRequest>,
+    ) -> Result<Response<pb::SetRetentionResponse>, Status> {
+        let request = request.into_inner();
+        check_topic(&request.topic).map_err(|e| status(e.into()))?;
+        let limits = request.retention.unwrap_or_default();
+        let nonzero = |n: u64| (n > 0).then_some(n);
+        let retention = Retention {
+            max_events: nonzero(limits.max_events),
+            max_age: nonzero(limits.max_age_ms).map(std::time::Duration::from_millis),
+            max_bytes: nonzero(limits.max_bytes),
+        };
+        let command = Command::SetRetention(SetRetentionRequest { topic: request.topic, retention });
+        let CommandResponse::Topic(response) = self.member.propose(command).await.map_err(status)? else {
+            return Err(status(ServerError::Mismatched));
+        };
+        Ok(Response::new(pb::SetRetentionResponse { revision: response.header_revision }))
+    }
+}
+
+/// A topic as Topics and Groups describe it.
+fn topic_info(mvcc: &crate::mvcc::MvccStore, topic: String, state: &TopicState) -> pb::TopicInfo {
+    let bounds = state.bounds();
+    let groups = mvcc
+        .groups(&topic)
+        .into_iter()
+        .map(|(group, g)| pb::GroupInfo {
+            group,
+            ack_floor: g.ack_floor().max(bounds.first),
+            cursor: g.cursor.max(bounds.first),
+            pending: g.pending.range(bounds.first..).count() as u64,
+            lag: g.lag(bounds),
+            ack_wait_ms: g.options.ack_wait_ms,
+            retry_limit: g.options.retry_limit,
+            max_in_flight: g.options.max_in_flight,
+        })
+        .collect();
+    let retention = state.retention;
+    pb::TopicInfo {
+        topic,
+        first_offset: state.first_offset,
+        next_offset: state.next_offset,
+        size_bytes: state.bytes,
+        retention: Some(pb::Retention {
+            max_events: retention.max_events.unwrap_or(0),
+            max_age_ms: retention.max_age.map_or(0, |age| age.as_millis() as u64),
+            max_bytes: retention.max_bytes.unwrap_or(0),
+        }),
+        groups,
     }
 }

@@ -7,6 +7,7 @@ mod cluster;
 mod config;
 mod convert;
 mod events;
+mod events_consume;
 mod h2_authority;
 mod http;
 mod kv;

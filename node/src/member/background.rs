@@ -1,5 +1,6 @@
 //! The member's background duties, each a task that runs until the member stops: publishing
-//! its attributes, creating the cluster's secret key once, and (on the leader) expiring leases.
+//! its attributes, creating the cluster's secret key once, and (on the leader) expiring leases
+//! and trimming topics to their retention.
 //! They act only through `Member`'s own API, like any client of it.
 
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::Member;
-use crate::command::{Command, LeaseRevokeRequest, MemberAttributes};
+use crate::command::{Command, LeaseRevokeRequest, MemberAttributes, TrimTopicRequest};
 use crate::lease;
 
 /// Publishes this member's name and client URLs through Raft (etcd's "publish"), retrying
@@ -77,4 +78,47 @@ pub(super) async fn expire_leases(member: Arc<Member>, mut stop_rx: watch::Recei
         });
         futures::future::join_all(revokes).await;
     }
+}
+
+/// How often the leader checks topics against their retention limits.
+const RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// On the leader, trims every topic that is over its retention limits, by proposing where to
+/// cut it (the cut depends on the leader's clock; applying it does not).
+pub(super) async fn enforce_retention(member: Arc<Member>, mut stop_rx: watch::Receiver<bool>) {
+    let mut interval = tokio::time::interval(RETENTION_CHECK_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stop_rx.wait_for(|stop| *stop) => return,
+        }
+        if member.metrics().current_leader != Some(member.id) {
+            continue;
+        }
+        for trim in retention_cuts(&member) {
+            let topic = trim.topic.clone();
+            if let Err(e) = member.propose_as_leader(Command::TrimTopic(trim)).await {
+                tracing::debug!(%topic, "trimming a topic to its retention: {e}");
+            }
+        }
+    }
+}
+
+/// The trims the topics need now.
+fn retention_cuts(member: &Member) -> Vec<TrimTopicRequest> {
+    let now_ms = crate::store::now_unix_ms();
+    let mvcc = member.shared.mvcc();
+    let mut trims = Vec::new();
+    for (topic, state) in mvcc.topics() {
+        if state.retention.is_unlimited() {
+            continue;
+        }
+        match mvcc.retention_cut(&topic, now_ms) {
+            Ok(Some(before)) => trims.push(TrimTopicRequest { topic, before }),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(%topic, "computing a topic's retention: {e:?}"),
+        }
+    }
+    trims
 }

@@ -530,7 +530,8 @@ pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
     }
     tokio::spawn(background::publish_attributes(member.clone(), config.advertise_client_urls.clone(), stop_rx.clone()));
     tokio::spawn(background::ensure_secret_key(member.clone(), stop_rx.clone()));
-    tokio::spawn(background::expire_leases(member.clone(), stop_rx));
+    tokio::spawn(background::expire_leases(member.clone(), stop_rx.clone()));
+    tokio::spawn(background::enforce_retention(member.clone(), stop_rx));
     tracing::info!(member_id = %format!("{:x}", member.id), cluster_id = %format!("{:x}", member.cluster_id), "member started");
     Ok(RunningMember { member, client_addrs, peer_addrs, stop_tx, servers })
 }

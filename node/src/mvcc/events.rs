@@ -9,7 +9,9 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use crate::command::{PublishRequest, PublishResponse, Published};
+use keel_client::events::group::{GroupState, LogBounds};
+
+use crate::command::{NewEvent, PublishRequest, PublishResponse, Published, Retention};
 use crate::storage::{Direction, Engine, KeyRange, StorageError, Table};
 
 use super::store::{MvccStore, OpError};
@@ -27,12 +29,24 @@ pub const DEDUP_IDS_MAX: usize = keel_client::events::DEDUP_IDS_MAX;
 /// `Table::StateMeta` prefixes: the topic's state, and its remembered ids.
 const TOPIC_PREFIX: &[u8] = b"mvcc/topic/";
 const TOPIC_ID_PREFIX: &[u8] = b"mvcc/topic-id/";
+const GROUP_PREFIX: &[u8] = b"mvcc/group/";
 
 /// What is remembered per topic.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicState {
     pub next_offset: u64,
     pub last_timestamp_ms: i64,
+    /// The oldest offset kept (retention removes events below it).
+    pub first_offset: u64,
+    /// The stored size of the kept events (their values in the keyspace).
+    pub bytes: u64,
+    pub retention: Retention,
+}
+
+impl TopicState {
+    pub fn bounds(&self) -> LogBounds {
+        LogBounds { first: self.first_offset, next: self.next_offset }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,6 +88,8 @@ pub(super) struct Topics {
     /// Per topic, remembered ids oldest first, and their index for lookups.
     recent: HashMap<String, VecDeque<RememberedId>>,
     by_id: HashMap<(String, String), u64>,
+    /// Consumer groups by (topic, group).
+    pub(super) groups: BTreeMap<(String, String), GroupState>,
 }
 
 impl Topics {
@@ -88,6 +104,12 @@ impl Topics {
             .into_iter()
             .map(|(_, value)| postcard::from_bytes(&value).map_err(|e| corrupt("topic id", e)))
             .collect::<Result<_, _>>()?;
+        for (key, value) in scan_meta(engine, GROUP_PREFIX)? {
+            let name = String::from_utf8_lossy(&key[GROUP_PREFIX.len()..]).into_owned();
+            let Some((topic, group)) = name.split_once('\0') else { continue };
+            let state = postcard::from_bytes(&value).map_err(|e| corrupt("group", e))?;
+            topics.groups.insert((topic.to_string(), group.to_string()), state);
+        }
         remembered.sort_by_key(|r| (r.timestamp_ms, r.offset));
         for entry in remembered {
             topics.by_id.insert((entry.topic.clone(), entry.id.clone()), entry.offset);
@@ -120,7 +142,16 @@ fn id_key(topic: &str, id: &str) -> Vec<u8> {
     key
 }
 
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StorageError> {
+/// The `StateMeta` key of a group's state.
+pub(super) fn group_key(topic: &str, group: &str) -> Vec<u8> {
+    let mut key = GROUP_PREFIX.to_vec();
+    key.extend_from_slice(topic.as_bytes());
+    key.push(0);
+    key.extend_from_slice(group.as_bytes());
+    key
+}
+
+pub(super) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StorageError> {
     postcard::to_allocvec(value).map_err(|e| StorageError(format!("mvcc: cannot encode: {e}")))
 }
 
@@ -136,17 +167,32 @@ impl MvccStore {
     }
 
     pub(super) fn apply_publish(&mut self, request: &PublishRequest) -> Result<PublishResponse, OpError> {
-        use base64::Engine as _;
-        let topic = request.topic.clone();
-        let mut state = self.topics.states.get(&topic).cloned().unwrap_or_default();
+        let mut state = self.topics.states.get(&request.topic).cloned().unwrap_or_default();
         let timestamp_ms = request.timestamp_ms.max(state.last_timestamp_ms);
-        self.forget_ids(&topic, timestamp_ms);
+        self.forget_ids(&request.topic, timestamp_ms);
         let mut txn = self.begin_write();
-        let mut results = Vec::with_capacity(request.events.len());
-        let mut outcome = Ok(());
-        for event in &request.events {
+        let outcome = self.append_events(&mut txn, &request.topic, &mut state, &request.events, timestamp_ms);
+        self.end_write(txn);
+        let results = outcome?;
+        self.save_topic(&request.topic, state)?;
+        Ok(PublishResponse { header_revision: self.current_revision, timestamp_ms, results })
+    }
+
+    /// Appends `events` to `topic` at its next offsets (ids seen within the window excepted) in
+    /// `txn`, advancing `state`, which the caller saves.
+    pub(super) fn append_events(
+        &mut self,
+        txn: &mut super::store::WriteTxn,
+        topic: &str,
+        state: &mut TopicState,
+        events: &[NewEvent],
+        timestamp_ms: i64,
+    ) -> Result<Vec<Published>, OpError> {
+        use base64::Engine as _;
+        let mut results = Vec::with_capacity(events.len());
+        for event in events {
             if !event.id.is_empty() {
-                if let Some(offset) = self.topics.by_id.get(&(topic.clone(), event.id.clone())) {
+                if let Some(offset) = self.topics.by_id.get(&(topic.to_string(), event.id.clone())) {
                     results.push(Published { offset: *offset, duplicate: true });
                     continue;
                 }
@@ -154,7 +200,7 @@ impl MvccStore {
             let offset = state.next_offset;
             state.next_offset += 1;
             let stored = StoredEvent {
-                topic: topic.clone(),
+                topic: topic.to_string(),
                 offset,
                 id: event.id.clone(),
                 timestamp_ms,
@@ -163,27 +209,25 @@ impl MvccStore {
             };
             // A struct of strings, maps and integers always serialises.
             let value = serde_json::to_vec(&stored).unwrap_or_default();
-            outcome = self.put_key(&mut txn, &event_key(&topic, offset), value, 0);
-            if outcome.is_err() {
-                break;
-            }
+            state.bytes += value.len() as u64;
+            self.put_key(txn, &event_key(topic, offset), value, 0)?;
             if !event.id.is_empty() {
-                outcome =
-                    self.remember_id(RememberedId { topic: topic.clone(), id: event.id.clone(), offset, timestamp_ms });
-                if outcome.is_err() {
-                    break;
-                }
+                let id = event.id.clone();
+                self.remember_id(RememberedId { topic: topic.to_string(), id, offset, timestamp_ms })?;
             }
             results.push(Published { offset, duplicate: false });
         }
-        self.end_write(txn);
-        outcome?;
         state.last_timestamp_ms = timestamp_ms;
+        Ok(results)
+    }
+
+    /// Stages `state` as `topic`'s and keeps it in memory.
+    pub(super) fn save_topic(&mut self, topic: &str, state: TopicState) -> Result<(), StorageError> {
         let mut key = TOPIC_PREFIX.to_vec();
         key.extend_from_slice(topic.as_bytes());
         self.stage_meta(key, Some(encode(&state)?));
-        self.topics.states.insert(topic, state);
-        Ok(PublishResponse { header_revision: self.current_revision, timestamp_ms, results })
+        self.topics.states.insert(topic.to_string(), state);
+        Ok(())
     }
 
     fn remember_id(&mut self, entry: RememberedId) -> Result<(), StorageError> {

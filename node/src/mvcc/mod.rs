@@ -18,6 +18,9 @@
 //! - `compaction`: the Compact command.
 //! - `lease`: leases, their keys, LeaseGrant / LeaseRevoke / Register.
 //! - `event`: the changes each write makes, for watchers, and reading them back from history.
+//! - `events`: topics as offset-indexed logs (Publish, de-duplication by id).
+//! - `groups`: consumer groups' replicated positions (join, claim, settle, dead letters).
+//! - `retention`: topic retention limits and trims.
 //! - `error`: [`MvccError`].
 //!
 //! Tests: `tests` (etcd's rules, table-driven) and `model_tests` (a property test against a
@@ -27,9 +30,11 @@ mod compaction;
 mod error;
 mod event;
 pub mod events;
+mod groups;
 mod key_index;
 mod lease;
 mod range;
+mod retention;
 mod revision;
 mod store;
 mod txn;
@@ -42,4 +47,5 @@ mod tests;
 pub use error::MvccError;
 pub use event::{Event, EventKind, HistoryPage};
 pub use lease::Lease;
+pub use retention::TRIM_STEP_MAX;
 pub use store::MvccStore;

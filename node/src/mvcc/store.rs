@@ -196,6 +196,11 @@ impl MvccStore {
             Command::Register(request) => self.apply_register(request).map(CommandResponse::Register),
             Command::LeasedPut(request) => self.apply_leased_put(request).map(CommandResponse::LeasedPut),
             Command::Publish(request) => self.apply_publish(request).map(CommandResponse::Publish),
+            Command::GroupJoin(request) => self.apply_group_join(request).map(CommandResponse::GroupJoin),
+            Command::GroupClaim(request) => self.apply_group_claim(request).map(CommandResponse::GroupClaim),
+            Command::GroupSettle(request) => self.apply_group_settle(request).map(CommandResponse::GroupSettle),
+            Command::SetRetention(request) => self.apply_set_retention(request).map(CommandResponse::Topic),
+            Command::TrimTopic(request) => self.apply_trim_topic(request).map(CommandResponse::Topic),
             // Not keyspace commands: the state machine applies them.
             Command::PublishMember(_) | Command::InitSecretKey(_) => Ok(CommandResponse::None),
         };

@@ -1,9 +1,12 @@
 //! `keelctl events ...`: one function per subcommand, each parse → call → print.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use clap::Subcommand;
-use keel_client::events::{Events, GrpcEvents, PublishOptions, ReadOptions, Start};
+use futures::StreamExt;
+use keel_client::events::{
+    ConsumeOptions, ConsumeStart, Events, GrpcEvents, PublishOptions, ReadOptions, Retention, Start,
+};
 
 use crate::output;
 use crate::shared::parse_key_value;
@@ -37,8 +40,45 @@ pub enum Command {
         #[arg(long, value_name = "N")]
         limit: Option<u32>,
     },
-    /// Shows every topic with its first and next offsets.
+    /// Shows every topic with its first and next offsets, size and groups.
     Topics,
+    /// Receives events of TOPIC as they come, one line each, acknowledging each once printed;
+    /// with --group, each event goes to one consumer of the group, which resumes where it
+    /// left off. Runs until interrupted, or until --count events.
+    Consume {
+        topic: String,
+        /// A consumer group; without one, this consumer alone sees every event from --start.
+        #[arg(long)]
+        group: Option<String>,
+        /// Where a new group (or a consumer without group) starts: earliest, latest, an offset
+        /// or an RFC 3339 time. An existing group keeps its place.
+        #[arg(long, value_name = "earliest|latest|OFFSET|RFC3339", default_value = "earliest", value_parser = parse_start)]
+        start: ConsumeStart,
+        /// Seconds an event waits for its acknowledgement before it is delivered again.
+        #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+        ack_wait: Option<Duration>,
+        /// Deliveries after the first before an event goes to TOPIC.dead-letter.
+        #[arg(long, value_name = "N")]
+        retry_limit: Option<u32>,
+        /// Exit after N events.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+        /// Do not acknowledge: count events as acknowledged when they are delivered.
+        #[arg(long)]
+        auto_ack: bool,
+    },
+    /// Shows the consumer groups of TOPIC: acknowledged position, pending events and lag.
+    Groups { topic: String },
+    /// Sets how much of TOPIC is kept (0: no limit); the oldest events beyond go.
+    Retention {
+        topic: String,
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        max_events: u64,
+        #[arg(long, value_name = "SECS", default_value_t = 0)]
+        max_age: u64,
+        #[arg(long, value_name = "BYTES", default_value_t = 0)]
+        max_bytes: u64,
+    },
 }
 
 pub async fn run(command: Command, endpoints: &[String], format: Format) -> anyhow::Result<()> {
@@ -62,6 +102,67 @@ pub async fn run(command: Command, endpoints: &[String], format: Format) -> anyh
             }
         }
         Command::Topics => output::topics(format, &events.topics().await?),
+        Command::Consume { topic, group, start, ack_wait, retry_limit, count, auto_ack } => {
+            let options = ConsumeOptions { group, start, auto_ack, ack_wait, retry_limit, ..ConsumeOptions::default() };
+            consume(&events, &topic, options, count, format).await
+        }
+        Command::Groups { topic } => match events.groups(&topic).await {
+            Ok(groups) => output::groups(format, &groups),
+            Err(keel_client::Error::NotFound) => anyhow::bail!("events: no such topic {topic:?}"),
+            Err(error) => Err(error.into()),
+        },
+        Command::Retention { topic, max_events, max_age, max_bytes } => {
+            let nonzero = |n: u64| (n > 0).then_some(n);
+            let retention = Retention {
+                max_events: nonzero(max_events),
+                max_age: nonzero(max_age).map(Duration::from_secs),
+                max_bytes: nonzero(max_bytes),
+            };
+            events.set_retention(&topic, retention).await?;
+            Ok(())
+        }
+    }
+}
+
+/// Prints each delivery, then acknowledges it; stops after `count` events. An event is printed
+/// before its ack is replicated, so one printed just before a crash may come again: at least
+/// once, never lost.
+async fn consume(
+    events: &GrpcEvents,
+    topic: &str,
+    options: ConsumeOptions,
+    count: Option<u64>,
+    format: Format,
+) -> anyhow::Result<()> {
+    let mut subscription = events.consume(topic, options).await?;
+    let mut received = 0;
+    while count.is_none_or(|count| received < count) {
+        let Some(delivery) = subscription.next().await else { break };
+        let delivery = delivery?;
+        output::delivery(format, &delivery.event, delivery.deliveries)?;
+        delivery.ack().await?;
+        received += 1;
+    }
+    Ok(())
+}
+
+fn parse_start(text: &str) -> Result<ConsumeStart, String> {
+    match text {
+        "earliest" => Ok(ConsumeStart::Earliest),
+        "latest" => Ok(ConsumeStart::Latest),
+        _ => match text.parse::<u64>() {
+            Ok(offset) => Ok(ConsumeStart::Offset(offset)),
+            Err(_) => parse_rfc3339(text)
+                .map(ConsumeStart::Since)
+                .map_err(|_| format!("{text:?} is not earliest, latest, an offset or an RFC 3339 time")),
+        },
+    }
+}
+
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    match text.parse::<f64>() {
+        Ok(seconds) if seconds > 0.0 && seconds.is_finite() => Ok(Duration::from_secs_f64(seconds)),
+        _ => Err(format!("{text:?} is not a positive number of seconds")),
     }
 }
 

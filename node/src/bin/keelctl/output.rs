@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use keel_client::config::{Value, DEFAULT_NAMESPACE};
-use keel_client::events::{Event, Published, TopicInfo};
+use keel_client::events::{Event, GroupInfo, Published, TopicInfo};
 use keel_client::registry::{go_json, Service, WatchResult};
 use keel_client::store::Record;
 use serde::Serialize;
@@ -20,6 +20,7 @@ const HEADER: [&str; 5] = ["SERVICE", "VERSION", "NODE", "ADDRESS", "METADATA"];
 const RECORD_HEADER: [&str; 5] = ["KEY", "VALUE", "METADATA", "TTL", "EXPIRES"];
 const EVENT_HEADER: [&str; 4] = ["OFFSET", "TIMESTAMP", "METADATA", "PAYLOAD"];
 const TOPIC_HEADER: [&str; 3] = ["TOPIC", "FIRST OFFSET", "NEXT OFFSET"];
+const GROUP_HEADER: [&str; 5] = ["GROUP", "ACKED BELOW", "NEXT NEW", "PENDING", "LAG"];
 
 /// Services as an aligned table (one row per node) or as one JSON array.
 pub fn services(format: Format, services: &[Service]) -> anyhow::Result<()> {
@@ -232,40 +233,111 @@ pub fn published(format: Format, topic: &str, published: Published) -> anyhow::R
 pub fn events(format: Format, events: &[Event]) -> anyhow::Result<()> {
     match format {
         Format::Json => {
-            #[derive(Serialize)]
-            struct EventJson<'a> {
-                topic: &'a str,
-                offset: u64,
-                #[serde(skip_serializing_if = "Option::is_none")]
-                id: Option<&'a str>,
-                timestamp: String,
-                metadata: &'a BTreeMap<String, String>,
-                payload: String,
-                #[serde(skip_serializing_if = "Option::is_none")]
-                payload_encoding: Option<&'a str>,
-            }
             let mut stdout = io::stdout().lock();
             for event in events {
-                let (payload, payload_encoding) = match std::str::from_utf8(&event.payload) {
-                    Ok(text) => (text.to_string(), None),
-                    Err(_) => (BASE64.encode(&event.payload), Some("base64")),
-                };
-                let json = EventJson {
-                    topic: &event.topic,
-                    offset: event.offset,
-                    id: event.id.as_deref(),
-                    timestamp: rfc3339_millis(event.timestamp),
-                    metadata: &event.metadata,
-                    payload,
-                    payload_encoding,
-                };
-                writeln!(stdout, "{}", serde_json::to_string(&json)?)?;
+                writeln!(stdout, "{}", event_json(event, None)?)?;
             }
             Ok(stdout.flush()?)
         }
         Format::Table => {
             let rows: Vec<[String; 4]> = events.iter().map(event_row).collect();
             table(EVENT_HEADER, &rows)
+        }
+    }
+}
+
+/// One consumed event, on one line as it arrives: the JSON of [`events`] plus `deliveries`,
+/// or the table's columns separated by tabs (with the delivery count when it is a redelivery).
+pub fn delivery(format: Format, event: &Event, deliveries: u32) -> anyhow::Result<()> {
+    match format {
+        Format::Json => line(&event_json(event, Some(deliveries))?),
+        Format::Table => {
+            let mut columns = event_row(event).to_vec();
+            if deliveries > 1 {
+                columns.push(format!("(delivery {deliveries})"));
+            }
+            line(&columns.join("\t"))
+        }
+    }
+}
+
+fn event_json(event: &Event, deliveries: Option<u32>) -> anyhow::Result<String> {
+    #[derive(Serialize)]
+    struct EventJson<'a> {
+        topic: &'a str,
+        offset: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a str>,
+        timestamp: String,
+        metadata: &'a BTreeMap<String, String>,
+        payload: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        payload_encoding: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        deliveries: Option<u32>,
+    }
+    let (payload, payload_encoding) = match std::str::from_utf8(&event.payload) {
+        Ok(text) => (text.to_string(), None),
+        Err(_) => (BASE64.encode(&event.payload), Some("base64")),
+    };
+    let json = EventJson {
+        topic: &event.topic,
+        offset: event.offset,
+        id: event.id.as_deref(),
+        timestamp: rfc3339_millis(event.timestamp),
+        metadata: &event.metadata,
+        payload,
+        payload_encoding,
+        deliveries,
+    };
+    Ok(serde_json::to_string(&json)?)
+}
+
+/// Consumer groups: a table, or one JSON array of objects.
+pub fn groups(format: Format, groups: &[GroupInfo]) -> anyhow::Result<()> {
+    match format {
+        Format::Json => {
+            #[derive(Serialize)]
+            struct GroupJson<'a> {
+                group: &'a str,
+                ack_floor: u64,
+                cursor: u64,
+                pending: u64,
+                lag: u64,
+                ack_wait_ms: u128,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                retry_limit: Option<u32>,
+                max_in_flight: u32,
+            }
+            let groups: Vec<GroupJson<'_>> = groups
+                .iter()
+                .map(|g| GroupJson {
+                    group: &g.group,
+                    ack_floor: g.ack_floor,
+                    cursor: g.cursor,
+                    pending: g.pending,
+                    lag: g.lag,
+                    ack_wait_ms: g.ack_wait.as_millis(),
+                    retry_limit: g.retry_limit,
+                    max_in_flight: g.max_in_flight,
+                })
+                .collect();
+            line(&serde_json::to_string(&groups)?)
+        }
+        Format::Table => {
+            let rows: Vec<[String; 5]> = groups
+                .iter()
+                .map(|g| {
+                    [
+                        cell(&g.group),
+                        g.ack_floor.to_string(),
+                        g.cursor.to_string(),
+                        g.pending.to_string(),
+                        g.lag.to_string(),
+                    ]
+                })
+                .collect();
+            table(GROUP_HEADER, &rows)
         }
     }
 }

@@ -343,8 +343,15 @@ impl Model {
                     Ok(CommandResponse::LeaseRevoke(LeaseRevokeResponse { header_revision: self.current() }))
                 }
             }
-            Command::Register(_) | Command::LeasedPut(_) | Command::Publish(_) => {
-                unreachable!("tested in mvcc::tests::lease and mvcc::tests::events")
+            Command::Register(_)
+            | Command::LeasedPut(_)
+            | Command::Publish(_)
+            | Command::GroupJoin(_)
+            | Command::GroupClaim(_)
+            | Command::GroupSettle(_)
+            | Command::SetRetention(_)
+            | Command::TrimTopic(_) => {
+                unreachable!("tested in mvcc::tests::lease, mvcc::tests::events and mvcc::tests::groups")
             }
             Command::InitSecretKey(_) => Ok(CommandResponse::None),
             Command::PublishMember(_) => Ok(CommandResponse::None),

@@ -2,6 +2,7 @@
 //! and persistence here; ranges in `range`, compares and transactions in `txn`.
 
 mod events;
+mod groups;
 mod lease;
 mod range;
 mod txn;

@@ -1,0 +1,88 @@
+//! Topic retention: the limits a topic keeps (events, age, bytes), where the leader would cut
+//! it now, and the trim itself. The cut depends on the clock, so the leader computes it
+//! ([`MvccStore::retention_cut`]) and proposes `TrimTopic` with the offset: applying a trim is
+//! deterministic.
+
+use crate::command::{RangeRequest, SetRetentionRequest, TopicResponse, TrimTopicRequest};
+use crate::registry::prefix_end;
+
+use super::events::{event_key, topic_prefix, StoredEvent};
+use super::range::KeySpan;
+use super::store::{MvccStore, OpError};
+use super::MvccError;
+
+/// Events one trim removes at most (the leader trims a long backlog in steps): bounds the
+/// memory and the size of one command's changes.
+pub const TRIM_STEP_MAX: u64 = 10_000;
+
+impl MvccStore {
+    pub(super) fn apply_set_retention(&mut self, request: &SetRetentionRequest) -> Result<TopicResponse, OpError> {
+        let mut state = self.topic(&request.topic).cloned().unwrap_or_default();
+        state.retention = request.retention;
+        let first_offset = state.first_offset;
+        self.save_topic(&request.topic, state)?;
+        Ok(TopicResponse { header_revision: self.current_revision, first_offset })
+    }
+
+    /// Deletes the topic's events below `before` (never past its end), each deletion a watch
+    /// event, and moves its first offset there.
+    pub(super) fn apply_trim_topic(&mut self, request: &TrimTopicRequest) -> Result<TopicResponse, OpError> {
+        let Some(mut state) = self.topic(&request.topic).cloned() else {
+            return Ok(TopicResponse { header_revision: self.current_revision, first_offset: 0 });
+        };
+        let before = request.before.min(state.next_offset).min(state.first_offset + TRIM_STEP_MAX);
+        if before <= state.first_offset {
+            return Ok(TopicResponse { header_revision: self.current_revision, first_offset: state.first_offset });
+        }
+        let (from, to) = (event_key(&request.topic, state.first_offset), event_key(&request.topic, before));
+        let freed: u64 = self.event_values(&from, &to)?.iter().map(|value| value.len() as u64).sum();
+        let mut txn = self.begin_write();
+        let outcome = self.delete_span(&mut txn, KeySpan::Range { from: &from, to: Some(&to) });
+        self.end_write(txn);
+        outcome?;
+        state.first_offset = before;
+        state.bytes = state.bytes.saturating_sub(freed);
+        self.save_topic(&request.topic, state)?;
+        Ok(TopicResponse { header_revision: self.current_revision, first_offset: before })
+    }
+
+    /// The offset the topic should be trimmed to now under its retention, if that is past its
+    /// first offset.
+    pub fn retention_cut(&self, topic: &str, now_ms: i64) -> Result<Option<u64>, MvccError> {
+        let Some(state) = self.topic(topic) else { return Ok(None) };
+        let limits = state.retention;
+        let mut cut = state.first_offset;
+        if let Some(max_events) = limits.max_events {
+            cut = cut.max(state.next_offset.saturating_sub(max_events));
+        }
+        let needs_scan = limits.max_age.is_some() || limits.max_bytes.is_some_and(|max| state.bytes > max);
+        if needs_scan {
+            let oldest_kept_ms = limits.max_age.map(|age| now_ms.saturating_sub(age.as_millis() as i64));
+            let mut excess = limits.max_bytes.map_or(0, |max| state.bytes.saturating_sub(max));
+            let prefix = topic_prefix(topic);
+            for value in self.event_values(&event_key(topic, cut), &prefix_end(&prefix))? {
+                let Ok(event) = serde_json::from_slice::<StoredEvent>(&value) else { break };
+                let too_old = oldest_kept_ms.is_some_and(|oldest| event.timestamp_ms < oldest);
+                if !too_old && excess == 0 {
+                    break;
+                }
+                excess = excess.saturating_sub(value.len() as u64);
+                cut = event.offset + 1;
+            }
+        }
+        let cut = cut.min(state.first_offset + TRIM_STEP_MAX);
+        Ok((cut > state.first_offset).then_some(cut))
+    }
+
+    /// The stored values of the event keys in [from, to), in offset order, at most
+    /// [`TRIM_STEP_MAX`] of them.
+    fn event_values(&self, from: &[u8], to: &[u8]) -> Result<Vec<Vec<u8>>, MvccError> {
+        let range = RangeRequest {
+            key: from.to_vec(),
+            range_end: to.to_vec(),
+            limit: TRIM_STEP_MAX as i64,
+            ..RangeRequest::default()
+        };
+        Ok(self.range(&range)?.kvs.into_iter().map(|kv| kv.value).collect())
+    }
+}
