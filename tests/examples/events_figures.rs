@@ -175,14 +175,14 @@ async fn keel() {
         elapsed.as_secs_f64()
     );
     for consumers in GROUP_CONSUMERS {
-        group_consume(&endpoints, &topic, consumers).await;
+        group_consume(&endpoints, &topic, read, consumers).await;
     }
 }
 
-/// A new group of `consumers` (keel-client, one per member in turn) consumes `topic` from the
-/// start for [`PHASE`], acknowledging each event and waiting for the ack's confirmation:
-/// acknowledged events/s.
-async fn group_consume(endpoints: &[String], topic: &str, consumers: usize) {
+/// A new group of `consumers` (keel-client, one per member in turn) consumes the `total` events
+/// of `topic` from the start (for at most [`PHASE`]), acknowledging each event and waiting for
+/// the ack's confirmation: acknowledged events/s until the last ack.
+async fn group_consume(endpoints: &[String], topic: &str, total: u64, consumers: usize) {
     use futures::StreamExt;
     use keel_client::events::{ConsumeOptions, Events, GrpcEvents};
     let acked = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -194,6 +194,8 @@ async fn group_consume(endpoints: &[String], topic: &str, consumers: usize) {
             let members = endpoints.len();
             endpoints.rotate_left(c % members);
             let (topic, group, acked) = (topic.to_string(), group.clone(), acked.clone());
+            // Every consumer stops once the group has acknowledged everything.
+            let all_acked = acked.clone();
             tokio::spawn(async move {
                 let events = GrpcEvents::connect(&endpoints).await.expect("client");
                 let options = ConsumeOptions { group: Some(group), ..ConsumeOptions::default() };
@@ -207,9 +209,16 @@ async fn group_consume(endpoints: &[String], topic: &str, consumers: usize) {
                             _ => break,
                         },
                         Some(ok) = pending.next(), if !pending.is_empty() => {
-                            acked.fetch_add(u64::from(ok), Ordering::Relaxed);
+                            if acked.fetch_add(u64::from(ok), Ordering::Relaxed) + u64::from(ok) >= total {
+                                break;
+                            }
                         }
                         _ = tokio::time::sleep_until(deadline.into()) => break,
+                        _ = tokio::time::sleep(Duration::from_millis(50)) => {
+                            if all_acked.load(Ordering::Relaxed) >= total {
+                                break;
+                            }
+                        }
                     }
                 }
             })

@@ -1,7 +1,7 @@
 //! Consuming event logs on a real 3-member cluster: keelctl publishers and consumer groups
 //! across kill -9 of every member, a three-consumer group across kill -9 of the leader
 //! (at least once, nothing acknowledged redelivered), retention, and the client's conformance
-//! suite over gRPC.
+//! and Broker suites over gRPC.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -272,4 +272,12 @@ async fn grpc_events_pass_the_conformance_suite() {
     let cluster = TestCluster::start(Server::Keel, 3).await;
     let events = GrpcEvents::connect(&cluster.endpoints()).await.expect("client");
     keel_client::events::conformance::run(Arc::new(events)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_broker_over_grpc_events_passes_the_broker_suite() {
+    let cluster = TestCluster::start(Server::Keel, 3).await;
+    let events = GrpcEvents::connect(&cluster.endpoints()).await.expect("client");
+    let broker = keel_client::broker::EventsBroker::new(Arc::new(events));
+    keel_client::broker::conformance::run(Arc::new(broker)).await;
 }

@@ -19,7 +19,7 @@ use crate::Format;
 const HEADER: [&str; 5] = ["SERVICE", "VERSION", "NODE", "ADDRESS", "METADATA"];
 const RECORD_HEADER: [&str; 5] = ["KEY", "VALUE", "METADATA", "TTL", "EXPIRES"];
 const EVENT_HEADER: [&str; 4] = ["OFFSET", "TIMESTAMP", "METADATA", "PAYLOAD"];
-const TOPIC_HEADER: [&str; 3] = ["TOPIC", "FIRST OFFSET", "NEXT OFFSET"];
+const TOPIC_HEADER: [&str; 5] = ["TOPIC", "FIRST OFFSET", "NEXT OFFSET", "SIZE", "GROUPS"];
 const GROUP_HEADER: [&str; 5] = ["GROUP", "ACKED BELOW", "NEXT NEW", "PENDING", "LAG"];
 
 /// Services as an aligned table (one row per node) or as one JSON array.
@@ -296,34 +296,7 @@ fn event_json(event: &Event, deliveries: Option<u32>) -> anyhow::Result<String> 
 /// Consumer groups: a table, or one JSON array of objects.
 pub fn groups(format: Format, groups: &[GroupInfo]) -> anyhow::Result<()> {
     match format {
-        Format::Json => {
-            #[derive(Serialize)]
-            struct GroupJson<'a> {
-                group: &'a str,
-                ack_floor: u64,
-                cursor: u64,
-                pending: u64,
-                lag: u64,
-                ack_wait_ms: u128,
-                #[serde(skip_serializing_if = "Option::is_none")]
-                retry_limit: Option<u32>,
-                max_in_flight: u32,
-            }
-            let groups: Vec<GroupJson<'_>> = groups
-                .iter()
-                .map(|g| GroupJson {
-                    group: &g.group,
-                    ack_floor: g.ack_floor,
-                    cursor: g.cursor,
-                    pending: g.pending,
-                    lag: g.lag,
-                    ack_wait_ms: g.ack_wait.as_millis(),
-                    retry_limit: g.retry_limit,
-                    max_in_flight: g.max_in_flight,
-                })
-                .collect();
-            line(&serde_json::to_string(&groups)?)
-        }
+        Format::Json => line(&serde_json::to_string(&groups.iter().map(GroupJson::from).collect::<Vec<_>>())?),
         Format::Table => {
             let rows: Vec<[String; 5]> = groups
                 .iter()
@@ -342,7 +315,36 @@ pub fn groups(format: Format, groups: &[GroupInfo]) -> anyhow::Result<()> {
     }
 }
 
-/// Topics: a table, or one JSON array of `{"topic","first_offset","next_offset"}`.
+#[derive(Serialize)]
+struct GroupJson<'a> {
+    group: &'a str,
+    ack_floor: u64,
+    cursor: u64,
+    pending: u64,
+    lag: u64,
+    ack_wait_ms: u128,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_limit: Option<u32>,
+    max_in_flight: u32,
+}
+
+impl<'a> From<&'a GroupInfo> for GroupJson<'a> {
+    fn from(g: &'a GroupInfo) -> Self {
+        GroupJson {
+            group: &g.group,
+            ack_floor: g.ack_floor,
+            cursor: g.cursor,
+            pending: g.pending,
+            lag: g.lag,
+            ack_wait_ms: g.ack_wait.as_millis(),
+            retry_limit: g.retry_limit,
+            max_in_flight: g.max_in_flight,
+        }
+    }
+}
+
+/// Topics: a table (groups as `name (lag N)`), or one JSON array of objects with `topic`,
+/// `first_offset`, `next_offset`, `size_bytes` and `groups`.
 pub fn topics(format: Format, topics: &[TopicInfo]) -> anyhow::Result<()> {
     match format {
         Format::Json => {
@@ -351,6 +353,8 @@ pub fn topics(format: Format, topics: &[TopicInfo]) -> anyhow::Result<()> {
                 topic: &'a str,
                 first_offset: u64,
                 next_offset: u64,
+                size_bytes: u64,
+                groups: Vec<GroupJson<'a>>,
             }
             let topics: Vec<TopicJson<'_>> = topics
                 .iter()
@@ -358,14 +362,26 @@ pub fn topics(format: Format, topics: &[TopicInfo]) -> anyhow::Result<()> {
                     topic: &info.topic,
                     first_offset: info.first_offset,
                     next_offset: info.next_offset,
+                    size_bytes: info.size_bytes,
+                    groups: info.groups.iter().map(GroupJson::from).collect(),
                 })
                 .collect();
             line(&serde_json::to_string(&topics)?)
         }
         Format::Table => {
-            let rows: Vec<[String; 3]> = topics
+            let rows: Vec<[String; 5]> = topics
                 .iter()
-                .map(|info| [cell(&info.topic), info.first_offset.to_string(), info.next_offset.to_string()])
+                .map(|info| {
+                    let groups: Vec<String> =
+                        info.groups.iter().map(|g| format!("{} (lag {})", cell(&g.group), g.lag)).collect();
+                    [
+                        cell(&info.topic),
+                        info.first_offset.to_string(),
+                        info.next_offset.to_string(),
+                        info.size_bytes.to_string(),
+                        groups.join(", "),
+                    ]
+                })
                 .collect();
             table(TOPIC_HEADER, &rows)
         }
