@@ -3,6 +3,7 @@
 //! barrier, read the keyspace, describe the cluster.
 
 mod background;
+mod read_barrier;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -24,7 +25,7 @@ use crate::lease;
 use crate::limits::{GRPC_OVERHEAD_BYTES, REQUEST_TIMEOUT};
 use crate::raft::{
     self, AckPolicy, ClientWriteError, Config, ForwardError, ForwardRequest, ForwardResponse, LeaseAuthority,
-    LeaseTime, LogStore, MemberId, MemberNode, NetworkFactory, PeerClients, PeerService, Raft, RaftMetrics, ReadPolicy,
+    LeaseTime, LogStore, MemberId, MemberNode, NetworkFactory, PeerClients, PeerService, Raft, RaftMetrics,
     SharedState, SnapshotPolicy, StateMachine,
 };
 use crate::storage::{Durability, Engine, RocksEngine, Table, WriteBatch};
@@ -68,10 +69,13 @@ pub struct Member {
     leases: LeaseAuthority,
     engine: Arc<dyn Engine>,
     peers: PeerClients,
+    /// Itself, for tasks that outlive one request (shared read-barrier rounds).
+    me: std::sync::Weak<Member>,
+    read_rounds: read_barrier::ReadRounds,
 }
 
 /// What happened to one attempt at a request.
-enum Attempt<T> {
+pub(super) enum Attempt<T> {
     Done(Result<T, ServerError>),
     /// Nothing was proposed (no leader, or not the leader any more): try again.
     Retry,
@@ -199,25 +203,9 @@ impl Member {
         }
     }
 
-    /// Waits until this member has applied everything committed before the call (ReadIndex
-    /// through the leader), so that a read that follows is linearizable.
-    pub async fn read_barrier(&self) -> Result<(), ServerError> {
-        if self.unsafe_stale_reads {
-            return Ok(());
-        }
-        self.through_leader(|leader, deadline| async move {
-            if leader == self.id {
-                self.read_barrier_local(deadline).await
-            } else {
-                self.read_barrier_forwarded(leader, deadline).await
-            }
-        })
-        .await
-    }
-
     /// Runs `attempt` against the current leader until it is done or `REQUEST_TIMEOUT` passes,
     /// retrying only attempts that certainly had no effect (no leader, or not the leader any more).
-    async fn through_leader<T, F, Fut>(&self, attempt: F) -> Result<T, ServerError>
+    pub(super) async fn through_leader<T, F, Fut>(&self, attempt: F) -> Result<T, ServerError>
     where
         F: Fn(MemberId, Instant) -> Fut,
         Fut: std::future::Future<Output = Attempt<T>>,
@@ -241,16 +229,6 @@ impl Member {
             Attempt::Done(Ok(ForwardResponse::Write(Err(raft::ForwardError::NotLeader { .. })))) => Attempt::Retry,
             // Proposed but not known to be applied, or a reply we cannot read: indeterminate.
             Attempt::Done(Ok(_)) => Attempt::Done(Err(ServerError::Timeout)),
-            Attempt::Done(Err(e)) => Attempt::Done(Err(e)),
-            Attempt::Retry => Attempt::Retry,
-        }
-    }
-
-    async fn read_barrier_forwarded(&self, leader: MemberId, deadline: Instant) -> Attempt<()> {
-        match self.forward(leader, ForwardRequest::ReadIndex, deadline).await {
-            Attempt::Done(Ok(ForwardResponse::ReadIndex(Ok(index)))) => self.wait_applied(index, deadline).await,
-            // Nothing was read: asking again is always safe.
-            Attempt::Done(Ok(_)) => Attempt::Retry,
             Attempt::Done(Err(e)) => Attempt::Done(Err(e)),
             Attempt::Retry => Attempt::Retry,
         }
@@ -283,27 +261,12 @@ impl Member {
         }
     }
 
-    async fn read_barrier_local(&self, deadline: Instant) -> Attempt<()> {
-        let barrier = tokio::time::timeout_at(deadline, self.raft.ensure_linearizable(ReadPolicy::ReadIndex));
-        match barrier.await {
-            Err(_) => Attempt::Done(Err(ServerError::Timeout)),
-            Ok(Ok(_)) => Attempt::Done(Ok(())),
-            Ok(Err(e)) if e.fatal().is_some() => Attempt::Done(Err(ServerError::Stopped)),
-            // Not the leader any more, or no quorum answered yet: nothing was read, try again.
-            Ok(Err(_)) => Attempt::Retry,
-        }
-    }
-
-    async fn wait_applied(&self, index: u64, deadline: Instant) -> Attempt<()> {
-        let timeout = deadline.saturating_duration_since(Instant::now());
-        match self.raft.wait(Some(timeout)).applied_index_at_least(Some(index), "read barrier").await {
-            Ok(_) => Attempt::Done(Ok(())),
-            Err(openraft::metrics::WaitError::ShuttingDown) => Attempt::Done(Err(ServerError::Stopped)),
-            Err(_) => Attempt::Done(Err(ServerError::Timeout)),
-        }
-    }
-
-    async fn forward(&self, leader: MemberId, request: ForwardRequest, deadline: Instant) -> Attempt<ForwardResponse> {
+    pub(super) async fn forward(
+        &self,
+        leader: MemberId,
+        request: ForwardRequest,
+        deadline: Instant,
+    ) -> Attempt<ForwardResponse> {
         let node = self.raft.metrics().borrow_watched().membership_config.membership().get_node(&leader).cloned();
         let Some(node) = node else { return Attempt::Retry };
         let mut client = match self.peers.for_member(&node) {
@@ -488,7 +451,7 @@ pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
     .await
     .map_err(|e| StartError(format!("raft: {e}")))?;
     let leases = LeaseAuthority::new(raft.clone(), shared.clone());
-    let member = Arc::new(Member {
+    let member = Arc::new_cyclic(|me| Member {
         id: identity.member_id,
         cluster_id: identity.cluster_id,
         name: identity.name.clone(),
@@ -501,6 +464,8 @@ pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
         leases: leases.clone(),
         engine,
         peers,
+        me: me.clone(),
+        read_rounds: read_barrier::ReadRounds::default(),
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);

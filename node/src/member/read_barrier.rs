@@ -1,0 +1,118 @@
+//! Linearizable read barriers, shared: concurrent readers on a member wait for one ReadIndex
+//! round instead of one each. A round takes every reader waiting when it starts and runs one
+//! barrier (ReadIndex on the leader, or asked of the leader by a follower, then waiting until
+//! this member applied up to it); readers that arrive meanwhile wait for the next round. Each
+//! reader's round therefore starts after the reader arrived, which is all linearizability
+//! needs, and under load one round serves many reads: the leader answers one ReadIndex (one
+//! heartbeat to the followers) per round, and a follower forwards one per round.
+//!
+//! Rounds run on their own task, so a reader that gives up (a timeout around the call) never
+//! strands the others.
+
+use std::sync::Mutex;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::{Attempt, Member};
+use crate::error::ServerError;
+use crate::raft::{ForwardRequest, ForwardResponse, MemberId, ReadPolicy};
+
+type Waiter = oneshot::Sender<Result<(), ServerError>>;
+
+/// Readers waiting for the next round, and whether a round task is running.
+#[derive(Default)]
+pub(super) struct ReadRounds {
+    /// std Mutex: held only to push or take, never across an await.
+    state: Mutex<Rounds>,
+}
+
+#[derive(Default)]
+struct Rounds {
+    running: bool,
+    waiting: Vec<Waiter>,
+}
+
+impl ReadRounds {
+    /// Queues `waiter` for the next round; true when the caller must start the round task.
+    fn join(&self, waiter: Waiter) -> bool {
+        let mut rounds = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        rounds.waiting.push(waiter);
+        !std::mem::replace(&mut rounds.running, true)
+    }
+
+    /// The readers of the next round, or `None` (and the task stops) when nobody waits.
+    fn next_round(&self) -> Option<Vec<Waiter>> {
+        let mut rounds = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if rounds.waiting.is_empty() {
+            rounds.running = false;
+            return None;
+        }
+        Some(std::mem::take(&mut rounds.waiting))
+    }
+}
+
+impl Member {
+    /// Waits until this member has applied everything committed before the call (ReadIndex
+    /// through the leader), so that a read that follows is linearizable.
+    pub async fn read_barrier(&self) -> Result<(), ServerError> {
+        if self.unsafe_stale_reads {
+            return Ok(());
+        }
+        let member = self.me.upgrade().ok_or(ServerError::Stopped)?;
+        let (waiter, answer) = oneshot::channel();
+        if self.read_rounds.join(waiter) {
+            tokio::spawn(async move {
+                while let Some(readers) = member.read_rounds.next_round() {
+                    let result = member.read_barrier_round().await;
+                    for reader in readers {
+                        let _ = reader.send(result.clone());
+                    }
+                }
+            });
+        }
+        answer.await.unwrap_or(Err(ServerError::Stopped))
+    }
+
+    /// One barrier, through whoever leads now.
+    async fn read_barrier_round(&self) -> Result<(), ServerError> {
+        self.through_leader(|leader, deadline| async move {
+            if leader == self.id {
+                self.read_barrier_local(deadline).await
+            } else {
+                self.read_barrier_forwarded(leader, deadline).await
+            }
+        })
+        .await
+    }
+
+    async fn read_barrier_local(&self, deadline: Instant) -> Attempt<()> {
+        let barrier = tokio::time::timeout_at(deadline, self.raft.ensure_linearizable(ReadPolicy::ReadIndex));
+        match barrier.await {
+            Err(_) => Attempt::Done(Err(ServerError::Timeout)),
+            Ok(Ok(_)) => Attempt::Done(Ok(())),
+            Ok(Err(e)) if e.fatal().is_some() => Attempt::Done(Err(ServerError::Stopped)),
+            // Not the leader any more, or no quorum answered yet: nothing was read, try again.
+            Ok(Err(_)) => Attempt::Retry,
+        }
+    }
+
+    async fn read_barrier_forwarded(&self, leader: MemberId, deadline: Instant) -> Attempt<()> {
+        match self.forward(leader, ForwardRequest::ReadIndex, deadline).await {
+            Attempt::Done(Ok(ForwardResponse::ReadIndex(Ok(index)))) => self.wait_applied(index, deadline).await,
+            // Nothing was read: asking again is always safe.
+            Attempt::Done(Ok(_)) => Attempt::Retry,
+            Attempt::Done(Err(e)) => Attempt::Done(Err(e)),
+            Attempt::Retry => Attempt::Retry,
+        }
+    }
+
+    async fn wait_applied(&self, index: u64, deadline: Instant) -> Attempt<()> {
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        match self.raft.wait(Some(timeout)).applied_index_at_least(Some(index), "read barrier").await {
+            Ok(_) => Attempt::Done(Ok(())),
+            Err(openraft::metrics::WaitError::ShuttingDown) => Attempt::Done(Err(ServerError::Stopped)),
+            Err(_) => Attempt::Done(Err(ServerError::Timeout)),
+        }
+    }
+}
