@@ -3,6 +3,7 @@
 //! barrier, read the keyspace, describe the cluster.
 
 mod background;
+mod forward_writes;
 mod read_barrier;
 
 use std::collections::BTreeMap;
@@ -72,6 +73,7 @@ pub struct Member {
     /// Itself, for tasks that outlive one request (shared read-barrier rounds).
     me: std::sync::Weak<Member>,
     read_rounds: read_barrier::ReadRounds,
+    write_batches: forward_writes::WriteBatches,
 }
 
 /// What happened to one attempt at a request.
@@ -180,7 +182,7 @@ impl Member {
                     if leader == self.id {
                         self.write_local(command, deadline).await
                     } else {
-                        self.write_forwarded(leader, command, deadline).await
+                        self.write_forwarded(leader, command, size, deadline).await
                     }
                 }
             })
@@ -220,17 +222,6 @@ impl Member {
                 }
                 Attempt::Retry => return Err(ServerError::Timeout),
             }
-        }
-    }
-
-    async fn write_forwarded(&self, leader: MemberId, command: Command, deadline: Instant) -> Attempt<CommandResponse> {
-        match self.forward(leader, ForwardRequest::Write(command), deadline).await {
-            Attempt::Done(Ok(ForwardResponse::Write(Ok((response, _term))))) => Attempt::Done(Ok(response)),
-            Attempt::Done(Ok(ForwardResponse::Write(Err(raft::ForwardError::NotLeader { .. })))) => Attempt::Retry,
-            // Proposed but not known to be applied, or a reply we cannot read: indeterminate.
-            Attempt::Done(Ok(_)) => Attempt::Done(Err(ServerError::Timeout)),
-            Attempt::Done(Err(e)) => Attempt::Done(Err(e)),
-            Attempt::Retry => Attempt::Retry,
         }
     }
 
@@ -466,6 +457,7 @@ pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
         peers,
         me: me.clone(),
         read_rounds: read_barrier::ReadRounds::default(),
+        write_batches: forward_writes::WriteBatches::default(),
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);

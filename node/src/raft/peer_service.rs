@@ -30,6 +30,9 @@ pub enum ForwardRequest {
     LeaseKeepAlive(i64),
     /// The leader's view of a lease's remaining time.
     LeaseTimeToLive(i64),
+    /// Propose each command (concurrently, so they share the leader's group commit); answer
+    /// each result, in order. (Last: postcard numbers variants in order.)
+    Writes(Vec<Command>),
 }
 
 /// Why a forwarded request failed, for the follower to map to etcd's errors.
@@ -49,6 +52,7 @@ pub enum ForwardResponse {
     ReadIndex(Result<u64, ForwardError>),
     LeaseKeepAlive(Result<i64, ForwardError>),
     LeaseTimeToLive(Result<Option<LeaseTime>, ForwardError>),
+    Writes(Vec<Result<(CommandResponse, u64), ForwardError>>),
 }
 
 pub struct PeerService {
@@ -124,6 +128,10 @@ impl Peer for PeerService {
         let forwarded: ForwardRequest = decode(&request.into_inner().data).map_err(invalid)?;
         let response = match forwarded {
             ForwardRequest::Write(command) => ForwardResponse::Write(self.write(command).await),
+            ForwardRequest::Writes(commands) => {
+                let writes = commands.into_iter().map(|command| self.write(command));
+                ForwardResponse::Writes(futures::future::join_all(writes).await)
+            }
             ForwardRequest::ReadIndex => ForwardResponse::ReadIndex(self.read_index().await),
             ForwardRequest::LeaseKeepAlive(id) => ForwardResponse::LeaseKeepAlive(self.leases.keep_alive(id)),
             ForwardRequest::LeaseTimeToLive(id) => ForwardResponse::LeaseTimeToLive(self.leases.time_to_live(id)),
