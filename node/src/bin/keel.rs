@@ -5,6 +5,11 @@ use clap::Parser;
 use keel_node::config::Flags;
 use tracing_subscriber::EnvFilter;
 
+/// Many small allocations per request (gRPC frames, commands, keys): mimalloc serves them with
+/// less CPU than glibc's allocator, which showed as ~8% of a member's profile under load.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let flags = Flags::parse();
     let config = match flags.validate() {
