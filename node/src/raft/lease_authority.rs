@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use openraft::async_runtime::WatchReceiver;
+use openraft::Instant as _;
 use tokio::time::Instant;
 
 use super::peer_service::ForwardError;
@@ -58,13 +59,27 @@ impl LeaseAuthority {
         self.lessor.expired(term, &leases, Instant::now())
     }
 
+    /// The term this member leads, if it leads with a quorum that acknowledged it within the
+    /// shortest election timeout. A leader cut off from the others still believes it leads
+    /// (nothing tells it otherwise), while the majority elects a new leader that gives every
+    /// lease its full TTL and then revokes those nobody renews through it: renewing on the old
+    /// leader would tell a client its lease lives while it is being revoked (found by
+    /// keel-jepsen's lease workload; etcd fixed the same bug, etcd-io/etcd#15247). Followers
+    /// refuse to vote for election_timeout_max after hearing from the leader, and start an
+    /// election no sooner than election_timeout_min, so no new leader can exist yet while the
+    /// last quorum acknowledgement is younger than election_timeout_min.
     fn leader_term(&self) -> Result<u64, ForwardError> {
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow_watched();
-        if metrics.state == ServerState::Leader {
+        if metrics.state != ServerState::Leader {
+            return Err(ForwardError::NotLeader { leader: metrics.current_leader });
+        }
+        let alone = metrics.membership_config.membership().voter_ids().count() == 1;
+        let fresh = std::time::Duration::from_millis(self.raft.config().election_timeout_min);
+        if alone || metrics.last_quorum_acked.as_ref().is_some_and(|acked| acked.elapsed() < fresh) {
             Ok(metrics.current_term)
         } else {
-            Err(ForwardError::NotLeader { leader: metrics.current_leader })
+            Err(ForwardError::NotLeader { leader: None })
         }
     }
 }
