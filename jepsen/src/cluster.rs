@@ -4,36 +4,32 @@
 //! This module starts, signals and stops processes; it never talks to a member's client API
 //! except to ask whether it is ready, and it decides no schedule.
 //!
-//! # What "isolate inbound" really cuts
+//! # What a partition cuts
 //!
 //! Every member listens on its own peer port P but advertises a proxy port X (in
-//! `--initial-advertise-peer-urls` and `--initial-cluster`), and the harness runs one
-//! [`Proxy`] from X to P. All members share 127.0.0.1, so a proxy cannot tell which member a
-//! connection comes from: a partition can only be expressed per *destination*.
-//! [`Cluster::isolate_inbound`] blocks member B's proxy, which cuts:
-//! - every RPC another member initiates towards B (AppendEntries, Vote, snapshots, forwarded
-//!   client requests), *and their responses*, since gRPC answers on the connection that carried
-//!   the request;
-//! - nothing B initiates: B's own RPCs to the others (its vote requests after an election
-//!   timeout, its AppendEntries if it believes it leads, its forwarded requests) still go
-//!   through the others' open proxies and are answered.
+//! `--initial-advertise-peer-urls` and `--initial-cluster`, so member IDs are the same as
+//! without proxies), and the harness runs one [`Proxy`] from X to P. Member `i` opens its
+//! peer connections from its own loopback address [`source_ip`]`(i)` (the hidden flag
+//! `--unsafe-peer-source-address`), so B's proxy knows which member is calling.
+//! [`Cluster::cut`]`(A, B)` makes B's proxy close every connection from A, now and until
+//! [`Cluster::heal_links`]. That removes:
+//! - every RPC A initiates towards B (AppendEntries, Vote, snapshots, forwarded client
+//!   requests) *and its response*, which returns on the same connection;
+//! - nothing B initiates towards A: that goes through A's proxy.
 //!
-//! So it is a one-way partition: B hears nobody, everybody hears B. An isolated leader keeps
-//! replicating to the majority and stays leader; an isolated follower stops getting heartbeats,
-//! times out and campaigns with higher terms that the majority does see (disruptive elections,
-//! unless pre-vote stops them). Client traffic is never cut: clients talk to the client ports
-//! directly. A true symmetric partition needs per-pair links, i.e. distinct source addresses,
-//! which Keel's peer client cannot bind.
+//! So `cut(A, B)` alone is a one-way partition ("A cannot reach B", a firewall dropping A's
+//! connection attempts); `cut(A, B)` with `cut(B, A)` is a full partition of that pair. Client
+//! traffic is never cut: clients talk to the client ports directly.
 
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use etcd_client::{Client, ConnectOptions};
+use etcd_client::{Client, ConnectOptions, StatusResponse};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
@@ -50,6 +46,20 @@ const READY_POLL_INTERVAL: Duration = Duration::from_millis(100);
 const READY_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// The key a readiness probe reads; outside the workload's keys.
 const READY_PROBE_KEY: &str = "jepsen-ready";
+/// How long a graceful stop (SIGTERM) may take before the member is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Each leader query's own timeout per member: a paused member never answers.
+const STATUS_TIMEOUT: Duration = Duration::from_millis(500);
+/// Members at most: each needs its own loopback source address, 127.0.0.2 up.
+pub const MEMBERS_MAX: usize = 9;
+
+/// The loopback address member `index` opens its peer connections from: 127.0.0.2 for n0,
+/// 127.0.0.3 for n1, and so on (127.0.0.1 stays for everything else).
+pub fn source_ip(index: usize) -> IpAddr {
+    assert!(index < MEMBERS_MAX, "member index {index} has no source address");
+    // The assertion keeps it far below 255.
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + index as u8))
+}
 
 #[derive(Clone, Debug)]
 pub struct ClusterConfig {
@@ -84,6 +94,9 @@ impl Cluster {
     /// Starts `config.nodes` members; it does not wait for them to be ready (see
     /// [`Cluster::wait_ready`]).
     pub async fn start(config: &ClusterConfig) -> anyhow::Result<Cluster> {
+        if config.nodes > MEMBERS_MAX {
+            bail!("at most {MEMBERS_MAX} members");
+        }
         if !config.keel_bin.is_file() {
             bail!(
                 "keel binary not found at {} (build it with `cargo build -p keel-node --bins`, or pass --keel-bin)",
@@ -145,6 +158,8 @@ impl Cluster {
                 HEARTBEAT_INTERVAL_MS.to_string().into(),
                 "--election-timeout".into(),
                 ELECTION_TIMEOUT_MS.to_string().into(),
+                "--unsafe-peer-source-address".into(),
+                source_ip(index).to_string().into(),
             ];
             args.extend(config.extra_member_args.iter().map(OsString::from));
             members.push(Member {
@@ -259,23 +274,59 @@ impl Cluster {
         Ok(())
     }
 
-    /// Cuts the member's inbound peer links; see the module doc for what that does and does not cut.
-    pub fn isolate_inbound(&self, index: usize) {
-        self.members[index].proxy.block();
+    /// Graceful stop: SIGTERM, then SIGKILL if the member is still running after
+    /// [`STOP_TIMEOUT`]. A no-op if already stopped.
+    pub async fn stop(&mut self, index: usize) -> anyhow::Result<()> {
+        self.resume(index)?;
+        self.signal(index, Signal::SIGTERM)?;
+        let member = &mut self.members[index];
+        if let Some(process) = &mut member.process {
+            if tokio::time::timeout(STOP_TIMEOUT, process.wait()).await.is_err() {
+                tracing::warn!(member = %member.name, "no exit {STOP_TIMEOUT:?} after SIGTERM; killing it");
+            }
+        }
+        self.kill(index).await
     }
 
-    pub fn heal_inbound(&self, index: usize) {
-        self.members[index].proxy.heal();
+    /// Cuts the directed link `from` → `to`: `from` can no longer reach `to` (see the module
+    /// doc for exactly what that removes).
+    pub fn cut(&self, from: usize, to: usize) {
+        self.members[to].proxy.block_from(source_ip(from));
     }
 
-    /// Undoes every fault: resumes paused members, unblocks proxies, restarts killed members,
+    /// Restores every link.
+    pub fn heal_links(&self) {
+        for member in &self.members {
+            member.proxy.heal();
+        }
+    }
+
+    /// The member every answering member with the highest term calls leader, if any. Asks
+    /// every member (a killed or paused one does not answer).
+    pub async fn leader(&self) -> Option<usize> {
+        let mut ids = vec![None; self.members.len()];
+        let mut best: Option<(u64, u64)> = None;
+        for (index, member) in self.members.iter().enumerate() {
+            let Ok(Ok(status)) = tokio::time::timeout(STATUS_TIMEOUT, status(&member.client_url)).await else {
+                continue;
+            };
+            ids[index] = status.header().map(|header| header.member_id());
+            if status.leader() != 0 && best.is_none_or(|(term, _)| status.raft_term() > term) {
+                best = Some((status.raft_term(), status.leader()));
+            }
+        }
+        let (_, leader) = best?;
+        ids.iter().position(|id| *id == Some(leader))
+    }
+
+    /// Undoes every fault: resumes paused members, restores links, restarts killed members,
     /// and restarts members that exited on their own. Returns a line per such exit: with no
     /// nemesis killing it, a member that exits has crashed, and that is worth reporting.
     pub fn heal(&mut self) -> anyhow::Result<Vec<String>> {
         let mut exits = Vec::new();
+        self.heal_links();
         for index in 0..self.members.len() {
             self.resume(index)?;
-            self.heal_inbound(index);
             let member = &mut self.members[index];
             if let Some(process) = &mut member.process {
                 if let Some(status) = process.try_wait()? {
@@ -312,4 +363,10 @@ async fn probe(client_url: &str) -> anyhow::Result<()> {
     let mut client = Client::connect([client_url], Some(options)).await?;
     client.get(READY_PROBE_KEY, None).await?;
     Ok(())
+}
+
+async fn status(client_url: &str) -> anyhow::Result<StatusResponse> {
+    let options = ConnectOptions::new().with_connect_timeout(STATUS_TIMEOUT).with_timeout(STATUS_TIMEOUT);
+    let mut client = Client::connect([client_url], Some(options)).await?;
+    Ok(client.status().await?)
 }

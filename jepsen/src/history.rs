@@ -1,4 +1,5 @@
-//! The recorded history: what each client asked for, when, and what it was told.
+//! The register workload's recorded history: what each client asked for, when, and what it
+//! was told. ([`Outcome`] is shared by every workload.)
 //!
 //! Plain data with serde, saved as JSON lines (one [`Operation`] per line) so a failed run
 //! can be re-checked offline. This module records; it never judges a history.

@@ -8,7 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use keel_jepsen::nemesis::FaultKind;
-use keel_jepsen::run::{self, RunConfig, Sabotage, Workload};
+use keel_jepsen::run::{self, RunConfig, Sabotage};
+use keel_jepsen::workload::Workload;
 
 #[derive(Parser)]
 #[command(name = "keel-jepsen", about = "Fault injection and linearizability checking for Keel.")]
@@ -25,10 +26,13 @@ enum Command {
 
 #[derive(Args)]
 struct TestArgs {
-    #[arg(long, value_enum, default_value = "register")]
-    workload: WorkloadArg,
-    /// Faults to inject, comma-separated, or `none`. `partition` cuts the inbound peer links of
-    /// a minority (one-way: see the cluster module's doc).
+    /// Workloads, comma-separated (or the flag repeated); they run at the same time, each on
+    /// its own keys.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "register")]
+    workload: Vec<WorkloadArg>,
+    /// Faults to inject, comma-separated, or `none`. `partition` is any of the partition-*
+    /// kinds: the leader cut off, a minority split off, one member unreachable (inbound) or
+    /// unable to reach anyone (outbound).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "none")]
     nemesis: Vec<NemesisArg>,
     #[arg(long, default_value_t = 3, value_parser = parse_nodes)]
@@ -53,18 +57,38 @@ struct TestArgs {
     sabotage: Option<SabotageArg>,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum WorkloadArg {
+    /// Read / write / compare-and-set on a few keys, checked for linearizability.
     Register,
+    /// Unique adds and prefix reads: nothing acknowledged lost, nothing invented.
+    Set,
+    /// Kept-alive and abandoned leases with a key each.
+    Lease,
+    /// Several reconnecting watchers of one prefix: same revisions, no gaps.
+    Watch,
+    /// Keel's native event log: dense offsets, nothing acknowledged lost, no duplicates.
+    Events,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum NemesisArg {
+    /// kill -9 of one member (the leader half the time), restarted after 1-3 s.
     Kill,
     /// kill -9 of every member at once (proves `--sabotage ack-before-fsync` is caught).
     KillAll,
+    /// SIGTERM of one member, started again after 0.2-1 s.
+    Restart,
+    /// SIGSTOP of one member for 1-3 s.
     Pause,
+    /// Every partition-* kind below.
     Partition,
+    /// The leader cut off from everyone, both ways.
+    PartitionLeader,
+    /// A random minority cut off from the majority, both ways.
+    PartitionSplit,
+    /// One member unreachable by the others (it still reaches them), or unable to reach them.
+    PartitionOneWay,
     None,
 }
 
@@ -102,8 +126,9 @@ fn main() -> ExitCode {
 fn test(args: TestArgs) -> anyhow::Result<u8> {
     let config = run_config(args)?;
     println!(
-        "keel-jepsen: {} members, nemesis {:?}, {} s, {} clients, seed {}, run directory {}",
+        "keel-jepsen: {} members, workloads {:?}, nemesis {:?}, {} s, {} clients, seed {}, run directory {}",
         config.nodes,
+        config.workloads,
         config.nemeses,
         config.time_limit.as_secs(),
         config.concurrency,
@@ -129,15 +154,39 @@ fn run_config(args: TestArgs) -> anyhow::Result<RunConfig> {
     }
     let mut nemeses = Vec::new();
     for nemesis in args.nemesis {
-        let kind = match nemesis {
-            NemesisArg::Kill => FaultKind::Kill,
-            NemesisArg::KillAll => FaultKind::KillAll,
-            NemesisArg::Pause => FaultKind::Pause,
-            NemesisArg::Partition => FaultKind::IsolateInbound,
-            NemesisArg::None => continue,
+        let kinds: &[FaultKind] = match nemesis {
+            NemesisArg::Kill => &[FaultKind::Kill],
+            NemesisArg::KillAll => &[FaultKind::KillAll],
+            NemesisArg::Restart => &[FaultKind::Restart],
+            NemesisArg::Pause => &[FaultKind::Pause],
+            NemesisArg::Partition => &[
+                FaultKind::PartitionLeader,
+                FaultKind::PartitionSplit,
+                FaultKind::PartitionInbound,
+                FaultKind::PartitionOutbound,
+            ],
+            NemesisArg::PartitionLeader => &[FaultKind::PartitionLeader],
+            NemesisArg::PartitionSplit => &[FaultKind::PartitionSplit],
+            NemesisArg::PartitionOneWay => &[FaultKind::PartitionInbound, FaultKind::PartitionOutbound],
+            NemesisArg::None => &[],
         };
-        if !nemeses.contains(&kind) {
-            nemeses.push(kind);
+        for &kind in kinds {
+            if !nemeses.contains(&kind) {
+                nemeses.push(kind);
+            }
+        }
+    }
+    let mut workloads = Vec::new();
+    for workload in args.workload {
+        let workload = match workload {
+            WorkloadArg::Register => Workload::Register,
+            WorkloadArg::Set => Workload::Set,
+            WorkloadArg::Lease => Workload::Lease,
+            WorkloadArg::Watch => Workload::Watch,
+            WorkloadArg::Events => Workload::Events,
+        };
+        if !workloads.contains(&workload) {
+            workloads.push(workload);
         }
     }
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?;
@@ -149,9 +198,7 @@ fn run_config(args: TestArgs) -> anyhow::Result<RunConfig> {
     };
     let out_dir = args.out.unwrap_or_else(|| PathBuf::from(format!("jepsen/runs/{}-{seed}", now.as_secs())));
     Ok(RunConfig {
-        workload: match args.workload {
-            WorkloadArg::Register => Workload::Register,
-        },
+        workloads,
         nemeses,
         nodes: args.nodes,
         time_limit: Duration::from_secs(args.time_limit),

@@ -18,8 +18,13 @@ use crate::cluster::Cluster;
 /// Quiet time before each fault, so the cluster recovers and the workload makes progress.
 const QUIET_MS: RangeInclusive<u64> = 2_000..=4_000;
 const KILL_DOWNTIME_MS: RangeInclusive<u64> = 1_000..=3_000;
+/// A graceful restart is quick: the member is back as soon as it started again.
+const RESTART_DOWNTIME_MS: RangeInclusive<u64> = 200..=1_000;
 const PAUSE_MS: RangeInclusive<u64> = 1_000..=3_000;
-const ISOLATE_MS: RangeInclusive<u64> = 2_000..=5_000;
+const PARTITION_MS: RangeInclusive<u64> = 2_000..=5_000;
+/// Chance, in percent, that a fault on one member targets the leader rather than any member:
+/// the leader's faults are the ones that force elections and fail-overs.
+const LEADER_TARGET_PERCENT: u32 = 50;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -29,11 +34,41 @@ pub enum FaultKind {
     /// kill -9 of every member at once, then restart them all: what an acknowledged write
     /// that never reached the disk does not survive.
     KillAll,
+    /// SIGTERM, wait for the exit, start again: a clean shutdown must lose nothing either.
+    Restart,
     /// SIGSTOP, then SIGCONT.
     Pause,
-    /// Block the inbound peer proxies of a minority: a one-way partition, see
-    /// [`crate::cluster`] for exactly what it cuts.
-    IsolateInbound,
+    /// The leader cut off from every other member, both ways.
+    PartitionLeader,
+    /// A random minority cut off from the majority, both ways.
+    PartitionSplit,
+    /// Nobody can reach one member; it can still reach everybody (it hears nobody, everybody
+    /// hears it).
+    PartitionInbound,
+    /// One member can reach nobody; everybody can still reach it.
+    PartitionOutbound,
+}
+
+impl FaultKind {
+    /// The kind that stands for its family when the schedule chooses: every partition kind
+    /// is one family, each other kind its own.
+    pub fn family(self) -> FaultKind {
+        if self.is_partition() {
+            FaultKind::PartitionLeader
+        } else {
+            self
+        }
+    }
+
+    pub fn is_partition(self) -> bool {
+        matches!(
+            self,
+            FaultKind::PartitionLeader
+                | FaultKind::PartitionSplit
+                | FaultKind::PartitionInbound
+                | FaultKind::PartitionOutbound
+        )
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -45,12 +80,20 @@ pub struct NemesisConfig {
     pub seed: u64,
 }
 
+/// Whom a fault hits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// These member indexes, ascending.
+    Members(Vec<usize>),
+    /// Whoever leads when the fault starts; `fallback` when no leader is known then.
+    Leader { fallback: usize },
+}
+
 /// One fault as planned: offsets from the start of the run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlannedFault {
     pub kind: FaultKind,
-    /// Member indexes, ascending.
-    pub members: Vec<usize>,
+    pub target: Target,
     pub start: Duration,
     pub duration: Duration,
 }
@@ -59,7 +102,12 @@ pub struct PlannedFault {
 #[derive(Clone, Debug, Serialize)]
 pub struct FaultRecord {
     pub kind: FaultKind,
+    /// The members hit (for a partition: the side it cut off).
     pub members: Vec<String>,
+    /// The fault was aimed at the leader, and `members` is who led when it started.
+    pub on_leader: bool,
+    /// For a partition, every directed link cut, as `[from, to]`: `from` could not reach `to`.
+    pub links: Vec<[String; 2]>,
     /// When the fault was in force: from just after injecting it to just before undoing it.
     pub start_ns: u64,
     pub end_ns: u64,
@@ -72,6 +120,12 @@ pub fn schedule(config: &NemesisConfig) -> Vec<PlannedFault> {
     if config.kinds.is_empty() || config.nodes == 0 {
         return faults;
     }
+    let mut families = Vec::new();
+    for kind in &config.kinds {
+        if !families.contains(&kind.family()) {
+            families.push(kind.family());
+        }
+    }
     let mut rng = StdRng::seed_from_u64(config.seed);
     let mut at = Duration::ZERO;
     loop {
@@ -79,22 +133,43 @@ pub fn schedule(config: &NemesisConfig) -> Vec<PlannedFault> {
         if at >= config.time_limit {
             return faults;
         }
-        let kind = config.kinds[rng.random_range(0..config.kinds.len())];
-        let (members, duration_ms) = match kind {
-            FaultKind::Kill => (vec![rng.random_range(0..config.nodes)], rng.random_range(KILL_DOWNTIME_MS)),
-            FaultKind::KillAll => ((0..config.nodes).collect(), rng.random_range(KILL_DOWNTIME_MS)),
-            FaultKind::Pause => (vec![rng.random_range(0..config.nodes)], rng.random_range(PAUSE_MS)),
-            FaultKind::IsolateInbound => {
+        // A family first, then a kind of it: `--nemesis kill,partition` kills as often as
+        // it partitions, however many kinds of partition there are.
+        let family = families[rng.random_range(0..families.len())];
+        let kinds: Vec<FaultKind> = config.kinds.iter().copied().filter(|kind| kind.family() == family).collect();
+        let kind = kinds[rng.random_range(0..kinds.len())];
+        let (target, duration_ms) = match kind {
+            FaultKind::Kill => (one_member(&mut rng, config.nodes), rng.random_range(KILL_DOWNTIME_MS)),
+            FaultKind::KillAll => (Target::Members((0..config.nodes).collect()), rng.random_range(KILL_DOWNTIME_MS)),
+            FaultKind::Restart => (one_member(&mut rng, config.nodes), rng.random_range(RESTART_DOWNTIME_MS)),
+            FaultKind::Pause => (one_member(&mut rng, config.nodes), rng.random_range(PAUSE_MS)),
+            FaultKind::PartitionLeader => {
+                (Target::Leader { fallback: rng.random_range(0..config.nodes) }, rng.random_range(PARTITION_MS))
+            }
+            FaultKind::PartitionSplit => {
                 let minority_max = ((config.nodes - 1) / 2).max(1);
                 let count = rng.random_range(1..=minority_max);
                 let mut members = rand::seq::index::sample(&mut rng, config.nodes, count).into_vec();
                 members.sort_unstable();
-                (members, rng.random_range(ISOLATE_MS))
+                (Target::Members(members), rng.random_range(PARTITION_MS))
+            }
+            FaultKind::PartitionInbound | FaultKind::PartitionOutbound => {
+                (one_member(&mut rng, config.nodes), rng.random_range(PARTITION_MS))
             }
         };
         let duration = Duration::from_millis(duration_ms);
-        faults.push(PlannedFault { kind, members, start: at, duration });
+        faults.push(PlannedFault { kind, target, start: at, duration });
         at += duration;
+    }
+}
+
+/// The leader or any member, at [`LEADER_TARGET_PERCENT`].
+fn one_member(rng: &mut StdRng, nodes: usize) -> Target {
+    let member = rng.random_range(0..nodes);
+    if rng.random_ratio(LEADER_TARGET_PERCENT, 100) {
+        Target::Leader { fallback: member }
+    } else {
+        Target::Members(vec![member])
     }
 }
 
@@ -112,16 +187,27 @@ pub async fn run(
             break;
         }
         tokio::time::sleep_until(start).await;
-        inject(cluster, fault).await?;
+        let (members, on_leader) = match &fault.target {
+            Target::Members(members) => (members.clone(), false),
+            Target::Leader { fallback } => match cluster.leader().await {
+                Some(leader) => (vec![leader], true),
+                None => (vec![*fallback], false),
+            },
+        };
+        let links = links(fault.kind, &members, cluster.len());
+        inject(cluster, fault.kind, &members, &links).await?;
         let start_ns = clock.now_ns();
-        tracing::info!(kind = ?fault.kind, members = ?fault.members, "fault injected");
+        tracing::info!(kind = ?fault.kind, ?members, on_leader, "fault injected");
         tokio::time::sleep_until((start + fault.duration).min(deadline)).await;
         let end_ns = clock.now_ns();
-        undo(cluster, fault)?;
-        tracing::info!(kind = ?fault.kind, members = ?fault.members, "fault undone");
+        undo(cluster, fault.kind, &members)?;
+        tracing::info!(kind = ?fault.kind, ?members, "fault undone");
+        let name = |index: usize| cluster.name(index).to_string();
         records.push(FaultRecord {
             kind: fault.kind,
-            members: fault.members.iter().map(|&index| cluster.name(index).to_string()).collect(),
+            members: members.iter().map(|&index| name(index)).collect(),
+            on_leader,
+            links: links.iter().map(|&(from, to)| [name(from), name(to)]).collect(),
             start_ns,
             end_ns,
         });
@@ -129,23 +215,60 @@ pub async fn run(
     Ok(records)
 }
 
-async fn inject(cluster: &mut Cluster, fault: &PlannedFault) -> anyhow::Result<()> {
-    for &member in &fault.members {
-        match fault.kind {
+/// The directed links a partition cuts, as `(from, to)`: `from` cannot reach `to`. Empty for
+/// the other kinds.
+pub fn links(kind: FaultKind, members: &[usize], nodes: usize) -> Vec<(usize, usize)> {
+    let others = || (0..nodes).filter(|index| !members.contains(index));
+    let mut links = Vec::new();
+    for &member in members {
+        for other in others() {
+            match kind {
+                FaultKind::PartitionLeader | FaultKind::PartitionSplit => {
+                    links.push((member, other));
+                    links.push((other, member));
+                }
+                FaultKind::PartitionInbound => links.push((other, member)),
+                FaultKind::PartitionOutbound => links.push((member, other)),
+                FaultKind::Kill | FaultKind::KillAll | FaultKind::Restart | FaultKind::Pause => {}
+            }
+        }
+    }
+    links.sort_unstable();
+    links
+}
+
+async fn inject(
+    cluster: &mut Cluster,
+    kind: FaultKind,
+    members: &[usize],
+    links: &[(usize, usize)],
+) -> anyhow::Result<()> {
+    for &(from, to) in links {
+        cluster.cut(from, to);
+    }
+    for &member in members {
+        match kind {
             FaultKind::Kill | FaultKind::KillAll => cluster.kill(member).await?,
+            FaultKind::Restart => cluster.stop(member).await?,
             FaultKind::Pause => cluster.pause(member)?,
-            FaultKind::IsolateInbound => cluster.isolate_inbound(member),
+            FaultKind::PartitionLeader
+            | FaultKind::PartitionSplit
+            | FaultKind::PartitionInbound
+            | FaultKind::PartitionOutbound => {}
         }
     }
     Ok(())
 }
 
-fn undo(cluster: &mut Cluster, fault: &PlannedFault) -> anyhow::Result<()> {
-    for &member in &fault.members {
-        match fault.kind {
-            FaultKind::Kill | FaultKind::KillAll => cluster.restart(member)?,
+fn undo(cluster: &mut Cluster, kind: FaultKind, members: &[usize]) -> anyhow::Result<()> {
+    if kind.is_partition() {
+        cluster.heal_links();
+        return Ok(());
+    }
+    for &member in members {
+        match kind {
             FaultKind::Pause => cluster.resume(member)?,
-            FaultKind::IsolateInbound => cluster.heal_inbound(member),
+            _ => cluster.restart(member)?,
         }
     }
     Ok(())
@@ -155,13 +278,19 @@ fn undo(cluster: &mut Cluster, fault: &PlannedFault) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
+    const ALL_KINDS: [FaultKind; 8] = [
+        FaultKind::Kill,
+        FaultKind::KillAll,
+        FaultKind::Restart,
+        FaultKind::Pause,
+        FaultKind::PartitionLeader,
+        FaultKind::PartitionSplit,
+        FaultKind::PartitionInbound,
+        FaultKind::PartitionOutbound,
+    ];
+
     fn config(seed: u64) -> NemesisConfig {
-        NemesisConfig {
-            kinds: vec![FaultKind::Kill, FaultKind::Pause, FaultKind::IsolateInbound],
-            nodes: 5,
-            time_limit: Duration::from_secs(120),
-            seed,
-        }
+        NemesisConfig { kinds: ALL_KINDS.to_vec(), nodes: 5, time_limit: Duration::from_secs(120), seed }
     }
 
     #[test]
@@ -180,23 +309,57 @@ mod tests {
             for fault in &faults {
                 assert!(fault.start > previous_end, "faults overlap: {faults:?}");
                 assert!(fault.start < Duration::from_secs(120));
-                assert!(!fault.members.is_empty());
-                // A partition isolates a minority: the majority keeps a quorum.
-                assert!(fault.members.len() <= 2, "{fault:?}");
-                assert!(fault.members.iter().all(|&member| member < 5));
-                assert!(fault.members.windows(2).all(|pair| pair[0] < pair[1]));
+                match (&fault.target, fault.kind) {
+                    (Target::Members(members), FaultKind::KillAll) => assert_eq!(members, &[0, 1, 2, 3, 4]),
+                    // A split cuts off a minority: the majority keeps a quorum.
+                    (Target::Members(members), FaultKind::PartitionSplit) => {
+                        assert!((1..=2).contains(&members.len()), "{fault:?}")
+                    }
+                    (Target::Members(members), _) => assert_eq!(members.len(), 1, "{fault:?}"),
+                    (Target::Leader { fallback }, kind) => {
+                        assert!(*fallback < 5);
+                        assert!(!matches!(kind, FaultKind::KillAll | FaultKind::PartitionSplit), "{fault:?}");
+                    }
+                }
+                if let Target::Members(members) = &fault.target {
+                    assert!(members.iter().all(|&member| member < 5));
+                    assert!(members.windows(2).all(|pair| pair[0] < pair[1]));
+                }
                 previous_end = fault.start + fault.duration;
             }
         }
     }
 
     #[test]
-    fn kill_all_takes_every_member() {
-        let mut config = config(9);
-        config.kinds = vec![FaultKind::KillAll];
+    fn single_member_faults_sometimes_target_the_leader() {
+        let faults = schedule(&config(7));
+        let on_leader = faults.iter().filter(|fault| matches!(fault.target, Target::Leader { .. })).count();
+        assert!(on_leader > 0 && on_leader < faults.len(), "{faults:?}");
+    }
+
+    #[test]
+    fn partitions_cut_the_links_they_say() {
+        // n1 alone against n0 and n2, both ways.
+        assert_eq!(links(FaultKind::PartitionLeader, &[1], 3), [(0, 1), (1, 0), (1, 2), (2, 1)]);
+        // {n0, n3} against {n1, n2, n4}: 2 × 3 pairs, both ways.
+        let split = links(FaultKind::PartitionSplit, &[0, 3], 5);
+        assert_eq!(split.len(), 12);
+        assert!(split.iter().all(|&(from, to)| [0, 3].contains(&from) != [0, 3].contains(&to)), "{split:?}");
+        assert_eq!(links(FaultKind::PartitionInbound, &[2], 3), [(0, 2), (1, 2)]);
+        assert_eq!(links(FaultKind::PartitionOutbound, &[2], 3), [(2, 0), (2, 1)]);
+        assert!(links(FaultKind::Kill, &[2], 3).is_empty());
+    }
+
+    #[test]
+    fn families_are_chosen_evenly() {
+        let mut config = config(3);
+        config.kinds =
+            vec![FaultKind::Kill, FaultKind::PartitionLeader, FaultKind::PartitionSplit, FaultKind::PartitionInbound];
+        config.time_limit = Duration::from_secs(3600);
         let faults = schedule(&config);
-        assert!(!faults.is_empty());
-        assert!(faults.iter().all(|fault| fault.members == [0, 1, 2, 3, 4]), "{faults:?}");
+        let kills = faults.iter().filter(|fault| fault.kind == FaultKind::Kill).count();
+        let share = kills as f64 / faults.len() as f64;
+        assert!((0.4..0.6).contains(&share), "kills are {kills} of {}", faults.len());
     }
 
     #[test]

@@ -1,12 +1,15 @@
-//! A TCP proxy in front of one member's peer port, which the harness can cut and heal.
+//! A TCP proxy in front of one member's peer port, which the harness can cut and heal, for
+//! every caller or for one caller at a time.
 //!
 //! Members advertise the proxy's address instead of their own peer port, so every Raft message
-//! and forwarded request *to* that member passes through here. The proxy knows nothing about
-//! which member a connection comes from (everything is on 127.0.0.1): it can only cut all
-//! inbound traffic of its member or none. It never inspects or alters the bytes it copies.
+//! and forwarded request *to* that member passes through here. Each member opens its peer
+//! connections from its own loopback address (`--unsafe-peer-source-address`), so the proxy
+//! tells callers apart by the connection's source IP: [`Proxy::block_from`] cuts one directed
+//! link. It never inspects or alters the bytes it copies.
 
+use std::collections::BTreeSet;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -22,10 +25,19 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(10);
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Link {
-    Open,
-    Blocked,
+/// Who may not get through; read by every connection task.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Blocked {
+    /// Every caller.
+    all: bool,
+    /// Callers by source IP.
+    sources: BTreeSet<IpAddr>,
+}
+
+impl Blocked {
+    fn cuts(&self, source: IpAddr) -> bool {
+        self.all || self.sources.contains(&source)
+    }
 }
 
 /// A running proxy; it stops, closing every connection, when dropped.
@@ -33,7 +45,7 @@ enum Link {
 pub struct Proxy {
     listen_addr: SocketAddr,
     target: SocketAddr,
-    link: watch::Sender<Link>,
+    blocked: watch::Sender<Blocked>,
     accept_task: JoinHandle<()>,
 }
 
@@ -42,9 +54,9 @@ impl Proxy {
     pub async fn bind(target: SocketAddr) -> io::Result<Proxy> {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
         let listen_addr = listener.local_addr()?;
-        let (link, receiver) = watch::channel(Link::Open);
+        let (blocked, receiver) = watch::channel(Blocked::default());
         let accept_task = tokio::spawn(accept_loop(listener, target, receiver));
-        Ok(Proxy { listen_addr, target, link, accept_task })
+        Ok(Proxy { listen_addr, target, blocked, accept_task })
     }
 
     pub fn listen_addr(&self) -> SocketAddr {
@@ -58,16 +70,29 @@ impl Proxy {
     /// Closes every forwarded connection and, until [`Proxy::heal`], closes new ones as soon
     /// as they are accepted.
     pub fn block(&self) {
-        self.link.send_replace(Link::Blocked);
+        self.blocked.send_modify(|blocked| blocked.all = true);
     }
 
-    /// Forwards new connections again.
+    /// Like [`Proxy::block`], for the connections coming from `source` only.
+    pub fn block_from(&self, source: IpAddr) {
+        self.blocked.send_modify(|blocked| {
+            blocked.sources.insert(source);
+        });
+    }
+
+    /// Forwards new connections from every caller again.
     pub fn heal(&self) {
-        self.link.send_replace(Link::Open);
+        self.blocked.send_replace(Blocked::default());
     }
 
+    /// True after [`Proxy::block`] (every caller), until [`Proxy::heal`].
     pub fn is_blocked(&self) -> bool {
-        *self.link.borrow() == Link::Blocked
+        self.blocked.borrow().all
+    }
+
+    /// True when connections from `source` are cut, by [`Proxy::block`] or [`Proxy::block_from`].
+    pub fn is_blocked_from(&self, source: IpAddr) -> bool {
+        self.blocked.borrow().cuts(source)
     }
 }
 
@@ -78,12 +103,12 @@ impl Drop for Proxy {
     }
 }
 
-async fn accept_loop(listener: TcpListener, target: SocketAddr, link: watch::Receiver<Link>) {
+async fn accept_loop(listener: TcpListener, target: SocketAddr, blocked: watch::Receiver<Blocked>) {
     let mut connections = JoinSet::new();
     loop {
         while connections.try_join_next().is_some() {}
-        let inbound = match listener.accept().await {
-            Ok((inbound, _)) => inbound,
+        let (inbound, source) = match listener.accept().await {
+            Ok((inbound, peer)) => (inbound, peer.ip()),
             Err(error) => {
                 tracing::warn!(%error, "proxy accept failed");
                 tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
@@ -91,16 +116,16 @@ async fn accept_loop(listener: TcpListener, target: SocketAddr, link: watch::Rec
             }
         };
         while connections.try_join_next().is_some() {}
-        if *link.borrow() == Link::Blocked || connections.len() >= CONNECTIONS_MAX {
+        if blocked.borrow().cuts(source) || connections.len() >= CONNECTIONS_MAX {
             drop(inbound);
             continue;
         }
-        connections.spawn(forward(inbound, target, link.clone()));
+        connections.spawn(forward(inbound, source, target, blocked.clone()));
     }
 }
 
-/// Copies both ways until either side closes or the link is blocked.
-async fn forward(mut inbound: TcpStream, target: SocketAddr, mut link: watch::Receiver<Link>) {
+/// Copies both ways until either side closes or the link from `source` is blocked.
+async fn forward(mut inbound: TcpStream, source: IpAddr, target: SocketAddr, mut blocked: watch::Receiver<Blocked>) {
     let Ok(Ok(mut outbound)) = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target)).await else {
         return;
     };
@@ -109,7 +134,7 @@ async fn forward(mut inbound: TcpStream, target: SocketAddr, mut link: watch::Re
     let _ = outbound.set_nodelay(true);
     tokio::select! {
         // Also ends when the Proxy (the sender) is dropped.
-        _ = async { link.wait_for(|link| *link == Link::Blocked).await.map(|_| ()) } => {}
+        _ = async { blocked.wait_for(|blocked| blocked.cuts(source)).await.map(|_| ()) } => {}
         _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
     }
 }

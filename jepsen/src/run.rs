@@ -5,33 +5,23 @@
 //! This is the only module that knows the order of the phases; it injects no fault and issues
 //! no request itself.
 
-use std::fmt::Write as _;
-use std::fs::{self, File};
-use std::io::BufWriter;
+use std::fs;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use tokio::time::Instant;
 
-use crate::checker::{check, CheckBudget, Verdict};
 use crate::clock::RunClock;
 use crate::cluster::{Cluster, ClusterConfig};
-use crate::history::{write_json_lines, Operation, Outcome};
-use crate::nemesis::{self, FaultKind, FaultRecord, NemesisConfig};
-use crate::workload::{self, WorkloadConfig};
+use crate::nemesis::{self, FaultKind, NemesisConfig};
+use crate::report::{plot, OutcomeCounts, RunReport, RunSettings};
+use crate::workload::{self, RunFacts, Workload, WorkloadConfig};
 
-/// The checker's bounds: past them the verdict is Unknown (exit 2), never a guess.
-pub const CHECK_BUDGET: CheckBudget = CheckBudget { time: Duration::from_secs(60), states_max: 5_000_000 };
 /// Time for a fresh cluster to elect a leader and for every member to answer.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time for a healed cluster (restarted members catching up) to answer again.
 pub const RECOVERY_TIMEOUT: Duration = Duration::from_secs(30);
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Workload {
-    Register,
-}
 
 /// A test-only switch of `keel` that breaks a guarantee on purpose, to prove the harness
 /// catches it.
@@ -54,93 +44,22 @@ impl Sabotage {
 
 #[derive(Clone, Debug)]
 pub struct RunConfig {
-    pub workload: Workload,
+    /// Run at the same time, each on its own keys; at least one.
+    pub workloads: Vec<Workload>,
     pub nemeses: Vec<FaultKind>,
     pub nodes: usize,
     pub time_limit: Duration,
     pub concurrency: usize,
     pub seed: u64,
     pub keel_bin: PathBuf,
-    /// The run directory: member logs, history, faults, verdict.
+    /// The run directory: member logs, histories, faults, verdicts, plots.
     pub out_dir: PathBuf,
     pub sabotage: Option<Sabotage>,
 }
 
-#[derive(Debug)]
-pub struct RunReport {
-    pub history: Vec<Operation>,
-    pub faults: Vec<FaultRecord>,
-    pub verdict: Verdict,
-    pub check_time: Duration,
-    pub out_dir: PathBuf,
-    /// Members that exited without being killed: each is a crash worth reading the log of.
-    pub member_exits: Vec<String>,
-    /// Why the healed cluster did not serve again within [`RECOVERY_TIMEOUT`]; the final
-    /// reads were then skipped.
-    pub recovery_error: Option<String>,
-}
-
-impl RunReport {
-    /// 0: linearizable; 1: an anomaly; 2: unknown, or a cluster that did not recover (the
-    /// history lacks its final reads, so "linearizable" would claim too much).
-    pub fn exit_code(&self) -> u8 {
-        match self.verdict {
-            Verdict::NotLinearizable(_) => 1,
-            Verdict::Linearizable if self.recovery_error.is_none() => 0,
-            Verdict::Linearizable | Verdict::Unknown { .. } => 2,
-        }
-    }
-
-    /// The verdict with its counterexample, as written to `verdict.txt`.
-    pub fn verdict_text(&self) -> String {
-        match &self.verdict {
-            Verdict::Linearizable => "linearizable\n".to_string(),
-            Verdict::NotLinearizable(counterexample) => {
-                format!("NOT linearizable\n{counterexample}")
-            }
-            Verdict::Unknown { reason } => format!("unknown: {reason}\n"),
-        }
-    }
-
-    /// Operations by outcome, faults, checker time, crashes and the verdict.
-    pub fn summary(&self) -> String {
-        let count = |outcome| self.history.iter().filter(|operation| operation.outcome == outcome).count();
-        let mut text = String::new();
-        let _ = writeln!(
-            text,
-            "operations: {} (ok {}, fail {}, indeterminate {})",
-            self.history.len(),
-            count(Outcome::Ok),
-            count(Outcome::Fail),
-            count(Outcome::Indeterminate)
-        );
-        let _ = writeln!(text, "faults injected: {}", self.faults.len());
-        for fault in &self.faults {
-            let _ = writeln!(
-                text,
-                "  {:?} {} from {:.3} s to {:.3} s",
-                fault.kind,
-                fault.members.join(","),
-                fault.start_ns as f64 / 1e9,
-                fault.end_ns as f64 / 1e9
-            );
-        }
-        for exit in &self.member_exits {
-            let _ = writeln!(text, "member crash: {exit}");
-        }
-        if let Some(error) = &self.recovery_error {
-            let _ = writeln!(text, "cluster did not recover after healing: {error}");
-        }
-        let _ = writeln!(text, "checker time: {:.3} s", self.check_time.as_secs_f64());
-        let _ = writeln!(text, "run directory: {}", self.out_dir.display());
-        let _ = write!(text, "verdict: {}", self.verdict_text());
-        text
-    }
-}
-
 /// Runs one test. An `Err` is a harness failure (exit 2), not a verdict.
 pub async fn run(config: &RunConfig) -> anyhow::Result<RunReport> {
-    let Workload::Register = config.workload;
+    anyhow::ensure!(!config.workloads.is_empty(), "no workload to run");
     fs::create_dir_all(&config.out_dir).with_context(|| format!("creating {}", config.out_dir.display()))?;
 
     // Phase 1: a fresh cluster that serves linearizable reads on every member.
@@ -154,8 +73,9 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<RunReport> {
     cluster.wait_ready(READY_TIMEOUT).await?;
     tracing::info!(nodes = cluster.len(), "cluster ready");
 
-    // Phase 2: clients and faults, side by side, until the time limit. Both run in this task
-    // so the nemesis can own the cluster mutably; the clients are spawned tasks.
+    // Phase 2: every workload's clients and the faults, side by side, until the time limit.
+    // The nemesis runs in this task so it can own the cluster mutably; the clients are
+    // spawned tasks.
     let clock = RunClock::start();
     let deadline = Instant::now() + config.time_limit;
     let schedule = nemesis::schedule(&NemesisConfig {
@@ -166,54 +86,70 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<RunReport> {
     });
     let workload_config =
         WorkloadConfig { client_urls: cluster.client_urls(), concurrency: config.concurrency, seed: config.seed };
-    let (history, faults) = tokio::join!(
-        workload::run(&workload_config, clock, deadline),
-        nemesis::run(&mut cluster, &schedule, clock, deadline)
-    );
-    let (mut history, faults) = (history?, faults?);
+    let mut running = Vec::with_capacity(config.workloads.len());
+    for &kind in &config.workloads {
+        running.push(workload::start(kind, &workload_config, clock, deadline).await);
+    }
+    let faults = nemesis::run(&mut cluster, &schedule, clock, deadline).await?;
+    // The last fault may end (or none may start) well before the time limit: the traffic runs
+    // until then, and the healing and the recovery time come after it.
+    tokio::time::sleep_until(deadline).await;
 
-    // Phase 3: heal everything and read every key once more, so a lost acknowledged write
-    // is visible even if no client happened to read its key afterwards. A cluster that does
-    // not recover still gets its history checked and written.
+    // Phase 3: heal everything; once the cluster serves again, each workload finishes with
+    // its final reads (so a lost acknowledged write shows up even if no client happened to
+    // read it afterwards). A cluster that does not recover still gets its histories checked.
     let member_exits = cluster.heal()?;
-    let recovery_error = match cluster.wait_ready(RECOVERY_TIMEOUT).await {
-        Ok(()) => {
-            history.extend(workload::final_reads(&cluster.client_urls(), clock).await);
-            None
-        }
-        Err(error) => Some(format!("{error:#}")),
-    };
+    let recovery_error = cluster.wait_ready(RECOVERY_TIMEOUT).await.err().map(|error| format!("{error:#}"));
+    let facts = RunFacts { faults: faults.clone(), recovered_ns: recovery_error.is_none().then(|| clock.now_ns()) };
+    let client_urls = cluster.client_urls();
+    let recovered = recovery_error.is_none();
+    let recorded = futures::future::try_join_all(
+        running.into_iter().map(|running| running.finish(&client_urls, clock, recovered)),
+    )
+    .await?;
     drop(cluster);
 
-    // Phase 4: check, off the async threads: the search is CPU-bound.
+    // Phase 4: check, off the async threads: the searches are CPU-bound.
     let check_start = std::time::Instant::now();
-    let verdict = {
-        let history = history.clone();
-        tokio::task::spawn_blocking(move || check(&history, CHECK_BUDGET)).await?
-    };
+    let (recorded, checks) = tokio::task::spawn_blocking(move || {
+        let checks = recorded
+            .iter()
+            .map(|history| {
+                let started = std::time::Instant::now();
+                let mut check = history.check(&facts);
+                check.check_time_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                check
+            })
+            .collect::<Vec<_>>();
+        (recorded, checks)
+    })
+    .await?;
     let check_time = check_start.elapsed();
 
     // Phase 5: the run directory.
+    let samples: Vec<_> = recorded.iter().flat_map(|history| history.samples()).collect();
+    for history in &recorded {
+        history.write(&config.out_dir)?;
+    }
     let report = RunReport {
-        history,
+        settings: RunSettings {
+            workloads: config.workloads.clone(),
+            nemeses: config.nemeses.clone(),
+            nodes: config.nodes,
+            time_limit_secs: config.time_limit.as_secs(),
+            concurrency: config.concurrency,
+            seed: config.seed,
+            sabotage: config.sabotage.map(|sabotage| sabotage.member_flag().to_string()),
+        },
+        checks,
+        operations: OutcomeCounts::of(&samples),
         faults,
-        verdict,
         check_time,
         out_dir: config.out_dir.clone(),
         member_exits,
         recovery_error,
     };
-    write_run_dir(&report)?;
+    report.write()?;
+    plot::write(&config.out_dir, &samples, &report.faults)?;
     Ok(report)
-}
-
-fn write_run_dir(report: &RunReport) -> anyhow::Result<()> {
-    let history_path = report.out_dir.join("history.jsonl");
-    let file = File::create(&history_path).with_context(|| format!("creating {}", history_path.display()))?;
-    write_json_lines(BufWriter::new(file), &report.history)?;
-    let faults_path = report.out_dir.join("faults.json");
-    let file = File::create(&faults_path).with_context(|| format!("creating {}", faults_path.display()))?;
-    serde_json::to_writer_pretty(BufWriter::new(file), &report.faults)?;
-    fs::write(report.out_dir.join("verdict.txt"), report.verdict_text())?;
-    Ok(())
 }

@@ -1,8 +1,9 @@
 //! The `keel` command line: etcd's flags, with the same names, defaults and meanings, each also
 //! read from a `KEEL_<FLAG>` environment variable (the flag wins).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use clap::Parser;
@@ -83,9 +84,24 @@ pub struct Flags {
     #[arg(long, hide = true, env = "KEEL_UNSAFE_ACK_BEFORE_FSYNC")]
     pub unsafe_ack_before_fsync: bool,
 
+    /// TEST ONLY: open every outgoing peer connection from this local IP (e.g. 127.0.0.3), so
+    /// the fault-injection harness's proxies can tell members apart on one loopback interface
+    /// and cut a single link. Process-wide: it applies to every peer client of this process.
+    #[arg(long, hide = true, env = "KEEL_UNSAFE_PEER_SOURCE_ADDRESS")]
+    pub unsafe_peer_source_address: Option<IpAddr>,
+
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, env = "KEEL_LOG_LEVEL", default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
     pub log_level: String,
+}
+
+/// TEST ONLY (`--unsafe-peer-source-address`): the local IP of every outgoing peer connection of
+/// this process. Set once by [`Flags::validate`]; the first value wins (a process runs one member).
+static PEER_SOURCE_ADDRESS: OnceLock<IpAddr> = OnceLock::new();
+
+/// The local IP outgoing peer connections are opened from; `None`, the default: the OS chooses.
+pub fn unsafe_peer_source_address() -> Option<IpAddr> {
+    PEER_SOURCE_ADDRESS.get().copied()
 }
 
 /// A member's configuration, validated: every URL parsed, every relation between flags checked.
@@ -144,6 +160,11 @@ impl Flags {
         }
         if self.max_request_bytes == 0 {
             return Err("--max-request-bytes must be greater than 0".into());
+        }
+        if let Some(address) = self.unsafe_peer_source_address {
+            // Process-wide rather than a field of MemberConfig: the switch stays confined to
+            // this flag and the peer clients, and a `keel` process runs exactly one member.
+            let _ = PEER_SOURCE_ADDRESS.set(address);
         }
         Ok(MemberConfig {
             name: self.name.clone(),

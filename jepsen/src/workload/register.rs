@@ -1,22 +1,24 @@
 //! The register workload: concurrent etcd clients doing linearizable reads, unique writes and
-//! compare-and-set transactions on a few keys, recorded as [`Operation`]s.
+//! compare-and-set transactions on a few keys, recorded as [`Operation`]s, and one more read
+//! of every key after healing. [`check`] hands the history to the linearizability checker
+//! ([`crate::checker`]) and names what it found.
 //!
-//! It records what each client saw and classifies errors; it never judges the history and
-//! never touches the cluster's processes.
+//! The clients record what they saw and classify errors; they never judge the history.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, Error, Txn, TxnOp, TxnOpResponse};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
+use rand::Rng;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tonic::Code;
 
+use super::{classify, client_rng, connect, Workload, WorkloadConfig, CONNECT_RETRY_INTERVAL, ERROR_BACKOFF};
+use crate::checker::{CheckBudget, Verdict, Violation};
 use crate::clock::RunClock;
 use crate::history::{OpKind, Operation, Outcome};
+use crate::verdict::{CheckReport, Findings};
 
 /// Keys `r0..r7`: few enough that clients contend, many enough that each key's sub-history
 /// stays small for the checker.
@@ -24,38 +26,66 @@ pub const KEYS: usize = 8;
 /// Operations recorded by all clients together; a client stops at its share. Bounds the
 /// history's memory and the checker's work.
 pub const OPERATIONS_MAX: usize = 1_000_000;
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// Per request. A request that times out is indeterminate, so this also bounds how long after
-/// the deadline the workload can run.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
-/// Wait before retrying a client that could not be built.
-const CONNECT_RETRY_INTERVAL: Duration = Duration::from_millis(100);
-/// Pause of a worker after an indeterminate call: against a killed member a call fails in
-/// microseconds, and without it a worker would fill the history with refused connections.
-const ERROR_BACKOFF: Duration = Duration::from_millis(100);
 /// Process id of the final reads, apart from every worker's.
 pub const FINAL_READ_PROCESS: u64 = u64::MAX;
+/// The checker's bounds: past them the verdict is Unknown (exit 2), never a guess.
+pub const CHECK_BUDGET: CheckBudget = CheckBudget { time: Duration::from_secs(60), states_max: 5_000_000 };
 
-#[derive(Clone, Debug)]
-pub struct WorkloadConfig {
-    pub client_urls: Vec<String>,
-    pub concurrency: usize,
-    pub seed: u64,
+/// The register's clients, running.
+pub struct Running {
+    workers: JoinSet<Vec<Operation>>,
 }
 
-/// Runs `config.concurrency` clients until `deadline`; returns their operations by call time.
-pub async fn run(config: &WorkloadConfig, clock: RunClock, deadline: Instant) -> anyhow::Result<Vec<Operation>> {
+/// Spawns `config.concurrency` clients until `deadline`.
+pub fn start(config: &WorkloadConfig, clock: RunClock, deadline: Instant) -> Running {
     let config = Arc::new(config.clone());
     let mut workers = JoinSet::new();
     for worker in 0..config.concurrency {
         workers.spawn(worker_loop(worker, Arc::clone(&config), clock, deadline));
     }
-    let mut history = Vec::new();
-    while let Some(operations) = workers.join_next().await {
-        history.extend(operations?);
+    Running { workers }
+}
+
+impl Running {
+    /// The clients' operations by call time, then (if the cluster recovered) one more read of
+    /// every key.
+    pub async fn finish(
+        mut self,
+        client_urls: &[String],
+        clock: RunClock,
+        recovered: bool,
+    ) -> anyhow::Result<Vec<Operation>> {
+        let mut history = Vec::new();
+        while let Some(operations) = self.workers.join_next().await {
+            history.extend(operations?);
+        }
+        history.sort_by_key(|operation| operation.call_ns);
+        if recovered {
+            history.extend(final_reads(client_urls, clock).await);
+        }
+        Ok(history)
     }
-    history.sort_by_key(|operation| operation.call_ns);
-    Ok(history)
+}
+
+/// Linearizability of every key, within [`CHECK_BUDGET`].
+pub fn check(history: &[Operation]) -> CheckReport {
+    let mut findings = Findings::new(Workload::Register, history.len());
+    findings.stat(
+        "keys",
+        history.iter().map(|operation| operation.key.as_str()).collect::<std::collections::HashSet<_>>().len() as u64,
+    );
+    match crate::checker::check(history, CHECK_BUDGET) {
+        Verdict::Linearizable => {}
+        Verdict::NotLinearizable(counterexample) => {
+            let name = match counterexample.violation {
+                Violation::ValueNeverWritten => "read-of-unwritten-value",
+                Violation::NoLinearization { .. } => "not-linearizable",
+            };
+            findings.anomaly(name, || counterexample.to_string());
+        }
+        Verdict::Unknown { reason } => findings.unknown(reason),
+    }
+    findings.report()
 }
 
 /// One linearizable read of every key, after the faults are healed: a write that was
@@ -81,27 +111,11 @@ pub async fn final_reads(client_urls: &[String], clock: RunClock) -> Vec<Operati
     history
 }
 
-/// Whether a failed call may have taken effect. Only errors etcd raises before proposing
-/// anything are definite; a timeout, a broken connection, "no leader" or "request timed out"
-/// (Unavailable) may have been applied. Calling a definite error indeterminate can only hide
-/// an anomaly; the reverse could invent one, so the list is short.
-pub fn classify(error: &Error) -> Outcome {
-    match error {
-        // Rejected by the client library before sending anything.
-        Error::InvalidArgs(_) | Error::InvalidUri(_) => Outcome::Fail,
-        Error::GRpcStatus(status) => match status.code() {
-            Code::InvalidArgument | Code::OutOfRange | Code::NotFound => Outcome::Fail,
-            _ => Outcome::Indeterminate,
-        },
-        _ => Outcome::Indeterminate,
-    }
-}
-
 async fn worker_loop(worker: usize, config: Arc<WorkloadConfig>, clock: RunClock, deadline: Instant) -> Vec<Operation> {
     let worker_id = worker as u64;
     let concurrency = config.concurrency as u64;
     let operations_max = OPERATIONS_MAX / config.concurrency.max(1);
-    let mut rng = StdRng::seed_from_u64(config.seed ^ worker_id.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut rng = client_rng(config.seed, Workload::Register, worker);
     // A process has at most one call in flight: after an indeterminate call (which may still
     // take effect) the worker continues as a new process, as Jepsen does.
     let mut process = worker_id;
@@ -168,11 +182,6 @@ fn remember(seen: &mut HashMap<String, String>, key: &str, kind: &OpKind, outcom
     }
 }
 
-async fn connect(client_urls: &[String]) -> Result<Client, Error> {
-    let options = ConnectOptions::new().with_connect_timeout(CONNECT_TIMEOUT).with_timeout(REQUEST_TIMEOUT);
-    Client::connect(client_urls, Some(options)).await
-}
-
 async fn read(client: &mut Client, key: &str) -> (OpKind, Outcome) {
     // A plain `get` is linearizable in etcd's API (serializable is opt-in).
     match client.get(key, None).await {
@@ -226,17 +235,6 @@ async fn cas(client: &mut Client, key: &str, expected: String, new: String) -> (
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn classify_separates_definite_from_maybe_applied() {
-        let status = |code, message: &str| Error::GRpcStatus(tonic::Status::new(code, message));
-        assert_eq!(classify(&status(Code::InvalidArgument, "etcdserver: key is not provided")), Outcome::Fail);
-        assert_eq!(classify(&status(Code::Unavailable, "etcdserver: request timed out")), Outcome::Indeterminate);
-        assert_eq!(classify(&status(Code::Unavailable, "etcdserver: no leader")), Outcome::Indeterminate);
-        assert_eq!(classify(&status(Code::DeadlineExceeded, "timeout")), Outcome::Indeterminate);
-        assert_eq!(classify(&status(Code::Unknown, "transport")), Outcome::Indeterminate);
-        assert_eq!(classify(&Error::InvalidArgs("empty key".into())), Outcome::Fail);
-    }
 
     #[test]
     fn cas_expects_the_last_value_seen() {

@@ -48,6 +48,8 @@ impl PeerClients {
             .connect_timeout(PEER_CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
+            // None (the OS chooses) unless the test-only --unsafe-peer-source-address is set.
+            .local_address(crate::config::unsafe_peer_source_address())
             .connect_lazy();
         let client =
             PeerClient::new(channel).max_decoding_message_size(usize::MAX).max_encoding_message_size(usize::MAX);
