@@ -3,7 +3,6 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use clap::Parser;
@@ -86,22 +85,13 @@ pub struct Flags {
 
     /// TEST ONLY: open every outgoing peer connection from this local IP (e.g. 127.0.0.3), so
     /// the fault-injection harness's proxies can tell members apart on one loopback interface
-    /// and cut a single link. Process-wide: it applies to every peer client of this process.
+    /// and cut a single link.
     #[arg(long, hide = true, env = "KEEL_UNSAFE_PEER_SOURCE_ADDRESS")]
     pub unsafe_peer_source_address: Option<IpAddr>,
 
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, env = "KEEL_LOG_LEVEL", default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
     pub log_level: String,
-}
-
-/// TEST ONLY (`--unsafe-peer-source-address`): the local IP of every outgoing peer connection of
-/// this process. Set once by [`Flags::validate`]; the first value wins (a process runs one member).
-static PEER_SOURCE_ADDRESS: OnceLock<IpAddr> = OnceLock::new();
-
-/// The local IP outgoing peer connections are opened from; `None`, the default: the OS chooses.
-pub fn unsafe_peer_source_address() -> Option<IpAddr> {
-    PEER_SOURCE_ADDRESS.get().copied()
 }
 
 /// A member's configuration, validated: every URL parsed, every relation between flags checked.
@@ -124,6 +114,8 @@ pub struct MemberConfig {
     pub snapshot_catchup_entries: u64,
     pub watch_progress_notify_interval: Duration,
     /// Test-only sabotage; see the flags.
+    /// TEST ONLY: the local IP outgoing peer connections are opened from (`None`: the OS chooses).
+    pub unsafe_peer_source_address: Option<IpAddr>,
     pub unsafe_stale_reads: bool,
     pub unsafe_ack_before_fsync: bool,
 }
@@ -161,11 +153,6 @@ impl Flags {
         if self.max_request_bytes == 0 {
             return Err("--max-request-bytes must be greater than 0".into());
         }
-        if let Some(address) = self.unsafe_peer_source_address {
-            // Process-wide rather than a field of MemberConfig: the switch stays confined to
-            // this flag and the peer clients, and a `keel` process runs exactly one member.
-            let _ = PEER_SOURCE_ADDRESS.set(address);
-        }
         Ok(MemberConfig {
             name: self.name.clone(),
             data_dir: self.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("{}.keel", self.name))),
@@ -183,6 +170,7 @@ impl Flags {
             snapshot_catchup_entries: self.experimental_snapshot_catchup_entries,
             watch_progress_notify_interval: self.experimental_watch_progress_notify_interval,
             unsafe_stale_reads: self.unsafe_stale_reads,
+            unsafe_peer_source_address: self.unsafe_peer_source_address,
             unsafe_ack_before_fsync: self.unsafe_ack_before_fsync,
         })
     }

@@ -431,7 +431,7 @@ pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
     let state_machine = StateMachine::open(engine.clone(), &config.data_dir.join("snapshots"))
         .map_err(|e| StartError(format!("state machine: {e}")))?;
     let shared = state_machine.shared();
-    let peers = PeerClients::default();
+    let peers = PeerClients::new(config.unsafe_peer_source_address);
     let raft = Raft::new(
         identity.member_id,
         raft_config(&config)?,

@@ -35,9 +35,17 @@ const SNAPSHOT_CHUNKS_IN_FLIGHT: usize = 4;
 pub struct PeerClients {
     // std Mutex: held only to look up or insert a client, never across an await.
     clients: Arc<Mutex<HashMap<String, PeerClient<Channel>>>>,
+    /// The local IP connections are opened from: `None` (the OS chooses) unless the test-only
+    /// `--unsafe-peer-source-address` is set.
+    source_address: Option<std::net::IpAddr>,
 }
 
 impl PeerClients {
+    /// Peer clients whose connections start from `source_address` (`None`: the OS chooses).
+    pub fn new(source_address: Option<std::net::IpAddr>) -> Self {
+        PeerClients { clients: Arc::default(), source_address }
+    }
+
     /// A client for `url`, connecting lazily on first use and reconnecting after failures.
     pub fn get(&self, url: &str) -> Result<PeerClient<Channel>, tonic::transport::Error> {
         let mut clients = self.clients.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -48,8 +56,7 @@ impl PeerClients {
             .connect_timeout(PEER_CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
-            // None (the OS chooses) unless the test-only --unsafe-peer-source-address is set.
-            .local_address(crate::config::unsafe_peer_source_address())
+            .local_address(self.source_address)
             .connect_lazy();
         let client =
             PeerClient::new(channel).max_decoding_message_size(usize::MAX).max_encoding_message_size(usize::MAX);
