@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use super::codec::{decode, encode};
 use super::SnapshotMeta;
-use crate::storage::{Direction, Durability, Engine, KeyRange, Table, WriteBatch};
+use crate::storage::{Durability, Engine, Table, WriteBatch};
 
 const MAGIC: &[u8; 8] = b"KEELSNP1";
 const END: u8 = 0;
@@ -43,31 +43,34 @@ pub fn file_name(meta: &SnapshotMeta) -> String {
 
 /// Writes the state machine's tables as they are now to `path` (through a temp file, so a crash
 /// never leaves a half-written snapshot under the final name).
-pub fn write(engine: &Arc<dyn Engine>, meta: &SnapshotMeta, path: &Path) -> io::Result<()> {
+/// Writes the snapshot file of `engine`'s tables at `path`, as of the point in time at which
+/// `fixed` is called (before anything is read): the state machine may apply more entries
+/// meanwhile without them showing in the file.
+pub fn write(engine: &Arc<dyn Engine>, meta: &SnapshotMeta, path: &Path, fixed: &mut dyn FnMut()) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut out = BufWriter::new(File::create(&tmp)?);
     out.write_all(MAGIC)?;
     write_chunk(&mut out, &encode(meta)?)?;
-    for (tag, table) in SNAPSHOT_TABLES {
-        let mut write_err = None;
-        engine
-            .scan(table, KeyRange::all(), Direction::Forward, &mut |key, value| {
-                let res = out
-                    .write_all(&[tag])
-                    .and_then(|_| write_chunk(&mut out, key))
-                    .and_then(|_| write_chunk(&mut out, value));
-                match res {
-                    Ok(()) => true,
-                    Err(e) => {
-                        write_err = Some(e);
-                        false
-                    }
+    let tables: Vec<Table> = SNAPSHOT_TABLES.iter().map(|(_, table)| *table).collect();
+    let mut write_err = None;
+    engine
+        .scan_as_of_now(&tables, fixed, &mut |table, key, value| {
+            let Some((tag, _)) = SNAPSHOT_TABLES.iter().find(|(_, t)| *t == table) else { return false };
+            let res = out
+                .write_all(&[*tag])
+                .and_then(|_| write_chunk(&mut out, key))
+                .and_then(|_| write_chunk(&mut out, value));
+            match res {
+                Ok(()) => true,
+                Err(e) => {
+                    write_err = Some(e);
+                    false
                 }
-            })
-            .map_err(io::Error::other)?;
-        if let Some(e) = write_err {
-            return Err(e);
-        }
+            }
+        })
+        .map_err(io::Error::other)?;
+    if let Some(e) = write_err {
+        return Err(e);
     }
     out.write_all(&[END])?;
     let file = out.into_inner().map_err(|e| e.into_error())?;

@@ -141,15 +141,16 @@ impl StateMachine {
             EntryPayload::Normal(command) => mvcc.apply(&command).map_err(io::Error::other),
         }
     }
+}
 
-    fn remove_snapshots_except(&self, keep: &Path) {
-        let Ok(dir) = std::fs::read_dir(&self.snapshot_dir) else { return };
-        for entry in dir.flatten() {
-            let path = entry.path();
-            if path != keep && path.extension().is_some_and(|e| e == "snap") {
-                if let Err(e) = std::fs::remove_file(&path) {
-                    tracing::warn!(path = %path.display(), "cannot remove old snapshot: {e}");
-                }
+/// Removes every snapshot file in `dir` but `keep`.
+fn remove_snapshots_except(dir: &Path, keep: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path != keep && path.extension().is_some_and(|e| e == "snap") {
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), "cannot remove old snapshot: {e}");
             }
         }
     }
@@ -247,21 +248,26 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        // The tables are dumped here, while the state-machine worker waits, so the snapshot is
-        // exactly the state at `self.applied`: no entry is applied half-way through the dump.
+        // The dump reads the tables as of one point in time taken here, while the state-machine
+        // worker waits, so the snapshot is exactly the state at `self.applied`. Only taking
+        // that point is waited for: the dump itself runs while entries go on being applied
+        // (waiting for all of it stalled every write for a second or more on a large keyspace).
         let meta = SnapshotMeta { last_log_id: self.applied, last_membership: self.membership.clone() };
         let path = self.snapshot_dir.join(snapshot::file_name(&meta));
-        let engine = self.engine.clone();
-        let dump_path = path.clone();
-        let dump_meta = meta.clone();
-        let result = tokio::task::spawn_blocking(move || snapshot::write(&engine, &dump_meta, &dump_path))
-            .await
-            .map_err(io::Error::other)
-            .and_then(|r| r);
-        if result.is_ok() {
-            self.remove_snapshots_except(&path);
-        }
-        SnapshotBuilder { result: Some(result.map(|_| Snapshot { meta, snapshot: SnapshotFile { path } })) }
+        let (engine, dump_path, dump_meta) = (self.engine.clone(), path.clone(), meta.clone());
+        let (fixed_tx, fixed_rx) = tokio::sync::oneshot::channel::<()>();
+        let dump = tokio::task::spawn_blocking(move || {
+            let mut fixed_tx = Some(fixed_tx);
+            let mut fixed = || {
+                if let Some(tx) = fixed_tx.take() {
+                    let _ = tx.send(());
+                }
+            };
+            snapshot::write(&engine, &dump_meta, &dump_path, &mut fixed)
+        });
+        // An error before the point was taken drops the sender: the builder reports it.
+        let _ = fixed_rx.await;
+        SnapshotBuilder { dump: Some(dump), meta, path, snapshot_dir: self.snapshot_dir.clone() }
     }
 
     async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotFile) -> Result<(), io::Error> {
@@ -290,7 +296,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             get_meta::<SecretKey>(&self.engine, SECRET_KEY_KEY)?;
         self.applied = installed.last_log_id;
         self.membership = installed.last_membership;
-        self.remove_snapshots_except(&path);
+        remove_snapshots_except(&self.snapshot_dir, &path);
         tracing::info!(applied = ?self.applied, "installed snapshot");
         Ok(())
     }
@@ -309,15 +315,22 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 }
 
-/// A snapshot already written by `get_snapshot_builder`; building only hands it over.
+/// A snapshot being written from the point in time `get_snapshot_builder` took; building waits
+/// for the file, then removes the older ones.
 pub struct SnapshotBuilder {
-    result: Option<io::Result<Snapshot>>,
+    dump: Option<tokio::task::JoinHandle<io::Result<()>>>,
+    meta: SnapshotMeta,
+    path: PathBuf,
+    snapshot_dir: PathBuf,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     type SnapshotData = SnapshotFile;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
-        self.result.take().unwrap_or_else(|| Err(io::Error::other("snapshot builder used twice")))
+        let dump = self.dump.take().ok_or_else(|| io::Error::other("snapshot builder used twice"))?;
+        dump.await.map_err(io::Error::other)??;
+        remove_snapshots_except(&self.snapshot_dir, &self.path);
+        Ok(Snapshot { meta: self.meta.clone(), snapshot: SnapshotFile { path: self.path.clone() } })
     }
 }

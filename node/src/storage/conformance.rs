@@ -169,7 +169,7 @@ fn suite_batches_visible_to_other_threads(engine: Arc<dyn Engine>) {
 type Suite = fn(&dyn Engine);
 
 /// Every suite that needs a fresh engine, by name for failure messages.
-const SUITES: [(&str, Suite); 7] = [
+const SUITES: [(&str, Suite); 8] = [
     ("get_put_delete", suite_get_put_delete),
     ("batch_is_ordered", suite_batch_is_ordered),
     ("empty_batch_and_empty_bytes", suite_empty_batch_and_empty_bytes),
@@ -177,7 +177,35 @@ const SUITES: [(&str, Suite); 7] = [
     ("scan_bounds_and_direction", suite_scan_bounds_and_direction),
     ("scan_stops_early", suite_scan_stops_early),
     ("tables_are_independent", suite_tables_are_independent),
+    ("scan_as_of_now_ignores_later_writes", suite_scan_as_of_now_ignores_later_writes),
 ];
+
+/// A scan as of now sees every table as it was when `fixed` ran, whatever is written after.
+fn suite_scan_as_of_now_ignores_later_writes(engine: &dyn Engine) {
+    fill(engine, Table::Kv, &[b"a", b"b"]);
+    fill(engine, Table::StateMeta, &[b"m"]);
+    let mut seen = Vec::new();
+    let mut fixed = || {
+        let mut later = WriteBatch::new();
+        later.put(Table::Kv, b"c".to_vec(), b"late".to_vec());
+        later.delete(Table::Kv, b"a".to_vec());
+        later.put(Table::StateMeta, b"m".to_vec(), b"changed".to_vec());
+        engine.write(later, Durability::Buffered).expect("write after the point in time");
+    };
+    engine
+        .scan_as_of_now(&[Table::Kv, Table::StateMeta], &mut fixed, &mut |table, key, value| {
+            seen.push((table, key.to_vec(), value.to_vec()));
+            true
+        })
+        .expect("scan");
+    let expected: Vec<(Table, Vec<u8>, Vec<u8>)> = vec![
+        (Table::Kv, b"a".to_vec(), b"v-a".to_vec()),
+        (Table::Kv, b"b".to_vec(), b"v-b".to_vec()),
+        (Table::StateMeta, b"m".to_vec(), b"v-m".to_vec()),
+    ];
+    assert_eq!(seen, expected);
+    assert_eq!(engine.get(Table::Kv, b"c").expect("get"), Some(b"late".to_vec()), "the later write happened");
+}
 
 #[test]
 fn memory_engine_conforms() {

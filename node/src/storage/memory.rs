@@ -43,6 +43,28 @@ impl Engine for MemoryEngine {
         Ok(self.read()?.get(&table).and_then(|entries| entries.get(key).cloned()))
     }
 
+    fn scan_as_of_now(
+        &self,
+        tables: &[Table],
+        fixed: &mut dyn FnMut(),
+        visit: &mut dyn FnMut(Table, &[u8], &[u8]) -> bool,
+    ) -> Result<(), StorageError> {
+        // A copy is the point in time: writers go on once it is taken.
+        let copy: Vec<(Table, BTreeMap<Vec<u8>, Vec<u8>>)> = {
+            let all = self.read()?;
+            tables.iter().map(|table| (*table, all.get(table).cloned().unwrap_or_default())).collect()
+        };
+        fixed();
+        for (table, entries) in &copy {
+            for (key, value) in entries {
+                if !visit(*table, key, value) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn scan(
         &self,
         table: Table,

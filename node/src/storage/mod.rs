@@ -145,6 +145,17 @@ pub trait Engine: Send + Sync + 'static {
         visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), StorageError>;
 
+    /// Calls `visit(table, key, value)` for every entry of `tables`, table by table in key
+    /// order, all as of one point in time: `fixed` is called once that point is taken, before
+    /// the first visit, and batches written after it are not seen. Snapshots dump the state
+    /// this way while the state machine goes on applying.
+    fn scan_as_of_now(
+        &self,
+        tables: &[Table],
+        fixed: &mut dyn FnMut(),
+        visit: &mut dyn FnMut(Table, &[u8], &[u8]) -> bool,
+    ) -> Result<(), StorageError>;
+
     fn write(&self, batch: WriteBatch, durability: Durability) -> Result<(), StorageError>;
 
     /// Makes every batch written so far durable (RocksDB: fsync the WAL). Many `Buffered`

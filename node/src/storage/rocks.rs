@@ -104,6 +104,31 @@ impl Engine for RocksEngine {
         self.db.get_cf(family, key).map_err(|error| rocks_error("get", error))
     }
 
+    fn scan_as_of_now(
+        &self,
+        tables: &[Table],
+        fixed: &mut dyn FnMut(),
+        visit: &mut dyn FnMut(Table, &[u8], &[u8]) -> bool,
+    ) -> Result<(), StorageError> {
+        let snapshot = self.db.snapshot();
+        fixed();
+        for &table in tables {
+            let family = self.family(table)?;
+            let mut read_options = ReadOptions::default();
+            read_options.set_snapshot(&snapshot);
+            let mut iterator = self.db.raw_iterator_cf_opt(family, read_options);
+            iterator.seek_to_first();
+            while let (Some(key), Some(value)) = (iterator.key(), iterator.value()) {
+                if !visit(table, key, value) {
+                    return Ok(());
+                }
+                iterator.next();
+            }
+            iterator.status().map_err(|error| rocks_error("scan", error))?;
+        }
+        Ok(())
+    }
+
     fn scan(
         &self,
         table: Table,
