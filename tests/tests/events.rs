@@ -440,6 +440,9 @@ async fn events_are_etcd_keys_that_etcdctl_lists_and_etcd_watches_see() {
     let mut watcher = cluster.member_client(2).await;
     let mut stream =
         watcher.watch("/micro/events/shop/", Some(WatchOptions::new().with_prefix())).await.expect("watch");
+    // It starts where member 2 is when it creates it: publish only once it is created.
+    let created = stream.message().await.expect("watch response").expect("created response");
+    assert!(created.created(), "{created:?}");
     let batch = vec![new_event("d", b"fourth"), new_event("e", b"fifth")];
     let answer = publish(&events(&cluster, 1), publish_request("shop", batch)).await;
     publish(&events(&cluster, 1), publish_request("shop-eu", vec![new_event("", b"not watched")])).await;

@@ -23,6 +23,12 @@ async fn a_watcher_that_stops_reading_blocks_nobody_and_misses_nothing() {
     let mut slow = slow_client.watch("k", Some(WatchOptions::new().with_prefix())).await.expect("slow watch");
     let mut fast_client = connect(&endpoints).await;
     let mut fast = fast_client.watch("k", Some(WatchOptions::new().with_prefix())).await.expect("fast watch");
+    // A watch without a start revision starts where the member is when it creates it: write
+    // only once both are created (etcd-client returns before the member answers).
+    for stream in [&mut slow, &mut fast] {
+        let created = stream.message().await.expect("watch response").expect("created response");
+        assert!(created.created(), "{created:?}");
+    }
     let fast_reader = tokio::spawn(async move {
         let mut revisions = Vec::new();
         while revisions.len() < WRITES {
