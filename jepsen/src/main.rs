@@ -46,7 +46,7 @@ struct TestArgs {
     /// Seed of the fault schedule and the clients' choices [default: the time].
     #[arg(long)]
     seed: Option<u64>,
-    /// The `keel` binary [default: `keel` next to this executable].
+    /// The `keel` binary [default: `keel` next to this executable; under `cargo run`, built first].
     #[arg(long)]
     keel_bin: Option<PathBuf>,
     /// The run directory [default: jepsen/runs/<unix time>-<seed>].
@@ -194,7 +194,7 @@ fn run_config(args: TestArgs) -> anyhow::Result<RunConfig> {
     let seed = args.seed.unwrap_or(now.as_nanos() as u64);
     let keel_bin = match args.keel_bin {
         Some(path) => path,
-        None => std::env::current_exe()?.with_file_name("keel"),
+        None => keel_next_to_this_executable()?,
     };
     let out_dir = args.out.unwrap_or_else(|| PathBuf::from(format!("jepsen/runs/{}-{seed}", now.as_secs())));
     Ok(RunConfig {
@@ -211,4 +211,31 @@ fn run_config(args: TestArgs) -> anyhow::Result<RunConfig> {
             SabotageArg::AckBeforeFsync => Sabotage::AckBeforeFsync,
         }),
     })
+}
+
+/// `keel` next to this executable, built first (in the same profile) when this process was
+/// started by `cargo run`, so `cargo run --release -p keel-jepsen -- test ...` works on a fresh
+/// checkout and always runs the members of the code it was built from.
+fn keel_next_to_this_executable() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let keel = exe.with_file_name("keel");
+    if let Some(cargo) = std::env::var_os("CARGO") {
+        let profile = exe.parent().and_then(|dir| dir.file_name()).and_then(|name| name.to_str()).unwrap_or("release");
+        let profile = if profile == "debug" { "dev" } else { profile };
+        let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .ok_or_else(|| anyhow::anyhow!("no workspace above {}", env!("CARGO_MANIFEST_DIR")))?;
+        eprintln!("building keel ({profile} profile) with cargo; --keel-bin skips this");
+        let status = std::process::Command::new(cargo)
+            .args(["build", "--profile", profile, "-p", "keel-node", "--bin", "keel"])
+            .current_dir(workspace)
+            .status()?;
+        anyhow::ensure!(status.success(), "building keel failed");
+    }
+    anyhow::ensure!(
+        keel.exists(),
+        "{} not found: build it (cargo build --release -p keel-node --bin keel) or pass --keel-bin",
+        keel.display()
+    );
+    Ok(keel)
 }
