@@ -13,6 +13,8 @@ mod config;
 mod events;
 #[path = "keelctl/output.rs"]
 mod output;
+#[path = "keelctl/output_events.rs"]
+mod output_events;
 #[path = "keelctl/registry.rs"]
 mod registry;
 #[path = "keelctl/shared.rs"]

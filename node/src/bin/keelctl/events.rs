@@ -8,9 +8,9 @@ use keel_client::events::{
     ConsumeOptions, ConsumeStart, Events, GrpcEvents, PublishOptions, ReadOptions, Retention, Start,
 };
 
-use crate::output;
 use crate::shared::parse_key_value;
 use crate::Format;
+use crate::{output, output_events};
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -87,7 +87,7 @@ pub async fn run(command: Command, endpoints: &[String], format: Format) -> anyh
         Command::Publish { topic, payload, metadata, id } => {
             let options = PublishOptions { metadata: metadata.into_iter().collect(), id };
             let published = events.publish(&topic, payload.into_bytes(), options).await?;
-            output::published(format, &topic, published)
+            output_events::published(format, &topic, published)
         }
         Command::Read { topic, offset, since, limit } => {
             let start = match (offset, since) {
@@ -96,18 +96,18 @@ pub async fn run(command: Command, endpoints: &[String], format: Format) -> anyh
                 (None, None) => Start::Earliest,
             };
             match events.read(&topic, ReadOptions { start, limit }).await {
-                Ok(read) => output::events(format, &read),
+                Ok(read) => output_events::events(format, &read),
                 Err(keel_client::Error::NotFound) => anyhow::bail!("events: no such topic {topic:?}"),
                 Err(error) => Err(error.into()),
             }
         }
-        Command::Topics => output::topics(format, &events.topics().await?),
+        Command::Topics => output_events::topics(format, &events.topics().await?),
         Command::Consume { topic, group, start, ack_wait, retry_limit, count, auto_ack } => {
             let options = ConsumeOptions { group, start, auto_ack, ack_wait, retry_limit, ..ConsumeOptions::default() };
             consume(&events, &topic, options, count, format).await
         }
         Command::Groups { topic } => match events.groups(&topic).await {
-            Ok(groups) => output::groups(format, &groups),
+            Ok(groups) => output_events::groups(format, &groups),
             Err(keel_client::Error::NotFound) => anyhow::bail!("events: no such topic {topic:?}"),
             Err(error) => Err(error.into()),
         },
@@ -139,7 +139,7 @@ async fn consume(
     while count.is_none_or(|count| received < count) {
         let Some(delivery) = subscription.next().await else { break };
         let delivery = delivery?;
-        output::delivery(format, &delivery.event, delivery.deliveries)?;
+        output_events::delivery(format, &delivery.event, delivery.deliveries)?;
         delivery.ack().await?;
         received += 1;
     }
