@@ -8,9 +8,10 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use super::{Direction, Durability, Engine, KeyRange, StorageError, Table, WriteBatch, WriteOp};
+use super::{Direction, Durability, Engine, KeyRange, StorageError, Table, TableVisitor, WriteBatch, WriteOp};
 
-type Tables = BTreeMap<Table, BTreeMap<Vec<u8>, Vec<u8>>>;
+type Entries = BTreeMap<Vec<u8>, Vec<u8>>;
+type Tables = BTreeMap<Table, Entries>;
 
 /// The engine of tests: ordered maps behind one lock.
 #[derive(Debug, Default)]
@@ -47,10 +48,10 @@ impl Engine for MemoryEngine {
         &self,
         tables: &[Table],
         fixed: &mut dyn FnMut(),
-        visit: &mut dyn FnMut(Table, &[u8], &[u8]) -> bool,
+        visit: &mut TableVisitor<'_>,
     ) -> Result<(), StorageError> {
         // A copy is the point in time: writers go on once it is taken.
-        let copy: Vec<(Table, BTreeMap<Vec<u8>, Vec<u8>>)> = {
+        let copy: Vec<(Table, Entries)> = {
             let all = self.read()?;
             tables.iter().map(|table| (*table, all.get(table).cloned().unwrap_or_default())).collect()
         };

@@ -133,6 +133,9 @@ impl<'a> KeyRange<'a> {
 
 /// The engine contract. Implementations are shared between threads; a batch is atomic and
 /// visible to readers all at once; reads see every batch whose `write` has returned.
+/// Visits one entry of a table during `Engine::scan_as_of_now`; returns false to stop.
+pub type TableVisitor<'a> = dyn FnMut(Table, &[u8], &[u8]) -> bool + 'a;
+
 pub trait Engine: Send + Sync + 'static {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
 
@@ -153,7 +156,7 @@ pub trait Engine: Send + Sync + 'static {
         &self,
         tables: &[Table],
         fixed: &mut dyn FnMut(),
-        visit: &mut dyn FnMut(Table, &[u8], &[u8]) -> bool,
+        visit: &mut TableVisitor<'_>,
     ) -> Result<(), StorageError>;
 
     fn write(&self, batch: WriteBatch, durability: Durability) -> Result<(), StorageError>;

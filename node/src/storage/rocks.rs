@@ -11,7 +11,7 @@ use rocksdb::{
     WriteOptions, DB,
 };
 
-use super::{Direction, Durability, Engine, KeyRange, StorageError, Table, WriteBatch, WriteOp};
+use super::{Direction, Durability, Engine, KeyRange, StorageError, Table, TableVisitor, WriteBatch, WriteOp};
 
 /// Block cache shared by all column families. Small on purpose: the MVCC index lives in
 /// memory already, and the OS page cache does the rest.
@@ -108,7 +108,7 @@ impl Engine for RocksEngine {
         &self,
         tables: &[Table],
         fixed: &mut dyn FnMut(),
-        visit: &mut dyn FnMut(Table, &[u8], &[u8]) -> bool,
+        visit: &mut TableVisitor<'_>,
     ) -> Result<(), StorageError> {
         let snapshot = self.db.snapshot();
         fixed();
