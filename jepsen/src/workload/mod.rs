@@ -81,6 +81,15 @@ pub(crate) const ERROR_BACKOFF: Duration = Duration::from_millis(100);
 /// Attempts of a final read before it is given up (recorded as not done).
 pub(crate) const FINAL_READ_ATTEMPTS: usize = 10;
 
+/// Everything the tasks of `tasks` recorded, task by task as they finish.
+pub(crate) async fn joined<T: 'static>(tasks: &mut tokio::task::JoinSet<Vec<T>>) -> anyhow::Result<Vec<T>> {
+    let mut recorded = Vec::new();
+    while let Some(records) = tasks.join_next().await {
+        recorded.extend(records?);
+    }
+    Ok(recorded)
+}
+
 /// One client call of any workload, for the plots: when, how long, and what it learned.
 #[derive(Clone, Copy, Debug)]
 pub struct Sample {

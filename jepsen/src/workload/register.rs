@@ -14,7 +14,7 @@ use rand::Rng;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::{classify, client_rng, connect, Workload, WorkloadConfig, CONNECT_RETRY_INTERVAL, ERROR_BACKOFF};
+use super::{classify, client_rng, connect, joined, Workload, WorkloadConfig, CONNECT_RETRY_INTERVAL, ERROR_BACKOFF};
 use crate::checker::{CheckBudget, Verdict, Violation};
 use crate::clock::RunClock;
 use crate::history::{OpKind, Operation, Outcome};
@@ -55,10 +55,7 @@ impl Running {
         clock: RunClock,
         recovered: bool,
     ) -> anyhow::Result<Vec<Operation>> {
-        let mut history = Vec::new();
-        while let Some(operations) = self.workers.join_next().await {
-            history.extend(operations?);
-        }
+        let mut history = joined(&mut self.workers).await?;
         history.sort_by_key(|operation| operation.call_ns);
         if recovered {
             history.extend(final_reads(client_urls, clock).await);

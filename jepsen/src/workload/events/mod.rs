@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use self::check::{EventsHistory, LoggedEvent, Publish, PublishedAt, TailRead};
-use super::{client_rng, Workload, WorkloadConfig, ERROR_BACKOFF, FINAL_READ_ATTEMPTS};
+use super::{client_rng, joined, Workload, WorkloadConfig, ERROR_BACKOFF, FINAL_READ_ATTEMPTS};
 use crate::clock::RunClock;
 use crate::history::Outcome;
 
@@ -58,14 +58,8 @@ impl Running {
         clock: RunClock,
         recovered: bool,
     ) -> anyhow::Result<EventsHistory> {
-        let mut publishes = Vec::new();
-        while let Some(calls) = self.publishers.join_next().await {
-            publishes.extend(calls?);
-        }
-        let mut tail_reads = Vec::new();
-        while let Some(reads) = self.tailer.join_next().await {
-            tail_reads.extend(reads?);
-        }
+        let mut publishes = joined(&mut self.publishers).await?;
+        let tail_reads = joined(&mut self.tailer).await?;
         publishes.sort_by_key(|publish| publish.call_ns);
         let final_log = if recovered { read_all(client_urls, clock).await } else { None };
         Ok(EventsHistory { topic: TOPIC.to_string(), publishes, tail_reads, final_log })

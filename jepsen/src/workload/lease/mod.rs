@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use self::check::{LeaseHistory, LeaseOp, LeaseOperation, ELECTION_ALLOWANCE_NS};
-use super::{classify, ensure_client, WorkloadConfig, ERROR_BACKOFF, FINAL_READ_ATTEMPTS, REQUEST_TIMEOUT};
+use super::{classify, ensure_client, joined, WorkloadConfig, ERROR_BACKOFF, FINAL_READ_ATTEMPTS, REQUEST_TIMEOUT};
 use crate::clock::RunClock;
 use crate::history::Outcome;
 
@@ -62,10 +62,7 @@ impl Running {
         recovered: bool,
     ) -> anyhow::Result<LeaseHistory> {
         let recovered_ns = clock.now_ns();
-        let mut operations = Vec::new();
-        while let Some(client) = self.clients.join_next().await {
-            operations.extend(client?);
-        }
+        let mut operations = joined(&mut self.clients).await?;
         if recovered {
             let ttl_ns = u64::try_from(TTL_SECS).unwrap_or(0) * 1_000_000_000;
             let wait_ns = (recovered_ns + ttl_ns + ELECTION_ALLOWANCE_NS).saturating_sub(clock.now_ns());

@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use self::check::{SetHistory, SetOp, SetOperation};
-use super::{classify, ensure_client, WorkloadConfig, ERROR_BACKOFF, FINAL_READ_ATTEMPTS};
+use super::{classify, ensure_client, joined, WorkloadConfig, ERROR_BACKOFF, FINAL_READ_ATTEMPTS};
 use crate::clock::RunClock;
 use crate::history::Outcome;
 
@@ -51,13 +51,8 @@ impl Running {
         clock: RunClock,
         recovered: bool,
     ) -> anyhow::Result<SetHistory> {
-        let mut operations = Vec::new();
-        while let Some(adds) = self.adders.join_next().await {
-            operations.extend(adds?);
-        }
-        while let Some(reads) = self.reader.join_next().await {
-            operations.extend(reads?);
-        }
+        let mut operations = joined(&mut self.adders).await?;
+        operations.extend(joined(&mut self.reader).await?);
         if recovered {
             operations.extend(final_read(client_urls, clock).await);
         }

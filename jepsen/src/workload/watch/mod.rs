@@ -17,7 +17,8 @@ use tokio::time::Instant;
 
 use self::check::{WatchEvent, WatchHistory, WatchPut, WatchSession, WatcherLog};
 use super::{
-    classify, client_rng, ensure_client, Workload, WorkloadConfig, CONNECT_TIMEOUT, ERROR_BACKOFF, FINAL_READ_ATTEMPTS,
+    classify, client_rng, ensure_client, joined, Workload, WorkloadConfig, CONNECT_TIMEOUT, ERROR_BACKOFF,
+    FINAL_READ_ATTEMPTS,
 };
 use crate::clock::RunClock;
 use crate::history::Outcome;
@@ -88,10 +89,7 @@ impl Running {
         clock: RunClock,
         recovered: bool,
     ) -> anyhow::Result<WatchHistory> {
-        let mut puts = Vec::new();
-        while let Some(writes) = self.writers.join_next().await {
-            puts.extend(writes?);
-        }
+        let mut puts = joined(&mut self.writers).await?;
         let fence_revision = if recovered { fence(client_urls, clock, &mut puts).await } else { None };
         self.control.send_replace(Control { fence: fence_revision, stop: fence_revision.is_none() });
         let stop_at = Instant::now() + CATCH_UP_TIMEOUT;
