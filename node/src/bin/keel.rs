@@ -7,6 +7,8 @@ use tracing_subscriber::EnvFilter;
 
 /// Many small allocations per request (gRPC frames, commands, keys): mimalloc serves them with
 /// less CPU than glibc's allocator, which showed as ~8% of a member's profile under load.
+/// Built with `no_thp`: with transparent huge pages, its arenas kept whole 2 MiB pages resident
+/// for a few live objects (50 MiB of an idle member's 72 MiB).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

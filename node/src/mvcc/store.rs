@@ -32,8 +32,9 @@ const EMPTY_STORE_REVISION: i64 = 1;
 /// The MVCC keyspace of one member.
 pub struct MvccStore {
     engine: Arc<dyn Engine>,
-    /// Every key with remembered history, live or not.
-    pub(super) index: BTreeMap<Vec<u8>, KeyIndex>,
+    /// Every key with remembered history, live or not. Boxed slices rather than vectors: this
+    /// map holds every key of the keyspace, and a key never grows.
+    pub(super) index: BTreeMap<Box<[u8]>, KeyIndex>,
     /// The revision of the last change applied (staged or committed).
     pub(super) current_revision: i64,
     /// etcd's `compactMainRev`; `NEVER_COMPACTED` until the first compaction.
@@ -118,7 +119,7 @@ impl MvccStore {
     /// in-memory key index by scanning `Kv`. An empty engine gives an empty store: current
     /// revision 1 (the first write gets revision 2, as in etcd), compact revision 0.
     pub fn open(engine: Arc<dyn Engine>) -> Result<Self, StorageError> {
-        let mut index: BTreeMap<Vec<u8>, KeyIndex> = BTreeMap::new();
+        let mut index: BTreeMap<Box<[u8]>, KeyIndex> = BTreeMap::new();
         let mut leases = LeaseTable::load(engine.as_ref())?;
         let topics = Topics::load(engine.as_ref())?;
         let mut newest_revision = EMPTY_STORE_REVISION;
@@ -348,7 +349,11 @@ impl MvccStore {
         lease: i64,
     ) -> Result<(), StorageError> {
         let revision = txn.next_revision();
-        let live = self.index.entry(key.to_vec()).or_default().put(revision);
+        // Look up before inserting: most puts overwrite a key, and need no copy of it.
+        let live = match self.index.get_mut(key) {
+            Some(history) => history.put(revision),
+            None => self.index.entry(key.into()).or_default().put(revision),
+        };
         let record = KeyValue {
             key: key.to_vec(),
             create_revision: live.created,
@@ -373,7 +378,7 @@ impl MvccStore {
         });
         for key in &doomed {
             let revision = txn.next_revision();
-            if let Some(history) = self.index.get_mut(key) {
+            if let Some(history) = self.index.get_mut(key.as_slice()) {
                 history.tombstone(revision);
             }
             let record = KeyValue { key: key.clone(), mod_revision: revision.main, ..KeyValue::default() };
@@ -419,7 +424,7 @@ fn read_meta(engine: &dyn Engine, key: &[u8]) -> Result<Option<i64>, StorageErro
 /// Adds one `Kv` record to the index being rebuilt, and the key to its lease when the record is
 /// the key's newest (records come in revision order); returns its main revision.
 fn restore_record(
-    index: &mut BTreeMap<Vec<u8>, KeyIndex>,
+    index: &mut BTreeMap<Box<[u8]>, KeyIndex>,
     leases: &mut LeaseTable,
     engine_key: &[u8],
     value: &[u8],
@@ -431,7 +436,7 @@ fn restore_record(
         RecordKind::Value => leases.attach(&record.key, record.lease),
         RecordKind::Tombstone => leases.detach(&record.key),
     }
-    let history = index.entry(record.key).or_default();
+    let history = index.entry(record.key.into_boxed_slice()).or_default();
     match kind {
         RecordKind::Value => history.restore_put(revision, record.create_revision, record.version),
         RecordKind::Tombstone => {

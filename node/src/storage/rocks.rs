@@ -14,8 +14,15 @@ use rocksdb::{
 use super::{Direction, Durability, Engine, KeyRange, StorageError, Table, TableVisitor, WriteBatch, WriteOp};
 
 /// Block cache shared by all column families. Small on purpose: the MVCC index lives in
-/// memory already, and the OS page cache does the rest.
-const BLOCK_CACHE_BYTES: usize = 64 << 20;
+/// memory already, and the OS page cache (which is not the member's memory) does the rest.
+const BLOCK_CACHE_BYTES: usize = 32 << 20;
+
+/// One memtable of one column family. RocksDB's 64 MiB default, times two memtables (one being
+/// flushed) times the two busy families (log and kv), held ~256 MiB per member once loaded.
+const MEMTABLE_BYTES: usize = 16 << 20;
+
+/// All memtables together: past this RocksDB flushes the largest, whatever its size.
+const MEMTABLES_TOTAL_BYTES: usize = 48 << 20;
 
 /// Flushes and compactions: enough to keep up with one Raft group's write rate without
 /// competing with the apply loop for cores.
@@ -65,6 +72,8 @@ impl RocksEngine {
         options.create_missing_column_families(true);
         options.set_max_background_jobs(BACKGROUND_JOBS_MAX);
         options.set_compression_type(DBCompressionType::Lz4);
+        options.set_write_buffer_size(MEMTABLE_BYTES);
+        options.set_db_write_buffer_size(MEMTABLES_TOTAL_BYTES);
         options.set_block_based_table_factory(&table_options);
         options.set_atomic_flush(unsafe_volatile);
 
@@ -116,6 +125,8 @@ impl Engine for RocksEngine {
             let family = self.family(table)?;
             let mut read_options = ReadOptions::default();
             read_options.set_snapshot(&snapshot);
+            // A dump reads everything once: caching it would only evict what reads need.
+            read_options.fill_cache(false);
             let mut iterator = self.db.raw_iterator_cf_opt(family, read_options);
             iterator.seek_to_first();
             while let (Some(key), Some(value)) = (iterator.key(), iterator.value()) {
