@@ -1,6 +1,6 @@
 //! Plain-HTTP endpoints beside gRPC on the client port, as etcd serves them: `/health` for
 //! probes and load balancers, `/metrics` in Prometheus text format under etcd's metric names,
-//! so existing dashboards and alerts keep working.
+//! so existing dashboards and alerts keep working; `/debug/raft` for openraft's own statistics.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -18,7 +18,24 @@ use crate::member::Member;
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub fn router(member: Arc<Member>) -> Router {
-    Router::new().route("/health", get(health)).route("/metrics", get(metrics)).with_state(member)
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/debug/raft", get(raft_stats))
+        .with_state(member)
+}
+
+/// openraft's runtime statistics as text: batch sizes and, per log entry, the latency from
+/// proposal to each stage (received, submitted, persisted, committed, applied).
+async fn raft_stats(State(member): State<Arc<Member>>) -> impl IntoResponse {
+    match member.raft_runtime_stats().await {
+        Some(text) => (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "raft stopped\n".to_string(),
+        ),
+    }
 }
 
 /// etcd 3.4's answer: healthy when a leader is known and a linearizable read barrier passes.

@@ -160,6 +160,14 @@ impl Member {
         self.raft.metrics().borrow_watched().clone()
     }
 
+    /// openraft's own counters and latency percentiles (batch sizes; time from proposal to
+    /// receipt, submission, persistence, commit and apply of each entry), as a table; `None`
+    /// once Raft has stopped. For `/debug/raft`: where a write's time goes inside Raft.
+    pub async fn raft_runtime_stats(&self) -> Option<String> {
+        let stats = self.raft.runtime_stats().await.ok()?;
+        Some(stats.display().human_readable().to_string())
+    }
+
     pub fn raft_term(&self) -> u64 {
         self.raft.metrics().borrow_watched().current_term
     }
