@@ -435,7 +435,8 @@ pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
         );
     }
     let ack = if config.unsafe_ack_before_fsync { AckPolicy::UnsafeBeforeFsync } else { AckPolicy::AfterFsync };
-    let log_store = LogStore::open(engine.clone(), ack).map_err(|e| StartError(format!("raft log: {e}")))?;
+    let log_store =
+        LogStore::open(engine.clone(), ack, identity.member_id).map_err(|e| StartError(format!("raft log: {e}")))?;
     let state_machine = StateMachine::open(engine.clone(), &config.data_dir.join("snapshots"))
         .map_err(|e| StartError(format!("state machine: {e}")))?;
     let shared = state_machine.shared();
