@@ -1,4 +1,5 @@
-//! `/health` and `/metrics` over plain HTTP on the client port, as etcd serves them.
+//! `/health` and `/metrics` over plain HTTP on the client port, as etcd serves them, and
+//! Keel's own `/debug/raft`.
 
 use std::time::Duration;
 
@@ -22,7 +23,24 @@ async fn health_and_metrics_answer_like_etcd() {
         assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
     }
 
-    // Phase 3: without a quorum the survivor reports itself unhealthy.
+    // Phase 3: /debug/raft on the leader accounts for the writes it proposed, stage by stage.
+    let leader = keel.leader().await;
+    let mut client = keel.member_client(leader).await;
+    for i in 0..20 {
+        client.put(format!("debug-raft/{i}"), "v", None).await.expect("put");
+    }
+    let (status, stats) = http_get(&keel.members[leader].client_url, "/debug/raft").expect("/debug/raft");
+    assert_eq!(status, 200);
+    assert!(stats.contains("Entries per storage append"), "batch sizes missing from:\n{stats}");
+    let applied_samples = stats
+        .lines()
+        .find(|line| line.contains("proposed→applied"))
+        .and_then(|line| line.split('│').nth(2))
+        .and_then(|count| count.trim().replace(',', "").parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no proposed→applied row with a sample count in:\n{stats}"));
+    assert!(applied_samples >= 20, "{applied_samples} entries accounted for after 20 writes:\n{stats}");
+
+    // Phase 4: without a quorum the survivor reports itself unhealthy.
     keel.kill9(1);
     keel.kill9(2);
     let url = keel.members[0].client_url.clone();

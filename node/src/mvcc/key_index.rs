@@ -178,6 +178,19 @@ mod tests {
     }
 
     #[test]
+    fn a_key_written_once_keeps_its_history_inline() {
+        // One of these per key in the keyspace: the common case must not allocate.
+        assert!(std::mem::size_of::<KeyIndex>() <= 48, "{} bytes", std::mem::size_of::<KeyIndex>());
+        let index = build(&[2]);
+        assert!(!index.generations.spilled() && !index.generations[0].revisions.spilled());
+        // A history that grows moves to the heap and reads the same.
+        let grown = build(&[2, 3, -4, 5]);
+        assert!(grown.generations.spilled());
+        assert_eq!(grown.get(3), Some(r(3)));
+        assert_eq!(grown.get(4), None);
+    }
+
+    #[test]
     fn get_sees_the_newest_revision_at_or_below_and_not_tombstones() {
         let index = build(&[2, 4, -6, 8]);
         let check = |at: i64, expect: Option<i64>| assert_eq!(index.get(at), expect.map(r), "at {at}");
