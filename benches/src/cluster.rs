@@ -163,6 +163,11 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// The members' process ids (of those running).
+    pub fn member_pids(&self) -> Vec<u32> {
+        self.members.iter().filter_map(Member::pid).collect()
+    }
+
     pub fn endpoints(&self) -> Vec<String> {
         self.members.iter().map(|m| m.client_url.clone()).collect()
     }

@@ -11,6 +11,7 @@ use anyhow::Context as _;
 
 use crate::cli::{CompareArgs, LoadArgs, ReportArgs, RunArgs};
 use crate::cluster::{Cluster, ClusterSpec, System};
+use crate::cpu::CpuSampler;
 use crate::report::{self, Meta, Report, Row, BASELINE, CANDIDATE};
 use crate::workload::{self, LoadSpec};
 use crate::{machine, plot, resources};
@@ -26,7 +27,7 @@ pub async fn run_against_endpoints(args: RunArgs) -> anyhow::Result<()> {
     let mut report = Report { meta: meta(&args.load, Vec::new(), Vec::new()), ..Report::default() };
     for spec in &specs {
         for run in 1..=args.load.runs {
-            let row = measure(&args.endpoints, &args.label, spec, run, args.load.runs).await?;
+            let row = measure(&args.endpoints, Vec::new(), &args.label, spec, run, args.load.runs).await?;
             report.rows.push(row);
         }
     }
@@ -152,7 +153,7 @@ async fn run_alternately(
     for spec in specs {
         for run in 1..=runs {
             for cluster in &clusters {
-                let row = measure(&cluster.endpoints(), cluster.name(), spec, run, runs)
+                let row = measure(&cluster.endpoints(), cluster.member_pids(), cluster.name(), spec, run, runs)
                     .await
                     .with_context(|| cluster.logs_tail())?;
                 if let Some(member) = cluster.exited_member() {
@@ -165,17 +166,32 @@ async fn run_alternately(
     Ok(rows)
 }
 
-/// One run of `spec` against `endpoints`, printed as it completes.
-async fn measure(endpoints: &[String], system: &str, spec: &LoadSpec, run: usize, runs: usize) -> anyhow::Result<Row> {
+/// One run of `spec` against `endpoints`, printed as it completes; with the members' `pids`,
+/// also their CPU time per operation.
+async fn measure(
+    endpoints: &[String],
+    pids: Vec<u32>,
+    system: &str,
+    spec: &LoadSpec,
+    run: usize,
+    runs: usize,
+) -> anyhow::Result<Row> {
     let label = format!("{system} {} clients {} run {run}/{runs}", spec.workload.name(), spec.clients);
+    let cpu = CpuSampler::start(pids);
     let measurement = workload::run(endpoints, spec, &label).await.with_context(|| format!("{label} failed"))?;
+    let mut summary = measurement.summary();
+    let window_end = measurement.window_start + measurement.window;
+    summary.member_cpu_us_per_op = cpu
+        .seconds_between(measurement.window_start, window_end)
+        .filter(|_| summary.ops > 0)
+        .map(|seconds| seconds * 1e6 / summary.ops as f64);
     let row = Row {
         system: system.to_string(),
         workload: spec.workload,
         clients: spec.clients,
         connections: spec.connections,
         run,
-        summary: measurement.summary(),
+        summary,
     };
     println!("{}", report::run_line(&row, runs));
     if let Some(error) = measurement.first_error {

@@ -15,6 +15,7 @@
 //! - `stats` — latency histograms and their summaries, medians, ratios. Pure.
 //! - `cluster` — starting, stopping and restarting a local etcd or Keel cluster with etcd's flags.
 //! - `resources` — RSS per member, data-dir size, restart-to-healthy time.
+//! - `cpu` — the members' CPU time during a run's measurement window, from `/proc`.
 //! - `compare` — the `compare` subcommand: clusters, alternation, output.
 //! - `report` — result rows, JSON, text and markdown tables. Pure apart from writing files.
 //! - `plot` — the SVG comparison plot.
@@ -24,6 +25,7 @@
 pub mod cli;
 pub mod cluster;
 pub mod compare;
+pub mod cpu;
 pub mod machine;
 pub mod plot;
 pub mod pool;

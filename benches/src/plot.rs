@@ -132,6 +132,7 @@ mod tests {
             ops_ratio: Some(keel / etcd),
             p50_ratio: None,
             p99_ratio: None,
+            cpu_ratio: None,
         }
     }
 

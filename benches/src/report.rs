@@ -60,6 +60,9 @@ pub struct ComparisonLine {
     /// candidate / baseline latency: below 1 is faster.
     pub p50_ratio: Option<f64>,
     pub p99_ratio: Option<f64>,
+    /// candidate / baseline members' CPU per operation: below 1 is cheaper.
+    #[serde(default)]
+    pub cpu_ratio: Option<f64>,
 }
 
 /// The (workload, clients) pairs of `rows`, in the order they first appear.
@@ -94,6 +97,7 @@ pub fn compare(rows: &[Row], baseline: &str, candidate: &str) -> Vec<ComparisonL
                 ops_ratio: ratio(cand.ops_per_s, base.ops_per_s),
                 p50_ratio: ratio(cand.p50_ms, base.p50_ms),
                 p99_ratio: ratio(cand.p99_ms, base.p99_ms),
+                cpu_ratio: ratio(cand.member_cpu_us_per_op, base.member_cpu_us_per_op),
                 baseline: base,
                 candidate: cand,
             }
@@ -125,8 +129,9 @@ fn times(value: Option<f64>) -> String {
 /// One run, as printed when it completes.
 pub fn run_line(row: &Row, runs: usize) -> String {
     let s = &row.summary;
+    let cpu = s.member_cpu_us_per_op.map_or_else(String::new, |us| format!("  members' cpu {us:.0} µs/op"));
     format!(
-        "{:<5} {:<18} clients {:>4}  run {}/{}  {:>9.0} ops/s  p50 {:>8.2}  p90 {:>8.2}  p99 {:>8.2}  p99.9 {:>8.2} ms  errors {}",
+        "{:<5} {:<18} clients {:>4}  run {}/{}  {:>9.0} ops/s  p50 {:>8.2}  p90 {:>8.2}  p99 {:>8.2}  p99.9 {:>8.2} ms  errors {}{cpu}",
         row.system, row.workload.name(), row.clients, row.run, runs, s.ops_per_s, s.p50_ms, s.p90_ms, s.p99_ms, s.p999_ms, s.errors
     )
 }
@@ -195,6 +200,9 @@ pub fn comparison_table(lines: &[ComparisonLine]) -> Table {
         "etcd p99 ms",
         "keel p99 ms",
         "p99 keel/etcd",
+        "etcd cpu us/op",
+        "keel cpu us/op",
+        "cpu keel/etcd",
     ]);
     let rows = lines
         .iter()
@@ -211,6 +219,9 @@ pub fn comparison_table(lines: &[ComparisonLine]) -> Table {
                 num(l.baseline.p99_ms, 2),
                 num(l.candidate.p99_ms, 2),
                 times(l.p99_ratio),
+                num(l.baseline.member_cpu_us_per_op, 0),
+                num(l.candidate.member_cpu_us_per_op, 0),
+                times(l.cpu_ratio),
             ]
         })
         .collect();
@@ -219,7 +230,18 @@ pub fn comparison_table(lines: &[ComparisonLine]) -> Table {
 
 /// Medians per system, workload and client count (for one system, or more than two).
 pub fn medians_table(rows: &[Row]) -> Table {
-    let header = cells(&["system", "workload", "clients", "runs", "ops/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms"]);
+    let header = cells(&[
+        "system",
+        "workload",
+        "clients",
+        "runs",
+        "ops/s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "cpu us/op",
+    ]);
     let mut systems: Vec<&str> = Vec::new();
     for row in rows {
         if !systems.contains(&row.system.as_str()) {
@@ -243,6 +265,7 @@ pub fn medians_table(rows: &[Row]) -> Table {
                 num(m.p90_ms, 2),
                 num(m.p99_ms, 2),
                 num(m.p999_ms, 2),
+                num(m.member_cpu_us_per_op, 0),
             ]);
         }
     }
@@ -251,8 +274,19 @@ pub fn medians_table(rows: &[Row]) -> Table {
 
 /// Every run, in the order measured.
 pub fn runs_table(rows: &[Row]) -> Table {
-    let header =
-        cells(&["system", "workload", "clients", "run", "ops/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "errors"]);
+    let header = cells(&[
+        "system",
+        "workload",
+        "clients",
+        "run",
+        "ops/s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "errors",
+        "cpu us/op",
+    ]);
     let out = rows
         .iter()
         .map(|r| {
@@ -268,6 +302,7 @@ pub fn runs_table(rows: &[Row]) -> Table {
                 format!("{:.2}", s.p99_ms),
                 format!("{:.2}", s.p999_ms),
                 s.errors.to_string(),
+                num(s.member_cpu_us_per_op, 0),
             ]
         })
         .collect();
@@ -345,7 +380,10 @@ pub fn markdown(report: &Report) -> String {
     if has_both(&report.rows) {
         let _ = writeln!(out, "\n## Keel against etcd ({})\n", medians_phrase(&report.rows));
         out += &comparison_table(&compare(&report.rows, BASELINE, CANDIDATE)).markdown();
-        out += "\nops keel/etcd above 1 means Keel is faster; latency keel/etcd below 1 means Keel is faster.\n";
+        out += "\nops keel/etcd above 1 means Keel is faster; latency keel/etcd below 1 means Keel is faster. \
+                cpu us/op is the CPU time (user + system) all members of the system spent in the measured \
+                window per operation: keel-bench shares the cores, so ops/s understates a difference in cost, \
+                and cpu keel/etcd below 1 means Keel spends less.\n";
     } else if !report.rows.is_empty() {
         out += "\n## Medians\n\n";
         out += &medians_table(&report.rows).markdown();
@@ -428,6 +466,7 @@ mod tests {
                 p99_ms,
                 p999_ms: p99_ms * 2.0,
                 max_ms: p99_ms * 3.0,
+                member_cpu_us_per_op: Some(120.0),
             },
         }
     }

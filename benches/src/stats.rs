@@ -42,6 +42,10 @@ pub struct Summary {
     pub p99_ms: f64,
     pub p999_ms: f64,
     pub max_ms: f64,
+    /// CPU time (user + system) of every member during the window, per operation, when the
+    /// members are processes keel-bench started (compare), in microseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_cpu_us_per_op: Option<f64>,
 }
 
 /// The figures of `histogram`, whose operations completed within `window`.
@@ -64,6 +68,7 @@ pub fn summarize(histogram: &Histogram<u64>, errors: u64, window: Duration) -> S
         p99_ms: ms(0.99),
         p999_ms: ms(0.999),
         max_ms: if histogram.is_empty() { 0.0 } else { histogram.max() as f64 / 1_000.0 },
+        member_cpu_us_per_op: None,
     }
 }
 
@@ -95,6 +100,8 @@ pub struct Medians {
     pub p90_ms: Option<f64>,
     pub p99_ms: Option<f64>,
     pub p999_ms: Option<f64>,
+    #[serde(default)]
+    pub member_cpu_us_per_op: Option<f64>,
 }
 
 impl Medians {
@@ -108,6 +115,7 @@ impl Medians {
             p90_ms: median_of(|s| s.p90_ms),
             p99_ms: median_of(|s| s.p99_ms),
             p999_ms: median_of(|s| s.p999_ms),
+            member_cpu_us_per_op: median(&summaries.iter().filter_map(|s| s.member_cpu_us_per_op).collect::<Vec<_>>()),
         }
     }
 }
@@ -190,6 +198,7 @@ mod tests {
             p99_ms,
             p999_ms: 4.0,
             max_ms: 5.0,
+            member_cpu_us_per_op: None,
         };
         let runs = [run(100.0, 9.0), run(300.0, 1.0), run(200.0, 5.0)];
         let medians = Medians::of(&runs);

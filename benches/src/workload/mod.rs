@@ -115,6 +115,8 @@ pub struct LoadSpec {
 pub struct Measurement {
     pub histogram: Histogram<u64>,
     pub errors: u64,
+    /// When the measurement window began, and its length.
+    pub window_start: Instant,
     pub window: Duration,
     /// The first error a client saw, to tell a broken run from a slow one.
     pub first_error: Option<String>,
@@ -224,6 +226,7 @@ pub async fn drive_within<S: Step>(steps: Vec<S>, window: Window, counters: Arc<
     Measurement {
         histogram,
         errors: counters.errors.load(Ordering::Relaxed),
+        window_start: window.start,
         window: window.end - window.start,
         first_error: counters.first_error(),
     }

@@ -154,6 +154,7 @@ pub async fn run(pool: &Pool, spec: &LoadSpec, label: &str) -> anyhow::Result<Me
     Ok(Measurement {
         histogram,
         errors: writes.errors + events.errors.load(Ordering::Relaxed),
+        window_start: window.start,
         window: spec.duration,
         first_error: writes.first_error.or_else(|| events.first_error()),
     })
