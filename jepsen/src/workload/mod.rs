@@ -81,6 +81,28 @@ pub(crate) const ERROR_BACKOFF: Duration = Duration::from_millis(100);
 /// Attempts of a final read before it is given up (recorded as not done).
 pub(crate) const FINAL_READ_ATTEMPTS: usize = 10;
 
+/// A workload's final read: `read` retried (reconnecting when needed) until an attempt
+/// `succeeded` or `FINAL_READ_ATTEMPTS` are spent. Every attempt belongs to the history.
+pub(crate) async fn read_until_done<Op>(
+    client_urls: &[String],
+    mut read: impl for<'c> FnMut(&'c mut Client) -> futures::future::BoxFuture<'c, Op>,
+    succeeded: impl Fn(&Op) -> bool,
+) -> Vec<Op> {
+    let mut operations = Vec::new();
+    let mut client = None;
+    for _ in 0..FINAL_READ_ATTEMPTS {
+        let Some(connected) = ensure_client(&mut client, client_urls).await else { continue };
+        let operation = read(connected).await;
+        let done = succeeded(&operation);
+        operations.push(operation);
+        if done {
+            break;
+        }
+        tokio::time::sleep(ERROR_BACKOFF).await;
+    }
+    operations
+}
+
 /// Everything the tasks of `tasks` recorded, task by task as they finish.
 pub(crate) async fn joined<T: 'static>(tasks: &mut tokio::task::JoinSet<Vec<T>>) -> anyhow::Result<Vec<T>> {
     let mut recorded = Vec::new();

@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use self::check::{LeaseHistory, LeaseOp, LeaseOperation, ELECTION_ALLOWANCE_NS};
-use super::{classify, ensure_client, joined, WorkloadConfig, ERROR_BACKOFF, FINAL_READ_ATTEMPTS, REQUEST_TIMEOUT};
+use super::{classify, ensure_client, joined, read_until_done, WorkloadConfig, ERROR_BACKOFF, REQUEST_TIMEOUT};
 use crate::clock::RunClock;
 use crate::history::Outcome;
 
@@ -67,17 +67,12 @@ impl Running {
             let ttl_ns = u64::try_from(TTL_SECS).unwrap_or(0) * 1_000_000_000;
             let wait_ns = (recovered_ns + ttl_ns + ELECTION_ALLOWANCE_NS).saturating_sub(clock.now_ns());
             tokio::time::sleep(Duration::from_nanos(wait_ns)).await;
-            let mut client = None;
-            for _ in 0..FINAL_READ_ATTEMPTS {
-                let Some(connected) = ensure_client(&mut client, client_urls).await else { continue };
-                let operation = read(connected, clock, true).await;
-                let done = operation.outcome == Outcome::Ok;
-                operations.push(operation);
-                if done {
-                    break;
-                }
-                tokio::time::sleep(ERROR_BACKOFF).await;
-            }
+            let final_reads = read_until_done(
+                client_urls,
+                |client| Box::pin(read(client, clock, true)),
+                |read| read.outcome == Outcome::Ok,
+            );
+            operations.extend(final_reads.await);
         }
         operations.sort_by_key(|operation| operation.call_ns);
         Ok(LeaseHistory { ttl_secs: TTL_SECS, operations })

@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use self::check::{SetHistory, SetOp, SetOperation};
-use super::{classify, ensure_client, joined, WorkloadConfig, ERROR_BACKOFF, FINAL_READ_ATTEMPTS};
+use super::{classify, ensure_client, joined, read_until_done, WorkloadConfig, ERROR_BACKOFF};
 use crate::clock::RunClock;
 use crate::history::Outcome;
 
@@ -123,19 +123,7 @@ async fn read_loop(config: Arc<WorkloadConfig>, clock: RunClock, deadline: Insta
 
 /// The read every acknowledged element must be in; retried until one succeeds.
 async fn final_read(client_urls: &[String], clock: RunClock) -> Vec<SetOperation> {
-    let mut operations = Vec::new();
-    let mut client = None;
-    for _ in 0..FINAL_READ_ATTEMPTS {
-        let Some(connected) = ensure_client(&mut client, client_urls).await else { continue };
-        let operation = read(connected, clock, true).await;
-        let done = operation.outcome == Outcome::Ok;
-        operations.push(operation);
-        if done {
-            break;
-        }
-        tokio::time::sleep(ERROR_BACKOFF).await;
-    }
-    operations
+    read_until_done(client_urls, |client| Box::pin(read(client, clock, true)), |read| read.outcome == Outcome::Ok).await
 }
 
 async fn read(client: &mut Client, clock: RunClock, final_read: bool) -> SetOperation {
