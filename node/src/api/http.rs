@@ -28,14 +28,11 @@ pub fn router(member: Arc<Member>) -> Router {
 /// openraft's runtime statistics as text: batch sizes and, per log entry, the latency from
 /// proposal to each stage (received, submitted, persisted, committed, applied).
 async fn raft_stats(State(member): State<Arc<Member>>) -> impl IntoResponse {
-    match member.raft_runtime_stats().await {
-        Some(text) => (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text),
-        None => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            "raft stopped\n".to_string(),
-        ),
-    }
+    let (status, body) = match member.raft_runtime_stats().await {
+        Some(text) => (StatusCode::OK, text),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "raft stopped\n".to_string()),
+    };
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body)
 }
 
 /// etcd 3.4's answer: healthy when a leader is known and a linearizable read barrier passes.
