@@ -1,0 +1,1 @@
+//! The native services and leases: huge TTLs and limits, deep config paths, bad names, retention overflow, unknown acks.
