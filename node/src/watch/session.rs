@@ -2,9 +2,11 @@
 //! behind, from history.
 //!
 //! Each watcher remembers `next_revision`, the first revision it has not been sent. A batch
-//! that starts at or before it is filtered and sent; one that starts after it (the hub dropped
-//! batches, or a snapshot replaced the keyspace) sends the watcher to history first. Both paths
-//! move `next_revision` forward only, so nothing is sent twice and nothing is skipped.
+//! that starts at or before it is filtered and sent, one response per revision as etcd sends a
+//! watcher that is in sync; one that starts after it (the hub dropped batches, or a snapshot
+//! replaced the keyspace) sends the watcher to history first, where responses carry many
+//! revisions as etcd's catching-up watchers get them. Both paths move `next_revision` forward
+//! only, so nothing is sent twice and nothing is skipped.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -91,6 +93,16 @@ pub enum WatchOutput {
         watch_id: i64,
         revision: i64,
     },
+}
+
+/// How a catch-up from history groups events into responses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Responses {
+    /// Many revisions per response (up to a page), for a watcher that is behind: etcd's
+    /// unsynced watchers get them this way.
+    Batched,
+    /// One response per revision, for a watcher that is in sync.
+    PerRevision,
 }
 
 struct Watcher {
@@ -213,7 +225,7 @@ impl Session {
         self.state.hub().watchers_added(1);
         self.send(WatchOutput::Created { watch_id: id, revision, refused: None }).await?;
         if next_revision <= revision {
-            self.catch_up(id).await?;
+            self.catch_up(id, Responses::Batched).await?;
         }
         Ok(())
     }
@@ -249,13 +261,20 @@ impl Session {
             if batch.last_revision < watcher.next_revision {
                 continue;
             }
-            if !batch.complete || batch.first_revision > watcher.next_revision {
-                self.catch_up(id).await?;
+            if batch.first_revision > watcher.next_revision {
+                // It missed revisions before this batch: it is catching up, as etcd's unsynced
+                // watchers are.
+                self.catch_up(id, Responses::Batched).await?;
+                continue;
+            }
+            if !batch.complete {
+                // In sync, but the batch came without its events (too large to broadcast).
+                self.catch_up(id, Responses::PerRevision).await?;
                 continue;
             }
             let events: Vec<Event> = batch.events.iter().filter(|e| watcher.wants(e)).cloned().collect();
             watcher.next_revision = batch.last_revision + 1;
-            self.send_events(id, events, batch.last_revision).await?;
+            self.send_per_revision(id, events).await?;
         }
         Ok(())
     }
@@ -263,14 +282,30 @@ impl Session {
     async fn catch_up_all(&mut self) -> Result<(), Closed> {
         let ids: Vec<i64> = self.watchers.keys().copied().collect();
         for id in ids {
-            self.catch_up(id).await?;
+            self.catch_up(id, Responses::Batched).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends each revision's events in a response of its own, as etcd sends a watcher that is
+    /// in sync (go-micro's watcher reads only the first event of each response).
+    async fn send_per_revision(&mut self, id: i64, events: Vec<Event>) -> Result<(), Closed> {
+        let mut events = events.into_iter().peekable();
+        while let Some(first) = events.next() {
+            let revision = first.revision();
+            let mut same = vec![first];
+            while let Some(next) = events.next_if(|e| e.revision() == revision) {
+                same.push(next);
+            }
+            self.send_events(id, same, revision).await?;
         }
         Ok(())
     }
 
     /// Reads the watcher's missing revisions from history, up to the current revision, page by
-    /// page. A start below the compaction point cancels the watcher, as etcd does.
-    async fn catch_up(&mut self, id: i64) -> Result<(), Closed> {
+    /// page, and sends them as `responses` says. A start below the compaction point cancels
+    /// the watcher, as etcd does.
+    async fn catch_up(&mut self, id: i64, responses: Responses) -> Result<(), Closed> {
         loop {
             let Some(watcher) = self.watchers.get(&id) else { return Ok(()) };
             let (page, current) = {
@@ -300,8 +335,10 @@ impl Session {
             let events: Vec<Event> = page.events.into_iter().filter(|e| watcher.wants(e)).collect();
             watcher.next_revision = watcher.next_revision.max(page.next_revision);
             let done = watcher.next_revision > current;
-            let revision = page.next_revision - 1;
-            self.send_events(id, events, revision).await?;
+            match responses {
+                Responses::Batched => self.send_events(id, events, page.next_revision - 1).await?,
+                Responses::PerRevision => self.send_per_revision(id, events).await?,
+            }
             if done {
                 return Ok(());
             }
