@@ -92,7 +92,26 @@ pub fn member_args(spec: &ClusterSpec, index: usize, ports: &[MemberPorts], data
         ("--election-timeout", spec.election_timeout_ms.to_string()),
         ("--snapshot-count", "100000".into()),
     ];
-    flags.into_iter().flat_map(|(flag, value)| [flag.to_string(), value]).collect()
+    let mut args: Vec<String> = flags.into_iter().flat_map(|(flag, value)| [flag.to_string(), value]).collect();
+    if spec.system == System::Keel && ports.len() > 1 {
+        // Keel's peers prove membership with a shared secret (etcd's equivalent is peer TLS).
+        let secret = data_dir.parent().unwrap_or(data_dir).join("keel-peer-secret");
+        args.extend(["--peer-secret-file".to_string(), secret.display().to_string()]);
+    }
+    args
+}
+
+/// Writes the peer secret file a Keel cluster whose data dirs are under `root` shares (see
+/// `member_args`), if it does not exist yet.
+pub fn write_peer_secret(root: &Path) -> std::io::Result<()> {
+    use std::hash::{BuildHasher, RandomState};
+    let path = root.join("keel-peer-secret");
+    if path.exists() {
+        return Ok(());
+    }
+    // RandomState is seeded from the OS's randomness: enough for a benchmark cluster's secret.
+    let secret: String = (0..4).map(|i| format!("{:016x}", RandomState::new().hash_one(i))).collect();
+    std::fs::write(path, secret)
 }
 
 /// A loopback port nobody listens on right now, for a member to bind a moment later.
@@ -142,6 +161,7 @@ impl Cluster {
     pub async fn start(spec: ClusterSpec, root: &Path) -> anyhow::Result<Cluster> {
         let dir = root.join(spec.system.name());
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        write_peer_secret(&dir).with_context(|| format!("writing the peer secret in {}", dir.display()))?;
         let ports: Vec<MemberPorts> =
             (0..spec.members).map(|_| MemberPorts { client: free_port(), peer: free_port() }).collect();
         let members = (0..spec.members)
@@ -339,10 +359,13 @@ mod tests {
         );
         assert_eq!(value_of(&args, "--heartbeat-interval"), "100");
         assert_eq!(value_of(&args, "--election-timeout"), "1000");
+        assert_eq!(value_of(&args, "--peer-secret-file"), "/tmp/x/keel-peer-secret");
+        let etcd = member_args(&spec(System::Etcd), 1, &ports, Path::new("/tmp/x/m1"));
+        assert!(!etcd.contains(&"--peer-secret-file".to_string()), "etcd has no such flag");
     }
 
     #[test]
-    fn both_systems_get_the_same_flags() {
+    fn both_systems_get_the_same_flags_for_a_single_member() {
         let ports = [MemberPorts { client: 1, peer: 2 }];
         let etcd = member_args(&spec(System::Etcd), 0, &ports, Path::new("/d"));
         let keel = member_args(&spec(System::Keel), 0, &ports, Path::new("/d"));

@@ -130,6 +130,8 @@ impl Cluster {
             .collect::<Vec<_>>()
             .join(",");
 
+        let peer_secret = data_root.path().join("peer-secret");
+        write_peer_secret(&peer_secret).context("writing the peer secret")?;
         let mut members = Vec::with_capacity(config.nodes);
         for (index, (proxy, (client_port, peer_port))) in proxies.into_iter().zip(ports).enumerate() {
             let name = format!("n{index}");
@@ -160,6 +162,8 @@ impl Cluster {
                 ELECTION_TIMEOUT_MS.to_string().into(),
                 "--unsafe-peer-source-address".into(),
                 source_ip(index).to_string().into(),
+                "--peer-secret-file".into(),
+                peer_secret.clone().into(),
             ];
             args.extend(config.extra_member_args.iter().map(OsString::from));
             members.push(Member {
@@ -369,4 +373,12 @@ async fn status(client_url: &str) -> anyhow::Result<StatusResponse> {
     let options = ConnectOptions::new().with_connect_timeout(STATUS_TIMEOUT).with_timeout(STATUS_TIMEOUT);
     let mut client = Client::connect([client_url], Some(options)).await?;
     Ok(client.status().await?)
+}
+
+/// Writes the cluster's shared peer secret (`--peer-secret-file`): random hex.
+fn write_peer_secret(path: &std::path::Path) -> std::io::Result<()> {
+    use std::hash::{BuildHasher, RandomState};
+    // RandomState is seeded from the OS's randomness: enough for a test cluster's secret.
+    let secret: String = (0..4).map(|i| format!("{:016x}", RandomState::new().hash_one(i))).collect();
+    std::fs::write(path, secret)
 }

@@ -73,6 +73,13 @@ pub struct Flags {
     #[arg(long, env = "KEEL_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL", default_value = "10m", value_parser = parse_go_duration)]
     pub experimental_watch_progress_notify_interval: Duration,
 
+    /// File holding the cluster's peer secret: every member of a cluster must be given the same
+    /// file. Peers prove with it that they belong to the cluster; the peer port refuses everyone
+    /// else. Required for a cluster of more than one member; a single member without it makes
+    /// its own (<data-dir>/peer-secret). Create one with `head -c 32 /dev/urandom > FILE`.
+    #[arg(long, env = "KEEL_PEER_SECRET_FILE")]
+    pub peer_secret_file: Option<PathBuf>,
+
     /// TEST ONLY, loses data: serve linearizable reads from local state without ReadIndex.
     /// Exists so the fault-injection harness can prove it detects stale reads.
     #[arg(long, hide = true, env = "KEEL_UNSAFE_STALE_READS")]
@@ -113,6 +120,8 @@ pub struct MemberConfig {
     pub snapshot_count: u64,
     pub snapshot_catchup_entries: u64,
     pub watch_progress_notify_interval: Duration,
+    /// Where the cluster's peer secret comes from (`--peer-secret-file`).
+    pub peer_secret: PeerSecretSource,
     /// Test-only sabotage; see the flags.
     /// TEST ONLY: the local IP outgoing peer connections are opened from (`None`: the OS chooses).
     pub unsafe_peer_source_address: Option<IpAddr>,
@@ -144,15 +153,28 @@ impl Flags {
                 advertise_peer_urls.join(",")
             ));
         }
-        if self.election_timeout < 5 * self.heartbeat_interval {
+        if self.max_request_bytes == 0 || self.max_request_bytes > REQUEST_BYTES_LIMIT_MAX {
+            return Err(format!("--max-request-bytes must be between 1 and {REQUEST_BYTES_LIMIT_MAX}"));
+        }
+        check_raft_timing(self.heartbeat_interval, self.election_timeout)?;
+        let progress = self.experimental_watch_progress_notify_interval;
+        if progress < WATCH_PROGRESS_INTERVAL_MIN {
             return Err(format!(
-                "--election-timeout[{}ms] should be at least 5 times as --heartbeat-interval[{}ms]",
-                self.election_timeout, self.heartbeat_interval
+                "--experimental-watch-progress-notify-interval must be at least {}ms, got {progress:?}",
+                WATCH_PROGRESS_INTERVAL_MIN.as_millis()
             ));
         }
-        if self.max_request_bytes == 0 {
-            return Err("--max-request-bytes must be greater than 0".into());
-        }
+        let peer_secret = match (&self.peer_secret_file, initial_cluster.len()) {
+            (Some(path), _) => PeerSecretSource::File(path.clone()),
+            (None, 1) => PeerSecretSource::DataDir,
+            (None, members) => {
+                return Err(format!(
+                    "--peer-secret-file is required for a cluster of {members} members: give every member \
+                     the same secret file (create one with `head -c 32 /dev/urandom > FILE`), so that \
+                     nobody else can speak Raft to the cluster's peer ports"
+                ))
+            }
+        };
         Ok(MemberConfig {
             name: self.name.clone(),
             data_dir: self.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("{}.keel", self.name))),
@@ -169,11 +191,51 @@ impl Flags {
             snapshot_count: self.snapshot_count.max(1),
             snapshot_catchup_entries: self.experimental_snapshot_catchup_entries,
             watch_progress_notify_interval: self.experimental_watch_progress_notify_interval,
+            peer_secret,
             unsafe_stale_reads: self.unsafe_stale_reads,
             unsafe_peer_source_address: self.unsafe_peer_source_address,
             unsafe_ack_before_fsync: self.unsafe_ack_before_fsync,
         })
     }
+}
+
+/// Where a member finds the cluster's peer secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerSecretSource {
+    /// `--peer-secret-file`: shared by every member of the cluster.
+    File(PathBuf),
+    /// A single-member cluster without the flag: a secret of its own, made at first start and
+    /// kept in the data dir (a member added later is given that file).
+    DataDir,
+}
+
+/// The largest `--max-request-bytes` accepted. etcd has no ceiling (it warns above 10 MiB); Keel
+/// needs one because a peer message carries whole requests and has a bounded size too.
+pub const REQUEST_BYTES_LIMIT_MAX: usize = 64 << 20;
+
+/// etcd's `maxElectionMs`: a longer election timeout is refused ("too long").
+const ELECTION_TIMEOUT_MAX_MS: u64 = 50_000;
+
+/// The shortest watch progress interval: each watch stream wakes this often, so a tiny value
+/// would spin a core per idle stream (and 0 cannot be a timer period at all).
+const WATCH_PROGRESS_INTERVAL_MIN: Duration = Duration::from_millis(100);
+
+/// etcd's checks of the Raft timing flags, plus a heartbeat of at least 1 ms.
+fn check_raft_timing(heartbeat_ms: u64, election_ms: u64) -> Result<(), String> {
+    if heartbeat_ms == 0 {
+        return Err("--heartbeat-interval must be greater than 0".into());
+    }
+    if election_ms < heartbeat_ms.saturating_mul(5) {
+        return Err(format!(
+            "--election-timeout[{election_ms}ms] should be at least 5 times as --heartbeat-interval[{heartbeat_ms}ms]"
+        ));
+    }
+    if election_ms > ELECTION_TIMEOUT_MAX_MS {
+        return Err(format!(
+            "--election-timeout[{election_ms}ms] is too long, and should be set less than {ELECTION_TIMEOUT_MAX_MS}ms"
+        ));
+    }
+    Ok(())
 }
 
 /// Parses a Go duration ("10m", "1m30s", "250ms"), as etcd's duration flags take them.
@@ -327,9 +389,20 @@ mod tests {
             "http://127.0.0.1:22380",
             "--initial-cluster",
             "a=http://127.0.0.1:2380,b=http://127.0.0.1:22380,c=http://127.0.0.1:32380",
+            "--peer-secret-file",
+            "/etc/keel/peer-secret",
         ])
         .expect("valid");
         assert_eq!(config.initial_cluster.len(), 3);
+        assert_eq!(config.peer_secret, PeerSecretSource::File("/etc/keel/peer-secret".into()));
+    }
+
+    #[test]
+    fn a_cluster_of_several_members_needs_a_peer_secret() {
+        let err = flags(&["--initial-cluster", "default=http://127.0.0.1:2380,b=http://127.0.0.1:22380"])
+            .expect_err("no secret for two members");
+        assert!(err.contains("--peer-secret-file is required"), "{err}");
+        assert_eq!(flags(&[]).expect("one member").peer_secret, PeerSecretSource::DataDir);
     }
 
     #[test]
@@ -341,6 +414,15 @@ mod tests {
             (&["--initial-cluster-state", "maybe"], "maybe"),
             (&["--election-timeout", "100"], "--election-timeout"),
             (&["--listen-peer-urls", "https://127.0.0.1:1"], "scheme must be http"),
+            (&["--heartbeat-interval", "0"], "--heartbeat-interval must be greater than 0"),
+            (&["--heartbeat-interval", "18446744073709551615"], "--election-timeout"),
+            (&["--election-timeout", "18446744073709551615"], "is too long"),
+            (&["--max-request-bytes", "0"], "--max-request-bytes"),
+            (&["--max-request-bytes", "18446744073709551615"], "--max-request-bytes"),
+            (&["--experimental-watch-progress-notify-interval", "0.1ns"], "at least 100ms"),
+            (&["--experimental-watch-progress-notify-interval", "1ns"], "at least 100ms"),
+            (&["--experimental-watch-progress-notify-interval", "99ms"], "at least 100ms"),
+            (&["--experimental-watch-progress-notify-interval", "99999999999999999999999h"], "invalid duration"),
         ];
         for (args, expected) in cases {
             let err = flags(args).expect_err("must be rejected");

@@ -50,6 +50,13 @@ pub enum ServerError {
     Stopped,
     #[error("{0}")]
     Unimplemented(&'static str),
+    /// A command no client request makes: forged, or from a member that should not send it.
+    #[error("invalid command: {0}")]
+    InvalidCommand(&'static str),
+    /// The leader's own checks refused a request this member forwarded (the members' limits
+    /// differ): nothing changed.
+    #[error("the leader refused the request: {0}")]
+    LeaderRefused(String),
 }
 
 impl ServerError {

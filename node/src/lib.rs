@@ -19,12 +19,15 @@
 //!   that catch up from history.
 //! - `storage`: the engine trait (RocksDB and in-memory) everything persists through.
 //! - `error`, `limits`: domain errors and every named bound.
+//! - `fuzz`: one entry point per decoder of outside bytes, for the fuzzers (`node/fuzz/`).
 
 pub mod api;
 pub mod command;
 pub mod config;
 pub mod dynamic_config;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod lease;
 pub mod limits;
 pub mod member;

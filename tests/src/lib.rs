@@ -131,6 +131,8 @@ impl TestCluster {
             Server::Etcd => PathBuf::from("etcd"),
         };
         let ports: Vec<(u16, u16)> = (0..size).map(|_| (free_port(), free_port())).collect();
+        let peer_secret = root.path().join("peer-secret");
+        write_peer_secret(&peer_secret);
         let initial_cluster = ports
             .iter()
             .enumerate()
@@ -169,6 +171,9 @@ impl TestCluster {
                     "--election-timeout".into(),
                     ELECTION_MS.to_string(),
                 ];
+                if server == Server::Keel && size > 1 {
+                    args.extend(["--peer-secret-file".into(), peer_secret.display().to_string()]);
+                }
                 args.extend(extra_args.iter().map(|a| a.to_string()));
                 let log_path = root.path().join(format!("{name}.log"));
                 TestMember { name, client_url, peer_url, data_dir, log_path, args, child: None }
@@ -179,6 +184,11 @@ impl TestCluster {
             cluster.start_member(i);
         }
         cluster
+    }
+
+    /// The cluster's peer secret file (what `--peer-secret-file` names on a Keel cluster).
+    pub fn peer_secret_path(&self) -> PathBuf {
+        self._root.path().join("peer-secret")
     }
 
     pub fn endpoints(&self) -> Vec<String> {
@@ -293,6 +303,14 @@ impl TestCluster {
             .collect::<Vec<_>>()
             .join("\n")
     }
+}
+
+/// Writes a cluster's peer secret (`--peer-secret-file`): random bytes, as hex.
+pub fn write_peer_secret(path: &Path) {
+    use std::hash::{BuildHasher, RandomState};
+    // RandomState is seeded from the OS's randomness: enough for a test cluster's secret.
+    let secret: String = (0..4).map(|i| format!("{:016x}", RandomState::new().hash_one(i))).collect();
+    std::fs::write(path, secret).expect("write the peer secret");
 }
 
 impl Drop for TestCluster {

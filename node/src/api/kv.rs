@@ -57,7 +57,6 @@ impl PbKvService for KvService {
 
     async fn put(&self, request: Request<PbPutRequest>) -> Result<Response<PbPutResponse>, Status> {
         let request = request.into_inner();
-        validate::put(&request).map_err(|e| to_status(&e))?;
         match self.propose(Command::Put(convert::put_request(request))).await? {
             CommandResponse::Put(r) => {
                 Ok(Response::new(convert::put_response(header(&self.member, r.header_revision), r)))
@@ -68,7 +67,6 @@ impl PbKvService for KvService {
 
     async fn delete_range(&self, request: Request<PbDeleteRequest>) -> Result<Response<PbDeleteResponse>, Status> {
         let request = request.into_inner();
-        validate::delete(&request).map_err(|e| to_status(&e))?;
         match self.propose(Command::DeleteRange(convert::delete_request(request))).await? {
             CommandResponse::DeleteRange(r) => {
                 Ok(Response::new(convert::delete_response(header(&self.member, r.header_revision), r)))

@@ -45,6 +45,9 @@ pub fn to_status(error: &ServerError) -> Status {
         ServerError::NoLeader => (Code::Unavailable, "etcdserver: no leader"),
         ServerError::Timeout => (Code::Unavailable, "etcdserver: request timed out"),
         ServerError::Stopped => (Code::Unavailable, "etcdserver: server stopped"),
+        ServerError::InvalidCommand(_) | ServerError::LeaderRefused(_) => {
+            return Status::invalid_argument(format!("keel: {error}"))
+        }
         ServerError::Unimplemented(what) => {
             return Status::unimplemented(format!("keel: {what} is not implemented yet"))
         }

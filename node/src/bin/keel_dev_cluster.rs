@@ -36,10 +36,29 @@ async fn main() -> ExitCode {
     }
 }
 
+/// The members' shared peer secret, `<data root>/peer-secret`: made once (random, readable by
+/// this user only), then reused by every start of the dev cluster.
+fn ensure_peer_secret(data_root: &std::path::Path) -> Result<std::path::PathBuf, String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = data_root.join("peer-secret");
+    if path.exists() {
+        return Ok(path);
+    }
+    let failed = |e: std::io::Error| format!("cannot create the peer secret {}: {e}", path.display());
+    std::fs::create_dir_all(data_root).map_err(failed)?;
+    let secret: [u8; 32] = rand::random();
+    let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).map_err(failed)?;
+    file.write_all(hex.as_bytes()).map_err(failed)?;
+    Ok(path)
+}
+
 async fn run(flags: Flags) -> Result<(), String> {
     let keel = std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?.with_file_name("keel");
     let initial_cluster =
         MEMBERS.iter().map(|(name, _, peer)| format!("{name}=http://127.0.0.1:{peer}")).collect::<Vec<_>>().join(",");
+    let peer_secret = ensure_peer_secret(&flags.data_root)?;
     let mut children: Vec<(&str, Child)> = Vec::new();
     for (name, client, peer) in MEMBERS {
         let client_url = format!("http://127.0.0.1:{client}");
@@ -51,6 +70,8 @@ async fn run(flags: Flags) -> Result<(), String> {
             .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
             .args(["--initial-cluster", &initial_cluster, "--initial-cluster-token", "keel-dev-cluster"])
             .args(["--log-level", &flags.log_level])
+            .arg("--peer-secret-file")
+            .arg(&peer_secret)
             .spawn();
         match spawned {
             Ok(child) => children.push((name, child)),

@@ -9,6 +9,11 @@ use keel_client::events::group::{ClaimOutcome, GroupOptions};
 pub use keel_client::events::Retention;
 use serde::{Deserialize, Serialize};
 
+mod nesting;
+mod validate;
+
+pub use validate::{validate, Origin};
+
 /// A replicated state-machine command.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
@@ -239,14 +244,16 @@ pub enum ResponseOp {
     Txn(TxnResponse),
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Decoded with a nesting limit (`nesting`): a txn is the one recursive type in a command.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct TxnRequest {
     pub compare: Vec<Compare>,
     pub success: Vec<RequestOp>,
     pub failure: Vec<RequestOp>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Decoded with a nesting limit, like `TxnRequest`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct TxnResponse {
     pub header_revision: i64,
     pub succeeded: bool,

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use super::{Attempt, Member};
 use crate::command::{Command, CommandResponse};
 use crate::error::ServerError;
-use crate::raft::{ForwardError, ForwardRequest, ForwardResponse, MemberId};
+use crate::raft::{ForwardError, ForwardRequest, ForwardResponse, MemberId, Refusal};
 
 /// Batch RPCs in flight at once to the leader.
 const BATCHES_IN_FLIGHT: usize = 4;
@@ -146,6 +146,9 @@ fn write_outcome(result: Result<(CommandResponse, u64), ForwardError>) -> Attemp
         Ok((response, _term)) => Attempt::Done(Ok(response)),
         // The receiver was not the leader: nothing was proposed.
         Err(ForwardError::NotLeader { .. }) => Attempt::Retry,
+        // The leader's checks refused it: nothing was proposed, and it would be refused again.
+        Err(ForwardError::Refused(Refusal::TooLarge)) => Attempt::Done(Err(ServerError::RequestTooLarge)),
+        Err(ForwardError::Refused(Refusal::Invalid(reason))) => Attempt::Done(Err(ServerError::LeaderRefused(reason))),
         Err(_) => Attempt::Done(Err(ServerError::Timeout)),
     }
 }

@@ -19,15 +19,15 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_stream::wrappers::TcpListenerStream;
 
-use crate::command::{Command, CommandResponse};
+use crate::command::{self, Command, CommandResponse, Origin};
 use crate::config::{self, MemberConfig};
 use crate::error::ServerError;
 use crate::lease;
-use crate::limits::{GRPC_OVERHEAD_BYTES, REQUEST_TIMEOUT};
+use crate::limits::{GRPC_OVERHEAD_BYTES, PEER_MESSAGE_BYTES_MAX, PEER_RESPONSE_BYTES_MAX, REQUEST_TIMEOUT};
 use crate::raft::{
     self, AckPolicy, ClientWriteError, Config, ForwardError, ForwardRequest, ForwardResponse, LeaseAuthority,
-    LeaseTime, LogStore, MemberId, MemberNode, NetworkFactory, PeerClients, PeerService, Raft, RaftMetrics,
-    SharedState, SnapshotPolicy, StateMachine,
+    LeaseTime, LogStore, MemberId, MemberNode, NetworkFactory, PeerClients, PeerCredentials, PeerGate, PeerSecret,
+    PeerService, Raft, RaftMetrics, Refusal, SharedState, SnapshotPolicy, StateMachine,
 };
 use crate::storage::{Durability, Engine, RocksEngine, Table, WriteBatch};
 use crate::watch::SessionLimits;
@@ -94,6 +94,14 @@ impl Member {
 
     pub fn watch_limits(&self) -> SessionLimits {
         self.watch_limits
+    }
+
+    pub(crate) fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    pub(crate) fn leases(&self) -> &LeaseAuthority {
+        &self.leases
     }
 
     /// Renews lease `id` on the leader's clock: its TTL, or 0 when it does not exist or expired.
@@ -179,10 +187,7 @@ impl Member {
     /// Replicates `command` through the leader and returns what applying it answered. Errors
     /// say whether the command may have been applied (`ServerError::is_definite`).
     pub async fn propose(&self, command: Command) -> Result<CommandResponse, ServerError> {
-        let size = raft::encode(&command).map_err(|_| ServerError::RequestTooLarge)?.len();
-        if size > self.max_request_bytes {
-            return Err(ServerError::RequestTooLarge);
-        }
+        let size = command::validate(&command, Origin::Member(self.id), self.max_request_bytes)?;
         let response = self
             .through_leader(|leader, deadline| {
                 let command = command.clone();
@@ -206,6 +211,7 @@ impl Member {
     /// this leader's clock. If this member was deposed (paused, partitioned) its entry cannot
     /// commit, so a stale decision dies with the leadership that made it.
     pub async fn propose_as_leader(&self, command: Command) -> Result<CommandResponse, ServerError> {
+        command::validate(&command, Origin::Leader, self.max_request_bytes)?;
         match self.write_local(command, Instant::now() + REQUEST_TIMEOUT).await {
             Attempt::Done(Ok(CommandResponse::Rejected(e))) => Err(e.into()),
             Attempt::Done(result) => result,
@@ -246,17 +252,47 @@ impl Member {
     }
 
     async fn write_local(&self, command: Command, deadline: Instant) -> Attempt<CommandResponse> {
-        // Stamped here, on the leader: time-dependent commands carry the leader's clock.
-        let command = command.stamped(crate::store::now_unix_ms());
-        let write = tokio::time::timeout_at(deadline, self.raft.client_write(command));
-        match write.await {
+        match tokio::time::timeout_at(deadline, self.write_as_leader(command)).await {
             Err(_) => Attempt::Done(Err(ServerError::Timeout)),
-            Ok(Ok(written)) => Attempt::Done(Ok(written.data)),
-            Ok(Err(e)) => match e.api_error() {
-                Some(ClientWriteError::ForwardToLeader(_)) => Attempt::Retry,
-                Some(_) => Attempt::Done(Err(ServerError::Timeout)),
-                None => Attempt::Done(Err(ServerError::Stopped)),
-            },
+            Ok(Ok((response, _term))) => Attempt::Done(Ok(response)),
+            Ok(Err(ForwardError::NotLeader { .. })) => Attempt::Retry,
+            Ok(Err(ForwardError::Failed(_))) => Attempt::Done(Err(ServerError::Stopped)),
+            Ok(Err(_)) => Attempt::Done(Err(ServerError::Timeout)),
+        }
+    }
+
+    /// A write a follower forwarded on a client's behalf: the checks a local write passes, with
+    /// this member's limits, then the same leader write path.
+    pub(crate) async fn write_for_follower(
+        &self,
+        sender: MemberId,
+        command: Command,
+    ) -> Result<(CommandResponse, u64), ForwardError> {
+        if let Err(error) = command::validate(&command, Origin::Member(sender), self.max_request_bytes) {
+            let refusal = match error {
+                ServerError::RequestTooLarge => Refusal::TooLarge,
+                error => Refusal::Invalid(error.to_string()),
+            };
+            return Err(ForwardError::Refused(refusal));
+        }
+        self.write_as_leader(command).await
+    }
+
+    /// The one leader write path, for local and forwarded writes: stamps `command` with this
+    /// member's clock (time-dependent commands carry the leader's clock) and proposes it to its
+    /// own Raft; answers the response and the term it was committed in. `NotLeader`: nothing
+    /// was proposed; `Failed`: Raft has stopped; `Indeterminate`: it may have been applied.
+    async fn write_as_leader(&self, command: Command) -> Result<(CommandResponse, u64), ForwardError> {
+        let command = command.stamped(crate::store::now_unix_ms());
+        match self.raft.client_write(command).await {
+            Ok(written) => Ok((written.data, written.log_id.leader_id.term)),
+            Err(e) => Err(match e.api_error() {
+                Some(ClientWriteError::ForwardToLeader(forward)) => {
+                    ForwardError::NotLeader { leader: forward.leader_id }
+                }
+                Some(_) => ForwardError::Indeterminate(e.to_string()),
+                None => ForwardError::Failed(e.to_string()),
+            }),
         }
     }
 
@@ -437,10 +473,13 @@ pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
     let ack = if config.unsafe_ack_before_fsync { AckPolicy::UnsafeBeforeFsync } else { AckPolicy::AfterFsync };
     let log_store =
         LogStore::open(engine.clone(), ack, identity.member_id).map_err(|e| StartError(format!("raft log: {e}")))?;
+    raft::remove_incoming(&config.data_dir.join("snapshots"));
     let state_machine = StateMachine::open(engine.clone(), &config.data_dir.join("snapshots"))
         .map_err(|e| StartError(format!("state machine: {e}")))?;
     let shared = state_machine.shared();
-    let peers = PeerClients::new(config.unsafe_peer_source_address);
+    let secret = PeerSecret::load(&config.peer_secret, &config.data_dir).map_err(StartError)?;
+    let credentials = PeerCredentials::new(&secret, identity.member_id, identity.cluster_id);
+    let peers = PeerClients::new(credentials, config.unsafe_peer_source_address);
     let raft = Raft::new(
         identity.member_id,
         raft_config(&config)?,
@@ -473,15 +512,16 @@ pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
     let mut servers = JoinSet::new();
     let peer_addrs = local_addrs(&peer_listeners);
     let client_addrs = local_addrs(&client_listeners);
+    let gate = PeerGate::new(&secret, identity.member_id, identity.cluster_id, raft.clone());
     for listener in peer_listeners {
-        let service = PeerService::new(raft.clone(), leases.clone(), config.data_dir.join("snapshots"));
+        let service = PeerService::new(member.clone(), config.data_dir.join("snapshots"));
+        let server = keel_proto::peer::peer_server::PeerServer::new(service)
+            .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(PEER_RESPONSE_BYTES_MAX);
         let router = tonic::transport::Server::builder()
             .http2_max_pending_accept_reset_streams(Some(PEER_PENDING_RESET_STREAMS_MAX))
-            .add_service(
-                keel_proto::peer::peer_server::PeerServer::new(service)
-                    .max_decoding_message_size(usize::MAX)
-                    .max_encoding_message_size(usize::MAX),
-            );
+            // The gate sees each request's headers before its body is read.
+            .add_service(tonic::service::interceptor::InterceptedService::new(server, gate.clone()));
         servers.spawn(router.serve_with_incoming_shutdown(accepted(listener), stopped(stop_rx.clone())));
     }
     let decoding_limit = config.max_request_bytes + GRPC_OVERHEAD_BYTES;

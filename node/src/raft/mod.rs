@@ -3,14 +3,17 @@
 //! network over tonic and snapshot streaming.
 //!
 //! Nothing here interprets etcd requests: commands arrive as `Command`s and leave as
-//! `CommandResponse`s.
+//! `CommandResponse`s. The peer port admits current members only (`peer_auth`) and checks
+//! what they send before openraft sees it (`peer_checks`).
 
 mod codec;
 mod lease_authority;
 mod log_store;
 mod network;
+pub mod peer_auth;
+pub mod peer_checks;
 mod peer_service;
-mod snapshot;
+pub mod snapshot;
 mod state_machine;
 
 use serde::{Deserialize, Serialize};
@@ -18,8 +21,9 @@ use serde::{Deserialize, Serialize};
 pub use codec::{decode, encode};
 pub use lease_authority::{LeaseAuthority, LeaseTime};
 pub use log_store::{AckPolicy, LogStore};
-pub use network::{NetworkFactory, PeerClients};
-pub use peer_service::{ForwardError, ForwardRequest, ForwardResponse, PeerService};
+pub use network::{NetworkFactory, PeerClient, PeerClients};
+pub use peer_auth::{PeerCredentials, PeerGate, PeerSecret};
+pub use peer_service::{remove_incoming, ForwardError, ForwardRequest, ForwardResponse, PeerService, Refusal};
 pub use state_machine::{SharedState, StateMachine};
 
 use crate::command::{Command, CommandResponse};

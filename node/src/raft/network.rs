@@ -1,23 +1,30 @@
 //! The outgoing half of the peer API: Raft RPCs and forwarded requests to other members, over
 //! tonic channels cached per peer URL (one HTTP/2 connection per peer, reused by every RPC).
+//! Every RPC carries this member's peer credentials (`peer_auth`), and no message exceeds what
+//! the receiver accepts: a large AppendEntries goes as a prefix that fits.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use keel_proto::peer::peer_client::PeerClient;
 use keel_proto::peer::{RaftMessage, SnapshotChunk};
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::RPCOption;
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
 use openraft::{OptionalSend, RaftNetworkFactory, RaftNetworkV2};
 use tokio::io::AsyncReadExt;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use super::codec::{decode, encode};
+use super::peer_auth::PeerCredentials;
 use super::snapshot::{SnapshotFile, CHUNK_BYTES};
 use super::{MemberId, MemberNode, TypeConfig, Vote};
+use crate::limits::{PEER_APPEND_BYTES_MAX, PEER_MESSAGE_BYTES_MAX, PEER_RESPONSE_BYTES_MAX};
+
+/// A client of one peer's API, presenting this member's credentials on every call.
+pub type PeerClient = keel_proto::peer::peer_client::PeerClient<InterceptedService<Channel, PeerCredentials>>;
 
 /// How long a connection attempt to a peer may take before the RPC counts as unreachable.
 const PEER_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
@@ -31,23 +38,25 @@ const APPEND_ENTRIES_TIMEOUT_MIN: Duration = Duration::from_secs(5);
 const SNAPSHOT_CHUNKS_IN_FLIGHT: usize = 4;
 
 /// Peer clients by URL, shared by Raft replication and request forwarding.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct PeerClients {
     // std Mutex: held only to look up or insert a client, never across an await.
-    clients: Arc<Mutex<HashMap<String, PeerClient<Channel>>>>,
+    clients: Arc<Mutex<HashMap<String, PeerClient>>>,
     /// The local IP connections are opened from: `None` (the OS chooses) unless the test-only
     /// `--unsafe-peer-source-address` is set.
     source_address: Option<std::net::IpAddr>,
+    credentials: PeerCredentials,
 }
 
 impl PeerClients {
-    /// Peer clients whose connections start from `source_address` (`None`: the OS chooses).
-    pub fn new(source_address: Option<std::net::IpAddr>) -> Self {
-        PeerClients { clients: Arc::default(), source_address }
+    /// Peer clients that present `credentials` and whose connections start from
+    /// `source_address` (`None`: the OS chooses).
+    pub fn new(credentials: PeerCredentials, source_address: Option<std::net::IpAddr>) -> Self {
+        PeerClients { clients: Arc::default(), source_address, credentials }
     }
 
     /// A client for `url`, connecting lazily on first use and reconnecting after failures.
-    pub fn get(&self, url: &str) -> Result<PeerClient<Channel>, tonic::transport::Error> {
+    pub fn get(&self, url: &str) -> Result<PeerClient, tonic::transport::Error> {
         let mut clients = self.clients.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(client) = clients.get(url) {
             return Ok(client.clone());
@@ -58,14 +67,15 @@ impl PeerClients {
             .http2_keep_alive_interval(Duration::from_secs(10))
             .local_address(self.source_address)
             .connect_lazy();
-        let client =
-            PeerClient::new(channel).max_decoding_message_size(usize::MAX).max_encoding_message_size(usize::MAX);
+        let client = keel_proto::peer::peer_client::PeerClient::with_interceptor(channel, self.credentials.clone())
+            .max_decoding_message_size(PEER_RESPONSE_BYTES_MAX)
+            .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
         clients.insert(url.to_string(), client.clone());
         Ok(client)
     }
 
     /// A client for a member, by the first of its peer URLs.
-    pub fn for_member(&self, node: &MemberNode) -> Result<PeerClient<Channel>, String> {
+    pub fn for_member(&self, node: &MemberNode) -> Result<PeerClient, String> {
         let url = node.peer_urls.first().ok_or_else(|| format!("member {} has no peer URL", node.name))?;
         self.get(url).map_err(|e| format!("bad peer URL {url}: {e}"))
     }
@@ -92,13 +102,13 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 /// One peer as seen by openraft's replication and election tasks.
 pub struct Connection {
     target: MemberId,
-    client: Result<PeerClient<Channel>, String>,
+    client: Result<PeerClient, String>,
 }
 
 type RpcResult<T> = Result<T, RPCError<TypeConfig>>;
 
 impl Connection {
-    fn client(&self) -> RpcResult<PeerClient<Channel>> {
+    fn client(&self) -> RpcResult<PeerClient> {
         self.client.clone().map_err(|e| RPCError::Unreachable(Unreachable::from_string(e)))
     }
 
@@ -106,7 +116,7 @@ impl Connection {
     where
         Req: serde::Serialize,
         Resp: serde::de::DeserializeOwned,
-        F: FnOnce(PeerClient<Channel>, RaftMessage) -> Fut,
+        F: FnOnce(PeerClient, RaftMessage) -> Fut,
         Fut: Future<Output = Result<tonic::Response<RaftMessage>, tonic::Status>>,
     {
         let data = encode(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
@@ -120,6 +130,29 @@ impl Connection {
         };
         decode(&response.data).map_err(|e| RPCError::Network(NetworkError::new(&e)))
     }
+}
+
+/// `rpc` as it can be sent: whole when it encodes within `PEER_APPEND_BYTES_MAX`, otherwise the
+/// longest prefix of its entries that does (at least one entry), with the log id of the last
+/// entry sent.
+fn fit_append(
+    mut rpc: AppendEntriesRequest<TypeConfig>,
+) -> Result<(AppendEntriesRequest<TypeConfig>, Option<super::LogId>), std::io::Error> {
+    if rpc.entries.len() <= 1 || encode(&rpc)?.len() <= PEER_APPEND_BYTES_MAX {
+        return Ok((rpc, None));
+    }
+    let mut bytes = 0usize;
+    let mut keep = 0usize;
+    for entry in &rpc.entries {
+        bytes = bytes.saturating_add(encode(entry)?.len());
+        if keep > 0 && bytes > PEER_APPEND_BYTES_MAX {
+            break;
+        }
+        keep += 1;
+    }
+    rpc.entries.truncate(keep);
+    let last_sent = rpc.entries.last().map(|entry| entry.log_id);
+    Ok((rpc, last_sent))
 }
 
 fn status_to_rpc_error(status: tonic::Status) -> RPCError<TypeConfig> {
@@ -143,7 +176,14 @@ impl RaftNetworkV2<TypeConfig> for Connection {
         // of large entries (each up to 1.5 MiB, fsynced by the follower before it answers)
         // can take longer, and timing it out would resend it forever: replication would stall.
         let timeout = option.hard_ttl().max(APPEND_ENTRIES_TIMEOUT_MIN);
-        self.call(&rpc, timeout, |mut c, m| async move { c.append_entries(m).await }).await
+        let (rpc, last_sent) = fit_append(rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let response: AppendEntriesResponse<TypeConfig> =
+            self.call(&rpc, timeout, |mut c, m| async move { c.append_entries(m).await }).await?;
+        Ok(match (response, last_sent) {
+            // Only a prefix went: it is all the follower can have matched.
+            (AppendEntriesResponse::Success, Some(last_sent)) => AppendEntriesResponse::PartialSuccess(Some(last_sent)),
+            (response, _) => response,
+        })
     }
 
     async fn vote(
@@ -173,6 +213,7 @@ impl RaftNetworkV2<TypeConfig> for Connection {
                 let read = match file.read(&mut data).await {
                     Ok(n) => n,
                     Err(e) => {
+                        // The stream ends short; the receiver's verification refuses it.
                         tracing::warn!("reading snapshot to send: {e}");
                         return;
                     }

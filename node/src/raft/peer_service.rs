@@ -1,8 +1,13 @@
 //! The incoming half of the peer API: hands Raft RPCs to openraft, receives streamed snapshots
 //! into a file, and serves requests forwarded by followers (writes and read barriers).
-//! Served only on the peer URL.
+//! Served only on the peer URL, and only to current members (`peer_auth::PeerGate` runs first).
+//!
+//! Nothing a peer sends reaches openraft or the state machine unchecked: every message must come
+//! from the member it names (`peer_checks`), a snapshot must verify whole before it is offered
+//! for install, and a forwarded write passes exactly the checks of a local one.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -13,10 +18,12 @@ use tokio::io::AsyncWriteExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::codec::{decode, encode};
-use super::lease_authority::{LeaseAuthority, LeaseTime};
-use super::snapshot::SnapshotFile;
-use super::{MemberId, Raft, ReadPolicy, SnapshotMeta, Vote};
+use super::lease_authority::LeaseTime;
+use super::peer_auth::sender;
+use super::snapshot::{self, SnapshotFile};
+use super::{peer_checks, MemberId, ReadPolicy, SnapshotMeta, Vote};
 use crate::command::{Command, CommandResponse};
+use crate::member::Member;
 
 /// A request a follower sends to the leader on a client's behalf.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -44,6 +51,18 @@ pub enum ForwardError {
     Indeterminate(String),
     /// The request definitely failed.
     Failed(String),
+    /// The leader refused the command before proposing it (its checks or limits): nothing
+    /// changed. (Last: postcard numbers variants in order.)
+    Refused(Refusal),
+}
+
+/// What the leader's checks refused a forwarded command for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Refusal {
+    /// Larger than the leader's `--max-request-bytes`.
+    TooLarge,
+    /// Any other rule, with the leader's message.
+    Invalid(String),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -55,32 +74,91 @@ pub enum ForwardResponse {
     Writes(Vec<Result<(CommandResponse, u64), ForwardError>>),
 }
 
+/// The prefix of a snapshot being received; anything left with it (a crash mid-stream) is
+/// removed at the next start (`remove_incoming`).
+const INCOMING_PREFIX: &str = "incoming-";
+const INCOMING_SUFFIX: &str = ".part";
+
 pub struct PeerService {
-    raft: Raft,
-    leases: LeaseAuthority,
+    member: Arc<Member>,
     incoming_dir: PathBuf,
 }
 
 impl PeerService {
-    pub fn new(raft: Raft, leases: LeaseAuthority, incoming_dir: PathBuf) -> Self {
-        Self { raft, leases, incoming_dir }
+    pub fn new(member: Arc<Member>, incoming_dir: PathBuf) -> Self {
+        Self { member, incoming_dir }
     }
 
+    /// Receives a streamed snapshot into a file and verifies it whole; a stream that fails or
+    /// ends early leaves no file behind.
     async fn receive_snapshot(
         &self,
+        sender: MemberId,
         mut stream: Streaming<SnapshotChunk>,
     ) -> Result<(Vote, SnapshotMeta, SnapshotFile), Status> {
         let first = stream.next().await.ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
         let (vote, meta): (Vote, SnapshotMeta) = decode(&first.header).map_err(invalid)?;
+        peer_checks::snapshot(&vote, &meta, sender).map_err(invalid)?;
         tokio::fs::create_dir_all(&self.incoming_dir).await.map_err(internal)?;
-        let path = self.incoming_dir.join(format!("incoming-{}.part", rand::random::<u64>()));
+        let name = format!("{INCOMING_PREFIX}{}{INCOMING_SUFFIX}", rand::random::<u64>());
+        let part = PartFile { path: Some(self.incoming_dir.join(name)) };
+        let path = part.path().to_path_buf();
         let mut file = tokio::fs::File::create(&path).await.map_err(internal)?;
         file.write_all(&first.data).await.map_err(internal)?;
         while let Some(chunk) = stream.next().await {
             file.write_all(&chunk?.data).await.map_err(internal)?;
         }
         file.sync_all().await.map_err(internal)?;
-        Ok((vote, meta, SnapshotFile { path }))
+        drop(file);
+        let verify_path = path.clone();
+        let verified = tokio::task::spawn_blocking(move || snapshot::verify(&verify_path)).await.map_err(internal)?;
+        let file_meta = verified.map_err(|e| Status::data_loss(format!("keel: snapshot refused: {e}")))?;
+        if file_meta != meta {
+            return Err(Status::invalid_argument(
+                "keel: snapshot refused: the file's metadata differs from the stream's",
+            ));
+        }
+        Ok((vote, meta, SnapshotFile { path: part.keep() }))
+    }
+}
+
+/// A received snapshot's file, removed when dropped unless kept.
+struct PartFile {
+    path: Option<PathBuf>,
+}
+
+impl PartFile {
+    fn path(&self) -> &Path {
+        self.path.as_deref().unwrap_or(Path::new(""))
+    }
+
+    fn keep(mut self) -> PathBuf {
+        self.path.take().unwrap_or_default()
+    }
+}
+
+impl Drop for PartFile {
+    fn drop(&mut self) {
+        if let Some(path) = self.path.take() {
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), "cannot remove an incomplete snapshot: {e}");
+            }
+        }
+    }
+}
+
+/// Removes snapshots that were being received when the member stopped: they can never be
+/// completed, and an attacker could otherwise fill the disk with them.
+pub fn remove_incoming(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(INCOMING_PREFIX) && name.ends_with(INCOMING_SUFFIX) {
+            if let Err(e) = std::fs::remove_file(entry.path()) {
+                tracing::warn!(file = %name, "cannot remove an incomplete snapshot: {e}");
+            }
+        }
     }
 }
 
@@ -102,14 +180,18 @@ const READ_INDEX_TIMEOUT: Duration = Duration::from_secs(5);
 #[tonic::async_trait]
 impl Peer for PeerService {
     async fn append_entries(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let sender = sender(&request)?;
         let rpc = decode(&request.into_inner().data).map_err(invalid)?;
-        let response = self.raft.append_entries(rpc).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        peer_checks::append_entries(&rpc, sender).map_err(invalid)?;
+        let response = self.member.raft().append_entries(rpc).await.map_err(|e| Status::unavailable(e.to_string()))?;
         reply(&response)
     }
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let sender = sender(&request)?;
         let rpc = decode(&request.into_inner().data).map_err(invalid)?;
-        let response = self.raft.vote(rpc).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        peer_checks::vote(&rpc, sender).map_err(invalid)?;
+        let response = self.member.raft().vote(rpc).await.map_err(|e| Status::unavailable(e.to_string()))?;
         reply(&response)
     }
 
@@ -117,44 +199,40 @@ impl Peer for PeerService {
         &self,
         request: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<RaftMessage>, Status> {
-        let (vote, meta, file) = self.receive_snapshot(request.into_inner()).await?;
+        let sender = sender(&request)?;
+        let (vote, meta, file) = self.receive_snapshot(sender, request.into_inner()).await?;
         let snapshot = openraft::alias::SnapshotOf::<super::TypeConfig, SnapshotFile> { meta, snapshot: file };
-        let response =
-            self.raft.install_full_snapshot(vote, snapshot).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        let response = self
+            .member
+            .raft()
+            .install_full_snapshot(vote, snapshot)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
         reply(&response)
     }
 
     async fn forward(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let sender = sender(&request)?;
         let forwarded: ForwardRequest = decode(&request.into_inner().data).map_err(invalid)?;
+        let member = &self.member;
         let response = match forwarded {
-            ForwardRequest::Write(command) => ForwardResponse::Write(self.write(command).await),
+            ForwardRequest::Write(command) => ForwardResponse::Write(member.write_for_follower(sender, command).await),
             ForwardRequest::Writes(commands) => {
-                let writes = commands.into_iter().map(|command| self.write(command));
+                let writes = commands.into_iter().map(|command| member.write_for_follower(sender, command));
                 ForwardResponse::Writes(futures::future::join_all(writes).await)
             }
             ForwardRequest::ReadIndex => ForwardResponse::ReadIndex(self.read_index().await),
-            ForwardRequest::LeaseKeepAlive(id) => ForwardResponse::LeaseKeepAlive(self.leases.keep_alive(id)),
-            ForwardRequest::LeaseTimeToLive(id) => ForwardResponse::LeaseTimeToLive(self.leases.time_to_live(id)),
+            ForwardRequest::LeaseKeepAlive(id) => ForwardResponse::LeaseKeepAlive(member.leases().keep_alive(id)),
+            ForwardRequest::LeaseTimeToLive(id) => ForwardResponse::LeaseTimeToLive(member.leases().time_to_live(id)),
         };
         reply(&response)
     }
 }
 
 impl PeerService {
-    async fn write(&self, command: Command) -> Result<(CommandResponse, u64), ForwardError> {
-        // Stamped here, on the leader: time-dependent commands carry the leader's clock.
-        let command = command.stamped(crate::store::now_unix_ms());
-        match self.raft.client_write(command).await {
-            Ok(written) => Ok((written.data, written.log_id.leader_id.term)),
-            Err(e) => Err(match e.forward_to_leader() {
-                Some(forward) => ForwardError::NotLeader { leader: forward.leader_id },
-                None => ForwardError::Indeterminate(e.to_string()),
-            }),
-        }
-    }
-
     async fn read_index(&self) -> Result<u64, ForwardError> {
-        let linearizer = tokio::time::timeout(READ_INDEX_TIMEOUT, self.raft.get_read_linearizer(ReadPolicy::ReadIndex))
+        let linearizer = self.member.raft().get_read_linearizer(ReadPolicy::ReadIndex);
+        let linearizer = tokio::time::timeout(READ_INDEX_TIMEOUT, linearizer)
             .await
             .map_err(|_| ForwardError::Failed("read index timed out".into()))?;
         match linearizer {

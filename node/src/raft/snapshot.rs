@@ -1,20 +1,30 @@
 //! Snapshot files: the state machine's tables streamed to disk, never held whole in memory.
 //!
-//! Layout: `MAGIC`, a length-prefixed postcard `SnapshotMeta`, then records
-//! `[table tag u8][key len u32][key][value len u32][value]` and a final `END` tag. The same
-//! file is what a leader streams to a lagging member in bounded chunks.
+//! Layout (version 2): `MAGIC`, a length-prefixed postcard `SnapshotMeta`, then records
+//! `[table tag u8][key len u32][key][value len u32][value]`, a final `END` tag, and a trailer:
+//! the length of everything before it (u64, big-endian) and its SHA-256. The same file is what
+//! a leader streams to a lagging member in bounded chunks, so a stream cut short or a file
+//! damaged on disk fails `verify` — which runs before an install touches anything — instead of
+//! being installed as a smaller state. Version 1 files (no trailer) are still read: their
+//! records must parse to the `END` tag with nothing after it.
 
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
 
 use super::codec::{decode, encode};
 use super::SnapshotMeta;
 use crate::storage::{Durability, Engine, Table, WriteBatch};
 
-const MAGIC: &[u8; 8] = b"KEELSNP1";
+const MAGIC: &[u8; 8] = b"KEELSNP2";
+/// Files written before the trailer existed.
+const MAGIC_V1: &[u8; 8] = b"KEELSNP1";
 const END: u8 = 0;
+/// Body length (u64) and SHA-256 of the body.
+const TRAILER_BYTES: usize = 8 + 32;
 
 /// The tables a snapshot carries: everything the state machine owns, nothing of the log.
 const SNAPSHOT_TABLES: [(u8, Table); 2] = [(1, Table::Kv), (2, Table::StateMeta)];
@@ -41,14 +51,32 @@ pub fn file_name(meta: &SnapshotMeta) -> String {
     format!("{index:020}.snap")
 }
 
-/// Writes the state machine's tables as they are now to `path` (through a temp file, so a crash
-/// never leaves a half-written snapshot under the final name).
 /// Writes the snapshot file of `engine`'s tables at `path`, as of the point in time at which
 /// `fixed` is called (before anything is read): the state machine may apply more entries
-/// meanwhile without them showing in the file.
+/// meanwhile without them showing in the file. Written through a temp file, so a crash never
+/// leaves a half-written snapshot under the final name.
 pub fn write(engine: &Arc<dyn Engine>, meta: &SnapshotMeta, path: &Path, fixed: &mut dyn FnMut()) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
-    let mut out = BufWriter::new(File::create(&tmp)?);
+    let written = write_body(engine, meta, &tmp, fixed).and_then(|file| {
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    });
+    if written.is_err() {
+        // Nothing half-written stays behind under any name.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// Writes the whole file at `tmp` and returns it, not yet synced.
+fn write_body(engine: &Arc<dyn Engine>, meta: &SnapshotMeta, tmp: &Path, fixed: &mut dyn FnMut()) -> io::Result<File> {
+    let out = write_to(engine, meta, BufWriter::new(File::create(tmp)?), fixed)?;
+    out.into_inner().map_err(|e| e.into_error())
+}
+
+/// Writes the snapshot of `engine` to `out`: header, records, `END` and trailer.
+fn write_to<W: Write>(engine: &Arc<dyn Engine>, meta: &SnapshotMeta, out: W, fixed: &mut dyn FnMut()) -> io::Result<W> {
+    let mut out = HashingWriter::new(out);
     out.write_all(MAGIC)?;
     write_chunk(&mut out, &encode(meta)?)?;
     let tables: Vec<Table> = SNAPSHOT_TABLES.iter().map(|(_, table)| *table).collect();
@@ -73,10 +101,53 @@ pub fn write(engine: &Arc<dyn Engine>, meta: &SnapshotMeta, path: &Path, fixed: 
         return Err(e);
     }
     out.write_all(&[END])?;
-    let file = out.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+    let (mut out, body_bytes, digest) = out.finish();
+    out.write_all(&body_bytes.to_be_bytes())?;
+    out.write_all(&digest)?;
+    Ok(out)
+}
+
+/// A small valid snapshot file, for fuzzing and tests: two records, one in each table.
+pub fn sample_file() -> Vec<u8> {
+    let engine: Arc<dyn Engine> = Arc::new(crate::storage::MemoryEngine::new());
+    let mut batch = WriteBatch::new();
+    batch.put(Table::Kv, b"key".to_vec(), b"value".to_vec());
+    batch.put(Table::StateMeta, b"meta".to_vec(), b"1".to_vec());
+    let meta = SnapshotMeta { last_log_id: None, last_membership: Default::default() };
+    let written = engine.write(batch, Durability::Sync).and_then(|()| {
+        write_to(&engine, &meta, Vec::new(), &mut || {}).map_err(|e| crate::storage::StorageError(e.to_string()))
+    });
+    written.unwrap_or_default()
+}
+
+/// A writer that counts and hashes what goes through it: the trailer's two fields.
+struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    fn new(inner: W) -> Self {
+        HashingWriter { inner, hasher: Sha256::new(), bytes: 0 }
+    }
+
+    fn finish(self) -> (W, u64, [u8; 32]) {
+        (self.inner, self.bytes, self.hasher.finalize().into())
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let written = self.inner.write(buf)?;
+        self.hasher.update(&buf[..written]);
+        self.bytes += written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Reads only the metadata of a snapshot file.
@@ -85,10 +156,74 @@ pub fn read_meta(path: &Path) -> io::Result<SnapshotMeta> {
     read_header(&mut input)
 }
 
+/// Checks that the file at `path` is a whole snapshot, as it was written: the trailer's length
+/// and SHA-256 match (version 2), and every record parses up to the `END` tag with nothing
+/// after it. Reads the file twice at most, in bounded buffers. Answers its metadata.
+pub fn verify(path: &Path) -> io::Result<SnapshotMeta> {
+    let file_bytes = std::fs::metadata(path)?.len();
+    verify_from(BufReader::new(File::open(path)?), file_bytes)
+}
+
+/// `verify` over any seekable input of `total_bytes`.
+pub fn verify_from(mut input: impl BufRead + Seek, total_bytes: u64) -> io::Result<SnapshotMeta> {
+    let mut magic = [0u8; 8];
+    input.read_exact(&mut magic).map_err(|_| invalid("snapshot file is truncated"))?;
+    let body_bytes = match &magic {
+        MAGIC => {
+            let body_bytes =
+                total_bytes.checked_sub(TRAILER_BYTES as u64).ok_or_else(|| invalid("snapshot file is truncated"))?;
+            input.rewind()?;
+            verify_digest(&mut input, body_bytes)?;
+            input.seek(io::SeekFrom::Start(magic.len() as u64))?;
+            body_bytes
+        }
+        MAGIC_V1 => total_bytes,
+        _ => return Err(invalid("not a Keel snapshot file")),
+    };
+    let meta: SnapshotMeta = decode(&read_chunk(&mut input)?)?;
+    loop {
+        let mut tag = [0u8; 1];
+        input.read_exact(&mut tag).map_err(|_| invalid("snapshot file is truncated"))?;
+        if tag[0] == END {
+            break;
+        }
+        table_for_tag(tag[0]).ok_or_else(|| invalid("unknown table tag in snapshot"))?;
+        skip_chunk(&mut input)?;
+        skip_chunk(&mut input)?;
+    }
+    if input.stream_position()? != body_bytes {
+        return Err(invalid("snapshot file has bytes after its end"));
+    }
+    Ok(meta)
+}
+
+/// The trailer at `body_bytes` holds the body's length and SHA-256; `input` is at the start.
+fn verify_digest(input: &mut impl Read, body_bytes: u64) -> io::Result<()> {
+    let mut hasher = Sha256::new();
+    let mut left = body_bytes;
+    let mut buffer = vec![0u8; 64 * 1024];
+    while left > 0 {
+        let want = usize::try_from(left.min(buffer.len() as u64)).unwrap_or(buffer.len());
+        input.read_exact(&mut buffer[..want]).map_err(|_| invalid("snapshot file is truncated"))?;
+        hasher.update(&buffer[..want]);
+        left -= want as u64;
+    }
+    let mut length = [0u8; 8];
+    let mut digest = [0u8; 32];
+    input.read_exact(&mut length)?;
+    input.read_exact(&mut digest)?;
+    if u64::from_be_bytes(length) != body_bytes || <[u8; 32]>::from(hasher.finalize()) != digest {
+        return Err(invalid("snapshot file is damaged or incomplete (length or checksum mismatch)"));
+    }
+    Ok(())
+}
+
 /// Replaces the state machine's tables with the snapshot's contents, in bounded batches.
 /// The caller writes the applied log id afterwards: until then a crash leaves a state that
 /// claims nothing newer than before, and the snapshot is installed again.
 pub fn install(engine: &Arc<dyn Engine>, path: &Path) -> io::Result<SnapshotMeta> {
+    // Before anything is deleted: a damaged file must leave the state as it was.
+    verify(path)?;
     let mut input = BufReader::new(File::open(path)?);
     let meta = read_header(&mut input)?;
     let mut batch = WriteBatch::new();
@@ -117,7 +252,7 @@ pub fn install(engine: &Arc<dyn Engine>, path: &Path) -> io::Result<SnapshotMeta
 fn read_header(input: &mut impl Read) -> io::Result<SnapshotMeta> {
     let mut magic = [0u8; 8];
     input.read_exact(&mut magic)?;
-    if &magic != MAGIC {
+    if &magic != MAGIC && &magic != MAGIC_V1 {
         return Err(invalid("not a Keel snapshot file"));
     }
     decode(&read_chunk(input)?)
@@ -145,6 +280,108 @@ fn read_chunk(input: &mut impl Read) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+fn skip_chunk(input: &mut impl BufRead) -> io::Result<()> {
+    let mut len = [0u8; 4];
+    input.read_exact(&mut len).map_err(|_| invalid("snapshot file is truncated"))?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > RECORD_BYTES_MAX {
+        return Err(invalid("snapshot record length out of bounds"));
+    }
+    let skipped = io::copy(&mut input.take(len as u64), &mut io::sink())?;
+    if skipped != len as u64 {
+        return Err(invalid("snapshot file is truncated"));
+    }
+    Ok(())
+}
+
 fn invalid(msg: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::LogId;
+    use crate::storage::MemoryEngine;
+
+    fn meta(index: u64) -> SnapshotMeta {
+        let leader = openraft::vote::leader_id_adv::LeaderId { term: 2, node_id: 1 };
+        SnapshotMeta { last_log_id: Some(LogId::new(leader, index)), last_membership: Default::default() }
+    }
+
+    /// An engine with a few records in both snapshot tables, and its snapshot file.
+    fn snapshot_of_a_small_state(dir: &Path) -> (Arc<dyn Engine>, PathBuf) {
+        let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
+        let mut batch = WriteBatch::new();
+        for i in 0..200u32 {
+            batch.put(Table::Kv, i.to_be_bytes(), vec![b'v'; 100]);
+        }
+        batch.put(Table::StateMeta, b"k".to_vec(), b"v".to_vec());
+        engine.write(batch, Durability::Sync).expect("write");
+        std::fs::create_dir_all(dir).expect("dir");
+        let path = dir.join("00000000000000000007.snap");
+        write(&engine, &meta(7), &path, &mut || {}).expect("snapshot");
+        (engine, path)
+    }
+
+    fn kv_count(engine: &Arc<dyn Engine>) -> usize {
+        let mut count = 0;
+        engine
+            .scan(Table::Kv, crate::storage::KeyRange::all(), crate::storage::Direction::Forward, &mut |_, _| {
+                count += 1;
+                true
+            })
+            .expect("scan");
+        count
+    }
+
+    #[test]
+    fn a_whole_snapshot_verifies_and_installs() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (_, path) = snapshot_of_a_small_state(dir.path());
+        assert_eq!(verify(&path).expect("verifies"), meta(7));
+        let target: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
+        assert_eq!(install(&target, &path).expect("installs"), meta(7));
+        assert_eq!(kv_count(&target), 200);
+    }
+
+    #[test]
+    fn a_cut_or_damaged_snapshot_is_refused_and_the_state_stays_as_it_was() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (_, path) = snapshot_of_a_small_state(dir.path());
+        let whole = std::fs::read(&path).expect("read");
+        // The receiving member's state, which a bad install must not touch.
+        let (target, _) = snapshot_of_a_small_state(&dir.path().join("target"));
+        let damaged = dir.path().join("damaged.snap");
+        let cuts = (0..whole.len()).step_by(97).chain([whole.len() - 1]);
+        for cut in cuts {
+            std::fs::write(&damaged, &whole[..cut]).expect("write");
+            assert!(verify(&damaged).is_err(), "cut at {cut} of {}", whole.len());
+            assert!(install(&target, &damaged).is_err());
+            assert_eq!(kv_count(&target), 200, "cut at {cut}: the state was touched");
+        }
+        for at in (0..whole.len()).step_by(131) {
+            let mut flipped = whole.clone();
+            flipped[at] ^= 0x20;
+            std::fs::write(&damaged, &flipped).expect("write");
+            assert!(verify(&damaged).is_err(), "byte {at} flipped");
+        }
+        let mut longer = whole.clone();
+        longer.push(0);
+        std::fs::write(&damaged, &longer).expect("write");
+        assert!(verify(&damaged).is_err(), "a byte appended");
+    }
+
+    #[test]
+    fn files_from_before_the_trailer_still_install_when_whole() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (_, path) = snapshot_of_a_small_state(dir.path());
+        let mut v1 = std::fs::read(&path).expect("read");
+        v1.truncate(v1.len() - TRAILER_BYTES);
+        v1[..8].copy_from_slice(MAGIC_V1);
+        std::fs::write(&path, &v1).expect("write");
+        assert_eq!(verify(&path).expect("a whole v1 file"), meta(7));
+        std::fs::write(&path, &v1[..v1.len() - 1]).expect("write");
+        assert!(verify(&path).is_err(), "a v1 file without its END tag");
+    }
 }

@@ -1,0 +1,168 @@
+//! Entry points for fuzzing: one function per decoder of bytes that reach a member from outside
+//! (peers, its own disk, clients). Each must return normally on every input; a panic, an abort,
+//! a stack overflow or a hang is a bug. `node/fuzz/` runs them under libFuzzer (`cargo fuzz`,
+//! long runs); the property tests below run each on random bytes and on mutations of valid
+//! samples in the normal test suite (short runs).
+//!
+//! Nothing here is used by the member itself.
+
+use std::io::Cursor;
+
+use openraft::raft::{AppendEntriesRequest, VoteRequest};
+
+use crate::command::{self, Command, Origin};
+use crate::raft::{self, Entry, ForwardRequest, SnapshotMeta, TypeConfig, Vote};
+
+/// An AppendEntries from a peer: decoded, then checked as the peer service checks it.
+pub fn peer_append_entries(data: &[u8]) {
+    if let Ok(rpc) = raft::decode::<AppendEntriesRequest<TypeConfig>>(data) {
+        let _ = raft::peer_checks::append_entries(&rpc, 1);
+        for entry in &rpc.entries {
+            if let openraft::EntryPayload::Normal(command) = &entry.payload {
+                let _ = command::validate(command, Origin::Member(1), crate::limits::REQUEST_BYTES_MAX);
+            }
+        }
+    }
+}
+
+/// A vote request from a peer.
+pub fn peer_vote(data: &[u8]) {
+    if let Ok(rpc) = raft::decode::<VoteRequest<TypeConfig>>(data) {
+        let _ = raft::peer_checks::vote(&rpc, 1);
+    }
+}
+
+/// A request a follower forwards, with the checks the leader runs on its writes.
+pub fn peer_forward(data: &[u8]) {
+    let Ok(request) = raft::decode::<ForwardRequest>(data) else { return };
+    let commands = match request {
+        ForwardRequest::Write(command) => vec![command],
+        ForwardRequest::Writes(commands) => commands,
+        _ => return,
+    };
+    for command in &commands {
+        let _ = command::validate(command, Origin::Member(1), crate::limits::REQUEST_BYTES_MAX);
+    }
+}
+
+/// The first chunk's header of a streamed snapshot.
+pub fn peer_snapshot_header(data: &[u8]) {
+    if let Ok((vote, meta)) = raft::decode::<(Vote, SnapshotMeta)>(data) {
+        let _ = raft::peer_checks::snapshot(&vote, &meta, 1);
+    }
+}
+
+/// A Raft log entry read back from the member's disk.
+pub fn log_entry(data: &[u8]) {
+    if let Ok(entry) = raft::decode::<Entry>(data) {
+        if let openraft::EntryPayload::Normal(command) = &entry.payload {
+            let _ = command.to_string();
+        }
+    }
+}
+
+/// A command, as a log entry or a forwarded write carries it, and its checks.
+pub fn command(data: &[u8]) {
+    if let Ok(command) = raft::decode::<Command>(data) {
+        let _ = command::validate(&command, Origin::Member(1), crate::limits::REQUEST_BYTES_MAX);
+    }
+}
+
+/// A snapshot file, received from a peer or found on disk: its verification.
+pub fn snapshot_file(data: &[u8]) {
+    let _ = raft::snapshot::verify_from(Cursor::new(data), data.len() as u64);
+}
+
+/// Every entry point, by name: what `node/fuzz/` and the tests below iterate over.
+/// A fuzz target: its name and its entry point.
+pub type Target = (&'static str, fn(&[u8]));
+
+pub const TARGETS: &[Target] = &[
+    ("peer_append_entries", peer_append_entries),
+    ("peer_vote", peer_vote),
+    ("peer_forward", peer_forward),
+    ("peer_snapshot_header", peer_snapshot_header),
+    ("log_entry", log_entry),
+    ("command", command),
+    ("snapshot_file", snapshot_file),
+];
+
+/// Valid encodings for each target, which the tests (and a fuzzer's corpus) mutate.
+pub fn samples(target: &str) -> Vec<Vec<u8>> {
+    use crate::command::{PutRequest, RequestOp, TxnRequest};
+    let put = Command::Put(PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), ..PutRequest::default() });
+    let inner = TxnRequest { success: vec![RequestOp::Put(PutRequest::default())], ..TxnRequest::default() };
+    let txn = Command::Txn(TxnRequest { success: vec![RequestOp::Txn(inner)], ..TxnRequest::default() });
+    let encoded = |value: Result<Vec<u8>, std::io::Error>| value.unwrap_or_default();
+    match target {
+        "command" => vec![encoded(raft::encode(&put)), encoded(raft::encode(&txn))],
+        "peer_forward" => vec![
+            encoded(raft::encode(&ForwardRequest::Write(put.clone()))),
+            encoded(raft::encode(&ForwardRequest::Writes(vec![put, txn]))),
+        ],
+        "snapshot_file" => vec![raft::snapshot::sample_file()],
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A sample with a few bytes flipped, cut or inserted.
+    fn mutated(samples: Vec<Vec<u8>>) -> impl Strategy<Value = Vec<u8>> {
+        let samples = if samples.is_empty() { vec![vec![0u8; 8]] } else { samples };
+        (
+            prop::sample::select(samples),
+            prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0..3u8), 1..8),
+        )
+            .prop_map(|(mut bytes, edits)| {
+                for (at, byte, kind) in edits {
+                    if bytes.is_empty() {
+                        bytes.push(byte);
+                        continue;
+                    }
+                    let at = at.index(bytes.len());
+                    match kind {
+                        0 => bytes[at] ^= byte | 1,
+                        1 => bytes.truncate(at),
+                        _ => bytes.insert(at, byte),
+                    }
+                }
+                bytes
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+        #[test]
+        fn decoders_of_outside_bytes_never_panic_on_random_bytes(data in prop::collection::vec(any::<u8>(), 0..4096)) {
+            for (_, run) in TARGETS {
+                run(&data);
+            }
+        }
+
+        #[test]
+        fn decoders_of_outside_bytes_never_panic_on_mutated_samples(
+            (run, data) in prop::sample::select(TARGETS.to_vec())
+                .prop_flat_map(|(name, run)| mutated(samples(name)).prop_map(move |data| (run, data)))
+        ) {
+            run(&data);
+        }
+    }
+
+    #[test]
+    fn samples_are_whole() {
+        let file = raft::snapshot::sample_file();
+        assert!(raft::snapshot::verify_from(Cursor::new(&file), file.len() as u64).is_ok());
+        for (name, run) in TARGETS {
+            for sample in samples(name) {
+                assert!(!sample.is_empty(), "{name}");
+                run(&sample);
+            }
+        }
+    }
+}
