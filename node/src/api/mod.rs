@@ -9,6 +9,7 @@ mod convert;
 mod events;
 mod events_consume;
 mod h2_authority;
+mod hpack;
 mod http;
 mod kv;
 mod lease;
@@ -30,7 +31,8 @@ use tonic::transport::server::Router;
 use crate::member::Member;
 
 pub use events::EventsError;
-pub use h2_authority::AuthorityFix;
+pub use h2_authority::{fuzz_authority_fix, AuthorityFix};
+pub use hpack::fuzz_hpack_decode;
 pub use status::to_status;
 
 /// The router serving every client service of `member` (gRPC, refusing messages over

@@ -1,1 +1,189 @@
 //! The client port's transport: the HTTP/2 authority shim, malformed protobuf, connection floods.
+
+use std::time::{Duration, Instant};
+
+use keel_tests::{Server, TestCluster, CALL_TIMEOUT};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+// ---- the authority shim: memory per connection ----
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const FRAME_DATA: u8 = 0x0;
+const FRAME_HEADERS: u8 = 0x1;
+const FRAME_SETTINGS: u8 = 0x4;
+const FLAG_END_HEADERS: u8 = 0x4;
+
+fn frame_header(length: usize, kind: u8, flags: u8, stream_id: u32) -> Vec<u8> {
+    let mut out = (length as u32).to_be_bytes()[1..].to_vec();
+    out.extend_from_slice(&[kind, flags]);
+    out.extend_from_slice(&stream_id.to_be_bytes());
+    out
+}
+
+fn frame(kind: u8, flags: u8, stream_id: u32, payload: &[u8]) -> Vec<u8> {
+    let mut out = frame_header(payload.len(), kind, flags, stream_id);
+    out.extend_from_slice(payload);
+    out
+}
+
+/// The resident memory of process `pid`, from /proc.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/<pid>/status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/<pid>/status");
+    kib * 1024
+}
+
+fn address(client_url: &str) -> String {
+    client_url.trim_start_matches("http://").to_string()
+}
+
+/// A put and a get through `client`, each within `CALL_TIMEOUT`: the member still serves.
+async fn still_serves(client: &mut etcd_client::Client, key: &str) {
+    tokio::time::timeout(CALL_TIMEOUT, client.put(key, "v", None)).await.expect("put in time").expect("put");
+    let got = tokio::time::timeout(CALL_TIMEOUT, client.get(key, None)).await.expect("get in time").expect("get");
+    assert_eq!(got.kvs().first().map(|kv| kv.value()), Some(&b"v"[..]));
+}
+
+/// Each connection announces one frame of 16 MiB - 1 (half DATA, half HEADERS) and then sends
+/// what it can of it. A member that holds whole frames before HTTP/2 can judge them grows by
+/// everything sent (the probe: +1.76 GB for 100 connections); one that streams them lets h2
+/// refuse each frame from its header and close the connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn frames_announcing_16_mib_do_not_grow_the_member() {
+    const CONNECTIONS: usize = 64;
+    const SENT_PER_CONNECTION: usize = 6 << 20;
+    const GROWTH_MAX: u64 = 96 << 20;
+    let cluster = TestCluster::start(Server::Keel, 1).await;
+    let pid = cluster.members[0].pid().expect("running");
+    let mut client = cluster.client().await;
+    still_serves(&mut client, "before").await;
+    let before = rss_bytes(pid);
+
+    let target = address(&cluster.members[0].client_url);
+    let mut floods = Vec::new();
+    for i in 0..CONNECTIONS {
+        let target = target.clone();
+        floods.push(tokio::spawn(async move {
+            let mut stream = TcpStream::connect(&target).await.expect("connect");
+            let kind = if i % 2 == 0 { FRAME_DATA } else { FRAME_HEADERS };
+            let mut start = PREFACE.to_vec();
+            start.extend(frame(FRAME_SETTINGS, 0, 0, &[]));
+            start.extend(frame_header((1 << 24) - 1, kind, 0, 1));
+            if stream.write_all(&start).await.is_err() {
+                return stream;
+            }
+            let chunk = vec![0u8; 64 * 1024];
+            let mut sent = 0;
+            while sent < SENT_PER_CONNECTION {
+                // A closed connection is the answer we hope for: stop sending.
+                match tokio::time::timeout(Duration::from_secs(5), stream.write_all(&chunk)).await {
+                    Ok(Ok(())) => sent += chunk.len(),
+                    _ => break,
+                }
+            }
+            stream
+        }));
+    }
+    // Keep every connection open while measuring: a member holding their bytes still holds them.
+    let mut open = Vec::new();
+    for flood in floods {
+        open.push(flood.await.expect("flood task"));
+    }
+    let after = rss_bytes(pid);
+    still_serves(&mut client, "during").await;
+    let growth = after.saturating_sub(before);
+    eprintln!("RSS {} -> {} MiB with {CONNECTIONS} connections", before >> 20, after >> 20);
+    assert!(
+        growth < GROWTH_MAX,
+        "RSS grew by {} MiB ({} -> {} MiB) for {CONNECTIONS} connections",
+        growth >> 20,
+        before >> 20,
+        after >> 20
+    );
+    drop(open);
+    still_serves(&mut client, "after").await;
+}
+
+// ---- the authority shim: malformed HPACK ----
+
+/// Header blocks HPACK cannot decode, each a COMPRESSION_ERROR. The truncated size update
+/// panicked inside fluke-hpack, once per connection.
+fn malformed_blocks() -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        ("bad index", vec![0x82, 0xbf]),
+        ("index 0", vec![0x80]),
+        ("truncated integer", vec![0x82, 0xff]),
+        ("truncated dynamic-table size update", vec![0x3f]),
+        ("huge dynamic-table size update", vec![0x3f, 0xe1, 0xff, 0xff, 0x7f]),
+        ("integer of too many bytes", vec![0x82, 0xff, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01]),
+        ("Huffman string with EOS", vec![0x00, 0x84, 0xff, 0xff, 0xff, 0xff, 0x00]),
+        ("Huffman string with bad padding", vec![0x00, 0x81, 0x00, 0x00]),
+        ("string past the block", vec![0x00, 0x7f, 0x20, b'a']),
+    ]
+}
+
+/// A first header block as etcdctl 3.4 sends it (`:authority: http://...`): the shim then
+/// decodes every later block of the connection itself.
+fn etcdctl_like_block() -> Vec<u8> {
+    let mut block = vec![0x83, 0x86, 0x41, 0x15]; // POST, http, :authority literal of 21 bytes
+    block.extend_from_slice(b"http://127.0.0.1:2379");
+    block.extend_from_slice(&[0x04, 0x17]); // :path literal of 23 bytes
+    block.extend_from_slice(b"/etcdserverpb.KV/Range/");
+    block
+}
+
+/// Sends `blocks` as header blocks on streams 1, 3, ... and waits until the member closes
+/// the connection; `Err` if it is still open after a while.
+async fn send_blocks_until_closed(target: &str, blocks: &[Vec<u8>]) -> Result<(), String> {
+    let mut stream = TcpStream::connect(target).await.map_err(|e| format!("connect: {e}"))?;
+    let mut bytes = PREFACE.to_vec();
+    bytes.extend(frame(FRAME_SETTINGS, 0, 0, &[]));
+    for (i, block) in blocks.iter().enumerate() {
+        bytes.extend(frame(FRAME_HEADERS, FLAG_END_HEADERS, 1 + 2 * i as u32, block));
+    }
+    stream.write_all(&bytes).await.map_err(|e| format!("write: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.read(&mut buffer)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Ok(()),
+            Ok(Ok(_)) => continue, // SETTINGS, GOAWAY...
+            Err(_) => return Err("the connection stayed open".into()),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_hpack_closes_only_that_connection_and_panics_nowhere() {
+    const ROUNDS: usize = 20;
+    let cluster = TestCluster::start(Server::Keel, 1).await;
+    let mut client = cluster.client().await;
+    still_serves(&mut client, "before").await;
+    let target = address(&cluster.members[0].client_url);
+
+    for round in 0..ROUNDS {
+        for (what, block) in malformed_blocks() {
+            // As the connection's first block (h2 judges it), and after a block that makes
+            // the shim decode the rest itself.
+            let first = send_blocks_until_closed(&target, std::slice::from_ref(&block)).await;
+            assert_eq!(first, Ok(()), "{what} as the first block");
+            let later = send_blocks_until_closed(&target, &[etcdctl_like_block(), block.clone()]).await;
+            assert_eq!(later, Ok(()), "{what} after an etcdctl-like block");
+        }
+        if round == 0 {
+            still_serves(&mut client, "between").await;
+        }
+    }
+    still_serves(&mut client, "after").await;
+    let mut fresh = cluster.member_client(0).await;
+    still_serves(&mut fresh, "fresh").await;
+    let logs = cluster.members[0].logs();
+    let panics: Vec<&str> = logs.lines().filter(|line| line.contains("panicked")).collect();
+    assert!(panics.is_empty(), "{} panics reached the member's log, the first: {}", panics.len(), panics[0]);
+}
