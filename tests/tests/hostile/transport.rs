@@ -187,3 +187,76 @@ async fn malformed_hpack_closes_only_that_connection_and_panics_nowhere() {
     let panics: Vec<&str> = logs.lines().filter(|line| line.contains("panicked")).collect();
     assert!(panics.is_empty(), "{} panics reached the member's log, the first: {}", panics.len(), panics[0]);
 }
+
+// ---- the accept loop under EMFILE ----
+
+/// The CPU time process `pid` has used (user + system), from /proc.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/<pid>/stat");
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let fields: Vec<&str> = stat.rsplit_once(')').expect("stat format").1.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat(5): 12 and 13 after the name and state.
+    let ticks: u64 = fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    // /proc counts in USER_HZ, which Linux fixes at 100 per second for user space.
+    Duration::from_millis(ticks * 10)
+}
+
+/// The member runs out of file descriptors while connections keep arriving: its accept loop
+/// must back off rather than spin, and keep serving the connections it has.
+#[tokio::test(flavor = "multi_thread")]
+async fn running_out_of_file_descriptors_neither_spins_nor_stops_service() {
+    const HEADROOM_FDS: usize = 16;
+    /// Past the headroom, but within the listener's backlog (128): the kernel completes every
+    /// handshake, so the flood is connections the member cannot accept, not refused ones.
+    const FLOOD: usize = 100;
+    const MEASURE: Duration = Duration::from_secs(2);
+    let cluster = TestCluster::start(Server::Keel, 1).await;
+    let pid = cluster.members[0].pid().expect("running");
+    let mut client = cluster.member_client(0).await;
+    still_serves(&mut client, "before").await;
+
+    // Leave the member a few descriptors beyond those it holds now.
+    let open_fds = std::fs::read_dir(format!("/proc/{pid}/fd")).expect("list fds").count();
+    let limit = open_fds + HEADROOM_FDS;
+    let status = std::process::Command::new("prlimit")
+        .args(["--pid", &pid.to_string(), &format!("--nofile={limit}:{limit}")])
+        .status()
+        .expect("prlimit (util-linux) runs");
+    assert!(status.success(), "prlimit failed");
+
+    // Flood: the kernel completes these handshakes; the member can accept only a few.
+    let target = address(&cluster.members[0].client_url);
+    let mut flood = Vec::new();
+    for _ in 0..FLOOD {
+        flood.push(TcpStream::connect(&target).await.expect("the kernel accepts into the backlog"));
+    }
+    // Every descriptor is taken once the member's fd count reaches its limit.
+    keel_tests::wait_for(Duration::from_secs(10), "the member to run out of descriptors", || async {
+        std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| fds.count() >= limit)
+    })
+    .await
+    .expect("descriptors exhausted");
+
+    // Over a couple of seconds: little CPU, and the open client gets answers.
+    let cpu_before = cpu_time(pid);
+    let started = Instant::now();
+    let mut answered = 0;
+    while started.elapsed() < MEASURE {
+        let got = tokio::time::timeout(CALL_TIMEOUT, client.get("before", None)).await;
+        assert!(matches!(got, Ok(Ok(_))), "the open client got no answer: {got:?}");
+        answered += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let used = cpu_time(pid).saturating_sub(cpu_before);
+    let elapsed = started.elapsed();
+    eprintln!("out of descriptors: {used:?} of CPU in {elapsed:?}, {answered} reads answered");
+    assert!(
+        used < elapsed / 4,
+        "the member used {used:?} of CPU in {elapsed:?} while out of descriptors ({answered} reads answered)"
+    );
+
+    // The flood ends: new connections work again.
+    drop(flood);
+    let mut fresh = cluster.member_client(0).await;
+    still_serves(&mut fresh, "after").await;
+}
