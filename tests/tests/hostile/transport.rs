@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use keel_tests::{Server, TestCluster, CALL_TIMEOUT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -259,4 +260,169 @@ async fn running_out_of_file_descriptors_neither_spins_nor_stops_service() {
     drop(flood);
     let mut fresh = cluster.member_client(0).await;
     still_serves(&mut fresh, "after").await;
+}
+
+// ---- protocol errors: etcd's codes ----
+
+/// Sends raw bytes as gRPC messages and hands back raw bytes.
+#[derive(Clone, Copy, Default)]
+struct BytesCodec;
+
+impl tonic::codec::Codec for BytesCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = BytesCodec;
+    type Decoder = BytesCodec;
+    fn encoder(&mut self) -> Self::Encoder {
+        BytesCodec
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        BytesCodec
+    }
+}
+
+impl tonic::codec::Encoder for BytesCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Vec<u8>, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for BytesCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let remaining = bytes::Buf::remaining(src);
+        Ok(Some(bytes::Buf::copy_to_bytes(src, remaining).to_vec()))
+    }
+}
+
+/// A client whose own limits are far above the server's, so that only the server refuses.
+async fn raw_grpc(url: &str) -> tonic::client::Grpc<tonic::transport::Channel> {
+    let channel = keel_tests::grpc_channel(url).await;
+    tonic::client::Grpc::new(channel).max_encoding_message_size(64 << 20).max_decoding_message_size(64 << 20)
+}
+
+/// The status a unary call with `body` as its request ends with (`Ok` as a status too).
+async fn unary_status(url: &str, path: &'static str, body: Vec<u8>) -> tonic::Status {
+    let mut grpc = raw_grpc(url).await;
+    grpc.ready().await.expect("channel ready");
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
+    let call = grpc.unary(tonic::Request::new(body), path, BytesCodec);
+    match tokio::time::timeout(CALL_TIMEOUT, call).await.expect("an answer in time") {
+        Ok(_) => tonic::Status::ok(""),
+        Err(status) => status,
+    }
+}
+
+/// The status a bidirectional stream ends with after its client sent `messages` and then
+/// kept its side open.
+async fn stream_status(url: &str, path: &'static str, messages: Vec<Vec<u8>>) -> tonic::Status {
+    let mut grpc = raw_grpc(url).await;
+    grpc.ready().await.expect("channel ready");
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
+    let requests = futures::stream::iter(messages).chain(futures::stream::pending());
+    let ended = async {
+        let mut responses = match grpc.streaming(tonic::Request::new(requests), path, BytesCodec).await {
+            Ok(response) => response.into_inner(),
+            Err(status) => return status,
+        };
+        loop {
+            match responses.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return tonic::Status::ok("stream ended"),
+                Err(status) => return status,
+            }
+        }
+    };
+    tokio::time::timeout(CALL_TIMEOUT, ended).await.unwrap_or_else(|_| tonic::Status::ok("no end in time"))
+}
+
+fn varint(mut value: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out.push(byte);
+            return out;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// A field of wire type 2 (bytes or an embedded message).
+fn length_delimited(field: u8, bytes: &[u8]) -> Vec<u8> {
+    let mut out = vec![(field << 3) | 2];
+    out.extend(varint(bytes.len()));
+    out.extend_from_slice(bytes);
+    out
+}
+
+/// A TxnRequest whose success branch holds a TxnRequest, `depth` levels deep.
+fn nested_txn(depth: usize) -> Vec<u8> {
+    let mut txn = Vec::new();
+    for _ in 0..depth {
+        let op = length_delimited(4, &txn); // RequestOp.request_txn
+        txn = length_delimited(2, &op); // TxnRequest.success
+    }
+    txn
+}
+
+/// Bytes that are no protobuf message: a field number 0 of the unused wire type 7.
+const NOT_PROTOBUF: [u8; 5] = [0xff, 0xff, 0xff, 0x0f, 0x12];
+
+/// etcd's text with Go's protobuf detail cut off (`proto: ...`): the part Keel can match.
+fn before_detail(message: &str) -> &str {
+    message.split("proto:").next().unwrap_or(message).trim_end()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn protocol_errors_get_etcds_codes() {
+    let etcd = TestCluster::start(Server::Etcd, 1).await;
+    let keel = TestCluster::start(Server::Keel, 1).await;
+    // Over --max-request-bytes + gRPC's overhead (2 MiB by default, on both).
+    let oversized = length_delimited(1, &vec![b'k'; 3 << 20]);
+    let unary: Vec<(&str, &'static str, Vec<u8>)> = vec![
+        ("not protobuf", "/etcdserverpb.KV/Range", NOT_PROTOBUF.to_vec()),
+        ("not protobuf", "/etcdserverpb.KV/Put", NOT_PROTOBUF.to_vec()),
+        ("txn nested 200 deep", "/etcdserverpb.KV/Txn", nested_txn(200)),
+        ("txn nested 1000 deep", "/etcdserverpb.KV/Txn", nested_txn(1000)),
+        ("over the size limit", "/etcdserverpb.KV/Put", oversized.clone()),
+    ];
+    let mut answers = Vec::new();
+    for (what, path, body) in unary {
+        let expected = unary_status(&etcd.members[0].client_url, path, body.clone()).await;
+        let actual = unary_status(&keel.members[0].client_url, path, body).await;
+        answers.push((what, path, expected, actual));
+    }
+    let streams: Vec<(&str, &'static str, Vec<u8>)> = vec![
+        ("not protobuf", "/etcdserverpb.Watch/Watch", NOT_PROTOBUF.to_vec()),
+        ("over the size limit", "/etcdserverpb.Watch/Watch", oversized),
+        ("not protobuf", "/etcdserverpb.Lease/LeaseKeepAlive", NOT_PROTOBUF.to_vec()),
+    ];
+    for (what, path, message) in streams {
+        let expected = stream_status(&etcd.members[0].client_url, path, vec![message.clone()]).await;
+        let actual = stream_status(&keel.members[0].client_url, path, vec![message]).await;
+        answers.push((what, path, expected, actual));
+    }
+    // Every difference at once: the code, and the text up to Go's protobuf detail.
+    let differences: Vec<String> = answers
+        .iter()
+        .filter(|(_, _, expected, actual)| {
+            actual.code() != expected.code() || before_detail(actual.message()) != before_detail(expected.message())
+        })
+        .map(|(what, path, expected, actual)| {
+            format!(
+                "{what} on {path}:\n  etcd {:?} {:?}\n  keel {:?} {:?}",
+                expected.code(),
+                expected.message(),
+                actual.code(),
+                actual.message()
+            )
+        })
+        .collect();
+    assert!(differences.is_empty(), "Keel answers differently from etcd:\n{}", differences.join("\n"));
 }
