@@ -57,12 +57,19 @@ impl PbWatchService for WatchService {
         let (refused_tx, refused_rx) = oneshot::channel::<Status>();
         let member = self.member.clone();
         tokio::spawn(async move {
-            // Ends when the client closes its side or breaks the stream; dropping `input_tx`
-            // then stops the session.
-            while let Some(request) = requests.next().await {
+            // Ends when the client closes its side or breaks the stream (dropping `input_tx`
+            // then stops the session), or when the session ends (the member stops): the
+            // client's half of the stream is then let go too, or it would hold the connection
+            // open and the member's shutdown with it.
+            loop {
+                let request = tokio::select! {
+                    () = input_tx.closed() => return,
+                    request = requests.next() => request,
+                };
                 let request = match request {
-                    Ok(request) => request,
-                    Err(status) => {
+                    None => return,
+                    Some(Ok(request)) => request,
+                    Some(Err(status)) => {
                         let _ = refused_tx.send(status);
                         return;
                     }

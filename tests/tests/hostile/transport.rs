@@ -426,3 +426,18 @@ async fn protocol_errors_get_etcds_codes() {
         .collect();
     assert!(differences.is_empty(), "Keel answers differently from etcd:\n{}", differences.join("\n"));
 }
+
+/// A Watch stream still open when the member stops must not hold its shutdown up: the session
+/// ends, and the client's half of the stream is let go with it. (Before, the task reading the
+/// client's requests kept it, the connection stayed open, and SIGTERM waited for ever.)
+#[tokio::test(flavor = "multi_thread")]
+async fn an_open_watch_does_not_hold_up_shutdown() {
+    let mut cluster = TestCluster::start(Server::Keel, 1).await;
+    let mut client = cluster.client().await;
+    let mut stream = client.watch("k", None).await.expect("watch");
+    client.put("k", "v", None).await.expect("put");
+    let event = tokio::time::timeout(CALL_TIMEOUT, stream.message()).await.expect("an event in time");
+    assert!(matches!(event, Ok(Some(_))), "{event:?}");
+    let stopped = cluster.terminate_within(0, Duration::from_secs(20)).await.expect("stops in time");
+    assert!(stopped.success(), "exit after SIGTERM: {stopped:?}");
+}
