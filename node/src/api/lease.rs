@@ -111,7 +111,16 @@ impl PbLeaseService for LeaseService {
                     () = &mut stopped => return,
                     request = requests.next() => request,
                 };
-                let Some(Ok(request)) = request else { return };
+                let request = match request {
+                    Some(Ok(request)) => request,
+                    // A request the gRPC layer refused ends the stream with its status, as
+                    // etcd's does.
+                    Some(Err(status)) => {
+                        let _ = sender.send(Err(status)).await;
+                        return;
+                    }
+                    None => return,
+                };
                 let answer = match member.lease_keep_alive(request.id).await {
                     Ok(ttl) => Ok(PbLeaseKeepAliveResponse {
                         header: header(&member, member.shared().mvcc().current_revision()),

@@ -9,6 +9,7 @@ mod convert;
 mod events;
 mod events_consume;
 mod h2_authority;
+mod hpack;
 mod http;
 mod kv;
 mod lease;
@@ -16,6 +17,7 @@ mod maintenance;
 mod registry;
 mod status;
 mod store;
+mod transport_status;
 mod validate;
 mod watch;
 
@@ -30,7 +32,8 @@ use tonic::transport::server::Router;
 use crate::member::Member;
 
 pub use events::EventsError;
-pub use h2_authority::AuthorityFix;
+pub use h2_authority::{fuzz_authority_fix, AuthorityFix};
+pub use hpack::fuzz_hpack_decode;
 pub use status::to_status;
 
 /// The router serving every client service of `member` (gRPC, refusing messages over
@@ -68,7 +71,11 @@ pub fn client_router(member: Arc<Member>, decoding_limit: usize) -> Router {
                 keel_proto::v1::events_server::EventsServer::new(events::EventsService::new(member.clone()))
                     .max_decoding_message_size(decoding_limit),
             );
-    let routes = Routes::from(grpc.into_axum_router().merge(http::router(member)));
+    let routes = grpc
+        .into_axum_router()
+        .merge(http::router(member))
+        .layer(axum::middleware::from_fn(transport_status::etcd_transport_errors));
+    let routes = Routes::from(routes);
     tonic::transport::Server::builder().accept_http1(true).add_routes(routes)
 }
 

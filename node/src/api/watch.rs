@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use keel_proto::etcd::{PbEvent, PbWatchRequest, PbWatchRequestUnion, PbWatchResponse, PbWatchService};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -52,11 +52,28 @@ impl PbWatchService for WatchService {
         let (output_tx, output_rx) = mpsc::channel(OUTPUT_QUEUE_MAX);
         let session = Session::new(self.member.shared_state(), self.member.watch_limits(), output_tx);
         tokio::spawn(session.run(input_rx));
+        // A request the gRPC layer refused (not protobuf, too large) ends the stream with
+        // that status, as etcd's does.
+        let (refused_tx, refused_rx) = oneshot::channel::<Status>();
         let member = self.member.clone();
         tokio::spawn(async move {
-            // Ends when the client closes its side or breaks the stream; dropping `input_tx`
-            // then stops the session.
-            while let Some(Ok(request)) = requests.next().await {
+            // Ends when the client closes its side or breaks the stream (dropping `input_tx`
+            // then stops the session), or when the session ends (the member stops): the
+            // client's half of the stream is then let go too, or it would hold the connection
+            // open and the member's shutdown with it.
+            loop {
+                let request = tokio::select! {
+                    () = input_tx.closed() => return,
+                    request = requests.next() => request,
+                };
+                let request = match request {
+                    None => return,
+                    Some(Ok(request)) => request,
+                    Some(Err(status)) => {
+                        let _ = refused_tx.send(status);
+                        return;
+                    }
+                };
                 let Some(input) = watch_input(request) else { continue };
                 if matches!(input, WatchInput::Create(_)) {
                     catch_up_before_watching(&member).await;
@@ -72,7 +89,15 @@ impl PbWatchService for WatchService {
             let response = watch_response(&member, output);
             futures::stream::iter(fragments(response, fragment_bytes).into_iter().map(Ok))
         });
-        Ok(Response::new(Box::pin(responses)))
+        // Once the session's responses end, a refused request (sent before the reader
+        // stopped, hence before the session ended) ends the stream with its status. Looked
+        // at only then, so a session ended by shutdown still ends its stream at once.
+        let refused = futures::stream::once(async move {
+            let mut refused_rx = refused_rx;
+            refused_rx.try_recv().ok().map(Err)
+        })
+        .filter_map(std::future::ready);
+        Ok(Response::new(Box::pin(responses.chain(refused))))
     }
 }
 

@@ -2,6 +2,7 @@
 //! one composition root. `Member` is what the API layer calls: propose a command, pass a read
 //! barrier, read the keyspace, describe the cluster.
 
+mod accept;
 mod background;
 mod forward_writes;
 mod read_barrier;
@@ -17,8 +18,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tokio_stream::wrappers::TcpListenerStream;
 
+use self::accept::accepted;
 use crate::command::{self, Command, CommandResponse, Origin};
 use crate::config::{self, MemberConfig};
 use crate::error::ServerError;
@@ -540,15 +541,6 @@ pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
     tokio::spawn(background::enforce_retention(member.clone(), stop_rx));
     tracing::info!(member_id = %format!("{:x}", member.id), cluster_id = %format!("{:x}", member.cluster_id), "member started");
     Ok(RunningMember { member, client_addrs, peer_addrs, stop_tx, servers })
-}
-
-/// Accepted connections with Nagle off: requests and Raft messages are small and latency-bound.
-fn accepted(listener: TcpListener) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    TcpListenerStream::new(listener).map(|stream| {
-        let stream = stream?;
-        stream.set_nodelay(true)?;
-        Ok(stream)
-    })
 }
 
 fn local_addrs(listeners: &[TcpListener]) -> Vec<SocketAddr> {
