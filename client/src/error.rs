@@ -33,6 +33,15 @@ pub enum Error {
     /// The watcher was stopped (by `stop()` or because its registry or config went away).
     #[error("watch stopped")]
     WatchStopped,
+    /// An ack settled nothing: the event was not pending in the group any more (acknowledged
+    /// already, moved to the dead-letter topic, removed by retention) or was never delivered to
+    /// it. Nothing to retry: this ack changed nothing, and the event comes again only if it is
+    /// still owed to the group.
+    #[error("events: the ack of offset {offset} settled nothing: the event was not pending in the group (acknowledged already, dead-lettered, removed by retention, or never delivered)")]
+    NotPending {
+        /// The offset acked.
+        offset: u64,
+    },
     /// A configuration value does not decode into the type asked for (`Value::scan`): fix the
     /// type or the configuration.
     #[error("the configuration value does not fit the type: {0}")]

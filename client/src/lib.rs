@@ -12,6 +12,7 @@
 //! ```text
 //! error.rs                 Error: one enum, each variant says what the caller can do next
 //! cluster.rs               failover across members: sticky endpoint, retry budget, status mapping
+//! names.rs                 one rule for the names the native services put in keys (topics, tables...)
 //! registry/mod.rs          the Registry and Watcher traits, options, WatchResult, Action
 //! registry/types.rs        Service, Node, Endpoint, Value: go-micro's JSON, byte for byte
 //! registry/go_json.rs      Go's json.Marshal escaping, for writing that JSON
@@ -173,6 +174,7 @@ mod cluster;
 pub mod config;
 mod error;
 pub mod events;
+pub mod names;
 pub mod registry;
 pub mod store;
 

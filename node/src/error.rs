@@ -35,6 +35,9 @@ pub enum ServerError {
     LeaseNotFound,
     #[error("too large lease TTL")]
     LeaseTtlTooLarge,
+    /// A native registration's TTL over etcd's MaxLeaseTTL (the registration is a lease).
+    #[error("registry: ttl must be at most {} seconds (etcd's MaxLeaseTTL)", crate::lease::LEASE_TTL_MAX_SECS)]
+    RegisterTtlTooLarge,
     /// The state machine answered with a response of the wrong kind: a bug between it and
     /// the API layer, never the client's fault.
     #[error("state machine answered with the wrong response type")]

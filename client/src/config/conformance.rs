@@ -11,7 +11,9 @@ use std::time::Duration;
 use rand::Rng;
 use serde_json::json;
 
-use super::{Config, ConfigWatcher, DeleteOptions, GetOptions, SetOptions, Value, WatchOptions, SECRET_MASK};
+use super::{
+    Config, ConfigWatcher, DeleteOptions, GetOptions, SetOptions, Value, WatchOptions, DEPTH_MAX, SECRET_MASK,
+};
 use crate::error::Error;
 
 /// How long a watcher may take to see a change.
@@ -225,6 +227,10 @@ async fn watch_sees_every_change_below_its_path(config: &dyn Config, run: &str) 
 async fn invalid_requests_are_rejected(config: &dyn Config, run: &str) {
     let ns = namespace(run, "invalid");
     let options = || SetOptions { namespace: ns.clone(), ..SetOptions::default() };
+    let too_deep_path = vec!["a"; DEPTH_MAX + 1].join(".");
+    let twenty_thousand = vec!["a"; 20_000].join(".");
+    // 63 objects below app.db: 65 levels with the path's two segments.
+    let too_deep_value = (0..DEPTH_MAX - 1).fold(json!(1), |inner, _| json!({ "k": inner }));
     let cases = [
         ("an empty segment", "app..db", json!(1), options()),
         ("a leading dot", ".app", json!(1), options()),
@@ -232,6 +238,12 @@ async fn invalid_requests_are_rejected(config: &dyn Config, run: &str) {
         ("a non-object at the root", "", json!("x"), options()),
         ("an empty object key", "app", json!({"": 1}), options()),
         ("a namespace with '/'", "app", json!(1), SetOptions { namespace: "a/b".into(), ..options() }),
+        ("a NUL in a segment", "app.d\0b", json!(1), options()),
+        ("a control character in an object key", "app", json!({"k\u{1b}": 1}), options()),
+        ("a namespace with NUL", "app", json!(1), SetOptions { namespace: "a\0b".into(), ..options() }),
+        ("a path deeper than DEPTH_MAX", too_deep_path.as_str(), json!(1), options()),
+        ("a value nesting past DEPTH_MAX", "app.db", too_deep_value.clone(), options()),
+        ("20,000 segments", twenty_thousand.as_str(), json!(1), options()),
     ];
     for (what, path, value, options) in cases {
         let result = config.set(path, value, options).await;
@@ -240,4 +252,13 @@ async fn invalid_requests_are_rejected(config: &dyn Config, run: &str) {
     let get = config.get_with("a..b", GetOptions { namespace: ns.clone(), ..GetOptions::default() }).await;
     assert!(matches!(get, Err(Error::InvalidArgument(_))), "get of a bad path: {get:?}");
     assert_eq!(self::get(config, &ns, "").await, None, "refused sets wrote nothing");
+
+    // The deepest allowed, and object keys with dots (a document keyed by service names).
+    let deepest = (0..DEPTH_MAX - 2).fold(json!(1), |inner, _| json!({ "k": inner }));
+    set(config, &ns, "app.db", deepest.clone()).await;
+    assert_eq!(self::get(config, &ns, "app.db").await, Some(deepest), "DEPTH_MAX levels make the round trip");
+    set(config, &ns, "services", json!({"go.micro.srv.greeter": {"address": "127.0.0.1:8080"}})).await;
+    let services = self::get(config, &ns, "services").await;
+    assert_eq!(services, Some(json!({"go.micro.srv.greeter": {"address": "127.0.0.1:8080"}})));
+    delete(config, &ns, "").await;
 }

@@ -67,6 +67,9 @@ impl Config for GrpcConfig {
     }
 
     async fn set(&self, path: &str, json: serde_json::Value, options: SetOptions) -> Result<i64> {
+        // The one check made here: serialising recurses, so a value deeper than any document
+        // may be is refused before (the cluster checks the rest, the exact depth included).
+        super::tree::check_depth(0, &json)?;
         let request = pb::SetRequest {
             namespace: options.namespace,
             path: path.to_string(),

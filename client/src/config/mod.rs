@@ -20,7 +20,10 @@ mod value;
 
 pub use grpc::GrpcConfig;
 pub use memory::{MemoryConfig, HISTORY_REVISIONS_MAX, WATCH_EVENTS_MAX};
-pub use tree::{insert_leaf, DEFAULT_NAMESPACE, LEAF_BYTES_MAX, LEAVES_PER_SET_MAX, SECRET_MASK, SEGMENT_BYTES_MAX};
+pub use tree::{
+    check_depth, insert_leaf, nesting, relative, value_leaves, DEFAULT_NAMESPACE, DEPTH_MAX, LEAF_BYTES_MAX,
+    LEAVES_PER_SET_MAX, SECRET_MASK, SEGMENT_BYTES_MAX,
+};
 pub use value::{parse_go_duration, Value};
 
 /// Dynamic configuration. Object-safe: hold it as `Arc<dyn Config>`.

@@ -10,14 +10,22 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
+use crate::names;
 
 /// The namespace an empty name stands for, as in micro.
 pub const DEFAULT_NAMESPACE: &str = "micro";
 /// Leaves one Set may write: more is more likely a mistake than configuration, and every leaf
 /// is one key of one atomic command.
 pub const LEAVES_PER_SET_MAX: usize = 1000;
-/// The longest path segment or namespace: they are key segments watchers match against.
-pub const SEGMENT_BYTES_MAX: usize = 256;
+/// The longest path segment or namespace: they are key segments watchers match against (the
+/// one rule of [`crate::names`]).
+pub const SEGMENT_BYTES_MAX: usize = crate::names::NAME_BYTES_MAX;
+/// The deepest a document nests: the segments of a leaf's path plus the nesting of the value
+/// set there (each array or object one level). Configuration is a few levels deep; the bound
+/// keeps a Set's work linear (each leaf rewrites its ancestors), and every document far under
+/// serde_json's recursion limit of 128, so any client can parse what it reads and nothing
+/// recurses deep on the cluster.
+pub const DEPTH_MAX: usize = 64;
 /// The largest leaf's JSON: configuration, not data (use the Store for data).
 pub const LEAF_BYTES_MAX: usize = 64 * 1024;
 /// What a secret leaf reads as unless asked for in clear.
@@ -43,16 +51,22 @@ pub(crate) struct Path {
 impl Path {
     pub(crate) fn parse(namespace: &str, path: &str) -> Result<Path> {
         let namespace = if namespace.is_empty() { DEFAULT_NAMESPACE } else { namespace };
-        check_segment("namespace", namespace)?;
-        let segments: Vec<String> =
-            if path.is_empty() { Vec::new() } else { path.split('.').map(str::to_string).collect() };
+        names::CONFIG_NAMESPACE.check(namespace)?;
+        if path.is_empty() {
+            return Ok(Path { namespace: namespace.to_string(), segments: Vec::new() });
+        }
+        // Counted before anything is split or copied.
+        if segment_count(path) > DEPTH_MAX {
+            return Err(invalid(format!("config: a path has more than {DEPTH_MAX} segments")));
+        }
+        let segments: Vec<String> = path.split('.').map(str::to_string).collect();
         for segment in &segments {
             if segment.is_empty() {
                 return Err(invalid(format!(
                     "config: path {path:?} has an empty segment (use dotted paths like app.db.host)"
                 )));
             }
-            check_segment("path segment", segment)?;
+            names::CONFIG_SEGMENT.check(segment)?;
         }
         Ok(Path { namespace: namespace.to_string(), segments })
     }
@@ -75,30 +89,33 @@ impl Path {
         format!("{}/", self.key())
     }
 
-    fn child(&self, segment: &str) -> Path {
-        let mut segments = self.segments.clone();
-        segments.push(segment.to_string());
-        Path { namespace: self.namespace.clone(), segments }
-    }
-
     /// The segments of `key` below this path, if it is this path's leaf or below it.
     pub(crate) fn relative<'k>(&self, key: &'k str) -> Option<Vec<&'k str>> {
-        let rest = key.strip_prefix(self.key().as_str())?;
-        if rest.is_empty() {
-            return Some(Vec::new());
-        }
-        Some(rest.strip_prefix('/')?.split('/').collect())
+        relative(&self.key(), key)
+    }
+
+    /// How deep below the namespace this path is.
+    pub(crate) fn depth(&self) -> usize {
+        self.segments.len()
     }
 }
 
-fn check_segment(what: &str, name: &str) -> Result<()> {
-    if name.contains('/') {
-        return Err(invalid(format!("config: {what} {name:?} must not contain '/'")));
+/// The segments of `key` below the key `own` (a path's), if it is that leaf or below it and
+/// at most [`DEPTH_MAX`] segments below it: a deeper key (only the etcd API can write one) is
+/// never part of a document, and no more of it than that is split.
+pub fn relative<'k>(own: &str, key: &'k str) -> Option<Vec<&'k str>> {
+    let rest = key.strip_prefix(own)?;
+    if rest.is_empty() {
+        return Some(Vec::new());
     }
-    if name.len() > SEGMENT_BYTES_MAX {
-        return Err(invalid(format!("config: a path segment or namespace is longer than {SEGMENT_BYTES_MAX} bytes")));
-    }
-    Ok(())
+    let segments: Vec<&str> = rest.strip_prefix('/')?.splitn(DEPTH_MAX + 1, '/').collect();
+    // The last of DEPTH_MAX + 1 pieces holds every segment past DEPTH_MAX.
+    (segments.len() <= DEPTH_MAX).then_some(segments)
+}
+
+/// The segments of a dotted path, counted without splitting it.
+fn segment_count(path: &str) -> usize {
+    path.bytes().filter(|byte| *byte == b'.').count().saturating_add(1)
 }
 
 fn invalid(message: String) -> Error {
@@ -177,29 +194,103 @@ pub(crate) fn delete(leaves: &mut Leaves, path: &Path) -> Changes {
 }
 
 fn collect_leaves(path: &Path, value: &Value, out: &mut Vec<(Path, Value)>) -> Result<()> {
-    match value {
-        Value::Object(map) => {
-            for (name, child) in map {
-                if name.is_empty() {
-                    return Err(invalid(format!(
-                        "config: path {name:?} has an empty segment (use dotted paths like app.db.host)"
-                    )));
-                }
-                check_segment("object key", name)?;
-                collect_leaves(&path.child(name), child, out)?;
-            }
-        }
-        leaf => {
-            if out.len() >= LEAVES_PER_SET_MAX {
-                return Err(invalid(format!("config: the value has more than {LEAVES_PER_SET_MAX} leaves")));
-            }
-            if leaf.to_string().len() > LEAF_BYTES_MAX {
-                return Err(invalid(format!("config: a leaf is larger than {LEAF_BYTES_MAX} bytes")));
-            }
-            out.push((path.clone(), leaf.clone()));
-        }
+    for (segments, leaf) in value_leaves(path.depth(), value)? {
+        let mut leaf_path = path.clone();
+        leaf_path.segments.extend(segments.into_iter().map(str::to_string));
+        out.push((leaf_path, leaf.clone()));
     }
     Ok(())
+}
+
+/// The leaves of `value` when it is set at a path `depth` segments below its namespace: each
+/// leaf's segments below that path, in document order. Objects are walked (an empty object has
+/// no leaf), everything else is a leaf. Iterative, and every bound (object keys, leaf count,
+/// leaf size, [`DEPTH_MAX`]) is checked before anything is copied, so neither a deep nor a
+/// wide value costs more than its own size. The cluster uses it too.
+pub fn value_leaves(depth: usize, value: &Value) -> Result<Vec<(Vec<&str>, &Value)>> {
+    let mut leaves = Vec::new();
+    // Children are pushed last-first, so they come off in the map's order.
+    let mut stack: Vec<(Vec<&str>, &Value)> = vec![(Vec::new(), value)];
+    while let Some((segments, value)) = stack.pop() {
+        let leaf_depth = depth.saturating_add(segments.len());
+        let Value::Object(map) = value else {
+            if leaves.len() >= LEAVES_PER_SET_MAX {
+                return Err(invalid(format!("config: the value has more than {LEAVES_PER_SET_MAX} leaves")));
+            }
+            check_depth(leaf_depth, value)?;
+            if serialised_len(value) > LEAF_BYTES_MAX {
+                return Err(invalid(format!("config: a leaf is larger than {LEAF_BYTES_MAX} bytes")));
+            }
+            leaves.push((segments, value));
+            continue;
+        };
+        if !map.is_empty() && leaf_depth >= DEPTH_MAX {
+            return Err(too_deep());
+        }
+        for (name, child) in map.iter().rev() {
+            if name.is_empty() {
+                return Err(invalid(format!(
+                    "config: path {name:?} has an empty segment (use dotted paths like app.db.host)"
+                )));
+            }
+            names::CONFIG_OBJECT_KEY.check(name)?;
+            let mut child_segments = segments.clone();
+            child_segments.push(name.as_str());
+            stack.push((child_segments, child));
+        }
+    }
+    Ok(leaves)
+}
+
+/// `Ok` when a leaf `value` at `depth` segments below its namespace stays within [`DEPTH_MAX`].
+pub fn check_depth(depth: usize, value: &Value) -> Result<()> {
+    match nesting(value, DEPTH_MAX.saturating_sub(depth)) {
+        Some(_) => Ok(()),
+        None => Err(too_deep()),
+    }
+}
+
+fn too_deep() -> Error {
+    invalid(format!("config: the value nests more than {DEPTH_MAX} levels deep (path segments included)"))
+}
+
+/// How many levels of arrays and objects `value` nests (0 for a scalar), if at most `max`.
+/// Iterative, and it stops at the first level past `max`.
+pub fn nesting(value: &Value, max: usize) -> Option<usize> {
+    let mut deepest = 0;
+    let mut stack = vec![(value, 0usize)];
+    while let Some((value, depth)) = stack.pop() {
+        let children: Vec<&Value> = match value {
+            Value::Array(items) => items.iter().collect(),
+            Value::Object(map) => map.values().collect(),
+            _ => continue,
+        };
+        let depth = depth + 1;
+        if depth > max {
+            return None;
+        }
+        deepest = deepest.max(depth);
+        stack.extend(children.into_iter().map(|child| (child, depth)));
+    }
+    Some(deepest)
+}
+
+/// The length of `value`'s JSON text, without building the text.
+fn serialised_len(value: &Value) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 = self.0.saturating_add(bytes.len());
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    // Writing a `Value` to a writer that never fails cannot fail.
+    let _ = serde_json::to_writer(&mut counter, value);
+    counter.0
 }
 
 /// The leaves at or below `path`, in key order.
@@ -219,32 +310,42 @@ pub(crate) fn assemble(path: &Path, leaves: &Leaves, secrets: bool) -> Option<Va
     let mut root = None;
     for (key, leaf) in leaves {
         let Some(relative) = path.relative(key) else { continue };
+        if check_depth(path.depth().saturating_add(relative.len()), &leaf.json).is_err() {
+            continue;
+        }
         let json = if leaf.secret && !secrets { Value::String(SECRET_MASK.into()) } else { leaf.json.clone() };
         insert_leaf(&mut root, &relative, json);
     }
     root
 }
 
-/// Places `leaf` at `segments` below `root`, turning leaves on the way into objects: how a
-/// configuration document is assembled from its leaves, here and on the server.
+/// Places `leaf` at `segments` below `root`, turning leaves on the way into objects; a place
+/// already taken keeps what it has. How a configuration document is assembled from its leaves,
+/// here and on the server. Iterative: no key is deep enough to exhaust the stack.
 pub fn insert_leaf(root: &mut Option<Value>, segments: &[&str], leaf: Value) {
-    let Some((first, rest)) = segments.split_first() else {
+    let Some((last, parents)) = segments.split_last() else {
         if root.is_none() {
             *root = Some(leaf);
         }
         return;
     };
-    let node = root.get_or_insert_with(|| Value::Object(Map::new()));
+    let mut node = root.get_or_insert_with(|| Value::Object(Map::new()));
+    for segment in parents {
+        let Some(map) = object(node) else { return };
+        node = map.entry(segment.to_string()).or_insert_with(|| Value::Object(Map::new()));
+    }
+    if let Some(map) = object(node) {
+        map.entry(last.to_string()).or_insert(leaf);
+    }
+}
+
+/// `node`'s map, after turning it into an empty object if it was anything else (so always
+/// `Some`).
+fn object(node: &mut Value) -> Option<&mut Map<String, Value>> {
     if !node.is_object() {
         *node = Value::Object(Map::new());
     }
-    if let Value::Object(map) = node {
-        let mut child = map.remove(*first);
-        insert_leaf(&mut child, rest, leaf);
-        if let Some(child) = child {
-            map.insert(first.to_string(), child);
-        }
-    }
+    node.as_object_mut()
 }
 
 #[cfg(test)]

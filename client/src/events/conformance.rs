@@ -222,9 +222,11 @@ async fn invalid_requests_are_rejected(events: &dyn Events, run: &str) {
     let topic = format!("{run}-invalid");
     let one = || vec![OutgoingEvent::new("p")];
     let long_id = "i".repeat(NAME_BYTES_MAX + 1);
-    let publishes: [(&str, String, Vec<OutgoingEvent>); 7] = [
+    let publishes: [(&str, String, Vec<OutgoingEvent>); 9] = [
         ("an empty topic", String::new(), one()),
         ("a topic with '/'", format!("{topic}/x"), one()),
+        ("a topic with NUL", format!("{topic}\0x"), one()),
+        ("a topic with a control character", format!("{topic}\u{7f}"), one()),
         ("a topic over the limit", "t".repeat(NAME_BYTES_MAX + 1), one()),
         ("no events", topic.clone(), Vec::new()),
         ("too many events", topic.clone(), vec![OutgoingEvent::new("p"); EVENTS_PER_PUBLISH_MAX + 1]),

@@ -99,6 +99,9 @@ impl Delivery {
     /// [`Error::MayHaveBeenApplied`] when the connection broke before the cluster confirmed it:
     /// if it did not land, the event is delivered again. [`Error::WatchStopped`] once the
     /// subscription was dropped: the event was given back and will be delivered again.
+    /// [`Error::NotPending`] when the ack settled nothing: the event was settled before (this
+    /// delivery acked already, another delivery of it acked after its ack wait ran out, or it
+    /// went to the dead letters).
     pub async fn ack(&self) -> Result<()> {
         self.settler.ack(self.event.offset).await
     }

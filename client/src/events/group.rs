@@ -144,7 +144,7 @@ impl GroupState {
             if outcome.delivered.len() >= max {
                 continue;
             }
-            claim.deliveries += 1;
+            claim.deliveries = claim.deliveries.saturating_add(1);
             claim.consumer = consumer.to_string();
             claim.deadline_ms = now_ms.saturating_add(ack_wait_ms);
             outcome.delivered.push(Delivery { offset, deliveries: claim.deliveries });

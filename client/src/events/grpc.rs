@@ -114,7 +114,7 @@ impl Events for GrpcEvents {
     }
 
     async fn set_retention(&self, topic: &str, retention: Retention) -> Result<()> {
-        let retention = rules::retention(retention);
+        let retention = rules::retention(retention)?;
         let limits = pb::Retention {
             max_events: retention.max_events.unwrap_or(0),
             max_age_ms: retention.max_age.map_or(0, whole_ms_rounded_up),

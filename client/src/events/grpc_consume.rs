@@ -245,10 +245,15 @@ impl Feeder {
                 let _ = waiter.send(Ok(()));
             }
         }
+        for offset in response.not_pending {
+            for waiter in self.awaiting.remove(&offset).unwrap_or_default() {
+                let _ = waiter.send(Err(Error::NotPending { offset }));
+            }
+        }
         for delivery in response.deliveries {
             let Some(event) = delivery.event else { continue };
             let event = super::grpc::event(event);
-            self.position = self.position.max(event.offset + 1);
+            self.position = self.position.max(event.offset.saturating_add(1));
             if !self.inbox.deliver(Delivery::new(event, delivery.deliveries, self.settler.clone())) {
                 return false;
             }

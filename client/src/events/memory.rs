@@ -78,9 +78,10 @@ impl Shared {
         i64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(i64::MAX)
     }
 
-    /// When the groups' clock reads `milliseconds`.
-    pub(super) fn instant(&self, milliseconds: i64) -> Instant {
-        self.epoch + Duration::from_millis(u64::try_from(milliseconds).unwrap_or(0))
+    /// When the groups' clock reads `milliseconds`; `None` past what an `Instant` can hold
+    /// (never, in practice).
+    pub(super) fn instant(&self, milliseconds: i64) -> Option<Instant> {
+        self.epoch.checked_add(Duration::from_millis(u64::try_from(milliseconds).unwrap_or(0)))
     }
 
     pub(super) fn new_consumer_name(&self) -> String {
@@ -128,7 +129,7 @@ impl Stored {
 
 impl Topic {
     pub(super) fn bounds(&self) -> LogBounds {
-        LogBounds { first: self.first_offset, next: self.first_offset + self.events.len() as u64 }
+        LogBounds { first: self.first_offset, next: self.first_offset.saturating_add(self.events.len() as u64) }
     }
 
     pub(super) fn event(&self, topic: &str, offset: u64) -> Option<Event> {
@@ -180,7 +181,8 @@ impl Topic {
     /// which are too old.
     pub(super) fn trim(&mut self, now_ms: i64) {
         let limits = self.retention;
-        let oldest_kept_ms = limits.max_age.map(|age| now_ms.saturating_sub(age.as_millis() as i64));
+        let oldest_kept_ms =
+            limits.max_age.map(|age| now_ms.saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX)));
         while let Some(oldest) = self.events.front() {
             let too_many = limits.max_events.is_some_and(|max| self.events.len() as u64 > max);
             let too_large = limits.max_bytes.is_some_and(|max| self.bytes > max);
@@ -317,9 +319,10 @@ impl Events for MemoryEvents {
 
     async fn set_retention(&self, topic: &str, retention: Retention) -> Result<()> {
         rules::topic(topic)?;
+        let retention = rules::retention(retention)?;
         let mut topics = self.shared.lock();
         let log = topics.entry(topic.to_string()).or_default();
-        log.retention = rules::retention(retention);
+        log.retention = retention;
         log.trim(now_unix_ms());
         drop(topics);
         self.shared.changed();

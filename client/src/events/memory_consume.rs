@@ -134,7 +134,7 @@ impl Feeder {
             changes.borrow_and_update();
             let (deliveries, deadline_ms) = self.next_batch();
             if deliveries.is_empty() {
-                let deadline = deadline_ms.map(|milliseconds| self.shared.instant(milliseconds));
+                let deadline = deadline_ms.and_then(|milliseconds| self.shared.instant(milliseconds));
                 tokio::select! {
                     changed = changes.changed() => if changed.is_err() { return },
                     () = sleep_until(deadline) => {}
@@ -199,7 +199,7 @@ impl Feeder {
         let Some(log) = log_mut(topics, &self.topic) else { return Vec::new() };
         let bounds = log.bounds();
         let from = self.position.max(bounds.first);
-        let to = bounds.next.min(from + u64::from(CLAIM_BATCH_MAX));
+        let to = bounds.next.min(from.saturating_add(u64::from(CLAIM_BATCH_MAX)));
         self.position = self.position.max(to);
         (from..to)
             .filter_map(|offset| log.event(&self.topic, offset))
@@ -238,15 +238,17 @@ struct MemorySettler {
 }
 
 impl MemorySettler {
-    fn settle(&self, acks: &[u64], nacks: &[u64]) -> Result<()> {
+    /// Answers the acks that settled something pending, as the cluster does.
+    fn settle(&self, acks: &[u64], nacks: &[u64]) -> Result<Vec<u64>> {
         let now_ms = self.shared.now_ms();
         let mut topics = self.shared.lock();
         let mut claims = lock(&self.claims);
         if claims.closed {
             return Err(Error::WatchStopped);
         }
+        let mut acked = Vec::new();
         if let Some(state) = topics.get_mut(&self.topic).and_then(|log| log.groups.get_mut(&self.group)) {
-            state.settle(acks, nacks, now_ms);
+            acked = state.settle(acks, nacks, now_ms);
         }
         for offset in acks.iter().chain(nacks) {
             claims.in_flight.remove(offset);
@@ -258,18 +260,21 @@ impl MemorySettler {
             acks.iter().for_each(|offset| inbox.withdraw(*offset));
         }
         self.shared.changed();
-        Ok(())
+        Ok(acked)
     }
 }
 
 #[async_trait]
 impl Settler for MemorySettler {
     async fn ack(&self, offset: u64) -> Result<()> {
-        self.settle(&[offset], &[])
+        match self.settle(&[offset], &[])?.as_slice() {
+            [] => Err(Error::NotPending { offset }),
+            _ => Ok(()),
+        }
     }
 
     async fn nack(&self, offset: u64) -> Result<()> {
-        self.settle(&[], &[offset])
+        self.settle(&[], &[offset]).map(drop)
     }
 }
 

@@ -21,6 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 
 use crate::error::{Error, Result};
+use crate::names;
 
 #[doc(hidden)]
 pub mod conformance;
@@ -39,8 +40,9 @@ pub use memory::MemoryEvents;
 pub const EVENTS_PER_PUBLISH_MAX: usize = 1000;
 /// The largest event payload the cluster accepts (1 MiB, as a store record's value).
 pub const PAYLOAD_BYTES_MAX: usize = 1024 * 1024;
-/// The longest topic name or event id: both are segments of the cluster's keys and indexes.
-pub const NAME_BYTES_MAX: usize = 256;
+/// The longest topic, group or consumer name or event id: all are segments of the cluster's
+/// keys and indexes (the one rule of [`crate::names`]).
+pub const NAME_BYTES_MAX: usize = crate::names::NAME_BYTES_MAX;
 /// The largest publish request (etcd's `--max-request-bytes` default, 1.5 MiB): a batch of
 /// events must fit one replicated command, however small each event is.
 pub const REQUEST_BYTES_MAX: usize = 1_572_864;
@@ -57,6 +59,10 @@ pub const DEDUP_IDS_MAX: usize = 100_000;
 /// The longest ack wait a consumer may ask for: a day is already far past any sensible
 /// processing time, and bounds how long a lost consumer's events stay claimed.
 pub const ACK_WAIT_MAX: Duration = Duration::from_secs(24 * 3600);
+/// The longest [`Retention::max_age`]: a century is "keep everything" for any event log, and
+/// keeps `now - max_age` in Unix milliseconds far from `i64`'s ends (an age that wrapped to a
+/// negative number would make every event too old and empty the topic).
+pub const RETENTION_AGE_MAX: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// Metadata the cluster adds to an event it moves to the dead-letter topic
 /// ([`group::dead_letter_topic`]), beside the event's own: the topic it came from...
 pub const DEAD_LETTER_TOPIC_KEY: &str = "dead-letter-topic";
@@ -345,12 +351,7 @@ pub(crate) mod rules {
         if topic.is_empty() {
             return Err(Error::InvalidArgument("events: topic name is empty".into()));
         }
-        if topic.contains('/') || topic.len() > NAME_BYTES_MAX {
-            return Err(Error::InvalidArgument(format!(
-                "events: topic {topic:?} must not contain '/' and be at most {NAME_BYTES_MAX} bytes"
-            )));
-        }
-        Ok(())
+        Ok(names::TOPIC.check(topic)?)
     }
 
     /// A publish of `events`, in the order the cluster checks.
@@ -391,14 +392,12 @@ pub(crate) mod rules {
     /// A subscription, in the order the cluster checks; answers the group options it asks for.
     pub(crate) fn subscription(topic_name: &str, options: &ConsumeOptions) -> Result<group::GroupOptions> {
         topic(topic_name)?;
-        let group = options.group.as_deref().unwrap_or_default();
-        if group.len() > NAME_BYTES_MAX || group.contains(['/', '\0']) {
-            return Err(Error::InvalidArgument(format!(
-                "events: group {group:?} must not contain '/' or NUL and be at most {NAME_BYTES_MAX} bytes"
-            )));
+        // Empty: no group, a made-up consumer name.
+        if let Some(group) = options.group_name() {
+            names::GROUP.check(group)?;
         }
-        if options.consumer.as_ref().is_some_and(|consumer| consumer.len() > NAME_BYTES_MAX) {
-            return Err(Error::InvalidArgument(format!("events: a consumer name is at most {NAME_BYTES_MAX} bytes")));
+        if let Some(consumer) = options.consumer.as_deref().filter(|consumer| !consumer.is_empty()) {
+            names::CONSUMER.check(consumer)?;
         }
         let ack_wait = match options.ack_wait.unwrap_or_default() {
             ack_wait if ack_wait.is_zero() => group::ACK_WAIT_DEFAULT,
@@ -426,8 +425,15 @@ pub(crate) mod rules {
 
     /// Retention limits as the cluster keeps them: whole milliseconds, and a zero limit is no
     /// limit (the protocol's 0).
-    pub(crate) fn retention(retention: Retention) -> Retention {
-        Retention {
+    /// An age over [`RETENTION_AGE_MAX`] is refused.
+    pub(crate) fn retention(retention: Retention) -> Result<Retention> {
+        if retention.max_age.is_some_and(|age| age > RETENTION_AGE_MAX) {
+            return Err(Error::InvalidArgument(format!(
+                "events: max age must be at most {} ms",
+                RETENTION_AGE_MAX.as_millis()
+            )));
+        }
+        Ok(Retention {
             max_events: retention.max_events.filter(|max| *max > 0),
             max_age: retention
                 .max_age
@@ -435,7 +441,7 @@ pub(crate) mod rules {
                 .filter(|milliseconds| *milliseconds > 0)
                 .map(Duration::from_millis),
             max_bytes: retention.max_bytes.filter(|max| *max > 0),
-        }
+        })
     }
 
     /// The page size a read gets.

@@ -113,6 +113,13 @@ async fn invalid_requests_are_rejected(registry: &dyn Registry, names: &Names) {
         let result = registry.register(&bad, RegisterOptions::default()).await;
         assert!(matches!(result, Err(Error::InvalidArgument(_))), "register with {what}: {result:?}");
     }
+    // A TTL past etcd's MaxLeaseTTL once stopped every lease of the cluster from expiring.
+    let service = service(&names.service("invalid-ttl"), "1", "n");
+    for ttl in [Duration::from_secs(super::TTL_MAX_SECS.unsigned_abs() + 1), Duration::MAX] {
+        let result = registry.register(&service, RegisterOptions::with_ttl(ttl)).await;
+        assert!(matches!(result, Err(Error::InvalidArgument(_))), "register with a TTL of {ttl:?}: {result:?}");
+    }
+    assert_eq!(registry.get_service(&service.name).await, Err(Error::NotFound), "refused registrations wrote nothing");
 }
 
 async fn versions_are_grouped(registry: &dyn Registry, names: &Names) {

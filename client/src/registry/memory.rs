@@ -12,8 +12,8 @@ use tokio::time::Instant;
 
 use super::registration::{self, Keeper, Registration};
 use super::{
-    node_key, service_prefix, ttl_seconds, validate_deregister, validate_register, Action, RegisterOptions, Registry,
-    Service, WatchOptions, WatchResult, Watcher,
+    node_key, service_prefix, ttl_seconds, validate_deregister, validate_register, validate_ttl, Action,
+    RegisterOptions, Registry, Service, WatchOptions, WatchResult, Watcher,
 };
 use crate::error::{Error, Result};
 
@@ -92,6 +92,7 @@ impl MemoryRegistry {
     /// the TTL is the same, as the cluster does.
     fn register_lease(&self, service: &Service, ttl: Duration) -> Result<i64> {
         validate_register(service)?;
+        validate_ttl(ttl)?;
         let now = Instant::now();
         let mut state = self.inner.lock();
         state.expire(now, &self.inner.events);

@@ -155,6 +155,19 @@ pub(crate) fn ttl_seconds(ttl: Duration) -> i64 {
     i64::try_from(seconds).unwrap_or(i64::MAX)
 }
 
+/// The longest registration TTL, in seconds: etcd's MaxLeaseTTL (a registration is a lease).
+pub const TTL_MAX_SECS: i64 = 9_000_000_000;
+
+/// The cluster's words for a TTL over [`TTL_MAX_SECS`].
+pub(crate) fn validate_ttl(ttl: Duration) -> Result<()> {
+    if ttl_seconds(ttl) > TTL_MAX_SECS {
+        return Err(Error::InvalidArgument(format!(
+            "registry: ttl must be at most {TTL_MAX_SECS} seconds (etcd's MaxLeaseTTL)"
+        )));
+    }
+    Ok(())
+}
+
 /// The checks the cluster makes before registering, so both implementations reject the same
 /// input with the same words.
 pub(crate) fn validate_register(service: &Service) -> Result<()> {

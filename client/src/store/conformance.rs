@@ -14,7 +14,8 @@ use std::time::{Duration, SystemTime};
 use rand::Rng;
 
 use super::{
-    DeleteOptions, ListOptions, Order, ReadOptions, Record, Scope, Store, WriteOptions, DEFAULT_NAME, VALUE_BYTES_MAX,
+    DeleteOptions, ListOptions, Order, ReadOptions, Record, Scope, Store, WriteOptions, DEFAULT_NAME, TTL_MAX_SECS,
+    VALUE_BYTES_MAX,
 };
 use crate::error::Error;
 
@@ -199,6 +200,19 @@ async fn invalid_requests_are_rejected(store: &dyn Store, run: &str) {
         ),
         ("a database with '/'", Record::new("k", "v"), WriteOptions { database: "a/b".into(), ..good() }),
         ("a table with '/'", Record::new("k", "v"), WriteOptions { table: "a/b".into(), ..good() }),
+        ("a database with NUL", Record::new("k", "v"), WriteOptions { database: "a\0b".into(), ..good() }),
+        ("a table with a control character", Record::new("k", "v"), WriteOptions { table: "t\r".into(), ..good() }),
+        (
+            "a TTL over etcd's MaxLeaseTTL",
+            Record::new("k", "v"),
+            WriteOptions { ttl: Some(Duration::from_secs(TTL_MAX_SECS.unsigned_abs() + 1)), ..good() },
+        ),
+        ("the largest TTL there is", Record::new("k", "v"), WriteOptions { ttl: Some(Duration::MAX), ..good() }),
+        (
+            "an expiry past etcd's MaxLeaseTTL",
+            Record::new("k", "v"),
+            WriteOptions { expiry: Some(now + Duration::from_secs(TTL_MAX_SECS.unsigned_abs() + 60)), ..good() },
+        ),
         ("a value over the limit", Record::new("k", vec![b'x'; VALUE_BYTES_MAX + 1]), good()),
     ];
     for (what, record, options) in writes {

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use super::{rules, DeleteOptions, ListOptions, Order, ReadOptions, Record, Store, WriteOptions};
 use crate::error::{Error, Result};
+use crate::names;
 
 /// An in-memory [`Store`]. Cheap to clone: clones share the same records.
 #[derive(Clone, Default)]
@@ -75,8 +76,8 @@ impl MemoryStore {
 #[async_trait]
 impl Store for MemoryStore {
     async fn read(&self, key: &str, options: ReadOptions) -> Result<Vec<Record>> {
-        let database = rules::name("database", &options.database)?;
-        let table = rules::name("table", &options.table)?;
+        let database = rules::name(&names::STORE_DATABASE, &options.database)?;
+        let table = rules::name(&names::STORE_TABLE, &options.table)?;
         let exact = !options.prefix && !options.suffix;
         if exact {
             rules::key(key)?;
@@ -97,32 +98,34 @@ impl Store for MemoryStore {
     }
 
     async fn write(&self, record: &Record, options: WriteOptions) -> Result<()> {
-        let database = rules::name("database", &options.database)?;
-        let table = rules::name("table", &options.table)?;
+        let database = rules::name(&names::STORE_DATABASE, &options.database)?;
+        let table = rules::name(&names::STORE_TABLE, &options.table)?;
         rules::key(&record.key)?;
         rules::value(&record.value)?;
         let lifetime = rules::lifetime(&options, SystemTime::now())?;
         let stored = Stored {
             value: record.value.clone(),
             metadata: record.metadata.clone(),
-            deadline: lifetime.map(|lifetime| Instant::now() + lifetime),
-            expiry: lifetime.map(|lifetime| SystemTime::now() + lifetime),
+            // Checked: within `TTL_MAX_SECS` both always fit, but a clock that cannot hold the
+            // time would rather keep the record than panic.
+            deadline: lifetime.and_then(|lifetime| Instant::now().checked_add(lifetime)),
+            expiry: lifetime.and_then(|lifetime| SystemTime::now().checked_add(lifetime)),
         };
         self.lock().insert(Address { database, table, key: record.key.clone() }, stored);
         Ok(())
     }
 
     async fn delete(&self, key: &str, options: DeleteOptions) -> Result<()> {
-        let database = rules::name("database", &options.database)?;
-        let table = rules::name("table", &options.table)?;
+        let database = rules::name(&names::STORE_DATABASE, &options.database)?;
+        let table = rules::name(&names::STORE_TABLE, &options.table)?;
         rules::key(key)?;
         self.lock().remove(&Address { database, table, key: key.to_string() });
         Ok(())
     }
 
     async fn list(&self, options: ListOptions) -> Result<Vec<String>> {
-        let database = rules::name("database", &options.database)?;
-        let table = rules::name("table", &options.table)?;
+        let database = rules::name(&names::STORE_DATABASE, &options.database)?;
+        let table = rules::name(&names::STORE_TABLE, &options.table)?;
         let prefix = options.prefix.unwrap_or_default();
         let suffix = options.suffix.unwrap_or_default();
         let keys: Vec<String> = self
@@ -141,7 +144,7 @@ impl Store for MemoryStore {
     }
 
     async fn tables(&self, database: &str) -> Result<Vec<String>> {
-        let database = rules::name("database", database)?;
+        let database = rules::name(&names::STORE_DATABASE, database)?;
         let mut tables: Vec<String> = self
             .lock()
             .keys()

@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 
 use crate::error::{Error, Result};
+use crate::names;
 
 #[doc(hidden)]
 pub mod conformance;
@@ -29,8 +30,14 @@ pub const DEFAULT_NAME: &str = "micro";
 pub const VALUE_BYTES_MAX: usize = 1024 * 1024;
 /// The longest key the cluster accepts: every read addresses records by key, so keep them small.
 pub const KEY_BYTES_MAX: usize = 4096;
-/// The longest database or table name the cluster accepts: both are segments of every key.
-pub const NAME_BYTES_MAX: usize = 256;
+/// The longest database or table name the cluster accepts: both are segments of every key
+/// (the one rule of [`crate::names`]).
+pub const NAME_BYTES_MAX: usize = crate::names::NAME_BYTES_MAX;
+/// The longest lifetime of a record, in seconds: etcd's MaxLeaseTTL (9,000,000,000 s) less two
+/// of the cluster's 10 s expiry buckets, because the lease that removes a record ends at the
+/// end of its expiry's bucket, up to a bucket (and a second of rounding) later, and that lease
+/// must itself stay within MaxLeaseTTL.
+pub const TTL_MAX_SECS: i64 = 8_999_999_980;
 
 /// A key-value store. Object-safe: hold it as `Arc<dyn Store>`.
 ///
@@ -241,14 +248,11 @@ pub(crate) fn unix_time(seconds: i64) -> Option<SystemTime> {
 pub(crate) mod rules {
     use super::*;
 
-    /// `name` with the default applied, or why it cannot be a database or table name.
-    pub(crate) fn name(what: &str, name: &str) -> Result<String> {
+    /// `name` with the default applied, or why it cannot be a database or table name
+    /// (`rule`: [`names::STORE_DATABASE`] or [`names::STORE_TABLE`]).
+    pub(crate) fn name(rule: &names::NameRule, name: &str) -> Result<String> {
         let name = if name.is_empty() { DEFAULT_NAME } else { name };
-        if name.contains('/') || name.len() > NAME_BYTES_MAX {
-            return Err(Error::InvalidArgument(format!(
-                "store: {what} {name:?} must not contain '/' and be at most {NAME_BYTES_MAX} bytes"
-            )));
-        }
+        rule.check(name)?;
         Ok(name.to_string())
     }
 
@@ -274,13 +278,19 @@ pub(crate) mod rules {
         match (options.ttl, options.expiry) {
             (None, None) => Ok(None),
             (Some(_), Some(_)) => Err(Error::InvalidArgument("store: give ttl or expiry, not both".into())),
-            (Some(ttl), None) => match u64::try_from(ttl_seconds(ttl)) {
-                Ok(seconds) if seconds > 0 => Ok(Some(Duration::from_secs(seconds))),
+            (Some(ttl), None) => match ttl_seconds(ttl) {
+                seconds if seconds > TTL_MAX_SECS => {
+                    Err(Error::InvalidArgument(format!("store: ttl must be at most {TTL_MAX_SECS} seconds")))
+                }
+                seconds if seconds > 0 => Ok(Some(Duration::from_secs(seconds.unsigned_abs()))),
                 _ => Err(Error::InvalidArgument("store: ttl must be greater than 0 seconds".into())),
             },
             (None, Some(expiry)) => {
                 let at = unix_time(expiry_unix_seconds(expiry)).unwrap_or(UNIX_EPOCH);
                 match at.duration_since(now) {
+                    Ok(left) if left > Duration::from_secs(TTL_MAX_SECS.unsigned_abs()) => Err(Error::InvalidArgument(
+                        format!("store: expiry must be at most {TTL_MAX_SECS} seconds from now"),
+                    )),
                     Ok(left) if !left.is_zero() => Ok(Some(left)),
                     _ => Err(Error::InvalidArgument("store: expiry must be in the future".into())),
                 }
@@ -321,9 +331,22 @@ mod tests {
 
     #[test]
     fn names_default_to_micro_and_refuse_slashes() {
-        assert_eq!(rules::name("database", ""), Ok("micro".to_string()));
-        assert_eq!(rules::name("table", "users"), Ok("users".to_string()));
-        assert!(rules::name("table", "a/b").is_err());
-        assert!(rules::name("table", &"x".repeat(NAME_BYTES_MAX + 1)).is_err());
+        assert_eq!(rules::name(&names::STORE_DATABASE, ""), Ok("micro".to_string()));
+        assert_eq!(rules::name(&names::STORE_TABLE, "users"), Ok("users".to_string()));
+        assert!(rules::name(&names::STORE_TABLE, "a/b").is_err());
+        assert!(rules::name(&names::STORE_TABLE, "a\0b").is_err());
+        assert!(rules::name(&names::STORE_TABLE, &"x".repeat(NAME_BYTES_MAX + 1)).is_err());
+    }
+
+    #[test]
+    fn lifetimes_stay_within_etcds_max_lease_ttl() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_000);
+        let lifetime = |ttl, expiry| rules::lifetime(&WriteOptions { ttl, expiry, ..WriteOptions::default() }, now);
+        let max = Duration::from_secs(TTL_MAX_SECS.unsigned_abs());
+        assert_eq!(lifetime(Some(max), None), Ok(Some(max)));
+        assert!(lifetime(Some(max + Duration::from_secs(1)), None).is_err());
+        assert!(lifetime(Some(Duration::MAX), None).is_err());
+        assert_eq!(lifetime(None, Some(now + max)), Ok(Some(max)));
+        assert!(lifetime(None, Some(now + max + Duration::from_secs(1))).is_err());
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
+use keel_client::names::{self, NameError};
 use keel_proto::v1 as pb;
 use keel_proto::v1::events_server::Events;
 use tonic::{Request, Response, Status};
@@ -28,6 +29,8 @@ pub const NAME_BYTES_MAX: usize = keel_client::events::NAME_BYTES_MAX;
 /// Events per Read when the caller gives no limit, and the most it may ask for.
 pub const READ_DEFAULT: usize = keel_client::events::READ_LIMIT_DEFAULT as usize;
 pub const READ_MAX: usize = keel_client::events::READ_LIMIT_MAX as usize;
+/// The longest retention age (a century): see `keel_client::events::RETENTION_AGE_MAX`.
+pub const RETENTION_AGE_MAX_MS: u64 = keel_client::events::RETENTION_AGE_MAX.as_millis() as u64;
 /// Payload bytes per Read response at most (at least one event is always returned): keeps a
 /// page under gRPC's default 4 MiB message limit on the client side.
 pub const READ_BYTES_MAX: usize = 3 * 1024 * 1024;
@@ -36,8 +39,9 @@ pub const READ_BYTES_MAX: usize = 3 * 1024 * 1024;
 pub enum EventsError {
     #[error("events: topic name is empty")]
     EmptyTopic,
-    #[error("events: topic {0:?} must not contain '/' and be at most {NAME_BYTES_MAX} bytes")]
-    BadTopic(String),
+    /// A topic, group or consumer name that breaks the one rule of `keel_client::names`.
+    #[error(transparent)]
+    Name(#[from] NameError),
     #[error("events: a publish needs at least one event")]
     NoEvents,
     #[error("events: at most {EVENTS_PER_PUBLISH_MAX} events per publish")]
@@ -54,24 +58,19 @@ pub enum EventsError {
     SubscribeFirst,
     #[error("events: a consume stream subscribes once")]
     SubscribedTwice,
-    #[error("events: group {0:?} must not contain '/' or NUL and be at most {NAME_BYTES_MAX} bytes")]
-    BadGroup(String),
-    #[error("events: a consumer name is at most {NAME_BYTES_MAX} bytes")]
-    BadConsumer,
     #[error("events: ack wait must be at most 24h")]
     AckWaitTooLong,
     #[error("events: max in flight must be at most {}", keel_client::events::group::IN_FLIGHT_MAX)]
     InFlightTooLarge,
+    #[error("events: max age must be at most {RETENTION_AGE_MAX_MS} ms")]
+    MaxAgeTooLong,
 }
 
 pub(super) fn check_topic(topic: &str) -> Result<(), EventsError> {
     if topic.is_empty() {
         return Err(EventsError::EmptyTopic);
     }
-    if topic.contains('/') || topic.len() > NAME_BYTES_MAX {
-        return Err(EventsError::BadTopic(topic.to_string()));
-    }
-    Ok(())
+    Ok(names::TOPIC.check(topic)?)
 }
 
 pub struct EventsService {
@@ -147,7 +146,7 @@ impl EventsService {
             }
             events.push(event);
         }
-        let next = events.last().map_or(from, |e| e.offset + 1);
+        let next = events.last().map_or(from, |e| e.offset.saturating_add(1));
         Ok(pb::ReadEventsResponse {
             events,
             next_offset: next.min(next_offset.max(from)),
@@ -241,6 +240,9 @@ impl Events for EventsService {
         let request = request.into_inner();
         check_topic(&request.topic).map_err(|e| status(e.into()))?;
         let limits = request.retention.unwrap_or_default();
+        if limits.max_age_ms > RETENTION_AGE_MAX_MS {
+            return Err(status(EventsError::MaxAgeTooLong.into()));
+        }
         let nonzero = |n: u64| (n > 0).then_some(n);
         let retention = Retention {
             max_events: nonzero(limits.max_events),
@@ -280,7 +282,7 @@ fn topic_info(mvcc: &crate::mvcc::MvccStore, topic: String, state: &TopicState) 
         size_bytes: state.bytes,
         retention: Some(pb::Retention {
             max_events: retention.max_events.unwrap_or(0),
-            max_age_ms: retention.max_age.map_or(0, |age| age.as_millis() as u64),
+            max_age_ms: retention.max_age.map_or(0, |age| u64::try_from(age.as_millis()).unwrap_or(u64::MAX)),
             max_bytes: retention.max_bytes.unwrap_or(0),
         }),
         groups,

@@ -21,13 +21,14 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use keel_client::events::group::{Delivery, GroupOptions, IN_FLIGHT_DEFAULT, IN_FLIGHT_MAX};
+use keel_client::names;
 use keel_proto::v1 as pb;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Status, Streaming};
 
-use super::events::{check_topic, decode, first_at_or_after, EventsError, NAME_BYTES_MAX};
+use super::events::{check_topic, decode, first_at_or_after, EventsError};
 use super::status::to_status;
 use crate::command::{Command, CommandResponse, GroupClaimRequest, GroupJoinRequest, GroupSettleRequest, RangeRequest};
 use crate::error::ServerError;
@@ -42,8 +43,8 @@ const CLAIM_BATCH_MAX: u32 = 100;
 const SETTLE_BATCH_MAX: usize = 10_000;
 /// How long an idle stream sleeps before it looks again at deadlines and other consumers' nacks.
 const IDLE_RECHECK: Duration = Duration::from_millis(250);
-/// The longest ack wait a consumer may ask for.
-const ACK_WAIT_MAX: Duration = Duration::from_secs(24 * 3600);
+/// The longest ack wait a consumer may ask for (the client's bound, one value for both).
+const ACK_WAIT_MAX: Duration = keel_client::events::ACK_WAIT_MAX;
 /// Responses queued for a slow client before the stream stops handing out more.
 const OUTPUT_QUEUE: usize = 16;
 /// How long a closing stream tries to give its unacknowledged events back.
@@ -239,7 +240,7 @@ impl Consumer {
         let mvcc = self.member.shared().mvcc();
         let Some(topic) = mvcc.topic(&self.topic) else { return Vec::new() };
         let from = self.position.max(topic.first_offset);
-        let to = topic.next_offset.min(from + u64::from(CLAIM_BATCH_MAX));
+        let to = topic.next_offset.min(from.saturating_add(u64::from(CLAIM_BATCH_MAX)));
         self.position = to.max(self.position);
         (from..to).map(|offset| Delivery { offset, deliveries: 1 }).collect()
     }
@@ -267,8 +268,11 @@ impl Consumer {
         Ok(events)
     }
 
-    /// Replicates acks and nacks, then answers the acks.
+    /// Replicates acks and nacks, then answers the acks: acknowledged only those that settled
+    /// a pending delivery, the others (and every ack of a stream without a group, where
+    /// nothing is pending) as settling nothing.
     async fn settle(&mut self, acks: Vec<u64>, nacks: Vec<u64>) -> Result<(), ServerError> {
+        let mut acked = Vec::new();
         if let Some(group) = self.group.clone() {
             if acks.is_empty() && nacks.is_empty() {
                 return Ok(());
@@ -280,15 +284,19 @@ impl Consumer {
                 nacks: nacks.clone(),
                 now_ms: 0,
             };
-            let CommandResponse::GroupSettle(_) = self.member.propose(Command::GroupSettle(request)).await? else {
+            let CommandResponse::GroupSettle(settled) = self.member.propose(Command::GroupSettle(request)).await?
+            else {
                 return Err(ServerError::Mismatched);
             };
             for offset in acks.iter().chain(&nacks) {
                 self.in_flight.remove(offset);
             }
+            acked = settled.acked;
         }
         if !acks.is_empty() {
-            self.send(pb::ConsumeResponse { acked: acks, ..Default::default() }).await;
+            let settled: BTreeSet<u64> = acked.iter().copied().collect();
+            let not_pending = acks.into_iter().filter(|offset| !settled.contains(offset)).collect();
+            self.send(pb::ConsumeResponse { acked, not_pending, ..Default::default() }).await;
         }
         Ok(())
     }
@@ -316,11 +324,12 @@ impl Consumer {
 /// Checks a subscription; answers the group options it asks for.
 fn check_subscribe(request: &pb::Subscribe) -> Result<GroupOptions, EventsError> {
     check_topic(&request.topic)?;
-    if request.group.len() > NAME_BYTES_MAX || request.group.contains(['/', '\0']) {
-        return Err(EventsError::BadGroup(request.group.clone()));
+    // Empty: no group, a made-up consumer name.
+    if !request.group.is_empty() {
+        names::GROUP.check(&request.group)?;
     }
-    if request.consumer.len() > NAME_BYTES_MAX {
-        return Err(EventsError::BadConsumer);
+    if !request.consumer.is_empty() {
+        names::CONSUMER.check(&request.consumer)?;
     }
     let ack_wait = match request.ack_wait_ms {
         0 => keel_client::events::group::ACK_WAIT_DEFAULT,

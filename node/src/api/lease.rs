@@ -18,7 +18,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::{header, status::to_status};
 use crate::command::{Command, CommandResponse, LeaseGrantRequest, LeaseRevokeRequest};
 use crate::error::ServerError;
-use crate::lease::LEASE_TTL_MAX_SECS;
+use crate::lease;
 use crate::member::Member;
 use crate::mvcc::MvccError;
 
@@ -66,7 +66,7 @@ impl PbLeaseService for LeaseService {
         request: Request<PbLeaseGrantRequest>,
     ) -> Result<Response<PbLeaseGrantResponse>, Status> {
         let request = request.into_inner();
-        if request.ttl > LEASE_TTL_MAX_SECS {
+        if !lease::ttl_is_allowed(request.ttl) {
             return Err(to_status(&ServerError::LeaseTtlTooLarge));
         }
         let ttl_secs = request.ttl.max(self.member.lease_ttl_min_secs);

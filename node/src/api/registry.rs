@@ -37,6 +37,9 @@ impl RegistryService {
 
     async fn register(&self, service: &Service, ttl_secs: i64) -> Result<pb::RegisterResponse, ServerError> {
         registry::validate_registration(service, ttl_secs)?;
+        if !crate::lease::ttl_is_allowed(ttl_secs) {
+            return Err(ServerError::RegisterTtlTooLarge);
+        }
         let ttl_secs = if ttl_secs == 0 { 0 } else { ttl_secs.max(self.member.lease_ttl_min_secs) };
         let puts = registry::registration_puts(service)?;
         let propose = |lease_id| {

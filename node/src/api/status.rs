@@ -41,6 +41,7 @@ pub fn to_status(error: &ServerError) -> Status {
         ServerError::RequestTooLarge => (Code::InvalidArgument, "etcdserver: request is too large"),
         ServerError::LeaseNotFound => (Code::NotFound, "etcdserver: requested lease not found"),
         ServerError::LeaseTtlTooLarge => (Code::OutOfRange, "etcdserver: too large lease TTL"),
+        ServerError::RegisterTtlTooLarge => return Status::invalid_argument(error.to_string()),
         ServerError::Mismatched => return Status::internal(format!("keel: {error}")),
         ServerError::NoLeader => (Code::Unavailable, "etcdserver: no leader"),
         ServerError::Timeout => (Code::Unavailable, "etcdserver: request timed out"),

@@ -64,7 +64,8 @@ impl StoreService {
     ) -> Result<i64, ServerError> {
         let bucket_end = ExpiryBuckets::bucket_end(store::ms_to_secs_ceil(expiry_ms));
         let now = now_ms / 1000;
-        let ttl_secs = (bucket_end - now).max(self.member.lease_ttl_min_secs);
+        // At most `store::TTL_MAX_SECS` plus a bucket: within etcd's MaxLeaseTTL.
+        let ttl_secs = bucket_end.saturating_sub(now).max(self.member.lease_ttl_min_secs);
         let reuse = self.buckets.lease_for(bucket_end);
         let propose = |grant_id| {
             let request = LeasedPutRequest { key: key.clone(), value: value.clone(), reuse, grant_id, ttl_secs };

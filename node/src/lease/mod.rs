@@ -12,8 +12,10 @@ use std::sync::Mutex;
 
 use tokio::time::{Duration, Instant};
 
-/// etcd's `MaxLeaseTTL`: a grant above it is refused ("etcdserver: too large lease TTL").
+/// etcd's `MaxLeaseTTL`: a grant above it is refused ("etcdserver: too large lease TTL"), and
+/// so is a registration or a store record that would need a longer lease.
 pub const LEASE_TTL_MAX_SECS: i64 = 9_000_000_000;
+const _: () = assert!(LEASE_TTL_MAX_SECS == keel_client::registry::TTL_MAX_SECS);
 
 /// How often the leader looks for expired leases (etcd: 500 ms).
 pub const EXPIRY_CHECK_INTERVAL: Duration = Duration::from_millis(500);
@@ -29,12 +31,27 @@ pub fn ttl_min_secs(election_timeout: Duration) -> i64 {
     i64::try_from(millis.div_ceil(1000)).unwrap_or(i64::MAX).max(1)
 }
 
+/// When a lease expires: `None` when its TTL reaches past what an `Instant` can hold, so it
+/// never expires in this leadership. Every API refuses TTLs above [`LEASE_TTL_MAX_SECS`], but
+/// a data dir written before they did (or a command from an older member) may hold any `i64`,
+/// and the expiry of every other lease must not depend on that.
+type Deadline = Option<Instant>;
+
+/// The deadline of a lease of `ttl_secs` renewed at `now` (checked: never panics).
+fn deadline(now: Instant, ttl_secs: i64) -> Deadline {
+    now.checked_add(secs(ttl_secs))
+}
+
+fn has_passed(deadline: Deadline, now: Instant) -> bool {
+    deadline.is_some_and(|deadline| deadline <= now)
+}
+
 /// The deadlines of one leadership.
 #[derive(Debug, Default)]
 struct Deadlines {
     /// The term these deadlines belong to; `None` while not leader.
     term: Option<u64>,
-    by_lease: HashMap<i64, Instant>,
+    by_lease: HashMap<i64, Deadline>,
 }
 
 #[derive(Debug, Default)]
@@ -50,19 +67,22 @@ impl Lessor {
     pub fn keep_alive(&self, term: u64, id: i64, ttl_secs: Option<i64>, now: Instant) -> i64 {
         let Some(ttl_secs) = ttl_secs else { return 0 };
         let mut deadlines = self.for_term(term);
-        let deadline = *deadlines.by_lease.entry(id).or_insert_with(|| now + secs(ttl_secs));
-        if deadline <= now {
+        let current = *deadlines.by_lease.entry(id).or_insert_with(|| deadline(now, ttl_secs));
+        if has_passed(current, now) {
             return 0;
         }
-        deadlines.by_lease.insert(id, now + secs(ttl_secs));
+        deadlines.by_lease.insert(id, deadline(now, ttl_secs));
         ttl_secs
     }
 
     /// Seconds left on lease `id` for the leader of `term`, rounded down as etcd reports them.
     pub fn remaining_secs(&self, term: u64, id: i64, ttl_secs: i64, now: Instant) -> i64 {
         let mut deadlines = self.for_term(term);
-        let deadline = *deadlines.by_lease.entry(id).or_insert_with(|| now + secs(ttl_secs));
-        i64::try_from(deadline.saturating_duration_since(now).as_secs()).unwrap_or(i64::MAX)
+        match *deadlines.by_lease.entry(id).or_insert_with(|| deadline(now, ttl_secs)) {
+            Some(deadline) => i64::try_from(deadline.saturating_duration_since(now).as_secs()).unwrap_or(i64::MAX),
+            // Beyond any clock: the whole TTL is left.
+            None => ttl_secs,
+        }
     }
 
     /// The leases (`(id, ttl_secs)`, every lease that exists) whose deadline has passed, at most
@@ -74,8 +94,8 @@ impl Lessor {
         deadlines.by_lease.retain(|id, _| existing.contains(id));
         let mut expired = Vec::new();
         for (id, ttl_secs) in leases {
-            let deadline = *deadlines.by_lease.entry(*id).or_insert_with(|| now + secs(*ttl_secs));
-            if deadline <= now && expired.len() < REVOKES_PER_CHECK_MAX {
+            let current = *deadlines.by_lease.entry(*id).or_insert_with(|| deadline(now, *ttl_secs));
+            if has_passed(current, now) && expired.len() < REVOKES_PER_CHECK_MAX {
                 expired.push(*id);
             }
         }
@@ -106,8 +126,15 @@ impl Lessor {
     }
 }
 
+/// A TTL as a duration; a negative one (never granted, but readable from any data dir) as 0.
 fn secs(ttl_secs: i64) -> Duration {
     Duration::from_secs(u64::try_from(ttl_secs).unwrap_or(0))
+}
+
+/// Whether `ttl_secs` may be granted: etcd's MaxLeaseTTL. Every API that makes a lease
+/// (LeaseGrant, Register, the Store's expiring writes) checks it before proposing.
+pub fn ttl_is_allowed(ttl_secs: i64) -> bool {
+    ttl_secs <= LEASE_TTL_MAX_SECS
 }
 
 #[cfg(test)]
@@ -146,6 +173,20 @@ mod tests {
         assert!(lessor.expired(TERM + 1, &leases, start + secs(4)).is_empty());
         assert!(lessor.expired(TERM + 1, &leases, start + secs(8)).is_empty());
         assert_eq!(lessor.expired(TERM + 1, &leases, start + secs(9)), vec![7]);
+    }
+
+    #[test]
+    fn a_lease_too_long_for_the_clock_never_expires_and_stops_nothing_else() {
+        let lessor = Lessor::default();
+        let start = Instant::now();
+        // As a data dir written before the API refused them may hold: any i64, negative too.
+        let leases = [(1, i64::MAX), (2, LEASE_TTL_MAX_SECS), (3, 5), (4, i64::MIN)];
+        assert_eq!(lessor.expired(TERM, &leases, start), vec![4], "a negative TTL counts as 0");
+        assert_eq!(lessor.keep_alive(TERM, 1, Some(i64::MAX), start + secs(1)), i64::MAX);
+        assert_eq!(lessor.remaining_secs(TERM, 1, i64::MAX, start + secs(1)), i64::MAX);
+        assert_eq!(lessor.remaining_secs(TERM, 2, LEASE_TTL_MAX_SECS, start), LEASE_TTL_MAX_SECS);
+        assert_eq!(lessor.expired(TERM, &leases[..3], start + secs(5)), vec![3], "the short lease still expires");
+        assert!(ttl_is_allowed(LEASE_TTL_MAX_SECS) && !ttl_is_allowed(LEASE_TTL_MAX_SECS + 1));
     }
 
     #[test]

@@ -106,7 +106,9 @@ impl Topics {
             .collect::<Result<_, _>>()?;
         for (key, value) in scan_meta(engine, GROUP_PREFIX)? {
             let name = String::from_utf8_lossy(&key[GROUP_PREFIX.len()..]).into_owned();
-            let Some((topic, group)) = name.split_once('\0') else { continue };
+            // Groups never held NUL (always refused), topics did before names had one rule:
+            // the last NUL is the separator.
+            let Some((topic, group)) = name.rsplit_once('\0') else { continue };
             let state = postcard::from_bytes(&value).map_err(|e| corrupt("group", e))?;
             topics.groups.insert((topic.to_string(), group.to_string()), state);
         }
@@ -198,7 +200,7 @@ impl MvccStore {
                 }
             }
             let offset = state.next_offset;
-            state.next_offset += 1;
+            state.next_offset = offset.saturating_add(1);
             let stored = StoredEvent {
                 topic: topic.to_string(),
                 offset,
@@ -209,7 +211,7 @@ impl MvccStore {
             };
             // A struct of strings, maps and integers always serialises.
             let value = serde_json::to_vec(&stored).unwrap_or_default();
-            state.bytes += value.len() as u64;
+            state.bytes = state.bytes.saturating_add(value.len() as u64);
             self.put_key(txn, &event_key(topic, offset), value, 0)?;
             if !event.id.is_empty() {
                 let id = event.id.clone();
@@ -248,7 +250,7 @@ impl MvccStore {
     fn forget_ids(&mut self, topic: &str, now_ms: i64) {
         let mut forgotten = Vec::new();
         if let Some(recent) = self.topics.recent.get_mut(topic) {
-            while recent.front().is_some_and(|oldest| now_ms - oldest.timestamp_ms > DEDUP_WINDOW_MS) {
+            while recent.front().is_some_and(|oldest| now_ms.saturating_sub(oldest.timestamp_ms) > DEDUP_WINDOW_MS) {
                 if let Some(oldest) = recent.pop_front() {
                     forgotten.push(oldest);
                 }

@@ -30,7 +30,7 @@ impl MvccStore {
         let Some(mut state) = self.topic(&request.topic).cloned() else {
             return Ok(TopicResponse { header_revision: self.current_revision, first_offset: 0 });
         };
-        let before = request.before.min(state.next_offset).min(state.first_offset + TRIM_STEP_MAX);
+        let before = request.before.min(state.next_offset).min(state.first_offset.saturating_add(TRIM_STEP_MAX));
         if before <= state.first_offset {
             return Ok(TopicResponse { header_revision: self.current_revision, first_offset: state.first_offset });
         }
@@ -57,7 +57,10 @@ impl MvccStore {
         }
         let needs_scan = limits.max_age.is_some() || limits.max_bytes.is_some_and(|max| state.bytes > max);
         if needs_scan {
-            let oldest_kept_ms = limits.max_age.map(|age| now_ms.saturating_sub(age.as_millis() as i64));
+            // Checked: a stored age too large for i64 (the API refuses them now; older data
+            // may hold one) keeps everything rather than wrapping to "all too old".
+            let oldest_kept_ms =
+                limits.max_age.map(|age| now_ms.saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX)));
             let mut excess = limits.max_bytes.map_or(0, |max| state.bytes.saturating_sub(max));
             let prefix = topic_prefix(topic);
             for value in self.event_values(&event_key(topic, cut), &prefix_end(&prefix))? {
@@ -67,10 +70,10 @@ impl MvccStore {
                     break;
                 }
                 excess = excess.saturating_sub(value.len() as u64);
-                cut = event.offset + 1;
+                cut = cut.max(event.offset.saturating_add(1));
             }
         }
-        let cut = cut.min(state.first_offset + TRIM_STEP_MAX);
+        let cut = cut.min(state.first_offset.saturating_add(TRIM_STEP_MAX));
         Ok((cut > state.first_offset).then_some(cut))
     }
 

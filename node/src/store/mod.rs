@@ -15,6 +15,7 @@ use std::sync::Mutex;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
+use keel_client::names::{self, NameError, NameRule};
 use serde::{Deserialize, Serialize};
 
 use crate::command::KeyValue;
@@ -36,6 +37,11 @@ pub const KEY_BYTES_MAX: usize = keel_client::store::KEY_BYTES_MAX;
 /// Database and table names: path segments of every record key.
 pub const NAME_BYTES_MAX: usize = keel_client::store::NAME_BYTES_MAX;
 
+/// The longest lifetime of a record, in seconds: etcd's MaxLeaseTTL less two expiry buckets,
+/// so the bucket's lease (which ends up to a bucket after the record) stays within MaxLeaseTTL.
+pub const TTL_MAX_SECS: i64 = keel_client::store::TTL_MAX_SECS;
+const _: () = assert!(TTL_MAX_SECS + 2 * EXPIRY_BUCKET_SECS <= crate::lease::LEASE_TTL_MAX_SECS);
+
 /// Keys per List response message.
 pub const LIST_PAGE_KEYS: usize = 1000;
 
@@ -45,12 +51,17 @@ pub enum StoreError {
     EmptyKey,
     #[error("store: key is longer than {KEY_BYTES_MAX} bytes")]
     KeyTooLong,
-    #[error("store: {what} {name:?} must not contain '/' and be at most {NAME_BYTES_MAX} bytes")]
-    BadName { what: &'static str, name: String },
+    /// A database or table name that breaks the one rule of `keel_client::names`.
+    #[error(transparent)]
+    Name(#[from] NameError),
     #[error("store: value is larger than {VALUE_BYTES_MAX} bytes")]
     ValueTooLarge,
     #[error("store: ttl must be greater than 0 seconds")]
     BadTtl,
+    #[error("store: ttl must be at most {TTL_MAX_SECS} seconds")]
+    TtlTooLarge,
+    #[error("store: expiry must be at most {TTL_MAX_SECS} seconds from now")]
+    ExpiryTooFar,
     #[error("store: expiry must be in the future")]
     ExpiryInPast,
     #[error("store: give ttl or expiry, not both")]
@@ -68,7 +79,7 @@ pub struct Table {
 
 impl Table {
     pub fn new(database: &str, table: &str) -> Result<Table, StoreError> {
-        Ok(Table { database: name("database", database)?, table: name("table", table)? })
+        Ok(Table { database: name(&names::STORE_DATABASE, database)?, table: name(&names::STORE_TABLE, table)? })
     }
 
     /// The prefix of every record of this table.
@@ -88,11 +99,9 @@ impl Table {
     }
 }
 
-fn name(what: &'static str, name: &str) -> Result<String, StoreError> {
+fn name(rule: &NameRule, name: &str) -> Result<String, StoreError> {
     let name = if name.is_empty() { DEFAULT_NAME } else { name };
-    if name.contains('/') || name.len() > NAME_BYTES_MAX {
-        return Err(StoreError::BadName { what, name: name.to_string() });
-    }
+    rule.check(name)?;
     Ok(name.to_string())
 }
 
@@ -135,7 +144,7 @@ impl Record {
         if self.expiry_ms == 0 {
             return 0;
         }
-        ms_to_secs_ceil((self.expiry_ms - now_ms).max(0))
+        ms_to_secs_ceil(self.expiry_ms.saturating_sub(now_ms).max(0))
     }
 
     /// The expiry in Unix seconds, rounded up (0 = never).
@@ -172,14 +181,24 @@ pub fn is_live(kv: &KeyValue, now_ms: i64) -> bool {
 }
 
 /// The absolute expiry (Unix ms) of a write: `ttl_secs` from now, or at `expiry_secs`;
-/// 0 = none.
+/// 0 = none. Either at most [`TTL_MAX_SECS`] from now.
 pub fn expiry_of(ttl_secs: Option<i64>, expiry_secs: Option<i64>, now_ms: i64) -> Result<i64, StoreError> {
+    const TTL_MAX_MS: i64 = TTL_MAX_SECS * 1000;
     match (ttl_secs, expiry_secs) {
         (None, None) => Ok(0),
         (Some(ttl), None) if ttl <= 0 => Err(StoreError::BadTtl),
+        (Some(ttl), None) if ttl > TTL_MAX_SECS => Err(StoreError::TtlTooLarge),
         (Some(ttl), None) => Ok(now_ms.saturating_add(ttl.saturating_mul(1000))),
-        (None, Some(at)) if at.saturating_mul(1000) <= now_ms => Err(StoreError::ExpiryInPast),
-        (None, Some(at)) => Ok(at.saturating_mul(1000)),
+        (None, Some(at)) => {
+            let at_ms = at.saturating_mul(1000);
+            if at_ms <= now_ms {
+                Err(StoreError::ExpiryInPast)
+            } else if at_ms.saturating_sub(now_ms) > TTL_MAX_MS {
+                Err(StoreError::ExpiryTooFar)
+            } else {
+                Ok(at_ms)
+            }
+        }
         (Some(_), Some(_)) => Err(StoreError::TtlAndExpiry),
     }
 }
@@ -222,7 +241,7 @@ pub struct ExpiryBuckets {
 impl ExpiryBuckets {
     /// The end of the bucket `expiry` falls in: the lease for it must not fire before.
     pub fn bucket_end(expiry: i64) -> i64 {
-        expiry.div_euclid(EXPIRY_BUCKET_SECS) * EXPIRY_BUCKET_SECS + EXPIRY_BUCKET_SECS
+        expiry.div_euclid(EXPIRY_BUCKET_SECS).saturating_add(1).saturating_mul(EXPIRY_BUCKET_SECS)
     }
 
     pub fn lease_for(&self, bucket_end: i64) -> i64 {
@@ -259,6 +278,22 @@ pub fn now_unix_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// Fuzz entry point for a store record as the etcd API can write it: `data` is the value at a
+/// record's key (the envelope's JSON, or anything), decoded and measured at a few clocks as
+/// reads do. Must never panic, whatever the envelope's expiry.
+#[doc(hidden)]
+pub fn fuzz_decode(data: &[u8]) {
+    let Ok(table) = Table::new("", "") else { return };
+    let kv = KeyValue { key: table.record_key("k"), value: data.to_vec(), ..KeyValue::default() };
+    for now_ms in [0, 1_700_000_000_000, i64::MAX] {
+        let _ = is_live(&kv, now_ms);
+        if let Some(record) = decode(&table, &kv, now_ms) {
+            let _ = (record.ttl_secs(now_ms), record.expiry_secs());
+            let _ = ExpiryBuckets::bucket_end(record.expiry_secs());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,6 +321,12 @@ mod tests {
         assert_eq!(expiry_of(None, Some(50), 50_300), Err(StoreError::ExpiryInPast));
         assert_eq!(expiry_of(None, Some(60), 50_300), Ok(60_000));
         assert_eq!(expiry_of(Some(4), Some(60), 50_300), Err(StoreError::TtlAndExpiry));
+        assert_eq!(expiry_of(Some(TTL_MAX_SECS), None, 50_300), Ok(50_300 + TTL_MAX_SECS * 1000));
+        assert_eq!(expiry_of(Some(TTL_MAX_SECS + 1), None, 50_300), Err(StoreError::TtlTooLarge));
+        assert_eq!(expiry_of(Some(i64::MAX), None, 50_300), Err(StoreError::TtlTooLarge));
+        assert_eq!(expiry_of(None, Some(i64::MAX), 50_300), Err(StoreError::ExpiryTooFar));
+        assert_eq!(expiry_of(None, Some(i64::MIN), 50_300), Err(StoreError::ExpiryInPast));
+        assert_eq!(expiry_of(None, Some(50 + TTL_MAX_SECS), 50_000), Ok((50 + TTL_MAX_SECS) * 1000));
         assert_eq!(ExpiryBuckets::bucket_end(54), 60);
         assert_eq!(ExpiryBuckets::bucket_end(60), 70);
     }
@@ -301,5 +342,25 @@ mod tests {
             vec!["b2", "b1"]
         );
         assert!(Table::new("a/b", "t").is_err());
+        assert!(Table::new("a\0b", "t").is_err());
+        assert!(Table::new("d", "t\u{1b}").is_err());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn fuzz_decode_never_panics(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            fuzz_decode(&data);
+        }
+
+        #[test]
+        fn fuzz_decode_survives_extreme_expiries(expiry_ms in proptest::prelude::any::<i64>(), flip in 0..64_usize) {
+            let mut data = encode(b"v", BTreeMap::new(), expiry_ms);
+            fuzz_decode(&data);
+            let at = flip % data.len();
+            data[at] ^= 0x55;
+            fuzz_decode(&data);
+        }
     }
 }

@@ -17,7 +17,7 @@ use super::super::group::{dead_letter_topic, IN_FLIGHT_DEFAULT, IN_FLIGHT_MAX};
 use super::super::{
     ConsumeOptions, ConsumeStart, Delivery, Events, GroupInfo, OutgoingEvent, PublishOptions, ReadOptions, Retention,
     Subscription, ACK_WAIT_MAX, DEAD_LETTER_DELIVERIES_KEY, DEAD_LETTER_GROUP_KEY, DEAD_LETTER_OFFSET_KEY,
-    DEAD_LETTER_TOPIC_KEY,
+    DEAD_LETTER_TOPIC_KEY, RETENTION_AGE_MAX,
 };
 use crate::error::Error;
 
@@ -37,6 +37,7 @@ const _: () = assert!(ACK_WAIT.as_millis() < QUIET.as_millis());
 pub(super) async fn run(events: &dyn Events, run: &str) {
     a_group_shares_each_event_once(events, run).await;
     a_nacked_event_is_delivered_again(events, run).await;
+    an_ack_that_settles_nothing_says_so(events, run).await;
     an_unacked_event_comes_back_after_its_ack_wait(events, run).await;
     out_of_attempts_an_event_goes_to_the_dead_letters(events, run).await;
     a_stream_without_group_sees_every_event_from_its_start(events, run).await;
@@ -157,6 +158,19 @@ async fn a_nacked_event_is_delivered_again(events: &dyn Events, run: &str) {
     again.ack().await.expect("ack");
 }
 
+/// Only an ack that settled a pending delivery is acknowledged: a second ack of one delivery
+/// (and an ack of anything not pending) is answered [`Error::NotPending`], never `Ok`.
+async fn an_ack_that_settles_nothing_says_so(events: &dyn Events, run: &str) {
+    let topic = format!("{run}-ack-twice");
+    events.publish(&topic, b"once".to_vec(), PublishOptions::default()).await.expect("publish");
+    let mut subscription = events.consume(&topic, ConsumeOptions::in_group("g")).await.expect("consume");
+    let delivery = next(&mut subscription, "ack twice").await;
+    assert_eq!(delivery.ack().await, Ok(()), "the first ack settles the delivery");
+    assert_eq!(delivery.ack().await, Err(Error::NotPending { offset: 0 }), "the second settles nothing");
+    let info = group(events, &topic, "g").await;
+    assert_eq!((info.ack_floor, info.pending), (1, 0));
+}
+
 async fn an_unacked_event_comes_back_after_its_ack_wait(events: &dyn Events, run: &str) {
     let topic = format!("{run}-ack-wait");
     events.publish(&topic, b"slow".to_vec(), PublishOptions::default()).await.expect("publish");
@@ -196,6 +210,7 @@ async fn out_of_attempts_an_event_goes_to_the_dead_letters(events: &dyn Events, 
     assert_eq!((&letters[0].metadata, letters[0].payload.as_slice()), (&expected, &b"poison"[..]));
     let info = group(events, &topic, "g").await;
     assert_eq!((info.ack_floor, info.pending, info.retry_limit), (1, 0, Some(0)), "a dead letter is settled");
+    assert_eq!(delivery.ack().await, Err(Error::NotPending { offset: 0 }), "too late: it is a dead letter");
 }
 
 async fn a_stream_without_group_sees_every_event_from_its_start(events: &dyn Events, run: &str) {
@@ -278,6 +293,15 @@ async fn invalid_subscriptions_are_rejected(events: &dyn Events, run: &str) {
         ("an empty topic", String::new(), ConsumeOptions::default()),
         ("a topic with '/'", format!("{topic}/x"), ConsumeOptions::default()),
         ("a group with '/'", topic.clone(), ConsumeOptions::in_group("a/b")),
+        ("a topic with NUL", format!("{topic}\0x"), ConsumeOptions::in_group("g")),
+        ("a topic with a control character", format!("{topic}\u{1b}[2J"), ConsumeOptions::default()),
+        ("a group with NUL", topic.clone(), ConsumeOptions::in_group("a\0b")),
+        ("a group with a newline", topic.clone(), ConsumeOptions::in_group("a\nb")),
+        (
+            "a consumer with a control character",
+            topic.clone(),
+            ConsumeOptions { consumer: Some("c\u{7}".into()), ..ConsumeOptions::in_group("g") },
+        ),
         (
             "an ack wait over the limit",
             topic.clone(),
@@ -297,4 +321,17 @@ async fn invalid_subscriptions_are_rejected(events: &dyn Events, run: &str) {
     assert!(matches!(groups, Err(Error::InvalidArgument(_))), "groups of an empty topic: {groups:?}");
     let retention = events.set_retention("", Retention::default()).await;
     assert!(matches!(retention, Err(Error::InvalidArgument(_))), "retention of an empty topic: {retention:?}");
+    let retention = events.set_retention(&format!("{topic}\0x"), Retention::default()).await;
+    assert!(matches!(retention, Err(Error::InvalidArgument(_))), "retention of a NUL topic: {retention:?}");
+    // An age that wrapped to -1 in milliseconds once emptied the topic: refused, and the topic
+    // keeps its events.
+    let dotted = format!("{run}.go.micro.topic.foo");
+    publish_numbered(events, &dotted, 2).await;
+    let forever = Retention { max_age: Some(RETENTION_AGE_MAX + Duration::from_millis(1)), ..Retention::default() };
+    let retention = events.set_retention(&dotted, forever).await;
+    assert!(matches!(retention, Err(Error::InvalidArgument(_))), "an age over the maximum: {retention:?}");
+    let longest = Retention { max_age: Some(RETENTION_AGE_MAX), ..Retention::default() };
+    events.set_retention(&dotted, longest).await.expect("the longest age, on a dotted topic as go-micro names them");
+    let mut subscription = events.consume(&dotted, ConsumeOptions::in_group("go.micro.group")).await.expect("consume");
+    assert_eq!(next_acked(&mut subscription, 2, "a century's retention keeps them").await, [0, 1]);
 }

@@ -211,3 +211,29 @@ async fn a_refusal_ends_the_subscription_instead_of_retrying() {
     let _output = script.await.expect("the script ran");
     server.abort();
 }
+
+#[tokio::test]
+async fn an_ack_the_cluster_says_settled_nothing_is_not_pending_and_the_stream_goes_on() {
+    let (events, mut opened, server) = scripted().await;
+    let script = tokio::spawn(async move {
+        let (mut requests, output) = next_stream(&mut opened).await;
+        subscribe_of(&mut requests).await;
+        send(&output, subscribed(0)).await;
+        send(&output, deliveries(&[(0, 1), (1, 1)])).await;
+        let settle = next_request(&mut requests).await;
+        assert!(matches!(&settle, Request::Settle(s) if s.acks == [0]), "{settle:?}");
+        // Offset 0 was settled elsewhere meanwhile (its ack wait ran out, another consumer acked).
+        send(&output, Ok(pb::ConsumeResponse { not_pending: vec![0], ..Default::default() })).await;
+        let settle = next_request(&mut requests).await;
+        assert!(matches!(&settle, Request::Settle(s) if s.acks == [1]), "{settle:?}");
+        send(&output, Ok(pb::ConsumeResponse { acked: vec![1], ..Default::default() })).await;
+        output
+    });
+    let mut subscription = events.consume("t", ConsumeOptions::in_group("g")).await.expect("subscribed");
+    let first = next_delivery(&mut subscription).await;
+    assert_eq!(first.ack().await, Err(Error::NotPending { offset: 0 }), "never reported acknowledged");
+    let second = next_delivery(&mut subscription).await;
+    assert_eq!(second.ack().await, Ok(()), "the stream carries on");
+    let _output = script.await.expect("the script ran");
+    server.abort();
+}

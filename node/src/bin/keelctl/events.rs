@@ -126,7 +126,8 @@ pub async fn run(command: Command, endpoints: &[String], format: Format) -> anyh
 
 /// Prints each delivery, then acknowledges it; stops after `count` events. An event is printed
 /// before its ack is replicated, so one printed just before a crash may come again: at least
-/// once, never lost.
+/// once, never lost. An ack that settles nothing (the event was settled elsewhere) is reported
+/// on stderr, not an error.
 async fn consume(
     events: &GrpcEvents,
     topic: &str,
@@ -140,7 +141,14 @@ async fn consume(
         let Some(delivery) = subscription.next().await else { break };
         let delivery = delivery?;
         output_events::delivery(format, &delivery.event, delivery.deliveries)?;
-        delivery.ack().await?;
+        match delivery.ack().await {
+            // Settled before this ack: another delivery of it was acknowledged (its ack wait ran
+            // out meanwhile) or it went to the dead letters. Nothing to redo here.
+            Err(keel_client::Error::NotPending { offset }) => {
+                eprintln!("events: offset {offset} was no longer pending when acknowledged; it was settled elsewhere");
+            }
+            answer => answer?,
+        }
         received += 1;
     }
     Ok(())

@@ -118,3 +118,42 @@ fn trims_delete_the_oldest_events_and_retention_says_where_to_cut() {
     assert_eq!(store.retention_cut("t", 5_500).expect("cut"), None, "nothing more to cut");
     assert_eq!(join(&mut store, "g", 0, None), (10, 10), "a new group from the earliest kept event");
 }
+
+#[test]
+fn a_group_of_a_topic_named_with_nul_survives_a_reopen() {
+    // Written before names had one rule: the API refuses such topics now, data dirs may hold them.
+    let (engine, mut store) = new_store();
+    let topic = "a\0b";
+    let events = vec![NewEvent { payload: b"e".to_vec(), ..NewEvent::default() }; 2];
+    apply(&mut store, Command::Publish(PublishRequest { topic: topic.into(), events, timestamp_ms: 1_000 }));
+    let options = GroupOptions { ack_wait_ms: 1_000, retry_limit: None, max_in_flight: 100 };
+    let join = GroupJoinRequest { topic: topic.into(), group: "g".into(), start: 0, options };
+    apply(&mut store, Command::GroupJoin(join));
+    let claim = GroupClaimRequest {
+        topic: topic.into(),
+        group: "g".into(),
+        consumer: "c".into(),
+        max: 1,
+        auto_ack: true,
+        now_ms: 1,
+    };
+    apply(&mut store, Command::GroupClaim(claim));
+    store.commit(WriteBatch::new()).expect("commit");
+
+    let reopened = MvccStore::open(engine).expect("reopen");
+    assert_eq!(reopened.groups(topic).len(), 1, "the group is still the topic's: {:?}", reopened.groups("a"));
+    assert_eq!(reopened.group(topic, "g").map(|g| g.cursor), Some(1), "and its acknowledged position with it");
+}
+
+#[test]
+fn a_stored_retention_age_too_large_for_milliseconds_keeps_every_event() {
+    // Applied before the API bounded ages: 2^64-1 ms once wrapped to -1 and emptied the topic.
+    let (_, mut store) = new_store();
+    publish(&mut store, "t", 3, 1_000);
+    let retention = Retention { max_age: Some(std::time::Duration::from_millis(u64::MAX)), ..Retention::default() };
+    apply(&mut store, Command::SetRetention(SetRetentionRequest { topic: "t".into(), retention }));
+    assert_eq!(store.retention_cut("t", 2_000).expect("cut"), None);
+    let forever = Retention { max_age: Some(std::time::Duration::MAX), ..Retention::default() };
+    apply(&mut store, Command::SetRetention(SetRetentionRequest { topic: "t".into(), retention: forever }));
+    assert_eq!(store.retention_cut("t", i64::MAX).expect("cut"), None);
+}
