@@ -92,7 +92,7 @@ async fn invalid_registrations_say_what_is_wrong() {
     let registry = MemoryRegistry::new();
     let no_id = Service::with_node("s", "1", Node::new("", "127.0.0.1:1"));
     let result = registry.register(&no_id, RegisterOptions::default()).await;
-    assert_eq!(result, Err(Error::InvalidArgument("a node of the service has an empty id".into())));
+    assert_eq!(result, Err(Error::InvalidArgument("registry: node id is empty".into())));
     let message = Error::Unavailable("x".into()).to_string();
     assert!(message.starts_with("cluster unavailable"), "{message}");
 }

@@ -41,7 +41,7 @@ fn service(name: &str, version: &str, node_id: &str, address: &str) -> Service {
     Service {
         name: name.into(),
         version: version.into(),
-        nodes: vec![Node { id: node_id.into(), address: address.into(), metadata: HashMap::new() }],
+        nodes: vec![Node { id: node_id.into(), address: address.into(), metadata: HashMap::new(), ..Node::default() }],
         ..Default::default()
     }
 }
@@ -440,4 +440,102 @@ fn contains_object(value: &serde_json::Value, wanted: &serde_json::Value) -> boo
             serde_json::Value::Array(items) => items.iter().any(|v| contains_object(v, wanted)),
             _ => false,
         }
+}
+
+/// What go-micro v2.9 (field order of v2.9 to v4.10.1) writes for a stock server: `{}` on
+/// endpoint metadata, `[]` and nested `values`, `null` for nil, Go's HTML escapes (`\u003c`,
+/// `\u003e`, `\u0026`, `\u2028`) and raw UTF-8 for the rest.
+const GO_MICRO_V2: &str = r#"{"name":"shapes-v2","version":"1.0.0","metadata":{"owner":"café \u003cops\u003e \u0026 co"},"endpoints":[{"name":"Greeter.Hello","request":{"name":"HelloRequest","type":"HelloRequest","values":[{"name":"name","type":"string","values":null},{"name":"tags","type":"[]string","values":[]},{"name":"inner","type":"Inner","values":[{"name":"deep","type":"Deep","values":[]}]}]},"response":{"name":"HelloResponse","type":"HelloResponse","values":[]},"metadata":{}},{"name":"Greeter.Stream","request":null,"response":null,"metadata":{"stream":"true"}}],"nodes":[{"id":"shapes-v2-1","address":"127.0.0.1:9001","metadata":{"emoji":"😀","line":"a\u2028b"}}]}"#;
+
+/// What go-micro v5.30 writes: `Node` and `Endpoint` fields in the order of v4.10.2 and later
+/// (go-micro #2632 reordered them for struct alignment). Two nodes of one version.
+const GO_MICRO_V5_NODE_1: &str = r#"{"name":"shapes-v5","version":"latest","metadata":{"a":"1"},"endpoints":[{"request":{"name":"Req","type":"Req","values":[]},"response":{"name":"Rsp","type":"Rsp","values":null},"metadata":{},"name":"S.M"}],"nodes":[{"metadata":{"registry":"etcd"},"id":"shapes-v5-1","address":"127.0.0.1:9101"}]}"#;
+const GO_MICRO_V5_NODE_2: &str = r#"{"name":"shapes-v5","version":"latest","metadata":{"a":"1"},"endpoints":[{"request":{"name":"Req","type":"Req","values":[]},"response":{"name":"Rsp","type":"Rsp","values":null},"metadata":{},"name":"S.M"}],"nodes":[{"metadata":{"registry":"etcd"},"id":"shapes-v5-2","address":"127.0.0.1:9102"}]}"#;
+/// The two v5 registrations as one service: the first's document, both nodes as stored.
+const GO_MICRO_V5_GROUPED: &str = r#"{"name":"shapes-v5","version":"latest","metadata":{"a":"1"},"endpoints":[{"request":{"name":"Req","type":"Req","values":[]},"response":{"name":"Rsp","type":"Rsp","values":null},"metadata":{},"name":"S.M"}],"nodes":[{"metadata":{"registry":"etcd"},"id":"shapes-v5-1","address":"127.0.0.1:9101"},{"metadata":{"registry":"etcd"},"id":"shapes-v5-2","address":"127.0.0.1:9102"}]}"#;
+
+/// Fields absent rather than null (a hand-written or non-Go registration).
+const ABSENT_FIELDS: &str = r#"{"name":"shapes-absent","nodes":[{"id":"shapes-absent-1","address":"127.0.0.1:9004"}]}"#;
+
+/// Fields go-micro does not know, with numbers Keel's types have no place for.
+const EXTRA_FIELDS: &str = r#"{"name":"shapes-extra","version":"","metadata":null,"endpoints":null,"nodes":[{"id":"shapes-extra-1","address":"127.0.0.1:9003","metadata":null,"weight":1.50}],"ttl":30,"big":12345678901234567890,"ratio":-1.5e-7}"#;
+
+/// (key, stored bytes) of every shape, written as go-micro writes them.
+const SHAPES: [(&str, &str); 5] = [
+    ("/micro/registry/shapes-v2/shapes-v2-1", GO_MICRO_V2),
+    ("/micro/registry/shapes-v5/shapes-v5-1", GO_MICRO_V5_NODE_1),
+    ("/micro/registry/shapes-v5/shapes-v5-2", GO_MICRO_V5_NODE_2),
+    ("/micro/registry/shapes-absent/shapes-absent-1", ABSENT_FIELDS),
+    ("/micro/registry/shapes-extra/shapes-extra-1", EXTRA_FIELDS),
+];
+
+/// (service, what reading it through Keel must encode to).
+const SHAPES_READ: [(&str, &str); 4] = [
+    ("shapes-v2", GO_MICRO_V2),
+    ("shapes-v5", GO_MICRO_V5_GROUPED),
+    ("shapes-absent", ABSENT_FIELDS),
+    ("shapes-extra", EXTRA_FIELDS),
+];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn registrations_read_through_keel_re_encode_to_the_bytes_go_micro_wrote() {
+    let cluster = TestCluster::start(Server::Keel, 1).await;
+    let mut etcd = cluster.client().await;
+    let native = registry(&cluster, 0).await;
+    let client = GrpcRegistry::connect(&cluster.endpoints()).await.expect("connect");
+    let mut client_watch = client.watch(WatchOptions::default()).await.expect("keel-client watch");
+    let keelctl_watch = keelctl_background(&cluster.endpoints_csv(), &["-o", "json", "registry", "watch"]);
+    wait_until_watching(&keelctl_watch, &native).await;
+
+    // Phase 1: go-micro's registrations, written as go-micro writes them.
+    for (key, json) in SHAPES {
+        etcd.put(key, json, None).await.expect("put");
+    }
+
+    // Phase 2: the native gRPC API carries each node's stored bytes.
+    for (key, json) in SHAPES {
+        let name = key.split('/').nth(3).expect("a registry key");
+        let found = retry_unavailable(|| {
+            let mut native = native.clone();
+            async move { native.get_service(GetServiceRequest { name: name.into() }).await }
+        });
+        let services = found.await.expect("get service").services;
+        let node = services.iter().flat_map(|service| &service.nodes).find(|node| key.ends_with(&node.id));
+        assert_eq!(node.map(|node| node.stored_json.as_str()), Some(json), "{key}");
+    }
+
+    // Phase 3: keel-client's services encode to those bytes: get, list and watch.
+    for (name, json) in SHAPES_READ {
+        let services = client.get_service(name).await.expect("get_service");
+        assert_eq!(services.len(), 1, "{services:?}");
+        assert_eq!(services[0].to_json(), json, "get_service({name})");
+    }
+    let listed = client.list_services().await.expect("list_services");
+    for (name, json) in SHAPES_READ {
+        let service = listed.iter().find(|service| service.name == name).expect("listed");
+        assert_eq!(service.to_json(), json, "list_services: {name}");
+    }
+    let mut created = Vec::new();
+    while created.len() < SHAPES.len() {
+        let result = tokio::time::timeout(WATCH_TIMEOUT, client_watch.next()).await.expect("a watch result in time");
+        let result = result.expect("watch");
+        if result.service.name.starts_with("shapes-") {
+            assert_eq!(result.action.as_str(), "create");
+            created.push(result.service.to_json());
+        }
+    }
+    assert_eq!(created, SHAPES.map(|(_, json)| json.to_string()), "keel-client watch results");
+
+    // Phase 4: `keelctl -o json` prints them: get, and watch.
+    for (name, json) in SHAPES_READ {
+        let printed = tokio::task::block_in_place(|| keelctl(&cluster, &["-o", "json", "registry", "get", name]));
+        assert_eq!(printed.exited, Some(true), "{printed:?}");
+        assert_eq!(printed.stdout, format!("[{json}]\n"), "keelctl registry get {name}");
+    }
+    let expected: Vec<String> =
+        SHAPES.iter().map(|(_, json)| format!(r#"{{"action":"create","service":{json}}}"#)).collect();
+    let printed = keelctl_watch
+        .wait_for_stdout(WATCH_TIMEOUT, "every shape", |out| expected.iter().all(|line| out.contains(line.as_str())))
+        .await;
+    printed.unwrap_or_else(|e| panic!("keelctl registry watch: {e}"));
 }

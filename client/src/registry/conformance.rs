@@ -29,6 +29,9 @@ pub async fn run(registry: Arc<dyn Registry>) {
     get_of_unknown_service_is_not_found(&*registry, &names).await;
     register_get_list_deregister(&*registry, &names).await;
     invalid_requests_are_rejected(&*registry, &names).await;
+    names_that_would_share_a_key_are_refused(&*registry, &names).await;
+    a_name_with_a_slash_is_not_its_dashed_twin(&*registry, &names).await;
+    reads_carry_the_stored_bytes(&*registry, &names).await;
     versions_are_grouped(&*registry, &names).await;
     watch_reports_create_update_delete(&*registry, &names).await;
     ttl_expiry_deletes(&*registry, &names).await;
@@ -69,6 +72,7 @@ fn service(name: &str, version: &str, node_id: &str) -> Service {
             id: node_id.into(),
             address: "127.0.0.1:7000".into(),
             metadata: BTreeMap::from([("protocol".to_string(), "grpc".to_string())]),
+            ..Node::default()
         }],
     }
 }
@@ -120,6 +124,83 @@ async fn invalid_requests_are_rejected(registry: &dyn Registry, names: &Names) {
         assert!(matches!(result, Err(Error::InvalidArgument(_))), "register with a TTL of {ttl:?}: {result:?}");
     }
     assert_eq!(registry.get_service(&service.name).await, Err(Error::NotFound), "refused registrations wrote nothing");
+}
+
+/// `result` is `InvalidArgument` and its message names `field`.
+fn assert_invalid(result: &crate::Result<impl std::fmt::Debug>, field: &str, what: &str) {
+    match result {
+        Err(Error::InvalidArgument(message)) => {
+            assert!(message.contains(field), "{what}: {message:?} names no {field}")
+        }
+        other => panic!("{what}: {other:?}, expected InvalidArgument"),
+    }
+}
+
+async fn names_that_would_share_a_key_are_refused(registry: &dyn Registry, names: &Names) {
+    let name = names.service("names");
+    // go-micro would store these under another name's key, or outside the service's prefix.
+    for bad in [format!("{name}/api"), ".".to_string(), "..".to_string()] {
+        let bad = service(&bad, "1", "n");
+        let registered = registry.register(&bad, RegisterOptions::default()).await;
+        assert_invalid(&registered, "service name", &format!("register {:?}", bad.name));
+        let deregistered = registry.deregister(&bad).await;
+        assert_invalid(&deregistered, "service name", &format!("deregister {:?}", bad.name));
+    }
+    for bad_id in ["a/b", ".", "..", ""] {
+        let registered = registry.register(&service(&name, "1", bad_id), RegisterOptions::default()).await;
+        assert_invalid(&registered, "node id", &format!("register node id {bad_id:?}"));
+    }
+    for bad in ["", ".", ".."] {
+        assert_invalid(&registry.get_service(bad).await, "service name", &format!("get_service({bad:?})"));
+        let watch = registry.watch(WatchOptions::service(bad)).await.map(|_| ());
+        assert_invalid(&watch, "service name", &format!("watch({bad:?})"));
+    }
+    assert_eq!(registry.get_service(&name).await, Err(Error::NotFound), "nothing refused was registered");
+}
+
+async fn a_name_with_a_slash_is_not_its_dashed_twin(registry: &dyn Registry, names: &Names) {
+    // go-micro stores "<run>-pay/api" under the key prefix of "<run>-pay-api".
+    let dashed = service(&names.service("pay-api"), "1", "node-1");
+    let slashed = format!("{}/api", names.service("pay"));
+    registry.register(&dashed, RegisterOptions::default()).await.expect("register");
+    assert_eq!(registry.get_service(&slashed).await, Err(Error::NotFound), "a lookup of {slashed:?} finds no twin");
+    assert_eq!(registry.get_service(&dashed.name).await, Ok(vec![dashed.clone()]), "the dashed name is found");
+    registry.deregister(&dashed).await.expect("deregister");
+}
+
+async fn reads_carry_the_stored_bytes(registry: &dyn Registry, names: &Names) {
+    let name = names.service("stored");
+    let mut watcher = registry.watch(WatchOptions::service(&name)).await.expect("watch");
+
+    // Phase 1: a service built in code is stored as go-micro's json.Marshal of it, and reads
+    // carry those bytes.
+    let typed = service(&name, "1", "typed");
+    registry.register(&typed, RegisterOptions::default()).await.expect("register");
+    let found = registry.get_service(&name).await.expect("get_service");
+    assert_eq!(
+        found[0].nodes[0].stored_json.as_deref(),
+        Some(typed.to_json().as_str()),
+        "get carries the stored bytes"
+    );
+    let created = next_of(watcher.as_mut(), &name).await;
+    assert_eq!(created.service.nodes[0].stored_json.as_deref(), Some(typed.to_json().as_str()), "watch does too");
+
+    // Phase 2: a service decoded from go-micro v5's JSON (its field order, `{}` and `[]`) is
+    // registered as exactly those bytes, and read back as them.
+    let v5 = format!(
+        r#"{{"name":"{name}","version":"2","metadata":{{}},"endpoints":[{{"request":{{"name":"Req","type":"Req","values":[]}},"response":null,"metadata":{{}},"name":"S.M"}}],"nodes":[{{"metadata":{{}},"id":"v5","address":"127.0.0.1:7002"}}]}}"#
+    );
+    let decoded = Service::from_json(v5.as_bytes()).expect("go-micro's JSON decodes");
+    registry.register(&decoded, RegisterOptions::default()).await.expect("register the decoded service");
+    let found = registry.get_service(&name).await.expect("get_service");
+    let version_2 = found.iter().find(|service| service.version == "2").expect("version 2 is registered");
+    assert_eq!(version_2.to_json(), v5, "re-encodes to go-micro's bytes");
+    let created = next_of(watcher.as_mut(), &name).await;
+    assert_eq!(created.service.to_json(), v5, "the watch result re-encodes to go-micro's bytes");
+
+    for registration in [&typed, &decoded] {
+        registry.deregister(registration).await.expect("deregister");
+    }
 }
 
 async fn versions_are_grouped(registry: &dyn Registry, names: &Names) {

@@ -1,5 +1,9 @@
 //! Conversions between the registry types and their protobuf form (`keel.v1`). Lossless both
-//! ways: protobuf's empty map, empty list and absent message are the JSON's `null`s.
+//! ways: protobuf's empty map, empty list and absent message are the typed fields' empties,
+//! and a node's stored document travels in `stored_json` (empty for none), which is what
+//! keeps go-micro's `{}`, `[]` and field order that the typed fields cannot.
+
+use std::sync::Arc;
 
 use keel_proto::v1 as pb;
 
@@ -37,13 +41,23 @@ impl From<&Service> for pb::Service {
 
 impl From<pb::Node> for Node {
     fn from(node: pb::Node) -> Node {
-        Node { id: node.id, address: node.address, metadata: node.metadata.into_iter().collect() }
+        Node {
+            id: node.id,
+            address: node.address,
+            metadata: node.metadata.into_iter().collect(),
+            stored_json: (!node.stored_json.is_empty()).then(|| Arc::from(node.stored_json)),
+        }
     }
 }
 
 impl From<Node> for pb::Node {
     fn from(node: Node) -> pb::Node {
-        pb::Node { id: node.id, address: node.address, metadata: node.metadata.into_iter().collect() }
+        pb::Node {
+            id: node.id,
+            address: node.address,
+            metadata: node.metadata.into_iter().collect(),
+            stored_json: node.stored_json.as_deref().unwrap_or_default().to_string(),
+        }
     }
 }
 
@@ -96,5 +110,17 @@ mod tests {
         let back = Service::from(pb::Service::from(&service));
         assert_eq!(back, service);
         assert_eq!(back.to_json(), json);
+    }
+
+    #[test]
+    fn the_stored_document_survives_protobuf() {
+        // go-micro v5's field order and empties, which the typed fields alone would lose.
+        let json = r#"{"name":"s","version":"1","metadata":{},"endpoints":[{"request":{"name":"R","type":"R","values":[]},"response":null,"metadata":{},"name":"E"}],"nodes":[{"metadata":{},"id":"n","address":"127.0.0.1:1"}]}"#;
+        let service = Service::from_json(json.as_bytes()).expect("valid JSON");
+        let message = pb::Service::from(&service);
+        assert_eq!(message.nodes[0].stored_json, json);
+        let back = Service::from(message);
+        assert_eq!(back.to_json(), json);
+        assert_eq!(back.nodes[0].stored_json.as_deref(), Some(json));
     }
 }

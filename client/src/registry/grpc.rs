@@ -15,8 +15,8 @@ use tonic::Streaming;
 
 use super::registration::{self, Keeper, Registration};
 use super::{
-    ttl_seconds, validate_deregister, validate_register, Action, RegisterOptions, Registry, Service, WatchOptions,
-    WatchResult, Watcher,
+    ttl_seconds, validate_deregister, validate_lookup, validate_register, Action, RegisterOptions, Registry, Service,
+    WatchOptions, WatchResult, Watcher,
 };
 use crate::cluster::{self, Cluster};
 use crate::error::{Error, Result};
@@ -91,6 +91,7 @@ impl Registry for GrpcRegistry {
     }
 
     async fn get_service(&self, name: &str) -> Result<Vec<Service>> {
+        validate_lookup(name)?;
         let request = pb::GetServiceRequest { name: name.to_string() };
         let response = self
             .cluster
@@ -113,6 +114,10 @@ impl Registry for GrpcRegistry {
     }
 
     async fn watch(&self, options: WatchOptions) -> Result<Box<dyn Watcher>> {
+        if let Some(name) = &options.service {
+            // Also keeps Some("") from meaning "every service" on the wire.
+            validate_lookup(name)?;
+        }
         let service = options.service.unwrap_or_default();
         let (member, stream, revision) = self.open_watch(&service, 0).await?;
         Ok(Box::new(GrpcWatcher {

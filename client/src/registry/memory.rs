@@ -1,6 +1,7 @@
 //! [`MemoryRegistry`]: the registry inside the process, for unit tests of services and callers.
-//! It models what the cluster does — one key per node, leases with TTLs, watch actions in the
-//! order of the changes — with tokio's clock, so tests can use `tokio::time::pause()`.
+//! It models what the cluster does — one key per node holding go-micro's JSON, leases with
+//! TTLs, watch actions in the order of the changes, the same name rules, reads that return the
+//! stored documents — with tokio's clock, so tests can use `tokio::time::pause()`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -11,8 +12,10 @@ use tokio::sync::{broadcast, Notify};
 use tokio::time::Instant;
 
 use super::registration::{self, Keeper, Registration};
+use super::types::Node;
 use super::{
-    node_key, service_prefix, ttl_seconds, validate_deregister, validate_register, validate_ttl, Action,
+    group, node_key, service_prefix, ttl_seconds, validate_deregister, validate_lookup, validate_register, validate_ttl,
+    Action,
     RegisterOptions, Registry, Service, WatchOptions, WatchResult, Watcher,
 };
 use crate::error::{Error, Result};
@@ -51,6 +54,8 @@ struct State {
 }
 
 struct Stored {
+    /// The registration as the cluster stores it: the service with this one node, the node's
+    /// `stored_json` set to the bytes the cluster would hold.
     service: Service,
     /// 0: no lease.
     lease_id: i64,
@@ -100,10 +105,10 @@ impl MemoryRegistry {
         let lease_id = if ttl.is_zero() { 0 } else { state.lease_for(service, ttl, now) };
         for node in &service.nodes {
             let key = node_key(&service.name, &node.id);
-            let value = Service { nodes: vec![node.clone()], ..service_without_nodes(service) };
+            let value = stored_registration(service, node);
             let action = match state.nodes.get(&key) {
                 None => Action::Create,
-                Some(stored) if stored.service == value && stored.lease_id == lease_id => continue,
+                Some(stored) if same_bytes(&stored.service, &value) && stored.lease_id == lease_id => continue,
                 Some(_) => Action::Update,
             };
             state.attach(&key, lease_id);
@@ -136,21 +141,19 @@ impl MemoryRegistry {
         }
     }
 
-    /// Every stored node whose key starts with `prefix`, grouped into one service per name and
-    /// version (the first node seen gives the service's metadata and endpoints).
-    fn grouped(&self, prefix: &str) -> Vec<Service> {
+    /// Every stored node whose key starts with `prefix` (and whose service is `name`, when
+    /// given), grouped as the cluster groups them.
+    fn grouped(&self, prefix: &str, name: Option<&str>) -> Vec<Service> {
         let mut state = self.inner.lock();
         state.expire(Instant::now(), &self.inner.events);
-        let mut services: BTreeMap<(String, String), Service> = BTreeMap::new();
-        for (_, stored) in state.nodes.range(prefix.to_string()..).take_while(|(key, _)| key.starts_with(prefix)) {
-            let service = &stored.service;
-            services
-                .entry((service.name.clone(), service.version.clone()))
-                .or_insert_with(|| service_without_nodes(service))
-                .nodes
-                .extend(service.nodes.iter().cloned());
-        }
-        services.into_values().collect()
+        let registrations = state
+            .nodes
+            .range(prefix.to_string()..)
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .map(|(_, stored)| &stored.service)
+            .filter(|service| name.is_none_or(|name| service.name == name))
+            .cloned();
+        group(registrations)
     }
 }
 
@@ -171,7 +174,8 @@ impl Registry for MemoryRegistry {
     }
 
     async fn get_service(&self, name: &str) -> Result<Vec<Service>> {
-        let services = self.grouped(&service_prefix(name));
+        validate_lookup(name)?;
+        let services = self.grouped(&service_prefix(name), Some(name));
         if services.is_empty() {
             return Err(Error::NotFound);
         }
@@ -179,19 +183,22 @@ impl Registry for MemoryRegistry {
     }
 
     async fn list_services(&self) -> Result<Vec<Service>> {
-        Ok(self.grouped(super::KEY_PREFIX))
+        Ok(self.grouped(super::KEY_PREFIX, None))
     }
 
     async fn watch(&self, options: WatchOptions) -> Result<Box<dyn Watcher>> {
         let prefix = match &options.service {
-            Some(name) => service_prefix(name),
+            Some(name) => {
+                validate_lookup(name)?;
+                service_prefix(name)
+            }
             None => super::KEY_PREFIX.to_string(),
         };
         let mut state = self.inner.lock();
         // Expire first, so the deletions due now are not reported as changes after the watch.
         state.expire(Instant::now(), &self.inner.events);
         let events = self.inner.events.subscribe();
-        Ok(Box::new(MemoryWatcher { events: Some(events), prefix }))
+        Ok(Box::new(MemoryWatcher { events: Some(events), prefix, service: options.service }))
     }
 
     async fn keep_registered(&self, service: &Service, options: RegisterOptions) -> Result<Registration> {
@@ -276,14 +283,27 @@ impl State {
     }
 }
 
-fn service_without_nodes(service: &Service) -> Service {
-    Service {
+/// The registration of one node as the cluster stores it, with the stored bytes attached as a
+/// read from the cluster returns them (a node registered again with a document it was read
+/// with keeps that document, as on the cluster).
+fn stored_registration(service: &Service, node: &Node) -> Service {
+    let mut registration = Service {
         name: service.name.clone(),
         version: service.version.clone(),
         metadata: service.metadata.clone(),
         endpoints: service.endpoints.clone(),
-        nodes: Vec::new(),
-    }
+        nodes: vec![node.clone()],
+    };
+    let json = registration.to_json();
+    registration.nodes[0].stored_json = Some(Arc::from(json));
+    registration
+}
+
+/// Whether two stored registrations hold the same bytes (equal services may not: `{}` and
+/// `null`, field order).
+fn same_bytes(a: &Service, b: &Service) -> bool {
+    let json = |service: &Service| service.nodes.first().and_then(|node| node.stored_json.clone());
+    json(a) == json(b)
 }
 
 /// Expires leases on time, so watchers see deletions even when nobody calls the registry.
@@ -309,6 +329,13 @@ struct MemoryWatcher {
     /// None once stopped.
     events: Option<broadcast::Receiver<Event>>,
     prefix: String,
+    /// The one service watched (its key prefix may hold others, see `service_prefix`).
+    service: Option<String>,
+}
+
+/// Whether a watcher of `prefix` (and of `service`, when given) reports `event`.
+fn wanted(event: &Event, prefix: &str, service: Option<&str>) -> bool {
+    event.key.starts_with(prefix) && service.is_none_or(|name| event.result.service.name == name)
 }
 
 #[async_trait]
@@ -317,7 +344,7 @@ impl Watcher for MemoryWatcher {
         let Some(events) = &mut self.events else { return Err(Error::WatchStopped) };
         loop {
             match events.recv().await {
-                Ok(event) if event.key.starts_with(&self.prefix) => return Ok(event.result),
+                Ok(event) if wanted(&event, &self.prefix, self.service.as_deref()) => return Ok(event.result),
                 Ok(_) => continue,
                 Err(broadcast::error::RecvError::Lagged(skipped)) => return Err(Error::WatchLagged { skipped }),
                 Err(broadcast::error::RecvError::Closed) => {

@@ -20,15 +20,20 @@ mod convert;
 pub mod go_json;
 mod grpc;
 mod memory;
+pub mod names;
 mod registration;
 mod selector;
+mod stored;
 mod types;
 
 pub use grpc::GrpcRegistry;
 pub use memory::{MemoryRegistry, WATCH_EVENTS_MAX};
+pub use names::{NameError, NAME_BYTES_MAX};
 pub use registration::{Registration, RegistrationStatus};
 pub use selector::{Selector, Strategy};
-pub use types::{node_key, service_prefix, Endpoint, Node, Service, Value, KEY_PREFIX};
+#[doc(hidden)]
+pub use stored::fuzz_registration;
+pub use types::{group, node_key, service_prefix, Endpoint, Node, Service, Value, KEY_PREFIX};
 
 /// A service registry. Object-safe: hold it as `Arc<dyn Registry>`.
 ///
@@ -169,35 +174,34 @@ pub(crate) fn validate_ttl(ttl: Duration) -> Result<()> {
 }
 
 /// The checks the cluster makes before registering, so both implementations reject the same
-/// input with the same words.
+/// input with the same words (the cluster's, see [`names`]).
 pub(crate) fn validate_register(service: &Service) -> Result<()> {
-    validate_name(service)?;
-    if service.nodes.is_empty() {
-        return Err(Error::InvalidArgument("the service has no node to register".into()));
-    }
-    validate_node_ids(service)
+    validate_written_names(service, "the service has no node to register")
 }
 
 pub(crate) fn validate_deregister(service: &Service) -> Result<()> {
-    validate_name(service)?;
+    validate_written_names(service, "the service has no node to deregister")
+}
+
+/// The checks the cluster makes on a service name it looks up (get, watch).
+pub(crate) fn validate_lookup(name: &str) -> Result<()> {
+    names::check_looked_up(names::SERVICE_NAME, name).map_err(invalid_name)
+}
+
+fn validate_written_names(service: &Service, no_node: &str) -> Result<()> {
+    names::check_written(names::SERVICE_NAME, &service.name).map_err(invalid_name)?;
     if service.nodes.is_empty() {
-        return Err(Error::InvalidArgument("the service has no node to deregister".into()));
+        return Err(Error::InvalidArgument(no_node.into()));
     }
-    validate_node_ids(service)
-}
-
-fn validate_name(service: &Service) -> Result<()> {
-    if service.name.is_empty() {
-        return Err(Error::InvalidArgument("the service name is empty".into()));
+    for node in &service.nodes {
+        names::check_written(names::NODE_ID, &node.id).map_err(invalid_name)?;
     }
     Ok(())
 }
 
-fn validate_node_ids(service: &Service) -> Result<()> {
-    if service.nodes.iter().any(|node| node.id.is_empty()) {
-        return Err(Error::InvalidArgument("a node of the service has an empty id".into()));
-    }
-    Ok(())
+/// The words the cluster uses, so an error reads the same from either implementation.
+fn invalid_name(error: NameError) -> Error {
+    Error::InvalidArgument(format!("registry: {error}"))
 }
 
 #[cfg(test)]

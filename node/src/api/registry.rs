@@ -15,7 +15,8 @@ use tonic::{Request, Response, Status};
 use super::lease::new_lease_id;
 use super::status::to_status;
 use crate::command::{
-    Command, CommandResponse, DeleteRangeRequest, RangeRequest, RegisterRequest, RequestOp, TxnRequest,
+    Command, CommandResponse, Compare, CompareResult, CompareTarget, DeleteRangeRequest, RangeRequest, RegisterRequest,
+    RequestOp, TxnRequest,
 };
 use crate::error::ServerError;
 use crate::member::Member;
@@ -25,6 +26,12 @@ use crate::watch::{CreateWatch, Session, WatchInput, WatchOutput};
 
 /// Watch responses queued for a client slow to read them.
 const WATCH_QUEUE_MAX: usize = 64;
+
+/// Rounds of read-then-delete one Deregister makes. A round fails only when a node it is
+/// removing changed between its read and its delete (registered again, by go-micro perhaps);
+/// three such races in a row mean the keys change faster than a deregistration can land, and
+/// the caller is told to retry (the call is idempotent).
+const DEREGISTER_ROUNDS_MAX: usize = 3;
 
 pub struct RegistryService {
     member: Arc<Member>,
@@ -42,6 +49,7 @@ impl RegistryService {
         }
         let ttl_secs = if ttl_secs == 0 { 0 } else { ttl_secs.max(self.member.lease_ttl_min_secs) };
         let puts = registry::registration_puts(service)?;
+        self.refuse_to_overwrite_others(service).await?;
         let propose = |lease_id| {
             let request = RegisterRequest { lease_id, ttl_secs, puts: puts.clone() };
             self.member.propose(Command::Register(request))
@@ -58,31 +66,84 @@ impl RegistryService {
         Ok(pb::RegisterResponse { lease_id: response.lease_id, revision: response.header_revision })
     }
 
-    async fn deregister(&self, service: &Service) -> Result<pb::DeregisterResponse, ServerError> {
-        registry::validate_deregistration(service)?;
-        let deletes = service
-            .nodes
-            .iter()
-            .map(|node| {
-                let key = registry::node_key(&service.name, &node.id);
-                RequestOp::DeleteRange(DeleteRangeRequest { key, ..DeleteRangeRequest::default() })
-            })
-            .collect();
-        let command = Command::Txn(TxnRequest { compare: Vec::new(), success: deletes, failure: Vec::new() });
-        match self.member.propose(command).await? {
-            CommandResponse::Txn(response) => Ok(pb::DeregisterResponse { revision: response.header_revision }),
-            _ => Err(ServerError::Mismatched),
+    /// Refuses a registration whose key holds another one (go-micro's service `a/b` lives
+    /// under the key of `a-b`, its node `n/1` under the key of `n-1`). Linearizable: no
+    /// registration acknowledged before this call is overwritten. One written after this read
+    /// and before the Register applies still can be (Register has no compare); that takes a
+    /// go-micro service and a Keel one choosing colliding names and the same node id at once.
+    async fn refuse_to_overwrite_others(&self, service: &Service) -> Result<(), ServerError> {
+        self.member.read_barrier().await?;
+        for node in &service.nodes {
+            let key = registry::node_key(&service.name, &node.id);
+            let stored = self.read_key(&key)?;
+            if let Some(kv) = stored.kvs.first() {
+                registry::holds_only(&kv.value, &key, &service.name, &node.id)?;
+            }
         }
+        Ok(())
     }
 
-    /// Every registration under `prefix`, grouped, at a linearizable point.
-    async fn read(&self, prefix: Vec<u8>) -> Result<(Vec<Service>, i64), ServerError> {
+    /// Deletes the keys of the nodes named, but only those holding that very node's
+    /// registration: a key shared with go-micro's `a/b` (or node `n/1`) is left alone. Each
+    /// delete compares the key's revision with the one read, so a node registered again in
+    /// between is not removed by mistake.
+    async fn deregister(&self, service: &Service) -> Result<pb::DeregisterResponse, ServerError> {
+        registry::validate_deregistration(service)?;
+        for _ in 0..DEREGISTER_ROUNDS_MAX {
+            self.member.read_barrier().await?;
+            let mut compare = Vec::new();
+            let mut deletes = Vec::new();
+            let mut revision = 0;
+            for node in &service.nodes {
+                let key = registry::node_key(&service.name, &node.id);
+                let stored = self.read_key(&key)?;
+                revision = stored.header_revision;
+                let Some(kv) = stored.kvs.first() else { continue };
+                let own = registry::decode(&kv.value).is_some_and(|held| {
+                    registry::is_of(&held, &service.name) && held.nodes.iter().any(|held| held.id == node.id)
+                });
+                if !own {
+                    continue;
+                }
+                let target = CompareTarget::Mod(kv.mod_revision);
+                compare.push(Compare { result: CompareResult::Equal, target, key: key.clone(), range_end: Vec::new() });
+                deletes.push(RequestOp::DeleteRange(DeleteRangeRequest { key, ..DeleteRangeRequest::default() }));
+            }
+            if deletes.is_empty() {
+                return Ok(pb::DeregisterResponse { revision });
+            }
+            let command = Command::Txn(TxnRequest { compare, success: deletes, failure: Vec::new() });
+            match self.member.propose(command).await? {
+                CommandResponse::Txn(response) if response.succeeded => {
+                    return Ok(pb::DeregisterResponse { revision: response.header_revision })
+                }
+                // A node changed since the read: read again.
+                CommandResponse::Txn(_) => continue,
+                _ => return Err(ServerError::Mismatched),
+            }
+        }
+        Err(ServerError::Timeout)
+    }
+
+    /// One key as this member has it (callers pass the read barrier first).
+    fn read_key(&self, key: &[u8]) -> Result<crate::command::RangeResponse, ServerError> {
+        let request = RangeRequest { key: key.to_vec(), ..RangeRequest::default() };
+        Ok(self.member.shared().mvcc().range(&request)?)
+    }
+
+    /// Every registration under `prefix` (of the service `name` only, when given: go-micro's
+    /// `a/b` shares the prefix of `a-b`), grouped, at a linearizable point.
+    async fn read(&self, prefix: Vec<u8>, name: Option<&str>) -> Result<(Vec<Service>, i64), ServerError> {
         self.member.read_barrier().await?;
         let range_end = registry::prefix_end(&prefix);
         let request = RangeRequest { key: prefix, range_end, ..RangeRequest::default() };
         let response = self.member.shared().mvcc().range(&request)?;
-        let services = registry::group(response.kvs.iter().filter_map(|kv| registry::decode(&kv.value)));
-        Ok((services, response.header_revision))
+        let registrations = response
+            .kvs
+            .iter()
+            .filter_map(|kv| registry::decode(&kv.value))
+            .filter(|registration| name.is_none_or(|name| registry::is_of(registration, name)));
+        Ok((registry::group(registrations), response.header_revision))
     }
 }
 
@@ -117,10 +178,8 @@ impl Registry for RegistryService {
         request: Request<pb::GetServiceRequest>,
     ) -> Result<Response<pb::GetServiceResponse>, Status> {
         let name = request.into_inner().name;
-        if name.is_empty() {
-            return Err(status(RegistryError::EmptyName.into()));
-        }
-        let (services, revision) = self.read(registry::service_prefix(&name)).await.map_err(status)?;
+        registry::validate_lookup(&name).map_err(|error| status(error.into()))?;
+        let (services, revision) = self.read(registry::service_prefix(&name), Some(&name)).await.map_err(status)?;
         if services.is_empty() {
             return Err(status(RegistryError::NotFound.into()));
         }
@@ -132,7 +191,7 @@ impl Registry for RegistryService {
         &self,
         _request: Request<pb::ListServicesRequest>,
     ) -> Result<Response<pb::ListServicesResponse>, Status> {
-        let (services, revision) = self.read(registry::PREFIX.as_bytes().to_vec()).await.map_err(status)?;
+        let (services, revision) = self.read(registry::PREFIX.as_bytes().to_vec(), None).await.map_err(status)?;
         let services = services.into_iter().map(pb::Service::from).collect();
         Ok(Response::new(pb::ListServicesResponse { services, revision }))
     }
@@ -146,7 +205,10 @@ impl Registry for RegistryService {
         }
         let prefix = match request.service.as_str() {
             "" => registry::PREFIX.as_bytes().to_vec(),
-            name => registry::service_prefix(name),
+            name => {
+                registry::validate_lookup(name).map_err(|error| status(error.into()))?;
+                registry::service_prefix(name)
+            }
         };
         let create = CreateWatch {
             range_end: registry::prefix_end(&prefix),
@@ -170,15 +232,24 @@ impl Registry for RegistryService {
             session.run(input_rx).await;
         });
         let start_revision = request.start_revision;
-        let responses = ReceiverStream::new(output_rx)
-            .filter_map(move |output| async move { watch_response(output, start_revision) });
+        // Arc: each response's filter needs the name, and the stream outlives this call.
+        let service: Option<Arc<str>> = (!request.service.is_empty()).then(|| Arc::from(request.service));
+        let responses = ReceiverStream::new(output_rx).filter_map(move |output| {
+            let service = service.clone();
+            async move { watch_response(output, start_revision, service.as_deref()) }
+        });
         Ok(Response::new(Box::pin(responses)))
     }
 }
 
 /// One session output as a registry watch response; `None` for outputs a registry watcher has
-/// no use for (progress).
-fn watch_response(output: WatchOutput, start_revision: i64) -> Option<Result<pb::WatchResponse, Status>> {
+/// no use for (progress). A watch of one service keeps only its results: its key prefix also
+/// holds go-micro's registrations of the name with `/` for `-` (and the other way round).
+fn watch_response(
+    output: WatchOutput,
+    start_revision: i64,
+    service: Option<&str>,
+) -> Option<Result<pb::WatchResponse, Status>> {
     match output {
         WatchOutput::Created { refused: Some(reason), .. } => Some(Err(Status::resource_exhausted(reason))),
         WatchOutput::Created { revision, .. } => {
@@ -191,10 +262,13 @@ fn watch_response(output: WatchOutput, start_revision: i64) -> Option<Result<pb:
                 .iter()
                 .filter_map(|watched| {
                     let previous = watched.prev_kv.as_ref().map(|kv| kv.value.as_slice());
-                    let (action, service) = registry::watch_result(&watched.event, previous)?;
+                    let (action, changed) = registry::watch_result(&watched.event, previous)?;
+                    if !service.is_none_or(|name| registry::is_of(&changed, name)) {
+                        return None;
+                    }
                     Some(pb::Result {
                         action: action.as_str().to_string(),
-                        service: Some(service.into()),
+                        service: Some(changed.into()),
                         timestamp,
                         revision: watched.event.revision(),
                     })

@@ -22,6 +22,7 @@ pub fn to_status(error: &ServerError) -> Status {
         ServerError::Mvcc(MvccError::LeaseExists) => (Code::FailedPrecondition, "etcdserver: lease already exists"),
         ServerError::Mvcc(MvccError::Storage(_)) => return Status::internal(error.to_string()),
         ServerError::Registry(RegistryError::NotFound) => return Status::not_found(error.to_string()),
+        ServerError::Registry(RegistryError::KeyHeld { .. }) => return Status::failed_precondition(error.to_string()),
         ServerError::Registry(_) => return Status::invalid_argument(error.to_string()),
         ServerError::Store(StoreError::NotFound) => return Status::not_found(error.to_string()),
         ServerError::Store(_) => return Status::invalid_argument(error.to_string()),

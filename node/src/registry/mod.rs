@@ -3,11 +3,15 @@
 //! exactly as go-micro's etcd registry writes it, so Go services on go-micro and Rust services
 //! on `keel-client` see each other.
 //!
+//! Names follow `keel_client::registry::names`: Keel writes only names that are their own key
+//! segment (no `/`, not `.` or `..`), and readers keep only registrations whose stored name is
+//! the one asked for, since go-micro stores `a/b` under the key prefix of `a-b`. A node read
+//! carries its stored bytes, so every view gives back what go-micro wrote.
+//!
 //! Pure: keys, values, validation and grouping. The API layer proposes and reads.
 
-use std::collections::BTreeMap;
-
-use keel_client::registry::{Node, Service};
+use keel_client::registry::names::{self, NameError};
+use keel_client::registry::Service;
 
 use crate::command::KeyValuePair;
 use crate::mvcc::{Event, EventKind};
@@ -15,33 +19,38 @@ use crate::mvcc::{Event, EventKind};
 /// go-micro's etcd registry prefix (one definition, shared with the client).
 pub const PREFIX: &str = keel_client::registry::KEY_PREFIX;
 
-/// Service names and node ids longer than this are refused: they are path segments of keys
-/// that every watcher of the registry matches against.
-pub const NAME_BYTES_MAX: usize = 256;
+/// Service names and node ids longer than this are refused (one definition, shared with the
+/// client, whose in-memory registry applies the same rules; the reason is given there).
+pub const NAME_BYTES_MAX: usize = keel_client::registry::NAME_BYTES_MAX;
 
 /// One node's registration (the service's JSON with that node) may be at most this large:
 /// endpoints and metadata fit easily; anything bigger belongs in the Store.
 pub const REGISTRATION_BYTES_MAX: usize = 64 * 1024;
 
-/// Nodes one Register call may carry (each one key of one atomic command).
+/// Nodes one Register or Deregister call may carry (each one key of one atomic command; a
+/// Deregister also compares each, and etcd's limit of 128 operations per Txn must hold).
 pub const NODES_PER_REGISTRATION_MAX: usize = 64;
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RegistryError {
-    #[error("registry: service name is empty")]
-    EmptyName,
+    /// A service name or node id that go-micro's layout would not keep as its own key segment
+    /// (or that is empty or too long).
+    #[error("registry: {0}")]
+    InvalidName(#[from] NameError),
     #[error("registry: a registration needs at least one node")]
     NoNodes,
     #[error("registry: at most {NODES_PER_REGISTRATION_MAX} nodes per registration")]
     TooManyNodes,
-    #[error("registry: node id is empty")]
-    EmptyNodeId,
-    #[error("registry: {what} is longer than {NAME_BYTES_MAX} bytes")]
-    NameTooLong { what: &'static str },
     #[error("registry: ttl_seconds must not be negative")]
     NegativeTtl,
     #[error("registry: a registration is larger than {REGISTRATION_BYTES_MAX} bytes")]
     TooLarge,
+    /// The node's key holds another registration (go-micro stores service `a/b` under the key
+    /// of `a-b`, and node `n/1` under the key of `n-1`): registering would overwrite it.
+    #[error(
+        "registry: key {key:?} holds node {node_id:?} of service {service:?}; not overwriting another registration"
+    )]
+    KeyHeld { key: String, service: String, node_id: String },
     #[error("service not found")]
     NotFound,
 }
@@ -69,54 +78,68 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
-/// Checks a Register request: a name, 1..=64 nodes each with an id, names within bounds.
+/// Checks a Register request: names that are their own key segments, 1..=64 nodes.
 pub fn validate_registration(service: &Service, ttl_secs: i64) -> Result<(), RegistryError> {
-    validate_name(service)?;
+    validate_written_names(service)?;
     if ttl_secs < 0 {
         return Err(RegistryError::NegativeTtl);
-    }
-    if service.nodes.is_empty() {
-        return Err(RegistryError::NoNodes);
     }
     if service.nodes.len() > NODES_PER_REGISTRATION_MAX {
         return Err(RegistryError::TooManyNodes);
     }
-    validate_node_ids(service)
+    Ok(())
 }
 
-/// Checks a Deregister request: a name and node ids.
+/// Checks a Deregister request: names that are their own key segments, 1..=64 nodes.
 pub fn validate_deregistration(service: &Service) -> Result<(), RegistryError> {
-    validate_name(service)?;
+    validate_written_names(service)?;
+    if service.nodes.len() > NODES_PER_REGISTRATION_MAX {
+        return Err(RegistryError::TooManyNodes);
+    }
+    Ok(())
+}
+
+/// Checks the service name of a GetService or Watch: any name go-micro can register under
+/// the prefix, `/` included (see [`is_of`]).
+pub fn validate_lookup(name: &str) -> Result<(), RegistryError> {
+    Ok(names::check_looked_up(names::SERVICE_NAME, name)?)
+}
+
+fn validate_written_names(service: &Service) -> Result<(), RegistryError> {
+    names::check_written(names::SERVICE_NAME, &service.name)?;
     if service.nodes.is_empty() {
         return Err(RegistryError::NoNodes);
     }
-    validate_node_ids(service)
-}
-
-pub fn validate_name(service: &Service) -> Result<(), RegistryError> {
-    if service.name.is_empty() {
-        return Err(RegistryError::EmptyName);
-    }
-    if service.name.len() > NAME_BYTES_MAX {
-        return Err(RegistryError::NameTooLong { what: "service name" });
-    }
-    Ok(())
-}
-
-fn validate_node_ids(service: &Service) -> Result<(), RegistryError> {
     for node in &service.nodes {
-        if node.id.is_empty() {
-            return Err(RegistryError::EmptyNodeId);
-        }
-        if node.id.len() > NAME_BYTES_MAX {
-            return Err(RegistryError::NameTooLong { what: "node id" });
-        }
+        names::check_written(names::NODE_ID, &node.id)?;
     }
     Ok(())
+}
+
+/// Whether a registration read under the key prefix of `name` is of the service `name`:
+/// go-micro stores `a/b` under the prefix of `a-b`, and neither may pass for the other.
+pub fn is_of(registration: &Service, name: &str) -> bool {
+    registration.name == name
+}
+
+/// Whether the value stored at the key of (`name`, `node_id`) is that very node's
+/// registration, or something that is not a registration. `Err` names the other registration
+/// it holds (go-micro's `a/b` node `n/1` is stored under the key of `a-b` node `n-1`).
+pub fn holds_only(value: &[u8], key: &[u8], name: &str, node_id: &str) -> Result<(), RegistryError> {
+    let Some(holder) = decode(value) else { return Ok(()) };
+    match holder.nodes.as_slice() {
+        [node] if is_of(&holder, name) && node.id == node_id => Ok(()),
+        nodes => Err(RegistryError::KeyHeld {
+            key: String::from_utf8_lossy(key).into_owned(),
+            service: holder.name.clone(),
+            node_id: nodes.first().map(|node| node.id.clone()).unwrap_or_default(),
+        }),
+    }
 }
 
 /// The (key, value) of each node of `service`, the value being the service with that node
-/// only, as go-micro's `Register` writes it.
+/// only, as go-micro's `Register` writes it, or the node's stored document when it describes
+/// exactly that (a registration read and registered again keeps its bytes).
 pub fn registration_puts(service: &Service) -> Result<Vec<KeyValuePair>, RegistryError> {
     service
         .nodes
@@ -134,30 +157,14 @@ pub fn registration_puts(service: &Service) -> Result<Vec<KeyValuePair>, Registr
 }
 
 /// A registry value; `None` for anything under the prefix that is not one (another tool's
-/// key), which readers skip as go-micro does.
+/// key), which readers skip as go-micro does. Its node keeps the stored bytes.
 pub fn decode(value: &[u8]) -> Option<Service> {
     Service::from_json(value).ok()
 }
 
 /// go-micro's grouping: one service per (name, version) with the nodes of every registration
-/// of it, sorted by name then version, nodes by id.
-pub fn group(registrations: impl IntoIterator<Item = Service>) -> Vec<Service> {
-    let mut grouped: BTreeMap<(String, String), Service> = BTreeMap::new();
-    for registration in registrations {
-        let key = (registration.name.clone(), registration.version.clone());
-        match grouped.get_mut(&key) {
-            Some(service) => service.nodes.extend(registration.nodes),
-            None => {
-                grouped.insert(key, registration);
-            }
-        }
-    }
-    let mut services: Vec<Service> = grouped.into_values().collect();
-    for service in &mut services {
-        service.nodes.sort_by(|a: &Node, b: &Node| a.id.cmp(&b.id));
-    }
-    services
-}
+/// of it, sorted by name then version, nodes by id (one definition, shared with the client).
+pub use keel_client::registry::group;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
@@ -192,6 +199,8 @@ pub fn watch_result(event: &Event, previous: Option<&[u8]>) -> Option<(Action, S
 
 #[cfg(test)]
 mod tests {
+    use keel_client::registry::Node;
+
     use super::*;
 
     fn service(name: &str, version: &str, nodes: &[&str]) -> Service {
@@ -242,9 +251,29 @@ mod tests {
 
     #[test]
     fn bad_registrations_are_refused_with_a_reason() {
-        assert_eq!(validate_registration(&service("", "1", &["x"]), 10), Err(RegistryError::EmptyName));
-        assert_eq!(validate_registration(&service("a", "1", &[]), 10), Err(RegistryError::NoNodes));
-        assert_eq!(validate_registration(&service("a", "1", &[""]), 10), Err(RegistryError::EmptyNodeId));
-        assert_eq!(validate_registration(&service("a", "1", &["x"]), -1), Err(RegistryError::NegativeTtl));
+        let check = |service: Service, ttl_secs| validate_registration(&service, ttl_secs).map_err(|e| e.to_string());
+        assert_eq!(check(service("", "1", &["x"]), 10), Err("registry: service name is empty".into()));
+        assert_eq!(check(service("a", "1", &[]), 10), Err("registry: a registration needs at least one node".into()));
+        assert_eq!(check(service("a", "1", &[""]), 10), Err("registry: node id is empty".into()));
+        assert_eq!(check(service("a", "1", &["x"]), -1), Err("registry: ttl_seconds must not be negative".into()));
+        let slash = check(service("pay/api", "1", &["x"]), 10).expect_err("'/' is refused");
+        assert!(slash.starts_with(r#"registry: service name "pay/api" contains '/'"#), "{slash}");
+        for step in [".", ".."] {
+            let refused = check(service("a", "1", &[step]), 10).expect_err("a path step is refused");
+            assert!(refused.starts_with(&format!("registry: node id {step:?} is a path step")), "{refused}");
+            assert!(validate_deregistration(&service(step, "1", &["x"])).is_err());
+            assert!(validate_lookup(step).is_err());
+        }
+        assert_eq!(validate_lookup("pay/api"), Ok(()));
+    }
+
+    #[test]
+    fn a_read_keeps_only_the_service_asked_for() {
+        let slashed = decode(br#"{"name":"pay/api","nodes":[{"id":"n1"}]}"#).expect("decodes");
+        let dashed = decode(br#"{"name":"pay-api","nodes":[{"id":"n2"}]}"#).expect("decodes");
+        // Both live under service_prefix("pay-api") == service_prefix("pay/api").
+        assert_eq!(service_prefix("pay/api"), service_prefix("pay-api"));
+        assert!(is_of(&slashed, "pay/api") && !is_of(&slashed, "pay-api"));
+        assert!(is_of(&dashed, "pay-api") && !is_of(&dashed, "pay/api"));
     }
 }

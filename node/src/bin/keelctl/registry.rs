@@ -61,7 +61,7 @@ pub async fn run(command: Command, endpoints: &[String], format: Format) -> anyh
     let registry = GrpcRegistry::connect(endpoints).await?;
     match command {
         Command::Register { service, version, node_id, address, metadata, ttl } => {
-            let node = Node { id: node_id, address, metadata: metadata.into_iter().collect() };
+            let node = Node { id: node_id, address, metadata: metadata.into_iter().collect(), ..Node::default() };
             let service = Service { name: service, version, nodes: vec![node], ..Service::default() };
             register(&registry, service, Duration::from_secs(ttl), format).await
         }
