@@ -667,13 +667,38 @@ impl RunningMember {
         }
     }
 
-    /// Resolves when a server stopped on its own (an error): the member cannot serve any more.
+    /// Resolves when the member cannot go on: a server stopped on its own, or the Raft core
+    /// stopped (a storage failure such as a full disk, or a panic). openraft never restarts a
+    /// stopped core, so the member would stay up answering nothing: the caller exits instead
+    /// and a supervisor restarts it, as etcd does.
     pub async fn failed(&mut self) -> String {
-        match self.servers.join_next().await {
-            Some(Ok(Err(e))) => format!("server failed: {e}"),
-            Some(Err(e)) => format!("server task failed: {e}"),
-            Some(Ok(Ok(()))) => "server stopped".into(),
-            None => std::future::pending().await,
+        let raft = self.member.raft.clone();
+        tokio::select! {
+            failure = first_server_failure(&mut self.servers) => failure,
+            failure = raft_core_stopped(&raft) => format!("raft stopped: {failure}"),
+        }
+    }
+}
+
+async fn first_server_failure(servers: &mut JoinSet<Result<(), tonic::transport::Error>>) -> String {
+    match servers.join_next().await {
+        Some(Ok(Err(e))) => format!("server failed: {e}"),
+        Some(Err(e)) => format!("server task failed: {e}"),
+        Some(Ok(Ok(()))) => "server stopped".into(),
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves when openraft reports its core stopped (`running_state`), or its task ended
+/// without saying so (the metrics sender dropped, as on a panic).
+async fn raft_core_stopped(raft: &Raft) -> String {
+    let mut metrics = raft.metrics();
+    loop {
+        if let Err(fatal) = &metrics.borrow_watched().running_state {
+            return fatal.to_string();
+        }
+        if metrics.changed().await.is_err() {
+            return "the Raft core task ended".into();
         }
     }
 }
