@@ -201,17 +201,62 @@ impl TestCluster {
 
     /// (Re)starts member `i` on its data dir with its original flags.
     pub fn start_member(&mut self, i: usize) {
+        let (binary, args) = (self.binary.clone(), self.members[i].args.clone());
+        self.spawn_member(i, &binary, &args);
+    }
+
+    /// (Re)starts member `i` as `start_member` does, but unable to write any file past `bytes`:
+    /// writes beyond fail with EFBIG (SIGXFSZ is ignored, so they fail rather than kill), as
+    /// they would on a full disk, without needing root to fill one. Through `sh` (`trap`,
+    /// `ulimit -f`, then `exec`), so the member keeps the pid the harness knows.
+    pub fn start_member_with_file_size_limit(&mut self, i: usize, bytes: u64) {
+        // POSIX `ulimit -f` counts 512-byte blocks.
+        let blocks = bytes.div_ceil(512).to_string();
+        let binary = self.binary.display().to_string();
+        let mut prefix: Vec<String> =
+            vec!["-c".into(), r#"trap '' XFSZ; ulimit -f "$1"; shift; exec "$@""#.into(), "sh".into(), blocks, binary];
+        prefix.extend(self.members[i].args.iter().cloned());
+        self.spawn_member(i, Path::new("sh"), &prefix);
+    }
+
+    fn spawn_member(&mut self, i: usize, program: &Path, args: &[String]) {
         let member = &mut self.members[i];
         assert!(member.child.is_none(), "{} is already running", member.name);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&member.log_path).expect("log file");
-        let child = Command::new(&self.binary)
-            .args(&member.args)
+        let child = Command::new(program)
+            .args(args)
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
             .stdin(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.binary.display()));
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
         member.child = Some(child);
+    }
+
+    /// Sets `flag` of member `i` to `value` for its next start (`--initial-cluster-state
+    /// existing` for a member that rejoins with an empty data dir); adds it if absent.
+    pub fn set_member_flag(&mut self, i: usize, flag: &str, value: &str) {
+        let args = &mut self.members[i].args;
+        match args.iter().position(|arg| arg == flag) {
+            Some(at) if at + 1 < args.len() => args[at + 1] = value.to_string(),
+            _ => args.extend([flag.to_string(), value.to_string()]),
+        }
+    }
+
+    /// Waits up to `timeout` for member `i` to exit by itself and returns how it ended; a member
+    /// still running then is killed (-9) and the answer is an error.
+    pub async fn wait_exit(&mut self, i: usize, timeout: Duration) -> Result<std::process::ExitStatus, String> {
+        let mut child = self.members[i].child.take().expect("member running");
+        let exited = wait_for_some(timeout, "the member to exit by itself", || {
+            let status = child.try_wait().expect("wait for member");
+            async move { status }
+        })
+        .await;
+        if exited.is_err() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        exited.map_err(|e| format!("{}: {e}", self.members[i].name))
     }
 
     /// kill -9: no shutdown, no flush, exactly a crash.

@@ -12,6 +12,12 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// How long a member that cannot go on (its Raft core stopped) tries to stop cleanly before it
+/// exits anyway: a failed disk may keep a flush from finishing, and exiting, so that a
+/// supervisor restarts the member, matters more than a clean stop. Long enough for the
+/// servers to close their connections and RocksDB to cancel its background work.
+const FATAL_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 fn main() -> std::process::ExitCode {
     let flags = Flags::parse();
     let config = match flags.validate() {
@@ -60,7 +66,13 @@ async fn run(config: keel_node::config::MemberConfig) -> Result<(), String> {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("received SIGINT, shutting down"),
         _ = sigterm.recv() => tracing::info!("received SIGTERM, shutting down"),
-        failure = running.failed() => return Err(failure),
+        failure = running.failed() => {
+            tracing::error!("fatal: {failure}; this member exits so that a supervisor can restart it");
+            if tokio::time::timeout(FATAL_SHUTDOWN_TIMEOUT, running.shutdown()).await.is_err() {
+                tracing::error!("shutdown did not finish within {FATAL_SHUTDOWN_TIMEOUT:?}; exiting anyway");
+            }
+            return Err(failure);
+        }
     }
     running.shutdown().await;
     Ok(())

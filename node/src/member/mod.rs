@@ -9,6 +9,7 @@ mod read_barrier;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,12 +26,14 @@ use crate::config::{self, MemberConfig};
 use crate::error::ServerError;
 use crate::lease;
 use crate::limits::{GRPC_OVERHEAD_BYTES, PEER_MESSAGE_BYTES_MAX, PEER_RESPONSE_BYTES_MAX, REQUEST_TIMEOUT};
+use crate::raft::watermark::{self, Mark, Watermark};
 use crate::raft::{
-    self, AckPolicy, ClientWriteError, Config, ForwardError, ForwardRequest, ForwardResponse, LeaseAuthority,
-    LeaseTime, LogStore, MemberId, MemberNode, NetworkFactory, PeerClients, PeerCredentials, PeerGate, PeerSecret,
-    PeerService, Raft, RaftMetrics, Refusal, SharedState, SnapshotPolicy, StateMachine,
+    self, AckPolicy, CheckError, ClientWriteError, Config, ForwardError, ForwardRequest, ForwardResponse,
+    LeaseAuthority, LeaseTime, LogDamage, LogStore, MemberId, MemberNode, NetworkFactory, PeerClients,
+    PeerCredentials, PeerGate, PeerSecret, PeerService, Raft, RaftMetrics, Refusal, SharedState, SnapshotPolicy,
+    StateMachine,
 };
-use crate::storage::{Durability, Engine, RocksEngine, Table, WriteBatch};
+use crate::storage::{Direction, Durability, Engine, KeyRange, OpenError, RocksEngine, Table, WriteBatch};
 use crate::watch::SessionLimits;
 
 const IDENTITY_KEY: &[u8] = b"identity";
@@ -399,18 +402,105 @@ async fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, StartError> 
     Ok(listeners)
 }
 
-fn open_engine(config: &MemberConfig) -> Result<Arc<dyn Engine>, StartError> {
+/// The opened engine, and the write-ahead log file the previous process was writing (found
+/// before RocksDB replays and replaces it), for damage messages.
+fn open_engine(config: &MemberConfig) -> Result<(Arc<dyn Engine>, Option<PathBuf>), StartError> {
     let data_dir = &config.data_dir;
     std::fs::create_dir_all(data_dir)
         .map_err(|e| StartError(format!("cannot access data directory {}: {e}", data_dir.display())))?;
     let path = data_dir.join("db");
+    let live_wal = crate::storage::newest_write_ahead_log(&path);
     let engine = if config.unsafe_ack_before_fsync {
         RocksEngine::open_unsafe_volatile(&path)
     } else {
         RocksEngine::open(&path)
     }
-    .map_err(|e| StartError(format!("cannot open data directory {}: {e}", data_dir.display())))?;
-    Ok(Arc::new(engine))
+    .map_err(|e| match e {
+        OpenError::Damaged { detail, .. } => damaged(config, &detail),
+        OpenError::Failed(e) => StartError(format!("cannot open data directory {}: {e}", data_dir.display())),
+    })?;
+    Ok((Arc::new(engine), live_wal))
+}
+
+/// The refusal to start on a damaged data dir: what is wrong, why starting would be unsafe,
+/// and how to recover.
+fn damaged(config: &MemberConfig, what: &str) -> StartError {
+    let data_dir = config.data_dir.display();
+    StartError(format!(
+        "data directory {data_dir} is damaged: {what}. Refusing to start: serving from it could lose \
+         acknowledged writes or break Raft's promises to the other members. To recover, restore this member \
+         from the others: remove {data_dir} and start the member again with --initial-cluster-state existing, \
+         so that it copies everything from the leader (a single-member cluster has no other copy: restore \
+         the directory from a backup)"
+    ))
+}
+
+/// Refuses a data dir that lost its identity record but still holds Raft state: the identity
+/// is written first, before anything else, so it can only be missing through damage, and
+/// making up a new one from the flags could give the member another's id.
+fn check_identity_present(
+    engine: &Arc<dyn Engine>,
+    config: &MemberConfig,
+    recorded: Option<Mark>,
+) -> Result<(), StartError> {
+    let unreadable =
+        |e: crate::storage::StorageError| StartError(format!("data directory {}: {e}", config.data_dir.display()));
+    if engine.get(Table::RaftMeta, IDENTITY_KEY).map_err(unreadable)?.is_some() {
+        return Ok(());
+    }
+    let mut holds_state = recorded.is_some_and(|mark| mark != Mark::default());
+    for table in Table::ALL {
+        if holds_state {
+            break;
+        }
+        engine
+            .scan(table, KeyRange::all(), Direction::Forward, &mut |_, _| {
+                // Any key at all: the identity, the only one that could be first, is missing.
+                holds_state = true;
+                false
+            })
+            .map_err(unreadable)?;
+    }
+    if holds_state {
+        let database = config.data_dir.join("db");
+        return Err(damaged(
+            config,
+            &format!(
+                "the member identity record (raft_meta/identity in the RocksDB database {}) is missing although \
+                 the directory holds Raft state",
+                database.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a log or vote that is behind what this member made durable before (see
+/// `raft::watermark`), naming the file that most likely lost it.
+fn check_log_intact(
+    engine: &Arc<dyn Engine>,
+    recorded: Option<Mark>,
+    watermark_path: &Path,
+    config: &MemberConfig,
+    live_wal: Option<&Path>,
+) -> Result<(), StartError> {
+    match raft::check_intact(engine.as_ref(), recorded, watermark_path) {
+        Ok(()) => Ok(()),
+        Err(CheckError::Unreadable(e)) => {
+            Err(StartError(format!("data directory {}: raft log: {e}", config.data_dir.display())))
+        }
+        Err(CheckError::Damaged(damage)) => {
+            let database = config.data_dir.join("db");
+            let culprit = match (&damage, live_wal) {
+                (LogDamage::LogEndsEarly { .. }, Some(wal)) => format!(
+                    "the write-ahead log {} most likely lost its end (cut short, or its last block damaged)",
+                    wal.display()
+                ),
+                _ => format!("the RocksDB database {} lost records", database.display()),
+            };
+            Err(damaged(config, &format!("{damage}; {culprit}")))
+        }
+    }
 }
 
 /// The member's identity: read back from its data dir, or derived from the flags on first start.
@@ -449,6 +539,13 @@ fn raft_config(config: &MemberConfig) -> Result<Arc<Config>, StartError> {
         // fsync, rather than after it: one fsync less on the critical path of every write.
         // Commit still needs a majority of fsyncs, the leader's own counted only once done.
         broadcast_submitted_on_append: Some(true),
+        // A follower whose log went back (its damaged data dir removed, as the refusal to start
+        // tells the operator to do) is replicated to again from scratch. openraft's default
+        // treats that as a bug: a debug build's leader panics, a release build's retries the
+        // same conflict for ever, so one member's disk could stop the leader or never heal.
+        // Start-up checks refuse every reverted log they can see, so a reversion reaching the
+        // leader is an operator's deliberate recovery.
+        allow_log_reversion: Some(true),
         ..Default::default()
     };
     raft_config.validate().map(Arc::new).map_err(|e| StartError(format!("raft configuration: {e}")))
@@ -459,7 +556,13 @@ fn raft_config(config: &MemberConfig) -> Result<Arc<Config>, StartError> {
 pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
     let peer_listeners = bind_all(&config.listen_peer).await?;
     let client_listeners = bind_all(&config.listen_client).await?;
-    let engine = open_engine(&config)?;
+    let (engine, live_wal) = open_engine(&config)?;
+    let watermark_path = config.data_dir.join(watermark::FILE_NAME);
+    let recorded = watermark::read(&watermark_path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::InvalidData => damaged(&config, &e.to_string()),
+        _ => StartError(format!("cannot read {}: {e}", watermark_path.display())),
+    })?;
+    check_identity_present(&engine, &config, recorded)?;
     let (identity, first_start) = identity(&engine, &config)?;
     if identity.name != config.name {
         tracing::warn!(stored = %identity.name, flag = %config.name, "data dir belongs to another name; keeping the stored one");
@@ -472,8 +575,11 @@ pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
         );
     }
     let ack = if config.unsafe_ack_before_fsync { AckPolicy::UnsafeBeforeFsync } else { AckPolicy::AfterFsync };
-    let log_store =
-        LogStore::open(engine.clone(), ack, identity.member_id).map_err(|e| StartError(format!("raft log: {e}")))?;
+    check_log_intact(&engine, recorded, &watermark_path, &config, live_wal.as_deref())?;
+    let watermark = Watermark::open(&watermark_path, recorded.unwrap_or_default())
+        .map_err(|e| StartError(format!("cannot write {}: {e}", watermark_path.display())))?;
+    let log_store = LogStore::open(engine.clone(), ack, identity.member_id, Arc::new(watermark))
+        .map_err(|e| StartError(format!("raft log: {e}")))?;
     raft::remove_incoming(&config.data_dir.join("snapshots"));
     let state_machine = StateMachine::open(engine.clone(), &config.data_dir.join("snapshots"))
         .map_err(|e| StartError(format!("state machine: {e}")))?;
@@ -594,13 +700,38 @@ impl RunningMember {
         }
     }
 
-    /// Resolves when a server stopped on its own (an error): the member cannot serve any more.
+    /// Resolves when the member cannot go on: a server stopped on its own, or the Raft core
+    /// stopped (a storage failure such as a full disk, or a panic). openraft never restarts a
+    /// stopped core, so the member would stay up answering nothing: the caller exits instead
+    /// and a supervisor restarts it, as etcd does.
     pub async fn failed(&mut self) -> String {
-        match self.servers.join_next().await {
-            Some(Ok(Err(e))) => format!("server failed: {e}"),
-            Some(Err(e)) => format!("server task failed: {e}"),
-            Some(Ok(Ok(()))) => "server stopped".into(),
-            None => std::future::pending().await,
+        let raft = self.member.raft.clone();
+        tokio::select! {
+            failure = first_server_failure(&mut self.servers) => failure,
+            failure = raft_core_stopped(&raft) => format!("raft stopped: {failure}"),
+        }
+    }
+}
+
+async fn first_server_failure(servers: &mut JoinSet<Result<(), tonic::transport::Error>>) -> String {
+    match servers.join_next().await {
+        Some(Ok(Err(e))) => format!("server failed: {e}"),
+        Some(Err(e)) => format!("server task failed: {e}"),
+        Some(Ok(Ok(()))) => "server stopped".into(),
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves when openraft reports its core stopped (`running_state`), or its task ended
+/// without saying so (the metrics sender dropped, as on a panic).
+async fn raft_core_stopped(raft: &Raft) -> String {
+    let mut metrics = raft.metrics();
+    loop {
+        if let Err(fatal) = &metrics.borrow_watched().running_state {
+            return fatal.to_string();
+        }
+        if metrics.changed().await.is_err() {
+            return "the Raft core task ended".into();
         }
     }
 }

@@ -11,10 +11,15 @@
 //! leader waits for exactly this fsync before it can count the follower, and nothing can overlap
 //! with it (openraft sends a follower one AppendEntries at a time). They fsync inline, which
 //! saves the two thread hand-offs (to the syncer and back) on every write's critical path.
+//!
+//! After every fsync the log store raises the durability watermark (`watermark.rs`) to the end
+//! of what that fsync covered, and lowers it before a truncation; `check_intact` compares the
+//! log and the vote with it at start, so a log that lost its end is found before Raft reads it.
 
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
+use std::path::Path;
 use std::sync::Arc;
 
 use openraft::storage::{IOFlushed, RaftLogStorage};
@@ -22,6 +27,7 @@ use openraft::{LogState, OptionalSend, RaftLogReader};
 use tokio::sync::mpsc;
 
 use super::codec::{decode, encode};
+use super::watermark::{Mark, Watermark};
 use super::{Entry, LogId, MemberId, TypeConfig, Vote};
 use crate::storage::{Direction, Durability, Engine, KeyRange, Table, WriteBatch};
 
@@ -43,28 +49,113 @@ pub enum AckPolicy {
     UnsafeBeforeFsync,
 }
 
+/// What the syncer is asked to do, in order.
+enum SyncRequest {
+    /// Tell openraft, once an fsync covers them, that the entries below `log_end` are durable.
+    Flushed { log_end: u64, callback: IOFlushed<TypeConfig> },
+    /// Answer once every earlier request is done, so that no watermark raise queued before a
+    /// truncation lands after it.
+    Barrier(tokio::sync::oneshot::Sender<()>),
+}
+
 #[derive(Clone)]
 pub struct LogStore {
     engine: Arc<dyn Engine>,
     /// This member: entries whose leader is another member are a follower's appends.
     member_id: MemberId,
-    sync_tx: mpsc::Sender<IOFlushed<TypeConfig>>,
+    sync_tx: mpsc::Sender<SyncRequest>,
     ack: AckPolicy,
+    watermark: Arc<Watermark>,
+}
+
+/// The log or the vote is behind what this member made durable before: its data dir lost
+/// writes (a write-ahead log that lost its end, a deleted record). Starting would serve less
+/// than was acknowledged, or break a promise made to a candidate.
+#[derive(Debug, thiserror::Error)]
+pub enum LogDamage {
+    #[error(
+        "the Raft log ends at index {last} but entries up to index {durable_last} were made durable and \
+         acknowledged ({watermark} says so): acknowledged entries are missing"
+    )]
+    LogEndsEarly { last: String, durable_last: u64, watermark: String },
+    #[error(
+        "the stored vote is {found} but this member had voted in term {durable_term} ({watermark} says so): \
+         the vote record was lost or rolled back"
+    )]
+    VoteBehindWatermark { found: String, durable_term: u64, watermark: String },
+    #[error(
+        "the stored vote is {found} but the Raft log holds entries of term {log_term}, which this member \
+         could only have accepted after voting in that term: the vote record was lost or rolled back"
+    )]
+    VoteBehindLog { found: String, log_term: u64 },
+}
+
+/// Why `check_intact` refused: damage, or the check itself could not read the store.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error(transparent)]
+    Damaged(LogDamage),
+    #[error(transparent)]
+    Unreadable(#[from] io::Error),
+}
+
+/// Compares the log and the vote in `engine` with `recorded`, what the watermark file at
+/// `watermark_path` held at start, before anything (Raft included) reads or changes them. A
+/// vote below the terms of the log's own entries is damage too, watermark or not: a member
+/// accepts entries of a term only after it saved a vote of that term.
+pub fn check_intact(engine: &dyn Engine, recorded: Option<Mark>, watermark_path: &Path) -> Result<(), CheckError> {
+    let vote: Option<Vote> = get_meta(engine, VOTE_KEY)?;
+    let purged: Option<LogId> = get_meta(engine, PURGED_KEY)?;
+    let last = match last_entry(engine)? {
+        Some(entry) => Some(entry.log_id),
+        None => purged,
+    };
+    let vote_term = vote.as_ref().map_or(0, |vote| vote.leader_id.term);
+    let found = || vote.as_ref().map_or_else(|| "missing".to_string(), |vote| format!("{vote}"));
+    let watermark = || watermark_path.display().to_string();
+    if let Some(mark) = recorded {
+        let log_end = last.map_or(0, |id| id.index.saturating_add(1));
+        if log_end < mark.log_end {
+            return Err(CheckError::Damaged(LogDamage::LogEndsEarly {
+                last: last.map_or_else(|| "(empty log)".to_string(), |id| id.index.to_string()),
+                durable_last: mark.log_end.saturating_sub(1),
+                watermark: watermark(),
+            }));
+        }
+        if vote_term < mark.vote_term {
+            return Err(CheckError::Damaged(LogDamage::VoteBehindWatermark {
+                found: found(),
+                durable_term: mark.vote_term,
+                watermark: watermark(),
+            }));
+        }
+    }
+    let log_term = last.map_or(0, |id| id.leader_id.term);
+    if vote_term < log_term {
+        return Err(CheckError::Damaged(LogDamage::VoteBehindLog { found: found(), log_term }));
+    }
+    Ok(())
 }
 
 impl LogStore {
     /// Opens the log on `engine` and starts its syncer thread, which ends when the last clone of
-    /// this store is dropped.
-    pub fn open(engine: Arc<dyn Engine>, ack: AckPolicy, member_id: MemberId) -> io::Result<Self> {
+    /// this store is dropped. `watermark` is raised after every fsync of the log.
+    pub fn open(
+        engine: Arc<dyn Engine>,
+        ack: AckPolicy,
+        member_id: MemberId,
+        watermark: Arc<Watermark>,
+    ) -> io::Result<Self> {
         let (sync_tx, sync_rx) = mpsc::channel(SYNC_QUEUE_CAPACITY);
-        let syncer_engine = engine.clone();
-        std::thread::Builder::new().name("keel-log-sync".into()).spawn(move || run_syncer(syncer_engine, sync_rx))?;
-        Ok(Self { engine, member_id, sync_tx, ack })
+        let (syncer_engine, syncer_watermark) = (engine.clone(), watermark.clone());
+        std::thread::Builder::new()
+            .name("keel-log-sync".into())
+            .spawn(move || run_syncer(syncer_engine, syncer_watermark, sync_rx))?;
+        Ok(Self { engine, member_id, sync_tx, ack, watermark })
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
-        let bytes = self.engine.get(Table::RaftMeta, key).map_err(io::Error::other)?;
-        bytes.map(|b| decode(&b)).transpose()
+        get_meta(self.engine.as_ref(), key)
     }
 
     fn put_meta<T: serde::Serialize>(&self, key: &[u8], value: &T, durability: Durability) -> io::Result<()> {
@@ -73,22 +164,35 @@ impl LogStore {
         self.engine.write(batch, durability).map_err(io::Error::other)
     }
 
-    fn last_entry(&self) -> io::Result<Option<Entry>> {
-        let mut last = None;
-        let mut decode_err = None;
-        self.engine
-            .scan(Table::Log, KeyRange::all(), Direction::Reverse, &mut |_, value| {
-                match decode::<Entry>(value) {
-                    Ok(entry) => last = Some(entry),
-                    Err(e) => decode_err = Some(e),
-                }
-                false
-            })
-            .map_err(io::Error::other)?;
-        match decode_err {
-            Some(e) => Err(e),
-            None => Ok(last),
-        }
+    /// Waits until the syncer has finished everything queued so far.
+    async fn drain_syncer(&self) -> io::Result<()> {
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let stopped = || io::Error::other("log syncer thread stopped");
+        self.sync_tx.send(SyncRequest::Barrier(done_tx)).await.map_err(|_| stopped())?;
+        done_rx.await.map_err(|_| stopped())
+    }
+}
+
+fn get_meta<T: serde::de::DeserializeOwned>(engine: &dyn Engine, key: &[u8]) -> io::Result<Option<T>> {
+    let bytes = engine.get(Table::RaftMeta, key).map_err(io::Error::other)?;
+    bytes.map(|b| decode(&b)).transpose()
+}
+
+fn last_entry(engine: &dyn Engine) -> io::Result<Option<Entry>> {
+    let mut last = None;
+    let mut decode_err = None;
+    engine
+        .scan(Table::Log, KeyRange::all(), Direction::Reverse, &mut |_, value| {
+            match decode::<Entry>(value) {
+                Ok(entry) => last = Some(entry),
+                Err(e) => decode_err = Some(e),
+            }
+            false
+        })
+        .map_err(io::Error::other)?;
+    match decode_err {
+        Some(e) => Err(e),
+        None => Ok(last),
     }
 }
 
@@ -97,16 +201,37 @@ fn index_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
 }
 
-fn run_syncer(engine: Arc<dyn Engine>, mut rx: mpsc::Receiver<IOFlushed<TypeConfig>>) {
+fn run_syncer(engine: Arc<dyn Engine>, watermark: Arc<Watermark>, mut rx: mpsc::Receiver<SyncRequest>) {
     let mut waiting = Vec::new();
     while let Some(first) = rx.blocking_recv() {
         waiting.push(first);
         while let Ok(more) = rx.try_recv() {
             waiting.push(more);
         }
-        let result = engine.sync().map_err(|e| e.to_string());
-        for callback in waiting.drain(..) {
-            callback.io_completed(result.clone().map_err(io::Error::other));
+        let log_end = waiting
+            .iter()
+            .filter_map(|request| match request {
+                SyncRequest::Flushed { log_end, .. } => Some(*log_end),
+                SyncRequest::Barrier(_) => None,
+            })
+            .max();
+        // Barriers alone need no fsync: they only wait for the requests before them.
+        let result = match log_end {
+            None => Ok(()),
+            Some(log_end) => engine
+                .sync()
+                .map_err(|e| e.to_string())
+                .and_then(|()| watermark.raise_log_end(log_end).map_err(|e| format!("durability watermark: {e}"))),
+        };
+        for request in waiting.drain(..) {
+            match request {
+                SyncRequest::Flushed { callback, .. } => {
+                    callback.io_completed(result.clone().map_err(io::Error::other))
+                }
+                SyncRequest::Barrier(done) => {
+                    let _ = done.send(());
+                }
+            }
         }
     }
 }
@@ -159,7 +284,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let last_purged_log_id: Option<LogId> = self.get_meta(PURGED_KEY)?;
-        let last_log_id = match self.last_entry()? {
+        let last_log_id = match last_entry(self.engine.as_ref())? {
             Some(entry) => Some(entry.log_id),
             None => last_purged_log_id,
         };
@@ -172,7 +297,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
         // A vote must be on disk before it is answered: Sync, not group-committed.
-        self.put_meta(VOTE_KEY, vote, Durability::Sync)
+        self.put_meta(VOTE_KEY, vote, Durability::Sync)?;
+        self.watermark.raise_vote_term(vote.leader_id.term)
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
@@ -191,9 +317,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut batch = WriteBatch::new();
         let mut only_client_commands = true;
         let mut from_another_leader = false;
+        let mut log_end = 0;
         for entry in entries {
             only_client_commands &= matches!(entry.payload, openraft::EntryPayload::Normal(_));
             from_another_leader |= entry.log_id.leader_id.node_id != self.member_id;
+            log_end = log_end.max(entry.log_id.index.saturating_add(1));
             batch.put(Table::Log, index_key(entry.log_id.index), encode(&entry)?);
         }
         // Written now so the entries are readable when this returns; durable once the syncer's
@@ -202,7 +330,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if self.ack == AckPolicy::UnsafeBeforeFsync {
             // The sabotage persists only membership and leader (blank) entries, so the cluster
             // always restarts, while every client write since the last election lives in memory
-            // alone: a kill -9 of every member loses acknowledged writes every time.
+            // alone: a kill -9 of every member loses acknowledged writes every time. The
+            // watermark is never raised, so the loss stays silent, as the sabotage intends.
             if !only_client_commands {
                 self.engine.sync().map_err(io::Error::other)?;
             }
@@ -212,14 +341,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if from_another_leader {
             // A follower's append (see the module comment). The fsync covers every earlier write
             // too; a callback still queued at the syncer completes later and changes nothing.
-            callback.io_completed(self.engine.sync().map_err(io::Error::other));
+            let synced = self.engine.sync().map_err(io::Error::other);
+            callback.io_completed(synced.and_then(|()| self.watermark.raise_log_end(log_end)));
             return Ok(());
         }
-        self.sync_tx.send(callback).await.map_err(|_| io::Error::other("log syncer thread stopped"))
+        self.sync_tx
+            .send(SyncRequest::Flushed { log_end, callback })
+            .await
+            .map_err(|_| io::Error::other("log syncer thread stopped"))
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
         let from = last_log_id.map_or(0, |id| id.index + 1);
+        // The watermark goes down first, durably, and no raise queued before may land after
+        // it: it must never name entries the log no longer holds.
+        self.drain_syncer().await?;
+        self.watermark.lower_log_end(from)?;
         let mut batch = WriteBatch::new();
         batch.delete_range(Table::Log, index_key(from), index_key(u64::MAX));
         // Durable with the next append's fsync, which shares the write-ahead log.

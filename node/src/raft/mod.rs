@@ -1,6 +1,6 @@
 //! Raft, through openraft. The only module that names openraft types: the type configuration,
-//! the RocksDB-backed log store, the state-machine adapter over the MVCC keyspace, the peer
-//! network over tonic and snapshot streaming.
+//! the RocksDB-backed log store and its durability watermark, the state-machine adapter over
+//! the MVCC keyspace, the peer network over tonic and snapshot streaming.
 //!
 //! Nothing here interprets etcd requests: commands arrive as `Command`s and leave as
 //! `CommandResponse`s. The peer port admits current members only (`peer_auth`) and checks
@@ -15,12 +15,13 @@ pub mod peer_checks;
 mod peer_service;
 pub mod snapshot;
 mod state_machine;
+pub mod watermark;
 
 use serde::{Deserialize, Serialize};
 
 pub use codec::{decode, encode};
 pub use lease_authority::{LeaseAuthority, LeaseTime};
-pub use log_store::{AckPolicy, LogStore};
+pub use log_store::{check_intact, AckPolicy, CheckError, LogDamage, LogStore};
 pub use network::{NetworkFactory, PeerClient, PeerClients};
 pub use peer_auth::{PeerCredentials, PeerGate, PeerSecret};
 pub use peer_service::{remove_incoming, ForwardError, ForwardRequest, ForwardResponse, PeerService, Refusal};

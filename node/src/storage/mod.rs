@@ -12,7 +12,7 @@ mod rocks;
 mod conformance;
 
 pub use memory::MemoryEngine;
-pub use rocks::RocksEngine;
+pub use rocks::{fuzz_open_error_text, newest_write_ahead_log, OpenError, RocksEngine};
 
 /// The fixed set of tables. RocksDB keeps each in its own column family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
