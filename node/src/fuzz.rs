@@ -1,5 +1,6 @@
 //! Entry points for fuzzing: one function per decoder of bytes that reach a member from outside
-//! (peers, its own disk, clients). Each must return normally on every input; a panic, an abort,
+//! (peers, its own disk, clients). The peer and disk ones are here; the others live beside
+//! their decoders and are listed in `TARGETS`. Each must return normally on every input; a panic, an abort,
 //! a stack overflow or a hang is a bug. `node/fuzz/` runs them under libFuzzer (`cargo fuzz`,
 //! long runs); the property tests below run each on random bytes and on mutations of valid
 //! samples in the normal test suite (short runs).
@@ -85,6 +86,14 @@ pub const TARGETS: &[Target] = &[
     ("log_entry", log_entry),
     ("command", command),
     ("snapshot_file", snapshot_file),
+    ("client_authority_fix", crate::api::fuzz_authority_fix),
+    ("client_hpack", crate::api::fuzz_hpack_decode),
+    ("raft_watermark", crate::raft::watermark::fuzz_watermark),
+    ("rocksdb_open_error", crate::storage::fuzz_open_error_text),
+    ("config_assemble", crate::dynamic_config::fuzz_assemble),
+    ("config_set", crate::dynamic_config::fuzz_set),
+    ("store_record", crate::store::fuzz_decode),
+    ("registry_registration", keel_client::registry::fuzz_registration),
 ];
 
 /// Valid encodings for each target, which the tests (and a fuzzer's corpus) mutate.

@@ -14,9 +14,8 @@ use tokio::time::Instant;
 use super::registration::{self, Keeper, Registration};
 use super::types::Node;
 use super::{
-    group, node_key, service_prefix, ttl_seconds, validate_deregister, validate_lookup, validate_register, validate_ttl,
-    Action,
-    RegisterOptions, Registry, Service, WatchOptions, WatchResult, Watcher,
+    group, node_key, service_prefix, ttl_seconds, validate_deregister, validate_lookup, validate_register,
+    validate_ttl, Action, RegisterOptions, Registry, Service, WatchOptions, WatchResult, Watcher,
 };
 use crate::error::{Error, Result};
 

@@ -66,7 +66,7 @@ pub enum EventsError {
     MaxAgeTooLong,
 }
 
-pub(super) fn check_topic(topic: &str) -> Result<(), EventsError> {
+pub(crate) fn check_topic(topic: &str) -> Result<(), EventsError> {
     if topic.is_empty() {
         return Err(EventsError::EmptyTopic);
     }

@@ -31,6 +31,7 @@ use tonic::transport::server::Router;
 
 use crate::member::Member;
 
+pub(crate) use events::check_topic;
 pub use events::EventsError;
 pub use h2_authority::{fuzz_authority_fix, AuthorityFix};
 pub use hpack::fuzz_hpack_decode;

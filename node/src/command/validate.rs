@@ -9,9 +9,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use keel_client::names;
+
 use super::{Command, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest};
+use crate::api::EventsError;
 use crate::error::ServerError;
-use crate::lease::LEASE_TTL_MAX_SECS;
 use crate::limits::{TXN_NESTING_MAX, TXN_OPS_MAX, TXN_OPS_TOTAL_MAX};
 
 /// Who proposes a command.
@@ -39,6 +41,19 @@ pub fn validate(command: &Command, origin: Origin, max_request_bytes: usize) -> 
         Command::LeaseGrant(grant) => check_ttl(grant.ttl_secs)?,
         Command::Register(register) => check_ttl(register.ttl_secs)?,
         Command::LeasedPut(put) => check_ttl(put.ttl_secs)?,
+        Command::Publish(publish) => check_topic(&publish.topic)?,
+        Command::GroupJoin(join) => check_group(&join.topic, &join.group)?,
+        Command::GroupClaim(claim) => {
+            check_group(&claim.topic, &claim.group)?;
+            names::CONSUMER.check(&claim.consumer).map_err(EventsError::from)?;
+        }
+        Command::GroupSettle(settle) => check_group(&settle.topic, &settle.group)?,
+        Command::SetRetention(set) => {
+            check_topic(&set.topic)?;
+            if set.retention.max_age.is_some_and(|age| age > keel_client::events::RETENTION_AGE_MAX) {
+                return Err(EventsError::MaxAgeTooLong.into());
+            }
+        }
         Command::PublishMember(attributes) if origin != Origin::Member(attributes.member_id) => {
             return Err(ServerError::InvalidCommand("a member publishes its own attributes only"));
         }
@@ -50,8 +65,18 @@ pub fn validate(command: &Command, origin: Origin, max_request_bytes: usize) -> 
     Ok(size)
 }
 
+/// The events API's name rules (`keel_client::names`), for commands that did not come through it.
+fn check_topic(topic: &str) -> Result<(), ServerError> {
+    Ok(crate::api::check_topic(topic)?)
+}
+
+fn check_group(topic: &str, group: &str) -> Result<(), ServerError> {
+    check_topic(topic)?;
+    Ok(names::GROUP.check(group).map_err(EventsError::from)?)
+}
+
 fn check_ttl(ttl_secs: i64) -> Result<(), ServerError> {
-    if ttl_secs > LEASE_TTL_MAX_SECS {
+    if !crate::lease::ttl_is_allowed(ttl_secs) {
         return Err(ServerError::LeaseTtlTooLarge);
     }
     Ok(())
@@ -329,6 +354,8 @@ mod tests {
         });
         assert!(validate(&publish, Origin::Member(7), 1 << 20).is_ok());
         assert!(validate(&publish, Origin::Member(8), 1 << 20).is_err());
+        let nul_topic = Command::Publish(crate::command::PublishRequest { topic: "a\0b".into(), ..Default::default() });
+        assert!(check(&nul_topic).is_err(), "a topic name no client may use");
         let huge_ttl = Command::LeaseGrant(crate::command::LeaseGrantRequest { id: 1, ttl_secs: i64::MAX });
         assert_eq!(check(&huge_ttl), Err(ServerError::LeaseTtlTooLarge));
     }

@@ -29,9 +29,8 @@ use crate::limits::{GRPC_OVERHEAD_BYTES, PEER_MESSAGE_BYTES_MAX, PEER_RESPONSE_B
 use crate::raft::watermark::{self, Mark, Watermark};
 use crate::raft::{
     self, AckPolicy, CheckError, ClientWriteError, Config, ForwardError, ForwardRequest, ForwardResponse,
-    LeaseAuthority, LeaseTime, LogDamage, LogStore, MemberId, MemberNode, NetworkFactory, PeerClients,
-    PeerCredentials, PeerGate, PeerSecret, PeerService, Raft, RaftMetrics, Refusal, SharedState, SnapshotPolicy,
-    StateMachine,
+    LeaseAuthority, LeaseTime, LogDamage, LogStore, MemberId, MemberNode, NetworkFactory, PeerClients, PeerCredentials,
+    PeerGate, PeerSecret, PeerService, Raft, RaftMetrics, Refusal, SharedState, SnapshotPolicy, StateMachine,
 };
 use crate::storage::{Direction, Durability, Engine, KeyRange, OpenError, RocksEngine, Table, WriteBatch};
 use crate::watch::SessionLimits;
