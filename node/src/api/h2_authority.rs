@@ -19,6 +19,8 @@
 //! big, frames out of order) is handed to h2 exactly as the client sent it, and h2, which
 //! enforces HTTP/2, answers it; once it rewrites, such input ends the connection with an I/O
 //! error (HTTP/2 makes every one of them a connection error anyway).
+// Outside bytes reach this module: an index out of range would be a panic on input.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::io;
 use std::pin::Pin;

@@ -7,6 +7,8 @@
 //! integer is bounded before it is used, the dynamic table never exceeds the size the HTTP/2
 //! server advertises, and a block never decodes to more than `HEADER_LIST_BYTES_MAX`. A block
 //! it cannot decode is an error, never a partial answer.
+// Outside bytes reach this module: an index out of range would be a panic on input.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::collections::VecDeque;
 
@@ -270,6 +272,8 @@ const HUFFMAN_NODES: usize = 256;
 /// The decoding tree of `HUFFMAN_CODES`, built at compile time: a bad table fails the build.
 static HUFFMAN_TREE: [[u16; 2]; HUFFMAN_NODES] = huffman_tree();
 
+// Runs only at compile time over a static table: an index out of range fails the build.
+#[allow(clippy::indexing_slicing)]
 const fn huffman_tree() -> [[u16; 2]; HUFFMAN_NODES] {
     let mut nodes = [[UNSET; 2]; HUFFMAN_NODES];
     let mut used = 1; // node 0 is the root

@@ -4,6 +4,8 @@
 //! levels it is inside on this thread and refuses to go past `TXN_NESTING_MAX`.
 //!
 //! The byte format is exactly the derived one: only decoding gains the check.
+// Outside bytes reach this module: an index out of range would be a panic on input.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::cell::Cell;
 

@@ -6,6 +6,8 @@
 //!
 //! Pure: the caller passes the time and the leader's term, so the rules are tested without
 //! clocks or clusters.
+// Times, TTLs, offsets and counts here come from clients: arithmetic is checked or saturating.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects))]
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -4,6 +4,8 @@
 //! and last timestamp (timestamps never go backwards), and the ids published within the
 //! de-duplication window, so a retried publish is answered with its first offset instead of
 //! appending again. Time comes only from the command (stamped by the leader).
+// Times, TTLs, offsets and counts here come from clients: arithmetic is checked or saturating.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects))]
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 

@@ -4,6 +4,8 @@
 //! restarts and leader changes, and two members never hand the same event to two consumers of
 //! one group at once. Events out of delivery attempts are appended to the topic's dead-letter
 //! topic in the same command.
+// Times, TTLs, offsets and counts here come from clients: arithmetic is checked or saturating.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects))]
 
 use keel_client::events::group::{dead_letter_topic, Delivery, GroupState};
 

@@ -3,6 +3,8 @@
 //! Only the replicated part lives here. When a lease expires is not replicated state: the
 //! leader's `lease::Lessor` decides that and proposes a `LeaseRevoke`, which lands here like a
 //! client's revoke. Nothing here reads a clock.
+// Times, TTLs, offsets and counts here come from clients: arithmetic is checked or saturating.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects))]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 

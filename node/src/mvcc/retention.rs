@@ -2,6 +2,8 @@
 //! it now, and the trim itself. The cut depends on the clock, so the leader computes it
 //! ([`MvccStore::retention_cut`]) and proposes `TrimTopic` with the offset: applying a trim is
 //! deterministic.
+// Times, TTLs, offsets and counts here come from clients: arithmetic is checked or saturating.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects))]
 
 use crate::command::{RangeRequest, SetRetentionRequest, TopicResponse, TrimTopicRequest};
 use crate::registry::prefix_end;

@@ -9,6 +9,8 @@
 //!
 //! What this does not do: encrypt. Without TLS, someone who can read loopback or network traffic
 //! can read the token; peer TLS (`--peer-cert-file`, …) is the answer to that.
+// Outside bytes reach this module: an index out of range would be a panic on input.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::fs::OpenOptions;
 use std::io::Write;

@@ -3,6 +3,8 @@
 //! start), and entries that do not follow their `prev_log_id` trip its assertions. Even from an
 //! authenticated member, such a message is a bug or a forgery; it is refused here with a reason
 //! instead.
+// Times, TTLs, offsets and counts here come from clients: arithmetic is checked or saturating.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects))]
 
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
 

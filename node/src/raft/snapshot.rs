@@ -7,6 +7,8 @@
 //! damaged on disk fails `verify` — which runs before an install touches anything — instead of
 //! being installed as a smaller state. Version 1 files (no trailer) are still read: their
 //! records must parse to the `END` tag with nothing after it.
+// Outside bytes reach this module: an index out of range would be a panic on input.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, Write};
@@ -140,7 +142,8 @@ impl<W: Write> HashingWriter<W> {
 impl<W: Write> Write for HashingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let written = self.inner.write(buf)?;
-        self.hasher.update(&buf[..written]);
+        let accepted = buf.get(..written).ok_or_else(|| io::Error::other("writer accepted more bytes than given"))?;
+        self.hasher.update(accepted);
         self.bytes += written as u64;
         Ok(written)
     }
@@ -200,13 +203,8 @@ pub fn verify_from(mut input: impl BufRead + Seek, total_bytes: u64) -> io::Resu
 /// The trailer at `body_bytes` holds the body's length and SHA-256; `input` is at the start.
 fn verify_digest(input: &mut impl Read, body_bytes: u64) -> io::Result<()> {
     let mut hasher = Sha256::new();
-    let mut left = body_bytes;
-    let mut buffer = vec![0u8; 64 * 1024];
-    while left > 0 {
-        let want = usize::try_from(left.min(buffer.len() as u64)).unwrap_or(buffer.len());
-        input.read_exact(&mut buffer[..want]).map_err(|_| invalid("snapshot file is truncated"))?;
-        hasher.update(&buffer[..want]);
-        left -= want as u64;
+    if io::copy(&mut input.by_ref().take(body_bytes), &mut hasher)? != body_bytes {
+        return Err(invalid("snapshot file is truncated"));
     }
     let mut length = [0u8; 8];
     let mut digest = [0u8; 32];

@@ -9,6 +9,8 @@
 //! each.
 //!
 //! Pure apart from the bucket cache: keys, envelopes, validation, filtering and paging.
+// Times, TTLs, offsets and counts here come from clients: arithmetic is checked or saturating.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects))]
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
