@@ -96,6 +96,15 @@ pub const TARGETS: &[Target] = &[
     ("registry_registration", keel_client::registry::fuzz_registration),
 ];
 
+/// Runs the target named `name` on `data` (what each libFuzzer target calls); an unknown name
+/// is a bug in the fuzz crate.
+pub fn run(name: &str, data: &[u8]) {
+    match TARGETS.iter().find(|(target, _)| *target == name) {
+        Some((_, target)) => target(data),
+        None => panic!("no fuzz target named {name}"),
+    }
+}
+
 /// Valid encodings for each target, which the tests (and a fuzzer's corpus) mutate.
 pub fn samples(target: &str) -> Vec<Vec<u8>> {
     use crate::command::{PutRequest, RequestOp, TxnRequest};
@@ -161,6 +170,19 @@ mod tests {
         ) {
             run(&data);
         }
+    }
+
+    #[test]
+    fn the_fuzz_crate_has_one_target_per_entry_point() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/fuzz_targets");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .expect("node/fuzz/fuzz_targets")
+            .map(|entry| entry.expect("entry").file_name().to_string_lossy().trim_end_matches(".rs").to_string())
+            .collect();
+        files.sort();
+        let mut names: Vec<String> = TARGETS.iter().map(|(name, _)| name.to_string()).collect();
+        names.sort();
+        assert_eq!(files, names);
     }
 
     #[test]
