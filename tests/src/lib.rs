@@ -279,19 +279,10 @@ impl TestCluster {
     /// killed (-9) and the answer is an error, so a hung shutdown fails a test instead of
     /// hanging it.
     pub async fn terminate_within(&mut self, i: usize, timeout: Duration) -> Result<std::process::ExitStatus, String> {
-        let mut child = self.members[i].child.take().expect("member running");
+        let child = self.members[i].child.as_ref().expect("member running");
         let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid fits"));
         kill(pid, Signal::SIGTERM).expect("send SIGTERM");
-        let exited = wait_for_some(timeout, "a clean stop after SIGTERM", || {
-            let status = child.try_wait().expect("wait for member");
-            async move { status }
-        })
-        .await;
-        if exited.is_err() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        exited.map_err(|e| format!("{}: {e}", self.members[i].name))
+        self.wait_exit(i, timeout).await
     }
 
     /// A client that knows every running member's endpoint.
