@@ -1,5 +1,6 @@
 //! etcd's Maintenance service. Status reports the truth (version, db size, leader, raft index,
-//! term and applied index); the rest answers UNIMPLEMENTED until its issue lands.
+//! term and applied index); Hash and HashKV checksum the replicated state so that replicas can
+//! be compared; the rest answers UNIMPLEMENTED until its issue lands.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use super::{header, status::to_status};
 use crate::error::ServerError;
 use crate::limits::ETCD_COMPATIBLE_VERSION;
 use crate::member::Member;
+use crate::mvcc::MvccError;
 
 pub struct MaintenanceService {
     member: Arc<Member>,
@@ -32,6 +34,16 @@ type SnapshotStream = Pin<Box<dyn Stream<Item = Result<PbSnapshotResponse, Statu
 
 fn unimplemented<T>(what: &'static str) -> Result<T, Status> {
     Err(to_status(&ServerError::Unimplemented(what)))
+}
+
+/// Runs a scan of the whole keyspace on the blocking pool, not on the async threads.
+async fn off_the_runtime<T: Send + 'static>(
+    scan: impl FnOnce() -> Result<T, MvccError> + Send + 'static,
+) -> Result<T, Status> {
+    match tokio::task::spawn_blocking(scan).await {
+        Ok(result) => result.map_err(|error| to_status(&ServerError::Mvcc(error))),
+        Err(join) => Err(Status::internal(format!("keel: hash task failed: {join}"))),
+    }
 }
 
 #[tonic::async_trait]
@@ -67,11 +79,20 @@ impl PbMaintenanceService for MaintenanceService {
     }
 
     async fn hash(&self, _: Request<PbHashRequest>) -> Result<Response<PbHashResponse>, Status> {
-        unimplemented("Maintenance.Hash")
+        let member = self.member.clone();
+        let hashed = off_the_runtime(move || member.shared().hash_state()).await?;
+        Ok(Response::new(PbHashResponse { header: header(&self.member, hashed.current_revision), hash: hashed.hash }))
     }
 
-    async fn hash_kv(&self, _: Request<PbHashKvRequest>) -> Result<Response<PbHashKvResponse>, Status> {
-        unimplemented("Maintenance.HashKV")
+    async fn hash_kv(&self, request: Request<PbHashKvRequest>) -> Result<Response<PbHashKvResponse>, Status> {
+        let (member, revision) = (self.member.clone(), request.into_inner().revision);
+        let hashed = off_the_runtime(move || member.shared().hash_kv(revision)).await?;
+        Ok(Response::new(PbHashKvResponse {
+            header: header(&self.member, hashed.current_revision),
+            hash: hashed.hash,
+            compact_revision: hashed.compact_revision,
+            hash_revision: hashed.hashed_revision,
+        }))
     }
 
     type SnapshotStream = SnapshotStream;

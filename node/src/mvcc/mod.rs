@@ -21,6 +21,7 @@
 //! - `events`: topics as offset-indexed logs (Publish, de-duplication by id).
 //! - `groups`: consumer groups' replicated positions (join, claim, settle, dead letters).
 //! - `retention`: topic retention limits and trims.
+//! - `hash`: etcd's Hash and HashKV, to compare replicas.
 //! - `error`: [`MvccError`].
 //!
 //! Tests: `tests` (etcd's rules, table-driven) and `model_tests` (a property test against a
@@ -31,6 +32,7 @@ mod error;
 mod event;
 pub mod events;
 mod groups;
+mod hash;
 mod key_index;
 mod lease;
 mod range;
@@ -46,6 +48,7 @@ mod tests;
 
 pub use error::MvccError;
 pub use event::{Event, EventKind, HistoryPage};
+pub use hash::{hash_kv, hash_state, KvHash, StateHash};
 pub use lease::Lease;
 pub use retention::TRIM_STEP_MAX;
 pub use store::MvccStore;

@@ -246,6 +246,11 @@ impl MvccStore {
         self.engine.as_ref()
     }
 
+    /// The engine, for a read that outlives this store's lock (`Engine::scan_as_of_now`).
+    pub(super) fn engine_handle(&self) -> Arc<dyn Engine> {
+        self.engine.clone()
+    }
+
     /// Number of keys that currently exist.
     pub fn key_count(&self) -> usize {
         self.index.values().filter(|history| history.live().is_some()).count()

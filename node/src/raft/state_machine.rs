@@ -17,7 +17,7 @@ use super::codec::{decode, encode};
 use super::snapshot::{self, SnapshotFile};
 use super::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::command::{Command, CommandResponse, MemberAttributes, SecretKey};
-use crate::mvcc::MvccStore;
+use crate::mvcc::{self, KvHash, MvccError, MvccStore, StateHash};
 use crate::storage::{Direction, Durability, Engine, KeyRange, Table, WriteBatch};
 use crate::watch::Hub;
 
@@ -48,6 +48,17 @@ impl SharedState {
     /// means an apply panicked half-way; the state is then unknown, so we stop the member.
     pub fn mvcc(&self) -> RwLockReadGuard<'_, MvccStore> {
         self.mvcc.read().unwrap_or_else(|_| fatal("keyspace lock poisoned"))
+    }
+
+    /// etcd's HashKV at `revision` (0 = current); see `mvcc::hash`. Blocking: call it off the
+    /// async threads.
+    pub fn hash_kv(&self, revision: i64) -> Result<KvHash, MvccError> {
+        mvcc::hash_kv(self.mvcc(), revision)
+    }
+
+    /// etcd's Hash: the whole replicated state but how far this member has applied it.
+    pub fn hash_state(&self) -> Result<StateHash, MvccError> {
+        mvcc::hash_state(self.mvcc(), &[APPLIED_KEY])
     }
 
     /// Every applied batch of changes, in revision order, for watchers.
