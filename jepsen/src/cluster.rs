@@ -69,6 +69,8 @@ pub struct ClusterConfig {
     pub log_dir: PathBuf,
     /// Extra flags for every member (the sabotage switches).
     pub extra_member_args: Vec<String>,
+    /// Extra flags for member n0 only (a sabotage that makes one replica differ).
+    pub first_member_args: Vec<String>,
 }
 
 /// The running members; every process is killed when this is dropped.
@@ -166,6 +168,9 @@ impl Cluster {
                 peer_secret.clone().into(),
             ];
             args.extend(config.extra_member_args.iter().map(OsString::from));
+            if index == 0 {
+                args.extend(config.first_member_args.iter().map(OsString::from));
+            }
             members.push(Member {
                 log_path: config.log_dir.join(format!("{name}.log")),
                 name,

@@ -26,6 +26,7 @@ pub mod cluster;
 pub mod history;
 pub mod nemesis;
 pub mod proxy;
+pub mod replicas;
 pub mod report;
 pub mod run;
 pub mod verdict;

@@ -96,6 +96,8 @@ enum NemesisArg {
 enum SabotageArg {
     StaleReads,
     AckBeforeFsync,
+    /// Member n0 stores Puts one version higher: caught by the replica comparison.
+    DivergeVersions,
 }
 
 fn parse_nodes(text: &str) -> Result<usize, String> {
@@ -209,6 +211,7 @@ fn run_config(args: TestArgs) -> anyhow::Result<RunConfig> {
         sabotage: args.sabotage.map(|sabotage| match sabotage {
             SabotageArg::StaleReads => Sabotage::StaleReads,
             SabotageArg::AckBeforeFsync => Sabotage::AckBeforeFsync,
+            SabotageArg::DivergeVersions => Sabotage::DivergeVersions,
         }),
     })
 }

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use crate::clock::RunClock;
 use crate::cluster::{Cluster, ClusterConfig};
 use crate::nemesis::{self, FaultKind, NemesisConfig};
+use crate::replicas::{self, ReplicaCheck};
 use crate::report::{plot, OutcomeCounts, RunReport, RunSettings};
 use crate::workload::{self, RunFacts, Workload, WorkloadConfig};
 
@@ -31,6 +32,9 @@ pub enum Sabotage {
     StaleReads,
     /// Writes acknowledged before their log entry is fsynced.
     AckBeforeFsync,
+    /// One member (n0) stores every Put one version higher than the others: replicas diverge
+    /// where no client read looks.
+    DivergeVersions,
 }
 
 impl Sabotage {
@@ -38,7 +42,13 @@ impl Sabotage {
         match self {
             Sabotage::StaleReads => "--unsafe-stale-reads",
             Sabotage::AckBeforeFsync => "--unsafe-ack-before-fsync",
+            Sabotage::DivergeVersions => "--unsafe-diverge-versions",
         }
+    }
+
+    /// Whether the flag goes to one member only (a divergence needs others to differ from).
+    fn one_member(self) -> bool {
+        self == Sabotage::DivergeVersions
     }
 }
 
@@ -57,6 +67,10 @@ pub struct RunConfig {
     pub sabotage: Option<Sabotage>,
 }
 
+fn sabotage_flag(sabotage: Option<Sabotage>) -> Vec<String> {
+    sabotage.map(|sabotage| sabotage.member_flag().to_string()).into_iter().collect()
+}
+
 /// Runs one test. An `Err` is a harness failure (exit 2), not a verdict.
 pub async fn run(config: &RunConfig) -> anyhow::Result<RunReport> {
     anyhow::ensure!(!config.workloads.is_empty(), "no workload to run");
@@ -67,7 +81,8 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<RunReport> {
         nodes: config.nodes,
         keel_bin: config.keel_bin.clone(),
         log_dir: config.out_dir.clone(),
-        extra_member_args: config.sabotage.map(|sabotage| sabotage.member_flag().to_string()).into_iter().collect(),
+        extra_member_args: sabotage_flag(config.sabotage.filter(|sabotage| !sabotage.one_member())),
+        first_member_args: sabotage_flag(config.sabotage.filter(|sabotage| sabotage.one_member())),
     })
     .await?;
     cluster.wait_ready(READY_TIMEOUT).await?;
@@ -107,6 +122,11 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<RunReport> {
         running.into_iter().map(|running| running.finish(&client_urls, clock, recovered)),
     )
     .await?;
+    // Every member at one revision: a divergence shows even where no client read looked.
+    let replicas = match &recovery_error {
+        None => replicas::compare(&client_urls).await,
+        Some(_) => ReplicaCheck::skipped("the cluster did not recover"),
+    };
     drop(cluster);
 
     // Phase 4: check, off the async threads: the searches are CPU-bound.
@@ -148,6 +168,7 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<RunReport> {
         out_dir: config.out_dir.clone(),
         member_exits,
         recovery_error,
+        replicas,
     };
     report.write()?;
     plot::write(&config.out_dir, &samples, &report.faults)?;

@@ -1,7 +1,7 @@
 //! End to end: `keel-jepsen test` in-process against real 3-member clusters of the `keel`
 //! binary built from this workspace. These are the CI runs: a short run of every workload
-//! without faults, the register under kill -9 and partitions for a minute (must be valid), and
-//! a stale-reads sabotage under partitions (must be caught).
+//! without faults, the register under kill -9 and partitions for a minute (must be valid), a
+//! stale-reads sabotage under partitions and a diverging replica (both must be caught).
 //!
 //! The runs take turns ([`ONE_CLUSTER_AT_A_TIME`]): on a 2-core CI machine two clusters at
 //! once starve each other's elections and leases, which tests the machine, not Keel.
@@ -75,6 +75,8 @@ async fn every_workload_without_faults_is_valid() {
     let report = run(&run_config(&out, workloads.clone(), Vec::new(), Duration::from_secs(6), 7)).await;
 
     assert_eq!(report.exit_code(), 0, "{}", report.verdict_text());
+    assert_eq!(report.replicas.validity, Validity::Valid, "{}", report.replicas);
+    assert_eq!(report.replicas.hashes.len(), 3);
     assert_eq!(report.checks.iter().map(|check| check.workload).collect::<Vec<_>>(), workloads);
     assert!(report.faults.is_empty());
     assert!(report.member_exits.is_empty(), "{:?}", report.member_exits);
@@ -122,6 +124,7 @@ async fn register_under_kill_and_partitions_is_valid() {
     let report = run(&run_config(&out, workloads, kinds, time_limit, seed)).await;
 
     assert_eq!(report.exit_code(), 0, "{}", report.verdict_text());
+    assert_eq!(report.replicas.validity, Validity::Valid, "{}", report.replicas);
     assert_eq!(report.recovery_error, None);
     assert!(report.member_exits.is_empty(), "{:?}", report.member_exits);
     assert_eq!(report.faults.len(), planned, "{}", report.summary());
@@ -154,4 +157,20 @@ async fn stale_reads_under_partitions_are_caught() {
     assert!(!anomalies.is_empty(), "{}", report.summary());
     let verdict = std::fs::read_to_string(out.path().join("verdict.txt")).expect("verdict.txt is written");
     assert!(verdict.contains("INVALID"), "{verdict}");
+}
+
+/// Proof that the replica comparison can fail: one member stores every Put one version higher
+/// than the others. No client read looks at versions, so only the comparison can see it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_that_applies_puts_differently_is_caught() {
+    let out = tempfile::tempdir().expect("create the run directory");
+    let mut config = run_config(&out, vec![Workload::Set], Vec::new(), Duration::from_secs(5), 7);
+    config.sabotage = Some(Sabotage::DivergeVersions);
+    let report = run(&config).await;
+
+    assert_eq!(report.exit_code(), 1, "the divergence went unnoticed:\n{}", report.summary());
+    assert_eq!(report.replicas.validity, Validity::Invalid, "{}", report.replicas);
+    assert!(report.checks.iter().all(|check| check.validity == Validity::Valid), "{}", report.summary());
+    let verdict = std::fs::read_to_string(out.path().join("verdict.txt")).expect("verdict.txt is written");
+    assert!(verdict.contains("replicas-diverged"), "{verdict}");
 }

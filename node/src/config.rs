@@ -90,6 +90,12 @@ pub struct Flags {
     #[arg(long, hide = true, env = "KEEL_UNSAFE_ACK_BEFORE_FSYNC")]
     pub unsafe_ack_before_fsync: bool,
 
+    /// TEST ONLY, makes this member's state differ from the others': every Put is stored one
+    /// version higher than the others store it. For the fault-injection harness's comparison
+    /// of replicas (HashKV).
+    #[arg(long, hide = true, env = "KEEL_UNSAFE_DIVERGE_VERSIONS")]
+    pub unsafe_diverge_versions: bool,
+
     /// TEST ONLY: open every outgoing peer connection from this local IP (e.g. 127.0.0.3), so
     /// the fault-injection harness's proxies can tell members apart on one loopback interface
     /// and cut a single link.
@@ -127,6 +133,7 @@ pub struct MemberConfig {
     pub unsafe_peer_source_address: Option<IpAddr>,
     pub unsafe_stale_reads: bool,
     pub unsafe_ack_before_fsync: bool,
+    pub unsafe_diverge_versions: bool,
 }
 
 impl Flags {
@@ -195,6 +202,7 @@ impl Flags {
             unsafe_stale_reads: self.unsafe_stale_reads,
             unsafe_peer_source_address: self.unsafe_peer_source_address,
             unsafe_ack_before_fsync: self.unsafe_ack_before_fsync,
+            unsafe_diverge_versions: self.unsafe_diverge_versions,
         })
     }
 }

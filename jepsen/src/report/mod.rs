@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use crate::history::Outcome;
 use crate::nemesis::FaultRecord;
+use crate::replicas::ReplicaCheck;
 use crate::verdict::{CheckReport, Validity};
 use crate::workload::{Sample, Workload};
 
@@ -75,6 +76,8 @@ pub struct RunReport {
     /// Why the healed cluster did not serve again within the recovery timeout; the final
     /// reads were then skipped.
     pub recovery_error: Option<String>,
+    /// Every member's HashKV at one revision after healing.
+    pub replicas: ReplicaCheck,
 }
 
 impl RunReport {
@@ -82,9 +85,10 @@ impl RunReport {
     /// cluster did not recover (the history lacks its final reads, so "valid" would claim too
     /// much); 0: every checker found its history valid.
     pub fn exit_code(&self) -> u8 {
-        if self.checks.iter().any(|check| check.validity == Validity::Invalid) {
+        let validities = || self.checks.iter().map(|check| check.validity).chain([self.replicas.validity]);
+        if validities().any(|validity| validity == Validity::Invalid) {
             1
-        } else if self.recovery_error.is_some() || self.checks.iter().any(|check| check.validity == Validity::Unknown) {
+        } else if self.recovery_error.is_some() || validities().any(|validity| validity == Validity::Unknown) {
             2
         } else {
             0
@@ -97,6 +101,7 @@ impl RunReport {
         for check in &self.checks {
             let _ = write!(text, "{check}");
         }
+        let _ = write!(text, "{}", self.replicas);
         if let Some(error) = &self.recovery_error {
             let _ = writeln!(text, "cluster did not recover after healing: {error}");
         }

@@ -566,10 +566,11 @@ pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
     if identity.name != config.name {
         tracing::warn!(stored = %identity.name, flag = %config.name, "data dir belongs to another name; keeping the stored one");
     }
-    if config.unsafe_stale_reads || config.unsafe_ack_before_fsync {
+    if config.unsafe_stale_reads || config.unsafe_ack_before_fsync || config.unsafe_diverge_versions {
         tracing::warn!(
             stale_reads = config.unsafe_stale_reads,
             ack_before_fsync = config.unsafe_ack_before_fsync,
+            diverge_versions = config.unsafe_diverge_versions,
             "UNSAFE test-only sabotage enabled: this member can lose or misreport data"
         );
     }
@@ -580,8 +581,11 @@ pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
     let log_store = LogStore::open(engine.clone(), ack, identity.member_id, Arc::new(watermark))
         .map_err(|e| StartError(format!("raft log: {e}")))?;
     raft::remove_incoming(&config.data_dir.join("snapshots"));
-    let state_machine = StateMachine::open(engine.clone(), &config.data_dir.join("snapshots"))
+    let mut state_machine = StateMachine::open(engine.clone(), &config.data_dir.join("snapshots"))
         .map_err(|e| StartError(format!("state machine: {e}")))?;
+    if config.unsafe_diverge_versions {
+        state_machine.unsafe_diverge_versions();
+    }
     let shared = state_machine.shared();
     let secret = PeerSecret::load(&config.peer_secret, &config.data_dir).map_err(StartError)?;
     let credentials = PeerCredentials::new(&secret, identity.member_id, identity.cluster_id);

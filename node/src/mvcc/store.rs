@@ -48,6 +48,8 @@ pub struct MvccStore {
     pub(super) topics: Topics,
     /// The changes applied since the last `take_events`, in revision order, for watchers.
     events: Vec<Event>,
+    /// TEST ONLY: added to the version of every Put (see `--unsafe-diverge-versions`); 0.
+    unsafe_version_skew: i64,
 }
 
 impl std::fmt::Debug for MvccStore {
@@ -155,6 +157,7 @@ impl MvccStore {
             leases,
             topics,
             events: Vec::new(),
+            unsafe_version_skew: 0,
         })
     }
 
@@ -249,6 +252,12 @@ impl MvccStore {
     /// The engine, for a read that outlives this store's lock (`Engine::scan_as_of_now`).
     pub(super) fn engine_handle(&self) -> Arc<dyn Engine> {
         self.engine.clone()
+    }
+
+    /// TEST ONLY: stores every later Put `skew` versions higher, so that this member's state
+    /// differs from the others' (the harness proves its replica comparison with it).
+    pub fn unsafe_skew_versions(&mut self, skew: i64) {
+        self.unsafe_version_skew = skew;
     }
 
     /// Number of keys that currently exist.
@@ -363,7 +372,7 @@ impl MvccStore {
             key: key.to_vec(),
             create_revision: live.created,
             mod_revision: revision.main,
-            version: live.version,
+            version: live.version.saturating_add(self.unsafe_version_skew),
             value,
             lease,
         };

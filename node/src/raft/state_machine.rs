@@ -91,6 +91,8 @@ pub struct StateMachine {
     snapshot_dir: PathBuf,
     applied: Option<LogId>,
     membership: StoredMembership,
+    /// TEST ONLY (`--unsafe-diverge-versions`): this member stores Puts one version higher.
+    unsafe_version_skew: i64,
 }
 
 impl StateMachine {
@@ -109,7 +111,21 @@ impl StateMachine {
             secret_key: RwLock::new(get_meta::<SecretKey>(&engine, SECRET_KEY_KEY)?),
             hub: Hub::default(),
         });
-        Ok(Self { engine, shared, snapshot_dir: snapshot_dir.to_path_buf(), applied, membership })
+        Ok(Self {
+            engine,
+            shared,
+            snapshot_dir: snapshot_dir.to_path_buf(),
+            applied,
+            membership,
+            unsafe_version_skew: 0,
+        })
+    }
+
+    /// TEST ONLY: from now on this member applies every Put one version higher than the
+    /// others, a divergence that reads of values do not show and HashKV does.
+    pub fn unsafe_diverge_versions(&mut self) {
+        self.unsafe_version_skew = 1;
+        self.shared.mvcc_mut().unsafe_skew_versions(1);
     }
 
     pub fn shared(&self) -> Arc<SharedState> {
@@ -299,6 +315,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let mut mvcc = self.shared.mvcc_mut();
             let revision_before = mvcc.current_revision();
             *mvcc = MvccStore::open(self.engine.clone()).map_err(io::Error::other)?;
+            mvcc.unsafe_skew_versions(self.unsafe_version_skew);
             // Watchers cannot be told what changed: they re-read it from the new history.
             self.shared.hub.publish_replaced(revision_before + 1, mvcc.current_revision());
         }
