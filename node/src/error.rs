@@ -35,6 +35,9 @@ pub enum ServerError {
     LeaseNotFound,
     #[error("too large lease TTL")]
     LeaseTtlTooLarge,
+    /// A write through the etcd API under a prefix a native service owns (`command::reserved`).
+    #[error("key is reserved for {}: {}", .0.owner, .0.prefix)]
+    ReservedKey(crate::command::ReservedPrefix),
     /// A native registration's TTL over etcd's MaxLeaseTTL (the registration is a lease).
     #[error("registry: ttl must be at most {} seconds (etcd's MaxLeaseTTL)", crate::lease::LEASE_TTL_MAX_SECS)]
     RegisterTtlTooLarge,

@@ -18,6 +18,7 @@
 //! - `watch`: change delivery to watchers: the hub of applied batches, per-stream sessions
 //!   that catch up from history.
 //! - `storage`: the engine trait (RocksDB and in-memory) everything persists through.
+//! - `keys`: byte-key ranges, the one rule for where a prefix's keys end.
 //! - `error`, `limits`: domain errors and every named bound.
 //! - `fuzz`: one entry point per decoder of outside bytes, for the fuzzers (`node/fuzz/`).
 
@@ -28,6 +29,7 @@ pub mod dynamic_config;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod keys;
 pub mod lease;
 pub mod limits;
 pub mod member;

@@ -2,12 +2,13 @@
 //! survive kill -9 of every member, a publish with a known id is answered with its first
 //! offset instead of being appended again, timestamps never go backwards across a failover,
 //! events are etcd keys under `/micro/events/<topic>/<20-digit offset>` that etcd tools and
-//! watches see, and bad input is refused and changes nothing.
+//! watches see, and bad input is refused and changes nothing. Writes through the etcd API under
+//! `/micro/events/` are refused: they would desynchronise the topics' offsets.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use etcd_client::{EventType, GetOptions, WatchOptions};
+use etcd_client::{Compare, CompareOp, DeleteOptions, EventType, GetOptions, Txn, TxnOp, WatchOptions};
 use keel_proto::v1::events_client::EventsClient;
 use keel_proto::v1::{EventMessage, NewEvent, PublishRequest, PublishResponse, ReadEventsRequest, TopicsRequest};
 use keel_tests::{etcdctl, retry_unavailable, Server, TestCluster, CALL_TIMEOUT, READY_TIMEOUT};
@@ -550,4 +551,90 @@ async fn bad_input_is_refused_clearly_and_changes_nothing() {
     assert_eq!(read.last().map(|e| e.payload.len()), Some(PAYLOAD_BYTES_MAX));
     let listed = topics(&client).await;
     assert_eq!(listed, [topic_info("kept", 0, EVENTS_PER_PUBLISH_MAX as u64 + 2), topic_info(&long_topic, 0, 1)]);
+}
+
+/// What etcd clients are told when they write under the events' prefix.
+const RESERVED: &str = "etcdserver: key is reserved for keel events: /micro/events/";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn etcd_writes_under_the_events_prefix_are_refused_and_offsets_stay_dense() {
+    let cluster = TestCluster::start(Server::Keel, 3).await;
+    let client = events(&cluster, 0);
+    publish(&client, publish_request("x", vec![new_event("", b"zero"), new_event("", b"one")])).await;
+    let mut etcd = cluster.client().await;
+    let listed = etcd.get(PREFIX, Some(GetOptions::new().with_prefix().with_keys_only())).await.expect("get");
+    let revision_before = listed.header().expect("header").revision();
+
+    // Phase 1: every kind of etcd write that reaches the prefix, through every member (the
+    // followers check before forwarding; the leader checks what it is forwarded the same way).
+    let next_key = format!("/micro/events/x/{:020}", 2);
+    let first_key = format!("/micro/events/x/{:020}", 0);
+    for i in 0..3 {
+        let mut member = cluster.member_client(i).await;
+        let nested_delete = Txn::new().and_then([TxnOp::delete("", Some(DeleteOptions::new().with_all_keys()))]);
+        let attempts: Vec<(&str, Result<(), etcd_client::Error>)> = vec![
+            ("put the next offset", member.put(next_key.as_str(), "forged", None).await.map(drop)),
+            ("delete an event", member.delete(first_key.as_str(), None).await.map(drop)),
+            (
+                "delete \"\" to \"\\0\" (from-key)",
+                member.delete("", Some(DeleteOptions::new().with_all_keys())).await.map(drop),
+            ),
+            (
+                "delete --prefix /micro",
+                member.delete("/micro", Some(DeleteOptions::new().with_prefix())).await.map(drop),
+            ),
+            (
+                "a txn whose else branch puts",
+                member
+                    .txn(Txn::new().when([Compare::version("a", CompareOp::Equal, 7)]).or_else([TxnOp::put(
+                        next_key.as_str(),
+                        "forged",
+                        None,
+                    )]))
+                    .await
+                    .map(drop),
+            ),
+            (
+                "a nested txn that deletes everything",
+                member.txn(Txn::new().and_then([TxnOp::txn(nested_delete)])).await.map(drop),
+            ),
+        ];
+        for (what, result) in attempts {
+            match result {
+                Err(etcd_client::Error::GRpcStatus(status)) => {
+                    assert_eq!(
+                        (status.code(), status.message()),
+                        (tonic::Code::InvalidArgument, RESERVED),
+                        "{what} on {i}"
+                    );
+                }
+                other => panic!("{what} on member {i}: {other:?}"),
+            }
+        }
+    }
+    let refused = tokio::task::block_in_place(|| etcdctl(&cluster.endpoints_csv(), &["del", "", "--from-key"]));
+    assert!(!refused.success && refused.stderr.contains(RESERVED), "etcdctl del \"\" --from-key: {refused:?}");
+
+    // Phase 2: reads still work, and nothing changed.
+    let after = etcd.get(PREFIX, Some(GetOptions::new().with_prefix().with_keys_only())).await.expect("get");
+    let keys: Vec<&str> = after.kvs().iter().map(|kv| kv.key_str().unwrap_or_default()).collect();
+    let expected: Vec<String> = (0..2).map(|offset| format!("/micro/events/x/{offset:020}")).collect();
+    assert_eq!(keys, expected);
+    assert_eq!(after.header().expect("header").revision(), revision_before, "a refused write changed the keyspace");
+
+    // Phase 3: the next publish gets the next offset, and the log reads back dense.
+    let answer = publish(&events(&cluster, 1), publish_request("x", vec![new_event("", b"two")])).await;
+    assert_eq!(answer.events.iter().map(|p| p.offset).collect::<Vec<_>>(), [2]);
+    let read = read_all(&events(&cluster, 2), "x", 0).await;
+    let read: Vec<(u64, Vec<u8>)> = read.into_iter().map(|e| (e.offset, e.payload)).collect();
+    assert_eq!(read, [(0, b"zero".to_vec()), (1, b"one".to_vec()), (2, b"two".to_vec())]);
+    assert_eq!(topics(&client).await, [topic_info("x", 0, 3)]);
+
+    // Phase 4: the other native prefixes, which go-micro's etcd plugins write, and ranges that
+    // stop short of the events' prefix stay writable.
+    etcd.put("/micro/store/micro/micro/k", "v", None).await.expect("put under the store's prefix");
+    etcd.put("/micro/registry/greeter/n1", "{}", None).await.expect("put under the registry's prefix");
+    etcd.put("/micro/config/micro/app", "1", None).await.expect("put under the config's prefix");
+    etcd.delete("/micro/config/", Some(DeleteOptions::new().with_prefix())).await.expect("delete below the events");
+    etcd.delete("/micro/eventsx", Some(DeleteOptions::new().with_from_key())).await.expect("delete past the events");
 }

@@ -388,11 +388,17 @@ async fn acknowledged_grants_and_their_keys_survive_kill9_of_every_member() {
     let chosen_id = 0x1234_5678;
     let granted = client.lease_grant(400, Some(LeaseGrantOptions::new().with_id(chosen_id))).await.expect("grant");
     assert_eq!(granted.id(), chosen_id);
+    // etcd lets a client choose a negative id; stored big-endian its first byte is 0xff, which
+    // a restarted member once lost (issue 14), so LeaseRevoke diverged between members.
+    let negative_id = -5;
+    let granted = client.lease_grant(500, Some(LeaseGrantOptions::new().with_id(negative_id))).await.expect("grant");
+    assert_eq!(granted.id(), negative_id);
     let no_keys = grant(&mut client, 200).await;
     put_on_lease(&mut client, "durable/a", two_keys).await;
     put_on_lease(&mut client, "durable/b", two_keys).await;
     put_on_lease(&mut client, "durable/c", one_key).await;
     put_on_lease(&mut client, "durable/d", chosen_id).await;
+    put_on_lease(&mut client, "durable/e", negative_id).await;
     client.put("durable/plain", "no lease", None).await.expect("put");
 
     // Phase 1: every member dies at once and restarts from its data dir.
@@ -408,13 +414,14 @@ async fn acknowledged_grants_and_their_keys_survive_kill9_of_every_member() {
     // Phase 2: every lease is there with its TTL and keys.
     let mut listed: Vec<i64> = client.leases().await.expect("leases").leases().iter().map(|l| l.id()).collect();
     listed.sort_unstable();
-    let mut expected = vec![two_keys, one_key, chosen_id, no_keys];
+    let mut expected = vec![two_keys, one_key, chosen_id, negative_id, no_keys];
     expected.sort_unstable();
     assert_eq!(listed, expected, "{}", cluster.all_logs());
-    let cases: [(i64, i64, &[&str]); 4] = [
+    let cases: [(i64, i64, &[&str]); 5] = [
         (two_keys, 600, &["durable/a", "durable/b"]),
         (one_key, 300, &["durable/c"]),
         (chosen_id, 400, &["durable/d"]),
+        (negative_id, 500, &["durable/e"]),
         (no_keys, 200, &[]),
     ];
     for (lease, ttl, keys) in cases {
@@ -429,6 +436,7 @@ async fn acknowledged_grants_and_their_keys_survive_kill9_of_every_member() {
 
     // Phase 3: the keys are still attached: revoking a lease deletes its keys only.
     client.lease_revoke(two_keys).await.expect("revoke");
+    client.lease_revoke(negative_id).await.expect("revoke the negative id");
     let left = client.get("durable/", Some(GetOptions::new().with_prefix().with_keys_only())).await.expect("get");
     let left: Vec<&str> = left.kvs().iter().map(|kv| kv.key_str().unwrap_or_default()).collect();
     assert_eq!(left, ["durable/c", "durable/d", "durable/plain"]);

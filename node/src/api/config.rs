@@ -16,8 +16,8 @@ use super::status::to_status;
 use crate::command::{Command, CommandResponse, RangeRequest, SecretKey, TxnRequest};
 use crate::dynamic_config::{self as view, secret, ConfigError, ConfigPath, Secrets};
 use crate::error::ServerError;
+use crate::keys::prefix_range_end;
 use crate::member::Member;
-use crate::registry::prefix_end;
 use crate::watch::{CreateWatch, Session, WatchInput, WatchOutput};
 
 /// Watch responses queued for a client slow to read them.
@@ -90,7 +90,7 @@ impl ConfigService {
     ) -> Result<(Option<Value>, i64), ServerError> {
         let request = RangeRequest {
             key: path.key(),
-            range_end: prefix_end(&path.children_prefix()),
+            range_end: prefix_range_end(&path.children_prefix()),
             revision,
             ..RangeRequest::default()
         };
@@ -135,8 +135,11 @@ impl Config for ConfigService {
         // The first value is read locally: catch up first, so it reflects every change
         // acknowledged before the watch began (a follower may be behind).
         self.member.read_barrier().await.map_err(status)?;
-        let create =
-            CreateWatch { key: path.key(), range_end: prefix_end(&path.children_prefix()), ..CreateWatch::default() };
+        let create = CreateWatch {
+            key: path.key(),
+            range_end: prefix_range_end(&path.children_prefix()),
+            ..CreateWatch::default()
+        };
         let (input_tx, input_rx) = mpsc::channel(1);
         let (output_tx, output_rx) = mpsc::channel(WATCH_QUEUE_MAX);
         let session = Session::new(self.member.shared_state(), self.member.watch_limits(), output_tx);

@@ -16,9 +16,9 @@ use crate::command::{
     Command, CommandResponse, NewEvent, PublishRequest, RangeRequest, Retention, SetRetentionRequest,
 };
 use crate::error::ServerError;
+use crate::keys::prefix_range_end;
 use crate::member::Member;
 use crate::mvcc::events::{event_key, topic_prefix, StoredEvent, TopicState};
-use crate::registry::prefix_end;
 
 /// Events one Publish may carry: one replicated command, under the request size limit.
 pub const EVENTS_PER_PUBLISH_MAX: usize = keel_client::events::EVENTS_PER_PUBLISH_MAX;
@@ -132,7 +132,7 @@ impl EventsService {
         let prefix = topic_prefix(&request.topic);
         let range = RangeRequest {
             key: event_key(&request.topic, from),
-            range_end: prefix_end(&prefix),
+            range_end: prefix_range_end(&prefix),
             limit: limit as i64,
             ..RangeRequest::default()
         };

@@ -19,6 +19,7 @@ use crate::command::{
     RequestOp, TxnRequest,
 };
 use crate::error::ServerError;
+use crate::keys;
 use crate::member::Member;
 use crate::mvcc::MvccError;
 use crate::registry::{self, RegistryError};
@@ -135,7 +136,7 @@ impl RegistryService {
     /// `a/b` shares the prefix of `a-b`), grouped, at a linearizable point.
     async fn read(&self, prefix: Vec<u8>, name: Option<&str>) -> Result<(Vec<Service>, i64), ServerError> {
         self.member.read_barrier().await?;
-        let range_end = registry::prefix_end(&prefix);
+        let range_end = keys::prefix_range_end(&prefix);
         let request = RangeRequest { key: prefix, range_end, ..RangeRequest::default() };
         let response = self.member.shared().mvcc().range(&request)?;
         let registrations = response
@@ -211,7 +212,7 @@ impl Registry for RegistryService {
             }
         };
         let create = CreateWatch {
-            range_end: registry::prefix_end(&prefix),
+            range_end: keys::prefix_range_end(&prefix),
             key: prefix,
             start_revision: request.start_revision,
             prev_kv: true,

@@ -42,6 +42,8 @@ pub fn to_status(error: &ServerError) -> Status {
         ServerError::RequestTooLarge => (Code::InvalidArgument, "etcdserver: request is too large"),
         ServerError::LeaseNotFound => (Code::NotFound, "etcdserver: requested lease not found"),
         ServerError::LeaseTtlTooLarge => (Code::OutOfRange, "etcdserver: too large lease TTL"),
+        // etcd has no such error: its code and prefix, so etcd clients show it as one of theirs.
+        ServerError::ReservedKey(_) => return Status::invalid_argument(format!("etcdserver: {error}")),
         ServerError::RegisterTtlTooLarge => return Status::invalid_argument(error.to_string()),
         ServerError::Mismatched => return Status::internal(format!("keel: {error}")),
         ServerError::NoLeader => (Code::Unavailable, "etcdserver: no leader"),
@@ -77,5 +79,12 @@ mod tests {
             let status = to_status(&error);
             assert_eq!((status.code(), status.message()), (code, message));
         }
+    }
+
+    #[test]
+    fn a_reserved_key_is_an_invalid_argument_naming_the_prefix() {
+        let status = to_status(&ServerError::ReservedKey(crate::command::RESERVED_PREFIXES[0]));
+        let expected = "etcdserver: key is reserved for keel events: /micro/events/";
+        assert_eq!((status.code(), status.message()), (Code::InvalidArgument, expected));
     }
 }

@@ -15,9 +15,9 @@ use crate::command::{
     Command, CommandResponse, DeleteRangeRequest, KeyValue, LeasedPutRequest, PutRequest, RangeRequest,
 };
 use crate::error::ServerError;
+use crate::keys::prefix_range_end;
 use crate::member::Member;
 use crate::mvcc::MvccError;
-use crate::registry::prefix_end;
 use crate::store::{self, ExpiryBuckets, Record, Selection, StoreError, Table};
 
 pub struct StoreService {
@@ -88,7 +88,7 @@ impl StoreService {
             Span::Key(key) => RangeRequest { key: table.record_key(key), ..RangeRequest::default() },
             Span::Prefix(prefix) => {
                 let from = table.record_key(prefix);
-                RangeRequest { range_end: prefix_end(&from), key: from, ..RangeRequest::default() }
+                RangeRequest { range_end: prefix_range_end(&from), key: from, ..RangeRequest::default() }
             }
         };
         let response = self.member.shared().mvcc().range(&request)?;
@@ -163,7 +163,7 @@ impl StoreService {
     /// and tables: one whose records all expired is gone, even before their lease fires).
     async fn live_under(&self, prefix: Vec<u8>) -> Result<Vec<KeyValue>, ServerError> {
         self.member.read_barrier().await?;
-        let request = RangeRequest { range_end: prefix_end(&prefix), key: prefix, ..RangeRequest::default() };
+        let request = RangeRequest { range_end: prefix_range_end(&prefix), key: prefix, ..RangeRequest::default() };
         let mut kvs = self.member.shared().mvcc().range(&request)?.kvs;
         let now_ms = store::now_unix_ms();
         kvs.retain(|kv| store::is_live(kv, now_ms));

@@ -10,8 +10,10 @@ pub use keel_client::events::Retention;
 use serde::{Deserialize, Serialize};
 
 mod nesting;
+mod reserved;
 mod validate;
 
+pub use reserved::{ReservedPrefix, RESERVED_PREFIXES};
 pub use validate::{validate, Origin};
 
 /// A replicated state-machine command.

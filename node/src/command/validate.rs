@@ -5,12 +5,15 @@
 //!
 //! The size comes first and bounds everything after it; the txn rules are etcd's
 //! (`v3rpc/key.go`: `checkTxnRequest`, then `checkIntervals`), in the same order and with the same
-//! answers, done in O(n log n) so a large txn cannot freeze the member.
+//! answers, done in O(n log n) so a large txn cannot freeze the member. Then writes under a
+//! native service's reserved prefix are refused (`reserved`), after etcd's own checks so that a
+//! request etcd refuses gets etcd's answer.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use keel_client::names;
 
+use super::reserved::check_reserved;
 use super::{Command, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest};
 use crate::api::EventsError;
 use crate::error::ServerError;
@@ -62,6 +65,7 @@ pub fn validate(command: &Command, origin: Origin, max_request_bytes: usize) -> 
         }
         _ => {}
     }
+    check_reserved(command)?;
     Ok(size)
 }
 
@@ -358,5 +362,21 @@ mod tests {
         assert!(check(&nul_topic).is_err(), "a topic name no client may use");
         let huge_ttl = Command::LeaseGrant(crate::command::LeaseGrantRequest { id: 1, ttl_secs: i64::MAX });
         assert_eq!(check(&huge_ttl), Err(ServerError::LeaseTtlTooLarge));
+    }
+
+    #[test]
+    fn writes_under_a_reserved_prefix_are_refused_from_any_member() {
+        let reserved = Err(ServerError::ReservedKey(crate::command::RESERVED_PREFIXES[0]));
+        let event_key = Command::Put(PutRequest { key: b"/micro/events/t/0".to_vec(), ..PutRequest::default() });
+        assert_eq!(check(&event_key), reserved);
+        assert_eq!(validate(&event_key, Origin::Member(8), 1 << 20), reserved, "forwarded by another member");
+        assert_eq!(check(&txn(vec![nested(vec![], vec![delete("\0", "\0")])])), reserved);
+        // etcd's own checks answer first.
+        assert_eq!(
+            check(&txn(vec![put("/micro/events/t/0"), put("/micro/events/t/0")])),
+            Err(ServerError::DuplicateKey)
+        );
+        let publish = Command::Publish(crate::command::PublishRequest { topic: "t".into(), ..Default::default() });
+        assert!(check(&publish).is_ok(), "the owner's own command");
     }
 }

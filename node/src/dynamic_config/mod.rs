@@ -180,7 +180,7 @@ pub fn delete_ops(path: &ConfigPath) -> Vec<RequestOp> {
 }
 
 fn delete_prefix(prefix: Vec<u8>) -> RequestOp {
-    let range_end = crate::registry::prefix_end(&prefix);
+    let range_end = crate::keys::prefix_range_end(&prefix);
     RequestOp::DeleteRange(DeleteRangeRequest { key: prefix, range_end, prev_kv: false })
 }
 

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use keel_client::events::group::{GroupState, LogBounds};
 
 use crate::command::{NewEvent, PublishRequest, PublishResponse, Published, Retention};
-use crate::storage::{Direction, Engine, KeyRange, StorageError, Table};
+use crate::storage::{Engine, StorageError, Table};
 
 use super::store::{MvccStore, OpError};
 
@@ -124,10 +124,8 @@ impl Topics {
 }
 
 fn scan_meta(engine: &dyn Engine, prefix: &[u8]) -> Result<Vec<crate::command::KeyValuePair>, StorageError> {
-    let mut end = prefix.to_vec();
-    end.push(0xff);
     let mut found = Vec::new();
-    engine.scan(Table::StateMeta, KeyRange { from: prefix, to: Some(&end) }, Direction::Forward, &mut |k, v| {
+    engine.scan_prefix(Table::StateMeta, prefix, &mut |k, v| {
         found.push((k.to_vec(), v.to_vec()));
         true
     })?;

@@ -14,7 +14,7 @@ use crate::command::{
     LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeasedPutRequest,
     LeasedPutResponse, RegisterRequest, RegisterResponse,
 };
-use crate::storage::{Direction, Engine, KeyRange, StorageError, Table};
+use crate::storage::{Engine, StorageError, Table};
 
 use super::range::KeySpan;
 use super::store::{MvccStore, OpError};
@@ -47,24 +47,22 @@ pub(super) struct LeaseTable {
 impl LeaseTable {
     /// Loads the lease records; keys are attached afterwards from the live key records.
     pub fn load(engine: &dyn Engine) -> Result<Self, StorageError> {
-        let mut end = LEASE_PREFIX.to_vec();
-        end.push(0xff);
         let mut table = LeaseTable::default();
         let mut failure = None;
-        let range = KeyRange { from: LEASE_PREFIX, to: Some(&end) };
-        engine.scan(Table::StateMeta, range, Direction::Forward, &mut |_, value| match postcard::from_bytes::<
-            LeaseRecord,
-        >(value)
-        {
-            Ok(record) => {
-                table.leases.insert(record.id, Lease { ttl_secs: record.ttl_secs, keys: BTreeSet::new() });
-                true
-            }
-            Err(error) => {
-                failure = Some(StorageError(format!("mvcc: corrupt lease record: {error}")));
-                false
-            }
-        })?;
+        engine.scan_prefix(
+            Table::StateMeta,
+            LEASE_PREFIX,
+            &mut |_, value| match postcard::from_bytes::<LeaseRecord>(value) {
+                Ok(record) => {
+                    table.leases.insert(record.id, Lease { ttl_secs: record.ttl_secs, keys: BTreeSet::new() });
+                    true
+                }
+                Err(error) => {
+                    failure = Some(StorageError(format!("mvcc: corrupt lease record: {error}")));
+                    false
+                }
+            },
+        )?;
         failure.map_or(Ok(table), Err)
     }
 

@@ -6,7 +6,7 @@
 #![cfg_attr(not(test), deny(clippy::arithmetic_side_effects))]
 
 use crate::command::{RangeRequest, SetRetentionRequest, TopicResponse, TrimTopicRequest};
-use crate::registry::prefix_end;
+use crate::keys::prefix_range_end;
 
 use super::events::{event_key, topic_prefix, StoredEvent};
 use super::range::KeySpan;
@@ -65,7 +65,7 @@ impl MvccStore {
                 limits.max_age.map(|age| now_ms.saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX)));
             let mut excess = limits.max_bytes.map_or(0, |max| state.bytes.saturating_sub(max));
             let prefix = topic_prefix(topic);
-            for value in self.event_values(&event_key(topic, cut), &prefix_end(&prefix))? {
+            for value in self.event_values(&event_key(topic, cut), &prefix_range_end(&prefix))? {
                 let Ok(event) = serde_json::from_slice::<StoredEvent>(&value) else { break };
                 let too_old = oldest_kept_ms.is_some_and(|oldest| event.timestamp_ms < oldest);
                 if !too_old && excess == 0 {

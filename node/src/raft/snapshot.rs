@@ -226,7 +226,7 @@ pub fn install(engine: &Arc<dyn Engine>, path: &Path) -> io::Result<SnapshotMeta
     let meta = read_header(&mut input)?;
     let mut batch = WriteBatch::new();
     for (_, table) in SNAPSHOT_TABLES {
-        batch.delete_range(table, Vec::new(), vec![0xff; 64]);
+        delete_whole_table(engine, table, &mut batch)?;
     }
     loop {
         let mut tag = [0u8; 1];
@@ -245,6 +245,18 @@ pub fn install(engine: &Arc<dyn Engine>, path: &Path) -> io::Result<SnapshotMeta
     engine.write(batch, Durability::Buffered).map_err(io::Error::other)?;
     engine.sync().map_err(io::Error::other)?;
     Ok(meta)
+}
+
+/// Adds to `batch` the deletion of every key `table` holds now. The engine's ranges need an
+/// end, and no fixed key is above every key (a key of 64 0xff bytes is below one of 65): the
+/// end is the table's last key followed by a zero byte, the least key above it. Nothing else
+/// writes the state machine's tables while a snapshot is installed.
+fn delete_whole_table(engine: &Arc<dyn Engine>, table: Table, batch: &mut WriteBatch) -> io::Result<()> {
+    if let Some(mut end) = engine.last_key(table).map_err(io::Error::other)? {
+        end.push(0);
+        batch.delete_range(table, Vec::new(), end);
+    }
+    Ok(())
 }
 
 fn read_header(input: &mut impl Read) -> io::Result<SnapshotMeta> {
@@ -368,6 +380,65 @@ mod tests {
         longer.push(0);
         std::fs::write(&damaged, &longer).expect("write");
         assert!(verify(&damaged).is_err(), "a byte appended");
+    }
+
+    #[test]
+    fn an_install_replaces_every_key_however_high() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (_, path) = snapshot_of_a_small_state(dir.path());
+        let target: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
+        let mut stale = WriteBatch::new();
+        for table in [Table::Kv, Table::StateMeta] {
+            // At and above 64 0xff bytes, where the fixed range installs deleted once ended.
+            stale.put(table, vec![0xff; 65], b"stale".to_vec());
+            stale.put(table, vec![0xff; 64], b"stale".to_vec());
+            stale.put(table, Vec::new(), b"stale".to_vec());
+        }
+        target.write(stale, Durability::Sync).expect("write");
+        install(&target, &path).expect("installs");
+        assert_eq!(kv_count(&target), 200);
+        for table in [Table::Kv, Table::StateMeta] {
+            for key in [vec![0xff; 65], vec![0xff; 64], Vec::new()] {
+                assert_eq!(target.get(table, &key).expect("get"), None, "{table:?} {} bytes", key.len());
+            }
+        }
+        assert_eq!(target.get(Table::StateMeta, b"k").expect("get"), Some(b"v".to_vec()));
+    }
+
+    /// Lease ids at the edges of i64: negative ones are stored with a first byte of 0xff.
+    #[test]
+    fn leases_with_ids_at_the_edges_and_their_keys_come_through_a_snapshot() {
+        use crate::command::{Command, CommandResponse, LeaseGrantRequest, LeaseRevokeRequest, PutRequest};
+        use crate::mvcc::MvccStore;
+
+        const IDS: [i64; 5] = [i64::MIN, -5, -1, 1, i64::MAX];
+        let source: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
+        let mut store = MvccStore::open(source.clone()).expect("open");
+        for id in IDS {
+            let granted = store.apply(&Command::LeaseGrant(LeaseGrantRequest { id, ttl_secs: 30 })).expect("grant");
+            assert!(matches!(granted, CommandResponse::LeaseGrant(_)), "grant {id}: {granted:?}");
+            let put = PutRequest { key: format!("k{id}").into_bytes(), lease: id, ..PutRequest::default() };
+            assert!(matches!(store.apply(&Command::Put(put)).expect("put"), CommandResponse::Put(_)));
+        }
+        store.commit(WriteBatch::new()).expect("commit");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("00000000000000000009.snap");
+        write(&source, &meta(9), &path, &mut || {}).expect("snapshot");
+
+        let target: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
+        install(&target, &path).expect("installs");
+        let mut installed = MvccStore::open(target).expect("open the installed state");
+        assert_eq!(installed.leases(), store.leases());
+        for id in IDS {
+            let key = format!("k{id}").into_bytes();
+            let keys: Vec<Vec<u8>> =
+                installed.lease(id).map(|lease| lease.keys.iter().cloned().collect()).unwrap_or_default();
+            assert_eq!(keys, vec![key.clone()], "keys of lease {id}");
+            let revoked = installed.apply(&Command::LeaseRevoke(LeaseRevokeRequest { id })).expect("revoke");
+            assert!(matches!(revoked, CommandResponse::LeaseRevoke(_)), "revoke {id}: {revoked:?}");
+            assert!(installed.lease(id).is_none());
+        }
+        assert_eq!(installed.key_count(), 0, "every leased key went with its lease");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use super::snapshot::{self, SnapshotFile};
 use super::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::command::{Command, CommandResponse, MemberAttributes, SecretKey};
 use crate::mvcc::{self, KvHash, MvccError, MvccStore, StateHash};
-use crate::storage::{Direction, Durability, Engine, KeyRange, Table, WriteBatch};
+use crate::storage::{Durability, Engine, Table, WriteBatch};
 use crate::watch::Hub;
 
 const APPLIED_KEY: &[u8] = b"raft/applied";
@@ -195,13 +195,10 @@ fn get_meta<T: serde::de::DeserializeOwned>(engine: &Arc<dyn Engine>, key: &[u8]
 }
 
 fn load_members(engine: &Arc<dyn Engine>) -> io::Result<BTreeMap<u64, MemberAttributes>> {
-    let mut end = MEMBER_PREFIX.to_vec();
-    end.push(0xff);
     let mut members = BTreeMap::new();
     let mut decode_err = None;
-    let range = KeyRange { from: MEMBER_PREFIX, to: Some(&end) };
     engine
-        .scan(Table::StateMeta, range, Direction::Forward, &mut |_, value| match decode::<MemberAttributes>(value) {
+        .scan_prefix(Table::StateMeta, MEMBER_PREFIX, &mut |_, value| match decode::<MemberAttributes>(value) {
             Ok(attributes) => {
                 members.insert(attributes.member_id, attributes);
                 true
@@ -360,5 +357,48 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         dump.await.map_err(io::Error::other)??;
         remove_snapshots_except(&self.snapshot_dir, &self.path);
         Ok(Snapshot { meta: self.meta.clone(), snapshot: SnapshotFile { path: self.path.clone() } })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::MemoryEngine;
+
+    fn log_id(index: u64) -> LogId {
+        LogId::new(openraft::vote::leader_id_adv::LeaderId { term: 1, node_id: 1 }, index)
+    }
+
+    /// Applies a PublishMember for each id the way `apply` does: one batch with the keyspace.
+    fn publish(state_machine: &mut StateMachine, member_ids: &[u64]) {
+        let shared = state_machine.shared();
+        let mut mvcc = shared.mvcc_mut();
+        let mut extra = WriteBatch::new();
+        for (index, member_id) in (1..).zip(member_ids) {
+            let attributes = MemberAttributes {
+                member_id: *member_id,
+                name: format!("m{member_id:x}"),
+                client_urls: vec![format!("http://127.0.0.1:{index}")],
+            };
+            let payload = EntryPayload::Normal(Command::PublishMember(attributes));
+            state_machine.apply_one(&mut mvcc, payload, log_id(index), &mut extra).expect("apply");
+        }
+        mvcc.commit(extra).expect("commit");
+    }
+
+    /// Member ids are hashes: about one in 256 starts with 0xff, which a scan ending at
+    /// `prefix + 0xff` lost on every restart (the member's name and client URLs with it).
+    #[test]
+    fn members_with_ids_at_the_edges_survive_a_reload() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
+        let ids = [0, 1, 0xfeff_ffff_ffff_ffff, 0xff00_0000_0000_0000, 0xffff_ffff_ffff_fffe, u64::MAX];
+        let mut state_machine = StateMachine::open(engine.clone(), dir.path()).expect("open");
+        publish(&mut state_machine, &ids);
+        let published = state_machine.shared().members();
+        assert_eq!(published.keys().copied().collect::<Vec<_>>(), ids.to_vec());
+
+        let reloaded = StateMachine::open(engine, dir.path()).expect("reopen");
+        assert_eq!(reloaded.shared().members(), published);
     }
 }

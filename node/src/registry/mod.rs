@@ -66,18 +66,6 @@ pub fn service_prefix(service: &str) -> Vec<u8> {
     keel_client::registry::service_prefix(service).into_bytes()
 }
 
-/// The end of the key range starting with `prefix` (etcd's `GetPrefixRangeEnd`).
-pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
-}
-
 /// Checks a Register request: names that are their own key segments, 1..=64 nodes.
 pub fn validate_registration(service: &Service, ttl_secs: i64) -> Result<(), RegistryError> {
     validate_written_names(service)?;
@@ -219,7 +207,6 @@ mod tests {
     fn keys_follow_go_micro_layout() {
         assert_eq!(node_key("go.micro.srv/greeter", "n/1"), b"/micro/registry/go.micro.srv-greeter/n-1".to_vec());
         assert_eq!(service_prefix("greeter"), b"/micro/registry/greeter/".to_vec());
-        assert_eq!(prefix_end(b"/micro/registry/"), b"/micro/registry0".to_vec());
     }
 
     #[test]

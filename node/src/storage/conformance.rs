@@ -4,8 +4,11 @@
 //! `MemoryEngine` and a `RocksEngine` in a temporary directory. Nothing here may depend on an
 //! implementation's internals.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
+
+use proptest::prelude::*;
 
 use super::{Direction, Durability, Engine, KeyRange, MemoryEngine, RocksEngine, Table, WriteBatch};
 
@@ -25,6 +28,17 @@ fn scan(engine: &dyn Engine, table: Table, range: KeyRange<'_>, direction: Direc
             true
         })
         .expect("scan");
+    entries
+}
+
+fn scan_prefix(engine: &dyn Engine, table: Table, prefix: &[u8]) -> Entries {
+    let mut entries = Vec::new();
+    engine
+        .scan_prefix(table, prefix, &mut |key, value| {
+            entries.push((key.to_vec(), value.to_vec()));
+            true
+        })
+        .expect("scan prefix");
     entries
 }
 
@@ -169,7 +183,31 @@ fn suite_batches_visible_to_other_threads(engine: Arc<dyn Engine>) {
 type Suite = fn(&dyn Engine);
 
 /// Every suite that needs a fresh engine, by name for failure messages.
-const SUITES: [(&str, Suite); 8] = [
+/// A prefix's keys include those whose next byte is 0xff; an empty or all-0xff prefix runs to
+/// the end of the table.
+fn suite_scan_prefix_at_the_edges(engine: &dyn Engine) {
+    fill(engine, Table::StateMeta, &[b"a", b"b", b"b\0", b"b\xfe", b"b\xff", b"b\xff\xff", b"c", b"\xff", b"\xff\xff"]);
+    let cases: [(&[u8], Vec<&[u8]>); 6] = [
+        (b"b", vec![b"b", b"b\0", b"b\xfe", b"b\xff", b"b\xff\xff"]),
+        (b"b\xff", vec![b"b\xff", b"b\xff\xff"]),
+        (b"\xff", vec![b"\xff", b"\xff\xff"]),
+        (b"\xff\xff", vec![b"\xff\xff"]),
+        (b"", vec![b"a", b"b", b"b\0", b"b\xfe", b"b\xff", b"b\xff\xff", b"c", b"\xff", b"\xff\xff"]),
+        (b"d", vec![]),
+    ];
+    for (prefix, expect) in cases {
+        assert_eq!(keys(&scan_prefix(engine, Table::StateMeta, prefix)), expect, "prefix {prefix:?}");
+    }
+}
+
+fn suite_last_key(engine: &dyn Engine) {
+    assert_eq!(engine.last_key(Table::Kv).expect("last key"), None);
+    fill(engine, Table::Kv, &[b"", b"a", &[0xff; 70], b"\xff"]);
+    fill(engine, Table::Log, &[b"z"]);
+    assert_eq!(engine.last_key(Table::Kv).expect("last key"), Some(vec![0xff; 70]));
+}
+
+const SUITES: [(&str, Suite); 10] = [
     ("get_put_delete", suite_get_put_delete),
     ("batch_is_ordered", suite_batch_is_ordered),
     ("empty_batch_and_empty_bytes", suite_empty_batch_and_empty_bytes),
@@ -178,6 +216,8 @@ const SUITES: [(&str, Suite); 8] = [
     ("scan_stops_early", suite_scan_stops_early),
     ("tables_are_independent", suite_tables_are_independent),
     ("scan_as_of_now_ignores_later_writes", suite_scan_as_of_now_ignores_later_writes),
+    ("scan_prefix_at_the_edges", suite_scan_prefix_at_the_edges),
+    ("last_key", suite_last_key),
 ];
 
 /// A scan as of now sees every table as it was when `fixed` ran, whatever is written after.
@@ -271,4 +311,48 @@ fn rocks_engine_open_errors_name_the_path() {
     let _first = RocksEngine::open(&path).expect("open");
     let error = RocksEngine::open(&path).expect_err("locked");
     assert!(error.to_string().contains(&path.display().to_string()), "{error}");
+}
+
+/// Keys and prefixes of bytes at the edges (0, 1, 0xfe, 0xff) and one in the middle, so that
+/// prefixes ending in 0xff, all 0xff, and empty turn up often.
+fn edgy_bytes(len_max: usize) -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(prop::sample::select(vec![0u8, 1, b'a', 0xfe, 0xff]), 0..=len_max)
+}
+
+/// `scan_prefix` returns exactly the stored keys that start with the prefix, in order.
+fn check_scan_prefix(engine: &dyn Engine, stored: &BTreeSet<Vec<u8>>, prefix: &[u8]) -> Result<(), TestCaseError> {
+    let mut batch = WriteBatch::new();
+    for key in stored {
+        batch.put(Table::StateMeta, key.clone(), b"v".to_vec());
+    }
+    engine.write(batch, Durability::Buffered).expect("write");
+    let found: Vec<Vec<u8>> = scan_prefix(engine, Table::StateMeta, prefix).into_iter().map(|(key, _)| key).collect();
+    let expect: Vec<Vec<u8>> = stored.iter().filter(|key| key.starts_with(prefix)).cloned().collect();
+    prop_assert_eq!(found, expect, "prefix {:?}", prefix);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+    #[test]
+    fn memory_prefix_scans_return_exactly_the_keys_with_the_prefix(
+        stored in prop::collection::btree_set(edgy_bytes(5), 0..24),
+        prefix in edgy_bytes(3),
+    ) {
+        check_scan_prefix(&MemoryEngine::new(), &stored, &prefix)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    #[test]
+    fn rocks_prefix_scans_return_exactly_the_keys_with_the_prefix(
+        stored in prop::collection::btree_set(edgy_bytes(5), 0..24),
+        prefix in edgy_bytes(3),
+    ) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        check_scan_prefix(&RocksEngine::open(dir.path()).expect("open"), &stored, &prefix)?;
+    }
 }

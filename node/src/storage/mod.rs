@@ -8,6 +8,8 @@
 mod memory;
 mod rocks;
 
+use crate::keys;
+
 #[cfg(test)]
 mod conformance;
 
@@ -147,6 +149,29 @@ pub trait Engine: Send + Sync + 'static {
         direction: Direction,
         visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), StorageError>;
+
+    /// Calls `visit(key, value)` for each entry of `table` whose key starts with `prefix`, in
+    /// key order, until it returns false. Every prefix scan goes through here, so that one
+    /// rule (`keys::prefix_end`) decides where a prefix's keys end.
+    fn scan_prefix(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StorageError> {
+        let end = keys::prefix_end(prefix);
+        self.scan(table, KeyRange { from: prefix, to: end.as_deref() }, Direction::Forward, visit)
+    }
+
+    /// The greatest key of `table`, or `None` when it is empty.
+    fn last_key(&self, table: Table) -> Result<Option<Vec<u8>>, StorageError> {
+        let mut last = None;
+        self.scan(table, KeyRange::all(), Direction::Reverse, &mut |key, _| {
+            last = Some(key.to_vec());
+            false
+        })?;
+        Ok(last)
+    }
 
     /// Calls `visit(table, key, value)` for every entry of `tables`, table by table in key
     /// order, all as of one point in time: `fixed` is called once that point is taken, before

@@ -96,6 +96,28 @@ fn leases_and_their_keys_survive_a_reopen() {
     assert_eq!(lease_keys(&reopened, 7), vec!["a"]);
 }
 
+/// Lease ids at the edges of i64. Negative ids (etcd lets clients choose them) are stored
+/// big-endian with a first byte of 0xff, which a scan ending at `prefix + 0xff` lost.
+const EDGE_LEASE_IDS: [i64; 5] = [i64::MIN, -5, -1, 1, i64::MAX];
+
+#[test]
+fn leases_with_ids_at_the_edges_survive_a_reopen_and_revoke_their_keys() {
+    let (engine, mut store) = new_store();
+    for id in EDGE_LEASE_IDS {
+        assert!(matches!(grant_ttl(&mut store, id, 30), CommandResponse::LeaseGrant(_)), "grant {id}");
+        assert!(matches!(put_leased(&mut store, &format!("k{id}"), id), CommandResponse::Put(_)), "put on {id}");
+    }
+    store.commit(WriteBatch::new()).expect("commit");
+    let mut reopened = MvccStore::open(engine).expect("reopen");
+    let expected: Vec<(i64, i64)> = EDGE_LEASE_IDS.iter().map(|id| (*id, 30)).collect();
+    assert_eq!(reopened.leases(), expected);
+    for id in EDGE_LEASE_IDS {
+        assert_eq!(lease_keys(&reopened, id), vec![format!("k{id}")], "keys of lease {id}");
+        assert!(matches!(revoke(&mut reopened, id), CommandResponse::LeaseRevoke(_)), "revoke {id}");
+        assert_eq!(reopened.range(&get(&format!("k{id}"))).expect("range").count, 0, "key of lease {id}");
+    }
+}
+
 #[test]
 fn registering_again_reuses_the_lease_and_writes_nothing_when_unchanged() {
     let (_, mut store) = new_store();
