@@ -191,7 +191,7 @@ impl MvccStore {
         state: &mut TopicState,
         events: &[NewEvent],
         timestamp_ms: i64,
-    ) -> Result<Vec<Published>, OpError> {
+    ) -> Result<Vec<Published>, StorageError> {
         use base64::Engine as _;
         let mut results = Vec::with_capacity(events.len());
         for event in events {
@@ -211,8 +211,10 @@ impl MvccStore {
                 metadata: event.metadata.clone(),
                 payload: base64::engine::general_purpose::STANDARD.encode(&event.payload),
             };
-            // A struct of strings, maps and integers always serialises.
-            let value = serde_json::to_vec(&stored).unwrap_or_default();
+            // A struct of strings, maps and integers always serialises; were it ever not to, the
+            // event must not be stored empty.
+            let value = serde_json::to_vec(&stored)
+                .map_err(|error| StorageError(format!("mvcc: cannot encode event {offset} of {topic:?}: {error}")))?;
             state.bytes = state.bytes.saturating_add(value.len() as u64);
             self.put_key(txn, &event_key(topic, offset), value, 0)?;
             if !event.id.is_empty() {

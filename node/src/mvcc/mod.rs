@@ -21,7 +21,8 @@
 //! - `events`: topics as offset-indexed logs (Publish, de-duplication by id).
 //! - `groups`: consumer groups' replicated positions (join, claim, settle, dead letters).
 //! - `retention`: topic retention limits and trims.
-//! - `error`: [`MvccError`].
+//! - `error`: [`MvccError`] (etcd's rules refuse: a replicated answer) and [`ReadError`]; a
+//!   failure of this member's storage is a `StorageError`, which apply never turns into an answer.
 //!
 //! Tests: `tests` (etcd's rules, table-driven) and `model_tests` (a property test against a
 //! naive snapshot-per-revision model, on the memory engine and on RocksDB).
@@ -44,7 +45,7 @@ mod model_tests;
 #[cfg(test)]
 mod tests;
 
-pub use error::MvccError;
+pub use error::{MvccError, ReadError};
 pub use event::{Event, EventKind, HistoryPage};
 pub use lease::Lease;
 pub use retention::TRIM_STEP_MAX;

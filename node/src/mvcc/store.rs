@@ -14,7 +14,7 @@ use super::key_index::KeyIndex;
 use super::lease::LeaseTable;
 use super::range::KeySpan;
 use super::revision::{RecordKind, Revision};
-use super::MvccError;
+use super::{MvccError, ReadError};
 
 /// `Table::StateMeta` key of the current revision: kept explicitly because compaction may leave
 /// no record at it.
@@ -61,12 +61,22 @@ impl std::fmt::Debug for MvccStore {
     }
 }
 
-/// Why an operation did not complete: etcd refused it (a replicated answer), or the engine
-/// failed (fatal for the member).
+/// Why an operation did not complete: etcd's rules refused it (a replicated answer), or this
+/// member's storage failed (fatal for the member). `apply` splits the two; an operation that
+/// cannot be refused returns `StorageError` alone, so its type says it has no rejection to give.
 #[derive(Debug)]
 pub(super) enum OpError {
     Rejected(MvccError),
     Storage(StorageError),
+}
+
+impl From<OpError> for ReadError {
+    fn from(error: OpError) -> Self {
+        match error {
+            OpError::Rejected(error) => ReadError::Rejected(error),
+            OpError::Storage(error) => ReadError::Storage(error),
+        }
+    }
 }
 
 impl From<StorageError> for OpError {
@@ -173,17 +183,19 @@ impl MvccStore {
     /// `more`, `count` (matches before the limit and before the min/max filters, as etcd 3.4),
     /// sorting, `keys_only`, `count_only` and the min/max revision filters.
     /// `header_revision` is the current revision.
-    pub fn range(&self, request: &RangeRequest) -> Result<RangeResponse, MvccError> {
-        self.range_in_view(request, self.current_revision).map_err(|error| match error {
-            OpError::Rejected(error) => error,
-            OpError::Storage(error) => MvccError::Storage(error.0),
-        })
+    pub fn range(&self, request: &RangeRequest) -> Result<RangeResponse, ReadError> {
+        Ok(self.range_in_view(request, self.current_revision)?)
     }
 
     /// Applies one write command. Changes are staged in memory and visible at once to later
-    /// `range` and `apply` calls; nothing reaches the engine until `commit`. etcd's apply-time
-    /// refusals come back as `Ok(CommandResponse::Rejected(..))` with nothing changed;
-    /// `StorageError` only for engine failures.
+    /// `range` and `apply` calls; nothing reaches the engine until `commit`.
+    ///
+    /// The boundary between the two kinds of failure: etcd's apply-time refusals come back as
+    /// `Ok(CommandResponse::Rejected(..))` with nothing changed, the same answer on every member;
+    /// a failure of this member's storage (the engine, a record that does not decode) comes back
+    /// as `Err(StorageError)`, possibly with changes staged half-way. The caller must then stop
+    /// the member without answering and without committing: the others applied the command, and
+    /// an answer from this member would differ from theirs.
     ///
     /// Leases are stored as given: the caller validates that they exist, as etcd's lessor does.
     pub fn apply(&mut self, command: &Command) -> Result<CommandResponse, StorageError> {
@@ -283,7 +295,12 @@ impl MvccStore {
     /// The values of every key in `span` as of revision `at`, in key order, without revision
     /// checks (for reads inside a write, which are always at the newest revision).
     pub(super) fn kvs_at(&self, span: KeySpan<'_>, at: i64) -> Result<Vec<KeyValue>, StorageError> {
-        self.revisions_at(span, at).into_iter().map(|revision| self.fetch(revision)).collect()
+        self.kvs_at_most(span, at, usize::MAX)
+    }
+
+    /// The first `limit` of `kvs_at`.
+    pub(super) fn kvs_at_most(&self, span: KeySpan<'_>, at: i64, limit: usize) -> Result<Vec<KeyValue>, StorageError> {
+        self.revisions_at(span, at).into_iter().take(limit).map(|revision| self.fetch(revision)).collect()
     }
 
     /// The revision holding each key of `span` as of `at`, in key order.
