@@ -5,7 +5,7 @@ use crate::command::KeyValue;
 use crate::storage::{Direction, KeyRange, StorageError, Table};
 
 use super::revision::{RecordKind, Revision};
-use super::store::MvccStore;
+use super::store::{decode_record, MvccStore};
 use super::{MvccError, ReadError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,14 +65,14 @@ impl MvccStore {
                     next_revision = revision.main;
                     return false;
                 }
-                match postcard::from_bytes::<KeyValue>(value) {
+                match decode_record::<KeyValue>(value, format_args!("record at revision {revision:?}")) {
                     Ok(kv) => {
                         let kind = if kind == RecordKind::Tombstone { EventKind::Delete } else { EventKind::Put };
                         events.push(Event { kind, kv });
                         true
                     }
                     Err(error) => {
-                        failure = Some(StorageError(format!("mvcc: corrupt record at {revision:?}: {error}")));
+                        failure = Some(error);
                         false
                     }
                 }

@@ -339,8 +339,7 @@ impl MvccStore {
             Some(None) => return Err(missing_record(revision)),
             None => self.engine.get(Table::Kv, &key)?.ok_or_else(|| missing_record(revision))?,
         };
-        postcard::from_bytes(&bytes)
-            .map_err(|error| StorageError(format!("mvcc: corrupt record at revision {revision:?}: {error}")))
+        decode_record(&bytes, format_args!("record at revision {revision:?}"))
     }
 
     // ---- writes ----
@@ -423,6 +422,20 @@ impl MvccStore {
     }
 }
 
+/// Decodes a record this module stored. Anything but exactly one record (bytes that do not
+/// decode, or bytes left after it) means this member's storage is damaged: an error, never a
+/// record skipped or read as something else.
+pub(super) fn decode_record<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    what: std::fmt::Arguments<'_>,
+) -> Result<T, StorageError> {
+    match postcard::take_from_bytes(bytes) {
+        Ok((record, [])) => Ok(record),
+        Ok((_, rest)) => Err(StorageError(format!("mvcc: corrupt {what}: {} bytes after the record", rest.len()))),
+        Err(error) => Err(StorageError(format!("mvcc: corrupt {what}: {error}"))),
+    }
+}
+
 fn missing_record(revision: Revision) -> StorageError {
     StorageError(format!("mvcc: the key index names revision {revision:?} but its record is missing"))
 }
@@ -448,7 +461,7 @@ fn restore_record(
 ) -> Result<i64, StorageError> {
     let corrupt = |what: &str| StorageError(format!("mvcc: corrupt record {engine_key:?}: {what}"));
     let (revision, kind) = Revision::from_engine_key(engine_key).ok_or_else(|| corrupt("bad revision key"))?;
-    let record: KeyValue = postcard::from_bytes(value).map_err(|error| corrupt(&error.to_string()))?;
+    let record: KeyValue = decode_record(value, format_args!("record {engine_key:?}"))?;
     match kind {
         RecordKind::Value => leases.attach(&record.key, record.lease),
         RecordKind::Tombstone => leases.detach(&record.key),
