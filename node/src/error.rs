@@ -1,12 +1,18 @@
 //! The member's domain errors: what a request can fail with, independent of the wire.
 //! `api::status` maps each to the gRPC code and message text etcd sends for it.
 
-use crate::mvcc::MvccError;
+use crate::mvcc::{MvccError, ReadError};
+use crate::storage::StorageError;
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ServerError {
+    /// etcd's rules refused the request: on every member alike when it was applied.
     #[error(transparent)]
     Mvcc(#[from] MvccError),
+    /// This member's storage failed while serving a read (the engine, or a record that does not
+    /// decode). A read is this member's own answer; a write never gets this (the member stops).
+    #[error("storage: {0}")]
+    Storage(String),
     #[error(transparent)]
     Registry(#[from] crate::registry::RegistryError),
     #[error(transparent)]
@@ -63,6 +69,21 @@ pub enum ServerError {
     /// differ): nothing changed.
     #[error("the leader refused the request: {0}")]
     LeaderRefused(String),
+}
+
+impl From<StorageError> for ServerError {
+    fn from(error: StorageError) -> Self {
+        ServerError::Storage(error.0)
+    }
+}
+
+impl From<ReadError> for ServerError {
+    fn from(error: ReadError) -> Self {
+        match error {
+            ReadError::Rejected(error) => ServerError::Mvcc(error),
+            ReadError::Storage(error) => ServerError::Storage(error.0),
+        }
+    }
 }
 
 impl ServerError {

@@ -18,7 +18,6 @@ use super::{header, status::to_status};
 use crate::error::ServerError;
 use crate::limits::ETCD_COMPATIBLE_VERSION;
 use crate::member::Member;
-use crate::mvcc::MvccError;
 
 pub struct MaintenanceService {
     member: Arc<Member>,
@@ -37,11 +36,11 @@ fn unimplemented<T>(what: &'static str) -> Result<T, Status> {
 }
 
 /// Runs a scan of the whole keyspace on the blocking pool, not on the async threads.
-async fn off_the_runtime<T: Send + 'static>(
-    scan: impl FnOnce() -> Result<T, MvccError> + Send + 'static,
+async fn off_the_runtime<T: Send + 'static, E: Into<ServerError> + Send + 'static>(
+    scan: impl FnOnce() -> Result<T, E> + Send + 'static,
 ) -> Result<T, Status> {
     match tokio::task::spawn_blocking(scan).await {
-        Ok(result) => result.map_err(|error| to_status(&ServerError::Mvcc(error))),
+        Ok(result) => result.map_err(|error| to_status(&error.into())),
         Err(join) => Err(Status::internal(format!("keel: hash task failed: {join}"))),
     }
 }

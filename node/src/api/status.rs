@@ -20,7 +20,7 @@ pub fn to_status(error: &ServerError) -> Status {
         ServerError::Mvcc(MvccError::KeyNotFound) => (Code::InvalidArgument, "etcdserver: key not found"),
         ServerError::Mvcc(MvccError::LeaseNotFound) => (Code::NotFound, "etcdserver: requested lease not found"),
         ServerError::Mvcc(MvccError::LeaseExists) => (Code::FailedPrecondition, "etcdserver: lease already exists"),
-        ServerError::Mvcc(MvccError::Storage(_)) => return Status::internal(error.to_string()),
+        ServerError::Storage(_) => return Status::internal(error.to_string()),
         ServerError::Registry(RegistryError::NotFound) => return Status::not_found(error.to_string()),
         ServerError::Registry(RegistryError::KeyHeld { .. }) => return Status::failed_precondition(error.to_string()),
         ServerError::Registry(_) => return Status::invalid_argument(error.to_string()),

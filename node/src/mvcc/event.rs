@@ -5,8 +5,8 @@ use crate::command::KeyValue;
 use crate::storage::{Direction, KeyRange, StorageError, Table};
 
 use super::revision::{RecordKind, Revision};
-use super::store::MvccStore;
-use super::MvccError;
+use super::store::{decode_record, MvccStore};
+use super::{MvccError, ReadError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {
@@ -41,9 +41,9 @@ impl MvccStore {
     /// The changes of revisions `from..=to`, in revision order, whole revisions only, stopping
     /// after the revision where `events_max` is reached. Refused with `Compacted` when `from`
     /// is below the compaction point, where history is no longer complete.
-    pub fn history(&self, from: i64, to: i64, events_max: usize) -> Result<HistoryPage, MvccError> {
+    pub fn history(&self, from: i64, to: i64, events_max: usize) -> Result<HistoryPage, ReadError> {
         if from < self.compacted {
-            return Err(MvccError::Compacted { compact_revision: self.compact_revision() });
+            return Err(ReadError::Rejected(MvccError::Compacted { compact_revision: self.compact_revision() }));
         }
         let to = to.min(self.current_revision);
         if from > to {
@@ -65,21 +65,21 @@ impl MvccStore {
                     next_revision = revision.main;
                     return false;
                 }
-                match postcard::from_bytes::<KeyValue>(value) {
+                match decode_record::<KeyValue>(value, format_args!("record at revision {revision:?}")) {
                     Ok(kv) => {
                         let kind = if kind == RecordKind::Tombstone { EventKind::Delete } else { EventKind::Put };
                         events.push(Event { kind, kv });
                         true
                     }
                     Err(error) => {
-                        failure = Some(StorageError(format!("mvcc: corrupt record at {revision:?}: {error}")));
+                        failure = Some(error);
                         false
                     }
                 }
             })
-            .map_err(|error| MvccError::Storage(error.0))?;
+            .map_err(ReadError::Storage)?;
         if let Some(error) = failure {
-            return Err(MvccError::Storage(error.0));
+            return Err(ReadError::Storage(error));
         }
         Ok(HistoryPage { events, next_revision })
     }

@@ -16,7 +16,7 @@ use keel_client::events::group::{GroupState, LogBounds};
 use crate::command::{NewEvent, PublishRequest, PublishResponse, Published, Retention};
 use crate::storage::{Engine, StorageError, Table};
 
-use super::store::{MvccStore, OpError};
+use super::store::{decode_record, MvccStore, OpError};
 
 /// Where events live in the keyspace.
 pub const EVENTS_PREFIX: &str = "/micro/events/";
@@ -95,23 +95,28 @@ pub(super) struct Topics {
 }
 
 impl Topics {
+    /// Loads every topic, remembered id and group. Only apply writes these records, so one
+    /// that does not read back exactly (its key or its value) means this member's storage is
+    /// damaged: the load fails rather than skip the record or read it as another.
     pub fn load(engine: &dyn Engine) -> Result<Self, StorageError> {
         let mut topics = Topics::default();
         for (key, value) in scan_meta(engine, TOPIC_PREFIX)? {
-            let topic = String::from_utf8_lossy(&key[TOPIC_PREFIX.len()..]).into_owned();
-            let state = postcard::from_bytes(&value).map_err(|e| corrupt("topic", e))?;
-            topics.states.insert(topic, state);
+            let topic = name_in_key(&key, TOPIC_PREFIX)?;
+            let state = decode_record(&value, format_args!("topic record {key:?}"))?;
+            topics.states.insert(topic.to_string(), state);
         }
         let mut remembered: Vec<RememberedId> = scan_meta(engine, TOPIC_ID_PREFIX)?
             .into_iter()
-            .map(|(_, value)| postcard::from_bytes(&value).map_err(|e| corrupt("topic id", e)))
+            .map(|(key, value)| decode_record(&value, format_args!("topic id record {key:?}")))
             .collect::<Result<_, _>>()?;
         for (key, value) in scan_meta(engine, GROUP_PREFIX)? {
-            let name = String::from_utf8_lossy(&key[GROUP_PREFIX.len()..]).into_owned();
+            let name = name_in_key(&key, GROUP_PREFIX)?;
             // Groups never held NUL (always refused), topics did before names had one rule:
-            // the last NUL is the separator.
-            let Some((topic, group)) = name.rsplit_once('\0') else { continue };
-            let state = postcard::from_bytes(&value).map_err(|e| corrupt("group", e))?;
+            // the last NUL is the separator, and `group_key` always writes one.
+            let (topic, group) = name
+                .rsplit_once('\0')
+                .ok_or_else(|| StorageError(format!("mvcc: corrupt group key {key:?}: no topic/group separator")))?;
+            let state = decode_record(&value, format_args!("group record {key:?}"))?;
             topics.groups.insert((topic.to_string(), group.to_string()), state);
         }
         remembered.sort_by_key(|r| (r.timestamp_ms, r.offset));
@@ -132,8 +137,12 @@ fn scan_meta(engine: &dyn Engine, prefix: &[u8]) -> Result<Vec<crate::command::K
     Ok(found)
 }
 
-fn corrupt(what: &str, error: postcard::Error) -> StorageError {
-    StorageError(format!("mvcc: corrupt {what} record: {error}"))
+/// The name a `StateMeta` key of `prefix` stores: names are strings, so a key that is not
+/// UTF-8 was never written by apply.
+fn name_in_key<'k>(key: &'k [u8], prefix: &[u8]) -> Result<&'k str, StorageError> {
+    key.strip_prefix(prefix)
+        .and_then(|name| std::str::from_utf8(name).ok())
+        .ok_or_else(|| StorageError(format!("mvcc: corrupt key {key:?}: not a name under {prefix:?}")))
 }
 
 fn id_key(topic: &str, id: &str) -> Vec<u8> {
@@ -189,7 +198,7 @@ impl MvccStore {
         state: &mut TopicState,
         events: &[NewEvent],
         timestamp_ms: i64,
-    ) -> Result<Vec<Published>, OpError> {
+    ) -> Result<Vec<Published>, StorageError> {
         use base64::Engine as _;
         let mut results = Vec::with_capacity(events.len());
         for event in events {
@@ -209,8 +218,10 @@ impl MvccStore {
                 metadata: event.metadata.clone(),
                 payload: base64::engine::general_purpose::STANDARD.encode(&event.payload),
             };
-            // A struct of strings, maps and integers always serialises.
-            let value = serde_json::to_vec(&stored).unwrap_or_default();
+            // A struct of strings, maps and integers always serialises; were it ever not to, the
+            // event must not be stored empty.
+            let value = serde_json::to_vec(&stored)
+                .map_err(|error| StorageError(format!("mvcc: cannot encode event {offset} of {topic:?}: {error}")))?;
             state.bytes = state.bytes.saturating_add(value.len() as u64);
             self.put_key(txn, &event_key(topic, offset), value, 0)?;
             if !event.id.is_empty() {

@@ -11,11 +11,12 @@ use keel_client::events::group::{dead_letter_topic, Delivery, GroupState};
 
 use crate::command::{
     GroupClaimRequest, GroupClaimResponse, GroupJoinRequest, GroupJoinResponse, GroupSettleRequest,
-    GroupSettleResponse, NewEvent, RangeRequest,
+    GroupSettleResponse, NewEvent,
 };
 use crate::storage::StorageError;
 
 use super::events::{encode, event_key, group_key, StoredEvent};
+use super::range::KeySpan;
 use super::store::{MvccStore, OpError};
 
 impl MvccStore {
@@ -82,11 +83,16 @@ impl MvccStore {
     }
 
     /// Copies the events at `dead` to the dead-letter topic, saying where they came from.
-    fn dead_letter(&mut self, topic: &str, group: &str, dead: &[Delivery], now_ms: i64) -> Result<(), OpError> {
+    /// Nothing here is a rule that can refuse: an error is this member's storage failing.
+    fn dead_letter(&mut self, topic: &str, group: &str, dead: &[Delivery], now_ms: i64) -> Result<(), StorageError> {
         let mut letters = Vec::with_capacity(dead.len());
         for delivery in dead {
-            let range = RangeRequest { key: event_key(topic, delivery.offset), ..RangeRequest::default() };
-            let Some(kv) = self.range(&range).map_err(OpError::Rejected)?.kvs.into_iter().next() else { continue };
+            let key = event_key(topic, delivery.offset);
+            let Some(kv) = self.kvs_at(KeySpan::Single(&key), self.current_revision)?.pop() else { continue };
+            // Not a damaged member: the value is replicated keyspace data that an etcd client may
+            // have overwritten with anything (`/micro/events/` takes etcd writes), so every member
+            // reads the same bytes and skips the same letter. Stopping here would stop every
+            // member on the same entry, again on each restart.
             let Ok(stored) = serde_json::from_slice::<StoredEvent>(&kv.value) else { continue };
             let mut metadata = stored.metadata;
             metadata.insert("dead-letter-topic".into(), topic.to_string());
@@ -94,6 +100,7 @@ impl MvccStore {
             metadata.insert("dead-letter-offset".into(), delivery.offset.to_string());
             metadata.insert("dead-letter-deliveries".into(), delivery.deliveries.to_string());
             use base64::Engine as _;
+            // As above: the same bytes on every member, so the same (empty) payload.
             let payload = base64::engine::general_purpose::STANDARD.decode(stored.payload).unwrap_or_default();
             letters.push(NewEvent { id: String::new(), metadata, payload });
         }

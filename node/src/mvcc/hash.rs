@@ -13,7 +13,7 @@ use crc::{Crc, CRC_32_ISCSI};
 
 use super::revision::{RecordKind, Revision};
 use super::store::MvccStore;
-use super::MvccError;
+use super::{MvccError, ReadError};
 use crate::storage::{StorageError, Table};
 
 const CASTAGNOLI: Crc<u32> = Crc::<u32>::new(&CRC_32_ISCSI);
@@ -44,13 +44,13 @@ pub type BookkeepingKeys = &'static [&'static [u8]];
 /// etcd's `HashByRev`: the hash of every MVCC record up to `revision` (0 = the current one).
 /// A revision at or below the compaction point is `Compacted` (etcd's rule, stricter than
 /// Range's), one above the current revision is `FutureRevision`.
-pub fn hash_kv(store: RwLockReadGuard<'_, MvccStore>, revision: i64) -> Result<KvHash, MvccError> {
+pub fn hash_kv(store: RwLockReadGuard<'_, MvccStore>, revision: i64) -> Result<KvHash, ReadError> {
     let (current_revision, compact_revision) = (store.current_revision(), store.compacted);
     if revision > 0 && revision <= compact_revision {
-        return Err(MvccError::Compacted { compact_revision });
+        return Err(ReadError::Rejected(MvccError::Compacted { compact_revision }));
     }
     if revision > current_revision {
-        return Err(MvccError::FutureRevision { current_revision });
+        return Err(ReadError::Rejected(MvccError::FutureRevision { current_revision }));
     }
     let upto = if revision == 0 { current_revision } else { revision };
     let upper = Revision::new(upto.saturating_add(1), 0).engine_key(RecordKind::Value);
@@ -67,37 +67,34 @@ pub fn hash_kv(store: RwLockReadGuard<'_, MvccStore>, revision: i64) -> Result<K
             digest.update(value);
             true
         })
-        .map_err(storage)?;
+        .map_err(ReadError::Storage)?;
     Ok(KvHash { hash: digest.finalize(), current_revision, compact_revision, hashed_revision: upto })
 }
 
 /// etcd's Hash: every record of the replicated state (the keyspace and the state machine's
 /// metadata) except `bookkeeping`, table by table.
-pub fn hash_state(store: RwLockReadGuard<'_, MvccStore>, bookkeeping: BookkeepingKeys) -> Result<StateHash, MvccError> {
+pub fn hash_state(
+    store: RwLockReadGuard<'_, MvccStore>,
+    bookkeeping: BookkeepingKeys,
+) -> Result<StateHash, StorageError> {
     let current_revision = store.current_revision();
     let mut digest = CASTAGNOLI.digest();
     let engine = store.engine_handle();
     let mut store = Some(store);
     let mut last_table = None;
-    engine
-        .scan_as_of_now(&[Table::Kv, Table::StateMeta], &mut || drop(store.take()), &mut |table, key, value| {
-            if last_table != Some(table) {
-                digest.update(table.name().as_bytes());
-                last_table = Some(table);
-            }
-            if table == Table::StateMeta && bookkeeping.contains(&key) {
-                return true;
-            }
-            digest.update(key);
-            digest.update(value);
-            true
-        })
-        .map_err(storage)?;
+    engine.scan_as_of_now(&[Table::Kv, Table::StateMeta], &mut || drop(store.take()), &mut |table, key, value| {
+        if last_table != Some(table) {
+            digest.update(table.name().as_bytes());
+            last_table = Some(table);
+        }
+        if table == Table::StateMeta && bookkeeping.contains(&key) {
+            return true;
+        }
+        digest.update(key);
+        digest.update(value);
+        true
+    })?;
     Ok(StateHash { hash: digest.finalize(), current_revision })
-}
-
-fn storage(error: StorageError) -> MvccError {
-    MvccError::Storage(error.0)
 }
 
 #[cfg(test)]
@@ -121,7 +118,7 @@ mod tests {
     }
 
     fn kv_hash(store: &RwLock<MvccStore>, revision: i64) -> Result<KvHash, MvccError> {
-        hash_kv(store.read().expect("lock"), revision)
+        hash_kv(store.read().expect("lock"), revision).map_err(ReadError::rejected)
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::command::{
 use crate::storage::{Engine, StorageError, Table};
 
 use super::range::KeySpan;
-use super::store::{MvccStore, OpError};
+use super::store::{decode_record, MvccStore, OpError};
 use super::MvccError;
 
 /// `Table::StateMeta` prefix of lease records, followed by the big-endian lease id.
@@ -49,20 +49,19 @@ impl LeaseTable {
     pub fn load(engine: &dyn Engine) -> Result<Self, StorageError> {
         let mut table = LeaseTable::default();
         let mut failure = None;
-        engine.scan_prefix(
-            Table::StateMeta,
-            LEASE_PREFIX,
-            &mut |_, value| match postcard::from_bytes::<LeaseRecord>(value) {
-                Ok(record) => {
-                    table.leases.insert(record.id, Lease { ttl_secs: record.ttl_secs, keys: BTreeSet::new() });
-                    true
-                }
-                Err(error) => {
-                    failure = Some(StorageError(format!("mvcc: corrupt lease record: {error}")));
-                    false
-                }
-            },
-        )?;
+        engine.scan_prefix(Table::StateMeta, LEASE_PREFIX, &mut |key, value| match decode_record::<LeaseRecord>(
+            value,
+            format_args!("lease record {key:?}"),
+        ) {
+            Ok(record) => {
+                table.leases.insert(record.id, Lease { ttl_secs: record.ttl_secs, keys: BTreeSet::new() });
+                true
+            }
+            Err(error) => {
+                failure = Some(error);
+                false
+            }
+        })?;
         failure.map_or(Ok(table), Err)
     }
 

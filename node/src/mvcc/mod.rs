@@ -22,7 +22,8 @@
 //! - `groups`: consumer groups' replicated positions (join, claim, settle, dead letters).
 //! - `retention`: topic retention limits and trims.
 //! - `hash`: etcd's Hash and HashKV, to compare replicas.
-//! - `error`: [`MvccError`].
+//! - `error`: [`MvccError`] (etcd's rules refuse: a replicated answer) and [`ReadError`]; a
+//!   failure of this member's storage is a `StorageError`, which apply never turns into an answer.
 //!
 //! Tests: `tests` (etcd's rules, table-driven) and `model_tests` (a property test against a
 //! naive snapshot-per-revision model, on the memory engine and on RocksDB).
@@ -46,7 +47,7 @@ mod model_tests;
 #[cfg(test)]
 mod tests;
 
-pub use error::MvccError;
+pub use error::{MvccError, ReadError};
 pub use event::{Event, EventKind, HistoryPage};
 pub use hash::{hash_kv, hash_state, KvHash, StateHash};
 pub use lease::Lease;

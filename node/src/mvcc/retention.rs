@@ -5,13 +5,13 @@
 // Times, TTLs, offsets and counts here come from clients: arithmetic is checked or saturating.
 #![cfg_attr(not(test), deny(clippy::arithmetic_side_effects))]
 
-use crate::command::{RangeRequest, SetRetentionRequest, TopicResponse, TrimTopicRequest};
+use crate::command::{SetRetentionRequest, TopicResponse, TrimTopicRequest};
 use crate::keys::prefix_range_end;
+use crate::storage::StorageError;
 
 use super::events::{event_key, topic_prefix, StoredEvent};
 use super::range::KeySpan;
 use super::store::{MvccStore, OpError};
-use super::MvccError;
 
 /// Events one trim removes at most (the leader trims a long backlog in steps): bounds the
 /// memory and the size of one command's changes.
@@ -49,8 +49,8 @@ impl MvccStore {
     }
 
     /// The offset the topic should be trimmed to now under its retention, if that is past its
-    /// first offset.
-    pub fn retention_cut(&self, topic: &str, now_ms: i64) -> Result<Option<u64>, MvccError> {
+    /// first offset. Only the leader asks, and only it acts on the answer (by proposing a trim).
+    pub fn retention_cut(&self, topic: &str, now_ms: i64) -> Result<Option<u64>, StorageError> {
         let Some(state) = self.topic(topic) else { return Ok(None) };
         let limits = state.retention;
         let mut cut = state.first_offset;
@@ -79,15 +79,12 @@ impl MvccStore {
         Ok((cut > state.first_offset).then_some(cut))
     }
 
-    /// The stored values of the event keys in [from, to), in offset order, at most
-    /// [`TRIM_STEP_MAX`] of them.
-    fn event_values(&self, from: &[u8], to: &[u8]) -> Result<Vec<Vec<u8>>, MvccError> {
-        let range = RangeRequest {
-            key: from.to_vec(),
-            range_end: to.to_vec(),
-            limit: TRIM_STEP_MAX as i64,
-            ..RangeRequest::default()
-        };
-        Ok(self.range(&range)?.kvs.into_iter().map(|kv| kv.value).collect())
+    /// The current values of the event keys in [from, to), in offset order, at most
+    /// [`TRIM_STEP_MAX`] of them. Reading the newest revision has no rule that can refuse it: an
+    /// error is this member's storage failing.
+    fn event_values(&self, from: &[u8], to: &[u8]) -> Result<Vec<Vec<u8>>, StorageError> {
+        let span = KeySpan::new(from, to);
+        let kvs = self.kvs_at_most(span, self.current_revision, TRIM_STEP_MAX as usize)?;
+        Ok(kvs.into_iter().map(|kv| kv.value).collect())
     }
 }

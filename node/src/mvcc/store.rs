@@ -14,7 +14,7 @@ use super::key_index::KeyIndex;
 use super::lease::LeaseTable;
 use super::range::KeySpan;
 use super::revision::{RecordKind, Revision};
-use super::MvccError;
+use super::{MvccError, ReadError};
 
 /// `Table::StateMeta` key of the current revision: kept explicitly because compaction may leave
 /// no record at it.
@@ -63,12 +63,22 @@ impl std::fmt::Debug for MvccStore {
     }
 }
 
-/// Why an operation did not complete: etcd refused it (a replicated answer), or the engine
-/// failed (fatal for the member).
+/// Why an operation did not complete: etcd's rules refused it (a replicated answer), or this
+/// member's storage failed (fatal for the member). `apply` splits the two; an operation that
+/// cannot be refused returns `StorageError` alone, so its type says it has no rejection to give.
 #[derive(Debug)]
 pub(super) enum OpError {
     Rejected(MvccError),
     Storage(StorageError),
+}
+
+impl From<OpError> for ReadError {
+    fn from(error: OpError) -> Self {
+        match error {
+            OpError::Rejected(error) => ReadError::Rejected(error),
+            OpError::Storage(error) => ReadError::Storage(error),
+        }
+    }
 }
 
 impl From<StorageError> for OpError {
@@ -176,17 +186,19 @@ impl MvccStore {
     /// `more`, `count` (matches before the limit and before the min/max filters, as etcd 3.4),
     /// sorting, `keys_only`, `count_only` and the min/max revision filters.
     /// `header_revision` is the current revision.
-    pub fn range(&self, request: &RangeRequest) -> Result<RangeResponse, MvccError> {
-        self.range_in_view(request, self.current_revision).map_err(|error| match error {
-            OpError::Rejected(error) => error,
-            OpError::Storage(error) => MvccError::Storage(error.0),
-        })
+    pub fn range(&self, request: &RangeRequest) -> Result<RangeResponse, ReadError> {
+        Ok(self.range_in_view(request, self.current_revision)?)
     }
 
     /// Applies one write command. Changes are staged in memory and visible at once to later
-    /// `range` and `apply` calls; nothing reaches the engine until `commit`. etcd's apply-time
-    /// refusals come back as `Ok(CommandResponse::Rejected(..))` with nothing changed;
-    /// `StorageError` only for engine failures.
+    /// `range` and `apply` calls; nothing reaches the engine until `commit`.
+    ///
+    /// The boundary between the two kinds of failure: etcd's apply-time refusals come back as
+    /// `Ok(CommandResponse::Rejected(..))` with nothing changed, the same answer on every member;
+    /// a failure of this member's storage (the engine, a record that does not decode) comes back
+    /// as `Err(StorageError)`, possibly with changes staged half-way. The caller must then stop
+    /// the member without answering and without committing: the others applied the command, and
+    /// an answer from this member would differ from theirs.
     ///
     /// Leases are stored as given: the caller validates that they exist, as etcd's lessor does.
     pub fn apply(&mut self, command: &Command) -> Result<CommandResponse, StorageError> {
@@ -297,7 +309,12 @@ impl MvccStore {
     /// The values of every key in `span` as of revision `at`, in key order, without revision
     /// checks (for reads inside a write, which are always at the newest revision).
     pub(super) fn kvs_at(&self, span: KeySpan<'_>, at: i64) -> Result<Vec<KeyValue>, StorageError> {
-        self.revisions_at(span, at).into_iter().map(|revision| self.fetch(revision)).collect()
+        self.kvs_at_most(span, at, usize::MAX)
+    }
+
+    /// The first `limit` of `kvs_at`.
+    pub(super) fn kvs_at_most(&self, span: KeySpan<'_>, at: i64, limit: usize) -> Result<Vec<KeyValue>, StorageError> {
+        self.revisions_at(span, at).into_iter().take(limit).map(|revision| self.fetch(revision)).collect()
     }
 
     /// The revision holding each key of `span` as of `at`, in key order.
@@ -336,8 +353,7 @@ impl MvccStore {
             Some(None) => return Err(missing_record(revision)),
             None => self.engine.get(Table::Kv, &key)?.ok_or_else(|| missing_record(revision))?,
         };
-        postcard::from_bytes(&bytes)
-            .map_err(|error| StorageError(format!("mvcc: corrupt record at revision {revision:?}: {error}")))
+        decode_record(&bytes, format_args!("record at revision {revision:?}"))
     }
 
     // ---- writes ----
@@ -420,6 +436,20 @@ impl MvccStore {
     }
 }
 
+/// Decodes a record this module stored. Anything but exactly one record (bytes that do not
+/// decode, or bytes left after it) means this member's storage is damaged: an error, never a
+/// record skipped or read as something else.
+pub(super) fn decode_record<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    what: std::fmt::Arguments<'_>,
+) -> Result<T, StorageError> {
+    match postcard::take_from_bytes(bytes) {
+        Ok((record, [])) => Ok(record),
+        Ok((_, rest)) => Err(StorageError(format!("mvcc: corrupt {what}: {} bytes after the record", rest.len()))),
+        Err(error) => Err(StorageError(format!("mvcc: corrupt {what}: {error}"))),
+    }
+}
+
 fn missing_record(revision: Revision) -> StorageError {
     StorageError(format!("mvcc: the key index names revision {revision:?} but its record is missing"))
 }
@@ -445,7 +475,7 @@ fn restore_record(
 ) -> Result<i64, StorageError> {
     let corrupt = |what: &str| StorageError(format!("mvcc: corrupt record {engine_key:?}: {what}"));
     let (revision, kind) = Revision::from_engine_key(engine_key).ok_or_else(|| corrupt("bad revision key"))?;
-    let record: KeyValue = postcard::from_bytes(value).map_err(|error| corrupt(&error.to_string()))?;
+    let record: KeyValue = decode_record(value, format_args!("record {engine_key:?}"))?;
     match kind {
         RecordKind::Value => leases.attach(&record.key, record.lease),
         RecordKind::Tombstone => leases.detach(&record.key),

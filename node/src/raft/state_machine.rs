@@ -3,6 +3,12 @@
 //!
 //! Readers (the API layer) share the keyspace through `SharedState`; they take its lock only
 //! between applied batches, so they always see a whole number of entries applied.
+//!
+//! A member that cannot apply an entry (its storage fails, a stored record does not decode)
+//! stops: `apply` returns the error to openraft, whose core then stops, and `keel` exits
+//! (`RunningMember::failed`). No entry of the batch is answered and nothing of it is written.
+//! Only etcd's rules answer with a refusal (`CommandResponse::Rejected`), the same on every
+//! member.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -17,8 +23,8 @@ use super::codec::{decode, encode};
 use super::snapshot::{self, SnapshotFile};
 use super::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::command::{Command, CommandResponse, MemberAttributes, SecretKey};
-use crate::mvcc::{self, KvHash, MvccError, MvccStore, StateHash};
-use crate::storage::{Durability, Engine, Table, WriteBatch};
+use crate::mvcc::{self, KvHash, MvccStore, ReadError, StateHash};
+use crate::storage::{Durability, Engine, StorageError, Table, WriteBatch};
 use crate::watch::Hub;
 
 const APPLIED_KEY: &[u8] = b"raft/applied";
@@ -52,12 +58,12 @@ impl SharedState {
 
     /// etcd's HashKV at `revision` (0 = current); see `mvcc::hash`. Blocking: call it off the
     /// async threads.
-    pub fn hash_kv(&self, revision: i64) -> Result<KvHash, MvccError> {
+    pub fn hash_kv(&self, revision: i64) -> Result<KvHash, ReadError> {
         mvcc::hash_kv(self.mvcc(), revision)
     }
 
     /// etcd's Hash: the whole replicated state but how far this member has applied it.
-    pub fn hash_state(&self) -> Result<StateHash, MvccError> {
+    pub fn hash_state(&self) -> Result<StateHash, StorageError> {
         mvcc::hash_state(self.mvcc(), &[APPLIED_KEY])
     }
 
@@ -165,7 +171,10 @@ impl StateMachine {
                 }
                 Ok(CommandResponse::None)
             }
-            EntryPayload::Normal(command) => mvcc.apply(&command).map_err(io::Error::other),
+            EntryPayload::Normal(command) => mvcc.apply(&command).map_err(|error| {
+                tracing::error!(index = log_id.index, %command, "cannot apply a committed entry: {error}; stopping");
+                io::Error::other(error)
+            }),
         }
     }
 }
@@ -255,7 +264,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             extra.put(Table::StateMeta, APPLIED_KEY, encode(&self.applied)?);
             extra.put(Table::StateMeta, MEMBERSHIP_KEY, encode(&self.membership)?);
             // One atomic batch: the keyspace and the log id it reflects never disagree on disk.
-            mvcc.commit(extra).map_err(io::Error::other)?;
+            mvcc.commit(extra).map_err(|error| {
+                tracing::error!(applied = ?self.applied, "cannot write applied entries: {error}; stopping");
+                io::Error::other(error)
+            })?;
             // Published under the write lock: watchers reading history see either this batch
             // or a keyspace that already contains it, never neither.
             let revision_after = mvcc.current_revision();
@@ -362,15 +374,92 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 
 #[cfg(test)]
 mod tests {
+    //! A member that cannot apply an entry stops: `apply` returns the failure to openraft (whose
+    //! core then stops, and `keel` exits) and nothing of the batch is written. Responders are
+    //! only sent to after the batch is written, so none of its entries is answered either.
+    //! Member records at the edges of the id space survive a reload.
+
+    use futures::stream;
+    use keel_client::events::group::GroupOptions;
+    use openraft::entry::RaftEntry;
+    use openraft::vote::RaftLeaderIdExt;
+
     use super::*;
-    use crate::storage::MemoryEngine;
+    use crate::command::{GroupClaimRequest, GroupJoinRequest, GroupSettleRequest, NewEvent, PublishRequest};
+    use crate::raft::Entry;
+    use crate::storage::{FaultyEngine, MemoryEngine};
+
+    fn entry(index: u64, command: Command) -> Entry {
+        let leader = openraft::alias::LeaderIdOf::<TypeConfig>::new_committed(1, 1);
+        Entry::new_normal(LogId::new(leader, index), command)
+    }
+
+    /// Applies `entries` as openraft does for a follower: no client waits on them.
+    async fn apply(state_machine: &mut StateMachine, entries: Vec<Entry>) -> io::Result<()> {
+        state_machine.apply(stream::iter(entries.into_iter().map(|entry| Ok((entry, None))))).await
+    }
+
+    /// The index of the last entry whose changes reached the engine.
+    fn applied_on_disk(engine: &FaultyEngine) -> Option<u64> {
+        engine.heal();
+        let bytes = engine.get(Table::StateMeta, APPLIED_KEY).expect("get").expect("an applied log id");
+        decode::<Option<LogId>>(&bytes).expect("decode").map(|log_id| log_id.index)
+    }
+
+    fn publish(topic: &str) -> Command {
+        let events = vec![NewEvent { payload: b"e".to_vec(), ..NewEvent::default() }];
+        Command::Publish(PublishRequest { topic: topic.into(), events, timestamp_ms: 1_000 })
+    }
+
+    fn claim(now_ms: i64) -> Command {
+        let request = GroupClaimRequest {
+            topic: "t".into(),
+            group: "g".into(),
+            consumer: "c".into(),
+            max: 1,
+            auto_ack: false,
+            now_ms,
+        };
+        Command::GroupClaim(request)
+    }
+
+    #[tokio::test]
+    async fn a_member_that_cannot_read_while_applying_stops_instead_of_answering() {
+        let (engine, dir) = (Arc::new(FaultyEngine::new()), tempfile::tempdir().expect("tempdir"));
+        let mut state_machine = StateMachine::open(engine.clone(), dir.path()).expect("open");
+        // An event out of delivery attempts: the next claim copies it to the dead-letter topic,
+        // reading it from the engine.
+        let options = GroupOptions { ack_wait_ms: 1_000, retry_limit: Some(0), max_in_flight: 10 };
+        let join = GroupJoinRequest { topic: "t".into(), group: "g".into(), start: 0, options };
+        let nack = GroupSettleRequest { topic: "t".into(), group: "g".into(), acks: vec![], nacks: vec![0], now_ms: 0 };
+        let setup = vec![entry(1, publish("t")), entry(2, Command::GroupJoin(join)), entry(3, claim(1_000))];
+        apply(&mut state_machine, setup).await.expect("apply");
+        apply(&mut state_machine, vec![entry(4, Command::GroupSettle(nack))]).await.expect("apply");
+
+        engine.fail_reads();
+        let outcome = apply(&mut state_machine, vec![entry(5, publish("u")), entry(6, claim(1_001))]).await;
+        assert!(outcome.is_err(), "the read failure reaches openraft");
+        assert_eq!(applied_on_disk(&engine), Some(4), "nothing of the failed batch is written");
+    }
+
+    #[tokio::test]
+    async fn a_member_that_cannot_write_an_applied_batch_stops() {
+        let (engine, dir) = (Arc::new(FaultyEngine::new()), tempfile::tempdir().expect("tempdir"));
+        let mut state_machine = StateMachine::open(engine.clone(), dir.path()).expect("open");
+        apply(&mut state_machine, vec![entry(1, publish("t"))]).await.expect("apply");
+
+        engine.fail_writes();
+        let outcome = apply(&mut state_machine, vec![entry(2, publish("t"))]).await;
+        assert!(outcome.is_err(), "the write failure reaches openraft");
+        assert_eq!(applied_on_disk(&engine), Some(1));
+    }
 
     fn log_id(index: u64) -> LogId {
         LogId::new(openraft::vote::leader_id_adv::LeaderId { term: 1, node_id: 1 }, index)
     }
 
     /// Applies a PublishMember for each id the way `apply` does: one batch with the keyspace.
-    fn publish(state_machine: &mut StateMachine, member_ids: &[u64]) {
+    fn publish_members(state_machine: &mut StateMachine, member_ids: &[u64]) {
         let shared = state_machine.shared();
         let mut mvcc = shared.mvcc_mut();
         let mut extra = WriteBatch::new();
@@ -394,7 +483,7 @@ mod tests {
         let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
         let ids = [0, 1, 0xfeff_ffff_ffff_ffff, 0xff00_0000_0000_0000, 0xffff_ffff_ffff_fffe, u64::MAX];
         let mut state_machine = StateMachine::open(engine.clone(), dir.path()).expect("open");
-        publish(&mut state_machine, &ids);
+        publish_members(&mut state_machine, &ids);
         let published = state_machine.shared().members();
         assert_eq!(published.keys().copied().collect::<Vec<_>>(), ids.to_vec());
 

@@ -12,7 +12,11 @@ use crate::keys;
 
 #[cfg(test)]
 mod conformance;
+#[cfg(test)]
+mod faulty;
 
+#[cfg(test)]
+pub use faulty::FaultyEngine;
 pub use memory::MemoryEngine;
 pub use rocks::{fuzz_open_error_text, newest_write_ahead_log, OpenError, RocksEngine};
 

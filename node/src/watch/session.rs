@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use super::hub::EventBatch;
 use crate::command::{KeyValue, RangeRequest};
-use crate::mvcc::{Event, EventKind, MvccError};
+use crate::mvcc::{Event, EventKind, MvccError, ReadError};
 use crate::raft::SharedState;
 
 /// etcd's `clientv3.InvalidWatchID`: the id of responses that belong to no watcher (progress
@@ -315,7 +315,7 @@ impl Session {
             };
             let page = match page {
                 Ok(page) => page,
-                Err(MvccError::Compacted { compact_revision }) => {
+                Err(ReadError::Rejected(MvccError::Compacted { compact_revision })) => {
                     self.forget(id);
                     // etcd sets no reason and leaves the header's revision at 0 here: clients
                     // read `compact_revision`.

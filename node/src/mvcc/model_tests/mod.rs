@@ -15,7 +15,7 @@ use crate::command::{
 };
 use crate::storage::{Engine, MemoryEngine, RocksEngine, WriteBatch};
 
-use super::MvccStore;
+use super::{MvccStore, ReadError};
 
 mod model;
 
@@ -198,7 +198,7 @@ fn assert_same_state(store: &MvccStore, model: &Model) -> Result<(), TestCaseErr
     }
     for revision in model.compacted.max(1) - 1..=model.current() + 1 {
         prop_assert_eq!(
-            store.range(&all_keys_at(revision)),
+            store.range(&all_keys_at(revision)).map_err(ReadError::rejected),
             model.top_range(&all_keys_at(revision)),
             "revision {}",
             revision
@@ -224,7 +224,12 @@ fn run(steps: &[Step], engine: Arc<dyn Engine>) -> Result<(), TestCaseError> {
             Step::Range { request, back } => {
                 let revision = back.map_or(0, |back| model.current() - back);
                 let request = RangeRequest { revision, ..request.clone() };
-                prop_assert_eq!(store.range(&request), model.top_range(&request), "{:?}", request);
+                prop_assert_eq!(
+                    store.range(&request).map_err(ReadError::rejected),
+                    model.top_range(&request),
+                    "{:?}",
+                    request
+                );
             }
             Step::Commit => store.commit(WriteBatch::new()).expect("commit"),
             Step::Reopen => {

@@ -11,14 +11,14 @@ use crate::command::{
 };
 use crate::mvcc::events::{event_key, StoredEvent};
 
-fn publish(store: &mut MvccStore, topic: &str, count: usize, timestamp_ms: i64) {
+pub(super) fn publish(store: &mut MvccStore, topic: &str, count: usize, timestamp_ms: i64) {
     let events =
         (0..count).map(|n| NewEvent { payload: format!("e{n}").into_bytes(), ..NewEvent::default() }).collect();
     let request = PublishRequest { topic: topic.into(), events, timestamp_ms };
     assert!(matches!(apply(store, Command::Publish(request)), CommandResponse::Publish(_)));
 }
 
-fn join(store: &mut MvccStore, group: &str, start: u64, retry_limit: Option<u32>) -> (u64, u64) {
+pub(super) fn join(store: &mut MvccStore, group: &str, start: u64, retry_limit: Option<u32>) -> (u64, u64) {
     let options = GroupOptions { ack_wait_ms: 1_000, retry_limit, max_in_flight: 100 };
     let request = GroupJoinRequest { topic: "t".into(), group: group.into(), start, options };
     match apply(store, Command::GroupJoin(request)) {
@@ -27,7 +27,7 @@ fn join(store: &mut MvccStore, group: &str, start: u64, retry_limit: Option<u32>
     }
 }
 
-fn claim(store: &mut MvccStore, group: &str, max: u32, now_ms: i64) -> Vec<u64> {
+pub(super) fn claim(store: &mut MvccStore, group: &str, max: u32, now_ms: i64) -> Vec<u64> {
     let request = GroupClaimRequest {
         topic: "t".into(),
         group: group.into(),
@@ -42,7 +42,7 @@ fn claim(store: &mut MvccStore, group: &str, max: u32, now_ms: i64) -> Vec<u64> 
     }
 }
 
-fn settle(store: &mut MvccStore, group: &str, acks: &[u64], nacks: &[u64]) -> Vec<u64> {
+pub(super) fn settle(store: &mut MvccStore, group: &str, acks: &[u64], nacks: &[u64]) -> Vec<u64> {
     let request = GroupSettleRequest {
         topic: "t".into(),
         group: group.into(),

@@ -2,6 +2,7 @@
 //! and persistence here; ranges in `range`, compares and transactions in `txn`.
 
 mod events;
+mod fatal;
 mod groups;
 mod lease;
 mod range;
@@ -16,7 +17,7 @@ use crate::command::{
 };
 use crate::storage::{Direction, Engine, KeyRange, MemoryEngine, Table, WriteBatch};
 
-use super::{MvccError, MvccStore};
+use super::{MvccError, MvccStore, ReadError};
 
 fn new_store() -> (Arc<MemoryEngine>, MvccStore) {
     let engine = Arc::new(MemoryEngine::new());

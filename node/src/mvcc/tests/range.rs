@@ -33,7 +33,7 @@ fn range_revision_rules() {
     }
     assert!(matches!(compact(&mut store, 3), CommandResponse::Compact(_)));
     let check = |revision: i64, expect: Result<&str, MvccError>| {
-        let response = store.range(&RangeRequest { revision, ..get("k") });
+        let response = store.range(&RangeRequest { revision, ..get("k") }).map_err(ReadError::rejected);
         let got = response.map(|response| String::from_utf8_lossy(&response.kvs[0].value).into_owned());
         assert_eq!(got, expect.map(str::to_owned), "revision {revision}");
     };
