@@ -94,7 +94,7 @@ impl ConfigService {
             revision,
             ..RangeRequest::default()
         };
-        let response = self.member.shared().mvcc().range(&request)?;
+        let response = self.member.shared().range(&request)?;
         let secrets = key.map_or(Secrets::Masked, Secrets::Revealed);
         let value = view::assemble(path, &response.kvs, secrets)?;
         Ok((value, response.header_revision))

@@ -44,7 +44,7 @@ impl PbKvService for KvService {
         if !request.serializable {
             self.member.read_barrier().await.map_err(|e| to_status(&e))?;
         }
-        let response = self.member.shared().mvcc().range(&convert::range_request(request));
+        let response = self.member.shared().range(&convert::range_request(request));
         let response = response.map_err(|e| to_status(&ServerError::from(e)))?;
         Ok(Response::new(convert::range_response(header(&self.member, response.header_revision), response)))
     }

@@ -129,7 +129,7 @@ impl RegistryService {
     /// One key as this member has it (callers pass the read barrier first).
     fn read_key(&self, key: &[u8]) -> Result<crate::command::RangeResponse, ServerError> {
         let request = RangeRequest { key: key.to_vec(), ..RangeRequest::default() };
-        Ok(self.member.shared().mvcc().range(&request)?)
+        Ok(self.member.shared().range(&request)?)
     }
 
     /// Every registration under `prefix` (of the service `name` only, when given: go-micro's
@@ -138,7 +138,7 @@ impl RegistryService {
         self.member.read_barrier().await?;
         let range_end = keys::prefix_range_end(&prefix);
         let request = RangeRequest { key: prefix, range_end, ..RangeRequest::default() };
-        let response = self.member.shared().mvcc().range(&request)?;
+        let response = self.member.shared().range(&request)?;
         let registrations = response
             .kvs
             .iter()

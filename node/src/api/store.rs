@@ -91,7 +91,7 @@ impl StoreService {
                 RangeRequest { range_end: prefix_range_end(&from), key: from, ..RangeRequest::default() }
             }
         };
-        let response = self.member.shared().mvcc().range(&request)?;
+        let response = self.member.shared().range(&request)?;
         let now_ms = store::now_unix_ms();
         let records = response.kvs.iter().filter_map(|kv| store::decode(table, kv, now_ms)).collect();
         Ok((records, response.header_revision))
@@ -164,7 +164,7 @@ impl StoreService {
     async fn live_under(&self, prefix: Vec<u8>) -> Result<Vec<KeyValue>, ServerError> {
         self.member.read_barrier().await?;
         let request = RangeRequest { range_end: prefix_range_end(&prefix), key: prefix, ..RangeRequest::default() };
-        let mut kvs = self.member.shared().mvcc().range(&request)?.kvs;
+        let mut kvs = self.member.shared().range(&request)?.kvs;
         let now_ms = store::now_unix_ms();
         kvs.retain(|kv| store::is_live(kv, now_ms));
         Ok(kvs)

@@ -51,5 +51,6 @@ pub use error::{MvccError, ReadError};
 pub use event::{Event, EventKind, HistoryPage};
 pub use hash::{hash_kv, hash_state, KvHash, StateHash};
 pub use lease::Lease;
+pub use range::range_unlocked;
 pub use retention::TRIM_STEP_MAX;
 pub use store::MvccStore;

@@ -50,6 +50,9 @@ pub struct MvccStore {
     events: Vec<Event>,
     /// TEST ONLY: added to the version of every Put (see `--unsafe-diverge-versions`); 0.
     unsafe_version_skew: i64,
+    /// Keys that exist now, kept as puts and deletes happen so that `/metrics` never counts the
+    /// index under the lock.
+    live_keys: usize,
 }
 
 impl std::fmt::Debug for MvccStore {
@@ -119,9 +122,10 @@ impl WriteTxn {
     }
 }
 
-/// What etcd's `rangeKeys` returns.
-pub(super) struct RangeResult {
-    pub kvs: Vec<KeyValue>,
+/// What etcd's `rangeKeys` finds, before the values are read.
+pub(super) struct RangeRevisions {
+    /// The revision of each key's value to read, in key order, after the limit.
+    pub revisions: Vec<Revision>,
     /// Keys matching before any limit.
     pub count: i64,
 }
@@ -157,6 +161,7 @@ impl MvccStore {
         let current_revision =
             read_meta(engine.as_ref(), CURRENT_REVISION_KEY)?.unwrap_or(EMPTY_STORE_REVISION).max(newest_revision);
         let compacted = read_meta(engine.as_ref(), COMPACT_REVISION_KEY)?.unwrap_or(NEVER_COMPACTED);
+        let live_keys = index.values().filter(|history| history.live().is_some()).count();
         Ok(MvccStore {
             engine,
             index,
@@ -168,6 +173,7 @@ impl MvccStore {
             topics,
             events: Vec::new(),
             unsafe_version_skew: 0,
+            live_keys,
         })
     }
 
@@ -274,36 +280,42 @@ impl MvccStore {
 
     /// Number of keys that currently exist.
     pub fn key_count(&self) -> usize {
-        self.index.values().filter(|history| history.live().is_some()).count()
+        self.live_keys
     }
 
     // ---- reads ----
 
-    /// etcd's `rangeKeys`: checks `requested` (0 or negative = `current`) against the current
-    /// and compact revisions, then reads up to `limit` (<= 0 = all) values.
-    pub(super) fn range_keys(
+    /// etcd's `rangeKeys` without reading values: checks `requested` (0 or negative =
+    /// `current`) against the current and compact revisions, then lists the revisions of up to
+    /// `limit` (<= 0 = all) keys, and how many keys match in all. Reads only the in-memory index.
+    pub(super) fn range_revisions(
         &self,
         span: KeySpan<'_>,
         requested: i64,
         current: i64,
         limit: i64,
         count_only: bool,
-    ) -> Result<RangeResult, OpError> {
+    ) -> Result<RangeRevisions, MvccError> {
         if requested > current {
-            return Err(MvccError::FutureRevision { current_revision: current }.into());
+            return Err(MvccError::FutureRevision { current_revision: current });
         }
         let at = if requested <= 0 { current } else { requested };
         if at < self.compacted {
-            return Err(MvccError::Compacted { compact_revision: self.compact_revision() }.into());
+            return Err(MvccError::Compacted { compact_revision: self.compact_revision() });
         }
-        let revisions = self.revisions_at(span, at);
+        let mut revisions = self.revisions_at(span, at);
         let count = i64::try_from(revisions.len()).unwrap_or(i64::MAX);
         if count_only {
-            return Ok(RangeResult { kvs: Vec::new(), count });
+            revisions.clear();
         }
         let take = usize::try_from(limit).ok().filter(|&limit| limit > 0).unwrap_or(usize::MAX);
-        let kvs = revisions.into_iter().take(take).map(|revision| self.fetch(revision)).collect::<Result<_, _>>()?;
-        Ok(RangeResult { kvs, count })
+        revisions.truncate(take);
+        Ok(RangeRevisions { revisions, count })
+    }
+
+    /// Whether changes are staged: only between `apply` and `commit`, under the write lock.
+    pub(super) fn has_staged(&self) -> bool {
+        !self.staged.is_empty()
     }
 
     /// The values of every key in `span` as of revision `at`, in key order, without revision
@@ -346,7 +358,7 @@ impl MvccStore {
     }
 
     /// The record written at `revision`, from the staged overlay or the engine.
-    fn fetch(&self, revision: Revision) -> Result<KeyValue, StorageError> {
+    pub(super) fn fetch(&self, revision: Revision) -> Result<KeyValue, StorageError> {
         let key = revision.engine_key(RecordKind::Value);
         let bytes = match self.staged.get(&key) {
             Some(Some(bytes)) => bytes.clone(),
@@ -384,6 +396,10 @@ impl MvccStore {
             Some(history) => history.put(revision),
             None => self.index.entry(key.into()).or_default().put(revision),
         };
+        if live.version == 1 {
+            // A new generation: the key did not exist before this put.
+            self.live_keys = self.live_keys.saturating_add(1);
+        }
         let record = KeyValue {
             key: key.to_vec(),
             create_revision: live.created,
@@ -416,6 +432,7 @@ impl MvccStore {
             self.stage(revision.engine_key(RecordKind::Tombstone), &record)?;
             self.events.push(Event { kind: EventKind::Delete, kv: record });
         }
+        self.live_keys = self.live_keys.saturating_sub(doomed.len());
         Ok(i64::try_from(doomed.len()).unwrap_or(i64::MAX))
     }
 

@@ -22,7 +22,7 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use super::codec::{decode, encode};
 use super::snapshot::{self, SnapshotFile};
 use super::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
-use crate::command::{Command, CommandResponse, MemberAttributes, SecretKey};
+use crate::command::{Command, CommandResponse, MemberAttributes, RangeRequest, RangeResponse, SecretKey};
 use crate::mvcc::{self, KvHash, MvccStore, ReadError, StateHash};
 use crate::storage::{Durability, Engine, StorageError, Table, WriteBatch};
 use crate::watch::Hub;
@@ -54,6 +54,12 @@ impl SharedState {
     /// means an apply panicked half-way; the state is then unknown, so we stop the member.
     pub fn mvcc(&self) -> RwLockReadGuard<'_, MvccStore> {
         self.mvcc.read().unwrap_or_else(|_| fatal("keyspace lock poisoned"))
+    }
+
+    /// A client's Range: the keyspace lock is held only while the index is read, not while
+    /// the values are (see `mvcc::range_unlocked`).
+    pub fn range(&self, request: &RangeRequest) -> Result<RangeResponse, ReadError> {
+        mvcc::range_unlocked(self.mvcc(), request)
     }
 
     /// etcd's HashKV at `revision` (0 = current); see `mvcc::hash`. Blocking: call it off the

@@ -207,7 +207,34 @@ fn suite_last_key(engine: &dyn Engine) {
     assert_eq!(engine.last_key(Table::Kv).expect("last key"), Some(vec![0xff; 70]));
 }
 
-const SUITES: [(&str, Suite); 10] = [
+/// Values of given keys as of one point: present and absent keys in order, later writes unseen,
+/// and a visitor that stops the reads early.
+fn suite_get_many_as_of_now(engine: &dyn Engine) {
+    fill(engine, Table::Kv, &[b"a", b"c"]);
+    let keys = [b"a".to_vec(), b"b".to_vec(), b"c".to_vec()];
+    let mut seen = Vec::new();
+    let mut fixed = || put(engine, Table::Kv, b"b", b"later");
+    engine
+        .get_many_as_of_now(Table::Kv, &keys, &mut fixed, &mut |key, value| {
+            seen.push((key.to_vec(), value.map(<[u8]>::to_vec)));
+            true
+        })
+        .expect("get many");
+    let expect =
+        vec![(b"a".to_vec(), Some(b"v-a".to_vec())), (b"b".to_vec(), None), (b"c".to_vec(), Some(b"v-c".to_vec()))];
+    assert_eq!(seen, expect, "a value written after the point is not seen");
+    let mut visits = 0;
+    engine
+        .get_many_as_of_now(Table::Kv, &keys, &mut || {}, &mut |_, _| {
+            visits += 1;
+            false
+        })
+        .expect("get many");
+    assert_eq!(visits, 1);
+}
+
+const SUITES: [(&str, Suite); 11] = [
+    ("get_many_as_of_now", suite_get_many_as_of_now),
     ("get_put_delete", suite_get_put_delete),
     ("batch_is_ordered", suite_batch_is_ordered),
     ("empty_batch_and_empty_bytes", suite_empty_batch_and_empty_bytes),

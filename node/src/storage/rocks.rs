@@ -17,7 +17,9 @@ use rocksdb::{
     Options, ReadOptions, WriteOptions, DB,
 };
 
-use super::{Direction, Durability, Engine, KeyRange, StorageError, Table, TableVisitor, WriteBatch, WriteOp};
+use super::{
+    Direction, Durability, Engine, KeyRange, StorageError, Table, TableVisitor, ValueVisitor, WriteBatch, WriteOp,
+};
 
 /// Block cache shared by all column families. Small on purpose: the MVCC index lives in
 /// memory already, and the OS page cache (which is not the member's memory) does the rest.
@@ -244,6 +246,28 @@ impl Engine for RocksEngine {
                 iterator.next();
             }
             iterator.status().map_err(|error| rocks_error("scan", error))?;
+        }
+        Ok(())
+    }
+
+    fn get_many_as_of_now(
+        &self,
+        table: Table,
+        keys: &[Vec<u8>],
+        fixed: &mut dyn FnMut(),
+        visit: &mut ValueVisitor<'_>,
+    ) -> Result<(), StorageError> {
+        let family = self.family(table)?;
+        let snapshot = self.db.snapshot();
+        fixed();
+        let mut read_options = ReadOptions::default();
+        read_options.set_snapshot(&snapshot);
+        for key in keys {
+            let value =
+                self.db.get_pinned_cf_opt(family, key, &read_options).map_err(|error| rocks_error("get", error))?;
+            if !visit(key, value.as_deref()) {
+                break;
+            }
         }
         Ok(())
     }
