@@ -31,6 +31,9 @@ pub enum ServerError {
     LeaseProvided,
     #[error("too many operations in txn request")]
     TooManyTxnOps,
+    /// A queue of this member is full (forwarded writes, read barriers): nothing was done.
+    #[error("too many requests")]
+    TooManyRequests,
     #[error("duplicate key given in txn request")]
     DuplicateKey,
     #[error("invalid sort option")]

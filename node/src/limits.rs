@@ -45,6 +45,17 @@ pub const PEER_RESPONSE_BYTES_MAX: usize = 1 << 30;
 /// "request timed out" (etcd: 5 s plus two election timeouts by default).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);
 
+/// Writes a follower holds queued for forwarding to the leader, in number and in encoded bytes.
+/// Past either a write is refused at once with etcd's "too many requests" (nothing proposed,
+/// safe to retry) instead of queueing memory without bound while the leader is not keeping up.
+/// Far above what a batch takes (`forward_writes`: 256 writes or 4 MiB, 4 batches in flight).
+pub const FORWARD_QUEUE_WRITES_MAX: usize = 10_000;
+pub const FORWARD_QUEUE_BYTES_MAX: usize = 256 << 20;
+
+/// Linearizable readers waiting for the next read-barrier round on one member; past it a read
+/// is refused with "too many requests". A waiter is a few bytes: this only stops a flood.
+pub const READ_BARRIER_WAITERS_MAX: usize = 100_000;
+
 /// The etcd version this member reports in Maintenance.Status: the etcd API level it is
 /// compatible with, which clients and etcdctl read.
 pub const ETCD_COMPATIBLE_VERSION: &str = "3.4.23";

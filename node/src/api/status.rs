@@ -37,6 +37,7 @@ pub fn to_status(error: &ServerError) -> Status {
         ServerError::ValueProvided => (Code::InvalidArgument, "etcdserver: value is provided"),
         ServerError::LeaseProvided => (Code::InvalidArgument, "etcdserver: lease is provided"),
         ServerError::TooManyTxnOps => (Code::InvalidArgument, "etcdserver: too many operations in txn request"),
+        ServerError::TooManyRequests => (Code::ResourceExhausted, "etcdserver: too many requests"),
         ServerError::DuplicateKey => (Code::InvalidArgument, "etcdserver: duplicate key given in txn request"),
         ServerError::InvalidSortOption => (Code::InvalidArgument, "etcdserver: invalid sort option"),
         ServerError::RequestTooLarge => (Code::InvalidArgument, "etcdserver: request is too large"),

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use super::{Attempt, Member};
 use crate::command::{Command, CommandResponse};
 use crate::error::ServerError;
+use crate::limits::{FORWARD_QUEUE_BYTES_MAX, FORWARD_QUEUE_WRITES_MAX};
 use crate::raft::{ForwardError, ForwardRequest, ForwardResponse, MemberId, Refusal};
 
 /// Batch RPCs in flight at once to the leader.
@@ -50,14 +51,22 @@ struct Queue {
     /// A sender task is running.
     running: bool,
     waiting: std::collections::VecDeque<Pending>,
+    /// The encoded bytes of the writes in `waiting`.
+    waiting_bytes: usize,
 }
 
 impl WriteBatches {
-    /// Queues a write; true when the caller must start the sender task.
-    fn join(&self, pending: Pending) -> bool {
+    /// Queues a write; `Ok(true)` when the caller must start the sender task, `Err` with the
+    /// write when the queue is full (`limits::FORWARD_QUEUE_*`).
+    fn join(&self, pending: Pending) -> Result<bool, Box<Pending>> {
         let mut queue = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let bytes = queue.waiting_bytes.saturating_add(pending.size);
+        if queue.waiting.len() >= FORWARD_QUEUE_WRITES_MAX || bytes > FORWARD_QUEUE_BYTES_MAX {
+            return Err(Box::new(pending));
+        }
+        queue.waiting_bytes = bytes;
         queue.waiting.push_back(pending);
-        !std::mem::replace(&mut queue.running, true)
+        Ok(!std::mem::replace(&mut queue.running, true))
     }
 
     /// The next batch: the oldest write and those behind it for the same leader, within the
@@ -77,6 +86,7 @@ impl WriteBatches {
             bytes += next.size;
             batch.extend(queue.waiting.pop_front());
         }
+        queue.waiting_bytes = queue.waiting_bytes.saturating_sub(bytes);
         Some(batch)
     }
 }
@@ -92,8 +102,10 @@ impl Member {
     ) -> Attempt<CommandResponse> {
         let Some(member) = self.me.upgrade() else { return Attempt::Done(Err(ServerError::Stopped)) };
         let (answer, answered) = oneshot::channel();
-        if self.write_batches.join(Pending { leader, command, size, deadline, answer }) {
-            tokio::spawn(member.send_write_batches());
+        match self.write_batches.join(Pending { leader, command, size, deadline, answer }) {
+            Ok(true) => drop(tokio::spawn(member.send_write_batches())),
+            Ok(false) => {}
+            Err(_full) => return Attempt::Done(Err(ServerError::TooManyRequests)),
         }
         match tokio::time::timeout_at(deadline, answered).await {
             Ok(Ok(attempt)) => attempt,
@@ -150,5 +162,36 @@ fn write_outcome(result: Result<(CommandResponse, u64), ForwardError>) -> Attemp
         Err(ForwardError::Refused(Refusal::TooLarge)) => Attempt::Done(Err(ServerError::RequestTooLarge)),
         Err(ForwardError::Refused(Refusal::Invalid(reason))) => Attempt::Done(Err(ServerError::LeaderRefused(reason))),
         Err(_) => Attempt::Done(Err(ServerError::Timeout)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::PutRequest;
+
+    fn pending(size: usize) -> Pending {
+        let (answer, _) = oneshot::channel();
+        let command = Command::Put(PutRequest::default());
+        Pending { leader: 1, command, size, deadline: Instant::now(), answer }
+    }
+
+    #[test]
+    fn the_queue_refuses_writes_past_its_count_and_its_bytes_and_frees_what_batches_take() {
+        let batches = WriteBatches::default();
+        assert_eq!(batches.join(pending(1)).ok(), Some(true), "the first write starts the sender");
+        for _ in 1..FORWARD_QUEUE_WRITES_MAX {
+            assert_eq!(batches.join(pending(1)).ok(), Some(false));
+        }
+        assert!(batches.join(pending(1)).is_err(), "full by count");
+        let batch = batches.next_batch().expect("a batch");
+        assert_eq!(batch.len(), BATCH_WRITES_MAX);
+        assert!(batches.join(pending(1)).is_ok(), "a batch taken makes room");
+
+        let by_bytes = WriteBatches::default();
+        assert!(by_bytes.join(pending(FORWARD_QUEUE_BYTES_MAX)).is_ok());
+        assert!(by_bytes.join(pending(1)).is_err(), "full by bytes");
+        assert_eq!(by_bytes.next_batch().map(|batch| batch.len()), Some(1));
+        assert!(by_bytes.join(pending(FORWARD_QUEUE_BYTES_MAX)).is_ok(), "its bytes are freed");
     }
 }

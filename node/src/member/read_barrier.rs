@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use super::{Attempt, Member};
 use crate::error::ServerError;
+use crate::limits::READ_BARRIER_WAITERS_MAX;
 use crate::raft::{ForwardRequest, ForwardResponse, MemberId, ReadPolicy};
 
 type Waiter = oneshot::Sender<Result<(), ServerError>>;
@@ -34,11 +35,15 @@ struct Rounds {
 }
 
 impl ReadRounds {
-    /// Queues `waiter` for the next round; true when the caller must start the round task.
-    fn join(&self, waiter: Waiter) -> bool {
+    /// Queues `waiter` for the next round; `Some(true)` when the caller must start the round
+    /// task, `None` when too many wait already (`limits::READ_BARRIER_WAITERS_MAX`).
+    fn join(&self, waiter: Waiter) -> Option<bool> {
         let mut rounds = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if rounds.waiting.len() >= READ_BARRIER_WAITERS_MAX {
+            return None;
+        }
         rounds.waiting.push(waiter);
-        !std::mem::replace(&mut rounds.running, true)
+        Some(!std::mem::replace(&mut rounds.running, true))
     }
 
     /// The readers of the next round, or `None` (and the task stops) when nobody waits.
@@ -61,7 +66,8 @@ impl Member {
         }
         let member = self.me.upgrade().ok_or(ServerError::Stopped)?;
         let (waiter, answer) = oneshot::channel();
-        if self.read_rounds.join(waiter) {
+        let start_rounds = self.read_rounds.join(waiter).ok_or(ServerError::TooManyRequests)?;
+        if start_rounds {
             tokio::spawn(async move {
                 while let Some(readers) = member.read_rounds.next_round() {
                     let result = member.read_barrier_round().await;
@@ -114,5 +120,24 @@ impl Member {
             Err(openraft::metrics::WaitError::ShuttingDown) => Attempt::Done(Err(ServerError::Stopped)),
             Err(_) => Attempt::Done(Err(ServerError::Timeout)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readers_past_the_bound_are_refused_until_a_round_takes_them() {
+        let rounds = ReadRounds::default();
+        let mut answers = Vec::new();
+        for index in 0..READ_BARRIER_WAITERS_MAX {
+            let (waiter, answer) = oneshot::channel();
+            answers.push(answer);
+            assert_eq!(rounds.join(waiter), Some(index == 0));
+        }
+        assert_eq!(rounds.join(oneshot::channel().0), None, "full");
+        assert_eq!(rounds.next_round().map(|round| round.len()), Some(READ_BARRIER_WAITERS_MAX));
+        assert!(rounds.join(oneshot::channel().0).is_some(), "a round taken makes room");
     }
 }
