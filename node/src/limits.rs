@@ -56,6 +56,82 @@ pub const FORWARD_QUEUE_BYTES_MAX: usize = 256 << 20;
 /// is refused with "too many requests". A waiter is a few bytes: this only stops a flood.
 pub const READ_BARRIER_WAITERS_MAX: usize = 100_000;
 
+// ---- Queues and batches of the services ----
+
+/// Registry watch responses queued for a client slow to read them (`api/registry`).
+pub const REGISTRY_WATCH_QUEUE_MAX: usize = 64;
+
+/// Config watch responses queued for a client slow to read them (`api/config`).
+pub const CONFIG_WATCH_QUEUE_MAX: usize = 16;
+
+/// Keep-alive answers queued for a client that is slow to read them (`api/lease`).
+pub const KEEP_ALIVE_QUEUE_MAX: usize = 16;
+
+/// Watch requests queued before the watch session reads them (`api/watch`).
+pub const WATCH_INPUT_QUEUE_MAX: usize = 64;
+
+/// Watch responses queued before the client reads them (`api/watch`). A client that stops
+/// reading blocks only its own session.
+pub const WATCH_OUTPUT_QUEUE_MAX: usize = 64;
+
+/// Consume responses queued for a slow client before the stream stops handing out more
+/// (`api/events_consume`).
+pub const CONSUME_OUTPUT_QUEUE_MAX: usize = 16;
+
+/// Events one claim (or one page of a private stream) hands out at most.
+pub const CONSUME_CLAIM_BATCH_MAX: u32 = 100;
+
+/// Acks and nacks one replicated settle carries at most.
+pub const CONSUME_SETTLE_BATCH_MAX: usize = 10_000;
+
+/// Payload bytes per events Read response at most (at least one event is always returned):
+/// keeps a page under gRPC's default 4 MiB message limit on the client side.
+pub const EVENTS_READ_BYTES_MAX: usize = 3 * 1024 * 1024;
+
+/// Applied batches the watch hub keeps for receivers that are behind. A receiver further
+/// behind than this is told it lagged and catches up from history: memory stays bounded
+/// whatever the watchers do.
+pub const WATCH_HUB_BATCHES_MAX: usize = 1024;
+
+/// A batch whose keys and values exceed this is broadcast without its events (receivers read
+/// them from history), so the hub holds at most `WATCH_HUB_BATCHES_MAX` × this many bytes of
+/// events (64 MiB) whatever the size of the writes.
+pub const WATCH_HUB_BATCH_EVENT_BYTES_MAX: usize = 64 * 1024;
+
+/// Watchers one watch stream may hold; a create beyond it is refused.
+pub const WATCHERS_PER_STREAM_MAX: usize = 100_000;
+
+/// Forwarded-write batch RPCs in flight at once from a follower to the leader.
+pub const FORWARD_BATCHES_IN_FLIGHT: usize = 4;
+
+/// Writes per forwarded batch at most.
+pub const FORWARD_BATCH_WRITES_MAX: usize = 256;
+
+/// Encoded bytes per forwarded batch at most (a larger write goes alone).
+pub const FORWARD_BATCH_BYTES_MAX: usize = 4 << 20;
+
+/// Peer streams a member may reset before the peer server accepts them. h2's default (20)
+/// guards public servers against rapid-reset floods; between members, a burst of RPCs that
+/// time out together (a partition, a paused peer) is normal and should not cost the
+/// connection. The client port keeps h2's default.
+pub const PEER_PENDING_RESET_STREAMS_MAX: usize = 1024;
+
+/// Revokes the leader proposes per lease check: etcd's `leaseRevokeRate` (1000/s) at two
+/// checks per second. Leases beyond it wait for the next check, so a mass expiry cannot flood
+/// the log.
+pub const LEASE_REVOKES_PER_CHECK_MAX: usize = 500;
+
+/// One node's registration (the service's JSON with that node) may be at most this large:
+/// endpoints and metadata fit easily; anything bigger belongs in the Store.
+pub const REGISTRATION_BYTES_MAX: usize = 64 * 1024;
+
+/// Nodes one Register or Deregister call may carry (each one key of one atomic command; a
+/// Deregister also compares each, and etcd's limit of 128 operations per Txn must hold).
+pub const NODES_PER_REGISTRATION_MAX: usize = 64;
+
+const _: () = assert!(FORWARD_BATCH_WRITES_MAX <= FORWARD_QUEUE_WRITES_MAX);
+const _: () = assert!(NODES_PER_REGISTRATION_MAX * 2 <= TXN_OPS_MAX);
+
 /// The etcd version this member reports in Maintenance.Status: the etcd API level it is
 /// compatible with, which clients and etcdctl read.
 pub const ETCD_COMPATIBLE_VERSION: &str = "3.4.23";

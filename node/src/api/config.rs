@@ -17,11 +17,9 @@ use crate::command::{Command, CommandResponse, RangeRequest, SecretKey, TxnReque
 use crate::dynamic_config::{self as view, secret, ConfigError, ConfigPath, Secrets};
 use crate::error::ServerError;
 use crate::keys::prefix_range_end;
+use crate::limits::CONFIG_WATCH_QUEUE_MAX;
 use crate::member::Member;
 use crate::watch::{CreateWatch, Session, WatchInput, WatchOutput};
-
-/// Watch responses queued for a client slow to read them.
-const WATCH_QUEUE_MAX: usize = 16;
 
 pub struct ConfigService {
     member: Arc<Member>,
@@ -141,7 +139,7 @@ impl Config for ConfigService {
             ..CreateWatch::default()
         };
         let (input_tx, input_rx) = mpsc::channel(1);
-        let (output_tx, output_rx) = mpsc::channel(WATCH_QUEUE_MAX);
+        let (output_tx, output_rx) = mpsc::channel(CONFIG_WATCH_QUEUE_MAX);
         let session = Session::new(self.member.shared_state(), self.member.watch_limits(), output_tx);
         input_tx.send(WatchInput::Create(create)).await.map_err(|_| Status::unavailable("watch stopped"))?;
         tokio::spawn(async move {

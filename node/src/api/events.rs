@@ -17,6 +17,7 @@ use crate::command::{
 };
 use crate::error::ServerError;
 use crate::keys::prefix_range_end;
+use crate::limits::EVENTS_READ_BYTES_MAX;
 use crate::member::Member;
 use crate::mvcc::events::{event_key, topic_prefix, StoredEvent, TopicState};
 
@@ -31,9 +32,6 @@ pub const READ_DEFAULT: usize = keel_client::events::READ_LIMIT_DEFAULT as usize
 pub const READ_MAX: usize = keel_client::events::READ_LIMIT_MAX as usize;
 /// The longest retention age (a century): see `keel_client::events::RETENTION_AGE_MAX`.
 pub const RETENTION_AGE_MAX_MS: u64 = keel_client::events::RETENTION_AGE_MAX.as_millis() as u64;
-/// Payload bytes per Read response at most (at least one event is always returned): keeps a
-/// page under gRPC's default 4 MiB message limit on the client side.
-pub const READ_BYTES_MAX: usize = 3 * 1024 * 1024;
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum EventsError {
@@ -141,7 +139,7 @@ impl EventsService {
         let mut bytes = 0;
         for event in response.kvs.iter().filter_map(|kv| decode(&kv.value)) {
             bytes += event.payload.len();
-            if !events.is_empty() && bytes > READ_BYTES_MAX {
+            if !events.is_empty() && bytes > EVENTS_READ_BYTES_MAX {
                 break;
             }
             events.push(event);

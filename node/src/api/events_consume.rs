@@ -32,27 +32,22 @@ use super::events::{check_topic, decode, first_at_or_after, EventsError};
 use super::status::to_status;
 use crate::command::{Command, CommandResponse, GroupClaimRequest, GroupJoinRequest, GroupSettleRequest, RangeRequest};
 use crate::error::ServerError;
+use crate::limits::{CONSUME_CLAIM_BATCH_MAX, CONSUME_OUTPUT_QUEUE_MAX, CONSUME_SETTLE_BATCH_MAX};
 use crate::member::Member;
 use crate::mvcc::events::{event_key, topic_prefix};
 
 pub type ConsumeStream = Pin<Box<dyn Stream<Item = Result<pb::ConsumeResponse, Status>> + Send>>;
 
-/// Events one claim (or one page of a private stream) hands out at most.
-const CLAIM_BATCH_MAX: u32 = 100;
-/// Acks and nacks one replicated settle carries at most.
-const SETTLE_BATCH_MAX: usize = 10_000;
 /// How long an idle stream sleeps before it looks again at deadlines and other consumers' nacks.
 const IDLE_RECHECK: Duration = Duration::from_millis(250);
 /// The longest ack wait a consumer may ask for (the client's bound, one value for both).
 const ACK_WAIT_MAX: Duration = keel_client::events::ACK_WAIT_MAX;
-/// Responses queued for a slow client before the stream stops handing out more.
-const OUTPUT_QUEUE: usize = 16;
 /// How long a closing stream tries to give its unacknowledged events back.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Starts serving one consume stream.
 pub fn consume(member: Arc<Member>, inbound: Streaming<pb::ConsumeRequest>) -> ConsumeStream {
-    let (output, responses) = mpsc::channel(OUTPUT_QUEUE);
+    let (output, responses) = mpsc::channel(CONSUME_OUTPUT_QUEUE_MAX);
     tokio::spawn(run(member, inbound, output));
     Box::pin(ReceiverStream::new(responses))
 }
@@ -181,7 +176,7 @@ impl Consumer {
                 Some(pb::consume_request::Request::Subscribe(_)) => return Err(EventsError::SubscribedTwice.into()),
                 None => {}
             }
-            if acks.len() + nacks.len() < SETTLE_BATCH_MAX {
+            if acks.len() + nacks.len() < CONSUME_SETTLE_BATCH_MAX {
                 // A request not yet arrived (or the end of the stream) waits for the next turn.
                 next = inbound.message().now_or_never().and_then(Result::ok).flatten();
             }
@@ -209,7 +204,7 @@ impl Consumer {
 
     /// A group claim, when the local state suggests there is something to claim.
     async fn claim(&mut self, group: &str) -> Result<Vec<Delivery>, ServerError> {
-        let room = self.max_in_flight.saturating_sub(self.in_flight.len() as u32).min(CLAIM_BATCH_MAX);
+        let room = self.max_in_flight.saturating_sub(self.in_flight.len() as u32).min(CONSUME_CLAIM_BATCH_MAX);
         if room == 0 || !self.group_has_work(group) {
             return Ok(Vec::new());
         }
@@ -240,7 +235,7 @@ impl Consumer {
         let mvcc = self.member.shared().mvcc();
         let Some(topic) = mvcc.topic(&self.topic) else { return Vec::new() };
         let from = self.position.max(topic.first_offset);
-        let to = topic.next_offset.min(from.saturating_add(u64::from(CLAIM_BATCH_MAX)));
+        let to = topic.next_offset.min(from.saturating_add(u64::from(CONSUME_CLAIM_BATCH_MAX)));
         self.position = to.max(self.position);
         (from..to).map(|offset| Delivery { offset, deliveries: 1 }).collect()
     }

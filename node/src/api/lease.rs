@@ -19,11 +19,9 @@ use super::{header, status::to_status};
 use crate::command::{Command, CommandResponse, LeaseGrantRequest, LeaseRevokeRequest};
 use crate::error::ServerError;
 use crate::lease;
+use crate::limits::KEEP_ALIVE_QUEUE_MAX;
 use crate::member::Member;
 use crate::mvcc::MvccError;
-
-/// Keep-alive answers queued for a client that is slow to read them.
-const KEEP_ALIVE_QUEUE_MAX: usize = 16;
 
 pub struct LeaseService {
     member: Arc<Member>,

@@ -20,13 +20,11 @@ use crate::command::{
 };
 use crate::error::ServerError;
 use crate::keys;
+use crate::limits::REGISTRY_WATCH_QUEUE_MAX;
 use crate::member::Member;
 use crate::mvcc::MvccError;
 use crate::registry::{self, RegistryError};
 use crate::watch::{CreateWatch, Session, WatchInput, WatchOutput};
-
-/// Watch responses queued for a client slow to read them.
-const WATCH_QUEUE_MAX: usize = 64;
 
 /// Rounds of read-then-delete one Deregister makes. A round fails only when a node it is
 /// removing changed between its read and its delete (registered again, by go-micro perhaps);
@@ -224,7 +222,7 @@ impl Registry for RegistryService {
             self.member.read_barrier().await.map_err(status)?;
         }
         let (input_tx, input_rx) = mpsc::channel(1);
-        let (output_tx, output_rx) = mpsc::channel(WATCH_QUEUE_MAX);
+        let (output_tx, output_rx) = mpsc::channel(REGISTRY_WATCH_QUEUE_MAX);
         let session = Session::new(self.member.shared_state(), self.member.watch_limits(), output_tx);
         input_tx.send(WatchInput::Create(create)).await.map_err(|_| Status::unavailable("watch stopped"))?;
         tokio::spawn(async move {

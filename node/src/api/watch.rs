@@ -13,15 +13,10 @@ use tonic::{Request, Response, Status, Streaming};
 use prost::Message;
 
 use super::{convert, header};
-use crate::limits::GRPC_OVERHEAD_BYTES;
+use crate::limits::{GRPC_OVERHEAD_BYTES, WATCH_INPUT_QUEUE_MAX, WATCH_OUTPUT_QUEUE_MAX};
 use crate::member::Member;
 use crate::mvcc::EventKind;
 use crate::watch::{CreateWatch, Session, WatchInput, WatchOutput, WatchedEvent};
-
-/// Client requests queued before the session reads them, and responses queued before the
-/// client reads them. A client that stops reading blocks only its own session.
-const INPUT_QUEUE_MAX: usize = 64;
-const OUTPUT_QUEUE_MAX: usize = 64;
 
 /// etcd's `mvccpb.Event_EventType`.
 const EVENT_PUT: i32 = 0;
@@ -48,8 +43,8 @@ impl PbWatchService for WatchService {
 
     async fn watch(&self, request: Request<Streaming<PbWatchRequest>>) -> Result<Response<WatchStream>, Status> {
         let mut requests = request.into_inner();
-        let (input_tx, input_rx) = mpsc::channel(INPUT_QUEUE_MAX);
-        let (output_tx, output_rx) = mpsc::channel(OUTPUT_QUEUE_MAX);
+        let (input_tx, input_rx) = mpsc::channel(WATCH_INPUT_QUEUE_MAX);
+        let (output_tx, output_rx) = mpsc::channel(WATCH_OUTPUT_QUEUE_MAX);
         let session = Session::new(self.member.shared_state(), self.member.watch_limits(), output_tx);
         tokio::spawn(session.run(input_rx));
         // A request the gRPC layer refused (not protobuf, too large) ends the stream with

@@ -14,6 +14,8 @@ use std::sync::Mutex;
 
 use tokio::time::{Duration, Instant};
 
+use crate::limits::LEASE_REVOKES_PER_CHECK_MAX;
+
 /// etcd's `MaxLeaseTTL`: a grant above it is refused ("etcdserver: too large lease TTL"), and
 /// so is a registration or a store record that would need a longer lease.
 pub const LEASE_TTL_MAX_SECS: i64 = 9_000_000_000;
@@ -21,10 +23,6 @@ const _: () = assert!(LEASE_TTL_MAX_SECS == keel_client::registry::TTL_MAX_SECS)
 
 /// How often the leader looks for expired leases (etcd: 500 ms).
 pub const EXPIRY_CHECK_INTERVAL: Duration = Duration::from_millis(500);
-
-/// Revokes the leader proposes per check: etcd's `leaseRevokeRate` (1000/s) at two checks per
-/// second. Leases beyond it wait for the next check, so a mass expiry cannot flood the log.
-pub const REVOKES_PER_CHECK_MAX: usize = 500;
 
 /// etcd's minimum TTL: a lease must outlive an election, or a failover alone could expire it.
 /// `ceil(1.5 × election timeout)` in seconds (2 s with the default 1 s election timeout).
@@ -88,7 +86,7 @@ impl Lessor {
     }
 
     /// The leases (`(id, ttl_secs)`, every lease that exists) whose deadline has passed, at most
-    /// `REVOKES_PER_CHECK_MAX`. A lease seen for the first time in this leadership starts its
+    /// `LEASE_REVOKES_PER_CHECK_MAX`. A lease seen for the first time in this leadership starts its
     /// full TTL now.
     pub fn expired(&self, term: u64, leases: &[(i64, i64)], now: Instant) -> Vec<i64> {
         let mut deadlines = self.for_term(term);
@@ -97,7 +95,7 @@ impl Lessor {
         let mut expired = Vec::new();
         for (id, ttl_secs) in leases {
             let current = *deadlines.by_lease.entry(*id).or_insert_with(|| deadline(now, *ttl_secs));
-            if has_passed(current, now) && expired.len() < REVOKES_PER_CHECK_MAX {
+            if has_passed(current, now) && expired.len() < LEASE_REVOKES_PER_CHECK_MAX {
                 expired.push(*id);
             }
         }

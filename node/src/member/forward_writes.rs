@@ -3,7 +3,7 @@
 //! A forward RPC per write cost the follower and the leader an HTTP/2 stream each, which under
 //! 64 clients was a visible part of both members' CPU.
 //!
-//! Batches go out as soon as there is room: up to [`BATCHES_IN_FLIGHT`] at once, so a lone
+//! Batches go out as soon as there is room: up to [`FORWARD_BATCHES_IN_FLIGHT`] at once, so a lone
 //! write is sent at once (no added latency), and under load the queue that builds while those
 //! are in flight becomes the next batch. Each write keeps its own deadline and its own outcome
 //! (done, indeterminate, or "nothing proposed: retry"), exactly as a forward of its own would.
@@ -16,14 +16,11 @@ use tokio::time::Instant;
 use super::{Attempt, Member};
 use crate::command::{Command, CommandResponse};
 use crate::error::ServerError;
-use crate::limits::{FORWARD_QUEUE_BYTES_MAX, FORWARD_QUEUE_WRITES_MAX};
+use crate::limits::{
+    FORWARD_BATCHES_IN_FLIGHT, FORWARD_BATCH_BYTES_MAX, FORWARD_BATCH_WRITES_MAX, FORWARD_QUEUE_BYTES_MAX,
+    FORWARD_QUEUE_WRITES_MAX,
+};
 use crate::raft::{ForwardError, ForwardRequest, ForwardResponse, MemberId, Refusal};
-
-/// Batch RPCs in flight at once to the leader.
-const BATCHES_IN_FLIGHT: usize = 4;
-/// Writes per batch at most, and their encoded bytes at most (a larger write goes alone).
-const BATCH_WRITES_MAX: usize = 256;
-const BATCH_BYTES_MAX: usize = 4 << 20;
 
 struct Pending {
     leader: MemberId,
@@ -42,7 +39,7 @@ pub(super) struct WriteBatches {
 
 impl Default for WriteBatches {
     fn default() -> Self {
-        WriteBatches { state: Mutex::default(), in_flight: Arc::new(Semaphore::new(BATCHES_IN_FLIGHT)) }
+        WriteBatches { state: Mutex::default(), in_flight: Arc::new(Semaphore::new(FORWARD_BATCHES_IN_FLIGHT)) }
     }
 }
 
@@ -80,7 +77,10 @@ impl WriteBatches {
         let (leader, mut bytes) = (first.leader, first.size);
         let mut batch = vec![first];
         while let Some(next) = queue.waiting.front() {
-            if next.leader != leader || batch.len() >= BATCH_WRITES_MAX || bytes + next.size > BATCH_BYTES_MAX {
+            if next.leader != leader
+                || batch.len() >= FORWARD_BATCH_WRITES_MAX
+                || bytes + next.size > FORWARD_BATCH_BYTES_MAX
+            {
                 break;
             }
             bytes += next.size;
@@ -185,7 +185,7 @@ mod tests {
         }
         assert!(batches.join(pending(1)).is_err(), "full by count");
         let batch = batches.next_batch().expect("a batch");
-        assert_eq!(batch.len(), BATCH_WRITES_MAX);
+        assert_eq!(batch.len(), FORWARD_BATCH_WRITES_MAX);
         assert!(batches.join(pending(1)).is_ok(), "a batch taken makes room");
 
         let by_bytes = WriteBatches::default();

@@ -25,7 +25,10 @@ use crate::command::{self, Command, CommandResponse, Origin};
 use crate::config::{self, MemberConfig};
 use crate::error::ServerError;
 use crate::lease;
-use crate::limits::{GRPC_OVERHEAD_BYTES, PEER_MESSAGE_BYTES_MAX, PEER_RESPONSE_BYTES_MAX, REQUEST_TIMEOUT};
+use crate::limits::{
+    GRPC_OVERHEAD_BYTES, PEER_MESSAGE_BYTES_MAX, PEER_PENDING_RESET_STREAMS_MAX, PEER_RESPONSE_BYTES_MAX,
+    REQUEST_TIMEOUT,
+};
 use crate::raft::watermark::{self, Mark, Watermark};
 use crate::raft::{
     self, AckPolicy, CheckError, ClientWriteError, Config, ForwardError, ForwardRequest, ForwardResponse,
@@ -44,12 +47,6 @@ struct Identity {
     cluster_id: u64,
     name: String,
 }
-
-/// Peer streams a member may reset before the peer server accepts them. h2's default (20)
-/// guards public servers against rapid-reset floods; between members, a burst of RPCs that
-/// time out together (a partition, a paused peer) is normal and should not cost the
-/// connection. The client port keeps h2's default.
-const PEER_PENDING_RESET_STREAMS_MAX: usize = 1024;
 
 /// How long to wait between attempts when no leader is known or it just changed.
 const RETRY_INTERVAL: Duration = Duration::from_millis(50);

@@ -14,6 +14,7 @@ use keel_client::registry::names::{self, NameError};
 use keel_client::registry::Service;
 
 use crate::command::KeyValuePair;
+use crate::limits::{NODES_PER_REGISTRATION_MAX, REGISTRATION_BYTES_MAX};
 use crate::mvcc::{Event, EventKind};
 
 /// go-micro's etcd registry prefix (one definition, shared with the client).
@@ -22,14 +23,6 @@ pub const PREFIX: &str = keel_client::registry::KEY_PREFIX;
 /// Service names and node ids longer than this are refused (one definition, shared with the
 /// client, whose in-memory registry applies the same rules; the reason is given there).
 pub const NAME_BYTES_MAX: usize = keel_client::registry::NAME_BYTES_MAX;
-
-/// One node's registration (the service's JSON with that node) may be at most this large:
-/// endpoints and metadata fit easily; anything bigger belongs in the Store.
-pub const REGISTRATION_BYTES_MAX: usize = 64 * 1024;
-
-/// Nodes one Register or Deregister call may carry (each one key of one atomic command; a
-/// Deregister also compares each, and etcd's limit of 128 operations per Txn must hold).
-pub const NODES_PER_REGISTRATION_MAX: usize = 64;
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RegistryError {

@@ -7,16 +7,8 @@ use std::sync::Arc;
 
 use tokio::sync::{broadcast, watch};
 
+use crate::limits::{WATCH_HUB_BATCHES_MAX, WATCH_HUB_BATCH_EVENT_BYTES_MAX};
 use crate::mvcc::Event;
-
-/// Batches kept for receivers that are behind. A receiver further behind than this is told it
-/// lagged and catches up from history: memory stays bounded whatever the watchers do.
-const BATCHES_BUFFERED_MAX: usize = 1024;
-
-/// A batch whose keys and values exceed this is broadcast without its events (receivers read
-/// them from history), so the ring holds at most `BATCHES_BUFFERED_MAX` × this many bytes of
-/// events (64 MiB) whatever the size of the writes.
-const BATCH_EVENT_BYTES_MAX: usize = 64 * 1024;
 
 /// The changes of revisions `first_revision..=last_revision`.
 #[derive(Debug)]
@@ -41,7 +33,7 @@ pub struct Hub {
 
 impl Default for Hub {
     fn default() -> Self {
-        let (sender, _) = broadcast::channel(BATCHES_BUFFERED_MAX);
+        let (sender, _) = broadcast::channel(WATCH_HUB_BATCHES_MAX);
         Hub { sender, watchers: AtomicUsize::new(0), stopping: watch::channel(false).0 }
     }
 }
@@ -51,7 +43,7 @@ impl Hub {
     /// no receiver the batch is dropped, which is fine since nobody watches.
     pub fn publish_applied(&self, first_revision: i64, last_revision: i64, events: Vec<Event>) {
         let bytes: usize = events.iter().map(|e| e.kv.key.len() + e.kv.value.len()).sum();
-        let complete = bytes <= BATCH_EVENT_BYTES_MAX;
+        let complete = bytes <= WATCH_HUB_BATCH_EVENT_BYTES_MAX;
         let events = if complete { events } else { Vec::new() };
         self.publish(EventBatch { first_revision, last_revision, events, complete });
     }

@@ -17,6 +17,7 @@ use tokio::time::Instant;
 
 use super::hub::EventBatch;
 use crate::command::{KeyValue, RangeRequest};
+use crate::limits::WATCHERS_PER_STREAM_MAX;
 use crate::mvcc::{Event, EventKind, MvccError, ReadError};
 use crate::raft::SharedState;
 
@@ -27,9 +28,6 @@ pub const INVALID_WATCH_ID: i64 = -1;
 /// Events read from history per lock acquisition: bounds how long a catching-up watcher holds
 /// the keyspace's read lock, and the size of one response.
 const HISTORY_EVENTS_PER_READ: usize = 1000;
-
-/// Watchers one stream may hold; a create beyond it is refused.
-const WATCHERS_PER_STREAM_MAX: usize = 100_000;
 
 #[derive(Clone, Copy, Debug)]
 pub struct SessionLimits {
