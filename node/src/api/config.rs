@@ -13,7 +13,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::status::to_status;
-use crate::command::{Command, CommandResponse, RangeRequest, SecretKey, TxnRequest};
+use crate::command::{RangeRequest, SecretKey, TxnRequest};
 use crate::dynamic_config::{self as view, secret, ConfigError, ConfigPath, Secrets};
 use crate::error::ServerError;
 use crate::keys::prefix_range_end;
@@ -63,11 +63,8 @@ impl ConfigService {
     }
 
     async fn commit(&self, ops: Vec<crate::command::RequestOp>) -> Result<i64, ServerError> {
-        let command = Command::Txn(TxnRequest { compare: Vec::new(), success: ops, failure: Vec::new() });
-        match self.member.propose(command).await? {
-            CommandResponse::Txn(response) => Ok(response.header_revision),
-            _ => Err(ServerError::Mismatched),
-        }
+        let txn = TxnRequest { compare: Vec::new(), success: ops, failure: Vec::new() };
+        Ok(self.member.propose(txn).await?.header_revision)
     }
 
     async fn get(&self, request: pb::GetRequest) -> Result<pb::GetResponse, ServerError> {

@@ -12,9 +12,7 @@ use keel_proto::v1::events_server::Events;
 use tonic::{Request, Response, Status};
 
 use super::status::to_status;
-use crate::command::{
-    Command, CommandResponse, NewEvent, PublishRequest, RangeRequest, Retention, SetRetentionRequest,
-};
+use crate::command::{NewEvent, PublishRequest, RangeRequest, Retention, SetRetentionRequest};
 use crate::error::ServerError;
 use crate::keys::prefix_range_end;
 use crate::limits::EVENTS_READ_BYTES_MAX;
@@ -103,10 +101,7 @@ impl EventsService {
             });
         }
         // The leader stamps the time (`Command::stamped`).
-        let command = Command::Publish(PublishRequest { topic: request.topic, events, timestamp_ms: 0 });
-        let CommandResponse::Publish(response) = self.member.propose(command).await? else {
-            return Err(ServerError::Mismatched);
-        };
+        let response = self.member.propose(PublishRequest { topic: request.topic, events, timestamp_ms: 0 }).await?;
         let events =
             response.results.iter().map(|r| pb::Published { offset: r.offset, duplicate: r.duplicate }).collect();
         Ok(pb::PublishResponse { events, timestamp_ms: response.timestamp_ms, revision: response.header_revision })
@@ -247,10 +242,8 @@ impl Events for EventsService {
             max_age: nonzero(limits.max_age_ms).map(std::time::Duration::from_millis),
             max_bytes: nonzero(limits.max_bytes),
         };
-        let command = Command::SetRetention(SetRetentionRequest { topic: request.topic, retention });
-        let CommandResponse::Topic(response) = self.member.propose(command).await.map_err(status)? else {
-            return Err(status(ServerError::Mismatched));
-        };
+        let request = SetRetentionRequest { topic: request.topic, retention };
+        let response = self.member.propose(request).await.map_err(status)?;
         Ok(Response::new(pb::SetRetentionResponse { revision: response.header_revision }))
     }
 }

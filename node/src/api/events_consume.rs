@@ -30,7 +30,7 @@ use tonic::{Status, Streaming};
 
 use super::events::{check_topic, decode, first_at_or_after, EventsError};
 use super::status::to_status;
-use crate::command::{Command, CommandResponse, GroupClaimRequest, GroupJoinRequest, GroupSettleRequest, RangeRequest};
+use crate::command::{GroupClaimRequest, GroupJoinRequest, GroupSettleRequest, RangeRequest};
 use crate::error::ServerError;
 use crate::limits::{CONSUME_CLAIM_BATCH_MAX, CONSUME_OUTPUT_QUEUE_MAX, CONSUME_SETTLE_BATCH_MAX};
 use crate::member::Member;
@@ -113,10 +113,7 @@ impl Consumer {
         let (cursor, ack_floor) = match &consumer.group {
             Some(group) => {
                 let join = GroupJoinRequest { topic: consumer.topic.clone(), group: group.clone(), start, options };
-                let CommandResponse::GroupJoin(joined) = consumer.member.propose(Command::GroupJoin(join)).await?
-                else {
-                    return Err(ServerError::Mismatched);
-                };
+                let joined = consumer.member.propose(join).await?;
                 (joined.cursor, joined.ack_floor)
             }
             None => (start, start),
@@ -216,9 +213,7 @@ impl Consumer {
             auto_ack: self.auto_ack,
             now_ms: 0,
         };
-        let CommandResponse::GroupClaim(claimed) = self.member.propose(Command::GroupClaim(request)).await? else {
-            return Err(ServerError::Mismatched);
-        };
+        let claimed = self.member.propose(request).await?;
         Ok(claimed.outcome.delivered)
     }
 
@@ -279,10 +274,7 @@ impl Consumer {
                 nacks: nacks.clone(),
                 now_ms: 0,
             };
-            let CommandResponse::GroupSettle(settled) = self.member.propose(Command::GroupSettle(request)).await?
-            else {
-                return Err(ServerError::Mismatched);
-            };
+            let settled = self.member.propose(request).await?;
             for offset in acks.iter().chain(&nacks) {
                 self.in_flight.remove(offset);
             }
@@ -304,7 +296,7 @@ impl Consumer {
         }
         let nacks: Vec<u64> = std::mem::take(&mut self.in_flight).into_iter().collect();
         let request = GroupSettleRequest { topic: self.topic.clone(), group, acks: Vec::new(), nacks, now_ms: 0 };
-        let release = self.member.propose(Command::GroupSettle(request));
+        let release = self.member.propose(request);
         if let Ok(Err(e)) = tokio::time::timeout(RELEASE_TIMEOUT, release).await {
             tracing::debug!(topic = %self.topic, "giving back unacknowledged events: {e}; their ack wait will");
         }

@@ -11,7 +11,7 @@ use keel_proto::etcd::{
 use tonic::{Request, Response, Status};
 
 use super::{convert, header, status::to_status, validate};
-use crate::command::{Command, CommandResponse, CompactRequest};
+use crate::command::{CompactRequest, Proposal};
 use crate::error::ServerError;
 use crate::member::Member;
 
@@ -24,14 +24,9 @@ impl KvService {
         Self { member }
     }
 
-    async fn propose(&self, command: Command) -> Result<CommandResponse, Status> {
-        self.member.propose(command).await.map_err(|e| to_status(&e))
+    async fn propose<P: Proposal>(&self, request: P) -> Result<P::Response, Status> {
+        self.member.propose(request).await.map_err(|e| to_status(&e))
     }
-}
-
-/// A response of the wrong kind for its command: a bug between the state machine and us.
-fn mismatched() -> Status {
-    Status::internal("keel: state machine answered with the wrong response type")
 }
 
 type RangeStream = Pin<Box<dyn Stream<Item = Result<PbRangeStreamResponse, Status>> + Send>>;
@@ -57,43 +52,26 @@ impl PbKvService for KvService {
 
     async fn put(&self, request: Request<PbPutRequest>) -> Result<Response<PbPutResponse>, Status> {
         let request = request.into_inner();
-        match self.propose(Command::Put(convert::put_request(request))).await? {
-            CommandResponse::Put(r) => {
-                Ok(Response::new(convert::put_response(header(&self.member, r.header_revision), r)))
-            }
-            _ => Err(mismatched()),
-        }
+        let r = self.propose(convert::put_request(request)).await?;
+        Ok(Response::new(convert::put_response(header(&self.member, r.header_revision), r)))
     }
 
     async fn delete_range(&self, request: Request<PbDeleteRequest>) -> Result<Response<PbDeleteResponse>, Status> {
         let request = request.into_inner();
-        match self.propose(Command::DeleteRange(convert::delete_request(request))).await? {
-            CommandResponse::DeleteRange(r) => {
-                Ok(Response::new(convert::delete_response(header(&self.member, r.header_revision), r)))
-            }
-            _ => Err(mismatched()),
-        }
+        let r = self.propose(convert::delete_request(request)).await?;
+        Ok(Response::new(convert::delete_response(header(&self.member, r.header_revision), r)))
     }
 
     async fn txn(&self, request: Request<PbTxnRequest>) -> Result<Response<PbTxnResponse>, Status> {
         let request = request.into_inner();
         validate::txn(&request).map_err(|e| to_status(&e))?;
-        match self.propose(Command::Txn(convert::txn_request(request))).await? {
-            CommandResponse::Txn(r) => {
-                Ok(Response::new(convert::txn_response(header(&self.member, r.header_revision), r)))
-            }
-            _ => Err(mismatched()),
-        }
+        let r = self.propose(convert::txn_request(request)).await?;
+        Ok(Response::new(convert::txn_response(header(&self.member, r.header_revision), r)))
     }
 
     async fn compact(&self, request: Request<PbCompactionRequest>) -> Result<Response<PbCompactionResponse>, Status> {
         let request = request.into_inner();
-        let command = Command::Compact(CompactRequest { revision: request.revision, physical: request.physical });
-        match self.propose(command).await? {
-            CommandResponse::Compact(r) => {
-                Ok(Response::new(PbCompactionResponse { header: header(&self.member, r.header_revision) }))
-            }
-            _ => Err(mismatched()),
-        }
+        let r = self.propose(CompactRequest { revision: request.revision, physical: request.physical }).await?;
+        Ok(Response::new(PbCompactionResponse { header: header(&self.member, r.header_revision) }))
     }
 }

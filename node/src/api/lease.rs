@@ -16,12 +16,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{header, status::to_status};
-use crate::command::{Command, CommandResponse, LeaseGrantRequest, LeaseRevokeRequest};
+use crate::command::{LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest};
 use crate::error::ServerError;
 use crate::lease;
 use crate::limits::KEEP_ALIVE_QUEUE_MAX;
 use crate::member::Member;
-use crate::mvcc::MvccError;
 
 pub struct LeaseService {
     member: Arc<Member>,
@@ -37,22 +36,18 @@ impl LeaseService {
     }
 
     async fn grant(&self, id: i64, ttl_secs: i64) -> Result<PbLeaseGrantResponse, ServerError> {
-        let command = Command::LeaseGrant(LeaseGrantRequest { id, ttl_secs });
-        match self.member.propose(command).await? {
-            CommandResponse::LeaseGrant(r) => Ok(PbLeaseGrantResponse {
-                header: header(&self.member, r.header_revision),
-                id: r.id,
-                ttl: r.ttl_secs,
-                error: String::new(),
-            }),
-            _ => Err(ServerError::Mismatched),
+        let r = self.member.propose(LeaseGrantRequest { id, ttl_secs }).await?;
+        Ok(self.granted(r))
+    }
+
+    fn granted(&self, r: LeaseGrantResponse) -> PbLeaseGrantResponse {
+        PbLeaseGrantResponse {
+            header: header(&self.member, r.header_revision),
+            id: r.id,
+            ttl: r.ttl_secs,
+            error: String::new(),
         }
     }
-}
-
-/// A fresh lease id chosen by this member: positive, never 0 (etcd's "no lease").
-pub fn new_lease_id() -> i64 {
-    (rand::random::<u64>() >> 1).max(1) as i64
 }
 
 type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<PbLeaseKeepAliveResponse, Status>> + Send>>;
@@ -71,25 +66,17 @@ impl PbLeaseService for LeaseService {
         if request.id != 0 {
             return self.grant(request.id, ttl_secs).await.map(Response::new).map_err(|e| to_status(&e));
         }
-        // A chosen id already taken is astronomically unlikely; one more try makes it moot.
-        let answer = match self.grant(new_lease_id(), ttl_secs).await {
-            Err(ServerError::Mvcc(MvccError::LeaseExists)) => self.grant(new_lease_id(), ttl_secs).await,
-            answer => answer,
-        };
-        answer.map(Response::new).map_err(|e| to_status(&e))
+        let answer = self.member.propose_with_new_lease(|id| LeaseGrantRequest { id, ttl_secs }).await;
+        answer.map(|r| Response::new(self.granted(r))).map_err(|e| to_status(&e))
     }
 
     async fn lease_revoke(
         &self,
         request: Request<PbLeaseRevokeRequest>,
     ) -> Result<Response<PbLeaseRevokeResponse>, Status> {
-        let command = Command::LeaseRevoke(LeaseRevokeRequest { id: request.into_inner().id });
-        match self.member.propose(command).await.map_err(|e| to_status(&e))? {
-            CommandResponse::LeaseRevoke(r) => {
-                Ok(Response::new(PbLeaseRevokeResponse { header: header(&self.member, r.header_revision) }))
-            }
-            _ => Err(to_status(&ServerError::Mismatched)),
-        }
+        let request = LeaseRevokeRequest { id: request.into_inner().id };
+        let r = self.member.propose(request).await.map_err(|e| to_status(&e))?;
+        Ok(Response::new(PbLeaseRevokeResponse { header: header(&self.member, r.header_revision) }))
     }
 
     type LeaseKeepAliveStream = KeepAliveStream;

@@ -12,11 +12,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::lease::new_lease_id;
 use super::status::to_status;
 use crate::command::{
-    Command, CommandResponse, Compare, CompareResult, CompareTarget, DeleteRangeRequest, RangeRequest, RegisterRequest,
-    RequestOp, TxnRequest,
+    Compare, CompareResult, CompareTarget, DeleteRangeRequest, RangeRequest, RegisterRequest, RequestOp, TxnRequest,
 };
 use crate::error::ServerError;
 use crate::keys;
@@ -49,15 +47,8 @@ impl RegistryService {
         let ttl_secs = if ttl_secs == 0 { 0 } else { ttl_secs.max(self.member.lease_ttl_min_secs) };
         let puts = registry::registration_puts(service)?;
         self.refuse_to_overwrite_others(service).await?;
-        let propose = |lease_id| {
-            let request = RegisterRequest { lease_id, ttl_secs, puts: puts.clone() };
-            self.member.propose(Command::Register(request))
-        };
-        let response = match propose(new_lease_id()).await {
-            Err(ServerError::Mvcc(MvccError::LeaseExists)) => propose(new_lease_id()).await,
-            response => response,
-        }?;
-        let CommandResponse::Register(response) = response else { return Err(ServerError::Mismatched) };
+        let register = |lease_id| RegisterRequest { lease_id, ttl_secs, puts: puts.clone() };
+        let response = self.member.propose_with_new_lease(register).await?;
         if response.reused {
             // Registering again is also a sign of life: renew the lease on the leader's clock.
             self.member.lease_keep_alive(response.lease_id).await?;
@@ -111,15 +102,11 @@ impl RegistryService {
             if deletes.is_empty() {
                 return Ok(pb::DeregisterResponse { revision });
             }
-            let command = Command::Txn(TxnRequest { compare, success: deletes, failure: Vec::new() });
-            match self.member.propose(command).await? {
-                CommandResponse::Txn(response) if response.succeeded => {
-                    return Ok(pb::DeregisterResponse { revision: response.header_revision })
-                }
-                // A node changed since the read: read again.
-                CommandResponse::Txn(_) => continue,
-                _ => return Err(ServerError::Mismatched),
+            let response = self.member.propose(TxnRequest { compare, success: deletes, failure: Vec::new() }).await?;
+            if response.succeeded {
+                return Ok(pb::DeregisterResponse { revision: response.header_revision });
             }
+            // A node changed since the read: read again.
         }
         Err(ServerError::Timeout)
     }

@@ -9,15 +9,11 @@ use keel_proto::v1 as pb;
 use keel_proto::v1::store_server::Store;
 use tonic::{Request, Response, Status};
 
-use super::lease::new_lease_id;
 use super::status::to_status;
-use crate::command::{
-    Command, CommandResponse, DeleteRangeRequest, KeyValue, LeasedPutRequest, PutRequest, RangeRequest,
-};
+use crate::command::{DeleteRangeRequest, KeyValue, LeasedPutRequest, PutRequest, RangeRequest};
 use crate::error::ServerError;
 use crate::keys::prefix_range_end;
 use crate::member::Member;
-use crate::mvcc::MvccError;
 use crate::store::{self, ExpiryBuckets, Record, Selection, StoreError, Table};
 
 pub struct StoreService {
@@ -43,10 +39,7 @@ impl StoreService {
         let value = store::encode(&record.value, record.metadata.into_iter().collect(), expiry_ms);
         let revision = if expiry_ms == 0 {
             let put = PutRequest { key, value, ..PutRequest::default() };
-            match self.member.propose(Command::Put(put)).await? {
-                CommandResponse::Put(response) => response.header_revision,
-                _ => return Err(ServerError::Mismatched),
-            }
+            self.member.propose(put).await?.header_revision
         } else {
             self.write_expiring(key, value, expiry_ms, now_ms).await?
         };
@@ -67,15 +60,9 @@ impl StoreService {
         // At most `store::TTL_MAX_SECS` plus a bucket: within etcd's MaxLeaseTTL.
         let ttl_secs = bucket_end.saturating_sub(now).max(self.member.lease_ttl_min_secs);
         let reuse = self.buckets.lease_for(bucket_end);
-        let propose = |grant_id| {
-            let request = LeasedPutRequest { key: key.clone(), value: value.clone(), reuse, grant_id, ttl_secs };
-            self.member.propose(Command::LeasedPut(request))
-        };
-        let response = match propose(new_lease_id()).await {
-            Err(ServerError::Mvcc(MvccError::LeaseExists)) => propose(new_lease_id()).await,
-            response => response,
-        }?;
-        let CommandResponse::LeasedPut(response) = response else { return Err(ServerError::Mismatched) };
+        let leased_put =
+            |grant_id| LeasedPutRequest { key: key.clone(), value: value.clone(), reuse, grant_id, ttl_secs };
+        let response = self.member.propose_with_new_lease(leased_put).await?;
         self.buckets.remember(bucket_end, response.lease_id, now);
         Ok(response.header_revision)
     }
@@ -140,10 +127,8 @@ impl StoreService {
         let table = Table::new(&request.database, &request.table)?;
         store::check_key(&request.key)?;
         let delete = DeleteRangeRequest { key: table.record_key(&request.key), ..DeleteRangeRequest::default() };
-        match self.member.propose(Command::DeleteRange(delete)).await? {
-            CommandResponse::DeleteRange(response) => Ok(pb::DeleteResponse { revision: response.header_revision }),
-            _ => Err(ServerError::Mismatched),
-        }
+        let response = self.member.propose(delete).await?;
+        Ok(pb::DeleteResponse { revision: response.header_revision })
     }
 
     async fn list(&self, request: pb::ListRequest) -> Result<Vec<String>, ServerError> {

@@ -11,9 +11,11 @@ use serde::{Deserialize, Serialize};
 
 mod nesting;
 mod reserved;
+mod typed;
 mod validate;
 
 pub use reserved::{ReservedPrefix, RESERVED_PREFIXES};
+pub use typed::{Proposal, Unanswered};
 pub use validate::{validate, Origin};
 
 /// A replicated state-machine command.

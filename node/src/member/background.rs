@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::Member;
-use crate::command::{Command, LeaseRevokeRequest, MemberAttributes, TrimTopicRequest};
+use crate::command::{LeaseRevokeRequest, MemberAttributes, TrimTopicRequest};
 use crate::lease;
 
 /// Publishes this member's name and client URLs through Raft (etcd's "publish"), retrying
@@ -20,7 +20,7 @@ pub(super) async fn publish_attributes(member: Arc<Member>, client_urls: Vec<Str
         if member.shared.members().get(&member.id) == Some(&attributes) {
             return;
         }
-        match member.propose(Command::PublishMember(attributes.clone())).await {
+        match member.propose(attributes.clone()).await {
             Ok(_) => return,
             Err(e) => {
                 tracing::debug!("publishing member attributes: {e}; retrying");
@@ -45,8 +45,7 @@ pub(super) async fn ensure_secret_key(member: Arc<Member>, mut stop_rx: watch::R
         if member.metrics().current_leader != Some(member.id) {
             continue;
         }
-        let command = Command::InitSecretKey(crate::dynamic_config::secret::new_key());
-        if let Err(e) = member.propose_as_leader(command).await {
+        if let Err(e) = member.propose_as_leader(crate::dynamic_config::secret::new_key()).await {
             tracing::debug!("creating the cluster's secret key: {e}; retrying");
         }
     }
@@ -71,7 +70,7 @@ pub(super) async fn expire_leases(member: Arc<Member>, mut stop_rx: watch::Recei
         let revokes = expired.into_iter().map(|id| {
             let member = member.clone();
             async move {
-                if let Err(e) = member.propose_as_leader(Command::LeaseRevoke(LeaseRevokeRequest { id })).await {
+                if let Err(e) = member.propose_as_leader(LeaseRevokeRequest { id }).await {
                     tracing::debug!(lease = %format!("{id:x}"), "revoking expired lease: {e}");
                 }
             }
@@ -98,7 +97,7 @@ pub(super) async fn enforce_retention(member: Arc<Member>, mut stop_rx: watch::R
         }
         for trim in retention_cuts(&member) {
             let topic = trim.topic.clone();
-            if let Err(e) = member.propose_as_leader(Command::TrimTopic(trim)).await {
+            if let Err(e) = member.propose_as_leader(trim).await {
                 tracing::debug!(%topic, "trimming a topic to its retention: {e}");
             }
         }

@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use self::accept::accepted;
-use crate::command::{self, Command, CommandResponse, Origin};
+use crate::command::{self, Command, CommandResponse, Origin, Proposal};
 use crate::config::{self, MemberConfig};
 use crate::error::ServerError;
 use crate::lease;
@@ -29,6 +29,7 @@ use crate::limits::{
     GRPC_OVERHEAD_BYTES, PEER_MESSAGE_BYTES_MAX, PEER_PENDING_RESET_STREAMS_MAX, PEER_RESPONSE_BYTES_MAX,
     REQUEST_TIMEOUT,
 };
+use crate::mvcc::MvccError;
 use crate::raft::watermark::{self, Mark, Watermark};
 use crate::raft::{
     self, AckPolicy, CheckError, ClientWriteError, Config, ForwardError, ForwardRequest, ForwardResponse,
@@ -184,9 +185,26 @@ impl Member {
         self.engine.size_bytes()
     }
 
-    /// Replicates `command` through the leader and returns what applying it answered. Errors
+    /// Replicates `request` through the leader and returns what applying it answered. Errors
     /// say whether the command may have been applied (`ServerError::is_definite`).
-    pub async fn propose(&self, command: Command) -> Result<CommandResponse, ServerError> {
+    pub async fn propose<P: Proposal>(&self, request: P) -> Result<P::Response, ServerError> {
+        let response = self.propose_command(request.into()).await?;
+        P::response(response).ok_or(ServerError::Mismatched)
+    }
+
+    /// Proposes a command that creates a lease under an id this member chooses (`make(id)`):
+    /// an id already taken, astronomically unlikely, is chosen again once.
+    pub async fn propose_with_new_lease<P: Proposal>(
+        &self,
+        make: impl Fn(i64) -> P,
+    ) -> Result<P::Response, ServerError> {
+        match self.propose(make(new_lease_id())).await {
+            Err(ServerError::Mvcc(MvccError::LeaseExists)) => self.propose(make(new_lease_id())).await,
+            answer => answer,
+        }
+    }
+
+    async fn propose_command(&self, command: Command) -> Result<CommandResponse, ServerError> {
         let size = command::validate(&command, Origin::Member(self.id), self.max_request_bytes)?;
         let response = self
             .through_leader(|leader, deadline| {
@@ -210,13 +228,15 @@ impl Member {
     /// decisions that hold only for the leadership that made them, such as a lease expiring on
     /// this leader's clock. If this member was deposed (paused, partitioned) its entry cannot
     /// commit, so a stale decision dies with the leadership that made it.
-    pub async fn propose_as_leader(&self, command: Command) -> Result<CommandResponse, ServerError> {
+    pub async fn propose_as_leader<P: Proposal>(&self, request: P) -> Result<P::Response, ServerError> {
+        let command = request.into();
         command::validate(&command, Origin::Leader, self.max_request_bytes)?;
-        match self.write_local(command, Instant::now() + REQUEST_TIMEOUT).await {
+        let response = match self.write_local(command, Instant::now() + REQUEST_TIMEOUT).await {
             Attempt::Done(Ok(CommandResponse::Rejected(e))) => Err(e.into()),
             Attempt::Done(result) => result,
             Attempt::Retry => Err(ServerError::NoLeader),
-        }
+        }?;
+        P::response(response).ok_or(ServerError::Mismatched)
     }
 
     /// Runs `attempt` against the current leader until it is done or `REQUEST_TIMEOUT` passes,
@@ -375,6 +395,11 @@ pub struct MemberInfo {
 }
 
 /// A started member and its servers. Dropping it does not stop them: call `shutdown`.
+/// A fresh lease id chosen by this member: positive, never 0 (etcd's "no lease").
+pub fn new_lease_id() -> i64 {
+    (rand::random::<u64>() >> 1).max(1) as i64
+}
+
 pub struct RunningMember {
     pub member: Arc<Member>,
     pub client_addrs: Vec<SocketAddr>,
