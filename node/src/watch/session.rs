@@ -366,7 +366,15 @@ impl Session {
     fn previous_value(&self, event: &Event) -> Option<KeyValue> {
         let request =
             RangeRequest { key: event.kv.key.clone(), revision: event.revision() - 1, ..RangeRequest::default() };
-        self.state.mvcc().range(&request).ok()?.kvs.pop()
+        match self.state.mvcc().range(&request) {
+            Ok(mut found) => found.kvs.pop(),
+            // Compacted away: etcd sends the event without it too.
+            Err(ReadError::Rejected(_)) => None,
+            Err(ReadError::Storage(error)) => {
+                tracing::error!(revision = event.revision(), "watch cannot read a previous value: {error}");
+                None
+            }
+        }
     }
 
     /// etcd's progress notification: a watcher that asked for it, is up to date and has been
