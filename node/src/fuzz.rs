@@ -89,6 +89,7 @@ pub const TARGETS: &[Target] = &[
     ("client_authority_fix", crate::api::fuzz_authority_fix),
     ("client_hpack", crate::api::fuzz_hpack_decode),
     ("raft_watermark", crate::raft::watermark::fuzz_watermark),
+    ("data_dir_format", crate::member::format::fuzz_parse),
     ("rocksdb_open_error", crate::storage::fuzz_open_error_text),
     ("config_assemble", crate::dynamic_config::fuzz_assemble),
     ("config_set", crate::dynamic_config::fuzz_set),
@@ -119,6 +120,7 @@ pub fn samples(target: &str) -> Vec<Vec<u8>> {
             encoded(raft::encode(&ForwardRequest::Writes(vec![put, txn]))),
         ],
         "snapshot_file" => vec![raft::snapshot::sample_file()],
+        "data_dir_format" => vec![crate::member::format::encode(crate::member::format::CURRENT)],
         _ => Vec::new(),
     }
 }
