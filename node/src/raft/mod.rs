@@ -19,7 +19,7 @@ pub mod watermark;
 
 use serde::{Deserialize, Serialize};
 
-pub use codec::{decode, encode};
+pub use codec::{decode, decode_entry, encode, encode_entry, LOG_ENTRY_VERSION};
 pub use lease_authority::{LeaseAuthority, LeaseTime};
 pub use log_store::{check_intact, AckPolicy, CheckError, LogDamage, LogStore};
 pub use network::{NetworkFactory, PeerClient, PeerClients};

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use keel_node::storage::{Durability, Engine, RocksEngine, Table, WriteBatch};
+use keel_node::storage::{Direction, Durability, Engine, KeyRange, RocksEngine, Table, WriteBatch};
 use keel_tests::{wait_for, wait_for_some, Server, TestCluster, READY_TIMEOUT};
 
 /// How long a member may take to find damage and exit (a debug build opening RocksDB on a
@@ -132,6 +132,25 @@ fn delete_raft_record(data_dir: &Path, key: &[u8]) {
     let mut batch = WriteBatch::new();
     batch.delete(Table::RaftMeta, key);
     engine.write(batch, Durability::Sync).expect("delete");
+    engine.close().expect("close");
+}
+
+/// Rewrites every Raft log entry of a stopped member as Keel wrote them before entries named
+/// their format version: the bare postcard of the entry.
+fn strip_log_entry_headers(data_dir: &Path) {
+    let engine = RocksEngine::open(&data_dir.join("db")).expect("open the member's RocksDB");
+    let mut batch = WriteBatch::new();
+    let mut entries = 0;
+    engine
+        .scan(Table::Log, KeyRange::all(), Direction::Forward, &mut |key, value| {
+            let entry = keel_node::raft::decode_entry(value).expect("a log entry");
+            batch.put(Table::Log, key.to_vec(), keel_node::raft::encode(&entry).expect("encode"));
+            entries += 1;
+            true
+        })
+        .expect("scan the log");
+    assert!(entries > 0, "the log holds entries");
+    engine.write(batch, Durability::Sync).expect("rewrite");
     engine.close().expect("close");
 }
 
@@ -268,9 +287,10 @@ async fn a_data_dir_of_an_unknown_format_refuses_to_start_and_says_which_formats
     }
     assert_eq!(std::fs::read_to_string(&format_file).expect("the format file"), "2\n");
 
-    // Phase 3: without the file, as every data dir written before it existed, the member starts
-    // with everything, as format 1, and records it.
+    // Phase 3: as every data dir written before the file existed (no file, and log entries
+    // without a version header), the member starts with everything, as format 1, and records it.
     std::fs::remove_file(&format_file).expect("remove");
+    strip_log_entry_headers(&data_dir);
     cluster.start_member(0);
     cluster.wait_ready().await;
     assert_all_present(&cluster, 0, &acked).await;
