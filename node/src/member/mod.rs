@@ -36,14 +36,14 @@ use crate::raft::{
 use crate::storage::{Direction, Durability, Engine, KeyRange, OpenError, RocksEngine, Table, WriteBatch};
 use crate::watch::SessionLimits;
 
-const IDENTITY_KEY: &[u8] = b"identity";
+pub(crate) const IDENTITY_KEY: &[u8] = b"identity";
 
 /// Who this member is, fixed when its data dir is created; later flags cannot change it.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-struct Identity {
-    member_id: u64,
-    cluster_id: u64,
-    name: String,
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Identity {
+    pub(crate) member_id: u64,
+    pub(crate) cluster_id: u64,
+    pub(crate) name: String,
 }
 
 /// Peer streams a member may reset before the peer server accepts them. h2's default (20)

@@ -31,9 +31,9 @@ use super::watermark::{Mark, Watermark};
 use super::{Entry, LogId, MemberId, TypeConfig, Vote};
 use crate::storage::{Direction, Durability, Engine, KeyRange, Table, WriteBatch};
 
-const VOTE_KEY: &[u8] = b"vote";
-const COMMITTED_KEY: &[u8] = b"committed";
-const PURGED_KEY: &[u8] = b"purged";
+pub(crate) const VOTE_KEY: &[u8] = b"vote";
+pub(crate) const COMMITTED_KEY: &[u8] = b"committed";
+pub(crate) const PURGED_KEY: &[u8] = b"purged";
 
 /// Appends waiting for the syncer. When full, `append` waits: the bound keeps a stalled disk
 /// from turning into unbounded memory.
@@ -197,7 +197,7 @@ fn last_entry(engine: &dyn Engine) -> io::Result<Option<Entry>> {
 }
 
 /// Log keys are big-endian indexes so that the engine's byte order is log order.
-fn index_key(index: u64) -> [u8; 8] {
+pub(crate) fn index_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
 }
 

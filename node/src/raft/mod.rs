@@ -27,6 +27,13 @@ pub use peer_auth::{PeerCredentials, PeerGate, PeerSecret};
 pub use peer_service::{remove_incoming, ForwardError, ForwardRequest, ForwardResponse, PeerService, Refusal};
 pub use state_machine::{SharedState, StateMachine};
 
+/// The keys this module stores records under, for the golden-bytes tests (`crate::golden`).
+#[cfg(test)]
+pub(crate) mod stored {
+    pub(crate) use super::log_store::{index_key, COMMITTED_KEY, PURGED_KEY, VOTE_KEY};
+    pub(crate) use super::state_machine::{member_key, APPLIED_KEY, INSTALLING_KEY, MEMBERSHIP_KEY, SECRET_KEY_KEY};
+}
+
 use crate::command::{Command, CommandResponse};
 
 /// A member's identity as Raft replicates it in the membership config: its name and the URL
