@@ -16,7 +16,7 @@ use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use keel_node::command::{Command, CompactRequest, PutRequest, RangeRequest};
 use keel_node::mvcc::MvccStore;
-use keel_node::raft::{decode, encode, Entry, LogId, TypeConfig};
+use keel_node::raft::{decode_entry, encode_entry, Entry, LogId, TypeConfig};
 use keel_node::storage::{Engine, MemoryEngine, RocksEngine, WriteBatch};
 use openraft::alias::CommittedLeaderIdOf;
 use openraft::EntryPayload;
@@ -82,20 +82,20 @@ fn range(c: &mut Criterion) {
 fn log_encoding(c: &mut Criterion) {
     let mut group = c.benchmark_group("log_encoding");
     let batch: Vec<Entry> = (0..ENTRIES_PER_BATCH).map(|index| put_entry(index as u64 + 1)).collect();
-    let encoded: Vec<Vec<u8>> = batch.iter().map(|entry| encode(entry).expect("encode")).collect();
+    let encoded: Vec<Vec<u8>> = batch.iter().map(|entry| encode_entry(entry).expect("encode")).collect();
     let entry = &batch[0];
     let entry_bytes = &encoded[0];
 
     group.throughput(Throughput::Elements(1));
-    group.bench_function("encode", |b| b.iter(|| encode(black_box(entry)).expect("encode")));
-    group.bench_function("decode", |b| b.iter(|| decode::<Entry>(black_box(entry_bytes)).expect("decode")));
+    group.bench_function("encode", |b| b.iter(|| encode_entry(black_box(entry)).expect("encode")));
+    group.bench_function("decode", |b| b.iter(|| decode_entry(black_box(entry_bytes)).expect("decode")));
 
     group.throughput(Throughput::Elements(ENTRIES_PER_BATCH as u64));
     group.bench_function(format!("encode_batch_{ENTRIES_PER_BATCH}"), |b| {
-        b.iter(|| black_box(&batch).iter().map(|entry| encode(entry).expect("encode")).collect::<Vec<_>>())
+        b.iter(|| black_box(&batch).iter().map(|entry| encode_entry(entry).expect("encode")).collect::<Vec<_>>())
     });
     group.bench_function(format!("decode_batch_{ENTRIES_PER_BATCH}"), |b| {
-        b.iter(|| black_box(&encoded).iter().map(|bytes| decode::<Entry>(bytes).expect("decode")).collect::<Vec<_>>())
+        b.iter(|| black_box(&encoded).iter().map(|bytes| decode_entry(bytes).expect("decode")).collect::<Vec<_>>())
     });
     group.finish();
 }

@@ -55,7 +55,7 @@ pub fn peer_snapshot_header(data: &[u8]) {
 
 /// A Raft log entry read back from the member's disk.
 pub fn log_entry(data: &[u8]) {
-    if let Ok(entry) = raft::decode::<Entry>(data) {
+    if let Ok(entry) = raft::decode_entry(data) {
         if let openraft::EntryPayload::Normal(command) = &entry.payload {
             let _ = command.to_string();
         }
@@ -89,6 +89,7 @@ pub const TARGETS: &[Target] = &[
     ("client_authority_fix", crate::api::fuzz_authority_fix),
     ("client_hpack", crate::api::fuzz_hpack_decode),
     ("raft_watermark", crate::raft::watermark::fuzz_watermark),
+    ("data_dir_format", crate::member::format::fuzz_parse),
     ("rocksdb_open_error", crate::storage::fuzz_open_error_text),
     ("config_assemble", crate::dynamic_config::fuzz_assemble),
     ("config_set", crate::dynamic_config::fuzz_set),
@@ -112,13 +113,18 @@ pub fn samples(target: &str) -> Vec<Vec<u8>> {
     let inner = TxnRequest { success: vec![RequestOp::Put(PutRequest::default())], ..TxnRequest::default() };
     let txn = Command::Txn(TxnRequest { success: vec![RequestOp::Txn(inner)], ..TxnRequest::default() });
     let encoded = |value: Result<Vec<u8>, std::io::Error>| value.unwrap_or_default();
+    let leader = openraft::vote::leader_id_adv::LeaderId { term: 3, node_id: 1 };
+    let entry = Entry { log_id: raft::LogId::new(leader, 42), payload: openraft::EntryPayload::Normal(txn.clone()) };
     match target {
+        // As the log store writes it, and as it was written before entries named their version.
+        "log_entry" => vec![encoded(raft::encode_entry(&entry)), encoded(raft::encode(&entry))],
         "command" => vec![encoded(raft::encode(&put)), encoded(raft::encode(&txn))],
         "peer_forward" => vec![
             encoded(raft::encode(&ForwardRequest::Write(put.clone()))),
             encoded(raft::encode(&ForwardRequest::Writes(vec![put, txn]))),
         ],
         "snapshot_file" => vec![raft::snapshot::sample_file()],
+        "data_dir_format" => vec![crate::member::format::encode(crate::member::format::CURRENT)],
         _ => Vec::new(),
     }
 }

@@ -21,6 +21,7 @@
 //! - `keys`: byte-key ranges, the one rule for where a prefix's keys end.
 //! - `error`, `limits`: domain errors and every named bound.
 //! - `fuzz`: one entry point per decoder of outside bytes, for the fuzzers (`node/fuzz/`).
+//! - `golden` (tests only): committed samples of every format on disk, decoded and re-encoded.
 
 pub mod api;
 pub mod command;
@@ -29,6 +30,8 @@ pub mod dynamic_config;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzz;
+#[cfg(test)]
+mod golden;
 pub mod keys;
 pub mod lease;
 pub mod limits;

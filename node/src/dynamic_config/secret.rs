@@ -31,7 +31,16 @@ fn cipher(key: &SecretKey) -> Result<Aes256Gcm, ConfigError> {
 
 /// Seals one leaf (its JSON text) into an envelope.
 pub fn seal(key: &SecretKey, leaf: &Value) -> Result<Value, ConfigError> {
-    let nonce_bytes = rand::random::<[u8; NONCE_BYTES]>();
+    seal_with_nonce(key, leaf, rand::random())
+}
+
+/// `seal` with a nonce chosen by the caller: a nonce must never repeat under one key, so only
+/// `seal` and the golden-bytes tests (which need the same bytes every time) call it.
+pub(crate) fn seal_with_nonce(
+    key: &SecretKey,
+    leaf: &Value,
+    nonce_bytes: [u8; NONCE_BYTES],
+) -> Result<Value, ConfigError> {
     let plaintext = leaf.to_string();
     let ciphertext = cipher(key)?
         .encrypt(Nonce::from_slice(&nonce_bytes), plaintext.as_bytes())

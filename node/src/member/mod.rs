@@ -4,6 +4,7 @@
 
 mod accept;
 mod background;
+pub mod format;
 mod forward_writes;
 mod read_barrier;
 
@@ -39,14 +40,14 @@ use crate::raft::{
 use crate::storage::{Direction, Durability, Engine, KeyRange, OpenError, RocksEngine, Table, WriteBatch};
 use crate::watch::SessionLimits;
 
-const IDENTITY_KEY: &[u8] = b"identity";
+pub(crate) const IDENTITY_KEY: &[u8] = b"identity";
 
 /// Who this member is, fixed when its data dir is created; later flags cannot change it.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-struct Identity {
-    member_id: u64,
-    cluster_id: u64,
-    name: String,
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Identity {
+    pub(crate) member_id: u64,
+    pub(crate) cluster_id: u64,
+    pub(crate) name: String,
 }
 
 /// How long to wait between attempts when no leader is known or it just changed.
@@ -423,13 +424,15 @@ async fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, StartError> 
     Ok(listeners)
 }
 
-/// The opened engine, and the write-ahead log file the previous process was writing (found
-/// before RocksDB replays and replaces it), for damage messages.
+/// The opened engine, once the data dir's format is one this binary reads, and the write-ahead
+/// log file the previous process was writing (found before RocksDB replays and replaces it),
+/// for damage messages.
 fn open_engine(config: &MemberConfig) -> Result<(Arc<dyn Engine>, Option<PathBuf>), StartError> {
     let data_dir = &config.data_dir;
     std::fs::create_dir_all(data_dir)
         .map_err(|e| StartError(format!("cannot access data directory {}: {e}", data_dir.display())))?;
     let path = data_dir.join("db");
+    check_format(config, &path)?;
     let live_wal = crate::storage::newest_write_ahead_log(&path);
     let engine = if config.unsafe_ack_before_fsync {
         RocksEngine::open_unsafe_volatile(&path)
@@ -441,6 +444,21 @@ fn open_engine(config: &MemberConfig) -> Result<(Arc<dyn Engine>, Option<PathBuf
         OpenError::Failed(e) => StartError(format!("cannot open data directory {}: {e}", data_dir.display())),
     })?;
     Ok((Arc::new(engine), live_wal))
+}
+
+/// Refuses a data dir whose format this binary does not read, before anything opens it
+/// (`format.rs`), and records the format of one that has none yet.
+fn check_format(config: &MemberConfig, database: &Path) -> Result<(), StartError> {
+    let data_dir = &config.data_dir;
+    match format::check(data_dir, database) {
+        Ok(format::Found::Recorded(_) | format::Found::New) => Ok(()),
+        Ok(format::Found::BeforeTheFile) => {
+            tracing::info!(data_dir = %data_dir.display(), "data directory from before format versions: recorded as format 1");
+            Ok(())
+        }
+        Err(e @ format::FormatError::Damaged { .. }) => Err(damaged(config, &e.to_string())),
+        Err(e) => Err(StartError(format!("data directory {}: {e}", data_dir.display()))),
+    }
 }
 
 /// The refusal to start on a damaged data dir: what is wrong, why starting would be unsafe,

@@ -52,11 +52,11 @@ impl TopicState {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-struct RememberedId {
-    topic: String,
-    id: String,
-    offset: u64,
-    timestamp_ms: i64,
+pub(crate) struct RememberedId {
+    pub(crate) topic: String,
+    pub(crate) id: String,
+    pub(crate) offset: u64,
+    pub(crate) timestamp_ms: i64,
 }
 
 /// An event as stored at its key (JSON, so etcd clients can read it).
@@ -145,7 +145,7 @@ fn name_in_key<'k>(key: &'k [u8], prefix: &[u8]) -> Result<&'k str, StorageError
         .ok_or_else(|| StorageError(format!("mvcc: corrupt key {key:?}: not a name under {prefix:?}")))
 }
 
-fn id_key(topic: &str, id: &str) -> Vec<u8> {
+pub(crate) fn id_key(topic: &str, id: &str) -> Vec<u8> {
     let mut key = TOPIC_ID_PREFIX.to_vec();
     key.extend_from_slice(topic.as_bytes());
     key.push(0);
@@ -153,8 +153,15 @@ fn id_key(topic: &str, id: &str) -> Vec<u8> {
     key
 }
 
+/// The `StateMeta` key of a topic's state.
+pub(crate) fn topic_key(topic: &str) -> Vec<u8> {
+    let mut key = TOPIC_PREFIX.to_vec();
+    key.extend_from_slice(topic.as_bytes());
+    key
+}
+
 /// The `StateMeta` key of a group's state.
-pub(super) fn group_key(topic: &str, group: &str) -> Vec<u8> {
+pub(crate) fn group_key(topic: &str, group: &str) -> Vec<u8> {
     let mut key = GROUP_PREFIX.to_vec();
     key.extend_from_slice(topic.as_bytes());
     key.push(0);
@@ -236,9 +243,7 @@ impl MvccStore {
 
     /// Stages `state` as `topic`'s and keeps it in memory.
     pub(super) fn save_topic(&mut self, topic: &str, state: TopicState) -> Result<(), StorageError> {
-        let mut key = TOPIC_PREFIX.to_vec();
-        key.extend_from_slice(topic.as_bytes());
-        self.stage_meta(key, Some(encode(&state)?));
+        self.stage_meta(topic_key(topic), Some(encode(&state)?));
         self.topics.states.insert(topic.to_string(), state);
         Ok(())
     }

@@ -25,9 +25,9 @@ const LEASE_PREFIX: &[u8] = b"mvcc/lease/";
 
 /// What is stored per lease.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-struct LeaseRecord {
-    id: i64,
-    ttl_secs: i64,
+pub(crate) struct LeaseRecord {
+    pub(crate) id: i64,
+    pub(crate) ttl_secs: i64,
 }
 
 /// A lease and the keys attached to it.
@@ -114,7 +114,7 @@ impl LeaseTable {
     }
 }
 
-fn record_key(id: i64) -> Vec<u8> {
+pub(crate) fn record_key(id: i64) -> Vec<u8> {
     let mut key = LEASE_PREFIX.to_vec();
     key.extend_from_slice(&id.to_be_bytes());
     key

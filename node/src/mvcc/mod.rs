@@ -54,3 +54,12 @@ pub use lease::Lease;
 pub use range::range_unlocked;
 pub use retention::TRIM_STEP_MAX;
 pub use store::MvccStore;
+
+/// The records this module stores and their keys, for the golden-bytes tests (`crate::golden`).
+#[cfg(test)]
+pub(crate) mod stored {
+    pub(crate) use super::events::{group_key, id_key, topic_key, RememberedId};
+    pub(crate) use super::lease::{record_key as lease_key, LeaseRecord};
+    pub(crate) use super::revision::{RecordKind, Revision};
+    pub(crate) use super::store::{COMPACT_REVISION_KEY, CURRENT_REVISION_KEY};
+}

@@ -18,9 +18,9 @@ use super::{MvccError, ReadError};
 
 /// `Table::StateMeta` key of the current revision: kept explicitly because compaction may leave
 /// no record at it.
-const CURRENT_REVISION_KEY: &[u8] = b"mvcc/current_revision";
+pub(crate) const CURRENT_REVISION_KEY: &[u8] = b"mvcc/current_revision";
 /// `Table::StateMeta` key of the compact revision; absent until the first compaction.
-const COMPACT_REVISION_KEY: &[u8] = b"mvcc/compact_revision";
+pub(crate) const COMPACT_REVISION_KEY: &[u8] = b"mvcc/compact_revision";
 
 /// etcd's `compactMainRev` before any compaction. Kept (rather than 0) because etcd's rules
 /// compare against it: a first compaction to revision 0 is accepted, a second is not.

@@ -26,14 +26,14 @@ use openraft::storage::{IOFlushed, RaftLogStorage};
 use openraft::{LogState, OptionalSend, RaftLogReader};
 use tokio::sync::mpsc;
 
-use super::codec::{decode, encode};
+use super::codec::{decode, decode_entry, encode, encode_entry};
 use super::watermark::{Mark, Watermark};
 use super::{Entry, LogId, MemberId, TypeConfig, Vote};
 use crate::storage::{Direction, Durability, Engine, KeyRange, Table, WriteBatch};
 
-const VOTE_KEY: &[u8] = b"vote";
-const COMMITTED_KEY: &[u8] = b"committed";
-const PURGED_KEY: &[u8] = b"purged";
+pub(crate) const VOTE_KEY: &[u8] = b"vote";
+pub(crate) const COMMITTED_KEY: &[u8] = b"committed";
+pub(crate) const PURGED_KEY: &[u8] = b"purged";
 
 /// Appends waiting for the syncer. When full, `append` waits: the bound keeps a stalled disk
 /// from turning into unbounded memory.
@@ -182,8 +182,8 @@ fn last_entry(engine: &dyn Engine) -> io::Result<Option<Entry>> {
     let mut last = None;
     let mut decode_err = None;
     engine
-        .scan(Table::Log, KeyRange::all(), Direction::Reverse, &mut |_, value| {
-            match decode::<Entry>(value) {
+        .scan(Table::Log, KeyRange::all(), Direction::Reverse, &mut |key, value| {
+            match decode_stored(key, value) {
                 Ok(entry) => last = Some(entry),
                 Err(e) => decode_err = Some(e),
             }
@@ -197,8 +197,16 @@ fn last_entry(engine: &dyn Engine) -> io::Result<Option<Entry>> {
 }
 
 /// Log keys are big-endian indexes so that the engine's byte order is log order.
-fn index_key(index: u64) -> [u8; 8] {
+pub(crate) fn index_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
+}
+
+/// The entry stored at `key`; an error names its index, for the operator.
+fn decode_stored(key: &[u8], value: &[u8]) -> io::Result<Entry> {
+    decode_entry(value).map_err(|e| {
+        let index = <[u8; 8]>::try_from(key).map_or_else(|_| format!("{key:?}"), |k| u64::from_be_bytes(k).to_string());
+        io::Error::new(e.kind(), format!("log entry at index {index}: {e}"))
+    })
 }
 
 fn run_syncer(engine: Arc<dyn Engine>, watermark: Arc<Watermark>, mut rx: mpsc::Receiver<SyncRequest>) {
@@ -257,7 +265,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         let mut entries = Vec::new();
         let mut decode_err = None;
         self.engine
-            .scan(Table::Log, range, Direction::Forward, &mut |_, value| match decode::<Entry>(value) {
+            .scan(Table::Log, range, Direction::Forward, &mut |key, value| match decode_stored(key, value) {
                 Ok(entry) => {
                     entries.push(entry);
                     true
@@ -322,7 +330,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             only_client_commands &= matches!(entry.payload, openraft::EntryPayload::Normal(_));
             from_another_leader |= entry.log_id.leader_id.node_id != self.member_id;
             log_end = log_end.max(entry.log_id.index.saturating_add(1));
-            batch.put(Table::Log, index_key(entry.log_id.index), encode(&entry)?);
+            batch.put(Table::Log, index_key(entry.log_id.index), encode_entry(&entry)?);
         }
         // Written now so the entries are readable when this returns; durable once the syncer's
         // fsync completes, which is when the callback fires.
@@ -370,5 +378,35 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         batch.put(Table::RaftMeta, PURGED_KEY, encode(&log_id)?);
         batch.delete_range(Table::Log, index_key(0), index_key(log_id.index + 1));
         self.engine.write(batch, Durability::Buffered).map_err(io::Error::other)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::MemoryEngine;
+
+    fn blank(index: u64) -> Entry {
+        let leader = openraft::vote::leader_id_adv::LeaderId { term: 2, node_id: 1 };
+        Entry { log_id: LogId::new(leader, index), payload: openraft::EntryPayload::Blank }
+    }
+
+    #[test]
+    fn entries_from_before_versions_read_and_an_unknown_version_names_its_index() {
+        let engine = MemoryEngine::new();
+        let mut batch = WriteBatch::new();
+        // Written before entries named their version: the bare postcard.
+        batch.put(Table::Log, index_key(1), encode(&blank(1)).expect("encode"));
+        batch.put(Table::Log, index_key(2), encode_entry(&blank(2)).expect("encode"));
+        engine.write(batch, Durability::Sync).expect("write");
+        assert_eq!(last_entry(&engine).expect("read"), Some(blank(2)));
+
+        let mut newer = encode_entry(&blank(3)).expect("encode");
+        newer[2] = super::super::LOG_ENTRY_VERSION + 1;
+        let mut batch = WriteBatch::new();
+        batch.put(Table::Log, index_key(3), newer);
+        engine.write(batch, Durability::Sync).expect("write");
+        let error = last_entry(&engine).expect_err("a version this build does not read");
+        assert!(error.to_string().starts_with("log entry at index 3: log entry format version 2"), "{error}");
     }
 }

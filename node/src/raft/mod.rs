@@ -19,13 +19,20 @@ pub mod watermark;
 
 use serde::{Deserialize, Serialize};
 
-pub use codec::{decode, encode};
+pub use codec::{decode, decode_entry, encode, encode_entry, LOG_ENTRY_VERSION};
 pub use lease_authority::{LeaseAuthority, LeaseTime};
 pub use log_store::{check_intact, AckPolicy, CheckError, LogDamage, LogStore};
 pub use network::{NetworkFactory, PeerClient, PeerClients};
 pub use peer_auth::{PeerCredentials, PeerGate, PeerSecret};
 pub use peer_service::{remove_incoming, ForwardError, ForwardRequest, ForwardResponse, PeerService, Refusal};
 pub use state_machine::{SharedState, StateMachine};
+
+/// The keys this module stores records under, for the golden-bytes tests (`crate::golden`).
+#[cfg(test)]
+pub(crate) mod stored {
+    pub(crate) use super::log_store::{index_key, COMMITTED_KEY, PURGED_KEY, VOTE_KEY};
+    pub(crate) use super::state_machine::{member_key, APPLIED_KEY, INSTALLING_KEY, MEMBERSHIP_KEY, SECRET_KEY_KEY};
+}
 
 use crate::command::{Command, CommandResponse};
 

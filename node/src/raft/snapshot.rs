@@ -1,5 +1,8 @@
 //! Snapshot files: the state machine's tables streamed to disk, never held whole in memory.
 //!
+//! The magic's last byte is the file's format version (`KEELSNP2`: version 2); a file of a
+//! version this build does not read is refused as such, not as "not a snapshot".
+//!
 //! Layout (version 2): `MAGIC`, a length-prefixed postcard `SnapshotMeta`, then records
 //! `[table tag u8][key len u32][key][value len u32][value]`, a final `END` tag, and a trailer:
 //! the length of everything before it (u64, big-endian) and its SHA-256. The same file is what
@@ -24,6 +27,8 @@ use crate::storage::{Durability, Engine, Table, WriteBatch};
 const MAGIC: &[u8; 8] = b"KEELSNP2";
 /// Files written before the trailer existed.
 const MAGIC_V1: &[u8; 8] = b"KEELSNP1";
+/// What every version's magic starts with; the version follows.
+const MAGIC_PREFIX: &[u8; 7] = b"KEELSNP";
 const END: u8 = 0;
 /// Body length (u64) and SHA-256 of the body.
 const TRAILER_BYTES: usize = 8 + 32;
@@ -171,8 +176,8 @@ pub fn verify(path: &Path) -> io::Result<SnapshotMeta> {
 pub fn verify_from(mut input: impl BufRead + Seek, total_bytes: u64) -> io::Result<SnapshotMeta> {
     let mut magic = [0u8; 8];
     input.read_exact(&mut magic).map_err(|_| invalid("snapshot file is truncated"))?;
-    let body_bytes = match &magic {
-        MAGIC => {
+    let body_bytes = match version(&magic)? {
+        Version::Trailed => {
             let body_bytes =
                 total_bytes.checked_sub(TRAILER_BYTES as u64).ok_or_else(|| invalid("snapshot file is truncated"))?;
             input.rewind()?;
@@ -180,8 +185,7 @@ pub fn verify_from(mut input: impl BufRead + Seek, total_bytes: u64) -> io::Resu
             input.seek(io::SeekFrom::Start(magic.len() as u64))?;
             body_bytes
         }
-        MAGIC_V1 => total_bytes,
-        _ => return Err(invalid("not a Keel snapshot file")),
+        Version::Untrailed => total_bytes,
     };
     let meta: SnapshotMeta = decode(&read_chunk(&mut input)?)?;
     loop {
@@ -262,10 +266,31 @@ fn delete_whole_table(engine: &Arc<dyn Engine>, table: Table, batch: &mut WriteB
 fn read_header(input: &mut impl Read) -> io::Result<SnapshotMeta> {
     let mut magic = [0u8; 8];
     input.read_exact(&mut magic)?;
-    if &magic != MAGIC && &magic != MAGIC_V1 {
-        return Err(invalid("not a Keel snapshot file"));
-    }
+    version(&magic)?;
     decode(&read_chunk(input)?)
+}
+
+/// The format versions this build reads.
+enum Version {
+    /// 1: no trailer.
+    Untrailed,
+    /// 2: length and SHA-256 trailer.
+    Trailed,
+}
+
+/// The version `magic` names, or an error saying it is not a snapshot or not a version this
+/// build reads.
+fn version(magic: &[u8; 8]) -> io::Result<Version> {
+    match magic {
+        MAGIC => Ok(Version::Trailed),
+        MAGIC_V1 => Ok(Version::Untrailed),
+        [prefix @ .., version] if prefix == MAGIC_PREFIX => Err(invalid(&format!(
+            "snapshot file format version {} is not one this keel reads (it reads versions 1 and 2): the file \
+             was written by another version of Keel",
+            char::from(*version).escape_default()
+        ))),
+        _ => Err(invalid("not a Keel snapshot file")),
+    }
 }
 
 /// Largest key or value a snapshot record may hold: a corrupt length fails instead of
@@ -439,6 +464,25 @@ mod tests {
             assert!(installed.lease(id).is_none());
         }
         assert_eq!(installed.key_count(), 0, "every leased key went with its lease");
+    }
+
+    #[test]
+    fn a_file_of_another_version_is_refused_as_such() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (target, path) = snapshot_of_a_small_state(dir.path());
+        let mut newer = std::fs::read(&path).expect("read");
+        newer[..8].copy_from_slice(b"KEELSNP3");
+        std::fs::write(&path, &newer).expect("write");
+        for error in [verify(&path).expect_err("verify"), read_meta(&path).expect_err("read_meta")] {
+            assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+            assert!(error.to_string().contains("format version 3 is not one this keel reads"), "{error}");
+            assert!(error.to_string().contains("versions 1 and 2"), "{error}");
+        }
+        assert!(install(&target, &path).is_err());
+        assert_eq!(kv_count(&target), 200, "the state was touched");
+        newer[..8].copy_from_slice(b"NOTASNAP");
+        std::fs::write(&path, &newer).expect("write");
+        assert!(verify(&path).expect_err("verify").to_string().contains("not a Keel snapshot file"));
     }
 
     #[test]

@@ -27,16 +27,16 @@ use crate::mvcc::{self, KvHash, MvccStore, ReadError, StateHash};
 use crate::storage::{Durability, Engine, StorageError, Table, WriteBatch};
 use crate::watch::Hub;
 
-const APPLIED_KEY: &[u8] = b"raft/applied";
-const MEMBERSHIP_KEY: &[u8] = b"raft/membership";
+pub(crate) const APPLIED_KEY: &[u8] = b"raft/applied";
+pub(crate) const MEMBERSHIP_KEY: &[u8] = b"raft/membership";
 const MEMBER_PREFIX: &[u8] = b"members/";
 /// The cluster's key for config secrets (in `StateMeta`, never in the KV keyspace, so no
 /// client API can read it).
-const SECRET_KEY_KEY: &[u8] = b"secrets/cluster_key";
+pub(crate) const SECRET_KEY_KEY: &[u8] = b"secrets/cluster_key";
 /// Set (in the log's table, which snapshots do not touch) while a snapshot is being installed:
 /// found at start-up, it means the state machine is half-replaced and the snapshot must be
 /// installed again before anything reads it.
-const INSTALLING_KEY: &[u8] = b"installing_snapshot";
+pub(crate) const INSTALLING_KEY: &[u8] = b"installing_snapshot";
 
 type Snapshot = openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>;
 
@@ -198,7 +198,7 @@ fn remove_snapshots_except(dir: &Path, keep: &Path) {
     }
 }
 
-fn member_key(member_id: u64) -> Vec<u8> {
+pub(crate) fn member_key(member_id: u64) -> Vec<u8> {
     let mut key = MEMBER_PREFIX.to_vec();
     key.extend_from_slice(&member_id.to_be_bytes());
     key

@@ -1,9 +1,10 @@
-//! Faults: a damaged data dir, a full disk, a dead Raft core, too few file descriptors.
+//! Faults: a damaged data dir, a data dir of a format this binary does not read, a full disk, a
+//! dead Raft core, too few file descriptors.
 //!
 //! A member whose data dir lost acknowledged writes must refuse to start and say which file
 //! and how to recover, never serve what is left; a crash that only tore the last write must
-//! still start with everything; and a member whose disk fails must exit, not linger with a
-//! stopped Raft core.
+//! still start with everything; a data dir written by another version of Keel is refused before
+//! it is opened; and a member whose disk fails must exit, not linger with a stopped Raft core.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use keel_node::storage::{Durability, Engine, RocksEngine, Table, WriteBatch};
+use keel_node::storage::{Direction, Durability, Engine, KeyRange, RocksEngine, Table, WriteBatch};
 use keel_tests::{wait_for, wait_for_some, Server, TestCluster, READY_TIMEOUT};
 
 /// How long a member may take to find damage and exit (a debug build opening RocksDB on a
@@ -134,6 +135,25 @@ fn delete_raft_record(data_dir: &Path, key: &[u8]) {
     engine.close().expect("close");
 }
 
+/// Rewrites every Raft log entry of a stopped member as Keel wrote them before entries named
+/// their format version: the bare postcard of the entry.
+fn strip_log_entry_headers(data_dir: &Path) {
+    let engine = RocksEngine::open(&data_dir.join("db")).expect("open the member's RocksDB");
+    let mut batch = WriteBatch::new();
+    let mut entries = 0;
+    engine
+        .scan(Table::Log, KeyRange::all(), Direction::Forward, &mut |key, value| {
+            let entry = keel_node::raft::decode_entry(value).expect("a log entry");
+            batch.put(Table::Log, key.to_vec(), keel_node::raft::encode(&entry).expect("encode"));
+            entries += 1;
+            true
+        })
+        .expect("scan the log");
+    assert!(entries > 0, "the log holds entries");
+    engine.write(batch, Durability::Sync).expect("rewrite");
+    engine.close().expect("close");
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("create dir");
     for entry in std::fs::read_dir(from).expect("read dir").flatten() {
@@ -244,6 +264,38 @@ async fn a_member_refused_for_damage_recovers_from_the_others_as_its_message_say
     let more = put_acknowledged(&cluster, leader, "rejoin-after", 20, 512).await;
     assert_all_present(&cluster, follower, &acked).await;
     assert_all_present(&cluster, follower, &more).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_of_an_unknown_format_refuses_to_start_and_says_which_formats_it_reads() {
+    // Phase 1: a member writes and is killed (a clean stop is not this test's subject); its
+    // data dir records format 1.
+    let mut cluster = TestCluster::start(Server::Keel, 1).await;
+    let acked = put_acknowledged(&cluster, 0, "format", 20, 100).await;
+    cluster.kill9(0);
+    let data_dir = cluster.members[0].data_dir.clone();
+    let format_file = data_dir.join("keel-format");
+    assert_eq!(std::fs::read_to_string(&format_file).expect("the format file"), "1\n");
+
+    // Phase 2: a format only a newer Keel writes: refused with one line naming the file, the
+    // version found and the one this binary reads; the data dir is left as it was.
+    std::fs::write(&format_file, "2\n").expect("write");
+    let printed = refusal(&mut cluster, 0, "format version 2").await;
+    let line = printed.lines().find(|line| line.contains("keel-format")).unwrap_or_default();
+    for expected in [format_file.display().to_string(), "format version 2".into(), "reads format version 1 only".into()]
+    {
+        assert!(line.contains(&expected), "the refusal says {expected:?}:\n{printed}");
+    }
+    assert_eq!(std::fs::read_to_string(&format_file).expect("the format file"), "2\n");
+
+    // Phase 3: as every data dir written before the file existed (no file, and log entries
+    // without a version header), the member starts with everything, as format 1, and records it.
+    std::fs::remove_file(&format_file).expect("remove");
+    strip_log_entry_headers(&data_dir);
+    cluster.start_member(0);
+    cluster.wait_ready().await;
+    assert_all_present(&cluster, 0, &acked).await;
+    assert_eq!(std::fs::read_to_string(&format_file).expect("the format file"), "1\n");
 }
 
 /// Writers of small and large values against one member until told to stop; the acknowledged
