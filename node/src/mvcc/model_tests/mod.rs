@@ -5,20 +5,22 @@
 //! snapshots, sharing no code with the store. Random command sequences (`strategies`) over small
 //! alphabets of keys, lease ids (the edges of i64 and arbitrary ones), topics and groups run on
 //! both. Every response and every change a write reports for watchers must be identical; after a
-//! reopen of the store from its engine, and at the end, the whole observable state must be too:
-//! every readable revision, leases and their keys, topics, groups, and the history of changes.
+//! reopen of the store from its engine, a snapshot install into another engine, and at the end,
+//! the whole observable state must be too: every readable revision, leases and their keys,
+//! topics, groups, and the history of changes.
 //!
 //! etcd writes under a reserved prefix (`command::check_reserved`) are refused before they are
 //! proposed and never reach apply, so they are not applied here either.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use proptest::prelude::*;
 
 use crate::command::{Command, CompactRequest, RangeRequest, TrimTopicRequest};
+use crate::raft::snapshot;
 use crate::storage::{Engine, MemoryEngine, RocksEngine, WriteBatch};
 
-use super::MvccStore;
+use super::{hash_state, MvccStore};
 
 mod events;
 mod model;
@@ -47,6 +49,11 @@ enum Step {
     Commit,
     /// A restart: the store opened again from its engine.
     Reopen,
+    /// A lagging member catching up: the engine written to a snapshot file and installed into
+    /// a fresh engine, or into the one left by the previous install (stale state to replace).
+    Install {
+        into_stale: bool,
+    },
 }
 
 // ---- running both ----
@@ -113,9 +120,35 @@ fn apply(store: &mut MvccStore, model: &mut Model, command: &Command) -> Result<
     Ok(())
 }
 
+/// Writes `source`'s snapshot file, installs it into `target` and opens a store there, as a
+/// member that receives a snapshot does; both engines must hash alike (etcd's Hash).
+fn install(
+    store: MvccStore,
+    source: &Arc<dyn Engine>,
+    target: &Arc<dyn Engine>,
+    dir: &std::path::Path,
+) -> Result<MvccStore, TestCaseError> {
+    let meta = crate::raft::SnapshotMeta { last_log_id: None, last_membership: Default::default() };
+    let path = dir.join("state.snap");
+    snapshot::write(source, &meta, &path, &mut || {}).expect("write the snapshot");
+    snapshot::install(target, &path).expect("install the snapshot");
+    let hash = |store: MvccStore| {
+        let lock = RwLock::new(store);
+        let hash = hash_state(lock.read().expect("lock"), &[]).expect("hash");
+        (hash, lock.into_inner().expect("lock"))
+    };
+    let (source_hash, _) = hash(store);
+    let (target_hash, installed) = hash(MvccStore::open(target.clone()).expect("open the installed state"));
+    prop_assert_eq!(source_hash, target_hash);
+    Ok(installed)
+}
+
 /// Runs `steps` on the model and on a store over an engine from `new_engine`.
 fn run(steps: &[Step], mut new_engine: impl FnMut() -> Arc<dyn Engine>) -> Result<(), TestCaseError> {
-    let engine = new_engine();
+    let snapshots = tempfile::tempdir().expect("tempdir");
+    let mut engine = new_engine();
+    // The engine the last install moved away from: a member whose state is behind.
+    let mut stale: Option<Arc<dyn Engine>> = None;
     let mut store = MvccStore::open(engine.clone()).expect("open");
     let mut model = Model::new();
     for step in steps {
@@ -142,6 +175,17 @@ fn run(steps: &[Step], mut new_engine: impl FnMut() -> Arc<dyn Engine>) -> Resul
             Step::Reopen => {
                 store.commit(WriteBatch::new()).expect("commit");
                 store = MvccStore::open(engine.clone()).expect("reopen");
+                assert_same_state(&store, &model)?;
+                assert_same_history(&store, &model)?;
+            }
+            Step::Install { into_stale } => {
+                store.commit(WriteBatch::new()).expect("commit");
+                let target = match stale.take() {
+                    Some(stale) if *into_stale => stale,
+                    _ => new_engine(),
+                };
+                store = install(store, &engine, &target, snapshots.path())?;
+                stale = Some(std::mem::replace(&mut engine, target));
                 assert_same_state(&store, &model)?;
                 assert_same_history(&store, &model)?;
             }

@@ -121,6 +121,7 @@ fn step(lease_ids: Vec<i64>, mix: Mix) -> impl Strategy<Value = Step> {
             .prop_map(|(request, back)| Step::Range { request, back }),
         1 => Just(Step::Commit),
         1 => Just(Step::Reopen),
+        1 => any::<bool>().prop_map(|into_stale| Step::Install { into_stale }),
     ]
 }
 
