@@ -24,8 +24,9 @@
 //! - `hash`: etcd's Hash and HashKV, to compare replicas.
 //! - `error`: [`MvccError`].
 //!
-//! Tests: `tests` (etcd's rules, table-driven) and `model_tests` (a property test against a
-//! naive snapshot-per-revision model, on the memory engine and on RocksDB).
+//! Tests: `tests` (etcd's rules, table-driven) and `model_tests` (a property test of every
+//! command against a naive model, with restarts and snapshot installs in the sequence, on the
+//! memory engine and on RocksDB).
 
 mod compaction;
 mod error;
