@@ -25,8 +25,9 @@
 //! - `error`: [`MvccError`] (etcd's rules refuse: a replicated answer) and [`ReadError`]; a
 //!   failure of this member's storage is a `StorageError`, which apply never turns into an answer.
 //!
-//! Tests: `tests` (etcd's rules, table-driven) and `model_tests` (a property test against a
-//! naive snapshot-per-revision model, on the memory engine and on RocksDB).
+//! Tests: `tests` (etcd's rules, table-driven) and `model_tests` (a property test of every
+//! command against a naive model, with restarts and snapshot installs in the sequence, on the
+//! memory engine and on RocksDB).
 
 mod compaction;
 mod error;

@@ -1,17 +1,21 @@
 //! The model: a deliberately naive etcd 3.4 that keeps a full copy of the keyspace for every
-//! revision and re-derives each answer from those snapshots, sharing no code with the store.
+//! revision and re-derives each answer from those snapshots, sharing no code with the store;
+//! leases with Register and LeasedPut on top. Topics and groups are in `events`.
 
-use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::command::{
     Command, CommandResponse, CompactResponse, Compare, CompareResult, CompareTarget, DeleteRangeRequest,
-    DeleteRangeResponse, KeyValue, LeaseGrantResponse, LeaseRevokeResponse, PutRequest, PutResponse, RangeRequest,
-    RangeResponse, RequestOp, ResponseOp, SortOrder, SortTarget, TxnRequest, TxnResponse,
+    DeleteRangeResponse, KeyValue, LeaseGrantResponse, LeaseRevokeResponse, LeasedPutRequest, LeasedPutResponse,
+    PutRequest, PutResponse, RangeRequest, RangeResponse, RegisterRequest, RegisterResponse, RequestOp, ResponseOp,
+    SortOrder, SortTarget, TxnRequest, TxnResponse,
 };
 
-use super::super::MvccError;
+use super::super::{Event, EventKind, MvccError};
+use super::events::{Group, Topic};
 
-type Keyspace = BTreeMap<Vec<u8>, KeyValue>;
+pub(super) type Keyspace = BTreeMap<Vec<u8>, KeyValue>;
 
 pub(super) struct Model {
     /// `snapshots[r]`: the keyspace as of revision `r` (0 and 1 are empty).
@@ -20,13 +24,21 @@ pub(super) struct Model {
     pub(super) compacted: i64,
     /// Lease id → granted TTL. A lease's keys are the live keys whose `lease` is its id.
     pub(super) leases: BTreeMap<i64, i64>,
+    /// Every change ever made, in order: what watchers are sent and what history holds.
+    pub(super) changes: Vec<Event>,
+    /// How many of `changes` `take_changes` has handed out.
+    changes_taken: usize,
+    /// Topics by name, and groups by (topic, group).
+    pub(super) topics: BTreeMap<String, Topic>,
+    pub(super) groups: BTreeMap<(String, String), Group>,
 }
 
-/// A write transaction of the model: a working copy of the keyspace.
-struct ModelTxn {
+/// A write transaction of the model: a working copy of the keyspace, and its changes in order.
+pub(super) struct ModelTxn {
     begin: i64,
-    working: Keyspace,
+    pub(super) working: Keyspace,
     changed: bool,
+    changes: Vec<Event>,
 }
 
 impl ModelTxn {
@@ -45,7 +57,22 @@ fn in_span(candidate: &[u8], key: &[u8], range_end: &[u8]) -> bool {
 
 impl Model {
     pub(super) fn new() -> Self {
-        Model { snapshots: vec![Keyspace::new(), Keyspace::new()], compacted: -1, leases: BTreeMap::new() }
+        Model {
+            snapshots: vec![Keyspace::new(), Keyspace::new()],
+            compacted: -1,
+            leases: BTreeMap::new(),
+            changes: Vec::new(),
+            changes_taken: 0,
+            topics: BTreeMap::new(),
+            groups: BTreeMap::new(),
+        }
+    }
+
+    /// The changes made since the last call.
+    pub(super) fn take_changes(&mut self) -> Vec<Event> {
+        let fresh = self.changes[self.changes_taken..].to_vec();
+        self.changes_taken = self.changes.len();
+        fresh
     }
 
     pub(super) fn current(&self) -> i64 {
@@ -132,14 +159,35 @@ impl Model {
         Ok(RangeResponse { header_revision: current, kvs, more, count })
     }
 
-    fn begin(&self) -> ModelTxn {
-        ModelTxn { begin: self.current(), working: self.at(self.current()).clone(), changed: false }
+    pub(super) fn begin(&self) -> ModelTxn {
+        ModelTxn {
+            begin: self.current(),
+            working: self.at(self.current()).clone(),
+            changed: false,
+            changes: Vec::new(),
+        }
     }
 
-    fn end(&mut self, txn: ModelTxn) {
+    pub(super) fn end(&mut self, txn: ModelTxn) {
         if txn.changed {
             self.snapshots.push(txn.working);
+            self.changes.extend(txn.changes);
         }
+    }
+
+    /// Deletes `key` if it is live; a deletion is a change of its own, at the txn's revision.
+    pub(super) fn remove_key(txn: &mut ModelTxn, key: &[u8]) -> Option<KeyValue> {
+        let removed = txn.working.remove(key)?;
+        let kv = KeyValue { key: key.to_vec(), mod_revision: txn.begin + 1, ..KeyValue::default() };
+        txn.changes.push(Event { kind: EventKind::Delete, kv });
+        txn.changed = true;
+        Some(removed)
+    }
+
+    /// Puts `key = value` on `lease` (which exists, or is 0) in `txn`.
+    pub(super) fn put_value(&self, txn: &mut ModelTxn, key: &[u8], value: Vec<u8>, lease: i64) {
+        let request = PutRequest { key: key.to_vec(), value, lease, ..PutRequest::default() };
+        self.put(txn, &request, false).expect("not rejecting");
     }
 
     fn put(&self, txn: &mut ModelTxn, request: &PutRequest, reject_missing: bool) -> Result<PutResponse, MvccError> {
@@ -170,7 +218,8 @@ impl Model {
             }
             kv.lease = 0;
         }
-        txn.working.insert(request.key.clone(), kv);
+        txn.working.insert(request.key.clone(), kv.clone());
+        txn.changes.push(Event { kind: EventKind::Put, kv });
         txn.changed = true;
         Ok(PutResponse { header_revision: revision, prev_kv: if request.prev_kv { previous } else { None } })
     }
@@ -179,9 +228,8 @@ impl Model {
         let doomed: Vec<KeyValue> =
             txn.working.values().filter(|kv| in_span(&kv.key, &request.key, &request.range_end)).cloned().collect();
         for kv in &doomed {
-            txn.working.remove(&kv.key);
+            Self::remove_key(txn, &kv.key);
         }
-        txn.changed |= !doomed.is_empty();
         DeleteRangeResponse {
             header_revision: txn.read_revision(),
             deleted: doomed.len() as i64,
@@ -317,7 +365,7 @@ impl Model {
                 }
             }
             Command::LeaseGrant(request) => {
-                if let std::collections::btree_map::Entry::Vacant(entry) = self.leases.entry(request.id) {
+                if let Entry::Vacant(entry) = self.leases.entry(request.id) {
                     entry.insert(request.ttl_secs);
                     Ok(CommandResponse::LeaseGrant(LeaseGrantResponse {
                         header_revision: self.current(),
@@ -336,27 +384,85 @@ impl Model {
                     let doomed: Vec<Vec<u8>> =
                         txn.working.values().filter(|kv| kv.lease == request.id).map(|kv| kv.key.clone()).collect();
                     for key in doomed {
-                        txn.working.remove(&key);
-                        txn.changed = true;
+                        Self::remove_key(&mut txn, &key);
                     }
                     self.end(txn);
                     Ok(CommandResponse::LeaseRevoke(LeaseRevokeResponse { header_revision: self.current() }))
                 }
             }
-            Command::Register(_)
-            | Command::LeasedPut(_)
-            | Command::Publish(_)
-            | Command::GroupJoin(_)
-            | Command::GroupClaim(_)
-            | Command::GroupSettle(_)
-            | Command::SetRetention(_)
-            | Command::TrimTopic(_) => {
-                unreachable!("tested in mvcc::tests::lease, mvcc::tests::events and mvcc::tests::groups")
-            }
+            Command::Register(request) => self.register(request).map(CommandResponse::Register),
+            Command::LeasedPut(request) => self.leased_put(request).map(CommandResponse::LeasedPut),
+            Command::Publish(request) => Ok(CommandResponse::Publish(self.publish(request))),
+            Command::GroupJoin(request) => Ok(CommandResponse::GroupJoin(self.group_join(request))),
+            Command::GroupClaim(request) => Ok(CommandResponse::GroupClaim(self.group_claim(request))),
+            Command::GroupSettle(request) => Ok(CommandResponse::GroupSettle(self.group_settle(request))),
+            Command::SetRetention(request) => Ok(CommandResponse::Topic(self.set_retention(request))),
+            Command::TrimTopic(request) => Ok(CommandResponse::Topic(self.trim_topic(request))),
             Command::InitSecretKey(_) => Ok(CommandResponse::None),
             Command::PublishMember(_) => Ok(CommandResponse::None),
         };
         outcome.unwrap_or_else(CommandResponse::Rejected)
+    }
+
+    /// The lease `key` is on now, if any.
+    fn lease_of(&self, key: &[u8]) -> Option<i64> {
+        self.at(self.current()).get(key).map(|kv| kv.lease).filter(|lease| self.leases.contains_key(lease))
+    }
+
+    /// A registration: every key on one lease. The lease all the keys share is kept when its TTL
+    /// is the one asked for (and nothing is written if their values are the same too);
+    /// otherwise `lease_id` is granted (refused if it exists). TTL 0: no lease. A lease the
+    /// keys leave with no key at all is forgotten.
+    fn register(&mut self, request: &RegisterRequest) -> Result<RegisterResponse, MvccError> {
+        let first = request.puts.first().and_then(|(key, _)| self.lease_of(key));
+        let shared = first.filter(|first| request.puts.iter().all(|(key, _)| self.lease_of(key) == Some(*first)));
+        let reused = shared.filter(|lease| request.ttl_secs != 0 && self.leases[lease] == request.ttl_secs);
+        let lease = match reused {
+            _ if request.ttl_secs == 0 => 0,
+            Some(lease) => lease,
+            None if self.leases.contains_key(&request.lease_id) => return Err(MvccError::LeaseExists),
+            None => {
+                self.leases.insert(request.lease_id, request.ttl_secs);
+                request.lease_id
+            }
+        };
+        let now = self.at(self.current());
+        let same_values = request.puts.iter().all(|(key, value)| now.get(key).is_some_and(|kv| &kv.value == value));
+        let left: BTreeSet<i64> = request.puts.iter().filter_map(|(key, _)| self.lease_of(key)).collect();
+        if reused.is_none() || !same_values {
+            let mut txn = self.begin();
+            for (key, value) in &request.puts {
+                self.put_value(&mut txn, key, value.clone(), lease);
+            }
+            self.end(txn);
+        }
+        for previous in left {
+            let holds_a_key = self.at(self.current()).values().any(|kv| kv.lease == previous);
+            if previous != lease && !holds_a_key {
+                self.leases.remove(&previous);
+            }
+        }
+        Ok(RegisterResponse { header_revision: self.current(), lease_id: lease, reused: reused.is_some() })
+    }
+
+    /// A put on lease `reuse` if it exists, otherwise on a new lease `grant_id` (refused if it
+    /// exists). The key's previous lease stays, even with no key left.
+    fn leased_put(&mut self, request: &LeasedPutRequest) -> Result<LeasedPutResponse, MvccError> {
+        let lease = if request.reuse != 0 && self.leases.contains_key(&request.reuse) {
+            request.reuse
+        } else {
+            match self.leases.entry(request.grant_id) {
+                Entry::Occupied(_) => return Err(MvccError::LeaseExists),
+                Entry::Vacant(entry) => {
+                    entry.insert(request.ttl_secs);
+                    request.grant_id
+                }
+            }
+        };
+        let mut txn = self.begin();
+        self.put_value(&mut txn, &request.key, request.value.clone(), lease);
+        self.end(txn);
+        Ok(LeasedPutResponse { header_revision: self.current(), lease_id: lease })
     }
 
     /// The keys each lease holds now, by lease id.
