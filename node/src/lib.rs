@@ -24,6 +24,7 @@
 //! - `golden` (tests only): committed samples of every format on disk, decoded and re-encoded.
 
 pub mod api;
+mod apply;
 pub mod command;
 pub mod config;
 pub mod dynamic_config;

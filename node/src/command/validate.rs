@@ -3,21 +3,15 @@
 //! decisions. A forwarded command is bytes from another process; it gets exactly the checks a
 //! local one gets, on the leader, with the leader's limits.
 //!
-//! The size comes first and bounds everything after it; the txn rules are etcd's
-//! (`v3rpc/key.go`: `checkTxnRequest`, then `checkIntervals`), in the same order and with the same
-//! answers, done in O(n log n) so a large txn cannot freeze the member. Then writes under a
+//! The size comes first and bounds everything after it; then each command's own checks of its
+//! request (`crate::apply`, in the command's file: etcd's for the etcd commands, the name and
+//! TTL rules for Keel's); then who may propose what. Then writes under a
 //! native service's reserved prefix are refused (`reserved`), after etcd's own checks so that a
 //! request etcd refuses gets etcd's answer.
 
-use std::collections::{BTreeMap, BTreeSet};
-
-use keel_client::names;
-
 use super::reserved::check_reserved;
-use super::{Command, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest};
-use crate::api::EventsError;
+use super::Command;
 use crate::error::ServerError;
-use crate::limits::{TXN_NESTING_MAX, TXN_OPS_MAX, TXN_OPS_TOTAL_MAX};
 
 /// Who proposes a command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,26 +31,8 @@ pub fn validate(command: &Command, origin: Origin, max_request_bytes: usize) -> 
     if size > max_request_bytes {
         return Err(ServerError::RequestTooLarge);
     }
+    crate::apply::check(command)?;
     match command {
-        Command::Put(put) => check_put(put)?,
-        Command::DeleteRange(delete) => check_delete(delete)?,
-        Command::Txn(txn) => check_txn(txn)?,
-        Command::LeaseGrant(grant) => check_ttl(grant.ttl_secs)?,
-        Command::Register(register) => check_ttl(register.ttl_secs)?,
-        Command::LeasedPut(put) => check_ttl(put.ttl_secs)?,
-        Command::Publish(publish) => check_topic(&publish.topic)?,
-        Command::GroupJoin(join) => check_group(&join.topic, &join.group)?,
-        Command::GroupClaim(claim) => {
-            check_group(&claim.topic, &claim.group)?;
-            names::CONSUMER.check(&claim.consumer).map_err(EventsError::from)?;
-        }
-        Command::GroupSettle(settle) => check_group(&settle.topic, &settle.group)?,
-        Command::SetRetention(set) => {
-            check_topic(&set.topic)?;
-            if set.retention.max_age.is_some_and(|age| age > keel_client::events::RETENTION_AGE_MAX) {
-                return Err(EventsError::MaxAgeTooLong.into());
-            }
-        }
         Command::PublishMember(attributes) if origin != Origin::Member(attributes.member_id) => {
             return Err(ServerError::InvalidCommand("a member publishes its own attributes only"));
         }
@@ -69,189 +45,13 @@ pub fn validate(command: &Command, origin: Origin, max_request_bytes: usize) -> 
     Ok(size)
 }
 
-/// The events API's name rules (`keel_client::names`), for commands that did not come through it.
-fn check_topic(topic: &str) -> Result<(), ServerError> {
-    Ok(crate::api::check_topic(topic)?)
-}
-
-fn check_group(topic: &str, group: &str) -> Result<(), ServerError> {
-    check_topic(topic)?;
-    Ok(names::GROUP.check(group).map_err(EventsError::from)?)
-}
-
-fn check_ttl(ttl_secs: i64) -> Result<(), ServerError> {
-    if !crate::lease::ttl_is_allowed(ttl_secs) {
-        return Err(ServerError::LeaseTtlTooLarge);
-    }
-    Ok(())
-}
-
-fn check_range(range: &RangeRequest) -> Result<(), ServerError> {
-    if range.key.is_empty() {
-        return Err(ServerError::EmptyKey);
-    }
-    Ok(())
-}
-
-fn check_put(put: &PutRequest) -> Result<(), ServerError> {
-    if put.key.is_empty() {
-        return Err(ServerError::EmptyKey);
-    }
-    if put.ignore_value && !put.value.is_empty() {
-        return Err(ServerError::ValueProvided);
-    }
-    if put.ignore_lease && put.lease != 0 {
-        return Err(ServerError::LeaseProvided);
-    }
-    Ok(())
-}
-
-fn check_delete(delete: &DeleteRangeRequest) -> Result<(), ServerError> {
-    if delete.key.is_empty() {
-        return Err(ServerError::EmptyKey);
-    }
-    Ok(())
-}
-
-/// etcd's txn checks: the shape of every level first, then the put/delete overlaps of each
-/// branch.
-fn check_txn(txn: &TxnRequest) -> Result<(), ServerError> {
-    let mut ops_total = 0;
-    check_txn_shape(txn, 1, &mut ops_total)?;
-    check_intervals(&txn.success)?;
-    check_intervals(&txn.failure)?;
-    Ok(())
-}
-
-/// etcd's `checkTxnRequest` at one level, and recursively below it; also counts every op of
-/// every level against `TXN_OPS_TOTAL_MAX` and the levels against `TXN_NESTING_MAX`.
-fn check_txn_shape(txn: &TxnRequest, level: usize, ops_total: &mut usize) -> Result<(), ServerError> {
-    let widest = txn.compare.len().max(txn.success.len()).max(txn.failure.len());
-    *ops_total = ops_total.saturating_add(txn.compare.len() + txn.success.len() + txn.failure.len());
-    if widest > TXN_OPS_MAX || *ops_total > TXN_OPS_TOTAL_MAX || level > TXN_NESTING_MAX {
-        return Err(ServerError::TooManyTxnOps);
-    }
-    if txn.compare.iter().any(|compare| compare.key.is_empty()) {
-        return Err(ServerError::EmptyKey);
-    }
-    for op in txn.success.iter().chain(&txn.failure) {
-        match op {
-            RequestOp::Range(range) => check_range(range)?,
-            RequestOp::Put(put) => check_put(put)?,
-            RequestOp::DeleteRange(delete) => check_delete(delete)?,
-            RequestOp::Txn(nested) => check_txn_shape(nested, level + 1, ops_total)?,
-        }
-    }
-    Ok(())
-}
-
-/// The keys put by a branch (nested branches included) and the intervals it deletes.
-#[derive(Default)]
-struct Writes {
-    puts: BTreeSet<Vec<u8>>,
-    deletes: Intervals,
-}
-
-/// etcd's `checkIntervals`, with its exact rules: within one branch a key may be put once and
-/// never inside an interval deleted at its own or a higher level; the two branches of a nested
-/// txn may put the same key (only one of them runs); a nested txn's puts are checked against
-/// the deletes of this level and of the nested txns before it, not after it.
-fn check_intervals(ops: &[RequestOp]) -> Result<Writes, ServerError> {
-    let mut writes = Writes::default();
-    for op in ops {
-        if let RequestOp::DeleteRange(delete) = op {
-            writes.deletes.insert(&delete.key, &delete.range_end);
-        }
-    }
-    for op in ops {
-        let RequestOp::Txn(nested) = op else { continue };
-        let then = check_intervals(&nested.success)?;
-        let otherwise = check_intervals(&nested.failure)?;
-        for key in &then.puts {
-            if writes.puts.contains(key) || writes.deletes.contains(key) {
-                return Err(ServerError::DuplicateKey);
-            }
-        }
-        for key in &otherwise.puts {
-            let clashes = writes.puts.contains(key) && !then.puts.contains(key);
-            if clashes || writes.deletes.contains(key) {
-                return Err(ServerError::DuplicateKey);
-            }
-        }
-        writes.puts.extend(then.puts);
-        writes.puts.extend(otherwise.puts);
-        writes.deletes.absorb(then.deletes);
-        writes.deletes.absorb(otherwise.deletes);
-    }
-    for op in ops {
-        let RequestOp::Put(put) = op else { continue };
-        if writes.deletes.contains(&put.key) || !writes.puts.insert(put.key.clone()) {
-            return Err(ServerError::DuplicateKey);
-        }
-    }
-    Ok(writes)
-}
-
-/// A union of half-open byte-string intervals `[from, to)`, kept disjoint and sorted, so that
-/// "is this key deleted" is one ordered lookup.
-#[derive(Default)]
-struct Intervals {
-    /// from → to, disjoint and not touching.
-    by_start: BTreeMap<Vec<u8>, Vec<u8>>,
-}
-
-impl Intervals {
-    /// A delete's interval as etcd's interval tree sees it: `range_end` empty is the single
-    /// key (`[key, key\0)`); otherwise `[key, range_end)` compared as strings, so `range_end`
-    /// `\0` ("every key from `key`") is an empty interval there and never overlaps a put. That
-    /// is etcd 3.4's behaviour and kept on purpose: a request etcd accepts, Keel accepts.
-    fn insert(&mut self, key: &[u8], range_end: &[u8]) {
-        let to = if range_end.is_empty() {
-            let mut next = key.to_vec();
-            next.push(0);
-            next
-        } else {
-            range_end.to_vec()
-        };
-        if to.as_slice() > key {
-            self.add(key.to_vec(), to);
-        }
-    }
-
-    fn add(&mut self, mut from: Vec<u8>, mut to: Vec<u8>) {
-        // Merge with the interval that starts at or before `from` if they touch.
-        if let Some((start, end)) = self.by_start.range(..=from.clone()).next_back() {
-            if *end >= from {
-                from = start.clone();
-                to = to.max(end.clone());
-            }
-        }
-        // Swallow every interval that starts inside the new one.
-        let inside: Vec<Vec<u8>> =
-            self.by_start.range(from.clone()..=to.clone()).map(|(start, _)| start.clone()).collect();
-        for start in inside {
-            if let Some(end) = self.by_start.remove(&start) {
-                to = to.max(end);
-            }
-        }
-        self.by_start.insert(from, to);
-    }
-
-    fn contains(&self, key: &[u8]) -> bool {
-        self.by_start.range(..=key.to_vec()).next_back().is_some_and(|(_, to)| key < to.as_slice())
-    }
-
-    fn absorb(&mut self, other: Intervals) {
-        for (from, to) in other.by_start {
-            self.add(from, to);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::{Compare, CompareResult, CompareTarget};
+    use crate::command::{
+        Compare, CompareResult, CompareTarget, DeleteRangeRequest, PutRequest, RequestOp, TxnRequest,
+    };
+    use crate::limits::TXN_OPS_MAX;
 
     fn put(key: &str) -> RequestOp {
         RequestOp::Put(PutRequest { key: key.into(), ..PutRequest::default() })

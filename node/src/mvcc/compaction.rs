@@ -1,21 +1,23 @@
-//! The Compact command: forget history no read at or above the compaction point can see.
+//! Compaction of the keyspace: forget history no read at or above the compaction point can see.
 
-use crate::command::{CompactRequest, CompactResponse};
-
-use super::store::{MvccStore, OpError};
+use super::store::MvccStore;
 use super::MvccError;
 
 impl MvccStore {
+    /// etcd's `compactMainRev`: `-1` until the first compaction (a first compaction to revision
+    /// 0 is accepted, a second is not), which `compact_revision` reports as 0.
+    pub(crate) fn compact_main_revision(&self) -> i64 {
+        self.compacted
+    }
+
     /// etcd's `updateCompactRev` + `scheduleCompaction`, done at once: the index forgets what is
-    /// compacted and the deletion of those records is staged for the next commit. `physical`
-    /// changes nothing here (etcd uses it only to wait for the background deletion).
-    pub(super) fn apply_compact(&mut self, request: &CompactRequest) -> Result<CompactResponse, OpError> {
-        let revision = request.revision;
+    /// compacted and the deletion of those records is staged for the next commit.
+    pub(crate) fn compact(&mut self, revision: i64) -> Result<(), MvccError> {
         if revision <= self.compacted {
-            return Err(MvccError::Compacted { compact_revision: self.compact_revision() }.into());
+            return Err(MvccError::Compacted { compact_revision: self.compact_revision() });
         }
         if revision > self.current_revision {
-            return Err(MvccError::FutureRevision { current_revision: self.current_revision }.into());
+            return Err(MvccError::FutureRevision { current_revision: self.current_revision });
         }
         let mut removed = Vec::new();
         self.index.retain(|_, history| {
@@ -26,6 +28,6 @@ impl MvccStore {
             self.stage_removal(removed_revision, kind);
         }
         self.compacted = revision;
-        Ok(CompactResponse { header_revision: self.current_revision })
+        Ok(())
     }
 }

@@ -1,9 +1,13 @@
-//! Topics as offset-indexed logs inside the keyspace: a Publish appends its events at the next
+//! The topics sub-store. Topics are offset-indexed logs inside the keyspace: a Publish (see
+//! `crate::apply::publish`) appends its events at the next
 //! dense offsets of the topic, as keys `/micro/events/<topic>/<offset, 20 digits>` (so etcd
 //! watches and ranges see them), all at one revision. Each topic remembers its next offset
 //! and last timestamp (timestamps never go backwards), and the ids published within the
 //! de-duplication window, so a retried publish is answered with its first offset instead of
 //! appending again. Time comes only from the command (stamped by the leader).
+//!
+//! This sub-store owns the `mvcc/topic/` and `mvcc/topic-id/` records of `Table::StateMeta`
+//! and stages its own changes to them; the event keys themselves are the keyspace's.
 // Times, TTLs, offsets and counts here come from clients: arithmetic is checked or saturating.
 #![cfg_attr(not(test), deny(clippy::arithmetic_side_effects))]
 
@@ -11,12 +15,12 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use keel_client::events::group::{GroupState, LogBounds};
+use keel_client::events::group::LogBounds;
 
-use crate::command::{NewEvent, PublishRequest, PublishResponse, Published, Retention};
-use crate::storage::{Engine, StorageError, Table};
+use crate::command::Retention;
+use crate::storage::{Engine, StorageError, Table, WriteBatch};
 
-use super::store::{decode_record, MvccStore, OpError};
+use super::store::{decode_record, MvccStore};
 
 /// Where events live in the keyspace.
 pub const EVENTS_PREFIX: &str = "/micro/events/";
@@ -31,7 +35,6 @@ pub const DEDUP_IDS_MAX: usize = keel_client::events::DEDUP_IDS_MAX;
 /// `Table::StateMeta` prefixes: the topic's state, and its remembered ids.
 const TOPIC_PREFIX: &[u8] = b"mvcc/topic/";
 const TOPIC_ID_PREFIX: &[u8] = b"mvcc/topic-id/";
-const GROUP_PREFIX: &[u8] = b"mvcc/group/";
 
 /// What is remembered per topic.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,19 +86,19 @@ pub fn topic_prefix(topic: &str) -> Vec<u8> {
     format!("{EVENTS_PREFIX}{topic}/").into_bytes()
 }
 
-/// Every topic and its recent ids, in memory; persisted through `staged_meta`.
+/// Every topic and its recent ids, in memory, and the records changed since the last commit.
 #[derive(Debug, Default)]
-pub(super) struct Topics {
+pub(crate) struct Topics {
     states: BTreeMap<String, TopicState>,
     /// Per topic, remembered ids oldest first, and their index for lookups.
     recent: HashMap<String, VecDeque<RememberedId>>,
     by_id: HashMap<(String, String), u64>,
-    /// Consumer groups by (topic, group).
-    pub(super) groups: BTreeMap<(String, String), GroupState>,
+    /// `StateMeta` records written (`Some`) or deleted (`None`) since the last commit.
+    staged: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
 impl Topics {
-    /// Loads every topic, remembered id and group. Only apply writes these records, so one
+    /// Loads every topic and remembered id. Only apply writes these records, so one
     /// that does not read back exactly (its key or its value) means this member's storage is
     /// damaged: the load fails rather than skip the record or read it as another.
     pub fn load(engine: &dyn Engine) -> Result<Self, StorageError> {
@@ -109,16 +112,6 @@ impl Topics {
             .into_iter()
             .map(|(key, value)| decode_record(&value, format_args!("topic id record {key:?}")))
             .collect::<Result<_, _>>()?;
-        for (key, value) in scan_meta(engine, GROUP_PREFIX)? {
-            let name = name_in_key(&key, GROUP_PREFIX)?;
-            // Groups never held NUL (always refused), topics did before names had one rule:
-            // the last NUL is the separator, and `group_key` always writes one.
-            let (topic, group) = name
-                .rsplit_once('\0')
-                .ok_or_else(|| StorageError(format!("mvcc: corrupt group key {key:?}: no topic/group separator")))?;
-            let state = decode_record(&value, format_args!("group record {key:?}"))?;
-            topics.groups.insert((topic.to_string(), group.to_string()), state);
-        }
         remembered.sort_by_key(|r| (r.timestamp_ms, r.offset));
         for entry in remembered {
             topics.by_id.insert((entry.topic.clone(), entry.id.clone()), entry.offset);
@@ -128,7 +121,7 @@ impl Topics {
     }
 }
 
-fn scan_meta(engine: &dyn Engine, prefix: &[u8]) -> Result<Vec<crate::command::KeyValuePair>, StorageError> {
+pub(super) fn scan_meta(engine: &dyn Engine, prefix: &[u8]) -> Result<Vec<crate::command::KeyValuePair>, StorageError> {
     let mut found = Vec::new();
     engine.scan_prefix(Table::StateMeta, prefix, &mut |k, v| {
         found.push((k.to_vec(), v.to_vec()));
@@ -139,7 +132,7 @@ fn scan_meta(engine: &dyn Engine, prefix: &[u8]) -> Result<Vec<crate::command::K
 
 /// The name a `StateMeta` key of `prefix` stores: names are strings, so a key that is not
 /// UTF-8 was never written by apply.
-fn name_in_key<'k>(key: &'k [u8], prefix: &[u8]) -> Result<&'k str, StorageError> {
+pub(super) fn name_in_key<'k>(key: &'k [u8], prefix: &[u8]) -> Result<&'k str, StorageError> {
     key.strip_prefix(prefix)
         .and_then(|name| std::str::from_utf8(name).ok())
         .ok_or_else(|| StorageError(format!("mvcc: corrupt key {key:?}: not a name under {prefix:?}")))
@@ -160,121 +153,73 @@ pub(crate) fn topic_key(topic: &str) -> Vec<u8> {
     key
 }
 
-/// The `StateMeta` key of a group's state.
-pub(crate) fn group_key(topic: &str, group: &str) -> Vec<u8> {
-    let mut key = GROUP_PREFIX.to_vec();
-    key.extend_from_slice(topic.as_bytes());
-    key.push(0);
-    key.extend_from_slice(group.as_bytes());
-    key
-}
-
 pub(super) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StorageError> {
     postcard::to_allocvec(value).map_err(|e| StorageError(format!("mvcc: cannot encode: {e}")))
 }
 
-impl MvccStore {
+impl Topics {
     /// The state of `topic`, if anything was ever published to it.
-    pub fn topic(&self, topic: &str) -> Option<&TopicState> {
-        self.topics.states.get(topic)
+    pub fn get(&self, topic: &str) -> Option<&TopicState> {
+        self.states.get(topic)
     }
 
-    /// Every topic, by name.
-    pub fn topics(&self) -> Vec<(String, TopicState)> {
-        self.topics.states.iter().map(|(name, state)| (name.clone(), state.clone())).collect()
-    }
-
-    pub(super) fn apply_publish(&mut self, request: &PublishRequest) -> Result<PublishResponse, OpError> {
-        let mut state = self.topics.states.get(&request.topic).cloned().unwrap_or_default();
-        let timestamp_ms = request.timestamp_ms.max(state.last_timestamp_ms);
-        self.forget_ids(&request.topic, timestamp_ms);
-        let mut txn = self.begin_write();
-        let outcome = self.append_events(&mut txn, &request.topic, &mut state, &request.events, timestamp_ms);
-        self.end_write(txn);
-        let results = outcome?;
-        self.save_topic(&request.topic, state)?;
-        Ok(PublishResponse { header_revision: self.current_revision, timestamp_ms, results })
-    }
-
-    /// Appends `events` to `topic` at its next offsets (ids seen within the window excepted) in
-    /// `txn`, advancing `state`, which the caller saves.
-    pub(super) fn append_events(
-        &mut self,
-        txn: &mut super::store::WriteTxn,
-        topic: &str,
-        state: &mut TopicState,
-        events: &[NewEvent],
-        timestamp_ms: i64,
-    ) -> Result<Vec<Published>, StorageError> {
-        use base64::Engine as _;
-        let mut results = Vec::with_capacity(events.len());
-        for event in events {
-            if !event.id.is_empty() {
-                if let Some(offset) = self.topics.by_id.get(&(topic.to_string(), event.id.clone())) {
-                    results.push(Published { offset: *offset, duplicate: true });
-                    continue;
-                }
-            }
-            let offset = state.next_offset;
-            state.next_offset = offset.saturating_add(1);
-            let stored = StoredEvent {
-                topic: topic.to_string(),
-                offset,
-                id: event.id.clone(),
-                timestamp_ms,
-                metadata: event.metadata.clone(),
-                payload: base64::engine::general_purpose::STANDARD.encode(&event.payload),
-            };
-            // A struct of strings, maps and integers always serialises; were it ever not to, the
-            // event must not be stored empty.
-            let value = serde_json::to_vec(&stored)
-                .map_err(|error| StorageError(format!("mvcc: cannot encode event {offset} of {topic:?}: {error}")))?;
-            state.bytes = state.bytes.saturating_add(value.len() as u64);
-            self.put_key(txn, &event_key(topic, offset), value, 0)?;
-            if !event.id.is_empty() {
-                let id = event.id.clone();
-                self.remember_id(RememberedId { topic: topic.to_string(), id, offset, timestamp_ms })?;
-            }
-            results.push(Published { offset, duplicate: false });
-        }
-        state.last_timestamp_ms = timestamp_ms;
-        Ok(results)
+    /// The offset `id` was published at on `topic`, if within the de-duplication window.
+    pub fn offset_of_id(&self, topic: &str, id: &str) -> Option<u64> {
+        self.by_id.get(&(topic.to_string(), id.to_string())).copied()
     }
 
     /// Stages `state` as `topic`'s and keeps it in memory.
-    pub(super) fn save_topic(&mut self, topic: &str, state: TopicState) -> Result<(), StorageError> {
-        self.stage_meta(topic_key(topic), Some(encode(&state)?));
-        self.topics.states.insert(topic.to_string(), state);
+    pub fn save(&mut self, topic: &str, state: TopicState) -> Result<(), StorageError> {
+        self.staged.insert(topic_key(topic), Some(encode(&state)?));
+        self.states.insert(topic.to_string(), state);
         Ok(())
     }
 
-    fn remember_id(&mut self, entry: RememberedId) -> Result<(), StorageError> {
-        self.stage_meta(id_key(&entry.topic, &entry.id), Some(encode(&entry)?));
-        self.topics.by_id.insert((entry.topic.clone(), entry.id.clone()), entry.offset);
-        let recent = self.topics.recent.entry(entry.topic.clone()).or_default();
+    /// Remembers a published id, forgetting the topic's oldest beyond [`DEDUP_IDS_MAX`].
+    pub fn remember_id(&mut self, entry: RememberedId) -> Result<(), StorageError> {
+        self.staged.insert(id_key(&entry.topic, &entry.id), Some(encode(&entry)?));
+        self.by_id.insert((entry.topic.clone(), entry.id.clone()), entry.offset);
+        let recent = self.recent.entry(entry.topic.clone()).or_default();
         recent.push_back(entry);
         if recent.len() > DEDUP_IDS_MAX {
             if let Some(oldest) = recent.pop_front() {
-                self.topics.by_id.remove(&(oldest.topic.clone(), oldest.id.clone()));
-                self.stage_meta(id_key(&oldest.topic, &oldest.id), None);
+                self.by_id.remove(&(oldest.topic.clone(), oldest.id.clone()));
+                self.staged.insert(id_key(&oldest.topic, &oldest.id), None);
             }
         }
         Ok(())
     }
 
     /// Forgets the ids of `topic` published more than the window before `now_ms`.
-    fn forget_ids(&mut self, topic: &str, now_ms: i64) {
-        let mut forgotten = Vec::new();
-        if let Some(recent) = self.topics.recent.get_mut(topic) {
-            while recent.front().is_some_and(|oldest| now_ms.saturating_sub(oldest.timestamp_ms) > DEDUP_WINDOW_MS) {
-                if let Some(oldest) = recent.pop_front() {
-                    forgotten.push(oldest);
-                }
+    pub fn forget_ids(&mut self, topic: &str, now_ms: i64) {
+        let Some(recent) = self.recent.get_mut(topic) else { return };
+        while recent.front().is_some_and(|oldest| now_ms.saturating_sub(oldest.timestamp_ms) > DEDUP_WINDOW_MS) {
+            if let Some(oldest) = recent.pop_front() {
+                self.by_id.remove(&(oldest.topic.clone(), oldest.id.clone()));
+                self.staged.insert(id_key(&oldest.topic, &oldest.id), None);
             }
         }
-        for oldest in forgotten {
-            self.topics.by_id.remove(&(oldest.topic.clone(), oldest.id.clone()));
-            self.stage_meta(id_key(&oldest.topic, &oldest.id), None);
+    }
+
+    /// Moves the records staged since the last call into `batch`.
+    pub fn take_staged(&mut self, batch: &mut WriteBatch) {
+        for (key, record) in std::mem::take(&mut self.staged) {
+            match record {
+                Some(value) => batch.put(Table::StateMeta, key, value),
+                None => batch.delete(Table::StateMeta, key),
+            }
         }
+    }
+}
+
+impl MvccStore {
+    /// The state of `topic`, if anything was ever published to it.
+    pub fn topic(&self, topic: &str) -> Option<&TopicState> {
+        self.topics.get(topic)
+    }
+
+    /// Every topic, by name.
+    pub fn topics(&self) -> Vec<(String, TopicState)> {
+        self.topics.states.iter().map(|(name, state)| (name.clone(), state.clone())).collect()
     }
 }

@@ -1,4 +1,6 @@
-//! Leases as the keyspace sees them: which exist, their granted TTL, and which keys each holds.
+//! The leases sub-store: which leases exist, their granted TTL, and which keys each holds. It
+//! owns the `mvcc/lease/` records of `Table::StateMeta` and stages its own changes to them;
+//! the commands that grant, revoke and use leases live in `crate::apply`.
 //!
 //! Only the replicated part lives here. When a lease expires is not replicated state: the
 //! leader's `lease::Lessor` decides that and proposes a `LeaseRevoke`, which lands here like a
@@ -10,15 +12,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::command::{
-    LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeasedPutRequest,
-    LeasedPutResponse, RegisterRequest, RegisterResponse,
-};
-use crate::storage::{Engine, StorageError, Table};
+use crate::storage::{Engine, StorageError, Table, WriteBatch};
 
-use super::range::KeySpan;
-use super::store::{decode_record, MvccStore, OpError};
-use super::MvccError;
+use super::store::{decode_record, MvccStore};
 
 /// `Table::StateMeta` prefix of lease records, followed by the big-endian lease id.
 const LEASE_PREFIX: &[u8] = b"mvcc/lease/";
@@ -39,9 +35,11 @@ pub struct Lease {
 
 /// Every lease, and the reverse map from key to lease for keys that have one.
 #[derive(Debug, Default)]
-pub(super) struct LeaseTable {
+pub(crate) struct LeaseTable {
     leases: BTreeMap<i64, Lease>,
     attached: HashMap<Vec<u8>, i64>,
+    /// Lease records granted (`Some`) or forgotten (`None`) since the last commit.
+    staged: BTreeMap<i64, Option<LeaseRecord>>,
 }
 
 impl LeaseTable {
@@ -101,16 +99,35 @@ impl LeaseTable {
         }
     }
 
-    fn insert(&mut self, id: i64, ttl_secs: i64) {
+    /// Grants lease `id` with no keys. The caller has checked that it does not exist.
+    pub fn grant(&mut self, id: i64, ttl_secs: i64) {
         self.leases.insert(id, Lease { ttl_secs, keys: BTreeSet::new() });
+        self.staged.insert(id, Some(LeaseRecord { id, ttl_secs }));
     }
 
-    fn remove(&mut self, id: i64) -> Option<Lease> {
-        let lease = self.leases.remove(&id)?;
-        for key in &lease.keys {
-            self.attached.remove(key);
+    /// Forgets lease `id` and which keys it held (the caller deletes those keys).
+    pub fn forget(&mut self, id: i64) {
+        if let Some(lease) = self.leases.remove(&id) {
+            for key in &lease.keys {
+                self.attached.remove(key);
+            }
         }
-        Some(lease)
+        self.staged.insert(id, None);
+    }
+
+    /// Moves the records staged since the last call into `batch`.
+    pub fn take_staged(&mut self, batch: &mut WriteBatch) -> Result<(), StorageError> {
+        for (id, record) in std::mem::take(&mut self.staged) {
+            match record {
+                Some(record) => {
+                    let bytes = postcard::to_allocvec(&record)
+                        .map_err(|error| StorageError(format!("mvcc: cannot encode lease: {error}")))?;
+                    batch.put(Table::StateMeta, record_key(id), bytes);
+                }
+                None => batch.delete(Table::StateMeta, record_key(id)),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -129,129 +146,5 @@ impl MvccStore {
     /// Every lease with its granted TTL, by id.
     pub fn leases(&self) -> Vec<(i64, i64)> {
         self.leases.ids().map(|(id, lease)| (id, lease.ttl_secs)).collect()
-    }
-
-    /// etcd's LeaseGrant: the id is chosen by the proposer, so applying is deterministic.
-    pub(super) fn apply_lease_grant(&mut self, request: &LeaseGrantRequest) -> Result<LeaseGrantResponse, OpError> {
-        if self.leases.contains(request.id) {
-            return Err(MvccError::LeaseExists.into());
-        }
-        self.grant(request.id, request.ttl_secs)?;
-        Ok(LeaseGrantResponse { header_revision: self.current_revision, id: request.id, ttl_secs: request.ttl_secs })
-    }
-
-    /// etcd's lessor Revoke: the lease's keys are deleted in key order, all at one revision,
-    /// then the lease is forgotten.
-    pub(super) fn apply_lease_revoke(&mut self, request: &LeaseRevokeRequest) -> Result<LeaseRevokeResponse, OpError> {
-        let Some(lease) = self.leases.get(request.id) else {
-            return Err(MvccError::LeaseNotFound.into());
-        };
-        let keys: Vec<Vec<u8>> = lease.keys.iter().cloned().collect();
-        let mut txn = self.begin_write();
-        let mut deleted = Ok(0);
-        for key in &keys {
-            deleted = self.delete_span(&mut txn, KeySpan::Single(key));
-            if deleted.is_err() {
-                break;
-            }
-        }
-        self.end_write(txn);
-        deleted?;
-        self.forget_lease(request.id);
-        Ok(LeaseRevokeResponse { header_revision: self.current_revision })
-    }
-
-    /// A service registration: puts every key on one lease, reusing the lease the keys already
-    /// share when it has the same TTL, otherwise granting `request.lease_id`. A reused lease
-    /// with unchanged values writes nothing. A lease left with no key by the move is forgotten.
-    pub(super) fn apply_register(&mut self, request: &RegisterRequest) -> Result<RegisterResponse, OpError> {
-        let reusable = self.reusable_lease(request);
-        let lease = match (request.ttl_secs, reusable) {
-            (0, _) => 0,
-            (_, Some(lease)) => lease,
-            (ttl_secs, None) => {
-                if self.leases.contains(request.lease_id) {
-                    return Err(MvccError::LeaseExists.into());
-                }
-                self.grant(request.lease_id, ttl_secs)?;
-                request.lease_id
-            }
-        };
-        let unchanged = reusable.is_some() && self.values_equal(&request.puts)?;
-        let previous_leases: BTreeSet<i64> =
-            request.puts.iter().filter_map(|(key, _)| self.leases.lease_of(key)).collect();
-        if !unchanged {
-            let mut txn = self.begin_write();
-            let mut written = Ok(());
-            for (key, value) in &request.puts {
-                written = self.put_key(&mut txn, key, value.clone(), lease);
-                if written.is_err() {
-                    break;
-                }
-            }
-            self.end_write(txn);
-            written?;
-        }
-        for previous in previous_leases {
-            if previous != lease && self.leases.get(previous).is_some_and(|l| l.keys.is_empty()) {
-                self.forget_lease(previous);
-            }
-        }
-        Ok(RegisterResponse { header_revision: self.current_revision, lease_id: lease, reused: reusable.is_some() })
-    }
-
-    /// A put on a shared lease: `reuse` if it exists, else a new `grant_id` of `ttl_secs`.
-    pub(super) fn apply_leased_put(&mut self, request: &LeasedPutRequest) -> Result<LeasedPutResponse, OpError> {
-        let lease = if request.reuse != 0 && self.leases.contains(request.reuse) {
-            request.reuse
-        } else {
-            if self.leases.contains(request.grant_id) {
-                return Err(MvccError::LeaseExists.into());
-            }
-            self.grant(request.grant_id, request.ttl_secs)?;
-            request.grant_id
-        };
-        let mut txn = self.begin_write();
-        let written = self.put_key(&mut txn, &request.key, request.value.clone(), lease);
-        self.end_write(txn);
-        written?;
-        Ok(LeasedPutResponse { header_revision: self.current_revision, lease_id: lease })
-    }
-
-    /// The lease every key of the registration holds now, if they share one that has the
-    /// registration's TTL.
-    fn reusable_lease(&self, request: &RegisterRequest) -> Option<i64> {
-        if request.ttl_secs == 0 {
-            return None;
-        }
-        let mut leases = request.puts.iter().map(|(key, _)| self.leases.lease_of(key));
-        let first = leases.next()??;
-        let shared = leases.all(|lease| lease == Some(first));
-        let same_ttl = self.leases.get(first).is_some_and(|lease| lease.ttl_secs == request.ttl_secs);
-        (shared && same_ttl).then_some(first)
-    }
-
-    fn values_equal(&self, puts: &[crate::command::KeyValuePair]) -> Result<bool, StorageError> {
-        for (key, value) in puts {
-            let current = self.kvs_at(KeySpan::Single(key), self.current_revision)?;
-            if current.first().is_none_or(|kv| &kv.value != value) {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    }
-
-    fn grant(&mut self, id: i64, ttl_secs: i64) -> Result<(), StorageError> {
-        let record = LeaseRecord { id, ttl_secs };
-        let bytes = postcard::to_allocvec(&record)
-            .map_err(|error| StorageError(format!("mvcc: cannot encode lease: {error}")))?;
-        self.stage_meta(record_key(id), Some(bytes));
-        self.leases.insert(id, ttl_secs);
-        Ok(())
-    }
-
-    fn forget_lease(&mut self, id: i64) {
-        self.leases.remove(id);
-        self.stage_meta(record_key(id), None);
     }
 }

@@ -10,17 +10,22 @@
 //!
 //! # Layout
 //!
-//! - `store`: [`MvccStore`], open/commit, the staged overlay and the in-memory key index.
+//! The commands that change this state are in `crate::apply`, one file each; this module is
+//! the state they change and the primitives they use (write transactions, `put_key`,
+//! `delete_span`, reads at a revision, compaction).
+//!
+//! - `store`: [`MvccStore`], open, the changes to write (`take_changes`), the staged overlay and
+//!   the in-memory key index.
 //! - `revision`: `(main, sub)` revisions and their engine-key encoding.
 //! - `key_index`: one key's generations (etcd's `keyIndex`), including compaction of them.
 //! - `range`: etcd's Range (range_end rules, limit, count, sorting, revision filters).
-//! - `txn`: Put, DeleteRange and Txn (compares, nested transactions, apply-time checks).
-//! - `compaction`: the Compact command.
-//! - `lease`: leases, their keys, LeaseGrant / LeaseRevoke / Register.
+//! - `compaction`: compacting the keyspace's history.
 //! - `event`: the changes each write makes, for watchers, and reading them back from history.
-//! - `events`: topics as offset-indexed logs (Publish, de-duplication by id).
-//! - `groups`: consumer groups' replicated positions (join, claim, settle, dead letters).
-//! - `retention`: topic retention limits and trims.
+//! - Sub-stores, each owning its `Table::StateMeta` prefix and staging its own records:
+//!   `lease` (leases and the keys attached to them, `mvcc/lease/`), `events` (topics: offsets,
+//!   time, de-duplication ids, `mvcc/topic/` and `mvcc/topic-id/`), `groups` (consumer groups'
+//!   positions, `mvcc/group/`).
+//! - `retention`: where the leader would trim a topic now.
 //! - `hash`: etcd's Hash and HashKV, to compare replicas.
 //! - `error`: [`MvccError`] (etcd's rules refuse: a replicated answer) and [`ReadError`]; a
 //!   failure of this member's storage is a `StorageError`, which apply never turns into an answer.
@@ -41,7 +46,6 @@ mod range;
 mod retention;
 mod revision;
 mod store;
-mod txn;
 
 #[cfg(test)]
 mod model_tests;
@@ -53,13 +57,16 @@ pub use event::{Event, EventKind, HistoryPage};
 pub use hash::{hash_kv, hash_state, KvHash, StateHash};
 pub use lease::Lease;
 pub use range::range_unlocked;
+pub(crate) use range::KeySpan;
 pub use retention::TRIM_STEP_MAX;
 pub use store::MvccStore;
+pub(crate) use store::{OpError, WriteTxn};
 
 /// The records this module stores and their keys, for the golden-bytes tests (`crate::golden`).
 #[cfg(test)]
 pub(crate) mod stored {
-    pub(crate) use super::events::{group_key, id_key, topic_key, RememberedId};
+    pub(crate) use super::events::{id_key, topic_key, RememberedId};
+    pub(crate) use super::groups::group_key;
     pub(crate) use super::lease::{record_key as lease_key, LeaseRecord};
     pub(crate) use super::revision::{RecordKind, Revision};
     pub(crate) use super::store::{COMPACT_REVISION_KEY, CURRENT_REVISION_KEY};

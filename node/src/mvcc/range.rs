@@ -12,7 +12,7 @@ use super::{MvccError, ReadError};
 
 /// The keys a request names, after etcd's `range_end` rules.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum KeySpan<'a> {
+pub(crate) enum KeySpan<'a> {
     /// `range_end` empty: exactly `key`.
     Single(&'a [u8]),
     /// `[from, to)`; `to: None` = every key >= `from` (`range_end == [0]`). Empty when
@@ -36,7 +36,7 @@ impl MvccStore {
     /// Its quirks, kept on purpose: `count` is the number of keys in range before the limit AND
     /// before the min/max filters; with sorting or a filter everything is read, filtered, sorted,
     /// then cut to `limit`; `more` says whether that cut removed anything.
-    pub(super) fn range_in_view(&self, request: &RangeRequest, current: i64) -> Result<RangeResponse, OpError> {
+    pub(crate) fn range_in_view(&self, request: &RangeRequest, current: i64) -> Result<RangeResponse, OpError> {
         let found = self.range_plan(request, current)?;
         let kvs = found.revisions.iter().map(|revision| self.fetch(*revision)).collect::<Result<_, _>>()?;
         Ok(finish(request, current, kvs, found.count))

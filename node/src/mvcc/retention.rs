@@ -1,53 +1,22 @@
-//! Topic retention: the limits a topic keeps (events, age, bytes), where the leader would cut
-//! it now, and the trim itself. The cut depends on the clock, so the leader computes it
-//! ([`MvccStore::retention_cut`]) and proposes `TrimTopic` with the offset: applying a trim is
+//! Topic retention: where the leader would cut a topic now under its limits (events, age,
+//! bytes). The cut depends on the clock, so the leader computes it ([`MvccStore::retention_cut`])
+//! and proposes `TrimTopic` with the offset (`crate::apply::trim_topic`): applying a trim is
 //! deterministic.
 // Times, TTLs, offsets and counts here come from clients: arithmetic is checked or saturating.
 #![cfg_attr(not(test), deny(clippy::arithmetic_side_effects))]
 
-use crate::command::{SetRetentionRequest, TopicResponse, TrimTopicRequest};
 use crate::keys::prefix_range_end;
 use crate::storage::StorageError;
 
 use super::events::{event_key, topic_prefix, StoredEvent};
 use super::range::KeySpan;
-use super::store::{MvccStore, OpError};
+use super::store::MvccStore;
 
 /// Events one trim removes at most (the leader trims a long backlog in steps): bounds the
 /// memory and the size of one command's changes.
 pub const TRIM_STEP_MAX: u64 = 10_000;
 
 impl MvccStore {
-    pub(super) fn apply_set_retention(&mut self, request: &SetRetentionRequest) -> Result<TopicResponse, OpError> {
-        let mut state = self.topic(&request.topic).cloned().unwrap_or_default();
-        state.retention = request.retention;
-        let first_offset = state.first_offset;
-        self.save_topic(&request.topic, state)?;
-        Ok(TopicResponse { header_revision: self.current_revision, first_offset })
-    }
-
-    /// Deletes the topic's events below `before` (never past its end), each deletion a watch
-    /// event, and moves its first offset there.
-    pub(super) fn apply_trim_topic(&mut self, request: &TrimTopicRequest) -> Result<TopicResponse, OpError> {
-        let Some(mut state) = self.topic(&request.topic).cloned() else {
-            return Ok(TopicResponse { header_revision: self.current_revision, first_offset: 0 });
-        };
-        let before = request.before.min(state.next_offset).min(state.first_offset.saturating_add(TRIM_STEP_MAX));
-        if before <= state.first_offset {
-            return Ok(TopicResponse { header_revision: self.current_revision, first_offset: state.first_offset });
-        }
-        let (from, to) = (event_key(&request.topic, state.first_offset), event_key(&request.topic, before));
-        let freed: u64 = self.event_values(&from, &to)?.iter().map(|value| value.len() as u64).sum();
-        let mut txn = self.begin_write();
-        let outcome = self.delete_span(&mut txn, KeySpan::Range { from: &from, to: Some(&to) });
-        self.end_write(txn);
-        outcome?;
-        state.first_offset = before;
-        state.bytes = state.bytes.saturating_sub(freed);
-        self.save_topic(&request.topic, state)?;
-        Ok(TopicResponse { header_revision: self.current_revision, first_offset: before })
-    }
-
     /// The offset the topic should be trimmed to now under its retention, if that is past its
     /// first offset. Only the leader asks, and only it acts on the answer (by proposing a trim).
     pub fn retention_cut(&self, topic: &str, now_ms: i64) -> Result<Option<u64>, StorageError> {
@@ -82,7 +51,7 @@ impl MvccStore {
     /// The current values of the event keys in [from, to), in offset order, at most
     /// [`TRIM_STEP_MAX`] of them. Reading the newest revision has no rule that can refuse it: an
     /// error is this member's storage failing.
-    fn event_values(&self, from: &[u8], to: &[u8]) -> Result<Vec<Vec<u8>>, StorageError> {
+    pub(crate) fn event_values(&self, from: &[u8], to: &[u8]) -> Result<Vec<Vec<u8>>, StorageError> {
         let span = KeySpan::new(from, to);
         let kvs = self.kvs_at_most(span, self.current_revision, TRIM_STEP_MAX as usize)?;
         Ok(kvs.into_iter().map(|kv| kv.value).collect())

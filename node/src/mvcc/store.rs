@@ -10,6 +10,7 @@ use crate::storage::{Direction, Durability, Engine, KeyRange, StorageError, Tabl
 
 use super::event::{Event, EventKind};
 use super::events::Topics;
+use super::groups::Groups;
 use super::key_index::KeyIndex;
 use super::lease::LeaseTable;
 use super::range::KeySpan;
@@ -29,7 +30,9 @@ pub(super) const NEVER_COMPACTED: i64 = -1;
 /// etcd's revision of an empty store: the first change gets revision 2.
 const EMPTY_STORE_REVISION: i64 = 1;
 
-/// The MVCC keyspace of one member.
+/// The replicated state of one member: the MVCC keyspace, and the sub-stores beside it (leases,
+/// topics, consumer groups), each owning its own records. The commands that change them live
+/// in `crate::apply`, one file each.
 pub struct MvccStore {
     engine: Arc<dyn Engine>,
     /// Every key with remembered history, live or not. Boxed slices rather than vectors: this
@@ -42,10 +45,9 @@ pub struct MvccStore {
     /// Changes to `Table::Kv` since the last commit, by engine key: a record to write, or `None`
     /// to delete one. Reads look here before the engine.
     staged: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
-    /// Changes to this module's records in `Table::StateMeta` (leases) since the last commit.
-    staged_meta: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
-    pub(super) leases: LeaseTable,
-    pub(super) topics: Topics,
+    pub(crate) leases: LeaseTable,
+    pub(crate) topics: Topics,
+    pub(crate) groups: Groups,
     /// The changes applied since the last `take_events`, in revision order, for watchers.
     events: Vec<Event>,
     /// TEST ONLY: added to the version of every Put (see `--unsafe-diverge-versions`); 0.
@@ -70,7 +72,7 @@ impl std::fmt::Debug for MvccStore {
 /// member's storage failed (fatal for the member). `apply` splits the two; an operation that
 /// cannot be refused returns `StorageError` alone, so its type says it has no rejection to give.
 #[derive(Debug)]
-pub(super) enum OpError {
+pub(crate) enum OpError {
     Rejected(MvccError),
     Storage(StorageError),
 }
@@ -99,7 +101,7 @@ impl From<MvccError> for OpError {
 /// One write transaction in progress (etcd's `storeTxnWrite`): every change it makes gets main
 /// revision `begin + 1` and the next sub-revision.
 #[derive(Debug)]
-pub(super) struct WriteTxn {
+pub(crate) struct WriteTxn {
     begin: i64,
     changes: i64,
 }
@@ -107,7 +109,7 @@ pub(super) struct WriteTxn {
 impl WriteTxn {
     /// The revision reads inside the transaction are served at (and report): the revision
     /// being written once something changed.
-    pub fn read_revision(&self) -> i64 {
+    pub(crate) fn read_revision(&self) -> i64 {
         if self.changes > 0 {
             self.begin + 1
         } else {
@@ -138,6 +140,7 @@ impl MvccStore {
         let mut index: BTreeMap<Box<[u8]>, KeyIndex> = BTreeMap::new();
         let mut leases = LeaseTable::load(engine.as_ref())?;
         let topics = Topics::load(engine.as_ref())?;
+        let groups = Groups::load(engine.as_ref())?;
         let mut newest_revision = EMPTY_STORE_REVISION;
         let mut failure = None;
         engine.scan(Table::Kv, KeyRange::all(), Direction::Forward, &mut |key, value| match restore_record(
@@ -168,9 +171,9 @@ impl MvccStore {
             current_revision,
             compacted,
             staged: BTreeMap::new(),
-            staged_meta: BTreeMap::new(),
             leases,
             topics,
+            groups,
             events: Vec::new(),
             unsafe_version_skew: 0,
             live_keys,
@@ -196,47 +199,25 @@ impl MvccStore {
         Ok(self.range_in_view(request, self.current_revision)?)
     }
 
-    /// Applies one write command. Changes are staged in memory and visible at once to later
-    /// `range` and `apply` calls; nothing reaches the engine until `commit`.
+    /// Applies one write command (see `crate::apply`, one file per command). Changes are
+    /// staged in memory and visible at once to later `range` and `apply` calls; nothing reaches
+    /// the engine until the caller writes `take_changes`.
     ///
     /// The boundary between the two kinds of failure: etcd's apply-time refusals come back as
     /// `Ok(CommandResponse::Rejected(..))` with nothing changed, the same answer on every member;
     /// a failure of this member's storage (the engine, a record that does not decode) comes back
     /// as `Err(StorageError)`, possibly with changes staged half-way. The caller must then stop
-    /// the member without answering and without committing: the others applied the command, and
+    /// the member without answering and without writing: the others applied the command, and
     /// an answer from this member would differ from theirs.
-    ///
-    /// Leases are stored as given: the caller validates that they exist, as etcd's lessor does.
     pub fn apply(&mut self, command: &Command) -> Result<CommandResponse, StorageError> {
-        let outcome = match command {
-            Command::Put(request) => self.apply_put(request).map(CommandResponse::Put),
-            Command::DeleteRange(request) => self.apply_delete_range(request).map(CommandResponse::DeleteRange),
-            Command::Txn(request) => self.apply_txn(request).map(CommandResponse::Txn),
-            Command::Compact(request) => self.apply_compact(request).map(CommandResponse::Compact),
-            Command::LeaseGrant(request) => self.apply_lease_grant(request).map(CommandResponse::LeaseGrant),
-            Command::LeaseRevoke(request) => self.apply_lease_revoke(request).map(CommandResponse::LeaseRevoke),
-            Command::Register(request) => self.apply_register(request).map(CommandResponse::Register),
-            Command::LeasedPut(request) => self.apply_leased_put(request).map(CommandResponse::LeasedPut),
-            Command::Publish(request) => self.apply_publish(request).map(CommandResponse::Publish),
-            Command::GroupJoin(request) => self.apply_group_join(request).map(CommandResponse::GroupJoin),
-            Command::GroupClaim(request) => self.apply_group_claim(request).map(CommandResponse::GroupClaim),
-            Command::GroupSettle(request) => self.apply_group_settle(request).map(CommandResponse::GroupSettle),
-            Command::SetRetention(request) => self.apply_set_retention(request).map(CommandResponse::Topic),
-            Command::TrimTopic(request) => self.apply_trim_topic(request).map(CommandResponse::Topic),
-            // Not keyspace commands: the state machine applies them.
-            Command::PublishMember(_) | Command::InitSecretKey(_) => Ok(CommandResponse::None),
-        };
-        match outcome {
-            Ok(response) => Ok(response),
-            Err(OpError::Rejected(error)) => Ok(CommandResponse::Rejected(error)),
-            Err(OpError::Storage(error)) => Err(error),
-        }
+        crate::apply::apply(self, command)
     }
 
-    /// Writes everything staged since the last commit, plus `extra` (the caller's metadata, such
-    /// as the applied log id), to the engine in one atomic batch with `Durability::Buffered`.
-    /// After an error the store is ahead of its engine: the caller must drop and reopen it.
-    pub fn commit(&mut self, extra: WriteBatch) -> Result<(), StorageError> {
+    /// Everything staged since the last call, as one batch for the caller to write atomically
+    /// with its own metadata (the applied log id): the keyspace's records, each sub-store's,
+    /// and the current and compact revisions. After a failed write the store is ahead of its
+    /// engine: the caller must drop and reopen it.
+    pub fn take_changes(&mut self) -> Result<WriteBatch, StorageError> {
         let mut batch = WriteBatch::new();
         for (key, record) in std::mem::take(&mut self.staged) {
             match record {
@@ -244,16 +225,19 @@ impl MvccStore {
                 None => batch.delete(Table::Kv, key),
             }
         }
-        for (key, record) in std::mem::take(&mut self.staged_meta) {
-            match record {
-                Some(value) => batch.put(Table::StateMeta, key, value),
-                None => batch.delete(Table::StateMeta, key),
-            }
-        }
+        self.leases.take_staged(&mut batch)?;
+        self.topics.take_staged(&mut batch);
+        self.groups.take_staged(&mut batch);
         batch.put(Table::StateMeta, CURRENT_REVISION_KEY, self.current_revision.to_be_bytes());
         if self.compacted != NEVER_COMPACTED {
             batch.put(Table::StateMeta, COMPACT_REVISION_KEY, self.compacted.to_be_bytes());
         }
+        Ok(batch)
+    }
+
+    /// `take_changes` plus `extra`, written with `Durability::Buffered`.
+    pub fn commit(&mut self, extra: WriteBatch) -> Result<(), StorageError> {
+        let mut batch = self.take_changes()?;
         batch.ops.extend(extra.ops);
         self.engine.write(batch, Durability::Buffered)
     }
@@ -320,12 +304,12 @@ impl MvccStore {
 
     /// The values of every key in `span` as of revision `at`, in key order, without revision
     /// checks (for reads inside a write, which are always at the newest revision).
-    pub(super) fn kvs_at(&self, span: KeySpan<'_>, at: i64) -> Result<Vec<KeyValue>, StorageError> {
+    pub(crate) fn kvs_at(&self, span: KeySpan<'_>, at: i64) -> Result<Vec<KeyValue>, StorageError> {
         self.kvs_at_most(span, at, usize::MAX)
     }
 
     /// The first `limit` of `kvs_at`.
-    pub(super) fn kvs_at_most(&self, span: KeySpan<'_>, at: i64, limit: usize) -> Result<Vec<KeyValue>, StorageError> {
+    pub(crate) fn kvs_at_most(&self, span: KeySpan<'_>, at: i64, limit: usize) -> Result<Vec<KeyValue>, StorageError> {
         self.revisions_at(span, at).into_iter().take(limit).map(|revision| self.fetch(revision)).collect()
     }
 
@@ -370,11 +354,11 @@ impl MvccStore {
 
     // ---- writes ----
 
-    pub(super) fn begin_write(&self) -> WriteTxn {
+    pub(crate) fn begin_write(&self) -> WriteTxn {
         WriteTxn { begin: self.current_revision, changes: 0 }
     }
 
-    pub(super) fn end_write(&mut self, txn: WriteTxn) {
+    pub(crate) fn end_write(&mut self, txn: WriteTxn) {
         if txn.changes > 0 {
             assert!(txn.begin == self.current_revision, "write transactions do not overlap");
             self.current_revision = txn.begin + 1;
@@ -383,7 +367,7 @@ impl MvccStore {
 
     /// Writes `key = value` (etcd's `storeTxnWrite.put`): keeps the create revision of a live
     /// key and bumps its version, or starts a new generation.
-    pub(super) fn put_key(
+    pub(crate) fn put_key(
         &mut self,
         txn: &mut WriteTxn,
         key: &[u8],
@@ -415,7 +399,7 @@ impl MvccStore {
     }
 
     /// Deletes every live key in `span`; returns how many.
-    pub(super) fn delete_span(&mut self, txn: &mut WriteTxn, span: KeySpan<'_>) -> Result<i64, StorageError> {
+    pub(crate) fn delete_span(&mut self, txn: &mut WriteTxn, span: KeySpan<'_>) -> Result<i64, StorageError> {
         let mut doomed = Vec::new();
         self.visit_span(span, |key, history| {
             if history.live().is_some() {
@@ -439,10 +423,6 @@ impl MvccStore {
     /// Stages the deletion of records that compaction dropped.
     pub(super) fn stage_removal(&mut self, revision: Revision, kind: RecordKind) {
         self.staged.insert(revision.engine_key(kind), None);
-    }
-
-    pub(super) fn stage_meta(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
-        self.staged_meta.insert(key, value);
     }
 
     fn stage(&mut self, engine_key: Vec<u8>, record: &KeyValue) -> Result<(), StorageError> {

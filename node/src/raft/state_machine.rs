@@ -270,7 +270,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             extra.put(Table::StateMeta, APPLIED_KEY, encode(&self.applied)?);
             extra.put(Table::StateMeta, MEMBERSHIP_KEY, encode(&self.membership)?);
             // One atomic batch: the keyspace and the log id it reflects never disagree on disk.
-            mvcc.commit(extra).map_err(|error| {
+            let written = mvcc.take_changes().and_then(|mut batch| {
+                batch.ops.extend(extra.ops);
+                self.engine.write(batch, Durability::Buffered)
+            });
+            written.map_err(|error| {
                 tracing::error!(applied = ?self.applied, "cannot write applied entries: {error}; stopping");
                 io::Error::other(error)
             })?;
