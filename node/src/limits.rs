@@ -18,7 +18,7 @@ pub const TXN_OPS_MAX: usize = 128;
 /// request cannot nest deeper than about 50 (prost refuses messages nested past 100, and each
 /// level is two messages), so no client request comes near it; log entries and peer messages
 /// nested deeper are refused when decoded, before they can exhaust the stack.
-pub const TXN_NESTING_MAX: usize = 64;
+pub use keel_model::command::TXN_NESTING_MAX;
 
 /// Operations in one txn, all levels together. etcd bounds each level (`TXN_OPS_MAX`) but
 /// not their sum, so nesting multiplies it; past this the request is refused before any

@@ -28,8 +28,8 @@ pub const NAME_BYTES_MAX: usize = keel_client::events::NAME_BYTES_MAX;
 /// Events per Read when the caller gives no limit, and the most it may ask for.
 pub const READ_DEFAULT: usize = keel_client::events::READ_LIMIT_DEFAULT as usize;
 pub const READ_MAX: usize = keel_client::events::READ_LIMIT_MAX as usize;
-/// The longest retention age (a century): see `keel_client::events::RETENTION_AGE_MAX`.
-pub const RETENTION_AGE_MAX_MS: u64 = keel_client::events::RETENTION_AGE_MAX.as_millis() as u64;
+/// The longest retention age (a century): see `keel_model::events::RETENTION_AGE_MAX`.
+pub const RETENTION_AGE_MAX_MS: u64 = keel_model::events::RETENTION_AGE_MAX.as_millis() as u64;
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum EventsError {
@@ -56,7 +56,7 @@ pub enum EventsError {
     SubscribedTwice,
     #[error("events: ack wait must be at most 24h")]
     AckWaitTooLong,
-    #[error("events: max in flight must be at most {}", keel_client::events::group::IN_FLIGHT_MAX)]
+    #[error("events: max in flight must be at most {}", keel_model::group::IN_FLIGHT_MAX)]
     InFlightTooLarge,
     #[error("events: max age must be at most {RETENTION_AGE_MAX_MS} ms")]
     MaxAgeTooLong,

@@ -20,8 +20,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
-use keel_client::events::group::{Delivery, GroupOptions, IN_FLIGHT_DEFAULT, IN_FLIGHT_MAX};
 use keel_client::names;
+use keel_model::group::{Delivery, GroupOptions, IN_FLIGHT_DEFAULT, IN_FLIGHT_MAX};
 use keel_proto::v1 as pb;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -41,7 +41,7 @@ pub type ConsumeStream = Pin<Box<dyn Stream<Item = Result<pb::ConsumeResponse, S
 /// How long an idle stream sleeps before it looks again at deadlines and other consumers' nacks.
 const IDLE_RECHECK: Duration = Duration::from_millis(250);
 /// The longest ack wait a consumer may ask for (the client's bound, one value for both).
-const ACK_WAIT_MAX: Duration = keel_client::events::ACK_WAIT_MAX;
+const ACK_WAIT_MAX: Duration = keel_model::events::ACK_WAIT_MAX;
 /// How long a closing stream tries to give its unacknowledged events back.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -319,7 +319,7 @@ fn check_subscribe(request: &pb::Subscribe) -> Result<GroupOptions, EventsError>
         names::CONSUMER.check(&request.consumer)?;
     }
     let ack_wait = match request.ack_wait_ms {
-        0 => keel_client::events::group::ACK_WAIT_DEFAULT,
+        0 => keel_model::group::ACK_WAIT_DEFAULT,
         ms if Duration::from_millis(ms) > ACK_WAIT_MAX => return Err(EventsError::AckWaitTooLong),
         ms => Duration::from_millis(ms),
     };

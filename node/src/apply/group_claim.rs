@@ -1,8 +1,11 @@
 //! GroupClaim: events handed to one consumer of a group, and those out of delivery attempts
 //! moved to the topic's dead-letter topic in the same command.
 
-use keel_client::events::group::{dead_letter_topic, Delivery};
 use keel_client::names;
+use keel_model::events::{
+    DEAD_LETTER_DELIVERIES_KEY, DEAD_LETTER_GROUP_KEY, DEAD_LETTER_OFFSET_KEY, DEAD_LETTER_TOPIC_KEY,
+};
+use keel_model::group::{dead_letter_topic, Delivery};
 
 use crate::api::EventsError;
 use crate::command::{GroupClaimRequest, GroupClaimResponse, NewEvent};
@@ -54,10 +57,10 @@ fn dead_letter(
         // member on the same entry, again on each restart.
         let Ok(stored) = serde_json::from_slice::<StoredEvent>(&kv.value) else { continue };
         let mut metadata = stored.metadata;
-        metadata.insert("dead-letter-topic".into(), topic.to_string());
-        metadata.insert("dead-letter-group".into(), group.to_string());
-        metadata.insert("dead-letter-offset".into(), delivery.offset.to_string());
-        metadata.insert("dead-letter-deliveries".into(), delivery.deliveries.to_string());
+        metadata.insert(DEAD_LETTER_TOPIC_KEY.into(), topic.to_string());
+        metadata.insert(DEAD_LETTER_GROUP_KEY.into(), group.to_string());
+        metadata.insert(DEAD_LETTER_OFFSET_KEY.into(), delivery.offset.to_string());
+        metadata.insert(DEAD_LETTER_DELIVERIES_KEY.into(), delivery.deliveries.to_string());
         use base64::Engine as _;
         // As above: the same bytes on every member, so the same (empty) payload.
         let payload = base64::engine::general_purpose::STANDARD.decode(stored.payload).unwrap_or_default();

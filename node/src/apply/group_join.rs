@@ -1,7 +1,7 @@
 //! GroupJoin: a consumer group on a topic is created at its start offset, or its options are
 //! updated.
 
-use keel_client::events::group::GroupState;
+use keel_model::group::GroupState;
 
 use crate::command::{GroupJoinRequest, GroupJoinResponse};
 use crate::error::ServerError;

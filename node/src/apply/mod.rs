@@ -50,12 +50,6 @@ pub(crate) trait Apply: Proposal {
 macro_rules! commands {
     ($($request:ident => $command:ident answered $answer:ident($response:ident);)*) => {
         $(
-            impl From<$request> for Command {
-                fn from(request: $request) -> Command {
-                    Command::$command(request)
-                }
-            }
-
             impl Proposal for $request {
                 type Response = $response;
 

@@ -10,7 +10,7 @@ use super::{check_topic, Apply};
 impl Apply for SetRetentionRequest {
     fn check(&self) -> Result<(), ServerError> {
         check_topic(&self.topic)?;
-        if self.retention.max_age.is_some_and(|age| age > keel_client::events::RETENTION_AGE_MAX) {
+        if self.retention.max_age.is_some_and(|age| age > keel_model::events::RETENTION_AGE_MAX) {
             return Err(EventsError::MaxAgeTooLong.into());
         }
         Ok(())

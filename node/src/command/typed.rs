@@ -19,13 +19,7 @@ pub trait Proposal: Into<Command> {
 pub struct Unanswered;
 
 macro_rules! unanswered {
-    ($($request:ident => $command:ident;)*) => {$(
-        impl From<$request> for Command {
-            fn from(request: $request) -> Command {
-                Command::$command(request)
-            }
-        }
-
+    ($($request:ident;)*) => {$(
         impl Proposal for $request {
             type Response = Unanswered;
 
@@ -37,8 +31,8 @@ macro_rules! unanswered {
 }
 
 unanswered! {
-    MemberAttributes => PublishMember;
-    SecretKey => InitSecretKey;
+    MemberAttributes;
+    SecretKey;
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use keel_client::events::group::{Claim, GroupOptions, GroupState};
+use keel_model::group::{Claim, GroupOptions, GroupState};
 use openraft::{EntryPayload, Membership};
 
 use super::{json_decode, json_encode, postcard_decode, postcard_encode, Sample};

@@ -1,6 +1,6 @@
 //! The two ways an operation on the keyspace can fail, kept apart by their types.
 //!
-//! - [`MvccError`]: etcd's rules refuse the request. Deterministic: every member applying the
+//! - [`MvccError`] (`keel_model`, as it is replicated): etcd's rules refuse the request. Deterministic: every member applying the
 //!   same command to the same state refuses it the same way, so a refusal inside apply is a
 //!   replicated answer (`CommandResponse::Rejected`).
 //! - `StorageError`: this member's storage failed (the engine, or a stored record that does not
@@ -11,32 +11,9 @@
 //! storage failure: turning one into the other has to be written out, where a reviewer sees it.
 //! [`ReadError`] holds either, for reads, which are this member's own answer and never replicated.
 
-use serde::{Deserialize, Serialize};
+pub use keel_model::error::MvccError;
 
 use crate::storage::StorageError;
-
-/// A refusal by etcd's MVCC or apply rules. Display texts are etcd's own, since clients match on
-/// them.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-pub enum MvccError {
-    /// The revision asked for is below the compaction point; the caller may retry at or above
-    /// `compact_revision`.
-    #[error("mvcc: required revision has been compacted")]
-    Compacted { compact_revision: i64 },
-    /// The revision asked for has not happened yet.
-    #[error("mvcc: required revision is a future revision")]
-    FutureRevision { current_revision: i64 },
-    /// A Put with `ignore_value` or `ignore_lease` on a key that does not exist. etcd decides this
-    /// at apply time (a concurrent delete may come first), so it is a replicated rejection.
-    #[error("etcdserver: key not found")]
-    KeyNotFound,
-    /// A Put names a lease that does not exist (any more), or a revoke an unknown lease.
-    #[error("etcdserver: requested lease not found")]
-    LeaseNotFound,
-    /// A grant asks for an id already in use.
-    #[error("etcdserver: lease already exists")]
-    LeaseExists,
-}
 
 /// Why a read (`MvccStore::range`, `MvccStore::history`) gave no answer.
 #[derive(Debug, thiserror::Error)]

@@ -13,11 +13,10 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use keel_client::events::group::LogBounds;
+pub use keel_model::stored::{RememberedId, StoredEvent, TopicState};
 
-use crate::command::Retention;
 use crate::storage::{Engine, StorageError, Table, WriteBatch};
 
 use super::store::{decode_record, MvccStore};
@@ -27,54 +26,14 @@ pub const EVENTS_PREFIX: &str = "/micro/events/";
 
 /// A publish id seen within this long (by command time) is a duplicate (NATS JetStream's
 /// default duplicate window).
-pub const DEDUP_WINDOW_MS: i64 = keel_client::events::DEDUP_WINDOW.as_millis() as i64;
+pub const DEDUP_WINDOW_MS: i64 = keel_model::events::DEDUP_WINDOW.as_millis() as i64;
 
 /// Ids remembered per topic at most, whatever the window: bounds memory under id floods.
-pub const DEDUP_IDS_MAX: usize = keel_client::events::DEDUP_IDS_MAX;
+pub const DEDUP_IDS_MAX: usize = keel_model::events::DEDUP_IDS_MAX;
 
 /// `Table::StateMeta` prefixes: the topic's state, and its remembered ids.
 const TOPIC_PREFIX: &[u8] = b"mvcc/topic/";
 const TOPIC_ID_PREFIX: &[u8] = b"mvcc/topic-id/";
-
-/// What is remembered per topic.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TopicState {
-    pub next_offset: u64,
-    pub last_timestamp_ms: i64,
-    /// The oldest offset kept (retention removes events below it).
-    pub first_offset: u64,
-    /// The stored size of the kept events (their values in the keyspace).
-    pub bytes: u64,
-    pub retention: Retention,
-}
-
-impl TopicState {
-    pub fn bounds(&self) -> LogBounds {
-        LogBounds { first: self.first_offset, next: self.next_offset }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct RememberedId {
-    pub(crate) topic: String,
-    pub(crate) id: String,
-    pub(crate) offset: u64,
-    pub(crate) timestamp_ms: i64,
-}
-
-/// An event as stored at its key (JSON, so etcd clients can read it).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredEvent {
-    pub topic: String,
-    pub offset: u64,
-    #[serde(default)]
-    pub id: String,
-    pub timestamp_ms: i64,
-    #[serde(default)]
-    pub metadata: BTreeMap<String, String>,
-    /// Base64 (JSON has no bytes).
-    pub payload: String,
-}
 
 /// The key of event `offset` of `topic`.
 pub fn event_key(topic: &str, offset: u64) -> Vec<u8> {

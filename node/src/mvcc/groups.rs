@@ -1,5 +1,5 @@
 //! The consumer-groups sub-store: each (topic, group) has a [`GroupState`] (cursor and pending
-//! deliveries, see `keel_client::events::group` for the rules). It owns the `mvcc/group/`
+//! deliveries, see `keel_model::group` for the rules). It owns the `mvcc/group/`
 //! records of `Table::StateMeta` and stages its own changes to them; joining, claiming and
 //! settling are commands (`crate::apply::group_*`), so a group's position survives reconnects,
 //! restarts and leader changes, and two members never hand the same event to two consumers of
@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use keel_client::events::group::GroupState;
+use keel_model::group::GroupState;
 
 use crate::storage::{Engine, StorageError, Table, WriteBatch};
 

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use serde::{Deserialize, Serialize};
+pub(crate) use keel_model::stored::LeaseRecord;
 
 use crate::storage::{Engine, StorageError, Table, WriteBatch};
 
@@ -18,13 +18,6 @@ use super::store::{decode_record, MvccStore};
 
 /// `Table::StateMeta` prefix of lease records, followed by the big-endian lease id.
 const LEASE_PREFIX: &[u8] = b"mvcc/lease/";
-
-/// What is stored per lease.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct LeaseRecord {
-    pub(crate) id: i64,
-    pub(crate) ttl_secs: i64,
-}
 
 /// A lease and the keys attached to it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

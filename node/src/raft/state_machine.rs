@@ -390,7 +390,7 @@ mod tests {
     //! Member records at the edges of the id space survive a reload.
 
     use futures::stream;
-    use keel_client::events::group::GroupOptions;
+    use keel_model::group::GroupOptions;
     use openraft::entry::RaftEntry;
     use openraft::vote::RaftLeaderIdExt;
 

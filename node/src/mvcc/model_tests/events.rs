@@ -1,5 +1,5 @@
 //! The model of topics and consumer groups, written from their documented rules (`mvcc::events`,
-//! `mvcc::groups`, `mvcc::retention`, `keel_client::events::group`) without calling them: a topic
+//! `mvcc::groups`, `mvcc::retention`, `keel_model::group`) without calling them: a topic
 //! is a map of kept events by offset beside the keyspace, a group a cursor and a map of pending
 //! claims. Event keys and their JSON values are built here by hand, so a change to the stored
 //! format shows as a divergence.
@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 
-use keel_client::events::group::{Claim, ClaimOutcome, Delivery, GroupOptions, GroupState};
+use keel_model::group::{Claim, ClaimOutcome, Delivery, GroupOptions, GroupState};
 
 use crate::command::{
     GroupClaimRequest, GroupClaimResponse, GroupJoinRequest, GroupJoinResponse, GroupSettleRequest,

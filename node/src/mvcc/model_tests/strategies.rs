@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
-use keel_client::events::group::GroupOptions;
-use keel_client::events::RETENTION_AGE_MAX;
+use keel_model::events::RETENTION_AGE_MAX;
+use keel_model::group::GroupOptions;
 
 use crate::command::{
     Command, Compare, CompareResult, CompareTarget, DeleteRangeRequest, GroupClaimRequest, GroupJoinRequest,

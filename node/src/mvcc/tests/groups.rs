@@ -2,7 +2,7 @@
 //! settles are idempotent, dead letters land in their topic, trims delete the oldest events
 //! and move the first offset, and all of it survives a reopen.
 
-use keel_client::events::group::GroupOptions;
+use keel_model::group::GroupOptions;
 
 use super::*;
 use crate::command::{

@@ -1,6 +1,7 @@
 //! A consumer group's position in one topic: which offsets it has handed out, to whom, until
 //! when and how often, and how far it has read. Pure and deterministic — time is an argument —
-//! so the cluster's state machine (where the position is replicated state) and [`MemoryEvents`]
+//! so the cluster's state machine (where the position is replicated state) and the client's
+//! in-memory `MemoryEvents`
 //! apply the same rules.
 //!
 //! Every offset below `cursor` is either acknowledged or pending; the group's acknowledged
@@ -8,8 +9,6 @@
 //! A pending offset whose deadline has passed (its ack wait ran out, or it was nacked) is handed
 //! out again before any new one; after `1 + retry_limit` deliveries it goes to the dead-letter
 //! topic instead.
-//!
-//! [`MemoryEvents`]: super::MemoryEvents
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -11,8 +11,7 @@ use std::cell::Cell;
 
 use serde::{Deserialize, Deserializer};
 
-use super::{Compare, RequestOp, ResponseOp, TxnRequest, TxnResponse};
-use crate::limits::TXN_NESTING_MAX;
+use crate::command::{Compare, RequestOp, ResponseOp, TxnRequest, TxnResponse, TXN_NESTING_MAX};
 
 thread_local! {
     /// Txn levels being decoded on this thread right now. Decoding is synchronous, so a
@@ -89,11 +88,11 @@ mod tests {
 
     #[test]
     fn txns_decode_up_to_the_nesting_limit_and_not_past_it() {
-        let ok = Command::Txn(nested(crate::limits::TXN_NESTING_MAX));
+        let ok = Command::Txn(nested(crate::command::TXN_NESTING_MAX));
         let bytes = postcard::to_stdvec(&ok).expect("encode");
         assert_eq!(postcard::from_bytes::<Command>(&bytes).expect("decodes"), ok);
 
-        let too_deep = postcard::to_stdvec(&Command::Txn(nested(crate::limits::TXN_NESTING_MAX + 1))).expect("encode");
+        let too_deep = postcard::to_stdvec(&Command::Txn(nested(crate::command::TXN_NESTING_MAX + 1))).expect("encode");
         assert!(postcard::from_bytes::<Command>(&too_deep).is_err());
     }
 
