@@ -12,6 +12,7 @@ mod read_barrier;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -76,8 +77,31 @@ pub struct Member {
     me: std::sync::Weak<Member>,
     read_rounds: read_barrier::ReadRounds,
     write_batches: forward_writes::WriteBatches,
+    forwarded: ForwardCounts,
 }
 
+/// The requests this member sent to the leader, by kind (a batch of writes is one): what its
+/// clients' requests cost in peer round trips, for `/metrics`.
+#[derive(Default)]
+struct ForwardCounts {
+    by_kind: [AtomicU64; FORWARD_KINDS.len()],
+}
+
+/// The kinds of forwarded request, as `/metrics` labels them.
+const FORWARD_KINDS: [&str; 4] = ["write", "read_index", "lease_keep_alive", "lease_time_to_live"];
+
+impl ForwardCounts {
+    fn count(&self, request: &ForwardRequest) {
+        let kind = match request {
+            ForwardRequest::Write(_) | ForwardRequest::Writes(_) => 0,
+            ForwardRequest::ReadIndex => 1,
+            ForwardRequest::LeaseKeepAlive(_) => 2,
+            ForwardRequest::LeaseTimeToLive(_) => 3,
+        };
+        // Relaxed: a counter read by /metrics orders nothing.
+        self.by_kind[kind].fetch_add(1, Ordering::Relaxed);
+    }
+}
 
 /// What happened to one attempt at a request.
 pub(super) enum Attempt<T> {
@@ -187,6 +211,11 @@ impl Member {
         self.engine.size_bytes()
     }
 
+    /// How many requests of each kind this member forwarded to the leader since it started.
+    pub fn forwarded_requests(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        FORWARD_KINDS.iter().zip(&self.forwarded.by_kind).map(|(kind, count)| (*kind, count.load(Ordering::Relaxed)))
+    }
+
     /// Replicates `request` through the leader and returns what applying it answered. Errors
     /// say whether the command may have been applied (`ServerError::is_definite`). A lease id
     /// left 0 (LeaseGrant, Register, LeasedPut) is the leader's to choose (`leader_write`).
@@ -272,6 +301,7 @@ impl Member {
             Ok(data) => data,
             Err(_) => return Attempt::Done(Err(ServerError::RequestTooLarge)),
         };
+        self.forwarded.count(&request);
         let call = tokio::time::timeout_at(deadline, client.forward(keel_proto::peer::RaftMessage { data }));
         match call.await {
             Err(_) => Attempt::Done(Err(ServerError::Timeout)),
@@ -595,6 +625,7 @@ pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
         me: me.clone(),
         read_rounds: read_barrier::ReadRounds::default(),
         write_batches: forward_writes::WriteBatches::default(),
+        forwarded: ForwardCounts::default(),
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
