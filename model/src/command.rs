@@ -274,8 +274,9 @@ pub struct CompactResponse {
     pub header_revision: i64,
 }
 
-/// etcd's LeaseGrant, with the id already chosen (by the member that proposes it) and the TTL
-/// already raised to the minimum, so that every member applies the same grant.
+/// etcd's LeaseGrant with the TTL already raised to the minimum. An `id` of 0 asks the leader to
+/// choose one (etcd's rule), which it does before proposing (`member::leader_write`), so every
+/// member applies the same grant.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseGrantRequest {
     pub id: i64,
@@ -303,7 +304,8 @@ pub struct LeaseRevokeResponse {
 pub type KeyValuePair = (Vec<u8>, Vec<u8>);
 
 /// Puts `puts` (key, value) on one lease of `ttl_secs` (0 = no lease): the lease the keys
-/// already share if it has that TTL, otherwise a new one with id `lease_id`.
+/// already share if it has that TTL, otherwise a new one with id `lease_id` (0 when proposed:
+/// the leader chooses it, and renews a reused lease on its clock; `member::leader_write`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegisterRequest {
     pub lease_id: i64,
@@ -321,7 +323,7 @@ pub struct RegisterResponse {
 }
 
 /// Puts `key = value` on lease `reuse` if it still exists, otherwise on a new lease `grant_id`
-/// of `ttl_secs`.
+/// of `ttl_secs` (0 when proposed: the leader chooses it; `member::leader_write`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeasedPutRequest {
     pub key: Vec<u8>,
@@ -350,7 +352,7 @@ impl std::fmt::Debug for SecretKey {
 }
 
 /// Events for one topic. `timestamp_ms` is stamped by the leader just before proposing
-/// (`Command::stamped`); the state machine never lets a topic's time go backwards.
+/// (`member::leader_write`); the state machine never lets a topic's time go backwards.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublishRequest {
     pub topic: String,
@@ -378,18 +380,6 @@ pub struct PublishResponse {
 pub struct Published {
     pub offset: u64,
     pub duplicate: bool,
-}
-
-impl Command {
-    /// The command as the leader proposes it: time-dependent commands get the leader's clock.
-    pub fn stamped(self, now_ms: i64) -> Command {
-        match self {
-            Command::Publish(request) => Command::Publish(PublishRequest { timestamp_ms: now_ms, ..request }),
-            Command::GroupClaim(request) => Command::GroupClaim(GroupClaimRequest { now_ms, ..request }),
-            Command::GroupSettle(request) => Command::GroupSettle(GroupSettleRequest { now_ms, ..request }),
-            command => command,
-        }
-    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -18,8 +18,8 @@ use keel_proto::v1::{
     WatchResponse,
 };
 use keel_tests::{
-    etcdctl, grpc_channel, keelctl, keelctl_binary, retry_unavailable, wait_for, wait_for_some, Background, Server,
-    TestCluster, READY_TIMEOUT,
+    etcdctl, grpc_channel, keelctl, keelctl_binary, metric, retry_unavailable, wait_for, wait_for_some, Background,
+    Server, TestCluster, READY_TIMEOUT,
 };
 use tonic::transport::Channel;
 
@@ -173,6 +173,63 @@ async fn the_client_fails_over_past_a_dead_member() {
     within("deregister", registry.deregister(&second)).await;
     let deleted = within("the watch's delete", watcher.next()).await;
     assert_eq!(deleted.action.as_str(), "delete");
+}
+
+/// The TTL of the re-registration test: long enough to see its remaining time fall and rise.
+const REREGISTER_TTL_SECS: i64 = 5;
+
+/// One of `member`'s `keel_forwarded_requests_total` counters.
+fn forwarded(cluster: &TestCluster, member: usize, request: &str) -> f64 {
+    let name = format!("keel_forwarded_requests_total{{request=\"{request}\"}}");
+    metric(&cluster.members[member].client_url, &name).unwrap_or_else(|| panic!("{name} missing"))
+}
+
+/// The leader's view of `lease`'s remaining seconds.
+async fn remaining_secs(leader: &mut etcd_client::Client, lease: i64) -> i64 {
+    leader.lease_time_to_live(lease, None).await.expect("lease time-to-live").ttl()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn registering_again_through_a_follower_is_one_forwarded_write_that_renews_the_lease() {
+    let cluster = TestCluster::start(Server::Keel, 3).await;
+    let leader = cluster.leader().await;
+    let follower = (leader + 1) % 3;
+    let mut at_follower = registry(&cluster, follower).await;
+    let mut at_leader = cluster.member_client(leader).await;
+    let request = RegisterRequest {
+        service: Some(service("renewed", "1.0.0", "renewed-1", "127.0.0.1:9401")),
+        ttl_seconds: REREGISTER_TTL_SECS,
+    };
+
+    // Phase 1: a registration through the follower; its lease's time runs down on the leader.
+    let lease = retry_unavailable(|| {
+        let (mut client, request) = (at_follower.clone(), request.clone());
+        async move { client.register(request).await }
+    })
+    .await
+    .expect("register")
+    .lease_id;
+    wait_for(READY_TIMEOUT, "the lease's time to run down", || {
+        let mut leader = at_leader.clone();
+        async move { remaining_secs(&mut leader, lease).await <= REREGISTER_TTL_SECS - 3 }
+    })
+    .await
+    .expect("the lease's time runs down");
+
+    // Phase 2: registering again through the follower costs one forwarded write (and the read
+    // barrier's ReadIndex), no keep-alive, and gives the lease its whole TTL again on the leader.
+    let before = ["write", "lease_keep_alive", "lease_time_to_live"].map(|kind| forwarded(&cluster, follower, kind));
+    let again = at_follower.register(request.clone()).await.expect("register again").into_inner();
+    let after = ["write", "lease_keep_alive", "lease_time_to_live"].map(|kind| forwarded(&cluster, follower, kind));
+    assert_eq!(again.lease_id, lease, "the registration keeps its lease");
+    assert_eq!(cluster.leader().await, leader, "the leader changed: the counts below would not mean anything");
+    assert_eq!(
+        [after[0] - before[0], after[1] - before[1], after[2] - before[2]],
+        [1.0, 0.0, 0.0],
+        "forwarded (write, keep-alive, time-to-live) for one re-registration"
+    );
+    let remaining = remaining_secs(&mut at_leader, lease).await;
+    assert!(remaining >= REREGISTER_TTL_SECS - 1, "{remaining}s left after registering again");
 }
 
 #[tokio::test(flavor = "multi_thread")]

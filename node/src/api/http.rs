@@ -104,5 +104,11 @@ async fn metrics(State(member): State<Arc<Member>>) -> impl IntoResponse {
         // Writing to a String cannot fail.
         let _ = write!(body, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n");
     }
+    // What a follower's clients cost in round trips to the leader (a batch of writes is one).
+    let name = "keel_forwarded_requests_total";
+    let _ = write!(body, "# HELP {name} Requests forwarded to the leader, by kind.\n# TYPE {name} counter\n");
+    for (kind, count) in member.forwarded_requests() {
+        let _ = writeln!(body, "{name}{{request=\"{kind}\"}} {count}");
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }

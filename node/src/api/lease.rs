@@ -16,7 +16,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{header, status::to_status};
-use crate::command::{LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest};
+use crate::command::{LeaseGrantRequest, LeaseRevokeRequest};
 use crate::error::ServerError;
 use crate::lease;
 use crate::limits::KEEP_ALIVE_QUEUE_MAX;
@@ -35,18 +35,15 @@ impl LeaseService {
         header(&self.member, self.member.shared().mvcc().current_revision())
     }
 
+    /// Grants lease `id` (0: the leader chooses it) of `ttl_secs`.
     async fn grant(&self, id: i64, ttl_secs: i64) -> Result<PbLeaseGrantResponse, ServerError> {
         let r = self.member.propose(LeaseGrantRequest { id, ttl_secs }).await?;
-        Ok(self.granted(r))
-    }
-
-    fn granted(&self, r: LeaseGrantResponse) -> PbLeaseGrantResponse {
-        PbLeaseGrantResponse {
+        Ok(PbLeaseGrantResponse {
             header: header(&self.member, r.header_revision),
             id: r.id,
             ttl: r.ttl_secs,
             error: String::new(),
-        }
+        })
     }
 }
 
@@ -63,11 +60,8 @@ impl PbLeaseService for LeaseService {
             return Err(to_status(&ServerError::LeaseTtlTooLarge));
         }
         let ttl_secs = request.ttl.max(self.member.lease_ttl_min_secs);
-        if request.id != 0 {
-            return self.grant(request.id, ttl_secs).await.map(Response::new).map_err(|e| to_status(&e));
-        }
-        let answer = self.member.propose_with_new_lease(|id| LeaseGrantRequest { id, ttl_secs }).await;
-        answer.map(|r| Response::new(self.granted(r))).map_err(|e| to_status(&e))
+        // ID 0: the leader chooses one (etcd's rule), in its write path.
+        self.grant(request.id, ttl_secs).await.map(Response::new).map_err(|e| to_status(&e))
     }
 
     async fn lease_revoke(

@@ -47,12 +47,9 @@ impl RegistryService {
         let ttl_secs = if ttl_secs == 0 { 0 } else { ttl_secs.max(self.member.lease_ttl_min_secs) };
         let puts = registry::registration_puts(service)?;
         self.refuse_to_overwrite_others(service).await?;
-        let register = |lease_id| RegisterRequest { lease_id, ttl_secs, puts: puts.clone() };
-        let response = self.member.propose_with_new_lease(register).await?;
-        if response.reused {
-            // Registering again is also a sign of life: renew the lease on the leader's clock.
-            self.member.lease_keep_alive(response.lease_id).await?;
-        }
+        // Lease id 0: the leader chooses one if a lease is granted, and renews a reused one on
+        // its clock (registering again is a sign of life), all in this one proposal.
+        let response = self.member.propose(RegisterRequest { lease_id: 0, ttl_secs, puts }).await?;
         Ok(pb::RegisterResponse { lease_id: response.lease_id, revision: response.header_revision })
     }
 

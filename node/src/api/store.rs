@@ -60,9 +60,9 @@ impl StoreService {
         // At most `store::TTL_MAX_SECS` plus a bucket: within etcd's MaxLeaseTTL.
         let ttl_secs = bucket_end.saturating_sub(now).max(self.member.lease_ttl_min_secs);
         let reuse = self.buckets.lease_for(bucket_end);
-        let leased_put =
-            |grant_id| LeasedPutRequest { key: key.clone(), value: value.clone(), reuse, grant_id, ttl_secs };
-        let response = self.member.propose_with_new_lease(leased_put).await?;
+        // grant_id 0: the leader chooses the id if a lease is granted.
+        let leased_put = LeasedPutRequest { key, value, reuse, grant_id: 0, ttl_secs };
+        let response = self.member.propose(leased_put).await?;
         self.buckets.remember(bucket_end, response.lease_id, now);
         Ok(response.header_revision)
     }

@@ -6,11 +6,13 @@ mod accept;
 mod background;
 pub mod format;
 mod forward_writes;
+mod leader_write;
 mod read_barrier;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +24,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use self::accept::accepted;
-use crate::command::{self, Command, CommandResponse, Origin, Proposal};
+use crate::command::{self, CommandResponse, Origin, Proposal};
 use crate::config::{self, MemberConfig};
 use crate::error::ServerError;
 use crate::lease;
@@ -30,12 +32,11 @@ use crate::limits::{
     GRPC_OVERHEAD_BYTES, PEER_MESSAGE_BYTES_MAX, PEER_PENDING_RESET_STREAMS_MAX, PEER_RESPONSE_BYTES_MAX,
     REQUEST_TIMEOUT,
 };
-use crate::mvcc::MvccError;
 use crate::raft::watermark::{self, Mark, Watermark};
 use crate::raft::{
-    self, AckPolicy, CheckError, ClientWriteError, Config, ForwardError, ForwardRequest, ForwardResponse,
-    LeaseAuthority, LeaseTime, LogDamage, LogStore, MemberId, MemberNode, NetworkFactory, PeerClients, PeerCredentials,
-    PeerGate, PeerSecret, PeerService, Raft, RaftMetrics, Refusal, SharedState, SnapshotPolicy, StateMachine,
+    self, AckPolicy, CheckError, Config, ForwardError, ForwardRequest, ForwardResponse, LeaseAuthority, LeaseTime,
+    LogDamage, LogStore, MemberId, MemberNode, NetworkFactory, PeerClients, PeerCredentials, PeerGate, PeerSecret,
+    PeerService, Raft, RaftMetrics, SharedState, SnapshotPolicy, StateMachine,
 };
 use crate::storage::{Direction, Durability, Engine, KeyRange, OpenError, RocksEngine, Table, WriteBatch};
 use crate::watch::SessionLimits;
@@ -76,6 +77,30 @@ pub struct Member {
     me: std::sync::Weak<Member>,
     read_rounds: read_barrier::ReadRounds,
     write_batches: forward_writes::WriteBatches,
+    forwarded: ForwardCounts,
+}
+
+/// The requests this member sent to the leader, by kind (a batch of writes is one): what its
+/// clients' requests cost in peer round trips, for `/metrics`.
+#[derive(Default)]
+struct ForwardCounts {
+    by_kind: [AtomicU64; FORWARD_KINDS.len()],
+}
+
+/// The kinds of forwarded request, as `/metrics` labels them.
+const FORWARD_KINDS: [&str; 4] = ["write", "read_index", "lease_keep_alive", "lease_time_to_live"];
+
+impl ForwardCounts {
+    fn count(&self, request: &ForwardRequest) {
+        let kind = match request {
+            ForwardRequest::Write(_) | ForwardRequest::Writes(_) => 0,
+            ForwardRequest::ReadIndex => 1,
+            ForwardRequest::LeaseKeepAlive(_) => 2,
+            ForwardRequest::LeaseTimeToLive(_) => 3,
+        };
+        // Relaxed: a counter read by /metrics orders nothing.
+        self.by_kind[kind].fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// What happened to one attempt at a request.
@@ -186,26 +211,16 @@ impl Member {
         self.engine.size_bytes()
     }
 
+    /// How many requests of each kind this member forwarded to the leader since it started.
+    pub fn forwarded_requests(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        FORWARD_KINDS.iter().zip(&self.forwarded.by_kind).map(|(kind, count)| (*kind, count.load(Ordering::Relaxed)))
+    }
+
     /// Replicates `request` through the leader and returns what applying it answered. Errors
-    /// say whether the command may have been applied (`ServerError::is_definite`).
+    /// say whether the command may have been applied (`ServerError::is_definite`). A lease id
+    /// left 0 (LeaseGrant, Register, LeasedPut) is the leader's to choose (`leader_write`).
     pub async fn propose<P: Proposal>(&self, request: P) -> Result<P::Response, ServerError> {
-        let response = self.propose_command(request.into()).await?;
-        P::response(response).ok_or(ServerError::Mismatched)
-    }
-
-    /// Proposes a command that creates a lease under an id this member chooses (`make(id)`):
-    /// an id already taken, astronomically unlikely, is chosen again once.
-    pub async fn propose_with_new_lease<P: Proposal>(
-        &self,
-        make: impl Fn(i64) -> P,
-    ) -> Result<P::Response, ServerError> {
-        match self.propose(make(new_lease_id())).await {
-            Err(ServerError::Mvcc(MvccError::LeaseExists)) => self.propose(make(new_lease_id())).await,
-            answer => answer,
-        }
-    }
-
-    async fn propose_command(&self, command: Command) -> Result<CommandResponse, ServerError> {
+        let command = request.into();
         let size = command::validate(&command, Origin::Member(self.id), self.max_request_bytes)?;
         let response = self
             .through_leader(|leader, deadline| {
@@ -219,10 +234,7 @@ impl Member {
                 }
             })
             .await?;
-        match response {
-            CommandResponse::Rejected(e) => Err(e.into()),
-            response => Ok(response),
-        }
+        answer::<P>(response)
     }
 
     /// Proposes `command` through this member's own Raft only, never forwarding it: for
@@ -232,12 +244,10 @@ impl Member {
     pub async fn propose_as_leader<P: Proposal>(&self, request: P) -> Result<P::Response, ServerError> {
         let command = request.into();
         command::validate(&command, Origin::Leader, self.max_request_bytes)?;
-        let response = match self.write_local(command, Instant::now() + REQUEST_TIMEOUT).await {
-            Attempt::Done(Ok(CommandResponse::Rejected(e))) => Err(e.into()),
-            Attempt::Done(result) => result,
+        match self.write_local(command, Instant::now() + REQUEST_TIMEOUT).await {
+            Attempt::Done(response) => answer::<P>(response?),
             Attempt::Retry => Err(ServerError::NoLeader),
-        }?;
-        P::response(response).ok_or(ServerError::Mismatched)
+        }
     }
 
     /// Runs `attempt` against the current leader until it is done or `REQUEST_TIMEOUT` passes,
@@ -272,51 +282,6 @@ impl Member {
         }
     }
 
-    async fn write_local(&self, command: Command, deadline: Instant) -> Attempt<CommandResponse> {
-        match tokio::time::timeout_at(deadline, self.write_as_leader(command)).await {
-            Err(_) => Attempt::Done(Err(ServerError::Timeout)),
-            Ok(Ok((response, _term))) => Attempt::Done(Ok(response)),
-            Ok(Err(ForwardError::NotLeader { .. })) => Attempt::Retry,
-            Ok(Err(ForwardError::Failed(_))) => Attempt::Done(Err(ServerError::Stopped)),
-            Ok(Err(_)) => Attempt::Done(Err(ServerError::Timeout)),
-        }
-    }
-
-    /// A write a follower forwarded on a client's behalf: the checks a local write passes, with
-    /// this member's limits, then the same leader write path.
-    pub(crate) async fn write_for_follower(
-        &self,
-        sender: MemberId,
-        command: Command,
-    ) -> Result<(CommandResponse, u64), ForwardError> {
-        if let Err(error) = command::validate(&command, Origin::Member(sender), self.max_request_bytes) {
-            let refusal = match error {
-                ServerError::RequestTooLarge => Refusal::TooLarge,
-                error => Refusal::Invalid(error.to_string()),
-            };
-            return Err(ForwardError::Refused(refusal));
-        }
-        self.write_as_leader(command).await
-    }
-
-    /// The one leader write path, for local and forwarded writes: stamps `command` with this
-    /// member's clock (time-dependent commands carry the leader's clock) and proposes it to its
-    /// own Raft; answers the response and the term it was committed in. `NotLeader`: nothing
-    /// was proposed; `Failed`: Raft has stopped; `Indeterminate`: it may have been applied.
-    async fn write_as_leader(&self, command: Command) -> Result<(CommandResponse, u64), ForwardError> {
-        let command = command.stamped(crate::store::now_unix_ms());
-        match self.raft.client_write(command).await {
-            Ok(written) => Ok((written.data, written.log_id.leader_id.term)),
-            Err(e) => Err(match e.api_error() {
-                Some(ClientWriteError::ForwardToLeader(forward)) => {
-                    ForwardError::NotLeader { leader: forward.leader_id }
-                }
-                Some(_) => ForwardError::Indeterminate(e.to_string()),
-                None => ForwardError::Failed(e.to_string()),
-            }),
-        }
-    }
-
     pub(super) async fn forward(
         &self,
         leader: MemberId,
@@ -336,6 +301,7 @@ impl Member {
             Ok(data) => data,
             Err(_) => return Attempt::Done(Err(ServerError::RequestTooLarge)),
         };
+        self.forwarded.count(&request);
         let call = tokio::time::timeout_at(deadline, client.forward(keel_proto::peer::RaftMessage { data }));
         match call.await {
             Err(_) => Attempt::Done(Err(ServerError::Timeout)),
@@ -373,6 +339,14 @@ impl Member {
     }
 }
 
+/// What the state machine answered `P`: its response type, or the rule that rejected it.
+fn answer<P: Proposal>(response: CommandResponse) -> Result<P::Response, ServerError> {
+    match response {
+        CommandResponse::Rejected(e) => Err(e.into()),
+        response => P::response(response).ok_or(ServerError::Mismatched),
+    }
+}
+
 /// A connection that was refused: the request was never sent, so retrying it is safe. Anything
 /// else (a reset, a timeout) may have happened after the leader received the request.
 fn is_connect_error(status: &tonic::Status) -> bool {
@@ -396,11 +370,6 @@ pub struct MemberInfo {
 }
 
 /// A started member and its servers. Dropping it does not stop them: call `shutdown`.
-/// A fresh lease id chosen by this member: positive, never 0 (etcd's "no lease").
-pub fn new_lease_id() -> i64 {
-    (rand::random::<u64>() >> 1).max(1) as i64
-}
-
 pub struct RunningMember {
     pub member: Arc<Member>,
     pub client_addrs: Vec<SocketAddr>,
@@ -656,6 +625,7 @@ pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
         me: me.clone(),
         read_rounds: read_barrier::ReadRounds::default(),
         write_batches: forward_writes::WriteBatches::default(),
+        forwarded: ForwardCounts::default(),
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -28,7 +28,8 @@ use crate::member::Member;
 /// A request a follower sends to the leader on a client's behalf.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum ForwardRequest {
-    /// Propose a command; answer with its result.
+    /// Propose a command through the leader write path (`member::leader_write`: stamping, the
+    /// choice of a lease id left 0, the renewal of a re-registered lease); answer its result.
     Write(Command),
     /// Confirm leadership with a quorum (ReadIndex) and answer with the log index a
     /// linearizable read must wait for.

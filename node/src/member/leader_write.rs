@@ -1,0 +1,187 @@
+//! The leader's write path: the one way a write reaches Raft, whether a client proposed it on
+//! the leader or a follower forwarded it (`raft::PeerService::forward`, batched by
+//! `forward_writes`). In order: stamp the command with what only the leader decides (its clock;
+//! the id of a lease the command asks the leader to choose), propose it to this member's own
+//! Raft, choose the lease id again once if it was taken, and, when a Register reused its lease,
+//! renew that lease on this leader's `Lessor` (registering again is a sign of life).
+//!
+//! A command asks the leader to choose a lease id by leaving it 0, as etcd's LeaseGrant with ID
+//! 0 does: `LeaseGrantRequest::id`, `RegisterRequest::lease_id` (with a TTL),
+//! `LeasedPutRequest::grant_id`. What is replicated always names the id, so apply stays
+//! deterministic and the log encoding is unchanged.
+//!
+//! It must not forward: a member that is not the leader answers `NotLeader`, having proposed
+//! nothing, and the caller tries the next leader. It answers only once the entry is committed
+//! and applied (`Raft::client_write`).
+
+use tokio::time::Instant;
+
+use super::{Attempt, Member};
+use crate::command::{self, Command, CommandResponse, Origin, RegisterResponse};
+use crate::error::ServerError;
+use crate::mvcc::MvccError;
+use crate::raft::{ClientWriteError, ForwardError, MemberId, Refusal};
+
+/// A committed write: the state machine's answer and the term the entry was committed in.
+pub(crate) type Written = (CommandResponse, u64);
+
+impl Member {
+    /// A write a follower forwarded on a client's behalf: the checks a local write passes, with
+    /// this member's limits, then the leader write path.
+    pub(crate) async fn write_for_follower(&self, sender: MemberId, command: Command) -> Result<Written, ForwardError> {
+        if let Err(error) = command::validate(&command, Origin::Member(sender), self.max_request_bytes) {
+            let refusal = match error {
+                ServerError::RequestTooLarge => Refusal::TooLarge,
+                error => Refusal::Invalid(error.to_string()),
+            };
+            return Err(ForwardError::Refused(refusal));
+        }
+        self.write_as_leader(command).await
+    }
+
+    /// The leader write path for a command proposed on this member (already checked), bounded
+    /// by `deadline`.
+    pub(super) async fn write_local(&self, command: Command, deadline: Instant) -> Attempt<CommandResponse> {
+        match tokio::time::timeout_at(deadline, self.write_as_leader(command)).await {
+            Err(_) => Attempt::Done(Err(ServerError::Timeout)),
+            Ok(Ok((response, _term))) => Attempt::Done(Ok(response)),
+            Ok(Err(ForwardError::NotLeader { .. })) => Attempt::Retry,
+            Ok(Err(ForwardError::Failed(_))) => Attempt::Done(Err(ServerError::Stopped)),
+            Ok(Err(_)) => Attempt::Done(Err(ServerError::Timeout)),
+        }
+    }
+
+    /// The one leader write path (see the module's doc). `NotLeader`: nothing was proposed, or
+    /// only a grant refused for its taken id, which changed nothing; `Failed`: Raft has
+    /// stopped; `Indeterminate`: it may have been applied.
+    async fn write_as_leader(&self, command: Command) -> Result<Written, ForwardError> {
+        // Kept only when the leader chooses an id, to choose again if it was taken.
+        let unstamped = chooses_lease(&command).then(|| command.clone());
+        let written = self.propose_to_raft(stamp(command, Stamp::now())).await?;
+        let written = match (written, unstamped) {
+            // An id already taken, astronomically unlikely: the grant changed nothing, so
+            // choosing again once is safe.
+            ((CommandResponse::Rejected(MvccError::LeaseExists), _), Some(unstamped)) => {
+                self.propose_to_raft(stamp(unstamped, Stamp::now())).await?
+            }
+            (written, _) => written,
+        };
+        if let (CommandResponse::Register(RegisterResponse { reused: true, lease_id, .. }), _) = &written {
+            self.renew_reused_lease(*lease_id);
+        }
+        Ok(written)
+    }
+
+    /// Renews a lease a Register reused on this leader's clock. Failing to is harmless: only a
+    /// member that no longer leads refuses, and a new leader starts every lease's full TTL.
+    fn renew_reused_lease(&self, lease_id: i64) {
+        if let Err(e) = self.leases.keep_alive(lease_id) {
+            tracing::debug!(lease_id, "renewing a re-registered lease: {e:?}");
+        }
+    }
+
+    /// Proposes `command` to this member's own Raft and waits until it is applied.
+    async fn propose_to_raft(&self, command: Command) -> Result<Written, ForwardError> {
+        match self.raft.client_write(command).await {
+            Ok(written) => Ok((written.data, written.log_id.leader_id.term)),
+            Err(e) => Err(match e.api_error() {
+                Some(ClientWriteError::ForwardToLeader(forward)) => {
+                    ForwardError::NotLeader { leader: forward.leader_id }
+                }
+                Some(_) => ForwardError::Indeterminate(e.to_string()),
+                None => ForwardError::Failed(e.to_string()),
+            }),
+        }
+    }
+}
+
+/// What the leader decides for a command and its proposer cannot: the time, and the id of a
+/// new lease.
+struct Stamp {
+    now_ms: i64,
+    lease_id: i64,
+}
+
+impl Stamp {
+    fn now() -> Stamp {
+        Stamp { now_ms: crate::store::now_unix_ms(), lease_id: new_lease_id() }
+    }
+}
+
+/// A fresh lease id: positive, never 0 (etcd's "no lease").
+fn new_lease_id() -> i64 {
+    (rand::random::<u64>() >> 1).max(1) as i64
+}
+
+/// Whether `command` leaves the id of a lease it may grant to the leader (0).
+fn chooses_lease(command: &Command) -> bool {
+    match command {
+        Command::LeaseGrant(grant) => grant.id == 0,
+        // Without a TTL a registration has no lease.
+        Command::Register(register) => register.lease_id == 0 && register.ttl_secs != 0,
+        Command::LeasedPut(put) => put.grant_id == 0,
+        _ => false,
+    }
+}
+
+/// The command as the leader proposes it: time-dependent commands carry the leader's clock, and
+/// a lease id left to the leader is `stamp.lease_id`.
+fn stamp(command: Command, stamp: Stamp) -> Command {
+    let Stamp { now_ms, lease_id } = stamp;
+    let chosen = chooses_lease(&command);
+    match command {
+        Command::Publish(request) => Command::Publish(command::PublishRequest { timestamp_ms: now_ms, ..request }),
+        Command::GroupClaim(request) => Command::GroupClaim(command::GroupClaimRequest { now_ms, ..request }),
+        Command::GroupSettle(request) => Command::GroupSettle(command::GroupSettleRequest { now_ms, ..request }),
+        Command::LeaseGrant(request) if chosen => {
+            Command::LeaseGrant(command::LeaseGrantRequest { id: lease_id, ..request })
+        }
+        Command::Register(request) if chosen => Command::Register(command::RegisterRequest { lease_id, ..request }),
+        Command::LeasedPut(request) if chosen => {
+            Command::LeasedPut(command::LeasedPutRequest { grant_id: lease_id, ..request })
+        }
+        command => command,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{LeaseGrantRequest, LeasedPutRequest, PublishRequest, PutRequest, RegisterRequest};
+
+    fn at(now_ms: i64, lease_id: i64) -> Stamp {
+        Stamp { now_ms, lease_id }
+    }
+
+    #[test]
+    fn the_leader_chooses_the_lease_ids_left_to_it_and_keeps_those_named() {
+        let check = |command: Command, expected: Command| assert_eq!(stamp(command, at(0, 7)), expected);
+        let grant = |id| Command::LeaseGrant(LeaseGrantRequest { id, ttl_secs: 5 });
+        check(grant(0), grant(7));
+        check(grant(3), grant(3));
+        check(grant(-3), grant(-3));
+        let register = |lease_id, ttl_secs| Command::Register(RegisterRequest { lease_id, ttl_secs, puts: Vec::new() });
+        check(register(0, 5), register(7, 5));
+        check(register(3, 5), register(3, 5));
+        check(register(0, 0), register(0, 0));
+        let leased_put = |grant_id| Command::LeasedPut(LeasedPutRequest { reuse: 9, grant_id, ..Default::default() });
+        check(leased_put(0), leased_put(7));
+        check(leased_put(3), leased_put(3));
+        let put = Command::Put(PutRequest { lease: 0, ..PutRequest::default() });
+        check(put.clone(), put);
+    }
+
+    #[test]
+    fn time_dependent_commands_carry_the_leaders_clock() {
+        let publish = |timestamp_ms| Command::Publish(PublishRequest { timestamp_ms, ..PublishRequest::default() });
+        assert_eq!(stamp(publish(0), at(1_700_000_000_000, 7)), publish(1_700_000_000_000));
+        assert_eq!(stamp(publish(5), at(6, 7)), publish(6), "a proposer's own time is replaced");
+    }
+
+    #[test]
+    fn a_chosen_lease_id_is_positive() {
+        for _ in 0..1000 {
+            assert!(new_lease_id() > 0);
+        }
+    }
+}
