@@ -1,9 +1,9 @@
 //! Compaction of the keyspace: forget history no read at or above the compaction point can see.
 
-use super::store::MvccStore;
+use super::keyspace::Keyspace;
 use super::MvccError;
 
-impl MvccStore {
+impl Keyspace {
     /// etcd's `compactMainRev`: `-1` until the first compaction (a first compaction to revision
     /// 0 is accepted, a second is not), which `compact_revision` reports as 0.
     pub(crate) fn compact_main_revision(&self) -> i64 {

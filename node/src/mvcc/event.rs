@@ -4,8 +4,8 @@
 use crate::command::KeyValue;
 use crate::storage::{Direction, KeyRange, StorageError, Table};
 
+use super::keyspace::{decode_record, Keyspace};
 use super::revision::{RecordKind, Revision};
-use super::store::{decode_record, MvccStore};
 use super::{MvccError, ReadError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,7 +37,7 @@ pub struct HistoryPage {
     pub next_revision: i64,
 }
 
-impl MvccStore {
+impl Keyspace {
     /// The changes of revisions `from..=to`, in revision order, whole revisions only, stopping
     /// after the revision where `events_max` is reached. Refused with `Compacted` when `from`
     /// is below the compaction point, where history is no longer complete.

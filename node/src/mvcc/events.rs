@@ -19,7 +19,8 @@ pub use keel_model::stored::{RememberedId, StoredEvent, TopicState};
 
 use crate::storage::{Engine, StorageError, Table, WriteBatch};
 
-use super::store::{decode_record, MvccStore};
+use super::keyspace::decode_record;
+use super::store::MvccStore;
 
 /// Where events live in the keyspace.
 pub const EVENTS_PREFIX: &str = "/micro/events/";

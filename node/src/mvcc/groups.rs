@@ -12,7 +12,8 @@ use keel_model::group::GroupState;
 use crate::storage::{Engine, StorageError, Table, WriteBatch};
 
 use super::events::{encode, name_in_key, scan_meta};
-use super::store::{decode_record, MvccStore};
+use super::keyspace::decode_record;
+use super::store::MvccStore;
 
 const GROUP_PREFIX: &[u8] = b"mvcc/group/";
 

@@ -45,7 +45,7 @@ pub type BookkeepingKeys = &'static [&'static [u8]];
 /// A revision at or below the compaction point is `Compacted` (etcd's rule, stricter than
 /// Range's), one above the current revision is `FutureRevision`.
 pub fn hash_kv(store: RwLockReadGuard<'_, MvccStore>, revision: i64) -> Result<KvHash, ReadError> {
-    let (current_revision, compact_revision) = (store.current_revision(), store.compacted);
+    let (current_revision, compact_revision) = (store.current_revision(), store.compact_main_revision());
     if revision > 0 && revision <= compact_revision {
         return Err(ReadError::Rejected(MvccError::Compacted { compact_revision }));
     }
@@ -56,7 +56,7 @@ pub fn hash_kv(store: RwLockReadGuard<'_, MvccStore>, revision: i64) -> Result<K
     let upper = Revision::new(upto.saturating_add(1), 0).engine_key(RecordKind::Value);
     let mut digest = CASTAGNOLI.digest();
     digest.update(b"key");
-    let engine = store.engine_handle();
+    let engine = store.keyspace.engine_handle();
     let mut store = Some(store);
     engine
         .scan_as_of_now(&[Table::Kv], &mut || drop(store.take()), &mut |_, key, value| {
@@ -79,7 +79,7 @@ pub fn hash_state(
 ) -> Result<StateHash, StorageError> {
     let current_revision = store.current_revision();
     let mut digest = CASTAGNOLI.digest();
-    let engine = store.engine_handle();
+    let engine = store.keyspace.engine_handle();
     let mut store = Some(store);
     let mut last_table = None;
     engine.scan_as_of_now(&[Table::Kv, Table::StateMeta], &mut || drop(store.take()), &mut |table, key, value| {

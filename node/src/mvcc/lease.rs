@@ -14,7 +14,8 @@ pub(crate) use keel_model::stored::LeaseRecord;
 
 use crate::storage::{Engine, StorageError, Table, WriteBatch};
 
-use super::store::{decode_record, MvccStore};
+use super::keyspace::decode_record;
+use super::store::MvccStore;
 
 /// `Table::StateMeta` prefix of lease records, followed by the big-endian lease id.
 const LEASE_PREFIX: &[u8] = b"mvcc/lease/";

@@ -14,8 +14,10 @@
 //! the state they change and the primitives they use (write transactions, `put_key`,
 //! `delete_span`, reads at a revision, compaction).
 //!
-//! - `store`: [`MvccStore`], open, the changes to write (`take_changes`), the staged overlay and
-//!   the in-memory key index.
+//! - `store`: [`MvccStore`], the replicated state: the keyspace and the sub-stores, open, the
+//!   changes to write (`take_changes`), and the narrow interface commands use.
+//! - `keyspace`: the etcd keyspace, MVCC only: the staged overlay, the in-memory key index,
+//!   write transactions.
 //! - `revision`: `(main, sub)` revisions and their engine-key encoding.
 //! - `key_index`: one key's generations (etcd's `keyIndex`), including compaction of them.
 //! - `range`: etcd's Range (range_end rules, limit, count, sorting, revision filters).
@@ -41,6 +43,7 @@ pub mod events;
 mod groups;
 mod hash;
 mod key_index;
+mod keyspace;
 mod lease;
 mod range;
 mod retention;
@@ -55,19 +58,20 @@ mod tests;
 pub use error::{MvccError, ReadError};
 pub use event::{Event, EventKind, HistoryPage};
 pub use hash::{hash_kv, hash_state, KvHash, StateHash};
+pub(crate) use keyspace::WriteTxn;
 pub use lease::Lease;
 pub use range::range_unlocked;
 pub(crate) use range::KeySpan;
 pub use retention::TRIM_STEP_MAX;
 pub use store::MvccStore;
-pub(crate) use store::{OpError, WriteTxn};
+pub(crate) use store::OpError;
 
 /// The records this module stores and their keys, for the golden-bytes tests (`crate::golden`).
 #[cfg(test)]
 pub(crate) mod stored {
     pub(crate) use super::events::{id_key, topic_key, RememberedId};
     pub(crate) use super::groups::group_key;
+    pub(crate) use super::keyspace::{COMPACT_REVISION_KEY, CURRENT_REVISION_KEY};
     pub(crate) use super::lease::{record_key as lease_key, LeaseRecord};
     pub(crate) use super::revision::{RecordKind, Revision};
-    pub(crate) use super::store::{COMPACT_REVISION_KEY, CURRENT_REVISION_KEY};
 }

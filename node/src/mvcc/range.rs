@@ -6,8 +6,9 @@ use std::sync::RwLockReadGuard;
 use crate::command::{KeyValue, RangeRequest, RangeResponse, SortOrder, SortTarget};
 use crate::storage::{StorageError, Table};
 
+use super::keyspace::{Keyspace, RangeRevisions};
 use super::revision::RecordKind;
-use super::store::{MvccStore, OpError, RangeRevisions};
+use super::store::{MvccStore, OpError};
 use super::{MvccError, ReadError};
 
 /// The keys a request names, after etcd's `range_end` rules.
@@ -30,7 +31,7 @@ impl<'a> KeySpan<'a> {
     }
 }
 
-impl MvccStore {
+impl Keyspace {
     /// etcd 3.4 `applierV3backend.Range` in a view whose current revision is `current`.
     ///
     /// Its quirks, kept on purpose: `count` is the number of keys in range before the limit AND
@@ -69,14 +70,14 @@ pub fn range_unlocked(
     store: RwLockReadGuard<'_, MvccStore>,
     request: &RangeRequest,
 ) -> Result<RangeResponse, ReadError> {
-    if store.has_staged() {
+    if store.keyspace.has_staged() {
         // Only a member whose commit failed has staged changes outside apply; read them too.
         return store.range(request);
     }
     let current = store.current_revision();
-    let found = store.range_plan(request, current).map_err(ReadError::Rejected)?;
+    let found = store.keyspace.range_plan(request, current).map_err(ReadError::Rejected)?;
     let keys: Vec<Vec<u8>> = found.revisions.iter().map(|revision| revision.engine_key(RecordKind::Value)).collect();
-    let engine = store.engine_handle();
+    let engine = store.keyspace.engine_handle();
     let mut store = Some(store);
     let mut kvs = Vec::with_capacity(keys.len());
     let mut failure = None;

@@ -53,7 +53,7 @@ impl MvccStore {
     /// error is this member's storage failing.
     pub(crate) fn event_values(&self, from: &[u8], to: &[u8]) -> Result<Vec<Vec<u8>>, StorageError> {
         let span = KeySpan::new(from, to);
-        let kvs = self.kvs_at_most(span, self.current_revision, TRIM_STEP_MAX as usize)?;
+        let kvs = self.keyspace.kvs_at_most(span, self.current_revision(), TRIM_STEP_MAX as usize)?;
         Ok(kvs.into_iter().map(|kv| kv.value).collect())
     }
 }

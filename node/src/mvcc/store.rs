@@ -1,70 +1,32 @@
-//! The store itself: the key index in memory, values in the engine, and the changes staged
-//! between two commits.
+//! The replicated state of one member: the etcd keyspace and the sub-stores beside it (leases,
+//! topics, consumer groups), each owning its own records. The commands that change them live in
+//! `crate::apply`, one file each, and reach the keyspace only through the methods here, which
+//! keep the keyspace and the lease sub-store in step (which keys a lease holds).
 
-use std::collections::BTreeMap;
-use std::ops::Bound;
 use std::sync::Arc;
 
 use crate::command::{Command, CommandResponse, KeyValue, RangeRequest, RangeResponse};
-use crate::storage::{Direction, Durability, Engine, KeyRange, StorageError, Table, WriteBatch};
+use crate::storage::{Durability, Engine, StorageError, WriteBatch};
 
-use super::event::{Event, EventKind};
+use super::event::Event;
 use super::events::Topics;
 use super::groups::Groups;
-use super::key_index::KeyIndex;
+use super::keyspace::{Keyspace, WriteTxn};
 use super::lease::LeaseTable;
 use super::range::KeySpan;
-use super::revision::{RecordKind, Revision};
 use super::{MvccError, ReadError};
 
-/// `Table::StateMeta` key of the current revision: kept explicitly because compaction may leave
-/// no record at it.
-pub(crate) const CURRENT_REVISION_KEY: &[u8] = b"mvcc/current_revision";
-/// `Table::StateMeta` key of the compact revision; absent until the first compaction.
-pub(crate) const COMPACT_REVISION_KEY: &[u8] = b"mvcc/compact_revision";
-
-/// etcd's `compactMainRev` before any compaction. Kept (rather than 0) because etcd's rules
-/// compare against it: a first compaction to revision 0 is accepted, a second is not.
-pub(super) const NEVER_COMPACTED: i64 = -1;
-
-/// etcd's revision of an empty store: the first change gets revision 2.
-const EMPTY_STORE_REVISION: i64 = 1;
-
-/// The replicated state of one member: the MVCC keyspace, and the sub-stores beside it (leases,
-/// topics, consumer groups), each owning its own records. The commands that change them live
-/// in `crate::apply`, one file each.
+/// The replicated state of one member.
 pub struct MvccStore {
-    engine: Arc<dyn Engine>,
-    /// Every key with remembered history, live or not. Boxed slices rather than vectors: this
-    /// map holds every key of the keyspace, and a key never grows.
-    pub(super) index: BTreeMap<Box<[u8]>, KeyIndex>,
-    /// The revision of the last change applied (staged or committed).
-    pub(super) current_revision: i64,
-    /// etcd's `compactMainRev`; `NEVER_COMPACTED` until the first compaction.
-    pub(super) compacted: i64,
-    /// Changes to `Table::Kv` since the last commit, by engine key: a record to write, or `None`
-    /// to delete one. Reads look here before the engine.
-    staged: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    pub(super) keyspace: Keyspace,
     pub(crate) leases: LeaseTable,
     pub(crate) topics: Topics,
     pub(crate) groups: Groups,
-    /// The changes applied since the last `take_events`, in revision order, for watchers.
-    events: Vec<Event>,
-    /// TEST ONLY: added to the version of every Put (see `--unsafe-diverge-versions`); 0.
-    unsafe_version_skew: i64,
-    /// Keys that exist now, kept as puts and deletes happen so that `/metrics` never counts the
-    /// index under the lock.
-    live_keys: usize,
 }
 
 impl std::fmt::Debug for MvccStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MvccStore")
-            .field("current_revision", &self.current_revision)
-            .field("compacted", &self.compacted)
-            .field("keys", &self.index.len())
-            .field("staged", &self.staged.len())
-            .finish_non_exhaustive()
+        f.debug_struct("MvccStore").field("keyspace", &self.keyspace).finish_non_exhaustive()
     }
 }
 
@@ -98,105 +60,16 @@ impl From<MvccError> for OpError {
     }
 }
 
-/// One write transaction in progress (etcd's `storeTxnWrite`): every change it makes gets main
-/// revision `begin + 1` and the next sub-revision.
-#[derive(Debug)]
-pub(crate) struct WriteTxn {
-    begin: i64,
-    changes: i64,
-}
-
-impl WriteTxn {
-    /// The revision reads inside the transaction are served at (and report): the revision
-    /// being written once something changed.
-    pub(crate) fn read_revision(&self) -> i64 {
-        if self.changes > 0 {
-            self.begin + 1
-        } else {
-            self.begin
-        }
-    }
-
-    fn next_revision(&mut self) -> Revision {
-        let revision = Revision::new(self.begin + 1, self.changes);
-        self.changes += 1;
-        revision
-    }
-}
-
-/// What etcd's `rangeKeys` finds, before the values are read.
-pub(super) struct RangeRevisions {
-    /// The revision of each key's value to read, in key order, after the limit.
-    pub revisions: Vec<Revision>,
-    /// Keys matching before any limit.
-    pub count: i64,
-}
-
 impl MvccStore {
-    /// Opens the keyspace stored in `engine` (tables `Kv` and `StateMeta`), rebuilding the
-    /// in-memory key index by scanning `Kv`. An empty engine gives an empty store: current
-    /// revision 1 (the first write gets revision 2, as in etcd), compact revision 0.
+    /// Opens the state stored in `engine`: the leases, topics and groups, then the keyspace
+    /// (rebuilding its index, and which keys each lease holds). An empty engine gives an empty
+    /// state: current revision 1 (the first write gets revision 2, as in etcd).
     pub fn open(engine: Arc<dyn Engine>) -> Result<Self, StorageError> {
-        let mut index: BTreeMap<Box<[u8]>, KeyIndex> = BTreeMap::new();
         let mut leases = LeaseTable::load(engine.as_ref())?;
         let topics = Topics::load(engine.as_ref())?;
         let groups = Groups::load(engine.as_ref())?;
-        let mut newest_revision = EMPTY_STORE_REVISION;
-        let mut failure = None;
-        engine.scan(Table::Kv, KeyRange::all(), Direction::Forward, &mut |key, value| match restore_record(
-            &mut index,
-            &mut leases,
-            key,
-            value,
-        ) {
-            Ok(main) => {
-                newest_revision = newest_revision.max(main);
-                true
-            }
-            Err(error) => {
-                failure = Some(error);
-                false
-            }
-        })?;
-        if let Some(error) = failure {
-            return Err(error);
-        }
-        let current_revision =
-            read_meta(engine.as_ref(), CURRENT_REVISION_KEY)?.unwrap_or(EMPTY_STORE_REVISION).max(newest_revision);
-        let compacted = read_meta(engine.as_ref(), COMPACT_REVISION_KEY)?.unwrap_or(NEVER_COMPACTED);
-        let live_keys = index.values().filter(|history| history.live().is_some()).count();
-        Ok(MvccStore {
-            engine,
-            index,
-            current_revision,
-            compacted,
-            staged: BTreeMap::new(),
-            leases,
-            topics,
-            groups,
-            events: Vec::new(),
-            unsafe_version_skew: 0,
-            live_keys,
-        })
-    }
-
-    /// The revision of the last change, staged or committed.
-    pub fn current_revision(&self) -> i64 {
-        self.current_revision
-    }
-
-    /// The revision of the last compaction; 0 if none (etcd reports it the same way).
-    pub fn compact_revision(&self) -> i64 {
-        self.compacted.max(0)
-    }
-
-    /// etcd's Range: `key`/`range_end` rules (empty `range_end` = the single key; `[0]` = every
-    /// key >= `key`; `range_end <= key` = nothing), at `revision` (0 = current) with `limit`,
-    /// `more`, `count` (matches before the limit and before the min/max filters, as etcd 3.4),
-    /// sorting, `keys_only`, `count_only` and the min/max revision filters.
-    /// `header_revision` is the current revision.
-    pub fn range(&self, request: &RangeRequest) -> Result<RangeResponse, ReadError> {
-        Ok(self.range_in_view(request, self.current_revision)?)
+        let keyspace = Keyspace::open(engine, &mut leases)?;
+        Ok(MvccStore { keyspace, leases, topics, groups })
     }
 
     /// Applies one write command (see `crate::apply`, one file per command). Changes are
@@ -214,159 +87,94 @@ impl MvccStore {
     }
 
     /// Everything staged since the last call, as one batch for the caller to write atomically
-    /// with its own metadata (the applied log id): the keyspace's records, each sub-store's,
-    /// and the current and compact revisions. After a failed write the store is ahead of its
-    /// engine: the caller must drop and reopen it.
+    /// with its own metadata (the applied log id): each sub-store's records and the keyspace's.
+    /// After a failed write the state is ahead of its engine: the caller must drop and reopen it.
     pub fn take_changes(&mut self) -> Result<WriteBatch, StorageError> {
         let mut batch = WriteBatch::new();
-        for (key, record) in std::mem::take(&mut self.staged) {
-            match record {
-                Some(value) => batch.put(Table::Kv, key, value),
-                None => batch.delete(Table::Kv, key),
-            }
-        }
         self.leases.take_staged(&mut batch)?;
         self.topics.take_staged(&mut batch);
         self.groups.take_staged(&mut batch);
-        batch.put(Table::StateMeta, CURRENT_REVISION_KEY, self.current_revision.to_be_bytes());
-        if self.compacted != NEVER_COMPACTED {
-            batch.put(Table::StateMeta, COMPACT_REVISION_KEY, self.compacted.to_be_bytes());
-        }
+        self.keyspace.take_staged(&mut batch);
         Ok(batch)
     }
 
-    /// `take_changes` plus `extra`, written with `Durability::Buffered`.
+    /// `take_changes` plus `extra`, written with `Durability::Buffered` (tests and tools; the
+    /// state machine writes `take_changes` itself).
     pub fn commit(&mut self, extra: WriteBatch) -> Result<(), StorageError> {
         let mut batch = self.take_changes()?;
         batch.ops.extend(extra.ops);
-        self.engine.write(batch, Durability::Buffered)
+        self.keyspace.engine().write(batch, Durability::Buffered)
+    }
+
+    // ---- the keyspace, as readers and commands see it ----
+
+    /// The revision of the last change, staged or committed.
+    pub fn current_revision(&self) -> i64 {
+        self.keyspace.current_revision()
+    }
+
+    /// The revision of the last compaction; 0 if none (etcd reports it the same way).
+    pub fn compact_revision(&self) -> i64 {
+        self.keyspace.compact_revision()
+    }
+
+    /// etcd's `compactMainRev`: `-1` until the first compaction (a first compaction to revision
+    /// 0 is accepted, a second is not).
+    pub(crate) fn compact_main_revision(&self) -> i64 {
+        self.keyspace.compact_main_revision()
+    }
+
+    /// etcd's Range: `key`/`range_end` rules (empty `range_end` = the single key; `[0]` = every
+    /// key >= `key`; `range_end <= key` = nothing), at `revision` (0 = current) with `limit`,
+    /// `more`, `count` (matches before the limit and before the min/max filters, as etcd 3.4),
+    /// sorting, `keys_only`, `count_only` and the min/max revision filters.
+    /// `header_revision` is the current revision.
+    pub fn range(&self, request: &RangeRequest) -> Result<RangeResponse, ReadError> {
+        Ok(self.keyspace.range_in_view(request, self.current_revision())?)
+    }
+
+    /// A Range inside a write transaction, in the view whose current revision is `current`.
+    pub(crate) fn range_in_view(&self, request: &RangeRequest, current: i64) -> Result<RangeResponse, OpError> {
+        self.keyspace.range_in_view(request, current)
+    }
+
+    /// The values of every key in `span` as of revision `at`, in key order.
+    pub(crate) fn kvs_at(&self, span: KeySpan<'_>, at: i64) -> Result<Vec<KeyValue>, StorageError> {
+        self.keyspace.kvs_at(span, at)
+    }
+
+    /// The changes of revisions `from..=to` read back from history (see `Keyspace::history`).
+    pub fn history(&self, from: i64, to: i64, events_max: usize) -> Result<super::HistoryPage, ReadError> {
+        self.keyspace.history(from, to, events_max)
     }
 
     /// The changes applied since the last call, in revision order.
     pub fn take_events(&mut self) -> Vec<Event> {
-        std::mem::take(&mut self.events)
+        self.keyspace.take_events()
     }
 
-    pub(super) fn engine(&self) -> &dyn Engine {
-        self.engine.as_ref()
-    }
-
-    /// The engine, for a read that outlives this store's lock (`Engine::scan_as_of_now`).
-    pub(super) fn engine_handle(&self) -> Arc<dyn Engine> {
-        self.engine.clone()
+    /// Number of keys that currently exist.
+    pub fn key_count(&self) -> usize {
+        self.keyspace.key_count()
     }
 
     /// TEST ONLY: stores every later Put `skew` versions higher, so that this member's state
     /// differs from the others' (the harness proves its replica comparison with it).
     pub fn unsafe_skew_versions(&mut self, skew: i64) {
-        self.unsafe_version_skew = skew;
+        self.keyspace.unsafe_skew_versions(skew);
     }
 
-    /// Number of keys that currently exist.
-    pub fn key_count(&self) -> usize {
-        self.live_keys
-    }
-
-    // ---- reads ----
-
-    /// etcd's `rangeKeys` without reading values: checks `requested` (0 or negative =
-    /// `current`) against the current and compact revisions, then lists the revisions of up to
-    /// `limit` (<= 0 = all) keys, and how many keys match in all. Reads only the in-memory index.
-    pub(super) fn range_revisions(
-        &self,
-        span: KeySpan<'_>,
-        requested: i64,
-        current: i64,
-        limit: i64,
-        count_only: bool,
-    ) -> Result<RangeRevisions, MvccError> {
-        if requested > current {
-            return Err(MvccError::FutureRevision { current_revision: current });
-        }
-        let at = if requested <= 0 { current } else { requested };
-        if at < self.compacted {
-            return Err(MvccError::Compacted { compact_revision: self.compact_revision() });
-        }
-        let mut revisions = self.revisions_at(span, at);
-        let count = i64::try_from(revisions.len()).unwrap_or(i64::MAX);
-        if count_only {
-            revisions.clear();
-        }
-        let take = usize::try_from(limit).ok().filter(|&limit| limit > 0).unwrap_or(usize::MAX);
-        revisions.truncate(take);
-        Ok(RangeRevisions { revisions, count })
-    }
-
-    /// Whether changes are staged: only between `apply` and `commit`, under the write lock.
-    pub(super) fn has_staged(&self) -> bool {
-        !self.staged.is_empty()
-    }
-
-    /// The values of every key in `span` as of revision `at`, in key order, without revision
-    /// checks (for reads inside a write, which are always at the newest revision).
-    pub(crate) fn kvs_at(&self, span: KeySpan<'_>, at: i64) -> Result<Vec<KeyValue>, StorageError> {
-        self.kvs_at_most(span, at, usize::MAX)
-    }
-
-    /// The first `limit` of `kvs_at`.
-    pub(crate) fn kvs_at_most(&self, span: KeySpan<'_>, at: i64, limit: usize) -> Result<Vec<KeyValue>, StorageError> {
-        self.revisions_at(span, at).into_iter().take(limit).map(|revision| self.fetch(revision)).collect()
-    }
-
-    /// The revision holding each key of `span` as of `at`, in key order.
-    fn revisions_at(&self, span: KeySpan<'_>, at: i64) -> Vec<Revision> {
-        let mut revisions = Vec::new();
-        self.visit_span(span, |_, history| revisions.extend(history.get(at)));
-        revisions
-    }
-
-    /// Calls `visit` for each remembered key in `span`, in key order.
-    pub(super) fn visit_span(&self, span: KeySpan<'_>, mut visit: impl FnMut(&[u8], &KeyIndex)) {
-        let (from, to) = match span {
-            KeySpan::Single(key) => {
-                if let Some(history) = self.index.get(key) {
-                    visit(key, history);
-                }
-                return;
-            }
-            KeySpan::Range { from, to } => (from, to),
-        };
-        // `BTreeMap::range` panics on an inverted range; etcd treats it as empty.
-        if to.is_some_and(|to| to <= from) {
-            return;
-        }
-        let upper = to.map_or(Bound::Unbounded, Bound::Excluded);
-        for (key, history) in self.index.range::<[u8], _>((Bound::Included(from), upper)) {
-            visit(key, history);
-        }
-    }
-
-    /// The record written at `revision`, from the staged overlay or the engine.
-    pub(super) fn fetch(&self, revision: Revision) -> Result<KeyValue, StorageError> {
-        let key = revision.engine_key(RecordKind::Value);
-        let bytes = match self.staged.get(&key) {
-            Some(Some(bytes)) => bytes.clone(),
-            Some(None) => return Err(missing_record(revision)),
-            None => self.engine.get(Table::Kv, &key)?.ok_or_else(|| missing_record(revision))?,
-        };
-        decode_record(&bytes, format_args!("record at revision {revision:?}"))
-    }
-
-    // ---- writes ----
+    // ---- writes, keeping leases in step ----
 
     pub(crate) fn begin_write(&self) -> WriteTxn {
-        WriteTxn { begin: self.current_revision, changes: 0 }
+        self.keyspace.begin_write()
     }
 
     pub(crate) fn end_write(&mut self, txn: WriteTxn) {
-        if txn.changes > 0 {
-            assert!(txn.begin == self.current_revision, "write transactions do not overlap");
-            self.current_revision = txn.begin + 1;
-        }
+        self.keyspace.end_write(txn);
     }
 
-    /// Writes `key = value` (etcd's `storeTxnWrite.put`): keeps the create revision of a live
-    /// key and bumps its version, or starts a new generation.
+    /// Writes `key = value` on `lease` (0 = none) in `txn`, moving the key to that lease.
     pub(crate) fn put_key(
         &mut self,
         txn: &mut WriteTxn,
@@ -374,118 +182,22 @@ impl MvccStore {
         value: Vec<u8>,
         lease: i64,
     ) -> Result<(), StorageError> {
-        let revision = txn.next_revision();
-        // Look up before inserting: most puts overwrite a key, and need no copy of it.
-        let live = match self.index.get_mut(key) {
-            Some(history) => history.put(revision),
-            None => self.index.entry(key.into()).or_default().put(revision),
-        };
-        if live.version == 1 {
-            // A new generation: the key did not exist before this put.
-            self.live_keys = self.live_keys.saturating_add(1);
-        }
-        let record = KeyValue {
-            key: key.to_vec(),
-            create_revision: live.created,
-            mod_revision: revision.main,
-            version: live.version.saturating_add(self.unsafe_version_skew),
-            value,
-            lease,
-        };
+        self.keyspace.put_key(txn, key, value, lease)?;
         self.leases.attach(key, lease);
-        self.stage(revision.engine_key(RecordKind::Value), &record)?;
-        self.events.push(Event { kind: EventKind::Put, kv: record });
         Ok(())
     }
 
-    /// Deletes every live key in `span`; returns how many.
+    /// Deletes every live key in `span` in `txn`, and takes each off its lease; returns how many.
     pub(crate) fn delete_span(&mut self, txn: &mut WriteTxn, span: KeySpan<'_>) -> Result<i64, StorageError> {
-        let mut doomed = Vec::new();
-        self.visit_span(span, |key, history| {
-            if history.live().is_some() {
-                doomed.push(key.to_vec());
-            }
-        });
-        for key in &doomed {
-            let revision = txn.next_revision();
-            if let Some(history) = self.index.get_mut(key.as_slice()) {
-                history.tombstone(revision);
-            }
-            let record = KeyValue { key: key.clone(), mod_revision: revision.main, ..KeyValue::default() };
+        let deleted = self.keyspace.delete_span(txn, span)?;
+        for key in &deleted {
             self.leases.detach(key);
-            self.stage(revision.engine_key(RecordKind::Tombstone), &record)?;
-            self.events.push(Event { kind: EventKind::Delete, kv: record });
         }
-        self.live_keys = self.live_keys.saturating_sub(doomed.len());
-        Ok(i64::try_from(doomed.len()).unwrap_or(i64::MAX))
+        Ok(i64::try_from(deleted.len()).unwrap_or(i64::MAX))
     }
 
-    /// Stages the deletion of records that compaction dropped.
-    pub(super) fn stage_removal(&mut self, revision: Revision, kind: RecordKind) {
-        self.staged.insert(revision.engine_key(kind), None);
+    /// Compacts the keyspace to `revision` (see `Keyspace::compact`).
+    pub(crate) fn compact(&mut self, revision: i64) -> Result<(), MvccError> {
+        self.keyspace.compact(revision)
     }
-
-    fn stage(&mut self, engine_key: Vec<u8>, record: &KeyValue) -> Result<(), StorageError> {
-        let bytes = postcard::to_allocvec(record)
-            .map_err(|error| StorageError(format!("mvcc: cannot encode record: {error}")))?;
-        self.staged.insert(engine_key, Some(bytes));
-        Ok(())
-    }
-}
-
-/// Decodes a record this module stored. Anything but exactly one record (bytes that do not
-/// decode, or bytes left after it) means this member's storage is damaged: an error, never a
-/// record skipped or read as something else.
-pub(super) fn decode_record<T: serde::de::DeserializeOwned>(
-    bytes: &[u8],
-    what: std::fmt::Arguments<'_>,
-) -> Result<T, StorageError> {
-    match postcard::take_from_bytes(bytes) {
-        Ok((record, [])) => Ok(record),
-        Ok((_, rest)) => Err(StorageError(format!("mvcc: corrupt {what}: {} bytes after the record", rest.len()))),
-        Err(error) => Err(StorageError(format!("mvcc: corrupt {what}: {error}"))),
-    }
-}
-
-fn missing_record(revision: Revision) -> StorageError {
-    StorageError(format!("mvcc: the key index names revision {revision:?} but its record is missing"))
-}
-
-fn read_meta(engine: &dyn Engine, key: &[u8]) -> Result<Option<i64>, StorageError> {
-    let Some(bytes) = engine.get(Table::StateMeta, key)? else {
-        return Ok(None);
-    };
-    let bytes: [u8; 8] = bytes
-        .as_slice()
-        .try_into()
-        .map_err(|_| StorageError(format!("mvcc: corrupt {} ({} bytes)", String::from_utf8_lossy(key), bytes.len())))?;
-    Ok(Some(i64::from_be_bytes(bytes)))
-}
-
-/// Adds one `Kv` record to the index being rebuilt, and the key to its lease when the record is
-/// the key's newest (records come in revision order); returns its main revision.
-fn restore_record(
-    index: &mut BTreeMap<Box<[u8]>, KeyIndex>,
-    leases: &mut LeaseTable,
-    engine_key: &[u8],
-    value: &[u8],
-) -> Result<i64, StorageError> {
-    let corrupt = |what: &str| StorageError(format!("mvcc: corrupt record {engine_key:?}: {what}"));
-    let (revision, kind) = Revision::from_engine_key(engine_key).ok_or_else(|| corrupt("bad revision key"))?;
-    let record: KeyValue = decode_record(value, format_args!("record {engine_key:?}"))?;
-    match kind {
-        RecordKind::Value => leases.attach(&record.key, record.lease),
-        RecordKind::Tombstone => leases.detach(&record.key),
-    }
-    let history = index.entry(record.key.into_boxed_slice()).or_default();
-    match kind {
-        RecordKind::Value => history.restore_put(revision, record.create_revision, record.version),
-        RecordKind::Tombstone => {
-            if history.live().is_none_or(|live| live.revision >= revision) {
-                return Err(corrupt("tombstone of a key that does not exist"));
-            }
-            history.tombstone(revision);
-        }
-    }
-    Ok(revision.main)
 }
