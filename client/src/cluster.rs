@@ -313,6 +313,8 @@ pub(crate) fn from_status(status: Status) -> Error {
     match status.code() {
         Code::NotFound => Error::NotFound,
         Code::InvalidArgument => Error::InvalidArgument(status.message().to_string()),
+        Code::Unauthenticated => Error::Unauthenticated(status.message().to_string()),
+        Code::PermissionDenied => Error::Forbidden(status.message().to_string()),
         Code::Unimplemented => Error::Other {
             code: "Unimplemented".into(),
             message: format!(

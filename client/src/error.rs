@@ -42,6 +42,15 @@ pub enum Error {
         /// The offset acked.
         offset: u64,
     },
+    /// Who is calling could not be established: no token, a token that is forged, expired or
+    /// revoked (its account deleted, its secret changed), or a wrong id or secret. Sign in again
+    /// (`Auth::token`) and retry with the new token.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// The caller is known but no rule lets it reach the resource; retrying changes nothing
+    /// until a rule does.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     /// A configuration value does not decode into the type asked for (`Value::scan`): fix the
     /// type or the configuration.
     #[error("the configuration value does not fit the type: {0}")]

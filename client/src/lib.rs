@@ -169,6 +169,7 @@
 //! # }
 //! ```
 
+pub mod auth;
 pub mod broker;
 mod cluster;
 pub mod config;

@@ -1,0 +1,15 @@
+//! Who may do what: the two rule systems Keel enforces, as pure functions over replicated state.
+//!
+//! - [`rules`]: micro's rules (`Verify`), for Keel's native services and, through the front
+//!   door, users' own services: resources by type, name and endpoint; scopes; grant or deny by
+//!   priority; default deny.
+//! - [`permissions`]: etcd's key permissions (READ / WRITE / READWRITE over a key or a range),
+//!   checked the way etcd 3.4 checks them: a request's whole range must be covered by the union
+//!   of the user's permitted ranges.
+//!
+//! No I/O, no clock, no hashing of secrets: the node hashes passwords on the member that
+//! receives the request (never inside apply) and signs tokens; what is decided here is only
+//! whether a known identity may touch a resource.
+
+pub mod permissions;
+pub mod rules;
