@@ -3,7 +3,6 @@
 //! It knows how to start, stop, restart and wait for a cluster; it never generates load.
 
 use std::fs::File;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -114,27 +113,10 @@ pub fn write_peer_secret(root: &Path) -> std::io::Result<()> {
     std::fs::write(path, secret)
 }
 
-/// A loopback port nobody listens on right now, for a member to bind a moment later.
-///
-/// Below Linux's ephemeral range (32768-60999): a port the kernel hands out for `bind(0)` is
-/// also what it hands out as the source port of the next outgoing connection, and with hundreds
-/// of client connections one could take a member's port before the member binds it. A port is
-/// never handed out twice by one process; each process starts at its own offset.
-pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    const FIRST: u16 = 20_000;
-    const LAST: u16 = 32_000;
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let offset = (std::process::id() % u32::from(LAST - FIRST)) as u16;
-    let _ = NEXT.compare_exchange(0, FIRST + offset, Ordering::SeqCst, Ordering::SeqCst);
-    loop {
-        let candidate = NEXT.fetch_add(1, Ordering::SeqCst);
-        let port = FIRST + candidate.wrapping_sub(FIRST) % (LAST - FIRST);
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
+// A loopback port held for a cluster's whole life; the rules are in the file itself.
+#[path = "../../tests/src/ports.rs"]
+mod ports;
+pub use ports::ReservedPort;
 
 pub struct Member {
     pub name: String,
@@ -154,6 +136,8 @@ impl Member {
 pub struct Cluster {
     pub spec: ClusterSpec,
     pub members: Vec<Member>,
+    /// Every member's client and peer port, released only after the members are killed (Drop).
+    _ports: Vec<ReservedPort>,
 }
 
 impl Cluster {
@@ -162,8 +146,12 @@ impl Cluster {
         let dir = root.join(spec.system.name());
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         write_peer_secret(&dir).with_context(|| format!("writing the peer secret in {}", dir.display()))?;
+        let reserved = (0..2 * spec.members)
+            .map(|_| ReservedPort::try_new())
+            .collect::<std::io::Result<Vec<_>>>()
+            .context("reserving loopback ports")?;
         let ports: Vec<MemberPorts> =
-            (0..spec.members).map(|_| MemberPorts { client: free_port(), peer: free_port() }).collect();
+            reserved.chunks(2).map(|pair| MemberPorts { client: pair[0].port(), peer: pair[1].port() }).collect();
         let members = (0..spec.members)
             .map(|i| {
                 let data_dir = dir.join(format!("m{i}"));
@@ -177,7 +165,7 @@ impl Cluster {
                 }
             })
             .collect();
-        let mut cluster = Cluster { spec, members };
+        let mut cluster = Cluster { spec, members, _ports: reserved };
         cluster.start_all()?;
         cluster.wait_ready().await?;
         Ok(cluster)
@@ -370,16 +358,6 @@ mod tests {
         let etcd = member_args(&spec(System::Etcd), 0, &ports, Path::new("/d"));
         let keel = member_args(&spec(System::Keel), 0, &ports, Path::new("/d"));
         assert_eq!(etcd, keel);
-    }
-
-    #[test]
-    fn free_ports_are_distinct_and_below_the_ephemeral_range() {
-        let ports: Vec<u16> = (0..20).map(|_| free_port()).collect();
-        let mut unique = ports.clone();
-        unique.sort_unstable();
-        unique.dedup();
-        assert_eq!(unique.len(), ports.len());
-        assert!(ports.iter().all(|&p| (20_000..32_000).contains(&p)));
     }
 
     #[test]

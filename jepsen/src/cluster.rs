@@ -77,6 +77,9 @@ pub struct ClusterConfig {
 pub struct Cluster {
     members: Vec<Member>,
     keel_bin: PathBuf,
+    /// Every member's client and peer port, held for the cluster's life. Declared after
+    /// `members`, so the members (killed on drop) are gone before the ports are released.
+    _ports: Vec<ReservedPort>,
     // Held for its Drop: removes the members' data dirs.
     _data_root: tempfile::TempDir,
 }
@@ -108,17 +111,13 @@ impl Cluster {
         let data_root =
             tempfile::Builder::new().prefix("keel-jepsen-").tempdir().context("creating the members' data root")?;
 
-        // Hold every probe listener until all ports are chosen, so no two are the same.
-        let mut probes = Vec::with_capacity(2 * config.nodes);
-        let mut ports = Vec::with_capacity(config.nodes);
-        for _ in 0..config.nodes {
-            let client = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("choosing a client port")?;
-            let peer = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("choosing a peer port")?;
-            ports.push((client.local_addr()?.port(), peer.local_addr()?.port()));
-            probes.push(client);
-            probes.push(peer);
-        }
-        drop(probes);
+        // Reserved for the cluster's life (see `ReservedPort`), so a killed member restarts on
+        // its own ports and nothing else takes them meanwhile.
+        let reserved = (0..2 * config.nodes)
+            .map(|_| ReservedPort::try_new())
+            .collect::<std::io::Result<Vec<_>>>()
+            .context("reserving loopback ports")?;
+        let ports: Vec<(u16, u16)> = reserved.chunks(2).map(|pair| (pair[0].port(), pair[1].port())).collect();
 
         let mut proxies = Vec::with_capacity(config.nodes);
         for &(_, peer_port) in &ports {
@@ -181,7 +180,8 @@ impl Cluster {
                 paused: false,
             });
         }
-        let mut cluster = Cluster { members, keel_bin: config.keel_bin.clone(), _data_root: data_root };
+        let mut cluster =
+            Cluster { members, keel_bin: config.keel_bin.clone(), _ports: reserved, _data_root: data_root };
         for index in 0..cluster.members.len() {
             cluster.restart(index)?;
         }
@@ -362,6 +362,12 @@ impl Cluster {
         Ok(())
     }
 }
+
+// A loopback port held for a cluster's whole life; the rules are in the file itself.
+#[path = "../../tests/src/ports.rs"]
+#[allow(dead_code)]
+mod ports;
+use ports::ReservedPort;
 
 fn open_log(path: &Path) -> anyhow::Result<File> {
     OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("opening {}", path.display()))

@@ -102,6 +102,12 @@ pub struct Flags {
     #[arg(long, hide = true, env = "KEEL_UNSAFE_PEER_SOURCE_ADDRESS")]
     pub unsafe_peer_source_address: Option<IpAddr>,
 
+    /// FOR HARNESSES: once the member listens, write the addresses it bound to this file (one
+    /// `client <ip:port>` or `peer <ip:port>` line per listener), atomically (a temp file
+    /// renamed over it), so a harness that passed port 0 learns the ports without a race.
+    #[arg(long, hide = true, env = "KEEL_LISTEN_ADDRESSES_FILE")]
+    pub listen_addresses_file: Option<PathBuf>,
+
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, env = "KEEL_LOG_LEVEL", default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
     pub log_level: String,
@@ -128,6 +134,8 @@ pub struct MemberConfig {
     pub watch_progress_notify_interval: Duration,
     /// Where the cluster's peer secret comes from (`--peer-secret-file`).
     pub peer_secret: PeerSecretSource,
+    /// Where to report the bound addresses (`--listen-addresses-file`), if anywhere.
+    pub listen_addresses_file: Option<PathBuf>,
     /// Test-only sabotage; see the flags.
     /// TEST ONLY: the local IP outgoing peer connections are opened from (`None`: the OS chooses).
     pub unsafe_peer_source_address: Option<IpAddr>,
@@ -182,12 +190,22 @@ impl Flags {
                 ))
             }
         };
+        let listen_client = listen_addrs("--listen-client-urls", &self.listen_client_urls)?;
+        let advertise_client_urls = split_urls("--advertise-client-urls", &self.advertise_client_urls)?;
+        let listen_peer = listen_addrs("--listen-peer-urls", &self.listen_peer_urls)?;
+        check_port_zero("--advertise-client-urls", &advertise_client_urls, "--listen-client-urls", &listen_client)?;
+        check_port_zero("--initial-advertise-peer-urls", &advertise_peer_urls, "--listen-peer-urls", &listen_peer)?;
+        if initial_cluster.len() > 1 && advertise_peer_urls.iter().any(|url| url_port(url) == Some(0)) {
+            return Err("--initial-advertise-peer-urls: port 0 is only for a single-member cluster: the other \
+                        members of --initial-cluster must know this member's peer port before it starts"
+                .into());
+        }
         Ok(MemberConfig {
             name: self.name.clone(),
             data_dir: self.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("{}.keel", self.name))),
-            listen_client: listen_addrs("--listen-client-urls", &self.listen_client_urls)?,
-            advertise_client_urls: split_urls("--advertise-client-urls", &self.advertise_client_urls)?,
-            listen_peer: listen_addrs("--listen-peer-urls", &self.listen_peer_urls)?,
+            listen_client,
+            advertise_client_urls,
+            listen_peer,
             advertise_peer_urls,
             initial_cluster,
             initial_cluster_state_new: self.initial_cluster_state == "new",
@@ -199,11 +217,85 @@ impl Flags {
             snapshot_catchup_entries: self.experimental_snapshot_catchup_entries,
             watch_progress_notify_interval: self.experimental_watch_progress_notify_interval,
             peer_secret,
+            listen_addresses_file: self.listen_addresses_file.clone(),
             unsafe_stale_reads: self.unsafe_stale_reads,
             unsafe_peer_source_address: self.unsafe_peer_source_address,
             unsafe_ack_before_fsync: self.unsafe_ack_before_fsync,
             unsafe_diverge_versions: self.unsafe_diverge_versions,
         })
+    }
+}
+
+impl MemberConfig {
+    /// The configuration with every advertised URL of port 0 given the port its listener got
+    /// (`client` and `peer`: the bound addresses, in the order of `listen_client` and
+    /// `listen_peer`), in the initial cluster too, so that what the member advertises and the
+    /// ID derived from its peer URLs name a port that exists. Validation made sure each such
+    /// URL has a port-0 listen URL on its IP.
+    pub fn with_bound_ports(mut self, client: &[SocketAddr], peer: &[SocketAddr]) -> MemberConfig {
+        let own_peer_urls = self.advertise_peer_urls.clone();
+        self.advertise_client_urls = bind_urls(&self.advertise_client_urls, &self.listen_client, client);
+        self.advertise_peer_urls = bind_urls(&self.advertise_peer_urls, &self.listen_peer, peer);
+        for (_, urls) in &mut self.initial_cluster {
+            if sorted(urls) == sorted(&own_peer_urls) {
+                *urls = bind_urls(urls, &self.listen_peer, peer);
+            }
+        }
+        self
+    }
+}
+
+/// `urls` with each port-0 URL given the port bound for the first port-0 listen address on its
+/// IP; every other URL unchanged.
+fn bind_urls(urls: &[String], listen: &[SocketAddr], bound: &[SocketAddr]) -> Vec<String> {
+    urls.iter()
+        .map(|url| {
+            let Ok(mut parsed) = url::Url::parse(url) else { return url.clone() };
+            if parsed.port() != Some(0) {
+                return url.clone();
+            }
+            let ip = url_ip(&parsed);
+            let port = listen
+                .iter()
+                .zip(bound)
+                .find(|(wanted, _)| wanted.port() == 0 && Some(wanted.ip()) == ip)
+                .map(|(_, bound)| bound.port());
+            match port.map(|port| parsed.set_port(Some(port))) {
+                Some(Ok(())) => parsed.to_string().trim_end_matches('/').to_string(),
+                _ => url.clone(),
+            }
+        })
+        .collect()
+}
+
+/// Refuses an advertised URL of port 0 that no port-0 listen URL on the same IP can give a
+/// real port to: it would advertise a port nobody listens on.
+fn check_port_zero(flag: &str, urls: &[String], listen_flag: &str, listen: &[SocketAddr]) -> Result<(), String> {
+    for url in urls {
+        let Ok(parsed) = url::Url::parse(url) else { continue };
+        if parsed.port() != Some(0) {
+            continue;
+        }
+        let ip = url_ip(&parsed);
+        if !listen.iter().any(|addr| addr.port() == 0 && Some(addr.ip()) == ip) {
+            return Err(format!(
+                "{flag}: {url} has port 0, but no {listen_flag} URL on the same IP has port 0 to take the bound \
+                 port from"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn url_port(url: &str) -> Option<u16> {
+    url::Url::parse(url).ok()?.port()
+}
+
+/// The IP a URL names (`localhost`: 127.0.0.1, as listen URLs take it), if it names one.
+fn url_ip(url: &url::Url) -> Option<IpAddr> {
+    match url.host_str()? {
+        "localhost" => Some(IpAddr::from([127, 0, 0, 1])),
+        host => host.trim_start_matches('[').trim_end_matches(']').parse().ok(),
     }
 }
 
@@ -431,6 +523,60 @@ mod tests {
             (&["--experimental-watch-progress-notify-interval", "1ns"], "at least 100ms"),
             (&["--experimental-watch-progress-notify-interval", "99ms"], "at least 100ms"),
             (&["--experimental-watch-progress-notify-interval", "99999999999999999999999h"], "invalid duration"),
+        ];
+        for (args, expected) in cases {
+            let err = flags(args).expect_err("must be rejected");
+            assert!(err.contains(expected), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn port_zero_advertises_the_bound_port() {
+        let config = flags(&[
+            "--listen-client-urls",
+            "http://127.0.0.1:0",
+            "--advertise-client-urls",
+            "http://127.0.0.1:0,http://client.example:2379",
+            "--listen-peer-urls",
+            "http://localhost:0",
+            "--initial-advertise-peer-urls",
+            "http://127.0.0.1:0",
+            "--initial-cluster",
+            "default=http://127.0.0.1:0",
+        ])
+        .expect("port 0 is valid for a single member");
+        let bound = config.with_bound_ports(
+            &[SocketAddr::from(([127, 0, 0, 1], 40001))],
+            &[SocketAddr::from(([127, 0, 0, 1], 40002))],
+        );
+        assert_eq!(bound.advertise_client_urls, ["http://127.0.0.1:40001", "http://client.example:2379"]);
+        assert_eq!(bound.advertise_peer_urls, ["http://127.0.0.1:40002"]);
+        assert_eq!(bound.initial_cluster, [("default".to_string(), vec!["http://127.0.0.1:40002".to_string()])]);
+    }
+
+    #[test]
+    fn port_zero_is_refused_where_no_bound_port_can_replace_it() {
+        let cases: &[(&[&str], &str)] = &[
+            // Advertised port 0, but the listener has a fixed port: nothing would listen there.
+            (&["--advertise-client-urls", "http://127.0.0.1:0"], "no --listen-client-urls URL"),
+            (
+                &["--listen-client-urls", "http://127.0.0.1:0", "--advertise-client-urls", "http://10.0.0.1:0"],
+                "no --listen-client-urls URL",
+            ),
+            // The other members could not know the port.
+            (
+                &[
+                    "--listen-peer-urls",
+                    "http://127.0.0.1:0",
+                    "--initial-advertise-peer-urls",
+                    "http://127.0.0.1:0",
+                    "--initial-cluster",
+                    "default=http://127.0.0.1:0,b=http://127.0.0.1:22380",
+                    "--peer-secret-file",
+                    "/s",
+                ],
+                "only for a single-member cluster",
+            ),
         ];
         for (args, expected) in cases {
             let err = flags(args).expect_err("must be rejected");

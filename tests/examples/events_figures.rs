@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use keel_proto::v1::events_client::EventsClient;
 use keel_proto::v1::{NewEvent, PublishRequest, ReadEventsRequest};
-use keel_tests::{free_port, Server, TestCluster};
+use keel_tests::{ReservedPort, Server, TestCluster};
 use tonic::transport::{Channel, Endpoint};
 
 const PHASE: Duration = Duration::from_secs(10);
@@ -240,6 +240,7 @@ async fn group_consume(endpoints: &[String], topic: &str, total: u64, consumers:
 /// `nats-server` children, killed when dropped.
 struct NatsServers {
     children: Vec<Child>,
+    _ports: Vec<ReservedPort>,
     _store: tempfile::TempDir,
 }
 
@@ -256,9 +257,11 @@ impl Drop for NatsServers {
 /// client URLs, or `None` when `nats-server` is not installed.
 fn start_nats(size: usize) -> Option<(NatsServers, Vec<String>)> {
     let store = tempfile::tempdir().expect("temp dir");
-    let ports: Vec<(u16, u16)> = (0..size).map(|_| (free_port(), free_port())).collect();
+    // Held as long as the servers run (nats-server's listeners set SO_REUSEADDR, as ours do).
+    let reserved: Vec<ReservedPort> = (0..2 * size).map(|_| ReservedPort::new()).collect();
+    let ports: Vec<(u16, u16)> = reserved.chunks(2).map(|pair| (pair[0].port(), pair[1].port())).collect();
     let routes = ports.iter().map(|(_, cluster)| format!("nats://127.0.0.1:{cluster}")).collect::<Vec<_>>().join(",");
-    let mut servers = NatsServers { children: Vec::new(), _store: store };
+    let mut servers = NatsServers { children: Vec::new(), _ports: reserved, _store: store };
     for (i, (client, cluster)) in ports.iter().enumerate() {
         let mut command = Command::new("nats-server");
         command

@@ -1,9 +1,8 @@
 //! The black-box test harness: real member processes (`keel`, or etcd 3.4 as the reference)
-//! started with etcd's flags on loopback ports and temp dirs, clients for them, and
-//! condition waits with deadlines instead of sleeps.
+//! started with etcd's flags on loopback ports reserved for the cluster's life (`ports.rs`) and
+//! temp dirs, clients for them, and condition waits with deadlines instead of sleeps.
 
 use std::future::Future;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,7 +12,9 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 mod cli;
+mod ports;
 pub use cli::*;
+pub use ports::ReservedPort;
 
 /// Which server a cluster runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,33 +48,6 @@ pub fn keel_binary() -> PathBuf {
     keel
 }
 
-/// A loopback port nobody listens on right now, for a member to bind a moment later.
-///
-/// Chosen below Linux's ephemeral range (32768-60999): a port the kernel hands out for
-/// `bind(0)` is also what it hands out as the source port of the next outgoing connection, and
-/// with many clients connecting, one of them took a member's port before the member bound it.
-/// Ports are never handed out twice by one test process.
-pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    const FIRST: u16 = 20_000;
-    const LAST: u16 = 32_000;
-    // Each test process starts at its own offset, so concurrent test processes rarely meet.
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let _ = NEXT.compare_exchange(
-        0,
-        FIRST + (std::process::id() % u32::from(LAST - FIRST)) as u16,
-        Ordering::SeqCst,
-        Ordering::SeqCst,
-    );
-    loop {
-        let candidate = NEXT.fetch_add(1, Ordering::SeqCst);
-        let port = FIRST + candidate.wrapping_sub(FIRST) % (LAST - FIRST);
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
 pub struct TestMember {
     pub name: String,
     pub client_url: String,
@@ -103,6 +77,9 @@ pub struct TestCluster {
     pub server: Server,
     pub members: Vec<TestMember>,
     binary: PathBuf,
+    /// Every member's client and peer port, held until the members are killed (Drop), so a
+    /// restarted member finds its ports free and nobody else ever takes them.
+    _ports: Vec<ReservedPort>,
     _root: tempfile::TempDir,
 }
 
@@ -133,7 +110,8 @@ impl TestCluster {
             Server::Keel => keel_binary(),
             Server::Etcd => PathBuf::from("etcd"),
         };
-        let ports: Vec<(u16, u16)> = (0..size).map(|_| (free_port(), free_port())).collect();
+        let reserved: Vec<ReservedPort> = (0..2 * size).map(|_| ReservedPort::new()).collect();
+        let ports: Vec<(u16, u16)> = reserved.chunks(2).map(|pair| (pair[0].port(), pair[1].port())).collect();
         let peer_secret = root.path().join("peer-secret");
         write_peer_secret(&peer_secret);
         let initial_cluster = ports
@@ -182,7 +160,7 @@ impl TestCluster {
                 TestMember { name, client_url, peer_url, data_dir, log_path, args, child: None }
             })
             .collect();
-        let mut cluster = TestCluster { server, members, binary, _root: root };
+        let mut cluster = TestCluster { server, members, binary, _ports: reserved, _root: root };
         for i in 0..size {
             cluster.start_member(i);
         }

@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use keel_tests::{free_port, keel_binary, wait_for_some, Server, TestCluster};
+use keel_tests::{keel_binary, wait_for_some, Server, TestCluster};
 
 /// Runs keel with `args` and returns (exit code, stderr). Every case here fails fast.
 fn run(args: &[&str]) -> (Option<i32>, String) {
@@ -12,6 +12,9 @@ fn run(args: &[&str]) -> (Option<i32>, String) {
     (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
 }
 
+/// A single member's flags on 127.0.0.1; port 0 lets the member take a port the kernel chooses
+/// (and advertise it), for tests that never connect to it or learn its ports from
+/// `--listen-addresses-file`.
 fn loopback_flags(data_dir: &str, client: u16, peer: u16) -> Vec<String> {
     vec![
         "--data-dir".into(),
@@ -83,7 +86,7 @@ fn a_port_in_use_is_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = taken.local_addr().expect("addr").port();
     let dir = tempfile::tempdir().expect("temp dir");
-    let flags = loopback_flags(&dir.path().join("d").display().to_string(), port, free_port());
+    let flags = loopback_flags(&dir.path().join("d").display().to_string(), port, 0);
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let (code, stderr) = run(&flags);
     assert_eq!(code, Some(1), "{stderr}");
@@ -95,11 +98,76 @@ fn an_unusable_data_dir_is_a_clear_error() {
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("a-file");
     std::fs::write(&file, b"not a directory").expect("write");
-    let flags = loopback_flags(&file.display().to_string(), free_port(), free_port());
+    let flags = loopback_flags(&file.display().to_string(), 0, 0);
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let (code, stderr) = run(&flags);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("data directory") && stderr.lines().count() == 1, "{stderr}");
+}
+
+/// kill -9 on drop, so a failing assertion leaves no member behind.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn port_zero_is_bound_logged_advertised_and_reported() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let report = dir.path().join("listen-addresses");
+    let log_path = dir.path().join("keel.log");
+    let mut flags = loopback_flags(&dir.path().join("d").display().to_string(), 0, 0);
+    flags.extend(["--listen-addresses-file".into(), report.display().to_string()]);
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let child = Command::new(keel_binary())
+        .args(&flags)
+        .stdout(log.try_clone().expect("log file"))
+        .stderr(log)
+        .spawn()
+        .expect("start keel");
+    let mut child = KillOnDrop(child);
+    let logs = || std::fs::read_to_string(&log_path).unwrap_or_default();
+
+    // Phase 1: the report appears whole, naming one client and one peer address.
+    let addresses = wait_for_some(keel_tests::READY_TIMEOUT, "the listen addresses file", || {
+        let text = std::fs::read_to_string(&report).ok();
+        let exited = child.0.try_wait().ok().flatten();
+        async move {
+            assert!(exited.is_none(), "keel exited: {exited:?}");
+            keel_node::member::listen_report::parse(&text?)
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs()));
+    use keel_node::member::listen_report::Listener;
+    let address = |kind| addresses.iter().find(|(k, _)| *k == kind).map(|(_, a)| *a).expect("reported");
+    let (client, peer) = (address(Listener::Client), address(Listener::Peer));
+    assert_eq!(addresses.len(), 2, "{addresses:?}");
+    assert!(client.port() != 0 && peer.port() != 0 && client.ip().is_loopback(), "{addresses:?}");
+
+    // Phase 2: the log says where it serves, and the member advertises the real URLs.
+    let log_text = logs();
+    assert!(log_text.contains(&format!("serving client requests on {client}")), "{log_text}");
+    assert!(log_text.contains(&format!("serving peer traffic on {peer}")), "{log_text}");
+    let client_url = format!("http://{client}");
+    let mut etcd = keel_tests::connect(std::slice::from_ref(&client_url)).await;
+    let member = wait_for_some(keel_tests::READY_TIMEOUT, "the member's published client URLs", || {
+        let mut etcd = etcd.clone();
+        async move {
+            let list = etcd.member_list().await.ok()?;
+            let member = list.members().first()?.clone();
+            (!member.client_urls().is_empty()).then_some(member)
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs()));
+    assert_eq!(member.client_urls(), std::slice::from_ref(&client_url));
+    assert_eq!(member.peer_urls(), [format!("http://{peer}")]);
+    etcd.put("on-port-zero", "yes", None).await.expect("a write through the reported port");
 }
 
 #[tokio::test(flavor = "multi_thread")]

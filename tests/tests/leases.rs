@@ -23,8 +23,11 @@ const LEASE_TTL: Duration = Duration::from_secs(LEASE_TTL_SECS as u64);
 const KEEP_ALIVE_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// Slack on expiry: a new leader gives every lease its full TTL again, so expiry may come
-/// one election (and the revoke's commit) later than TTL after the last keep-alive.
-const EXPIRY_SLACK: Duration = Duration::from_secs(3);
+/// one election (and the revoke's commit) later than TTL after the last keep-alive; and on a
+/// loaded 2-core machine the revoke and its watch event can take seconds more. Lateness is
+/// only bounded here (a lease must go); earliness is checked exactly, from the delete event's
+/// arrival, which load can only delay.
+const EXPIRY_SLACK: Duration = Duration::from_secs(8);
 
 /// A task keeping one lease alive every TTL/3 through whichever member answers, like a client
 /// library does: on a broken or silent stream it moves on to the next member.
@@ -308,15 +311,16 @@ async fn expiry_after_keep_alives_stop(kill_the_leader: bool) {
         expiry_base = Instant::now();
     }
 
-    // Phase 3: no early expiry: the key is there a second before the TTL runs out...
-    tokio::time::sleep_until((last_keep_alive + LEASE_TTL - Duration::from_secs(1)).into()).await;
+    // Phase 3: the key outlives half its TTL after the last keep-alive (a read that load
+    // delays past the TTL could not tell early from on time, so none is made near it)...
+    tokio::time::sleep_until((last_keep_alive + LEASE_TTL / 2).into()).await;
     assert_eq!(
         read(&mut client, "expiring/key").await,
         Some((put_revision, lease)),
-        "the key expired early (before TTL - 1 s)\n{}",
+        "the key expired before half its TTL\n{}",
         cluster.all_logs()
     );
-    // ...and gone by TTL plus an election, with a delete event.
+    // ...and is gone by TTL plus an election, with a delete event that did not come early.
     let deadline = expiry_base + LEASE_TTL + EXPIRY_SLACK;
     let deleted_at = wait_for_some(deadline.saturating_duration_since(Instant::now()), "the delete event", || {
         let deleted_at = events.deleted_at("expiring/key");
@@ -324,7 +328,10 @@ async fn expiry_after_keep_alives_stop(kill_the_leader: bool) {
     })
     .await
     .unwrap_or_else(|e| panic!("{e}: the key outlived TTL + {EXPIRY_SLACK:?}\n{}", cluster.all_logs()));
+    // `last_keep_alive` is when the last keep-alive was sent, so the leader renewed the lease
+    // after it; the event is seen after the delete. Both errors only make `after` larger.
     let after = deleted_at - last_keep_alive;
+    // The second of tolerance is for the leader's clock stamps, not for load.
     assert!(after >= LEASE_TTL - Duration::from_secs(1), "deleted {after:?} after the last keep-alive");
     assert_eq!(read(&mut client, "expiring/key").await, None);
     let gone = client.lease_time_to_live(lease, None).await.expect("time to live");

@@ -390,7 +390,8 @@ async fn keelctl_registration_goes_with_its_process_and_survives_the_leader() {
     };
 
     // Phase 1: a registration whose process dies (SIGKILL, no deregister) goes when its
-    // lease expires: within the TTL (3 s) and 2 s, with a delete event.
+    // lease expires: within the TTL (3 s) and an election, with a delete event. The deadline
+    // is wide for a loaded 2-core machine; that it goes at all, and only once, is the point.
     let doomed = register("doomed", "3");
     wait_for(READY_TIMEOUT, "the registration", || {
         let mut native = native.clone();
@@ -400,7 +401,7 @@ async fn keelctl_registration_goes_with_its_process_and_survives_the_leader() {
     .unwrap_or_else(|e| panic!("{e}: {:?}", doomed.stderr()));
     let killed = doomed.kill();
     let killed_at = Instant::now();
-    wait_for(Duration::from_secs(5), "the registration to expire", || {
+    wait_for(Duration::from_secs(12), "the registration to expire", || {
         let mut native = native.clone();
         async move { service_exists(&mut native, "doomed").await == Some(false) }
     })

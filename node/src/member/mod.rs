@@ -7,6 +7,7 @@ mod background;
 pub mod format;
 mod forward_writes;
 mod leader_write;
+pub mod listen_report;
 mod read_barrier;
 
 use std::collections::BTreeMap;
@@ -564,6 +565,15 @@ fn raft_config(config: &MemberConfig) -> Result<Arc<Config>, StartError> {
 pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
     let peer_listeners = bind_all(&config.listen_peer).await?;
     let client_listeners = bind_all(&config.listen_client).await?;
+    let peer_addrs = bound_addrs(&peer_listeners)?;
+    let client_addrs = bound_addrs(&client_listeners)?;
+    // Before the identity is derived: a port-0 peer URL must become the real one first.
+    let config = config.with_bound_ports(&client_addrs, &peer_addrs);
+    tracing::info!(
+        client = %config.advertise_client_urls.join(","),
+        peer = %config.advertise_peer_urls.join(","),
+        "advertised URLs"
+    );
     let (engine, live_wal) = open_engine(&config)?;
     let watermark_path = config.data_dir.join(watermark::FILE_NAME);
     let recorded = watermark::read(&watermark_path).map_err(|e| match e.kind() {
@@ -630,8 +640,6 @@ pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = JoinSet::new();
-    let peer_addrs = local_addrs(&peer_listeners);
-    let client_addrs = local_addrs(&client_listeners);
     let gate = PeerGate::new(&secret, identity.member_id, identity.cluster_id, raft.clone());
     for listener in peer_listeners {
         let service = PeerService::new(member.clone(), config.data_dir.join("snapshots"));
@@ -658,12 +666,20 @@ pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
     tokio::spawn(background::ensure_secret_key(member.clone(), stop_rx.clone()));
     tokio::spawn(background::expire_leases(member.clone(), stop_rx.clone()));
     tokio::spawn(background::enforce_retention(member.clone(), stop_rx));
+    if let Some(path) = &config.listen_addresses_file {
+        listen_report::write(path, &client_addrs, &peer_addrs)
+            .map_err(|e| StartError(format!("cannot write the listen addresses file {}: {e}", path.display())))?;
+    }
     tracing::info!(member_id = %format!("{:x}", member.id), cluster_id = %format!("{:x}", member.cluster_id), "member started");
     Ok(RunningMember { member, client_addrs, peer_addrs, stop_tx, servers })
 }
 
-fn local_addrs(listeners: &[TcpListener]) -> Vec<SocketAddr> {
-    listeners.iter().filter_map(|l| l.local_addr().ok()).collect()
+/// The address each listener got (its port when the listen URL asked for port 0).
+fn bound_addrs(listeners: &[TcpListener]) -> Result<Vec<SocketAddr>, StartError> {
+    listeners
+        .iter()
+        .map(|listener| listener.local_addr().map_err(|e| StartError(format!("address of a bound listener: {e}"))))
+        .collect()
 }
 
 async fn stopped(mut stop_rx: watch::Receiver<bool>) {
