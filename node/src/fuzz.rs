@@ -95,6 +95,7 @@ pub const TARGETS: &[Target] = &[
     ("config_set", crate::dynamic_config::fuzz_set),
     ("store_record", crate::store::fuzz_decode),
     ("registry_registration", keel_client::registry::fuzz_registration),
+    ("client_auth_token", crate::auth::jwt::fuzz_verify),
 ];
 
 /// Runs the target named `name` on `data` (what each libFuzzer target calls); an unknown name

@@ -11,6 +11,8 @@
 //!   (one table, `api::status`), fill the header.
 //! - `raft`: everything that names openraft: log store, state-machine adapter, peer network,
 //!   peer service (Raft RPCs and forwarding), snapshots.
+//! - `auth`: what a member does alone for etcd's auth: `--auth-token`, JWT signing and
+//!   checking, bcrypt password hashes (who may do what: `keel_model::auth`).
 //! - `registry`: the service registry as a typed view (go-micro's etcd layout and JSON).
 //! - `command`: the replicated command enum and its responses.
 //! - `lease`: when leases expire: deadlines on the leader's clock only, reset on leader change.
@@ -25,6 +27,7 @@
 
 pub mod api;
 mod apply;
+pub mod auth;
 pub mod command;
 pub mod config;
 pub mod dynamic_config;
