@@ -569,11 +569,6 @@ pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
     let client_addrs = bound_addrs(&client_listeners)?;
     // Before the identity is derived: a port-0 peer URL must become the real one first.
     let config = config.with_bound_ports(&client_addrs, &peer_addrs);
-    tracing::info!(
-        client = %config.advertise_client_urls.join(","),
-        peer = %config.advertise_peer_urls.join(","),
-        "advertised URLs"
-    );
     let (engine, live_wal) = open_engine(&config)?;
     let watermark_path = config.data_dir.join(watermark::FILE_NAME);
     let recorded = watermark::read(&watermark_path).map_err(|e| match e.kind() {
@@ -670,7 +665,14 @@ pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
         listen_report::write(path, &client_addrs, &peer_addrs)
             .map_err(|e| StartError(format!("cannot write the listen addresses file {}: {e}", path.display())))?;
     }
-    tracing::info!(member_id = %format!("{:x}", member.id), cluster_id = %format!("{:x}", member.cluster_id), "member started");
+    // The advertised URLs only now: a member that fails to start says one thing, its error.
+    tracing::info!(
+        member_id = %format!("{:x}", member.id),
+        cluster_id = %format!("{:x}", member.cluster_id),
+        client = %config.advertise_client_urls.join(","),
+        peer = %config.advertise_peer_urls.join(","),
+        "member started"
+    );
     Ok(RunningMember { member, client_addrs, peer_addrs, stop_tx, servers })
 }
 
