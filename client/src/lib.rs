@@ -3,7 +3,9 @@
 //! ([`config::Config`]), offset-indexed event logs with consumer groups ([`events::Events`]) and
 //! publish/subscribe ([`broker::Broker`]), traits in go-micro's mould, each with a gRPC
 //! implementation for a Keel cluster and an in-memory one for tests (the broker has one
-//! implementation, on top of any `Events`).
+//! implementation, on top of any `Events`). Accounts, tokens and access rules
+//! ([`auth::Auth`]) have the in-memory implementation so far; the cluster's `keel.v1.Auth` is
+//! being built.
 //!
 //! It must not depend on keel-node: services link this crate, never the server.
 //!
