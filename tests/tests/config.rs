@@ -14,7 +14,8 @@ use etcd_client::GetOptions;
 use keel_proto::v1::config_client::ConfigClient;
 use keel_proto::v1::{DeleteConfigRequest, GetRequest, SetRequest, WatchConfigRequest, WatchConfigResponse};
 use keel_tests::{
-    etcdctl, grpc_channel, keelctl_binary, retry_unavailable, wait_for, wait_for_some, Background, Server, TestCluster,
+    etcdctl, grpc_channel, keelctl, keelctl_binary, retry_unavailable, wait_for, wait_for_some, Background, Server,
+    TestCluster,
 };
 use serde_json::{json, Value};
 use tonic::transport::Channel;
@@ -280,17 +281,8 @@ async fn keelctl_config_watch_prints_each_change() {
 
     // The rest of `keelctl config`: set, get, secrets, and a refusal that changes nothing.
     let run = |args: &[&str]| {
-        let output = Command::new(keelctl_binary())
-            .arg("--endpoints")
-            .arg(cluster.endpoints_csv())
-            .args(args)
-            .output()
-            .expect("run keelctl");
-        (
-            output.status.success(),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
+        let output = keelctl(&cluster, args);
+        (output.exited == Some(true), output.stdout, output.stderr)
     };
     let json_line =
         |stdout: &str| serde_json::from_str::<Value>(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout:?}"));
