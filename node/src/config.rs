@@ -254,12 +254,7 @@ fn bind_urls(urls: &[String], listen: &[SocketAddr], bound: &[SocketAddr]) -> Ve
             if parsed.port() != Some(0) {
                 return url.clone();
             }
-            let ip = url_ip(&parsed);
-            let port = listen
-                .iter()
-                .zip(bound)
-                .find(|(wanted, _)| wanted.port() == 0 && Some(wanted.ip()) == ip)
-                .map(|(_, bound)| bound.port());
+            let port = port_zero_listener(&parsed, listen).and_then(|i| bound.get(i)).map(SocketAddr::port);
             match port.map(|port| parsed.set_port(Some(port))) {
                 Some(Ok(())) => parsed.to_string().trim_end_matches('/').to_string(),
                 _ => url.clone(),
@@ -276,8 +271,7 @@ fn check_port_zero(flag: &str, urls: &[String], listen_flag: &str, listen: &[Soc
         if parsed.port() != Some(0) {
             continue;
         }
-        let ip = url_ip(&parsed);
-        if !listen.iter().any(|addr| addr.port() == 0 && Some(addr.ip()) == ip) {
+        if port_zero_listener(&parsed, listen).is_none() {
             return Err(format!(
                 "{flag}: {url} has port 0, but no {listen_flag} URL on the same IP has port 0 to take the bound \
                  port from"
@@ -285,6 +279,12 @@ fn check_port_zero(flag: &str, urls: &[String], listen_flag: &str, listen: &[Soc
         }
     }
     Ok(())
+}
+
+/// Which listen address gives a port-0 `url` its port: the first port-0 one on the URL's IP.
+fn port_zero_listener(url: &url::Url, listen: &[SocketAddr]) -> Option<usize> {
+    let ip = url_ip(url)?;
+    listen.iter().position(|addr| addr.port() == 0 && addr.ip() == ip)
 }
 
 fn url_port(url: &str) -> Option<u16> {
