@@ -19,7 +19,8 @@ use crate::error::{Error, Result};
 
 /// Refresh tokens one account may hold at once; signing in again past this forgets the oldest.
 const REFRESH_TOKENS_PER_ACCOUNT_MAX: usize = 64;
-/// Access tokens held at once across accounts; expired ones are dropped first, then the oldest.
+/// Access tokens held at once across accounts; expired ones are dropped first, then the ones
+/// that would expire soonest.
 const ACCESS_TOKENS_MAX: usize = 100_000;
 
 /// Accounts, tokens and rules in memory. Secrets are held as given: this never leaves the
@@ -35,8 +36,6 @@ struct State {
     accounts: BTreeMap<String, Stored>,
     /// access token → who it was issued to, and until when.
     access: HashMap<String, Issued>,
-    /// In issue order, to drop the oldest when `access` is full.
-    access_order: VecDeque<String>,
     /// refresh token → who it was issued to.
     refresh: HashMap<String, (String, u64)>,
     rules: Vec<Rule>,
@@ -74,14 +73,18 @@ fn unauthenticated() -> Error {
     Error::Unauthenticated(UNAUTHENTICATED.into())
 }
 
-fn random_token() -> String {
-    let bytes: [u8; 32] = rand::rng().random();
+/// `N` random bytes as `2 * N` hex digits.
+fn random_hex<const N: usize>() -> String {
+    let bytes: [u8; N] = rand::rng().random();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+fn random_token() -> String {
+    random_hex::<32>()
+}
+
 fn generated_secret() -> String {
-    let bytes: [u8; GENERATED_SECRET_BYTES / 2] = rand::rng().random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    random_hex::<{ GENERATED_SECRET_BYTES / 2 }>()
 }
 
 impl State {
@@ -109,14 +112,13 @@ impl State {
         self.refresh.insert(refresh_token.clone(), (id.to_string(), generation));
         self.access.retain(|_, issued| issued.deadline > now);
         while self.access.len() >= ACCESS_TOKENS_MAX {
-            let Some(oldest) = self.access_order.pop_front() else { break };
-            self.access.remove(&oldest);
+            let soonest = self.access.iter().min_by_key(|(_, issued)| issued.deadline).map(|(token, _)| token.clone());
+            let Some(soonest) = soonest else { break };
+            self.access.remove(&soonest);
         }
-        self.access_order.retain(|token| self.access.contains_key(token));
         let access_token = random_token();
         self.access
             .insert(access_token.clone(), Issued { id: id.to_string(), generation, deadline: now + options.expiry });
-        self.access_order.push_back(access_token.clone());
         let created = SystemTime::now();
         Ok(Token { access_token, refresh_token, created, expiry: created + options.expiry })
     }
