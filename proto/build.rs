@@ -13,5 +13,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ],
         &["proto"],
     )?;
+    // etcd's Auth service: its header is the etcd-client crate's, shared with the other etcd services.
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .extern_path(".etcdserverpb.ResponseHeader", "::etcd_client::proto::PbResponseHeader")
+        .compile_protos(&["proto/etcd/auth.proto"], &["proto"])?;
     Ok(())
 }

@@ -9,6 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::auth::etcd::{AuthCommand, Caller};
 use crate::error::MvccError;
 pub use crate::events::Retention;
 use crate::group::{ClaimOutcome, GroupOptions};
@@ -51,6 +52,30 @@ pub enum Command {
     SetRetention(SetRetentionRequest),
     /// Removes a topic's events below an offset: the leader's retention decision.
     TrimTopic(TrimTopicRequest),
+    /// A change to etcd's auth state (users, roles, enable/disable) or a simple token's assignment.
+    Auth(AuthCommand),
+    /// A client's command with who sent it, checked at apply against the auth state of that point
+    /// in the log (etcd's request header `username` and `auth_revision`). A command without this
+    /// wrapper is the cluster's own (a lease's expiry, retention, a member's attributes).
+    Authorized(Authorized),
+}
+
+/// A client's command and its sender; never nested (decoding refuses an `Authorized` inside one).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Authorized {
+    /// `None`: the client presented no credentials.
+    pub caller: Option<Caller>,
+    pub command: Box<Command>,
+}
+
+impl Command {
+    /// The command itself, out of an `Authorized` wrapper if it is in one.
+    pub fn inner(&self) -> &Command {
+        match self {
+            Command::Authorized(authorized) => &authorized.command,
+            command => command,
+        }
+    }
 }
 
 /// Short, for logs: the kind of command and the key it starts at, never values.
@@ -77,6 +102,11 @@ impl std::fmt::Display for Command {
             }
             Command::SetRetention(r) => write!(f, "set retention of {:?}", r.topic),
             Command::TrimTopic(r) => write!(f, "trim {:?} below {}", r.topic, r.before),
+            Command::Auth(r) => write!(f, "{r}"),
+            Command::Authorized(r) => match &r.caller {
+                Some(caller) => write!(f, "{} as {:?}", r.command, caller.user),
+                None => write!(f, "{} as nobody", r.command),
+            },
         }
     }
 }
@@ -106,6 +136,7 @@ pub enum CommandResponse {
     GroupSettle(GroupSettleResponse),
     /// SetRetention and TrimTopic.
     Topic(TopicResponse),
+    Auth(AuthResponse),
     /// The command was valid on the wire but etcd's rules reject it at apply time (for
     /// example a compaction to a revision already compacted). Nothing changed.
     Rejected(MvccError),
@@ -449,6 +480,14 @@ pub struct TopicResponse {
     pub first_offset: u64,
 }
 
+/// The answer to an `AuthCommand`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthResponse {
+    pub header_revision: i64,
+    /// The simple token `Authenticate` assigned; empty for the other commands.
+    pub token: String,
+}
+
 /// Each request type becomes its own `Command` variant.
 macro_rules! into_command {
     ($($request:ident => $command:ident;)*) => {$(
@@ -477,4 +516,6 @@ into_command! {
     TrimTopicRequest => TrimTopic;
     MemberAttributes => PublishMember;
     SecretKey => InitSecretKey;
+    AuthCommand => Auth;
+    Authorized => Authorized;
 }

@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::auth::etcd::AuthError;
+
 /// A refusal by etcd's MVCC or apply rules. Display texts are etcd's own, since clients match on
 /// them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -26,4 +28,7 @@ pub enum MvccError {
     /// A grant asks for an id already in use.
     #[error("etcdserver: lease already exists")]
     LeaseExists,
+    /// etcd's auth store refuses: a change to users and roles, or a request by who sent it.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
 }

@@ -1,4 +1,4 @@
-//! Decoding nested transactions with a depth limit. A `TxnRequest` may hold `TxnRequest`s, and
+//! Decoding nested transactions with a depth limit, and `Authorized` commands never nested. A `TxnRequest` may hold `TxnRequest`s, and
 //! postcard (like serde's derives) decodes recursively without any bound: a forged log entry or
 //! peer message nested a few thousand deep would overflow the stack. Decoding counts the txn
 //! levels it is inside on this thread and refuses to go past `TXN_NESTING_MAX`.
@@ -11,7 +11,8 @@ use std::cell::Cell;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::command::{Compare, RequestOp, ResponseOp, TxnRequest, TxnResponse, TXN_NESTING_MAX};
+use crate::auth::etcd::Caller;
+use crate::command::{Authorized, Command, Compare, RequestOp, ResponseOp, TxnRequest, TxnResponse, TXN_NESTING_MAX};
 
 thread_local! {
     /// Txn levels being decoded on this thread right now. Decoding is synchronous, so a
@@ -74,6 +75,47 @@ impl<'de> Deserialize<'de> for TxnResponse {
     }
 }
 
+thread_local! {
+    /// Whether an `Authorized` command is being decoded on this thread right now.
+    static IN_AUTHORIZED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Inside an `Authorized` command; leaving it (drop, also on error) steps back out.
+struct InAuthorized;
+
+impl InAuthorized {
+    fn enter<E: serde::de::Error>() -> Result<InAuthorized, E> {
+        IN_AUTHORIZED.with(|inside| {
+            if inside.replace(true) {
+                return Err(E::custom("an authorized command inside another"));
+            }
+            Ok(InAuthorized)
+        })
+    }
+}
+
+impl Drop for InAuthorized {
+    fn drop(&mut self) {
+        IN_AUTHORIZED.with(|inside| inside.set(false));
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename = "Authorized")]
+struct AuthorizedFields {
+    caller: Option<Caller>,
+    command: Box<Command>,
+}
+
+/// An `Authorized` is never nested: a forged entry cannot recurse through it.
+impl<'de> Deserialize<'de> for Authorized {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let _inside = InAuthorized::enter::<D::Error>()?;
+        let AuthorizedFields { caller, command } = AuthorizedFields::deserialize(deserializer)?;
+        Ok(Authorized { caller, command })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::command::{Command, RequestOp, TxnRequest};
@@ -108,5 +150,21 @@ mod tests {
         }
         bytes.extend_from_slice(&[0, 0, 0]);
         assert!(postcard::from_bytes::<Command>(&bytes).is_err());
+    }
+
+    #[test]
+    fn an_authorized_command_decodes_and_one_inside_another_is_refused() {
+        use crate::auth::etcd::Caller;
+        use crate::command::{Authorized, PutRequest};
+
+        let put = Command::Put(PutRequest { key: b"k".to_vec(), ..PutRequest::default() });
+        let caller = Some(Caller { user: "alice".into(), auth_revision: 3 });
+        let once = Command::Authorized(Authorized { caller: caller.clone(), command: Box::new(put) });
+        let bytes = postcard::to_stdvec(&once).expect("encode");
+        assert_eq!(postcard::from_bytes::<Command>(&bytes).expect("decodes"), once);
+        let twice = Command::Authorized(Authorized { caller, command: Box::new(once.clone()) });
+        assert!(postcard::from_bytes::<Command>(&postcard::to_stdvec(&twice).expect("encode")).is_err());
+        // Decoding after a refusal starts afresh.
+        assert_eq!(postcard::from_bytes::<Command>(&bytes).expect("decodes"), once);
     }
 }

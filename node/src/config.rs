@@ -80,6 +80,16 @@ pub struct Flags {
     #[arg(long, env = "KEEL_PEER_SECRET_FILE")]
     pub peer_secret_file: Option<PathBuf>,
 
+    /// etcd's `--auth-token`: `simple` (random tokens every member learns through the log) or
+    /// `jwt,pub-key=FILE,priv-key=FILE,sign-method=RS256|ES256|…,ttl=5m` (signed tokens any
+    /// member verifies on its own; a member without priv-key only verifies).
+    #[arg(long, env = "KEEL_AUTH_TOKEN", default_value = "simple")]
+    pub auth_token: String,
+
+    /// etcd's `--bcrypt-cost` for the password hashes of users (4 to 31).
+    #[arg(long, env = "KEEL_BCRYPT_COST", default_value_t = crate::auth::password::BCRYPT_COST_DEFAULT)]
+    pub bcrypt_cost: u32,
+
     /// TEST ONLY, loses data: serve linearizable reads from local state without ReadIndex.
     /// Exists so the fault-injection harness can prove it detects stale reads.
     #[arg(long, hide = true, env = "KEEL_UNSAFE_STALE_READS")]
@@ -136,6 +146,9 @@ pub struct MemberConfig {
     pub peer_secret: PeerSecretSource,
     /// Where to report the bound addresses (`--listen-addresses-file`), if anywhere.
     pub listen_addresses_file: Option<PathBuf>,
+    /// How clients' tokens are made and checked (`--auth-token`).
+    pub auth_token: crate::auth::options::AuthTokenOptions,
+    pub bcrypt_cost: u32,
     /// Test-only sabotage; see the flags.
     /// TEST ONLY: the local IP outgoing peer connections are opened from (`None`: the OS chooses).
     pub unsafe_peer_source_address: Option<IpAddr>,
@@ -190,6 +203,11 @@ impl Flags {
                 ))
             }
         };
+        let auth_token = self.auth_token.parse()?;
+        let (cost_min, cost_max) = (crate::auth::password::BCRYPT_COST_MIN, crate::auth::password::BCRYPT_COST_MAX);
+        if !(cost_min..=cost_max).contains(&self.bcrypt_cost) {
+            return Err(format!("--bcrypt-cost must be between {cost_min} and {cost_max}, got {}", self.bcrypt_cost));
+        }
         let listen_client = listen_addrs("--listen-client-urls", &self.listen_client_urls)?;
         let advertise_client_urls = split_urls("--advertise-client-urls", &self.advertise_client_urls)?;
         let listen_peer = listen_addrs("--listen-peer-urls", &self.listen_peer_urls)?;
@@ -218,6 +236,8 @@ impl Flags {
             watch_progress_notify_interval: self.experimental_watch_progress_notify_interval,
             peer_secret,
             listen_addresses_file: self.listen_addresses_file.clone(),
+            auth_token,
+            bcrypt_cost: self.bcrypt_cost,
             unsafe_stale_reads: self.unsafe_stale_reads,
             unsafe_peer_source_address: self.unsafe_peer_source_address,
             unsafe_ack_before_fsync: self.unsafe_ack_before_fsync,

@@ -13,6 +13,10 @@ pub enum ServerError {
     /// decode). A read is this member's own answer; a write never gets this (the member stops).
     #[error("storage: {0}")]
     Storage(String),
+    /// etcd's auth refuses, before anything is proposed (a token, a password, a permission on a
+    /// read); refusals at apply come as `Mvcc(MvccError::Auth(..))`.
+    #[error(transparent)]
+    Auth(#[from] keel_model::auth::etcd::AuthError),
     #[error(transparent)]
     Registry(#[from] crate::registry::RegistryError),
     #[error(transparent)]

@@ -3,6 +3,7 @@
 //! Each handler is boring on purpose: validate, call the member, map the error (through the
 //! one table in `status`), fill the header. No Raft, no storage, no business rules here.
 
+mod auth;
 mod cluster;
 mod config;
 mod convert;
@@ -30,6 +31,7 @@ use tonic::service::Routes;
 use tonic::transport::server::Router;
 
 use crate::member::Member;
+use keel_model::auth::etcd::{AuthError, Caller};
 
 pub(crate) use events::check_topic;
 pub use events::EventsError;
@@ -57,6 +59,12 @@ pub fn client_router(member: Arc<Member>, decoding_limit: usize) -> Router {
                 PbWatchServer::new(watch::WatchService::new(member.clone())).max_decoding_message_size(decoding_limit),
             )
             .add_service(
+                keel_proto::etcd_auth::etcdserverpb::auth_server::AuthServer::new(auth::AuthService::new(
+                    member.clone(),
+                ))
+                .max_decoding_message_size(decoding_limit),
+            )
+            .add_service(
                 keel_proto::v1::registry_server::RegistryServer::new(registry::RegistryService::new(member.clone()))
                     .max_decoding_message_size(decoding_limit),
             )
@@ -81,6 +89,17 @@ pub fn client_router(member: Arc<Member>, decoding_limit: usize) -> Router {
 }
 
 /// etcd's response header: which cluster and member answered, at which revision and term.
+/// Who sent `request`: the user its `token` metadata (etcd's; `authorization` for etcd's
+/// gateway) speaks for, `None` without one. A token that is not text is no token of ours.
+async fn caller<T>(member: &Member, request: &tonic::Request<T>) -> Result<Option<Caller>, tonic::Status> {
+    let metadata = request.metadata();
+    let token = match metadata.get("token").or_else(|| metadata.get("authorization")) {
+        None => None,
+        Some(value) => Some(value.to_str().map_err(|_| to_status(&AuthError::InvalidAuthToken.into()))?),
+    };
+    member.caller(token).await.map_err(|e| to_status(&e))
+}
+
 fn header(member: &Member, revision: i64) -> Option<PbResponseHeader> {
     Some(PbResponseHeader {
         cluster_id: member.cluster_id,

@@ -3,6 +3,8 @@
 
 use tonic::{Code, Status};
 
+use keel_model::auth::etcd::AuthError;
+
 use crate::dynamic_config::ConfigError;
 use crate::error::ServerError;
 use crate::mvcc::MvccError;
@@ -20,6 +22,7 @@ pub fn to_status(error: &ServerError) -> Status {
         ServerError::Mvcc(MvccError::KeyNotFound) => (Code::InvalidArgument, "etcdserver: key not found"),
         ServerError::Mvcc(MvccError::LeaseNotFound) => (Code::NotFound, "etcdserver: requested lease not found"),
         ServerError::Mvcc(MvccError::LeaseExists) => (Code::FailedPrecondition, "etcdserver: lease already exists"),
+        ServerError::Mvcc(MvccError::Auth(error)) | ServerError::Auth(error) => return auth_status(error),
         ServerError::Storage(_) => return Status::internal(error.to_string()),
         ServerError::Registry(RegistryError::NotFound) => return Status::not_found(error.to_string()),
         ServerError::Registry(RegistryError::KeyHeld { .. }) => return Status::failed_precondition(error.to_string()),
@@ -58,6 +61,33 @@ pub fn to_status(error: &ServerError) -> Status {
         }
     };
     Status::new(code, message)
+}
+
+/// etcd's codes for its auth errors (`rpctypes`); the texts are the errors' own.
+fn auth_status(error: &AuthError) -> Status {
+    let code = match error {
+        AuthError::UserEmpty
+        | AuthError::RoleEmpty
+        | AuthError::AuthFailed
+        | AuthError::InvalidAuthMgmt
+        | AuthError::AuthOldRevision
+        | AuthError::TooLarge(_) => Code::InvalidArgument,
+        AuthError::PermissionDenied => Code::PermissionDenied,
+        AuthError::InvalidAuthToken => Code::Unauthenticated,
+        // Retried by the member that checked the password; reaching a client means it kept
+        // changing: a retry of its own will do.
+        AuthError::StaleAuthenticate => Code::Unavailable,
+        AuthError::RootUserNotExist
+        | AuthError::RootRoleNotExist
+        | AuthError::UserAlreadyExist
+        | AuthError::UserNotFound
+        | AuthError::RoleAlreadyExist
+        | AuthError::RoleNotFound
+        | AuthError::RoleNotGranted
+        | AuthError::PermissionNotGranted
+        | AuthError::AuthNotEnabled => Code::FailedPrecondition,
+    };
+    Status::new(code, error.to_string())
 }
 
 #[cfg(test)]

@@ -17,7 +17,10 @@ use crate::command::*;
 use crate::error::ServerError;
 use crate::mvcc::{MvccStore, OpError};
 use crate::storage::StorageError;
+use keel_model::auth::etcd::AuthCommand;
 
+mod auth;
+mod authorized;
 mod compact;
 mod delete_range;
 mod group_claim;
@@ -64,15 +67,19 @@ macro_rules! commands {
 
         /// Applies one command; see [`MvccStore::apply`] for the two kinds of failure.
         pub(crate) fn apply(state: &mut MvccStore, command: &Command) -> Result<CommandResponse, StorageError> {
-            let outcome = match command {
-                $(Command::$command(request) => request.apply(state).map(CommandResponse::$answer),)*
-                // Not commands on this state: the state machine applies them.
-                Command::PublishMember(_) | Command::InitSecretKey(_) => Ok(CommandResponse::None),
-            };
-            match outcome {
+            match apply_op(state, command) {
                 Ok(response) => Ok(response),
                 Err(OpError::Rejected(error)) => Ok(CommandResponse::Rejected(error)),
                 Err(OpError::Storage(error)) => Err(error),
+            }
+        }
+
+        fn apply_op(state: &mut MvccStore, command: &Command) -> Result<CommandResponse, OpError> {
+            match command {
+                $(Command::$command(request) => request.apply(state).map(CommandResponse::$answer),)*
+                Command::Authorized(authorized) => authorized::apply(state, authorized),
+                // Not commands on this state: the state machine applies them.
+                Command::PublishMember(_) | Command::InitSecretKey(_) => Ok(CommandResponse::None),
             }
         }
 
@@ -80,6 +87,10 @@ macro_rules! commands {
         pub(crate) fn check(command: &Command) -> Result<(), ServerError> {
             match command {
                 $(Command::$command(request) => request.check(),)*
+                Command::Authorized(authorized) => match authorized.command.as_ref() {
+                    Command::Authorized(_) => Err(ServerError::InvalidCommand("an authorized command inside another")),
+                    command => check(command),
+                },
                 Command::PublishMember(_) | Command::InitSecretKey(_) => Ok(()),
             }
         }
@@ -101,6 +112,7 @@ commands! {
     GroupSettleRequest => GroupSettle answered GroupSettle(GroupSettleResponse);
     SetRetentionRequest => SetRetention answered Topic(TopicResponse);
     TrimTopicRequest => TrimTopic answered Topic(TopicResponse);
+    AuthCommand => Auth answered Auth(AuthResponse);
 }
 
 /// The checks of a lease TTL a command carries.

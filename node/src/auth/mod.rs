@@ -9,3 +9,4 @@
 pub mod jwt;
 pub mod options;
 pub mod password;
+pub mod simple;

@@ -12,5 +12,5 @@ mod validate;
 #[cfg(test)]
 pub(crate) use reserved::check_reserved;
 pub use reserved::{ReservedPrefix, RESERVED_PREFIXES};
-pub use typed::{Proposal, Unanswered};
+pub use typed::{As, Proposal, Unanswered};
 pub use validate::{validate, Origin};

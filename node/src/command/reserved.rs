@@ -36,7 +36,7 @@ pub const RESERVED_PREFIXES: [ReservedPrefix; 1] = [ReservedPrefix { prefix: EVE
 /// a LeasedPut are checked too, as those commands may come forwarded from another member.
 /// The caller has bounded a txn's nesting first.
 pub fn check_reserved(command: &Command) -> Result<(), ServerError> {
-    match command {
+    match command.inner() {
         Command::Put(put) => check_put(&put.key),
         Command::DeleteRange(delete) => check_delete(&delete.key, &delete.range_end),
         Command::Txn(txn) => check_txn(txn),

@@ -4,6 +4,7 @@
 //! `commands!` in `crate::apply`, beside its dispatch.
 
 use super::*;
+use keel_model::auth::etcd::Caller;
 
 /// A request proposed as one [`Command`] and answered with one response type.
 pub trait Proposal: Into<Command> {
@@ -12,6 +13,34 @@ pub trait Proposal: Into<Command> {
     /// This command's answer out of the state machine's, or `None` if the state machine
     /// answered with another kind (a bug: the caller reports `ServerError::Mismatched`).
     fn response(response: CommandResponse) -> Option<Self::Response>;
+}
+
+/// A client's request with who sent it, proposed as `Command::Authorized` and answered as the
+/// request itself: `Member::propose(As::new(caller, put))` answers a `PutResponse`, or the auth
+/// state's refusal at apply.
+pub struct As<P> {
+    pub caller: Option<Caller>,
+    pub request: P,
+}
+
+impl<P> As<P> {
+    pub fn new(caller: Option<Caller>, request: P) -> As<P> {
+        As { caller, request }
+    }
+}
+
+impl<P: Proposal> From<As<P>> for Command {
+    fn from(sent: As<P>) -> Command {
+        Command::Authorized(Authorized { caller: sent.caller, command: Box::new(sent.request.into()) })
+    }
+}
+
+impl<P: Proposal> Proposal for As<P> {
+    type Response = P::Response;
+
+    fn response(response: CommandResponse) -> Option<P::Response> {
+        P::response(response)
+    }
 }
 
 /// The answer of commands that answer nothing (`CommandResponse::None`): the members' own

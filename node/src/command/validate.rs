@@ -32,7 +32,8 @@ pub fn validate(command: &Command, origin: Origin, max_request_bytes: usize) -> 
         return Err(ServerError::RequestTooLarge);
     }
     crate::apply::check(command)?;
-    match command {
+    // A client's command is checked as itself: the wrapper names who sent it, not what it does.
+    match command.inner() {
         Command::PublishMember(attributes) if origin != Origin::Member(attributes.member_id) => {
             return Err(ServerError::InvalidCommand("a member publishes its own attributes only"));
         }

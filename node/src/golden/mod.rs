@@ -15,6 +15,7 @@ use std::fmt::Debug;
 use std::io;
 use std::path::{Path, PathBuf};
 
+mod auth_samples;
 mod samples;
 
 use samples::all_samples;

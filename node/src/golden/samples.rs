@@ -41,6 +41,8 @@ fn command_name(command: &Command) -> &'static str {
         Command::GroupSettle(_) => "command-group-settle",
         Command::SetRetention(_) => "command-set-retention",
         Command::TrimTopic(_) => "command-trim-topic",
+        Command::Auth(command) => super::auth_samples::auth_command_name(command),
+        Command::Authorized(_) => "command-authorized",
     }
 }
 
@@ -586,7 +588,7 @@ fn file_samples() -> Vec<Sample> {
 
 /// Every sample, in the order of the tables and files they live in.
 pub(super) fn all_samples() -> Vec<Sample> {
-    let commands = commands().into_iter().map(|command| {
+    let commands = commands().into_iter().chain(super::auth_samples::commands()).map(|command| {
         Sample::new(
             command_name(&command),
             "a command, as log entries and forwarded writes carry it",
@@ -600,6 +602,7 @@ pub(super) fn all_samples() -> Vec<Sample> {
         .chain(log_samples())
         .chain(raft_meta_samples())
         .chain(state_meta_samples())
+        .chain(super::auth_samples::state_meta_samples())
         .chain(kv_samples())
         .chain(keyspace_value_samples())
         .chain(file_samples())

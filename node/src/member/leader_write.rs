@@ -115,7 +115,7 @@ fn new_lease_id() -> i64 {
 
 /// Whether `command` leaves the id of a lease it may grant to the leader (0).
 fn chooses_lease(command: &Command) -> bool {
-    match command {
+    match command.inner() {
         Command::LeaseGrant(grant) => grant.id == 0,
         // Without a TTL a registration has no lease.
         Command::Register(register) => register.lease_id == 0 && register.ttl_secs != 0,
@@ -127,6 +127,10 @@ fn chooses_lease(command: &Command) -> bool {
 /// The command as the leader proposes it: time-dependent commands carry the leader's clock, and
 /// a lease id left to the leader is `stamp.lease_id`.
 fn stamp(command: Command, stamp: Stamp) -> Command {
+    if let Command::Authorized(authorized) = command {
+        let inner = self::stamp(*authorized.command, stamp);
+        return Command::Authorized(command::Authorized { command: Box::new(inner), ..authorized });
+    }
     let Stamp { now_ms, lease_id } = stamp;
     let chosen = chooses_lease(&command);
     match command {
@@ -169,6 +173,18 @@ mod tests {
         check(leased_put(3), leased_put(3));
         let put = Command::Put(PutRequest { lease: 0, ..PutRequest::default() });
         check(put.clone(), put);
+    }
+
+    #[test]
+    fn a_clients_command_is_stamped_inside_its_wrapper() {
+        let wrapped = |id| {
+            Command::Authorized(command::Authorized {
+                caller: None,
+                command: Box::new(Command::LeaseGrant(LeaseGrantRequest { id, ttl_secs: 5 })),
+            })
+        };
+        assert!(chooses_lease(&wrapped(0)));
+        assert_eq!(stamp(wrapped(0), at(0, 7)), wrapped(7));
     }
 
     #[test]

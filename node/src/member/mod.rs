@@ -3,6 +3,7 @@
 //! barrier, read the keyspace, describe the cluster.
 
 mod accept;
+mod auth;
 mod background;
 pub mod format;
 mod forward_writes;
@@ -67,6 +68,7 @@ pub struct Member {
     read_rounds: read_barrier::ReadRounds,
     write_batches: forward_writes::WriteBatches,
     forwarded: ForwardCounts,
+    tokens: auth::Tokens,
 }
 
 /// The requests this member sent to the leader, by kind (a batch of writes is one): what its

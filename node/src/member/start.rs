@@ -274,6 +274,8 @@ pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
     .await
     .map_err(|e| StartError(format!("raft: {e}")))?;
     let leases = LeaseAuthority::new(raft.clone(), shared.clone());
+    let tokens = super::auth::Tokens::new(&config.auth_token, config.bcrypt_cost)
+        .map_err(|e| StartError(format!("--auth-token: {e}")))?;
     let member = Arc::new_cyclic(|me| Member {
         id: identity.member_id,
         cluster_id: identity.cluster_id,
@@ -291,6 +293,7 @@ pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
         read_rounds: read_barrier::ReadRounds::default(),
         write_batches: forward_writes::WriteBatches::default(),
         forwarded: ForwardCounts::default(),
+        tokens,
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);

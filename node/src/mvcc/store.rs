@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crate::command::{Command, CommandResponse, KeyValue, RangeRequest, RangeResponse};
 use crate::storage::{Durability, Engine, StorageError, WriteBatch};
 
+use super::auth::AuthStore;
 use super::event::Event;
 use super::events::Topics;
 use super::groups::Groups;
@@ -22,6 +23,7 @@ pub struct MvccStore {
     pub(crate) leases: LeaseTable,
     pub(crate) topics: Topics,
     pub(crate) groups: Groups,
+    pub(crate) auth: AuthStore,
 }
 
 impl std::fmt::Debug for MvccStore {
@@ -68,8 +70,9 @@ impl MvccStore {
         let mut leases = LeaseTable::load(engine.as_ref())?;
         let topics = Topics::load(engine.as_ref())?;
         let groups = Groups::load(engine.as_ref())?;
+        let auth = AuthStore::load(engine.as_ref())?;
         let keyspace = Keyspace::open(engine, &mut leases)?;
-        Ok(MvccStore { keyspace, leases, topics, groups })
+        Ok(MvccStore { keyspace, leases, topics, groups, auth })
     }
 
     /// Applies one write command (see `crate::apply`, one file per command). Changes are
@@ -94,6 +97,7 @@ impl MvccStore {
         self.leases.take_staged(&mut batch)?;
         self.topics.take_staged(&mut batch);
         self.groups.take_staged(&mut batch);
+        self.auth.take_staged(&mut batch);
         self.keyspace.take_staged(&mut batch);
         Ok(batch)
     }
@@ -151,6 +155,16 @@ impl MvccStore {
     /// The changes applied since the last call, in revision order.
     pub fn take_events(&mut self) -> Vec<Event> {
         self.keyspace.take_events()
+    }
+
+    /// etcd's auth state as applied so far.
+    pub fn auth(&self) -> &keel_model::auth::etcd::AuthState {
+        self.auth.state()
+    }
+
+    /// What applied auth commands said about simple tokens since the last call, in order.
+    pub fn take_token_changes(&mut self) -> Vec<keel_model::auth::etcd::TokenChange> {
+        self.auth.take_token_changes()
     }
 
     /// Number of keys that currently exist.

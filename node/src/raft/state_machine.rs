@@ -16,12 +16,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use futures::{Stream, TryStreamExt};
+use keel_model::auth::etcd::TokenChange;
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 
 use super::codec::{decode, encode};
 use super::snapshot::{self, SnapshotFile};
 use super::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::auth::simple::SimpleTokens;
 use crate::command::{Command, CommandResponse, MemberAttributes, RangeRequest, RangeResponse, SecretKey};
 use crate::mvcc::{self, KvHash, MvccStore, ReadError, StateHash};
 use crate::storage::{Durability, Engine, StorageError, Table, WriteBatch};
@@ -47,6 +49,9 @@ pub struct SharedState {
     members: RwLock<BTreeMap<u64, MemberAttributes>>,
     secret_key: RwLock<Option<SecretKey>>,
     hub: Hub,
+    /// etcd's simple tokens, learnt from applied `Authenticate`s (member-local, not replicated
+    /// state: etcd keeps them in memory too).
+    simple_tokens: SimpleTokens,
 }
 
 impl SharedState {
@@ -76,6 +81,11 @@ impl SharedState {
     /// Every applied batch of changes, in revision order, for watchers.
     pub fn hub(&self) -> &Hub {
         &self.hub
+    }
+
+    /// The simple tokens this member knows.
+    pub fn simple_tokens(&self) -> &SimpleTokens {
+        &self.simple_tokens
     }
 
     /// The cluster's key for config secrets, once the bootstrap proposal is applied.
@@ -122,6 +132,7 @@ impl StateMachine {
             members: RwLock::new(load_members(&engine)?),
             secret_key: RwLock::new(get_meta::<SecretKey>(&engine, SECRET_KEY_KEY)?),
             hub: Hub::default(),
+            simple_tokens: SimpleTokens::default(),
         });
         Ok(Self {
             engine,
@@ -284,6 +295,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             if revision_after > revision_before {
                 shared.hub.publish_applied(revision_before + 1, revision_after, mvcc.take_events());
             }
+            let now = std::time::Instant::now();
+            for change in mvcc.take_token_changes() {
+                shared.simple_tokens.apply(change, now);
+            }
         }
         for (responder, response) in responses {
             if let Some(responder) = responder {
@@ -337,6 +352,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             mvcc.unsafe_skew_versions(self.unsafe_version_skew);
             // Watchers cannot be told what changed: they re-read it from the new history.
             self.shared.hub.publish_replaced(revision_before + 1, mvcc.current_revision());
+            // Users may be gone or changed in the new state: clients authenticate again.
+            self.shared.simple_tokens.apply(TokenChange::EndAll, std::time::Instant::now());
         }
         *self.shared.members.write().unwrap_or_else(|_| fatal("members lock poisoned")) = load_members(&self.engine)?;
         *self.shared.secret_key.write().unwrap_or_else(|_| fatal("secret key lock poisoned")) =
