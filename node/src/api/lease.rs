@@ -15,8 +15,10 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{header, status::to_status};
-use crate::command::{LeaseGrantRequest, LeaseRevokeRequest};
+use keel_model::auth::etcd::Caller;
+
+use super::{caller, header, status::to_status};
+use crate::command::{As, LeaseGrantRequest, LeaseRevokeRequest};
 use crate::error::ServerError;
 use crate::lease;
 use crate::limits::KEEP_ALIVE_QUEUE_MAX;
@@ -35,9 +37,9 @@ impl LeaseService {
         header(&self.member, self.member.shared().mvcc().current_revision())
     }
 
-    /// Grants lease `id` (0: the leader chooses it) of `ttl_secs`.
-    async fn grant(&self, id: i64, ttl_secs: i64) -> Result<PbLeaseGrantResponse, ServerError> {
-        let r = self.member.propose(LeaseGrantRequest { id, ttl_secs }).await?;
+    /// Grants lease `id` (0: the leader chooses it) of `ttl_secs`, as `caller`.
+    async fn grant(&self, caller: Option<Caller>, id: i64, ttl_secs: i64) -> Result<PbLeaseGrantResponse, ServerError> {
+        let r = self.member.propose(As::new(caller, LeaseGrantRequest { id, ttl_secs })).await?;
         Ok(PbLeaseGrantResponse {
             header: header(&self.member, r.header_revision),
             id: r.id,
@@ -55,21 +57,23 @@ impl PbLeaseService for LeaseService {
         &self,
         request: Request<PbLeaseGrantRequest>,
     ) -> Result<Response<PbLeaseGrantResponse>, Status> {
+        let caller = caller(&self.member, &request).await?;
         let request = request.into_inner();
         if !lease::ttl_is_allowed(request.ttl) {
             return Err(to_status(&ServerError::LeaseTtlTooLarge));
         }
         let ttl_secs = request.ttl.max(self.member.lease_ttl_min_secs);
         // ID 0: the leader chooses one (etcd's rule), in its write path.
-        self.grant(request.id, ttl_secs).await.map(Response::new).map_err(|e| to_status(&e))
+        self.grant(caller, request.id, ttl_secs).await.map(Response::new).map_err(|e| to_status(&e))
     }
 
     async fn lease_revoke(
         &self,
         request: Request<PbLeaseRevokeRequest>,
     ) -> Result<Response<PbLeaseRevokeResponse>, Status> {
-        let request = LeaseRevokeRequest { id: request.into_inner().id };
-        let r = self.member.propose(request).await.map_err(|e| to_status(&e))?;
+        let caller = caller(&self.member, &request).await?;
+        let revoke = LeaseRevokeRequest { id: request.into_inner().id };
+        let r = self.member.propose(As::new(caller, revoke)).await.map_err(|e| to_status(&e))?;
         Ok(Response::new(PbLeaseRevokeResponse { header: header(&self.member, r.header_revision) }))
     }
 

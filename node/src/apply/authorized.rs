@@ -60,33 +60,35 @@ fn check(state: &MvccStore, caller: Option<&Caller>, command: &Command) -> Resul
         Command::LeaseRevoke(revoke) => lease_keys(state, revoke.id, &mut needs),
         Command::Register(register) => needs.extend(register.puts.iter().map(|(key, _)| Access::write(key, b""))),
         Command::LeasedPut(put) => needs.push(Access::write(&put.key, b"")),
-        Command::Publish(request) => {
-            topic_keys = topic_range(&request.topic);
-            needs.push(Access::write(&topic_keys.0, &topic_keys.1));
-        }
-        Command::GroupJoin(request) => {
-            topic_keys = topic_range(&request.topic);
-            needs.push(Access::write(&topic_keys.0, &topic_keys.1));
-        }
-        Command::GroupClaim(request) => {
-            topic_keys = topic_range(&request.topic);
+        Command::Publish(_)
+        | Command::GroupJoin(_)
+        | Command::GroupClaim(_)
+        | Command::GroupSettle(_)
+        | Command::SetRetention(_)
+        | Command::TrimTopic(_) => {}
+    }
+    if let Some(topic) = topic_of(command) {
+        topic_keys = topic_range(topic);
+        needs.push(Access::write(&topic_keys.0, &topic_keys.1));
+        if matches!(command, Command::GroupClaim(_)) {
+            // A claim hands the topic's events out.
             needs.push(Access::read(&topic_keys.0, &topic_keys.1));
-            needs.push(Access::write(&topic_keys.0, &topic_keys.1));
-        }
-        Command::GroupSettle(request) => {
-            topic_keys = topic_range(&request.topic);
-            needs.push(Access::write(&topic_keys.0, &topic_keys.1));
-        }
-        Command::SetRetention(request) => {
-            topic_keys = topic_range(&request.topic);
-            needs.push(Access::write(&topic_keys.0, &topic_keys.1));
-        }
-        Command::TrimTopic(request) => {
-            topic_keys = topic_range(&request.topic);
-            needs.push(Access::write(&topic_keys.0, &topic_keys.1));
         }
     }
     auth.check_access(caller, &needs)
+}
+
+/// The topic an events command changes.
+fn topic_of(command: &Command) -> Option<&str> {
+    match command {
+        Command::Publish(request) => Some(&request.topic),
+        Command::GroupJoin(request) => Some(&request.topic),
+        Command::GroupClaim(request) => Some(&request.topic),
+        Command::GroupSettle(request) => Some(&request.topic),
+        Command::SetRetention(request) => Some(&request.topic),
+        Command::TrimTopic(request) => Some(&request.topic),
+        _ => None,
+    }
 }
 
 /// The keys of `topic`'s events: its prefix and where that prefix ends.
