@@ -12,20 +12,7 @@ use super::Apply;
 impl Apply for AuthCommand {
     /// Names past the limit are refused before proposing (apply refuses them too).
     fn check(&self) -> Result<(), ServerError> {
-        let names: Vec<&str> = match self {
-            AuthCommand::Enable | AuthCommand::Disable => Vec::new(),
-            AuthCommand::UserAdd { name, .. }
-            | AuthCommand::UserDelete { name }
-            | AuthCommand::UserChangePassword { name, .. }
-            | AuthCommand::RoleAdd { name }
-            | AuthCommand::RoleDelete { name }
-            | AuthCommand::Authenticate { name, .. } => vec![name],
-            AuthCommand::UserGrantRole { user, role } | AuthCommand::UserRevokeRole { user, role } => vec![user, role],
-            AuthCommand::RoleGrantPermission { role, .. } | AuthCommand::RoleRevokePermission { role, .. } => {
-                vec![role]
-            }
-        };
-        Ok(check_names(names)?)
+        Ok(check_names(self.names())?)
     }
 
     fn apply(&self, state: &mut MvccStore) -> Result<AuthResponse, OpError> {

@@ -261,6 +261,9 @@ pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
         state_machine.unsafe_diverge_versions();
     }
     let shared = state_machine.shared();
+    // Before Raft starts: a key file that cannot be read stops the member with nothing begun.
+    let tokens = super::auth::Tokens::new(&config.auth_token, config.bcrypt_cost)
+        .map_err(|e| StartError(format!("--auth-token: {e}")))?;
     let secret = PeerSecret::load(&config.peer_secret, &config.data_dir).map_err(StartError)?;
     let credentials = PeerCredentials::new(&secret, identity.member_id, identity.cluster_id);
     let peers = PeerClients::new(credentials, config.unsafe_peer_source_address);
@@ -274,8 +277,6 @@ pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
     .await
     .map_err(|e| StartError(format!("raft: {e}")))?;
     let leases = LeaseAuthority::new(raft.clone(), shared.clone());
-    let tokens = super::auth::Tokens::new(&config.auth_token, config.bcrypt_cost)
-        .map_err(|e| StartError(format!("--auth-token: {e}")))?;
     let member = Arc::new_cyclic(|me| Member {
         id: identity.member_id,
         cluster_id: identity.cluster_id,

@@ -135,9 +135,21 @@ impl std::fmt::Display for AuthCommand {
 }
 
 impl AuthCommand {
-    /// Whether only root may send it (etcd's `needAdminPermission`): all but `Authenticate`.
-    pub fn needs_admin(&self) -> bool {
-        !matches!(self, AuthCommand::Authenticate { .. })
+    /// The user and role names it carries.
+    pub fn names(&self) -> Vec<&str> {
+        match self {
+            AuthCommand::Enable | AuthCommand::Disable => Vec::new(),
+            AuthCommand::UserAdd { name, .. }
+            | AuthCommand::UserDelete { name }
+            | AuthCommand::UserChangePassword { name, .. }
+            | AuthCommand::RoleAdd { name }
+            | AuthCommand::RoleDelete { name }
+            | AuthCommand::Authenticate { name, .. } => vec![name],
+            AuthCommand::UserGrantRole { user, role } | AuthCommand::UserRevokeRole { user, role } => vec![user, role],
+            AuthCommand::RoleGrantPermission { role, .. } | AuthCommand::RoleRevokePermission { role, .. } => {
+                vec![role]
+            }
+        }
     }
 }
 
@@ -488,18 +500,7 @@ fn grant(permissions: &mut Vec<Permission>, permission: &Permission) -> Result<(
 
 /// Names past [`NAME_BYTES_MAX`] are refused before anything is looked up.
 fn check_sizes(command: &AuthCommand) -> Result<(), AuthError> {
-    let names: &[&String] = match command {
-        AuthCommand::Enable | AuthCommand::Disable => &[],
-        AuthCommand::UserAdd { name, .. }
-        | AuthCommand::UserDelete { name }
-        | AuthCommand::UserChangePassword { name, .. }
-        | AuthCommand::RoleAdd { name }
-        | AuthCommand::RoleDelete { name }
-        | AuthCommand::Authenticate { name, .. } => &[name],
-        AuthCommand::UserGrantRole { user, role } | AuthCommand::UserRevokeRole { user, role } => &[user, role],
-        AuthCommand::RoleGrantPermission { role, .. } | AuthCommand::RoleRevokePermission { role, .. } => &[role],
-    };
-    check_names(names.iter().map(|name| name.as_str()))
+    check_names(command.names())
 }
 
 /// The name limit, for the member to apply before proposing too.
