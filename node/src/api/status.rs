@@ -63,6 +63,16 @@ pub fn to_status(error: &ServerError) -> Status {
     Status::new(code, message)
 }
 
+/// How grpc-go prints a status (`status.Error(...).Error()`): etcd puts this text, not the bare
+/// message, in the `cancel_reason` of a watch it refuses.
+pub fn go_error_text(status: &Status) -> String {
+    let code = match status.code() {
+        Code::Cancelled => "Canceled".to_string(),
+        code => format!("{code:?}"),
+    };
+    format!("rpc error: code = {code} desc = {}", status.message())
+}
+
 /// etcd's codes for its auth errors (`rpctypes`); the texts are the errors' own.
 fn auth_status(error: &AuthError) -> Status {
     let code = match error {
@@ -110,6 +120,13 @@ mod tests {
             let status = to_status(&error);
             assert_eq!((status.code(), status.message()), (code, message));
         }
+    }
+
+    #[test]
+    fn go_error_text_is_grpc_gos() {
+        let status = to_status(&ServerError::Auth(AuthError::PermissionDenied));
+        assert_eq!(go_error_text(&status), "rpc error: code = PermissionDenied desc = etcdserver: permission denied");
+        assert_eq!(go_error_text(&Status::cancelled("x")), "rpc error: code = Canceled desc = x");
     }
 
     #[test]

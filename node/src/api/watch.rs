@@ -12,7 +12,10 @@ use tonic::{Request, Response, Status, Streaming};
 
 use prost::Message;
 
-use super::{convert, header};
+use keel_model::auth::etcd::Access;
+
+use super::status::{go_error_text, to_status};
+use super::{convert, header, token};
 use crate::limits::{GRPC_OVERHEAD_BYTES, WATCH_INPUT_QUEUE_MAX, WATCH_OUTPUT_QUEUE_MAX};
 use crate::member::Member;
 use crate::mvcc::EventKind;
@@ -42,6 +45,9 @@ impl PbWatchService for WatchService {
     type WatchStream = WatchStream;
 
     async fn watch(&self, request: Request<Streaming<PbWatchRequest>>) -> Result<Response<WatchStream>, Status> {
+        // As etcd: the stream's token is checked at each create, so one that expires or is
+        // revoked refuses the watches created after that.
+        let token = token(&request)?;
         let mut requests = request.into_inner();
         let (input_tx, input_rx) = mpsc::channel(WATCH_INPUT_QUEUE_MAX);
         let (output_tx, output_rx) = mpsc::channel(WATCH_OUTPUT_QUEUE_MAX);
@@ -69,9 +75,12 @@ impl PbWatchService for WatchService {
                         return;
                     }
                 };
-                let Some(input) = watch_input(request) else { continue };
-                if matches!(input, WatchInput::Create(_)) {
+                let Some(mut input) = watch_input(request) else { continue };
+                if let WatchInput::Create(create) = &input {
                     catch_up_before_watching(&member).await;
+                    if let Err(reason) = check_watch(&member, token.as_deref(), create).await {
+                        input = WatchInput::Refuse(reason);
+                    }
                 }
                 if input_tx.send(input).await.is_err() {
                     return;
@@ -131,6 +140,18 @@ async fn catch_up_before_watching(member: &Member) {
     if tokio::time::timeout(WATCH_CATCH_UP_TIMEOUT, member.read_barrier()).await.is_err() {
         tracing::debug!("watch created without catching up: no quorum answered in time");
     }
+}
+
+/// etcd's `isWatchPermitted`: the caller may read the watched range, or the create is refused
+/// with the grpc-go text of the error. Unlike etcd 3.4, a `--from-key` or whole-keyspace watch
+/// is checked as the range it is (etcd checks it as the single key it starts at).
+async fn check_watch(member: &Member, token: Option<&str>, create: &CreateWatch) -> Result<(), String> {
+    let caller = member.caller(token).await;
+    let checked = caller.and_then(|caller| {
+        let key: &[u8] = if create.key.is_empty() { &[0] } else { &create.key };
+        member.check_read(caller.as_ref(), &[Access::read(key, &create.range_end)])
+    });
+    checked.map_err(|e| go_error_text(&to_status(&e)))
 }
 
 /// How long a watch create waits to catch up with the leader before starting anyway.

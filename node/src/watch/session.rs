@@ -54,6 +54,9 @@ pub struct CreateWatch {
 #[derive(Debug)]
 pub enum WatchInput {
     Create(CreateWatch),
+    /// A create the API refused (e.g. permission denied): answered in its turn, created and
+    /// canceled with this reason, as etcd answers it.
+    Refuse(String),
     Cancel(i64),
     Progress,
 }
@@ -182,6 +185,7 @@ impl Session {
     async fn handle(&mut self, request: WatchInput) -> Result<(), Closed> {
         match request {
             WatchInput::Create(spec) => self.create(spec).await,
+            WatchInput::Refuse(reason) => self.refuse(reason).await,
             WatchInput::Cancel(watch_id) => {
                 // etcd answers nothing for an id it does not know.
                 if self.forget(watch_id) {
@@ -212,9 +216,7 @@ impl Session {
             None
         };
         if let Some(reason) = refused {
-            let output =
-                WatchOutput::Created { watch_id: INVALID_WATCH_ID, revision, refused: Some(reason.to_string()) };
-            return self.send(output).await;
+            return self.refuse(reason.to_string()).await;
         }
         let id = if spec.watch_id != 0 { spec.watch_id } else { self.allocate_id() };
         let next_revision = if spec.start_revision > 0 { spec.start_revision } else { revision + 1 };
@@ -226,6 +228,11 @@ impl Session {
             self.catch_up(id, Responses::Batched).await?;
         }
         Ok(())
+    }
+
+    async fn refuse(&mut self, reason: String) -> Result<(), Closed> {
+        let revision = self.current_revision();
+        self.send(WatchOutput::Created { watch_id: INVALID_WATCH_ID, revision, refused: Some(reason) }).await
     }
 
     /// Removes a watcher; false if there was none with that id.
