@@ -1,5 +1,5 @@
 //! etcd's Cluster service. MemberList reports the truth for every member; membership changes
-//! arrive with their own issue and answer UNIMPLEMENTED until then.
+//! arrive with their own issue and answer UNIMPLEMENTED until then, to root only once auth is on.
 
 use std::sync::Arc;
 
@@ -10,7 +10,7 @@ use keel_proto::etcd::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{header, status::to_status};
+use super::{check_admin, header, status::to_status};
 use crate::error::ServerError;
 use crate::member::Member;
 
@@ -26,21 +26,24 @@ impl ClusterService {
 
 #[tonic::async_trait]
 impl PbClusterService for ClusterService {
-    async fn member_add(&self, _: Request<PbMemberAddRequest>) -> Result<Response<PbMemberAddResponse>, Status> {
+    async fn member_add(&self, request: Request<PbMemberAddRequest>) -> Result<Response<PbMemberAddResponse>, Status> {
+        check_admin(&self.member, &request).await?;
         Err(to_status(&ServerError::Unimplemented("Cluster.MemberAdd")))
     }
 
     async fn member_remove(
         &self,
-        _: Request<PbMemberRemoveRequest>,
+        request: Request<PbMemberRemoveRequest>,
     ) -> Result<Response<PbMemberRemoveResponse>, Status> {
+        check_admin(&self.member, &request).await?;
         Err(to_status(&ServerError::Unimplemented("Cluster.MemberRemove")))
     }
 
     async fn member_update(
         &self,
-        _: Request<PbMemberUpdateRequest>,
+        request: Request<PbMemberUpdateRequest>,
     ) -> Result<Response<PbMemberUpdateResponse>, Status> {
+        check_admin(&self.member, &request).await?;
         Err(to_status(&ServerError::Unimplemented("Cluster.MemberUpdate")))
     }
 
@@ -69,8 +72,9 @@ impl PbClusterService for ClusterService {
 
     async fn member_promote(
         &self,
-        _: Request<PbMemberPromoteRequest>,
+        request: Request<PbMemberPromoteRequest>,
     ) -> Result<Response<PbMemberPromoteResponse>, Status> {
+        check_admin(&self.member, &request).await?;
         Err(to_status(&ServerError::Unimplemented("Cluster.MemberPromote")))
     }
 }

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use keel_model::auth::etcd::Caller;
+use keel_model::auth::etcd::{Access, Caller};
 
 use super::{caller, header, status::to_status};
 use crate::command::{As, LeaseGrantRequest, LeaseRevokeRequest};
@@ -125,9 +125,10 @@ impl PbLeaseService for LeaseService {
         &self,
         request: Request<PbLeaseTimeToLiveRequest>,
     ) -> Result<Response<PbLeaseTimeToLiveResponse>, Status> {
+        let caller = caller(&self.member, &request).await?;
         let request = request.into_inner();
         let time = self.member.lease_time_to_live(request.id).await.map_err(|e| to_status(&e))?;
-        let keys = match (&time, request.keys) {
+        let keys: Vec<Vec<u8>> = match (&time, request.keys) {
             (Some(_), true) => self
                 .member
                 .shared()
@@ -137,6 +138,12 @@ impl PbLeaseService for LeaseService {
                 .unwrap_or_default(),
             _ => Vec::new(),
         };
+        // The keys are the lease's secret to those who may read them (etcd 3.4 shows them to
+        // anyone; later etcd releases check them as we do).
+        if !keys.is_empty() {
+            let needs: Vec<Access<'_>> = keys.iter().map(|key| Access::read(key, b"")).collect();
+            self.member.check_read(caller.as_ref(), &needs).map_err(|e| to_status(&e))?;
+        }
         // etcd answers an unknown lease with TTL -1 rather than an error.
         let (ttl, granted_ttl) = time.map_or((-1, 0), |t| (t.remaining_secs, t.granted_ttl_secs));
         Ok(Response::new(PbLeaseTimeToLiveResponse {

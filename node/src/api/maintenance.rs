@@ -1,6 +1,7 @@
 //! etcd's Maintenance service. Status reports the truth (version, db size, leader, raft index,
 //! term and applied index); Hash and HashKV checksum the replicated state so that replicas can
-//! be compared; the rest answers UNIMPLEMENTED until its issue lands.
+//! be compared; the rest answers UNIMPLEMENTED until its issue lands. As in etcd 3.4, Hash,
+//! HashKV, Defragment and Snapshot are root's once auth is on; Status, Alarm and MoveLeader are not.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use keel_proto::etcd::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{header, status::to_status};
+use super::{check_admin, header, status::to_status};
 use crate::error::ServerError;
 use crate::limits::ETCD_COMPATIBLE_VERSION;
 use crate::member::Member;
@@ -73,17 +74,23 @@ impl PbMaintenanceService for MaintenanceService {
         }))
     }
 
-    async fn defragment(&self, _: Request<PbDefragmentRequest>) -> Result<Response<PbDefragmentResponse>, Status> {
+    async fn defragment(
+        &self,
+        request: Request<PbDefragmentRequest>,
+    ) -> Result<Response<PbDefragmentResponse>, Status> {
+        check_admin(&self.member, &request).await?;
         unimplemented("Maintenance.Defragment")
     }
 
-    async fn hash(&self, _: Request<PbHashRequest>) -> Result<Response<PbHashResponse>, Status> {
+    async fn hash(&self, request: Request<PbHashRequest>) -> Result<Response<PbHashResponse>, Status> {
+        check_admin(&self.member, &request).await?;
         let member = self.member.clone();
         let hashed = off_the_runtime(move || member.shared().hash_state()).await?;
         Ok(Response::new(PbHashResponse { header: header(&self.member, hashed.current_revision), hash: hashed.hash }))
     }
 
     async fn hash_kv(&self, request: Request<PbHashKvRequest>) -> Result<Response<PbHashKvResponse>, Status> {
+        check_admin(&self.member, &request).await?;
         let (member, revision) = (self.member.clone(), request.into_inner().revision);
         let hashed = off_the_runtime(move || member.shared().hash_kv(revision)).await?;
         Ok(Response::new(PbHashKvResponse {
@@ -96,7 +103,8 @@ impl PbMaintenanceService for MaintenanceService {
 
     type SnapshotStream = SnapshotStream;
 
-    async fn snapshot(&self, _: Request<PbSnapshotRequest>) -> Result<Response<SnapshotStream>, Status> {
+    async fn snapshot(&self, request: Request<PbSnapshotRequest>) -> Result<Response<SnapshotStream>, Status> {
+        check_admin(&self.member, &request).await?;
         unimplemented("Maintenance.Snapshot")
     }
 

@@ -15,6 +15,7 @@ mod http;
 mod kv;
 mod lease;
 mod maintenance;
+mod native_guard;
 mod registry;
 mod status;
 mod store;
@@ -82,24 +83,46 @@ pub fn client_router(member: Arc<Member>, decoding_limit: usize) -> Router {
             );
     let routes = grpc
         .into_axum_router()
+        .layer(axum::middleware::from_fn_with_state(member.clone(), native_guard::root_only_while_auth_is_on))
         .merge(http::router(member))
         .layer(axum::middleware::from_fn(transport_status::etcd_transport_errors));
     let routes = Routes::from(routes);
     tonic::transport::Server::builder().accept_http1(true).add_routes(routes)
 }
 
-/// etcd's response header: which cluster and member answered, at which revision and term.
 /// Who sent `request`: the user its `token` metadata (etcd's; `authorization` for etcd's
-/// gateway) speaks for, `None` without one. A token that is not text is no token of ours.
+/// gateway) speaks for, `None` without one.
 async fn caller<T>(member: &Member, request: &tonic::Request<T>) -> Result<Option<Caller>, tonic::Status> {
-    let metadata = request.metadata();
-    let token = match metadata.get("token").or_else(|| metadata.get("authorization")) {
-        None => None,
-        Some(value) => Some(value.to_str().map_err(|_| to_status(&AuthError::InvalidAuthToken.into()))?),
-    };
-    member.caller(token).await.map_err(|e| to_status(&e))
+    let token = token(request)?;
+    member.caller(token.as_deref()).await.map_err(|e| to_status(&e))
 }
 
+/// etcd's `IsAdminPermitted` for the sender of `request`: root-only operations (membership
+/// changes, hashes, defragment, snapshot) pass only for a root user while auth is enabled.
+async fn check_admin<T>(member: &Member, request: &tonic::Request<T>) -> Result<(), tonic::Status> {
+    let caller = caller(member, request).await?;
+    member.check_admin(caller.as_ref()).map_err(|e| to_status(&e))
+}
+
+/// The token `request` carries, if any.
+fn token<T>(request: &tonic::Request<T>) -> Result<Option<String>, tonic::Status> {
+    let metadata = request.metadata();
+    let value = TOKEN_HEADERS.iter().find_map(|name| metadata.get(*name));
+    token_text(value.map(|value| value.as_bytes())).map_err(|e| to_status(&e.into()))
+}
+
+/// Where a request carries its token: etcd's `token` metadata, or `authorization` as etcd's
+/// gRPC gateway sends it.
+const TOKEN_HEADERS: [&str; 2] = ["token", "authorization"];
+
+/// A token header's value as text; one that is not text is no token of ours.
+fn token_text(value: Option<&[u8]>) -> Result<Option<String>, AuthError> {
+    value
+        .map(|bytes| std::str::from_utf8(bytes).map(str::to_string).map_err(|_| AuthError::InvalidAuthToken))
+        .transpose()
+}
+
+/// etcd's response header: which cluster and member answered, at which revision and term.
 fn header(member: &Member, revision: i64) -> Option<PbResponseHeader> {
     Some(PbResponseHeader {
         cluster_id: member.cluster_id,

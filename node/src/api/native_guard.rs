@@ -1,0 +1,45 @@
+//! While etcd auth is enabled, Keel's native services (`keel.v1.*`: Registry, Store, Config,
+//! Events) answer root users only: their keys are go-micro's, and their reads (a config secret, a
+//! topic's events) are not ranges that etcd's permissions can be checked against one by one.
+//! micro's rules (the Auth issue's native face) will narrow this to per-endpoint grants; until
+//! then a locked-down cluster is locked down everywhere, and an open one stays open.
+//!
+//! Like etcd's membership checks, this one is made where the request arrives: a root user whose
+//! role is revoked while its write is in flight still has that write applied.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use keel_model::auth::etcd::AuthError;
+
+use super::status::to_status;
+use crate::error::ServerError;
+use crate::member::Member;
+
+/// The gRPC path prefix of every native service.
+const NATIVE_PREFIX: &str = "/keel.v1.";
+
+/// The middleware: refuses a native call from anyone but root while auth is enabled.
+pub async fn root_only_while_auth_is_on(State(member): State<Arc<Member>>, request: Request, next: Next) -> Response {
+    if !request.uri().path().starts_with(NATIVE_PREFIX) || !member.read_auth(|auth| auth.enabled) {
+        return next.run(request).await;
+    }
+    let token = token(&request);
+    match check_root(&member, token).await {
+        Ok(()) => next.run(request).await,
+        Err(error) => to_status(&error).into_http(),
+    }
+}
+
+fn token(request: &Request) -> Result<Option<String>, AuthError> {
+    let headers = request.headers();
+    let value = super::TOKEN_HEADERS.iter().find_map(|name| headers.get(*name));
+    super::token_text(value.map(|value| value.as_bytes()))
+}
+
+async fn check_root(member: &Member, token: Result<Option<String>, AuthError>) -> Result<(), ServerError> {
+    let caller = member.caller(token?.as_deref()).await?;
+    member.check_admin(caller.as_ref())
+}
