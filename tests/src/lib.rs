@@ -13,6 +13,7 @@ use nix::unistd::Pid;
 
 mod cli;
 mod ports;
+pub mod transcript;
 pub use cli::*;
 pub use ports::ReservedPort;
 

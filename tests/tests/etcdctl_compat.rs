@@ -2,17 +2,8 @@
 //! fresh 3-member cluster of each, and the outputs must match once the things that are
 //! legitimately different (member and cluster IDs, ports, timings, terms) are normalised.
 
-use keel_tests::{etcdctl, etcdctl_with_input, EtcdctlOutput, Server, TestCluster};
-
-/// One etcdctl invocation of the script: arguments and stdin.
-struct Step {
-    args: &'static [&'static str],
-    stdin: &'static str,
-}
-
-const fn step(args: &'static [&'static str]) -> Step {
-    Step { args, stdin: "" }
-}
+use keel_tests::transcript::{assert_same_transcripts, step, Step};
+use keel_tests::{etcdctl, Server, TestCluster};
 
 const TXN_SUCCEEDS: &str = "value(\"zoo\") = \"z\"\nmod(\"zoo\") > \"0\"\nversion(\"zoo\") = \"1\"\ncreate(\"zoo\") < \"1000\"\n\nput txn-key yes\nget zoo\n\nput txn-key no\n\n";
 const TXN_FAILS: &str = "value(\"zoo\") != \"z\"\n\nput txn-key yes\n\nput txn-key no\ndel foo2\n\n";
@@ -67,88 +58,10 @@ const SCRIPT: &[Step] = &[
     step(&["get", "", "--from-key", "--keys-only"]),
 ];
 
-/// Replaces what differs between two correct clusters: endpoint URLs (by member index),
-/// IDs (long hex or decimal numbers in known JSON fields) and timings.
-fn normalise(cluster: &TestCluster, output: &EtcdctlOutput) -> EtcdctlOutput {
-    let clean = |text: &str| -> String {
-        let mut text = text.to_string();
-        for (i, member) in cluster.members.iter().enumerate() {
-            text = text.replace(&member.client_url, &format!("CLIENT{i}"));
-            text = text.replace(&member.peer_url, &format!("PEER{i}"));
-        }
-        if let Ok(mut json) = serde_json::from_str::<serde_json::Value>(&text) {
-            scrub_json(&mut json);
-            return json.to_string();
-        }
-        // `-w fields` prints the term as a line of its own; elections legitimately differ.
-        let text: String = text
-            .lines()
-            .map(|line| {
-                if line.starts_with("\"RaftTerm\" : ") {
-                    "\"RaftTerm\" : TERM\n".to_string()
-                } else {
-                    format!("{line}\n")
-                }
-            })
-            .collect();
-        text.split_inclusive(|c: char| c.is_whitespace() || c == ',')
-            .map(|word| {
-                let bare = word.trim_end_matches(|c: char| c.is_whitespace() || c == ',');
-                if bare.len() >= 10 && bare.chars().all(|c| c.is_ascii_hexdigit()) {
-                    word.replacen(bare, "ID", 1)
-                } else {
-                    word.to_string()
-                }
-            })
-            .collect()
-    };
-    // etcdctl's own retry log lines carry timestamps and random client IDs; the error it
-    // prints for the user is the line that must match.
-    let stderr: String =
-        output.stderr.lines().filter(|l| !l.starts_with("{\"level\"")).map(|l| format!("{l}\n")).collect();
-    EtcdctlOutput { success: output.success, stdout: clean(&output.stdout), stderr: clean(&stderr) }
-}
-
-fn scrub_json(value: &mut serde_json::Value) {
-    match value {
-        serde_json::Value::Object(map) => {
-            for (key, field) in map.iter_mut() {
-                if ["cluster_id", "member_id", "raft_term", "ID"].contains(&key.as_str()) {
-                    *field = serde_json::Value::from(0);
-                } else {
-                    scrub_json(field);
-                }
-            }
-        }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(scrub_json),
-        _ => {}
-    }
-}
-
-fn run_script(cluster: &TestCluster) -> Vec<EtcdctlOutput> {
-    let endpoints = cluster.endpoints_csv();
-    SCRIPT.iter().map(|step| normalise(cluster, &etcdctl_with_input(&endpoints, step.args, step.stdin))).collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn etcdctl_prints_the_same_as_against_etcd() {
     let (keel, etcd) = tokio::join!(TestCluster::start(Server::Keel, 3), TestCluster::start(Server::Etcd, 3));
-    let keel_outputs = tokio::task::block_in_place(|| run_script(&keel));
-    let etcd_outputs = tokio::task::block_in_place(|| run_script(&etcd));
-    let mut mismatches = Vec::new();
-    for ((step, k), e) in SCRIPT.iter().zip(&keel_outputs).zip(&etcd_outputs) {
-        if k != e {
-            mismatches.push(format!("etcdctl {:?} (stdin {:?})\n  etcd: {e:?}\n  keel: {k:?}", step.args, step.stdin));
-        }
-    }
-    assert!(
-        mismatches.is_empty(),
-        "{} of {} steps differ:\n{}\n{}",
-        mismatches.len(),
-        SCRIPT.len(),
-        mismatches.join("\n"),
-        keel.all_logs()
-    );
+    assert_same_transcripts(&keel, &etcd, SCRIPT);
 }
 
 #[tokio::test(flavor = "multi_thread")]
