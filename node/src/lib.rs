@@ -19,6 +19,8 @@
 //! - `mvcc`: the revisioned keyspace with etcd's semantics. Pure and synchronous.
 //! - `watch`: change delivery to watchers: the hub of applied batches, per-stream sessions
 //!   that catch up from history.
+//! - `tls`: TLS on both ports (etcd's flags): rustls server configs, the handshake accept
+//!   loop, peer client TLS, the user a client certificate names.
 //! - `storage`: the engine trait (RocksDB and in-memory) everything persists through.
 //! - `keys`: byte-key ranges, the one rule for where a prefix's keys end.
 //! - `error`, `limits`: domain errors and every named bound.
@@ -45,4 +47,5 @@ pub mod raft;
 pub mod registry;
 pub mod storage;
 pub mod store;
+pub mod tls;
 pub mod watch;

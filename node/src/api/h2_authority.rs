@@ -28,7 +28,6 @@ use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
 use super::hpack;
 
@@ -482,8 +481,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for AuthorityFix<S> {
     }
 }
 
-impl tonic::transport::server::Connected for AuthorityFix<TcpStream> {
-    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+impl<S: tonic::transport::server::Connected> tonic::transport::server::Connected for AuthorityFix<S> {
+    type ConnectInfo = S::ConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
         self.inner.connect_info()

@@ -31,7 +31,7 @@ use keel_proto::etcd::{
 use tonic::service::Routes;
 use tonic::transport::server::Router;
 
-use crate::member::Member;
+use crate::member::{Credentials, Member};
 use keel_model::auth::etcd::{AuthError, Caller};
 
 pub(crate) use events::check_topic;
@@ -93,8 +93,14 @@ pub fn client_router(member: Arc<Member>, decoding_limit: usize) -> Router {
 /// Who sent `request`: the user its `token` metadata (etcd's; `authorization` for etcd's
 /// gateway) speaks for, `None` without one.
 async fn caller<T>(member: &Member, request: &tonic::Request<T>) -> Result<Option<Caller>, tonic::Status> {
+    member.caller(&credentials(member, request)?).await.map_err(|e| to_status(&e))
+}
+
+/// What `request` presents as its sender: its token, and its client certificate's user.
+fn credentials<T>(member: &Member, request: &tonic::Request<T>) -> Result<Credentials, tonic::Status> {
     let token = token(request)?;
-    member.caller(token.as_deref()).await.map_err(|e| to_status(&e))
+    let certificate_user = member.certificate_user(request.peer_certs().as_deref().map(Vec::as_slice));
+    Ok(Credentials { token, certificate_user })
 }
 
 /// etcd's `IsAdminPermitted` for the sender of `request`: root-only operations (membership

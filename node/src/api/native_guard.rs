@@ -16,7 +16,8 @@ use keel_model::auth::etcd::AuthError;
 
 use super::status::to_status;
 use crate::error::ServerError;
-use crate::member::Member;
+use crate::member::{Credentials, Member};
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 /// The gRPC path prefix of every native service.
 const NATIVE_PREFIX: &str = "/keel.v1.";
@@ -26,20 +27,24 @@ pub async fn root_only_while_auth_is_on(State(member): State<Arc<Member>>, reque
     if !request.uri().path().starts_with(NATIVE_PREFIX) || !member.read_auth(|auth| auth.enabled) {
         return next.run(request).await;
     }
-    let token = token(&request);
-    match check_root(&member, token).await {
+    let credentials = credentials(&member, &request);
+    match check_root(&member, credentials).await {
         Ok(()) => next.run(request).await,
         Err(error) => to_status(&error).into_http(),
     }
 }
 
-fn token(request: &Request) -> Result<Option<String>, AuthError> {
+fn credentials(member: &Member, request: &Request) -> Result<Credentials, AuthError> {
     let headers = request.headers();
     let value = super::TOKEN_HEADERS.iter().find_map(|name| headers.get(*name));
-    super::token_text(value.map(|value| value.as_bytes()))
+    let token = super::token_text(value.map(|value| value.as_bytes()))?;
+    let tls = request.extensions().get::<TlsConnectInfo<TcpConnectInfo>>();
+    let certificate_user =
+        member.certificate_user(tls.and_then(TlsConnectInfo::peer_certs).as_deref().map(Vec::as_slice));
+    Ok(Credentials { token, certificate_user })
 }
 
-async fn check_root(member: &Member, token: Result<Option<String>, AuthError>) -> Result<(), ServerError> {
-    let caller = member.caller(token?.as_deref()).await?;
+async fn check_root(member: &Member, credentials: Result<Credentials, AuthError>) -> Result<(), ServerError> {
+    let caller = member.caller(&credentials?).await?;
     member.check_admin(caller.as_ref())
 }

@@ -15,9 +15,9 @@ use prost::Message;
 use keel_model::auth::etcd::Access;
 
 use super::status::{go_error_text, to_status};
-use super::{convert, header, token};
+use super::{convert, credentials, header};
 use crate::limits::{GRPC_OVERHEAD_BYTES, WATCH_INPUT_QUEUE_MAX, WATCH_OUTPUT_QUEUE_MAX};
-use crate::member::Member;
+use crate::member::{Credentials, Member};
 use crate::mvcc::EventKind;
 use crate::watch::{CreateWatch, Session, WatchInput, WatchOutput, WatchedEvent};
 
@@ -47,7 +47,7 @@ impl PbWatchService for WatchService {
     async fn watch(&self, request: Request<Streaming<PbWatchRequest>>) -> Result<Response<WatchStream>, Status> {
         // As etcd: the stream's token is checked at each create, so one that expires or is
         // revoked refuses the watches created after that.
-        let token = token(&request)?;
+        let credentials = credentials(&self.member, &request)?;
         let mut requests = request.into_inner();
         let (input_tx, input_rx) = mpsc::channel(WATCH_INPUT_QUEUE_MAX);
         let (output_tx, output_rx) = mpsc::channel(WATCH_OUTPUT_QUEUE_MAX);
@@ -78,7 +78,7 @@ impl PbWatchService for WatchService {
                 let Some(mut input) = watch_input(request) else { continue };
                 if let WatchInput::Create(create) = &input {
                     catch_up_before_watching(&member).await;
-                    if let Err(reason) = check_watch(&member, token.as_deref(), create).await {
+                    if let Err(reason) = check_watch(&member, &credentials, create).await {
                         input = WatchInput::Refuse(reason);
                     }
                 }
@@ -145,8 +145,8 @@ async fn catch_up_before_watching(member: &Member) {
 /// etcd's `isWatchPermitted`: the caller may read the watched range, or the create is refused
 /// with the grpc-go text of the error. Unlike etcd 3.4, a `--from-key` or whole-keyspace watch
 /// is checked as the range it is (etcd checks it as the single key it starts at).
-async fn check_watch(member: &Member, token: Option<&str>, create: &CreateWatch) -> Result<(), String> {
-    let caller = member.caller(token).await;
+async fn check_watch(member: &Member, credentials: &Credentials, create: &CreateWatch) -> Result<(), String> {
+    let caller = member.caller(credentials).await;
     let checked = caller.and_then(|caller| {
         let key: &[u8] = if create.key.is_empty() { &[0] } else { &create.key };
         member.check_read(caller.as_ref(), &[Access::read(key, &create.range_end)])

@@ -18,6 +18,14 @@ use crate::auth::password;
 use crate::auth::simple::new_simple_token;
 use crate::error::ServerError;
 
+/// What a request presents as its sender: etcd's token, and with `--client-cert-auth` the CN of
+/// its verified client certificate (etcd's `AuthInfoFromTLS`), used when there is no token.
+#[derive(Clone, Debug, Default)]
+pub struct Credentials {
+    pub token: Option<String>,
+    pub certificate_user: Option<String>,
+}
+
 /// How often Authenticate checks the password again when the auth state changed meanwhile.
 const AUTHENTICATE_ATTEMPTS: usize = 3;
 
@@ -41,11 +49,14 @@ impl Tokens {
 }
 
 impl Member {
-    /// Who sent a request carrying `token` (etcd's `token` metadata); `None` without one. A simple
-    /// token assigned through another member and not yet applied here is looked up again once
-    /// this member has caught up.
-    pub async fn caller(&self, token: Option<&str>) -> Result<Option<Caller>, ServerError> {
-        let Some(token) = token else { return Ok(None) };
+    /// Who sent a request presenting `credentials`; `None` for nobody. A token wins over a
+    /// certificate, as in etcd. A simple token assigned through another member and not yet
+    /// applied here is looked up again once this member has caught up.
+    pub async fn caller(&self, credentials: &Credentials) -> Result<Option<Caller>, ServerError> {
+        let Some(token) = credentials.token.as_deref() else {
+            let auth_revision = self.shared.mvcc().auth().revision;
+            return Ok(credentials.certificate_user.clone().map(|user| Caller { user, auth_revision }));
+        };
         if token.len() > TOKEN_BYTES_MAX {
             return Err(AuthError::InvalidAuthToken.into());
         }
@@ -58,6 +69,15 @@ impl Member {
         }
         self.read_barrier().await?;
         self.simple_caller(token).map(Some).ok_or(AuthError::InvalidAuthToken.into())
+    }
+
+    /// The user a verified client certificate chain names (its first certificate's CN), when
+    /// this member was started with `--client-cert-auth`; `None` otherwise.
+    pub fn certificate_user(&self, chain: Option<&[rustls::pki_types::CertificateDer<'_>]>) -> Option<String> {
+        if !self.client_cert_auth {
+            return None;
+        }
+        crate::tls::common_name(chain?.first()?)
     }
 
     /// A simple token speaks for its user at the current auth revision, as in etcd.

@@ -29,6 +29,7 @@ use crate::raft::{
 use crate::storage::Engine;
 use crate::watch::SessionLimits;
 
+pub use auth::Credentials;
 pub use start::{start, RunningMember, StartError};
 
 pub(crate) const IDENTITY_KEY: &[u8] = b"identity";
@@ -69,6 +70,8 @@ pub struct Member {
     write_batches: forward_writes::WriteBatches,
     forwarded: ForwardCounts,
     tokens: auth::Tokens,
+    /// `--client-cert-auth`: a verified client certificate's CN is its sender's user name.
+    client_cert_auth: bool,
 }
 
 /// The requests this member sent to the leader, by kind (a batch of writes is one): what its

@@ -28,6 +28,7 @@ use crate::raft::{
     PeerClients, PeerCredentials, PeerGate, PeerSecret, PeerService, Raft, SnapshotPolicy, StateMachine,
 };
 use crate::storage::{Direction, Durability, Engine, KeyRange, OpenError, RocksEngine, Table, WriteBatch};
+use crate::tls::accept_tls;
 use crate::watch::SessionLimits;
 
 /// A started member and its servers. Dropping it does not stop them: call `shutdown`.
@@ -266,7 +267,10 @@ pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
         .map_err(|e| StartError(format!("--auth-token: {e}")))?;
     let secret = PeerSecret::load(&config.peer_secret, &config.data_dir).map_err(StartError)?;
     let credentials = PeerCredentials::new(&secret, identity.member_id, identity.cluster_id);
-    let peers = PeerClients::new(credentials, config.unsafe_peer_source_address);
+    let peer_client_tls =
+        config.peer_tls.as_ref().map(crate::tls::peer_client_config).transpose().map_err(StartError)?;
+    let servers_tls = ServersTls::load(&config)?;
+    let peers = PeerClients::new(credentials, peer_client_tls, config.unsafe_peer_source_address);
     let raft = Raft::new(
         identity.member_id,
         raft_config(&config)?,
@@ -295,6 +299,7 @@ pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
         write_batches: forward_writes::WriteBatches::default(),
         forwarded: ForwardCounts::default(),
         tokens,
+        client_cert_auth: config.client_tls.as_ref().is_some_and(|tls| tls.client_cert_auth),
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -309,13 +314,30 @@ pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
             .http2_max_pending_accept_reset_streams(Some(PEER_PENDING_RESET_STREAMS_MAX))
             // The gate sees each request's headers before its body is read.
             .add_service(tonic::service::interceptor::InterceptedService::new(server, gate.clone()));
-        servers.spawn(router.serve_with_incoming_shutdown(accepted(listener), stopped(stop_rx.clone())));
+        let stopped = stopped(stop_rx.clone());
+        match &servers_tls.peer {
+            Some(tls) => {
+                servers.spawn(router.serve_with_incoming_shutdown(accept_tls(accepted(listener), tls.clone()), stopped))
+            }
+            None => servers.spawn(router.serve_with_incoming_shutdown(accepted(listener), stopped)),
+        };
     }
     let decoding_limit = config.max_request_bytes + GRPC_OVERHEAD_BYTES;
     for listener in client_listeners {
         let router = crate::api::client_router(member.clone(), decoding_limit);
-        let connections = accepted(listener).map(|stream| stream.map(crate::api::AuthorityFix::new));
-        servers.spawn(router.serve_with_incoming_shutdown(connections, stopped(stop_rx.clone())));
+        let stopped = stopped(stop_rx.clone());
+        // The authority shim reads decrypted HTTP/2: it wraps the TLS stream, not the TCP one.
+        match &servers_tls.client {
+            Some(tls) => {
+                let connections =
+                    accept_tls(accepted(listener), tls.clone()).map(|s| s.map(crate::api::AuthorityFix::new));
+                servers.spawn(router.serve_with_incoming_shutdown(connections, stopped))
+            }
+            None => {
+                let connections = accepted(listener).map(|stream| stream.map(crate::api::AuthorityFix::new));
+                servers.spawn(router.serve_with_incoming_shutdown(connections, stopped))
+            }
+        };
     }
 
     if first_start && config.initial_cluster_state_new {
@@ -338,6 +360,26 @@ pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
         "member started"
     );
     Ok(RunningMember { member, client_addrs, peer_addrs, stop_tx, servers })
+}
+
+/// The rustls configurations of the member's TLS listeners, read before anything starts.
+struct ServersTls {
+    client: Option<Arc<rustls::ServerConfig>>,
+    peer: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl ServersTls {
+    fn load(config: &MemberConfig) -> Result<ServersTls, StartError> {
+        let server = |files: &crate::tls::TlsFiles, kind: &str| {
+            crate::tls::server_config(files).map_err(|e| StartError(format!("{kind} TLS: {e}")))
+        };
+        let client = config.client_tls.as_ref().map(|files| server(files, "client")).transpose()?;
+        let peer = match (&config.peer_tls, config.listen_peer_https) {
+            (Some(files), true) => Some(server(files, "peer")?),
+            _ => None,
+        };
+        Ok(ServersTls { client, peer })
+    }
 }
 
 /// The address each listener got (its port when the listen URL asked for port 0).

@@ -15,7 +15,7 @@ use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotRespon
 use openraft::{OptionalSend, RaftNetworkFactory, RaftNetworkV2};
 use tokio::io::AsyncReadExt;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::codec::{decode, encode};
 use super::peer_auth::PeerCredentials;
@@ -46,22 +46,34 @@ pub struct PeerClients {
     /// `--unsafe-peer-source-address` is set.
     source_address: Option<std::net::IpAddr>,
     credentials: PeerCredentials,
+    /// For https:// peer URLs: the peer CA and this member's certificate (`--peer-*` flags).
+    tls: Option<ClientTlsConfig>,
 }
 
 impl PeerClients {
-    /// Peer clients that present `credentials` and whose connections start from
-    /// `source_address` (`None`: the OS chooses).
-    pub fn new(credentials: PeerCredentials, source_address: Option<std::net::IpAddr>) -> Self {
-        PeerClients { clients: Arc::default(), source_address, credentials }
+    /// Peer clients that present `credentials` (and `tls`'s certificate to https:// peers) and
+    /// whose connections start from `source_address` (`None`: the OS chooses).
+    pub fn new(
+        credentials: PeerCredentials,
+        tls: Option<ClientTlsConfig>,
+        source_address: Option<std::net::IpAddr>,
+    ) -> Self {
+        PeerClients { clients: Arc::default(), source_address, credentials, tls }
     }
 
     /// A client for `url`, connecting lazily on first use and reconnecting after failures.
-    pub fn get(&self, url: &str) -> Result<PeerClient, tonic::transport::Error> {
+    pub fn get(&self, url: &str) -> Result<PeerClient, String> {
         let mut clients = self.clients.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(client) = clients.get(url) {
             return Ok(client.clone());
         }
-        let channel = Endpoint::from_shared(url.to_string())?
+        let mut endpoint = Endpoint::from_shared(url.to_string()).map_err(|e| format!("bad peer URL {url}: {e}"))?;
+        if url.starts_with("https://") {
+            let tls =
+                self.tls.clone().ok_or_else(|| format!("peer URL {url} is https:// but no --peer-cert-file is set"))?;
+            endpoint = endpoint.tls_config(tls).map_err(|e| format!("peer URL {url}: {e}"))?;
+        }
+        let channel = endpoint
             .connect_timeout(PEER_CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
@@ -77,7 +89,7 @@ impl PeerClients {
     /// A client for a member, by the first of its peer URLs.
     pub fn for_member(&self, node: &MemberNode) -> Result<PeerClient, String> {
         let url = node.peer_urls.first().ok_or_else(|| format!("member {} has no peer URL", node.name))?;
-        self.get(url).map_err(|e| format!("bad peer URL {url}: {e}"))
+        self.get(url)
     }
 }
 

@@ -90,6 +90,41 @@ pub struct Flags {
     #[arg(long, env = "KEEL_BCRYPT_COST", default_value_t = crate::auth::password::BCRYPT_COST_DEFAULT)]
     pub bcrypt_cost: u32,
 
+    /// Path to the client server TLS cert file (for https:// --listen-client-urls).
+    #[arg(long, env = "KEEL_CERT_FILE")]
+    pub cert_file: Option<PathBuf>,
+
+    /// Path to the client server TLS key file.
+    #[arg(long, env = "KEEL_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+
+    /// Enable client cert authentication: a client without a certificate signed by
+    /// --trusted-ca-file cannot connect, and with auth enabled the certificate's CN is the user.
+    #[arg(long, env = "KEEL_CLIENT_CERT_AUTH", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, default_value = "false", value_parser = clap::builder::BoolishValueParser::new())]
+    pub client_cert_auth: bool,
+
+    /// Path to the client server TLS trusted CA cert file.
+    #[arg(long, env = "KEEL_TRUSTED_CA_FILE")]
+    pub trusted_ca_file: Option<PathBuf>,
+
+    /// Path to the peer server TLS cert file (for https:// peer URLs; also presented to the
+    /// other members when connecting to them).
+    #[arg(long, env = "KEEL_PEER_CERT_FILE")]
+    pub peer_cert_file: Option<PathBuf>,
+
+    /// Path to the peer server TLS key file.
+    #[arg(long, env = "KEEL_PEER_KEY_FILE")]
+    pub peer_key_file: Option<PathBuf>,
+
+    /// Enable peer client cert authentication: a peer without a certificate signed by
+    /// --peer-trusted-ca-file cannot connect to the peer port at all.
+    #[arg(long, env = "KEEL_PEER_CLIENT_CERT_AUTH", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, default_value = "false", value_parser = clap::builder::BoolishValueParser::new())]
+    pub peer_client_cert_auth: bool,
+
+    /// Path to the peer server TLS trusted CA file.
+    #[arg(long, env = "KEEL_PEER_TRUSTED_CA_FILE")]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+
     /// TEST ONLY, loses data: serve linearizable reads from local state without ReadIndex.
     /// Exists so the fault-injection harness can prove it detects stale reads.
     #[arg(long, hide = true, env = "KEEL_UNSAFE_STALE_READS")]
@@ -149,6 +184,12 @@ pub struct MemberConfig {
     /// How clients' tokens are made and checked (`--auth-token`).
     pub auth_token: crate::auth::options::AuthTokenOptions,
     pub bcrypt_cost: u32,
+    /// TLS on the client port (`--listen-client-urls` are https://).
+    pub client_tls: Option<crate::tls::TlsFiles>,
+    /// The peer TLS files: for the peer port when `listen_peer_https`, and for connections to
+    /// https:// peer URLs.
+    pub peer_tls: Option<crate::tls::TlsFiles>,
+    pub listen_peer_https: bool,
     /// Test-only sabotage; see the flags.
     /// TEST ONLY: the local IP outgoing peer connections are opened from (`None`: the OS chooses).
     pub unsafe_peer_source_address: Option<IpAddr>,
@@ -209,6 +250,8 @@ impl Flags {
             return Err(format!("--bcrypt-cost must be between {cost_min} and {cost_max}, got {}", self.bcrypt_cost));
         }
         let listen_client = listen_addrs("--listen-client-urls", &self.listen_client_urls)?;
+        let client_tls = tls::client_tls(self)?;
+        let (peer_tls, listen_peer_https) = tls::peer_tls(self, &initial_cluster)?;
         let advertise_client_urls = split_urls("--advertise-client-urls", &self.advertise_client_urls)?;
         let listen_peer = listen_addrs("--listen-peer-urls", &self.listen_peer_urls)?;
         check_port_zero("--advertise-client-urls", &advertise_client_urls, "--listen-client-urls", &listen_client)?;
@@ -238,6 +281,9 @@ impl Flags {
             listen_addresses_file: self.listen_addresses_file.clone(),
             auth_token,
             bcrypt_cost: self.bcrypt_cost,
+            client_tls,
+            peer_tls,
+            listen_peer_https,
             unsafe_stale_reads: self.unsafe_stale_reads,
             unsafe_peer_source_address: self.unsafe_peer_source_address,
             unsafe_ack_before_fsync: self.unsafe_ack_before_fsync,
@@ -389,7 +435,7 @@ fn sorted(urls: &[String]) -> Vec<String> {
     urls
 }
 
-/// Parses a comma-separated URL list; each must be http://host:port.
+/// Parses a comma-separated URL list; each must be http:// or https://host:port.
 fn split_urls(flag: &str, list: &str) -> Result<Vec<String>, String> {
     let urls: Vec<String> = list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
     if urls.is_empty() {
@@ -403,8 +449,8 @@ fn split_urls(flag: &str, list: &str) -> Result<Vec<String>, String> {
 
 fn parse_url(flag: &str, url: &str) -> Result<url::Url, String> {
     let parsed = url::Url::parse(url).map_err(|e| format!("{flag}: invalid URL {url:?}: {e}"))?;
-    if parsed.scheme() != "http" {
-        return Err(format!("{flag}: URL scheme must be http (TLS is not supported yet), got {url:?}"));
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!("{flag}: URL scheme must be http or https, got {url:?}"));
     }
     if parsed.port().is_none() || parsed.host_str().is_none() {
         return Err(format!("{flag}: URL {url:?} must have a host and a port"));
@@ -471,144 +517,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |hash, b| (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 
+mod tls;
+
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn go_durations_parse_as_etcd_takes_them() {
-        assert_eq!(parse_go_duration("10m"), Ok(Duration::from_secs(600)));
-        assert_eq!(parse_go_duration("1m30s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_go_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert!(parse_go_duration("10").is_err());
-        assert!(parse_go_duration("0s").is_err());
-        assert!(parse_go_duration("ten minutes").is_err());
-    }
-
-    fn flags(args: &[&str]) -> Result<MemberConfig, String> {
-        let mut argv = vec!["keel"];
-        argv.extend_from_slice(args);
-        Flags::try_parse_from(argv).map_err(|e| e.to_string())?.validate()
-    }
-
-    #[test]
-    fn defaults_are_a_single_member_on_loopback() {
-        let config = flags(&[]).expect("defaults are valid");
-        assert_eq!(config.name, "default");
-        assert_eq!(config.data_dir, PathBuf::from("default.keel"));
-        assert_eq!(config.listen_client, vec![SocketAddr::from(([127, 0, 0, 1], 2379))]);
-        assert_eq!(config.initial_cluster, vec![("default".to_string(), vec!["http://127.0.0.1:2380".to_string()])]);
-    }
-
-    #[test]
-    fn three_member_cluster() {
-        let config = flags(&[
-            "--name",
-            "b",
-            "--initial-advertise-peer-urls",
-            "http://127.0.0.1:22380",
-            "--initial-cluster",
-            "a=http://127.0.0.1:2380,b=http://127.0.0.1:22380,c=http://127.0.0.1:32380",
-            "--peer-secret-file",
-            "/etc/keel/peer-secret",
-        ])
-        .expect("valid");
-        assert_eq!(config.initial_cluster.len(), 3);
-        assert_eq!(config.peer_secret, PeerSecretSource::File("/etc/keel/peer-secret".into()));
-    }
-
-    #[test]
-    fn a_cluster_of_several_members_needs_a_peer_secret() {
-        let err = flags(&["--initial-cluster", "default=http://127.0.0.1:2380,b=http://127.0.0.1:22380"])
-            .expect_err("no secret for two members");
-        assert!(err.contains("--peer-secret-file is required"), "{err}");
-        assert_eq!(flags(&[]).expect("one member").peer_secret, PeerSecretSource::DataDir);
-    }
-
-    #[test]
-    fn bad_flags_name_the_flag() {
-        let cases: &[(&[&str], &str)] = &[
-            (&["--name", "x"], "couldn't find local name \"x\""),
-            (&["--listen-client-urls", "nope"], "--listen-client-urls"),
-            (&["--initial-cluster", "default=http://127.0.0.1:9"], "missing from --initial-advertise-peer-urls"),
-            (&["--initial-cluster-state", "maybe"], "maybe"),
-            (&["--election-timeout", "100"], "--election-timeout"),
-            (&["--listen-peer-urls", "https://127.0.0.1:1"], "scheme must be http"),
-            (&["--heartbeat-interval", "0"], "--heartbeat-interval must be greater than 0"),
-            (&["--heartbeat-interval", "18446744073709551615"], "--election-timeout"),
-            (&["--election-timeout", "18446744073709551615"], "is too long"),
-            (&["--max-request-bytes", "0"], "--max-request-bytes"),
-            (&["--max-request-bytes", "18446744073709551615"], "--max-request-bytes"),
-            (&["--experimental-watch-progress-notify-interval", "0.1ns"], "at least 100ms"),
-            (&["--experimental-watch-progress-notify-interval", "1ns"], "at least 100ms"),
-            (&["--experimental-watch-progress-notify-interval", "99ms"], "at least 100ms"),
-            (&["--experimental-watch-progress-notify-interval", "99999999999999999999999h"], "invalid duration"),
-        ];
-        for (args, expected) in cases {
-            let err = flags(args).expect_err("must be rejected");
-            assert!(err.contains(expected), "{args:?}: {err}");
-        }
-    }
-
-    #[test]
-    fn port_zero_advertises_the_bound_port() {
-        let config = flags(&[
-            "--listen-client-urls",
-            "http://127.0.0.1:0",
-            "--advertise-client-urls",
-            "http://127.0.0.1:0,http://client.example:2379",
-            "--listen-peer-urls",
-            "http://localhost:0",
-            "--initial-advertise-peer-urls",
-            "http://127.0.0.1:0",
-            "--initial-cluster",
-            "default=http://127.0.0.1:0",
-        ])
-        .expect("port 0 is valid for a single member");
-        let bound = config.with_bound_ports(
-            &[SocketAddr::from(([127, 0, 0, 1], 40001))],
-            &[SocketAddr::from(([127, 0, 0, 1], 40002))],
-        );
-        assert_eq!(bound.advertise_client_urls, ["http://127.0.0.1:40001", "http://client.example:2379"]);
-        assert_eq!(bound.advertise_peer_urls, ["http://127.0.0.1:40002"]);
-        assert_eq!(bound.initial_cluster, [("default".to_string(), vec!["http://127.0.0.1:40002".to_string()])]);
-    }
-
-    #[test]
-    fn port_zero_is_refused_where_no_bound_port_can_replace_it() {
-        let cases: &[(&[&str], &str)] = &[
-            // Advertised port 0, but the listener has a fixed port: nothing would listen there.
-            (&["--advertise-client-urls", "http://127.0.0.1:0"], "no --listen-client-urls URL"),
-            (
-                &["--listen-client-urls", "http://127.0.0.1:0", "--advertise-client-urls", "http://10.0.0.1:0"],
-                "no --listen-client-urls URL",
-            ),
-            // The other members could not know the port.
-            (
-                &[
-                    "--listen-peer-urls",
-                    "http://127.0.0.1:0",
-                    "--initial-advertise-peer-urls",
-                    "http://127.0.0.1:0",
-                    "--initial-cluster",
-                    "default=http://127.0.0.1:0,b=http://127.0.0.1:22380",
-                    "--peer-secret-file",
-                    "/s",
-                ],
-                "only for a single-member cluster",
-            ),
-        ];
-        for (args, expected) in cases {
-            let err = flags(args).expect_err("must be rejected");
-            assert!(err.contains(expected), "{args:?}: {err}");
-        }
-    }
-
-    #[test]
-    fn member_ids_are_stable_and_distinct() {
-        let a = member_id(&["http://127.0.0.1:2380".into()], "t");
-        assert_eq!(a, member_id(&["http://127.0.0.1:2380".into()], "t"));
-        assert_ne!(a, member_id(&["http://127.0.0.1:2380".into()], "u"));
-        assert_ne!(a, member_id(&["http://127.0.0.1:2381".into()], "t"));
-    }
-}
+mod tests;
