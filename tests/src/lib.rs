@@ -13,6 +13,7 @@ use nix::unistd::Pid;
 
 mod cli;
 mod ports;
+pub mod tls;
 pub mod transcript;
 pub use cli::*;
 pub use ports::ReservedPort;
@@ -81,7 +82,44 @@ pub struct TestCluster {
     /// Every member's client and peer port, held until the members are killed (Drop), so a
     /// restarted member finds its ports free and nobody else ever takes them.
     _ports: Vec<ReservedPort>,
+    /// The cluster's certificates when it was started with TLS.
+    pub tls: Option<ClusterTls>,
     _root: tempfile::TempDir,
+}
+
+/// Which of a Keel cluster's ports speak TLS, and whether they require client certificates.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TlsSetup {
+    pub client: bool,
+    pub client_cert_auth: bool,
+    pub peer: bool,
+    pub peer_client_cert_auth: bool,
+}
+
+/// A TLS cluster's certificates: the CA, the members' certificate, and the harness's own client
+/// certificate (CN `keel-harness`, a user that never exists).
+pub struct ClusterTls {
+    pub certs: tls::TestCerts,
+    pub setup: TlsSetup,
+    pub harness: tls::CertFiles,
+}
+
+impl ClusterTls {
+    /// etcd_client options trusting the cluster's CA and presenting the harness's certificate.
+    pub fn options(&self) -> etcd_client::TlsOptions {
+        etcd_client::TlsOptions::new()
+            .ca_certificate(etcd_client::Certificate::from_pem(self.certs.ca_pem()))
+            .identity(self.harness.identity())
+    }
+
+    /// etcdctl's flags for the cluster's CA and a client certificate.
+    pub fn etcdctl_args(&self, client: &tls::CertFiles) -> Vec<String> {
+        vec![
+            format!("--cacert={}", self.certs.ca.display()),
+            format!("--cert={}", client.cert.display()),
+            format!("--key={}", client.key.display()),
+        ]
+    }
 }
 
 impl TestCluster {
@@ -104,9 +142,30 @@ impl TestCluster {
         cluster
     }
 
+    /// Starts `size` members speaking TLS as `setup` says (certificates made now, etcd's
+    /// flags), and waits.
+    pub async fn start_tls(server: Server, size: usize, setup: TlsSetup, extra_args: &[&str]) -> TestCluster {
+        let cluster = Self::spawn_inner(server, size, extra_args, Some(setup));
+        cluster.wait_ready().await;
+        cluster
+    }
+
     /// Starts the processes, each with `extra_args` too, without waiting for them.
     pub fn spawn_with(server: Server, size: usize, extra_args: &[&str]) -> TestCluster {
+        Self::spawn_inner(server, size, extra_args, None)
+    }
+
+    fn spawn_inner(server: Server, size: usize, extra_args: &[&str], tls: Option<TlsSetup>) -> TestCluster {
         let root = tempfile::tempdir().expect("temp dir");
+        let tls = tls.map(|setup| {
+            let certs = tls::TestCerts::generate(&root.path().join("certs"), "cluster");
+            let harness = certs.issue("harness", "keel-harness");
+            ClusterTls { certs, setup, harness }
+        });
+        let (client_scheme, peer_scheme) = match &tls {
+            Some(tls) => (scheme(tls.setup.client), scheme(tls.setup.peer)),
+            None => ("http", "http"),
+        };
         let binary = match server {
             Server::Keel => keel_binary(),
             Server::Etcd => PathBuf::from("etcd"),
@@ -118,7 +177,7 @@ impl TestCluster {
         let initial_cluster = ports
             .iter()
             .enumerate()
-            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+            .map(|(i, (_, peer))| format!("m{i}={peer_scheme}://127.0.0.1:{peer}"))
             .collect::<Vec<_>>()
             .join(",");
         let members = ports
@@ -126,8 +185,8 @@ impl TestCluster {
             .enumerate()
             .map(|(i, (client, peer))| {
                 let name = format!("m{i}");
-                let client_url = format!("http://127.0.0.1:{client}");
-                let peer_url = format!("http://127.0.0.1:{peer}");
+                let client_url = format!("{client_scheme}://127.0.0.1:{client}");
+                let peer_url = format!("{peer_scheme}://127.0.0.1:{peer}");
                 let data_dir = root.path().join(&name);
                 let mut args: Vec<String> = vec![
                     "--name".into(),
@@ -156,12 +215,15 @@ impl TestCluster {
                 if server == Server::Keel && size > 1 {
                     args.extend(["--peer-secret-file".into(), peer_secret.display().to_string()]);
                 }
+                if let Some(tls) = &tls {
+                    args.extend(tls_flags(tls));
+                }
                 args.extend(extra_args.iter().map(|a| a.to_string()));
                 let log_path = root.path().join(format!("{name}.log"));
                 TestMember { name, client_url, peer_url, data_dir, log_path, args, child: None }
             })
             .collect();
-        let mut cluster = TestCluster { server, members, binary, _ports: reserved, _root: root };
+        let mut cluster = TestCluster { server, members, binary, _ports: reserved, tls, _root: root };
         for i in 0..size {
             cluster.start_member(i);
         }
@@ -271,12 +333,28 @@ impl TestCluster {
     pub async fn client(&self) -> Client {
         let endpoints: Vec<String> =
             self.members.iter().filter(|m| m.is_running()).map(|m| m.client_url.clone()).collect();
-        connect(&endpoints).await
+        self.connect(&endpoints).await
+    }
+
+    /// A client of `endpoints` with this cluster's TLS options (once one connects).
+    pub async fn connect(&self, endpoints: &[String]) -> Client {
+        wait_for_some(READY_TIMEOUT, "a client connection", || async { self.try_connect(endpoints).await.ok() })
+            .await
+            .unwrap_or_else(|e| panic!("{e}: {endpoints:?}"))
+    }
+
+    /// One attempt at a client of `endpoints` with this cluster's TLS options.
+    pub async fn try_connect(&self, endpoints: &[String]) -> Result<Client, etcd_client::Error> {
+        let mut options = connect_options();
+        if let Some(tls) = &self.tls {
+            options = options.with_tls(tls.options());
+        }
+        Client::connect(endpoints, Some(options)).await
     }
 
     /// A client bound to member `i` only.
     pub async fn member_client(&self, i: usize) -> Client {
-        connect(&[self.members[i].client_url.clone()]).await
+        self.connect(&[self.members[i].client_url.clone()]).await
     }
 
     /// Waits until every running member reports the same leader and serves a linearizable read.
@@ -285,7 +363,9 @@ impl TestCluster {
         wait_for(READY_TIMEOUT, "every member to see a leader and serve reads", || async {
             let mut leaders = Vec::new();
             for &i in &running {
-                let Ok(mut client) = try_connect(&[self.members[i].client_url.clone()]).await else { return false };
+                let Ok(mut client) = self.try_connect(&[self.members[i].client_url.clone()]).await else {
+                    return false;
+                };
                 let Ok(status) = client.status().await else { return false };
                 if status.leader() == 0 || client.get("ready-probe", None).await.is_err() {
                     return false;
@@ -302,7 +382,7 @@ impl TestCluster {
     pub async fn leader(&self) -> usize {
         wait_for_some(READY_TIMEOUT, "a leader", || async {
             for (i, member) in self.members.iter().enumerate().filter(|(_, m)| m.is_running()) {
-                let Ok(mut client) = try_connect(std::slice::from_ref(&member.client_url)).await else { continue };
+                let Ok(mut client) = self.try_connect(std::slice::from_ref(&member.client_url)).await else { continue };
                 let Ok(status) = client.status().await else { continue };
                 if status.leader() != 0 && status.leader() == status.header().map_or(0, |h| h.member_id()) {
                     return Some(i);
@@ -337,6 +417,37 @@ impl Drop for TestCluster {
             self.kill9(i);
         }
     }
+}
+
+fn scheme(tls: bool) -> &'static str {
+    if tls {
+        "https"
+    } else {
+        "http"
+    }
+}
+
+/// The members' TLS flags, etcd's names.
+fn tls_flags(tls: &ClusterTls) -> Vec<String> {
+    let (member, ca) = (&tls.certs.member, &tls.certs.ca);
+    let mut flags = Vec::new();
+    if tls.setup.client {
+        flags.extend([
+            format!("--cert-file={}", member.cert.display()),
+            format!("--key-file={}", member.key.display()),
+            format!("--trusted-ca-file={}", ca.display()),
+            format!("--client-cert-auth={}", tls.setup.client_cert_auth),
+        ]);
+    }
+    if tls.setup.peer {
+        flags.extend([
+            format!("--peer-cert-file={}", member.cert.display()),
+            format!("--peer-key-file={}", member.key.display()),
+            format!("--peer-trusted-ca-file={}", ca.display()),
+            format!("--peer-client-cert-auth={}", tls.setup.peer_client_cert_auth),
+        ]);
+    }
+    flags
 }
 
 fn tail(text: &str, lines: usize) -> String {

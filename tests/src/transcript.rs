@@ -15,8 +15,9 @@ pub const fn step(args: &'static [&'static str]) -> Step {
 }
 
 /// Runs `script` on both clusters, one step at a time on each, and fails listing every step
-/// whose normalised output differs.
-pub fn assert_same_transcripts(keel: &TestCluster, etcd: &TestCluster, script: &[Step]) {
+/// whose normalised output differs. Returns Keel's outputs, so a test can also check that the
+/// two agree on what it expects (and not on failing alike, e.g. on a TLS misconfiguration).
+pub fn assert_same_transcripts(keel: &TestCluster, etcd: &TestCluster, script: &[Step]) -> Vec<EtcdctlOutput> {
     let keel_outputs = tokio::task::block_in_place(|| run_script(keel, script));
     let etcd_outputs = tokio::task::block_in_place(|| run_script(etcd, script));
     let mut mismatches = Vec::new();
@@ -33,11 +34,40 @@ pub fn assert_same_transcripts(keel: &TestCluster, etcd: &TestCluster, script: &
         mismatches.join("\n"),
         keel.all_logs()
     );
+    keel_outputs
 }
 
 fn run_script(cluster: &TestCluster, script: &[Step]) -> Vec<EtcdctlOutput> {
     let endpoints = cluster.endpoints_csv();
-    script.iter().map(|step| normalise(cluster, &etcdctl_with_input(&endpoints, step.args, step.stdin))).collect()
+    script
+        .iter()
+        .map(|step| {
+            let args = expand_certificates(cluster, step.args);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            normalise(cluster, &etcdctl_with_input(&endpoints, &args, step.stdin))
+        })
+        .collect()
+}
+
+/// A step's `@cert=NAME` argument becomes etcdctl's `--cacert`, `--cert` and `--key` for a
+/// client certificate with CN `NAME` from the cluster's CA (made on first use); `@ca` becomes
+/// `--cacert` alone.
+fn expand_certificates(cluster: &TestCluster, args: &[&str]) -> Vec<String> {
+    let mut expanded = Vec::new();
+    for arg in args {
+        let tls = || cluster.tls.as_ref().expect("a step names a certificate: the cluster must use TLS");
+        if let Some(name) = arg.strip_prefix("@cert=") {
+            let tls = tls();
+            let stem = format!("client-{name}");
+            let files = tls.certs.existing(&stem).unwrap_or_else(|| tls.certs.issue(&stem, name));
+            expanded.extend(tls.etcdctl_args(&files));
+        } else if *arg == "@ca" {
+            expanded.push(format!("--cacert={}", tls().certs.ca.display()));
+        } else {
+            expanded.push(arg.to_string());
+        }
+    }
+    expanded
 }
 
 /// Replaces what differs between two correct clusters: endpoint URLs (by member index),
