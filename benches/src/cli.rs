@@ -114,6 +114,18 @@ pub struct RunArgs {
     /// The name this system gets in the output (e.g. etcd or keel).
     #[arg(long, default_value = "target")]
     pub label: String,
+
+    /// Verify https:// endpoints with this CA bundle (PEM), as etcdctl's --cacert.
+    #[arg(long)]
+    pub cacert: Option<PathBuf>,
+
+    /// A client certificate (PEM) for members that ask for one.
+    #[arg(long, requires = "key")]
+    pub cert: Option<PathBuf>,
+
+    /// The client certificate's key (PEM).
+    #[arg(long, requires = "cert")]
+    pub key: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Args)]
@@ -360,6 +372,26 @@ mod tests {
         assert!(parse(&["report"]).is_err(), "a report needs a JSON file");
         assert_eq!(args.markdown, Some(PathBuf::from("RESULTS.md")));
         assert_eq!(args.plot, None);
+    }
+
+    #[test]
+    fn run_takes_etcdctls_tls_flags() {
+        let cli = parse(&[
+            "run",
+            "--endpoints",
+            "https://127.0.0.1:1",
+            "--cacert",
+            "ca.pem",
+            "--cert",
+            "c.pem",
+            "--key",
+            "k.pem",
+        ])
+        .expect("valid");
+        let Command::Run(args) = cli.command else { panic!("not parsed as run") };
+        assert_eq!(args.cacert, Some(PathBuf::from("ca.pem")));
+        assert_eq!(args.key, Some(PathBuf::from("k.pem")));
+        assert!(parse(&["run", "--cacert", "ca.pem", "--cert", "c.pem"]).is_err(), "--cert needs --key");
     }
 
     #[test]

@@ -24,10 +24,12 @@ pub async fn run_against_endpoints(args: RunArgs) -> anyhow::Result<()> {
     let specs = args.load.specs().map_err(anyhow::Error::msg)?;
     anyhow::ensure!(!specs.is_empty(), "no load workload given (memory needs compare --resources)");
     prepare_outputs(&args.load, None)?;
+    let tls = crate::pool::tls_options(args.cacert.as_deref(), args.cert.as_deref(), args.key.as_deref())?;
     let mut report = Report { meta: meta(&args.load, Vec::new(), Vec::new()), ..Report::default() };
     for spec in &specs {
         for run in 1..=args.load.runs {
-            let row = measure(&args.endpoints, Vec::new(), &args.label, spec, run, args.load.runs).await?;
+            let target = (args.endpoints.as_slice(), tls.as_ref());
+            let row = measure(target, Vec::new(), &args.label, spec, run, args.load.runs).await?;
             report.rows.push(row);
         }
     }
@@ -153,7 +155,7 @@ async fn run_alternately(
     for spec in specs {
         for run in 1..=runs {
             for cluster in &clusters {
-                let row = measure(&cluster.endpoints(), cluster.member_pids(), cluster.name(), spec, run, runs)
+                let row = measure((&cluster.endpoints(), None), cluster.member_pids(), cluster.name(), spec, run, runs)
                     .await
                     .with_context(|| cluster.logs_tail())?;
                 if let Some(member) = cluster.exited_member() {
@@ -166,10 +168,10 @@ async fn run_alternately(
     Ok(rows)
 }
 
-/// One run of `spec` against `endpoints`, printed as it completes; with the members' `pids`,
-/// also their CPU time per operation.
+/// One run of `spec` against `endpoints` (with `tls` for https:// ones), printed as it
+/// completes; with the members' `pids`, also their CPU time per operation.
 async fn measure(
-    endpoints: &[String],
+    (endpoints, tls): (&[String], Option<&etcd_client::TlsOptions>),
     pids: Vec<u32>,
     system: &str,
     spec: &LoadSpec,
@@ -178,7 +180,7 @@ async fn measure(
 ) -> anyhow::Result<Row> {
     let label = format!("{system} {} clients {} run {run}/{runs}", spec.workload.name(), spec.clients);
     let cpu = CpuSampler::start(pids);
-    let measurement = workload::run(endpoints, spec, &label).await.with_context(|| format!("{label} failed"))?;
+    let measurement = workload::run(endpoints, tls, spec, &label).await.with_context(|| format!("{label} failed"))?;
     let mut summary = measurement.summary();
     let window_end = measurement.window_start + measurement.window;
     summary.member_cpu_us_per_op = cpu

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use etcd_client::{Client, ConnectOptions};
+use etcd_client::{Client, ConnectOptions, TlsOptions};
 
 /// A call that takes longer than this fails and counts as an error: long enough for a leader
 /// election, short enough that a stuck cluster ends a run.
@@ -18,13 +18,13 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// Opens `count` connections over `endpoints`.
-    pub async fn connect(endpoints: &[String], count: usize) -> anyhow::Result<Pool> {
+    /// Opens `count` connections over `endpoints`, with `tls` for https:// ones.
+    pub async fn connect(endpoints: &[String], tls: Option<&TlsOptions>, count: usize) -> anyhow::Result<Pool> {
         anyhow::ensure!(!endpoints.is_empty(), "no endpoints to connect to");
         anyhow::ensure!(count > 0, "a pool needs at least one connection");
         let mut connections = Vec::with_capacity(count);
         for i in 0..count {
-            connections.push(connect_one(&endpoints[i % endpoints.len()]).await?);
+            connections.push(connect_one(&endpoints[i % endpoints.len()], tls).await?);
         }
         Ok(Pool { connections })
     }
@@ -44,7 +44,29 @@ impl Pool {
 }
 
 /// One connection to one endpoint, with keel-bench's timeouts.
-pub async fn connect_one(endpoint: &str) -> anyhow::Result<Client> {
-    let options = ConnectOptions::new().with_connect_timeout(CONNECT_TIMEOUT).with_timeout(CALL_TIMEOUT);
+pub async fn connect_one(endpoint: &str, tls: Option<&TlsOptions>) -> anyhow::Result<Client> {
+    let mut options = ConnectOptions::new().with_connect_timeout(CONNECT_TIMEOUT).with_timeout(CALL_TIMEOUT);
+    if let Some(tls) = tls {
+        options = options.with_tls(tls.clone());
+    }
     Client::connect([endpoint], Some(options)).await.with_context(|| format!("connecting to {endpoint}"))
+}
+
+/// etcdctl's --cacert, --cert and --key as etcd_client's TLS options; `None` without a CA.
+pub fn tls_options(
+    cacert: Option<&std::path::Path>,
+    cert: Option<&std::path::Path>,
+    key: Option<&std::path::Path>,
+) -> anyhow::Result<Option<TlsOptions>> {
+    let read = |path: &std::path::Path| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
+    let Some(ca) = cacert else {
+        anyhow::ensure!(cert.is_none() && key.is_none(), "--cert and --key need --cacert");
+        return Ok(None);
+    };
+    let options = TlsOptions::new().ca_certificate(etcd_client::Certificate::from_pem(read(ca)?));
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(options.identity(etcd_client::Identity::from_pem(read(cert)?, read(key)?)))),
+        (None, None) => Ok(Some(options)),
+        _ => anyhow::bail!("--cert and --key go together"),
+    }
 }

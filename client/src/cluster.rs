@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 use tonic::{Code, Status, Streaming};
 
+use crate::connect::{ConnectOptions, Tls};
 use crate::error::{Error, Result};
 
 /// How long connecting to one member may take: loopback and LAN members answer in
@@ -50,12 +51,14 @@ struct Member {
     channel: Channel,
     /// etcd's own client for this member, for the Lease API (created on first use).
     etcd: OnceCell<etcd_client::Client>,
+    /// For `https://` members.
+    tls: Option<Tls>,
 }
 
 impl Cluster {
     /// Prepares a connection to each endpoint without contacting any (so a client can start
     /// before the cluster). Must run inside a tokio runtime.
-    pub(crate) fn new(endpoints: &[String]) -> Result<Cluster> {
+    pub(crate) fn new(endpoints: &[String], options: &ConnectOptions) -> Result<Cluster> {
         if endpoints.is_empty() {
             return Err(Error::InvalidArgument(
                 "no endpoint given; pass at least one, e.g. http://127.0.0.1:2379".into(),
@@ -67,7 +70,7 @@ impl Cluster {
                 endpoints.len()
             )));
         }
-        let members = endpoints.iter().map(|endpoint| Member::new(endpoint)).collect::<Result<_>>()?;
+        let members = endpoints.iter().map(|endpoint| Member::new(endpoint, options)).collect::<Result<_>>()?;
         Ok(Cluster { members, current: AtomicUsize::new(0) })
     }
 
@@ -199,10 +202,13 @@ impl Cluster {
         let client = member
             .etcd
             .get_or_try_init(|| async {
-                let options = etcd_client::ConnectOptions::new()
+                let mut options = etcd_client::ConnectOptions::new()
                     .with_connect_timeout(CONNECT_TIMEOUT)
                     .with_keep_alive(KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT)
                     .with_keep_alive_while_idle(true);
+                if let Some(tls) = &member.tls {
+                    options = options.with_tls(tls.tonic());
+                }
                 etcd_client::Client::connect([member.url.as_str()], Some(options)).await
             })
             .await
@@ -212,14 +218,19 @@ impl Cluster {
 }
 
 impl Member {
-    fn new(endpoint: &str) -> Result<Member> {
+    fn new(endpoint: &str, options: &ConnectOptions) -> Result<Member> {
         let url = if endpoint.contains("://") { endpoint.to_string() } else { format!("http://{endpoint}") };
-        if url.starts_with("https://") {
-            return Err(Error::InvalidArgument(format!(
-                "endpoint {endpoint:?}: TLS is not supported yet; use http://"
-            )));
-        }
-        let channel = tonic::transport::Endpoint::from_shared(url.clone())
+        let tls = match (url.starts_with("https://"), options.tls()) {
+            (true, Some(tls)) => Some(tls.clone()),
+            (true, None) => {
+                return Err(Error::InvalidArgument(format!(
+                    "endpoint {endpoint:?} is https:// but no TLS options were given: pass the CA that signed the \
+                     members' certificates (ConnectOptions::with_tls, keelctl --cacert)"
+                )))
+            }
+            (false, _) => None,
+        };
+        let mut channel = tonic::transport::Endpoint::from_shared(url.clone())
             .map_err(|error| {
                 Error::InvalidArgument(format!(
                     "endpoint {endpoint:?} is not a valid URL ({error}); expected e.g. http://127.0.0.1:2379"
@@ -229,9 +240,14 @@ impl Member {
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
             .keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .keep_alive_while_idle(true)
-            .tcp_nodelay(true)
-            .connect_lazy();
-        Ok(Member { url, channel, etcd: OnceCell::new() })
+            .tcp_nodelay(true);
+        if let Some(tls) = &tls {
+            channel = channel.tls_config(tls.tonic()).map_err(|error| {
+                Error::InvalidArgument(format!("endpoint {endpoint:?}: the TLS options are not usable: {error}"))
+            })?;
+        }
+        let channel = channel.connect_lazy();
+        Ok(Member { url, channel, etcd: OnceCell::new(), tls })
     }
 }
 
@@ -369,17 +385,25 @@ mod tests {
 
     #[tokio::test]
     async fn bad_endpoints_are_rejected_before_connecting() {
-        assert!(matches!(Cluster::new(&[]), Err(Error::InvalidArgument(_))));
-        assert!(matches!(Cluster::new(&["https://127.0.0.1:1".into()]), Err(Error::InvalidArgument(_))));
-        assert!(matches!(Cluster::new(&["http://[::1".into()]), Err(Error::InvalidArgument(_))));
-        assert!(Cluster::new(&["127.0.0.1:2379".into()]).is_ok());
+        assert!(matches!(Cluster::new(&[], &ConnectOptions::default()), Err(Error::InvalidArgument(_))));
+        assert!(matches!(
+            Cluster::new(&["https://127.0.0.1:1".into()], &ConnectOptions::default()),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            Cluster::new(&["http://[::1".into()], &ConnectOptions::default()),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(Cluster::new(&["127.0.0.1:2379".into()], &ConnectOptions::default()).is_ok());
     }
 
     #[tokio::test]
     async fn unreachable_members_give_unavailable_after_the_budget() {
         tokio::time::pause();
         // Port 1 on loopback: nothing listens there, so connecting fails at once.
-        let cluster = Cluster::new(&["http://127.0.0.1:1".into(), "http://127.0.0.1:1".into()]).expect("valid URLs");
+        let cluster =
+            Cluster::new(&["http://127.0.0.1:1".into(), "http://127.0.0.1:1".into()], &ConnectOptions::default())
+                .expect("valid URLs");
         let result = cluster
             .call("ping", |channel| async move {
                 let mut client = keel_proto::v1::registry_client::RegistryClient::new(channel);
@@ -397,7 +421,7 @@ mod tests {
         tokio::time::pause();
         // Nothing listens on port 1: each attempt fails to connect, so nothing was ever sent and
         // trying every member for the whole budget is safe even for a non-idempotent request.
-        let cluster = Cluster::new(&["http://127.0.0.1:1".into()]).expect("a valid URL");
+        let cluster = Cluster::new(&["http://127.0.0.1:1".into()], &ConnectOptions::default()).expect("a valid URL");
         let result = cluster
             .call_once("publish", |channel| async move {
                 let mut client = keel_proto::v1::events_client::EventsClient::new(channel);

@@ -14,6 +14,7 @@
 //! ```text
 //! error.rs                 Error: one enum, each variant says what the caller can do next
 //! cluster.rs               failover across members: sticky endpoint, retry budget, status mapping
+//! connect.rs               ConnectOptions and Tls: https:// endpoints, the CA, a client certificate
 //! names.rs                 one rule for the names the native services put in keys (topics, tables...)
 //! registry/mod.rs          the Registry and Watcher traits, options, WatchResult, Action
 //! registry/types.rs        Service, Node, Endpoint, Value: go-micro's JSON, byte for byte
@@ -175,10 +176,12 @@ pub mod auth;
 pub mod broker;
 mod cluster;
 pub mod config;
+mod connect;
 mod error;
 pub mod events;
 pub mod names;
 pub mod registry;
 pub mod store;
 
+pub use connect::{ConnectOptions, Tls};
 pub use error::{Error, Result};

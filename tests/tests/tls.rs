@@ -9,9 +9,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use etcd_client::{Certificate, Client, ConnectOptions, GetOptions, TlsOptions};
+use keel_client::events::{Events, GrpcEvents, ReadOptions};
 use keel_tests::tls::{CertFiles, TestCerts};
 use keel_tests::transcript::{assert_same_transcripts, step, Step};
-use keel_tests::{etcdctl, wait_for, wait_for_some, EtcdctlOutput, Server, TestCluster, TlsSetup, READY_TIMEOUT};
+use keel_tests::{
+    etcdctl, keelctl, wait_for, wait_for_some, EtcdctlOutput, Server, TestCluster, TlsSetup, READY_TIMEOUT,
+};
 
 const ROOT: &str = "@cert=root";
 const ALICE: &str = "@cert=alice";
@@ -195,6 +198,36 @@ fn stderr_of<'a>(script: &[Step], outputs: &'a [EtcdctlOutput], args: &[&str]) -
 fn output_of<'a>(script: &[Step], outputs: &'a [EtcdctlOutput], args: &[&str]) -> &'a EtcdctlOutput {
     let index = script.iter().position(|step| step.args == args).expect("the step is in the script");
     &outputs[index]
+}
+
+/// keelctl and keel-client take etcdctl's flags: a CA, and a client certificate when the
+/// members ask for one; an https:// endpoint without a CA is refused before anything is sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn keelctl_and_keel_client_speak_tls() {
+    let cluster = TestCluster::start_tls(Server::Keel, 1, CLIENT_CERT_AUTH, &[]).await;
+    let tls = cluster.tls.as_ref().expect("TLS cluster");
+    let cacert = format!("--cacert={}", tls.certs.ca.display());
+    let cert = format!("--cert={}", tls.harness.cert.display());
+    let key = format!("--key={}", tls.harness.key.display());
+    let published = keelctl(&cluster, &[&cacert, &cert, &key, "events", "publish", "tls", "over https"]);
+    assert_eq!(published.exited, Some(true), "{published:?}");
+    let read = keelctl(&cluster, &[&cacert, &cert, &key, "-o", "json", "events", "read", "tls"]);
+    assert!(read.stdout.contains("over https"), "{read:?}");
+
+    let no_ca = keelctl(&cluster, &["events", "read", "tls"]);
+    assert_eq!(no_ca.exited, Some(false));
+    assert!(no_ca.stderr.contains("--cacert"), "the error names the missing flag: {no_ca:?}");
+    let no_cert = keelctl(&cluster, &[&cacert, "events", "read", "tls"]);
+    assert_eq!(no_cert.exited, Some(false), "the member asks for a client certificate: {no_cert:?}");
+
+    let client_tls = keel_client::Tls::from_files(&tls.certs.ca, Some(&tls.harness.cert), Some(&tls.harness.key))
+        .expect("the harness's files");
+    let options = keel_client::ConnectOptions::new().with_tls(client_tls);
+    let events = GrpcEvents::connect_with(&cluster.endpoints(), &options).await.expect("valid endpoints");
+    let read = events.read("tls", ReadOptions::from_offset(0)).await.expect("read over TLS");
+    assert_eq!(read.first().map(|event| event.payload.as_slice()), Some(b"over https".as_slice()));
+    let refused = GrpcEvents::connect(&cluster.endpoints()).await.err();
+    assert!(matches!(refused, Some(keel_client::Error::InvalidArgument(_))), "{refused:?}");
 }
 
 /// One connection and one get on `url`, with `tls` options if given.

@@ -13,6 +13,7 @@ use tonic::Streaming;
 
 use super::{Config, ConfigWatcher, DeleteOptions, GetOptions, SetOptions, Value, WatchOptions};
 use crate::cluster::{self, Cluster};
+use crate::connect::ConnectOptions;
 use crate::error::{Error, Result};
 
 /// A [`Config`] backed by a Keel cluster. Cheap to clone: clones share connections.
@@ -26,7 +27,12 @@ impl GrpcConfig {
     /// without a scheme gets `http://`). Nothing is contacted yet: the first request connects.
     /// Fails only on a malformed endpoint list.
     pub async fn connect(endpoints: &[String]) -> Result<GrpcConfig> {
-        Ok(GrpcConfig { cluster: Arc::new(Cluster::new(endpoints)?) })
+        Self::connect_with(endpoints, &ConnectOptions::default()).await
+    }
+
+    /// As [`Self::connect`], with TLS for `https://` endpoints.
+    pub async fn connect_with(endpoints: &[String], options: &ConnectOptions) -> Result<GrpcConfig> {
+        Ok(GrpcConfig { cluster: Arc::new(Cluster::new(endpoints, options)?) })
     }
 
     /// Opens a watch on the first member that can serve it and reads its first response (the

@@ -16,6 +16,7 @@ use super::{
     Published, ReadOptions, Retention, Start, Subscription, TopicInfo,
 };
 use crate::cluster::Cluster;
+use crate::connect::ConnectOptions;
 use crate::error::{Error, Result};
 
 /// An [`Events`] backed by a Keel cluster. Cheap to clone: clones share connections.
@@ -29,7 +30,12 @@ impl GrpcEvents {
     /// without a scheme gets `http://`). Nothing is contacted yet: the first request connects.
     /// Fails only on a malformed endpoint list.
     pub async fn connect(endpoints: &[String]) -> Result<GrpcEvents> {
-        Ok(GrpcEvents { cluster: Arc::new(Cluster::new(endpoints)?) })
+        Self::connect_with(endpoints, &ConnectOptions::default()).await
+    }
+
+    /// As [`Self::connect`], with TLS for `https://` endpoints.
+    pub async fn connect_with(endpoints: &[String], options: &ConnectOptions) -> Result<GrpcEvents> {
+        Ok(GrpcEvents { cluster: Arc::new(Cluster::new(endpoints, options)?) })
     }
 }
 

@@ -19,6 +19,7 @@ use super::{
     WatchOptions, WatchResult, Watcher,
 };
 use crate::cluster::{self, Cluster};
+use crate::connect::ConnectOptions;
 use crate::error::{Error, Result};
 
 /// A [`Registry`] backed by a Keel cluster. Cheap to clone: clones share connections.
@@ -32,7 +33,12 @@ impl GrpcRegistry {
     /// without a scheme gets `http://`). Nothing is contacted yet: the first request connects,
     /// so a service may start before the cluster. Fails only on a malformed endpoint list.
     pub async fn connect(endpoints: &[String]) -> Result<GrpcRegistry> {
-        Ok(GrpcRegistry { cluster: Arc::new(Cluster::new(endpoints)?) })
+        Self::connect_with(endpoints, &ConnectOptions::default()).await
+    }
+
+    /// As [`Self::connect`], with TLS for `https://` endpoints.
+    pub async fn connect_with(endpoints: &[String], options: &ConnectOptions) -> Result<GrpcRegistry> {
+        Ok(GrpcRegistry { cluster: Arc::new(Cluster::new(endpoints, options)?) })
     }
 
     /// Registers `service` and returns the lease it is attached to (0 without a TTL), for

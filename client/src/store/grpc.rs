@@ -14,6 +14,7 @@ use super::{
     WriteOptions,
 };
 use crate::cluster::Cluster;
+use crate::connect::ConnectOptions;
 use crate::error::Result;
 
 /// A [`Store`] backed by a Keel cluster. Cheap to clone: clones share connections.
@@ -27,7 +28,12 @@ impl GrpcStore {
     /// without a scheme gets `http://`). Nothing is contacted yet: the first request connects.
     /// Fails only on a malformed endpoint list.
     pub async fn connect(endpoints: &[String]) -> Result<GrpcStore> {
-        Ok(GrpcStore { cluster: Arc::new(Cluster::new(endpoints)?) })
+        Self::connect_with(endpoints, &ConnectOptions::default()).await
+    }
+
+    /// As [`Self::connect`], with TLS for `https://` endpoints.
+    pub async fn connect_with(endpoints: &[String], options: &ConnectOptions) -> Result<GrpcStore> {
+        Ok(GrpcStore { cluster: Arc::new(Cluster::new(endpoints, options)?) })
     }
 }
 

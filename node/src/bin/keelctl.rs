@@ -24,7 +24,10 @@ mod store;
 
 use std::process::ExitCode;
 
+use std::path::PathBuf;
+
 use clap::{Parser, Subcommand, ValueEnum};
+use keel_client::{ConnectOptions, Tls};
 
 #[derive(Debug, Parser)]
 #[command(name = "keelctl", version, about = "Keel's admin CLI")]
@@ -38,6 +41,16 @@ struct Cli {
         default_value = "http://127.0.0.1:2379"
     )]
     endpoints: Vec<String>,
+    /// Verify https:// members with this CA bundle (PEM), as etcdctl's --cacert.
+    #[arg(long, global = true, env = "KEELCTL_CACERT")]
+    cacert: Option<PathBuf>,
+    /// Present this client certificate (PEM) to members that ask for one; with
+    /// --client-cert-auth and auth on, its CN is the user.
+    #[arg(long, global = true, env = "KEELCTL_CERT", requires = "key")]
+    cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, global = true, env = "KEELCTL_KEY", requires = "cert")]
+    key: Option<PathBuf>,
     /// Output format.
     #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = Format::Table)]
     output: Format,
@@ -84,11 +97,13 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        let options = connect_options(&cli)?;
+        let (endpoints, format) = (&cli.endpoints, cli.output);
         match cli.command {
-            Command::Registry(command) => registry::run(command, &cli.endpoints, cli.output).await,
-            Command::Store(command) => store::run(command, &cli.endpoints, cli.output).await,
-            Command::Config(command) => config::run(command, &cli.endpoints, cli.output).await,
-            Command::Events(command) => events::run(command, &cli.endpoints, cli.output).await,
+            Command::Registry(command) => registry::run(command, endpoints, &options, format).await,
+            Command::Store(command) => store::run(command, endpoints, &options, format).await,
+            Command::Config(command) => config::run(command, endpoints, &options, format).await,
+            Command::Events(command) => events::run(command, endpoints, &options, format).await,
         }
     });
     match result {
@@ -100,6 +115,18 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// TLS from --cacert/--cert/--key; an https:// endpoint without --cacert is refused by the
+/// client with a message naming the flag.
+fn connect_options(cli: &Cli) -> anyhow::Result<ConnectOptions> {
+    let Some(ca) = &cli.cacert else {
+        if cli.cert.is_some() {
+            anyhow::bail!("--cert needs --cacert: the CA that signed the members' certificates");
+        }
+        return Ok(ConnectOptions::new());
+    };
+    Ok(ConnectOptions::new().with_tls(Tls::from_files(ca, cli.cert.as_deref(), cli.key.as_deref())?))
 }
 
 fn is_broken_pipe(error: &anyhow::Error) -> bool {

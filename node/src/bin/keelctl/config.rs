@@ -3,6 +3,7 @@
 use anyhow::Context;
 use clap::Subcommand;
 use keel_client::config::{Config, DeleteOptions, GetOptions, GrpcConfig, SetOptions, WatchOptions};
+use keel_client::ConnectOptions;
 
 use crate::output;
 use crate::shared::StopSignals;
@@ -54,14 +55,19 @@ pub enum Command {
     },
 }
 
-pub async fn run(command: Command, endpoints: &[String], format: Format) -> anyhow::Result<()> {
+pub async fn run(
+    command: Command,
+    endpoints: &[String],
+    options: &ConnectOptions,
+    format: Format,
+) -> anyhow::Result<()> {
     // Parsed before connecting: invalid JSON sends nothing.
     if let Command::Set { json, .. } = &command {
         serde_json::from_str::<serde_json::Value>(json).with_context(|| {
             format!("the value {json:?} is not valid JSON (quote strings as JSON: '\"db1\"'; numbers, true, false, null, [...] and {{...}} as they are)")
         })?;
     }
-    let config = GrpcConfig::connect(endpoints).await?;
+    let config = GrpcConfig::connect_with(endpoints, options).await?;
     match command {
         Command::Get { path, namespace, secret } => {
             let options = GetOptions { namespace: namespace.clone(), secrets: secret, revision: None };

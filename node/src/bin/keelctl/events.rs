@@ -7,6 +7,7 @@ use futures::StreamExt;
 use keel_client::events::{
     ConsumeOptions, ConsumeStart, Events, GrpcEvents, PublishOptions, ReadOptions, Retention, Start,
 };
+use keel_client::ConnectOptions;
 
 use crate::shared::parse_key_value;
 use crate::Format;
@@ -81,8 +82,13 @@ pub enum Command {
     },
 }
 
-pub async fn run(command: Command, endpoints: &[String], format: Format) -> anyhow::Result<()> {
-    let events = GrpcEvents::connect(endpoints).await?;
+pub async fn run(
+    command: Command,
+    endpoints: &[String],
+    options: &ConnectOptions,
+    format: Format,
+) -> anyhow::Result<()> {
+    let events = GrpcEvents::connect_with(endpoints, options).await?;
     match command {
         Command::Publish { topic, payload, metadata, id } => {
             let options = PublishOptions { metadata: metadata.into_iter().collect(), id };

@@ -5,6 +5,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Subcommand;
 use keel_client::registry::{GrpcRegistry, Node, RegisterOptions, Registry, Service, WatchOptions};
+use keel_client::ConnectOptions;
 
 use crate::output;
 use crate::shared::{parse_key_value, StopSignals};
@@ -57,8 +58,13 @@ pub enum Command {
     },
 }
 
-pub async fn run(command: Command, endpoints: &[String], format: Format) -> anyhow::Result<()> {
-    let registry = GrpcRegistry::connect(endpoints).await?;
+pub async fn run(
+    command: Command,
+    endpoints: &[String],
+    options: &ConnectOptions,
+    format: Format,
+) -> anyhow::Result<()> {
+    let registry = GrpcRegistry::connect_with(endpoints, options).await?;
     match command {
         Command::Register { service, version, node_id, address, metadata, ttl } => {
             let node = Node { id: node_id, address, metadata: metadata.into_iter().collect(), ..Node::default() };

@@ -6,6 +6,7 @@ use clap::{Subcommand, ValueEnum};
 use keel_client::store::{
     DeleteOptions, GrpcStore, ListOptions, Order, ReadOptions, Record, Store, WriteOptions, DEFAULT_NAME,
 };
+use keel_client::ConnectOptions;
 
 use crate::output;
 use crate::shared::parse_key_value;
@@ -118,8 +119,13 @@ impl From<OrderArg> for Order {
     }
 }
 
-pub async fn run(command: Command, endpoints: &[String], format: Format) -> anyhow::Result<()> {
-    let store = GrpcStore::connect(endpoints).await?;
+pub async fn run(
+    command: Command,
+    endpoints: &[String],
+    options: &ConnectOptions,
+    format: Format,
+) -> anyhow::Result<()> {
+    let store = GrpcStore::connect_with(endpoints, options).await?;
     match command {
         Command::Write { key, value, table, ttl, metadata } => {
             let record = Record { metadata: metadata.into_iter().collect(), ..Record::new(key, value) };
