@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "proto/keel/v1/store.proto",
             "proto/keel/v1/config.proto",
             "proto/keel/v1/events.proto",
+            "proto/keel/v1/auth.proto",
         ],
         &["proto"],
     )?;

@@ -96,6 +96,7 @@ pub const TARGETS: &[Target] = &[
     ("store_record", crate::store::fuzz_decode),
     ("registry_registration", keel_client::registry::fuzz_registration),
     ("client_auth_token", crate::auth::jwt::fuzz_verify),
+    ("client_micro_token", crate::auth::micro_token::fuzz_verify),
     ("client_certificate_cn", crate::tls::fuzz_common_name),
 ];
 

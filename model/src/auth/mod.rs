@@ -5,6 +5,8 @@
 //!   priority; default deny.
 //! - [`etcd`]: etcd's auth store as replicated state (users, roles, the auth revision), the
 //!   commands that change it, and etcd's `IsAdminPermitted` / `isOpPermitted` over it.
+//! - [`micro`]: micro's accounts (bcrypt hashes of their secrets, a generation that ends old
+//!   tokens) and rules as replicated state, and the commands that change them.
 //! - [`permissions`]: etcd's key permissions (READ / WRITE / READWRITE over a key or a range),
 //!   checked the way etcd 3.4 checks them: a request's whole range must be covered by the union
 //!   of the user's permitted ranges.
@@ -14,5 +16,6 @@
 //! whether a known identity may touch a resource.
 
 pub mod etcd;
+pub mod micro;
 pub mod permissions;
 pub mod rules;

@@ -15,6 +15,7 @@ mod http;
 mod kv;
 mod lease;
 mod maintenance;
+mod micro_auth;
 mod native_guard;
 mod registry;
 mod status;
@@ -64,6 +65,10 @@ pub fn client_router(member: Arc<Member>, decoding_limit: usize) -> Router {
                     member.clone(),
                 ))
                 .max_decoding_message_size(decoding_limit),
+            )
+            .add_service(
+                keel_proto::v1::auth_server::AuthServer::new(micro_auth::MicroAuthService::new(member.clone()))
+                    .max_decoding_message_size(decoding_limit),
             )
             .add_service(
                 keel_proto::v1::registry_server::RegistryServer::new(registry::RegistryService::new(member.clone()))

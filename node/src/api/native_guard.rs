@@ -21,10 +21,15 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 /// The gRPC path prefix of every native service.
 const NATIVE_PREFIX: &str = "/keel.v1.";
+/// micro's Auth checks its callers itself: Token, Inspect and Verify are open (a secret or a
+/// token is the proof), changes and lists are root's (`api/micro_auth.rs`).
+const MICRO_AUTH_PREFIX: &str = "/keel.v1.Auth/";
 
 /// The middleware: refuses a native call from anyone but root while auth is enabled.
 pub async fn root_only_while_auth_is_on(State(member): State<Arc<Member>>, request: Request, next: Next) -> Response {
-    if !request.uri().path().starts_with(NATIVE_PREFIX) || !member.read_auth(|auth| auth.enabled) {
+    let path = request.uri().path();
+    let guarded = path.starts_with(NATIVE_PREFIX) && !path.starts_with(MICRO_AUTH_PREFIX);
+    if !guarded || !member.read_auth(|auth| auth.enabled) {
         return next.run(request).await;
     }
     let credentials = credentials(&member, &request);

@@ -4,6 +4,7 @@
 use tonic::{Code, Status};
 
 use keel_model::auth::etcd::AuthError;
+use keel_model::auth::micro::MicroError;
 
 use crate::dynamic_config::ConfigError;
 use crate::error::ServerError;
@@ -87,6 +88,11 @@ fn auth_status(error: &AuthError) -> Status {
         // Retried by the member that checked the password; reaching a client means it kept
         // changing: a retry of its own will do.
         AuthError::StaleAuthenticate => Code::Unavailable,
+        AuthError::Micro(error) => match error {
+            MicroError::AccountExists(_) | MicroError::Invalid(_) => Code::InvalidArgument,
+            MicroError::AccountNotFound | MicroError::RuleNotFound => Code::NotFound,
+            MicroError::Unauthenticated => Code::Unauthenticated,
+        },
         AuthError::RootUserNotExist
         | AuthError::RootRoleNotExist
         | AuthError::UserAlreadyExist

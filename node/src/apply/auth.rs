@@ -1,7 +1,8 @@
 //! etcd's auth changes (users, roles, permissions, enable/disable) and `Authenticate`'s simple
 //! token: the rules are `keel_model::auth::etcd`; the records are the auth sub-store's.
 
-use keel_model::auth::etcd::{check_names, AuthCommand};
+use keel_model::auth::etcd::{check_names, AuthCommand, AuthError};
+use keel_model::auth::micro;
 
 use crate::command::AuthResponse;
 use crate::error::ServerError;
@@ -12,6 +13,9 @@ use super::Apply;
 impl Apply for AuthCommand {
     /// Names past the limit are refused before proposing (apply refuses them too).
     fn check(&self) -> Result<(), ServerError> {
+        if let AuthCommand::Micro(command) = self {
+            micro::check_command(command).map_err(AuthError::Micro)?;
+        }
         Ok(check_names(self.names())?)
     }
 

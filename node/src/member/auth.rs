@@ -149,7 +149,10 @@ impl Member {
     }
 
     /// Runs `work` (bcrypt) on a blocking thread once a hashing slot is free.
-    async fn hashing<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, ServerError> {
+    pub(super) async fn hashing<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ServerError> {
         let _slot = self.tokens.hashing.acquire().await.map_err(|_| ServerError::Stopped)?;
         tokio::task::spawn_blocking(work).await.map_err(|_| ServerError::Stopped)
     }

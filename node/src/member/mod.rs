@@ -9,6 +9,7 @@ pub mod format;
 mod forward_writes;
 mod leader_write;
 pub mod listen_report;
+pub mod micro_auth;
 mod read_barrier;
 mod start;
 

@@ -3,7 +3,7 @@
 //! `mvcc/auth/` records of `Table::StateMeta` — never keys of the KV keyspace, which clients can
 //! read — and stages its own changes to them. Simple tokens are not stored: what an applied
 //! command says about them is handed to the member (`take_token_changes`), as etcd keeps them
-//! in memory.
+//! in memory. micro's accounts and rules live here too (`micro_auth.rs`: their records).
 
 use std::collections::BTreeMap;
 
@@ -57,6 +57,7 @@ impl AuthStore {
             check_name(&key, name, &role.name)?;
             state.roles.insert(role.name.clone(), role);
         }
+        state.micro = super::micro_auth::load(engine)?;
         Ok(AuthStore { state, ..AuthStore::default() })
     }
 
@@ -72,7 +73,8 @@ impl AuthStore {
     }
 
     fn stage(&mut self, touched: Touched) -> Result<(), StorageError> {
-        let Touched { users, roles, meta, tokens } = touched;
+        let Touched { users, roles, meta, tokens, micro } = touched;
+        super::micro_auth::stage(&self.state.micro, micro, &mut self.staged)?;
         for name in users {
             let record = self.state.users.get(&name).map(encode).transpose()?;
             self.staged.insert(record_key(USER_PREFIX, &name), record);
@@ -173,5 +175,53 @@ mod tests {
         assert_eq!(reloaded.state(), store.state());
         assert!(!reloaded.state().users.contains_key("gone"));
         assert_eq!(store.take_token_changes(), vec![TokenChange::EndUser("gone".into())]);
+    }
+
+    #[test]
+    fn micro_accounts_and_rules_read_back_in_their_order() {
+        use keel_model::auth::micro::{MicroCommand, StoredAccount};
+        use keel_model::auth::rules::{Access, Resource, Rule};
+        let engine = MemoryEngine::default();
+        let mut store = AuthStore::load(&engine).expect("as expected");
+        let account = |id: &str| StoredAccount {
+            id: id.into(),
+            r#type: "service".into(),
+            scopes: vec!["billing".into()],
+            metadata: [("team".to_string(), "blue".to_string())].into(),
+            provider: "basic".into(),
+            secret_hash: "$2b$04$x".into(),
+            generation: 0,
+            refresh_ids: Vec::new(),
+        };
+        let rule = |id: &str| Rule {
+            id: id.into(),
+            scope: "*".into(),
+            resource: Resource { r#type: "service".into(), name: "greeter".into(), endpoint: "*".into() },
+            access: Access::Granted,
+            priority: 0,
+        };
+        // "z" is granted first, so it must come back first whatever its key's order.
+        for command in [
+            MicroCommand::Generate(account("kept")),
+            MicroCommand::Generate(account("gone")),
+            MicroCommand::IssueRefresh { id: "kept".into(), generation: 0, refresh_id: "r1".into() },
+            MicroCommand::Grant(rule("z")),
+            MicroCommand::Grant(rule("a")),
+            MicroCommand::Grant(rule("revoked")),
+            MicroCommand::Revoke { id: "revoked".into() },
+            MicroCommand::DeleteAccount { id: "gone".into() },
+        ] {
+            store.apply(&AuthCommand::Micro(command)).expect("as expected");
+            let mut batch = WriteBatch::new();
+            store.take_staged(&mut batch);
+            engine.write(batch, Durability::Buffered).expect("as expected");
+        }
+        let reloaded = AuthStore::load(&engine).expect("as expected");
+        assert_eq!(reloaded.state(), store.state());
+        let order: Vec<String> = reloaded.state().micro.ordered_rules().into_iter().map(|rule| rule.id).collect();
+        assert_eq!(order, ["z", "a"]);
+        assert_eq!(reloaded.state().micro.accounts.keys().collect::<Vec<_>>(), ["kept"]);
+        assert_eq!(reloaded.state().micro.accounts["kept"].refresh_ids, ["r1"]);
+        assert_eq!(reloaded.state().revision, 0, "micro changes leave etcd's auth revision alone");
     }
 }

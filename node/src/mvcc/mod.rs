@@ -47,6 +47,7 @@ mod hash;
 mod key_index;
 mod keyspace;
 mod lease;
+mod micro_auth;
 mod range;
 mod retention;
 mod revision;
@@ -77,5 +78,6 @@ pub(crate) mod stored {
     pub(crate) use super::groups::group_key;
     pub(crate) use super::keyspace::{COMPACT_REVISION_KEY, CURRENT_REVISION_KEY};
     pub(crate) use super::lease::{record_key as lease_key, LeaseRecord};
+    pub(crate) use super::micro_auth::{account_key, rule_key, MicroMeta, MICRO_META_KEY};
     pub(crate) use super::revision::{RecordKind, Revision};
 }

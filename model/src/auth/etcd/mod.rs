@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use super::micro::{MicroCommand, MicroError, MicroState, MicroTouched};
 use super::permissions::{Need, Permission, UserPermissions};
 
 /// etcd's superuser and its role: a user with the `root` role may do anything.
@@ -105,6 +106,9 @@ pub enum AuthCommand {
         token: String,
         checked_revision: u64,
     },
+    /// A change to micro's accounts or rules: the same state and the same checks at apply
+    /// (root while auth is on), but never etcd's auth revision, so etcd users' tokens live on.
+    Micro(MicroCommand),
 }
 
 /// Debug never shows a hash or a token.
@@ -130,6 +134,7 @@ impl std::fmt::Display for AuthCommand {
             AuthCommand::RoleGrantPermission { role, .. } => write!(f, "role {role:?} grant permission"),
             AuthCommand::RoleRevokePermission { role, .. } => write!(f, "role {role:?} revoke permission"),
             AuthCommand::Authenticate { name, .. } => write!(f, "authenticate {name:?}"),
+            AuthCommand::Micro(command) => write!(f, "micro {command:?}"),
         }
     }
 }
@@ -138,7 +143,7 @@ impl AuthCommand {
     /// The user and role names it carries.
     pub fn names(&self) -> Vec<&str> {
         match self {
-            AuthCommand::Enable | AuthCommand::Disable => Vec::new(),
+            AuthCommand::Enable | AuthCommand::Disable | AuthCommand::Micro(_) => Vec::new(),
             AuthCommand::UserAdd { name, .. }
             | AuthCommand::UserDelete { name }
             | AuthCommand::UserChangePassword { name, .. }
@@ -195,6 +200,9 @@ pub enum AuthError {
     /// member checks again (never reaches a client).
     #[error("etcdserver: auth state changed while authenticating")]
     StaleAuthenticate,
+    /// micro's Auth refusing (its own texts: micro's clients are not etcd's).
+    #[error(transparent)]
+    Micro(#[from] MicroError),
 }
 
 /// What an applied command touched: the records to store again (or delete, if gone) and a
@@ -207,6 +215,8 @@ pub struct Touched {
     pub meta: bool,
     /// What the member's simple tokens must learn.
     pub tokens: Option<TokenChange>,
+    /// micro's records.
+    pub micro: MicroTouched,
 }
 
 /// A change to the simple tokens each member keeps (not replicated state: etcd keeps them in
@@ -239,6 +249,8 @@ pub struct AuthState {
     pub revision: u64,
     pub users: BTreeMap<String, User>,
     pub roles: BTreeMap<String, Role>,
+    /// micro's accounts and rules.
+    pub micro: MicroState,
 }
 
 impl AuthState {
@@ -248,6 +260,7 @@ impl AuthState {
         let mut touched = Touched::default();
         match command {
             AuthCommand::Enable => self.enable(&mut touched)?,
+            AuthCommand::Micro(command) => touched.micro = self.micro.apply(command)?,
             AuthCommand::Disable => {
                 if self.enabled {
                     self.enabled = false;
