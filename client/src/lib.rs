@@ -4,8 +4,7 @@
 //! publish/subscribe ([`broker::Broker`]), traits in go-micro's mould, each with a gRPC
 //! implementation for a Keel cluster and an in-memory one for tests (the broker has one
 //! implementation, on top of any `Events`). Accounts, tokens and access rules
-//! ([`auth::Auth`]) have the in-memory implementation so far; the cluster's `keel.v1.Auth` is
-//! being built.
+//! ([`auth::Auth`]): `GrpcAuth` on the cluster's `keel.v1.Auth`, and `MemoryAuth`.
 //!
 //! It must not depend on keel-node: services link this crate, never the server.
 //!
@@ -44,6 +43,9 @@
 //! events/memory_consume.rs consuming in-process: group claims on tokio's clock, dead letters
 //! events/conformance.rs    the events contract as a test suite (consuming in conformance/consume.rs)
 //! broker/mod.rs            the Broker trait, Message, EventsBroker: pub/sub on any Events
+//! auth/mod.rs              the Auth trait (micro's), accounts, tokens, rules; limits and checks
+//! auth/grpc.rs             GrpcAuth: keel.v1.Auth over gRPC, changes never repeated blindly
+//! auth/memory.rs           MemoryAuth: the same contract in-process, expiry on tokio's clock
 //! broker/conformance.rs    the broker contract as a test suite
 //! ```
 //!

@@ -3,9 +3,11 @@
 //!
 //! The rules' meaning is micro's `Verify`, implemented once in [`keel_model::auth::rules`] and
 //! shared with the cluster, so a rule means the same to every implementation. This module
-//! states the contract (the [`Auth`] trait, its types and limits); `memory.rs` implements it
-//! in-process and `conformance.rs` checks any implementation against it.
+//! states the contract (the [`Auth`] trait, its types and limits); `grpc.rs` implements it on
+//! a cluster (`keel.v1.Auth`), `memory.rs` in-process, and `conformance.rs` checks any
+//! implementation against it.
 
+mod grpc;
 mod memory;
 
 #[doc(hidden)]
@@ -15,6 +17,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+pub use grpc::GrpcAuth;
 pub use keel_model::auth::rules::{
     check_rule, Access, Resource, Rule, RULES_MAX, RULE_FIELD_BYTES_MAX, SCOPE_ANY_ACCOUNT, SCOPE_PUBLIC, WILDCARD,
 };
@@ -22,12 +25,10 @@ pub use memory::MemoryAuth;
 
 use crate::error::{Error, Result};
 
-/// The longest account id, type, provider, scope or metadata entry.
-pub const ACCOUNT_FIELD_BYTES_MAX: usize = 512;
-/// The most scopes or metadata entries one account holds: both travel in every token.
-pub const ACCOUNT_ENTRIES_MAX: usize = 64;
-/// The longest secret; bcrypt, which the cluster hashes secrets with, reads at most 72 bytes.
-pub const SECRET_BYTES_MAX: usize = 72;
+/// The cluster's limits, the same here: the longest account id, type, provider, scope or
+/// metadata entry; the most scopes or metadata entries one account holds (both travel in every
+/// token); the longest secret (bcrypt, which the cluster hashes secrets with, reads 72 bytes).
+pub use keel_model::auth::micro::{ACCOUNT_ENTRIES_MAX, ACCOUNT_FIELD_BYTES_MAX, SECRET_BYTES_MAX};
 /// The shortest secret the implementations generate for an account created without one.
 pub const GENERATED_SECRET_BYTES: usize = 32;
 /// How long an access token lasts unless the caller asks otherwise (micro's default).

@@ -1,0 +1,115 @@
+//! micro's Auth on a real cluster (`keel.v1.Auth` through keel-client's `GrpcAuth`): the same
+//! conformance suite `MemoryAuth` passes; tokens any member verifies, that outlive a kill -9 of
+//! every member and end with their account; and, while etcd auth is on, accounts and rules that
+//! only root may change or list, while signing in, Inspect and Verify stay open.
+
+use std::sync::Arc;
+
+use etcd_client::{Client, ConnectOptions};
+use keel_client::auth::{conformance, Auth, GenerateOptions, GrpcAuth, TokenOptions};
+use keel_client::Error;
+use keel_proto::v1 as pb;
+use keel_proto::v1::auth_client::AuthClient;
+use keel_tests::{grpc_channel, Server, TestCluster};
+use tonic::metadata::MetadataValue;
+use tonic::Code;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grpc_auth_passes_the_conformance_suite_on_a_three_member_cluster() {
+    let cluster = TestCluster::start(Server::Keel, 3).await;
+    let auth = GrpcAuth::connect(&cluster.endpoints()).await.expect("valid endpoints");
+    conformance::run(Arc::new(auth)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_from_one_member_works_on_every_member_and_after_every_member_is_killed() {
+    let mut cluster = TestCluster::start(Server::Keel, 3).await;
+    let urls = cluster.endpoints();
+    let on = |i: usize| {
+        let url = urls[i].clone();
+        async move { GrpcAuth::connect(&[url]).await.expect("valid endpoint") }
+    };
+    let first = on(0).await;
+    let secret = GenerateOptions { scopes: vec!["billing".into()], ..GenerateOptions::default() };
+    let account = first.generate("svc-billing", secret).await.expect("generate");
+    let secret = account.secret.expect("a generated secret");
+    let token = first.token(TokenOptions::with_secret("svc-billing", &secret)).await.expect("token on member 0");
+    for i in 1..3 {
+        let inspected = on(i).await.inspect(&token.access_token).await.expect("inspect on another member");
+        assert_eq!((inspected.id.as_str(), inspected.scopes.as_slice()), ("svc-billing", &["billing".to_string()][..]));
+    }
+
+    for i in 0..3 {
+        cluster.kill9(i);
+    }
+    for i in 0..3 {
+        cluster.start_member(i);
+    }
+    cluster.wait_ready().await;
+    let after = on(2).await;
+    assert_eq!(after.inspect(&token.access_token).await.expect("the key outlives the members").id, "svc-billing");
+    let refreshed = after.token(TokenOptions::with_refresh_token(&token.refresh_token)).await.expect("refresh");
+    after.delete_account("svc-billing").await.expect("delete");
+    for stale in [&token.access_token, &refreshed.access_token] {
+        assert!(matches!(on(1).await.inspect(stale).await, Err(Error::Unauthenticated(_))));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn while_etcd_auth_is_on_accounts_and_rules_are_roots() {
+    let cluster = TestCluster::start(Server::Keel, 1).await;
+    let url = cluster.members[0].client_url.clone();
+    let mut etcd = cluster.client().await;
+    etcd.user_add("root", "rootpw", None).await.expect("root");
+    etcd.user_grant_role("root", "root").await.expect("root role");
+    etcd.user_add("alice", "alicepw", None).await.expect("alice");
+    etcd.auth_enable().await.expect("auth enable");
+    let root_token = etcd_token(&url, "root", "rootpw").await;
+    let alice_token = etcd_token(&url, "alice", "alicepw").await;
+
+    let generate = |token: Option<&str>| {
+        let (url, token) = (url.clone(), token.map(str::to_string));
+        async move {
+            let mut request = tonic::Request::new(pb::GenerateRequest {
+                id: "svc".into(),
+                secret: "svc-secret".into(),
+                ..pb::GenerateRequest::default()
+            });
+            if let Some(token) = token {
+                request.metadata_mut().insert("token", MetadataValue::try_from(token).expect("ascii token"));
+            }
+            AuthClient::new(grpc_channel(&url).await).generate(request).await
+        }
+    };
+    let anonymous = generate(None).await.expect_err("nobody signed in");
+    assert_eq!(anonymous.code(), Code::InvalidArgument, "etcd's answer to no user: {anonymous:?}");
+    assert_eq!(anonymous.message(), "etcdserver: user name is empty");
+    let alice = generate(Some(&alice_token)).await.expect_err("alice is not root");
+    assert_eq!((alice.code(), alice.message()), (Code::PermissionDenied, "etcdserver: permission denied"));
+    let created = generate(Some(&root_token)).await.expect("root creates accounts").into_inner();
+    assert_eq!(created.account.map(|account| account.secret), Some("svc-secret".to_string()));
+
+    // Signing in, Inspect and Verify need no etcd user: the secret or the token is the proof.
+    let auth = GrpcAuth::connect(std::slice::from_ref(&url)).await.expect("valid endpoint");
+    let token = auth.token(TokenOptions::with_secret("svc", "svc-secret")).await.expect("sign in");
+    assert_eq!(auth.inspect(&token.access_token).await.expect("inspect").id, "svc");
+    let listed = auth.accounts().await;
+    assert!(
+        matches!(&listed, Err(Error::InvalidArgument(message)) if message.contains("user name is empty")),
+        "{listed:?}"
+    );
+    let no_rule = keel_client::auth::Resource { r#type: "service".into(), name: "x".into(), endpoint: "X.Y".into() };
+    assert!(matches!(auth.verify(None, &no_rule).await, Err(Error::Forbidden(_))), "default deny");
+}
+
+async fn etcd_token(url: &str, user: &str, password: &str) -> String {
+    let options = ConnectOptions::new().with_user(user, password);
+    let client = Client::connect([url], Some(options)).await.expect("connect");
+    client
+        .auth_client()
+        .authenticate(user.to_string(), password.to_string())
+        .await
+        .expect("authenticate")
+        .token()
+        .to_string()
+}
