@@ -10,7 +10,7 @@ use keel_client::auth::{conformance, Auth, GenerateOptions, GrpcAuth, TokenOptio
 use keel_client::Error;
 use keel_proto::v1 as pb;
 use keel_proto::v1::auth_client::AuthClient;
-use keel_tests::{grpc_channel, Server, TestCluster};
+use keel_tests::{grpc_channel, keelctl, Server, TestCluster};
 use tonic::metadata::MetadataValue;
 use tonic::Code;
 
@@ -100,6 +100,37 @@ async fn while_etcd_auth_is_on_accounts_and_rules_are_roots() {
     );
     let no_rule = keel_client::auth::Resource { r#type: "service".into(), name: "x".into(), endpoint: "X.Y".into() };
     assert!(matches!(auth.verify(None, &no_rule).await, Err(Error::Forbidden(_))), "default deny");
+}
+
+/// `keelctl auth`: an account, its token, a rule, and Verify's answer as an exit code.
+#[tokio::test(flavor = "multi_thread")]
+async fn keelctl_auth_manages_accounts_tokens_and_rules() {
+    let cluster = TestCluster::start(Server::Keel, 1).await;
+    let ok = |args: &[&str]| {
+        let out = keelctl(&cluster, args);
+        assert_eq!(out.exited, Some(true), "keelctl {args:?}: {out:?}");
+        out.stdout
+    };
+    let created = ok(&["-o", "json", "auth", "generate", "svc-a", "--scope", "billing", "--secret", "pw-a"]);
+    assert!(created.contains("\"secret\":\"pw-a\""), "{created}");
+    let token: serde_json::Value =
+        serde_json::from_str(&ok(&["-o", "json", "auth", "token", "svc-a", "--secret", "pw-a"])).expect("JSON");
+    let access = token["access_token"].as_str().expect("an access token").to_string();
+    assert!(ok(&["auth", "inspect", &access]).starts_with("svc-a\tuser\tbilling"));
+    ok(&["auth", "grant", "billing-store", "--scope", "billing", "--resource", "service:keel.v1.Store:*"]);
+    assert!(ok(&["auth", "rules"]).contains("billing-store\tbilling\tservice:keel.v1.Store:*\tgranted\t0"));
+    ok(&["auth", "verify", "service:keel.v1.Store:Store.Read", "--token", &access]);
+    let denied = keelctl(&cluster, &["auth", "verify", "service:keel.v1.Store:Store.Read"]);
+    assert_eq!(denied.exited, Some(false), "nobody signed in is not billing: {denied:?}");
+    assert!(denied.stderr.contains("forbidden"), "{denied:?}");
+    let wrong = keelctl(&cluster, &["auth", "token", "svc-a", "--secret", "wrong"]);
+    assert!(wrong.stderr.contains("invalid credentials or token"), "{wrong:?}");
+    let bad = keelctl(&cluster, &["auth", "grant", "x", "--resource", "service:only-two"]);
+    assert_eq!(bad.exited, Some(false));
+    assert!(bad.stderr.contains("TYPE:NAME:ENDPOINT"), "{bad:?}");
+    ok(&["auth", "revoke", "billing-store"]);
+    ok(&["auth", "delete-account", "svc-a"]);
+    assert!(ok(&["auth", "accounts"]).is_empty());
 }
 
 async fn etcd_token(url: &str, user: &str, password: &str) -> String {

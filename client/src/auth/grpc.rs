@@ -105,10 +105,8 @@ impl Auth for GrpcAuth {
     }
 
     async fn verify(&self, account: Option<&Account>, resource: &Resource) -> Result<()> {
-        let request = pb::VerifyRequest {
-            account: account.map(account_to_pb),
-            resource: Some(resource_to_pb(resource)),
-        };
+        let request =
+            pb::VerifyRequest { account: account.map(account_to_pb), resource: Some(resource_to_pb(resource)) };
         self.cluster
             .call("verify access", |channel| {
                 let request = request.clone();

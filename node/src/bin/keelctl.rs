@@ -1,12 +1,14 @@
 //! keelctl: Keel's admin CLI: the service registry (`keelctl registry ...`), the key-value store
-//! (`keelctl store ...`), dynamic configuration (`keelctl config ...`) and event logs
-//! (`keelctl events ...`), through keel-client's
+//! (`keelctl store ...`), dynamic configuration (`keelctl config ...`), event logs
+//! (`keelctl events ...`) and micro's accounts and rules (`keelctl auth ...`), through keel-client's
 //! gRPC implementations, so it fails over between members like any Keel client.
 //!
 //! Exit codes: 0 success (and after Ctrl-C / SIGTERM of a foreground command), 1 an error
 //! (one `Error: ...` line on stderr), 2 bad flags (clap's message). It never panics on input.
 
 // A binary's root resolves modules beside it (src/bin/), so point into keelctl/ explicitly.
+#[path = "keelctl/auth.rs"]
+mod auth;
 #[path = "keelctl/config.rs"]
 mod config;
 #[path = "keelctl/events.rs"]
@@ -81,6 +83,9 @@ enum Command {
     /// Event logs: publish, read, topics.
     #[command(subcommand)]
     Events(events::Command),
+    /// micro's accounts, tokens and rules: generate, token, inspect, grant, verify.
+    #[command(subcommand)]
+    Auth(auth::Command),
 }
 
 fn main() -> ExitCode {
@@ -104,6 +109,7 @@ fn main() -> ExitCode {
             Command::Store(command) => store::run(command, endpoints, &options, format).await,
             Command::Config(command) => config::run(command, endpoints, &options, format).await,
             Command::Events(command) => events::run(command, endpoints, &options, format).await,
+            Command::Auth(command) => auth::run(command, endpoints, &options, format).await,
         }
     });
     match result {

@@ -20,6 +20,9 @@ use crate::error::ServerError;
 
 /// Bytes of randomness in a generated secret (base64url, 43 characters).
 const GENERATED_SECRET_BYTES: usize = 32;
+/// How long a member waits for a new cluster's key: rounds of `KEY_WAIT_ROUND`.
+const KEY_WAIT_ROUNDS: usize = 30;
+const KEY_WAIT_ROUND: Duration = Duration::from_millis(100);
 /// The account type and provider when the request gives none (micro's defaults).
 const ACCOUNT_TYPE_DEFAULT: &str = "user";
 const PROVIDER_DEFAULT: &str = "basic";
@@ -180,20 +183,33 @@ impl Member {
 
     /// The token signer, from the cluster's secret key.
     async fn micro_tokens(&self) -> Result<MicroTokens, ServerError> {
-        let key = match self.shared().secret_key() {
-            Some(key) => key,
-            None => {
-                // A cluster seconds old may not have its key yet (the leader proposes it after
-                // its election): propose one; the first applied wins, the others are ignored.
-                self.propose(crate::dynamic_config::secret::new_key()).await?;
-                self.read_barrier().await?;
-                self.shared().secret_key().ok_or(ServerError::Config(ConfigError::SecretUnavailable))?
-            }
-        };
+        let key = self.cluster_key().await?;
         MicroTokens::from_cluster_key(&key.0).map_err(|e| {
             tracing::warn!("{e}");
             refuse(MicroError::Unauthenticated)
         })
+    }
+}
+
+impl Member {
+    /// The cluster's secret key. A cluster seconds old may not have applied it yet (the
+    /// leader proposes it once elected): the leader proposes one now, the first applied wins;
+    /// another member waits for it, a few seconds at most.
+    async fn cluster_key(&self) -> Result<crate::command::SecretKey, ServerError> {
+        for _ in 0..KEY_WAIT_ROUNDS {
+            if let Some(key) = self.shared().secret_key() {
+                return Ok(key);
+            }
+            if self.metrics().current_leader == Some(self.id) {
+                if let Err(e) = self.propose_as_leader(crate::dynamic_config::secret::new_key()).await {
+                    tracing::debug!("creating the cluster's secret key: {e}");
+                }
+            } else {
+                tokio::time::sleep(KEY_WAIT_ROUND).await;
+            }
+            self.read_barrier().await?;
+        }
+        self.shared().secret_key().ok_or(ServerError::Config(ConfigError::SecretUnavailable))
     }
 }
 
