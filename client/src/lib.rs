@@ -46,6 +46,7 @@
 //! auth/mod.rs              the Auth trait (micro's), accounts, tokens, rules; limits and checks
 //! auth/grpc.rs             GrpcAuth: keel.v1.Auth over gRPC, changes never repeated blindly
 //! auth/memory.rs           MemoryAuth: the same contract in-process, expiry on tokio's clock
+//! auth/layers.rs           tower layers: TokenLayer (clients send a fresh token), VerifyLayer (servers check rules)
 //! broker/conformance.rs    the broker contract as a test suite
 //! ```
 //!

@@ -8,6 +8,7 @@
 //! implementation against it.
 
 mod grpc;
+pub mod layers;
 mod memory;
 
 #[doc(hidden)]
