@@ -34,6 +34,12 @@ impl ConnectOptions {
     pub(crate) fn tls(&self) -> Option<&Tls> {
         self.tls.as_ref()
     }
+
+    /// The TLS options as tonic's (and so etcd-client's: `etcd_client::TlsOptions`), for a
+    /// program that also speaks etcd's API to the cluster.
+    pub fn tls_config(&self) -> Option<tonic::transport::ClientTlsConfig> {
+        self.tls.as_ref().map(Tls::tonic)
+    }
 }
 
 /// The CA to verify the members with, and the client certificate to present, as PEM.

@@ -131,6 +131,18 @@ async fn keelctl_auth_manages_accounts_tokens_and_rules() {
     ok(&["auth", "revoke", "billing-store"]);
     ok(&["auth", "delete-account", "svc-a"]);
     assert!(ok(&["auth", "accounts"]).is_empty());
+
+    // etcd's switch, with etcd's precondition and a hint for it.
+    let no_root = keelctl(&cluster, &["auth", "enable"]);
+    assert_eq!(no_root.exited, Some(false));
+    assert!(no_root.stderr.contains("etcdserver: root user does not exist; create it first"), "{no_root:?}");
+    let mut etcd = cluster.client().await;
+    etcd.user_add("root", "rootpw", None).await.expect("root");
+    etcd.user_grant_role("root", "root").await.expect("root role");
+    assert_eq!(ok(&["auth", "enable"]), "enabled auth\n");
+    let anonymous = keelctl(&cluster, &["auth", "disable"]);
+    assert!(anonymous.stderr.contains("etcdserver: user name is empty"), "{anonymous:?}");
+    assert_eq!(ok(&["auth", "disable", "--user", "root:rootpw"]), "disabled auth\n");
 }
 
 async fn etcd_token(url: &str, user: &str, password: &str) -> String {

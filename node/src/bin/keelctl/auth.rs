@@ -15,6 +15,18 @@ use crate::Format;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Turns etcd's auth on (etcd's AuthEnable): needs a `root` user with the root role first.
+    Enable {
+        /// NAME:PASSWORD, as etcdctl's --user (not needed while auth is off).
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Turns etcd's auth off; root's.
+    Disable {
+        /// NAME:PASSWORD of root.
+        #[arg(long)]
+        user: Option<String>,
+    },
     /// Creates an account; prints its secret (generated unless --secret is given) once.
     Generate {
         id: String,
@@ -100,6 +112,25 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let auth = GrpcAuth::connect_with(endpoints, options).await?;
     match command {
+        Command::Enable { user } => {
+            let mut etcd = etcd_as(endpoints, options, user.as_deref()).await?;
+            etcd.auth_enable().await.map_err(|e| {
+                let message = etcd_message(&e);
+                if message.contains("root user does not") {
+                    anyhow::anyhow!(
+                        "{message}; create it first: etcdctl user add root && etcdctl user grant-role root root"
+                    )
+                } else {
+                    anyhow::anyhow!("{message}")
+                }
+            })?;
+            done(format, "enabled", "auth", Ok(()))
+        }
+        Command::Disable { user } => {
+            let mut etcd = etcd_as(endpoints, options, user.as_deref()).await?;
+            etcd.auth_disable().await.map_err(|e| anyhow::anyhow!("{}", etcd_message(&e)))?;
+            done(format, "disabled", "auth", Ok(()))
+        }
         Command::Generate { id, scopes, r#type, metadata, secret } => {
             let options = GenerateOptions {
                 r#type,
@@ -144,6 +175,31 @@ pub async fn run(
             let who = account.map_or_else(|| "anyone".to_string(), |account| account.id);
             done(format, "allowed", &format!("{who} → {}", resource_text(&resource)), Ok(()))
         }
+    }
+}
+
+/// etcd's client for `endpoints`, signed in as `user` (NAME:PASSWORD) if given.
+async fn etcd_as(
+    endpoints: &[String],
+    options: &ConnectOptions,
+    user: Option<&str>,
+) -> anyhow::Result<etcd_client::Client> {
+    let mut etcd = etcd_client::ConnectOptions::new().with_connect_timeout(Duration::from_secs(5));
+    if let Some(tls) = options.tls_config() {
+        etcd = etcd.with_tls(tls);
+    }
+    if let Some(user) = user {
+        let (name, password) = user.split_once(':').ok_or_else(|| anyhow::anyhow!("--user is NAME:PASSWORD"))?;
+        etcd = etcd.with_user(name, password);
+    }
+    etcd_client::Client::connect(endpoints, Some(etcd)).await.map_err(|e| anyhow::anyhow!("{}", etcd_message(&e)))
+}
+
+/// etcd's own text, without etcd-client's wrapping.
+fn etcd_message(error: &etcd_client::Error) -> String {
+    match error {
+        etcd_client::Error::GRpcStatus(status) => status.message().to_string(),
+        other => other.to_string(),
     }
 }
 
