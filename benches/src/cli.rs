@@ -126,6 +126,10 @@ pub struct RunArgs {
     /// The client certificate's key (PEM).
     #[arg(long, requires = "cert")]
     pub key: Option<PathBuf>,
+
+    /// Sign in as NAME:PASSWORD (a cluster with auth on).
+    #[arg(long)]
+    pub user: Option<String>,
 }
 
 #[derive(Clone, Debug, Args)]
@@ -145,6 +149,11 @@ pub struct CompareArgs {
     /// The etcd server binary (installed from Debian's etcd-server if it is `etcd` and missing).
     #[arg(long, default_value = "etcd")]
     pub etcd_bin: PathBuf,
+
+    /// Turn auth on in each system before measuring (a root user; every client signs in as
+    /// root, as a service with its own user would), to measure what permission checks cost.
+    #[arg(long)]
+    pub auth: bool,
 
     /// Systems to run, in the order of each alternation.
     #[arg(long, value_delimiter = ',', default_value = "etcd,keel", value_parser = System::parse)]

@@ -241,7 +241,9 @@ impl Cluster {
     async fn is_ready(&self) -> bool {
         let mut leaders = Vec::with_capacity(self.members.len());
         for member in &self.members {
-            let Ok(mut client) = pool::connect_one(&member.client_url, None).await else { return false };
+            let Ok(mut client) = pool::connect_one(&member.client_url, &pool::Access::default()).await else {
+                return false;
+            };
             let Ok(status) = client.status().await else { return false };
             if status.leader() == 0 || client.get("keel-bench/ready-probe", None).await.is_err() {
                 return false;

@@ -12,6 +12,7 @@ use anyhow::Context as _;
 use crate::cli::{CompareArgs, LoadArgs, ReportArgs, RunArgs};
 use crate::cluster::{Cluster, ClusterSpec, System};
 use crate::cpu::CpuSampler;
+use crate::pool::{enable_auth, Access};
 use crate::report::{self, Meta, Report, Row, BASELINE, CANDIDATE};
 use crate::workload::{self, LoadSpec};
 use crate::{machine, plot, resources};
@@ -25,10 +26,18 @@ pub async fn run_against_endpoints(args: RunArgs) -> anyhow::Result<()> {
     anyhow::ensure!(!specs.is_empty(), "no load workload given (memory needs compare --resources)");
     prepare_outputs(&args.load, None)?;
     let tls = crate::pool::tls_options(args.cacert.as_deref(), args.cert.as_deref(), args.key.as_deref())?;
+    let user = match &args.user {
+        Some(user) => {
+            let (name, password) = user.split_once(':').context("--user is NAME:PASSWORD")?;
+            Some((name.to_string(), password.to_string()))
+        }
+        None => None,
+    };
+    let access = Access { tls, user };
     let mut report = Report { meta: meta(&args.load, Vec::new(), Vec::new()), ..Report::default() };
     for spec in &specs {
         for run in 1..=args.load.runs {
-            let target = (args.endpoints.as_slice(), tls.as_ref());
+            let target = (args.endpoints.as_slice(), &access);
             let row = measure(target, Vec::new(), &args.label, spec, run, args.load.runs).await?;
             report.rows.push(row);
         }
@@ -74,7 +83,8 @@ pub async fn compare(args: CompareArgs) -> anyhow::Result<()> {
     let mut report = Report { meta: meta(&args.load, versions, notes), ..Report::default() };
 
     if !specs.is_empty() {
-        report.rows = run_alternately(&cluster_specs, &specs, args.load.runs, &root.path().join("load")).await?;
+        let load_root = root.path().join("load");
+        report.rows = run_alternately(&cluster_specs, &specs, (args.load.runs, args.auth), &load_root).await?;
     }
     if wants_resources {
         for spec in &cluster_specs {
@@ -140,24 +150,32 @@ fn prepare_outputs(load: &LoadArgs, plot_path: Option<&Path>) -> anyhow::Result<
 
 /// Starts one cluster per system, then for each workload and client count runs the systems
 /// in turn, `runs` times: etcd, keel, etcd, keel, ...
+/// With `auth`, each cluster gets a root user and auth on before the first run, and every
+/// client signs in as root.
 async fn run_alternately(
     cluster_specs: &[ClusterSpec],
     specs: &[LoadSpec],
-    runs: usize,
+    (runs, auth): (usize, bool),
     root: &Path,
 ) -> anyhow::Result<Vec<Row>> {
     let mut clusters = Vec::new();
     for spec in cluster_specs {
         eprintln!("{}: starting {} members", spec.system.name(), spec.members);
-        clusters.push(Cluster::start(spec.clone(), root).await?);
+        let cluster = Cluster::start(spec.clone(), root).await?;
+        let access = match (auth, cluster.endpoints().first()) {
+            (true, Some(endpoint)) => enable_auth(endpoint).await.with_context(|| cluster.logs_tail())?,
+            _ => Access::default(),
+        };
+        clusters.push((cluster, access));
     }
     let mut rows = Vec::new();
     for spec in specs {
         for run in 1..=runs {
-            for cluster in &clusters {
-                let row = measure((&cluster.endpoints(), None), cluster.member_pids(), cluster.name(), spec, run, runs)
-                    .await
-                    .with_context(|| cluster.logs_tail())?;
+            for (cluster, access) in &clusters {
+                let row =
+                    measure((&cluster.endpoints(), access), cluster.member_pids(), cluster.name(), spec, run, runs)
+                        .await
+                        .with_context(|| cluster.logs_tail())?;
                 if let Some(member) = cluster.exited_member() {
                     anyhow::bail!("{} {member} exited during the run\n{}", cluster.name(), cluster.logs_tail());
                 }
@@ -168,10 +186,10 @@ async fn run_alternately(
     Ok(rows)
 }
 
-/// One run of `spec` against `endpoints` (with `tls` for https:// ones), printed as it
-/// completes; with the members' `pids`, also their CPU time per operation.
+/// One run of `spec` against `endpoints` (reached as `access` says), printed as it completes;
+/// with the members' `pids`, also their CPU time per operation.
 async fn measure(
-    (endpoints, tls): (&[String], Option<&etcd_client::TlsOptions>),
+    (endpoints, access): (&[String], &Access),
     pids: Vec<u32>,
     system: &str,
     spec: &LoadSpec,
@@ -180,7 +198,8 @@ async fn measure(
 ) -> anyhow::Result<Row> {
     let label = format!("{system} {} clients {} run {run}/{runs}", spec.workload.name(), spec.clients);
     let cpu = CpuSampler::start(pids);
-    let measurement = workload::run(endpoints, tls, spec, &label).await.with_context(|| format!("{label} failed"))?;
+    let measurement =
+        workload::run(endpoints, access, spec, &label).await.with_context(|| format!("{label} failed"))?;
     let mut summary = measurement.summary();
     let window_end = measurement.window_start + measurement.window;
     summary.member_cpu_us_per_op = cpu
@@ -266,6 +285,13 @@ fn compare_notes(args: &CompareArgs, root: &Path, wants_resources: bool) -> Vec<
              every member started again, timed until each serves a linearizable get and all agree on a leader.",
             args.load_keys
         ));
+    }
+    if args.auth {
+        notes.push(
+            "Auth on in both systems (a root user with the root role, simple tokens): every client signs in \
+             as root once per connection and sends its token with each request."
+                .to_string(),
+        );
     }
     notes
 }

@@ -13,18 +13,26 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long opening one connection may take on loopback.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How clients reach a cluster: TLS for https:// endpoints, and a user to sign in as when auth
+/// is on (etcd-client authenticates once per connection and sends the token on every call).
+#[derive(Clone, Debug, Default)]
+pub struct Access {
+    pub tls: Option<TlsOptions>,
+    pub user: Option<(String, String)>,
+}
+
 pub struct Pool {
     connections: Vec<Client>,
 }
 
 impl Pool {
-    /// Opens `count` connections over `endpoints`, with `tls` for https:// ones.
-    pub async fn connect(endpoints: &[String], tls: Option<&TlsOptions>, count: usize) -> anyhow::Result<Pool> {
+    /// Opens `count` connections over `endpoints`, as `access` says.
+    pub async fn connect(endpoints: &[String], access: &Access, count: usize) -> anyhow::Result<Pool> {
         anyhow::ensure!(!endpoints.is_empty(), "no endpoints to connect to");
         anyhow::ensure!(count > 0, "a pool needs at least one connection");
         let mut connections = Vec::with_capacity(count);
         for i in 0..count {
-            connections.push(connect_one(&endpoints[i % endpoints.len()], tls).await?);
+            connections.push(connect_one(&endpoints[i % endpoints.len()], access).await?);
         }
         Ok(Pool { connections })
     }
@@ -44,12 +52,29 @@ impl Pool {
 }
 
 /// One connection to one endpoint, with keel-bench's timeouts.
-pub async fn connect_one(endpoint: &str, tls: Option<&TlsOptions>) -> anyhow::Result<Client> {
+pub async fn connect_one(endpoint: &str, access: &Access) -> anyhow::Result<Client> {
     let mut options = ConnectOptions::new().with_connect_timeout(CONNECT_TIMEOUT).with_timeout(CALL_TIMEOUT);
-    if let Some(tls) = tls {
+    if let Some(tls) = &access.tls {
         options = options.with_tls(tls.clone());
     }
+    if let Some((user, password)) = &access.user {
+        options = options.with_user(user, password);
+    }
     Client::connect([endpoint], Some(options)).await.with_context(|| format!("connecting to {endpoint}"))
+}
+
+/// The root user `--auth` creates on each system before turning auth on.
+pub const BENCH_ROOT: (&str, &str) = ("root", "keel-bench-root");
+
+/// etcd's path to a locked-down cluster: a root user with the root role, then auth on. Returns
+/// the access clients then need.
+pub async fn enable_auth(endpoint: &str) -> anyhow::Result<Access> {
+    let mut client = connect_one(endpoint, &Access::default()).await?;
+    let (user, password) = BENCH_ROOT;
+    client.user_add(user, password, None).await.context("adding the root user")?;
+    client.user_grant_role(user, "root").await.context("granting root the root role")?;
+    client.auth_enable().await.context("enabling auth")?;
+    Ok(Access { tls: None, user: Some((user.to_string(), password.to_string())) })
 }
 
 /// etcdctl's --cacert, --cert and --key as etcd_client's TLS options; `None` without a CA.

@@ -182,15 +182,15 @@ pub trait Step: Send + 'static {
     fn step(&mut self) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
 
-/// Runs `spec` against `endpoints` (with `tls` for https:// ones) once. `label` prefixes the
+/// Runs `spec` against `endpoints` (reached as `access` says) once. `label` prefixes the
 /// progress line.
 pub async fn run(
     endpoints: &[String],
-    tls: Option<&etcd_client::TlsOptions>,
+    access: &crate::pool::Access,
     spec: &LoadSpec,
     label: &str,
 ) -> anyhow::Result<Measurement> {
-    let pool = Pool::connect(endpoints, tls, spec.connections).await?;
+    let pool = Pool::connect(endpoints, access, spec.connections).await?;
     match spec.workload {
         Workload::Put => Ok(drive(kv::put_steps(&pool, spec), spec, label).await),
         Workload::Range | Workload::RangeSerializable => {
