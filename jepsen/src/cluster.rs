@@ -36,6 +36,7 @@ use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
 use crate::proxy::Proxy;
+use crate::tls::{Endpoints, TlsFiles, CERTIFICATE_USER};
 
 /// Raft timing passed to every member: short, so faults lead to elections within a run.
 pub const HEARTBEAT_INTERVAL_MS: u64 = 50;
@@ -71,11 +72,15 @@ pub struct ClusterConfig {
     pub extra_member_args: Vec<String>,
     /// Extra flags for member n0 only (a sabotage that makes one replica differ).
     pub first_member_args: Vec<String>,
+    /// TLS on both ports, certificates required (`crate::tls`).
+    pub tls: Option<TlsFiles>,
 }
 
 /// The running members; every process is killed when this is dropped.
 pub struct Cluster {
     members: Vec<Member>,
+    /// The members' client URLs, with the run's TLS if it has any.
+    endpoints: Endpoints,
     keel_bin: PathBuf,
     /// Every member's client and peer port, held for the cluster's life. Declared after
     /// `members`, so the members (killed on drop) are gone before the ports are released.
@@ -124,10 +129,11 @@ impl Cluster {
             let target = SocketAddr::from((Ipv4Addr::LOCALHOST, peer_port));
             proxies.push(Proxy::bind(target).await.context("starting a peer proxy")?);
         }
+        let scheme = if config.tls.is_some() { "https" } else { "http" };
         let initial_cluster = proxies
             .iter()
             .enumerate()
-            .map(|(index, proxy)| format!("n{index}=http://{}", proxy.listen_addr()))
+            .map(|(index, proxy)| format!("n{index}={scheme}://{}", proxy.listen_addr()))
             .collect::<Vec<_>>()
             .join(",");
 
@@ -136,9 +142,9 @@ impl Cluster {
         let mut members = Vec::with_capacity(config.nodes);
         for (index, (proxy, (client_port, peer_port))) in proxies.into_iter().zip(ports).enumerate() {
             let name = format!("n{index}");
-            let client_url = format!("http://127.0.0.1:{client_port}");
-            let peer_url = format!("http://127.0.0.1:{peer_port}");
-            let advertised_peer_url = format!("http://{}", proxy.listen_addr());
+            let client_url = format!("{scheme}://127.0.0.1:{client_port}");
+            let peer_url = format!("{scheme}://127.0.0.1:{peer_port}");
+            let advertised_peer_url = format!("{scheme}://{}", proxy.listen_addr());
             let data_dir = data_root.path().join(&name);
             let mut args: Vec<OsString> = vec![
                 "--name".into(),
@@ -166,6 +172,9 @@ impl Cluster {
                 "--peer-secret-file".into(),
                 peer_secret.clone().into(),
             ];
+            if let Some(tls) = &config.tls {
+                args.extend(tls.member_flags().into_iter().map(OsString::from));
+            }
             args.extend(config.extra_member_args.iter().map(OsString::from));
             if index == 0 {
                 args.extend(config.first_member_args.iter().map(OsString::from));
@@ -180,8 +189,13 @@ impl Cluster {
                 paused: false,
             });
         }
+        let urls = members.iter().map(|member| member.client_url.clone()).collect();
+        let endpoints = match &config.tls {
+            Some(tls) => Endpoints::with_tls(urls, tls)?,
+            None => Endpoints::plain(urls),
+        };
         let mut cluster =
-            Cluster { members, keel_bin: config.keel_bin.clone(), _ports: reserved, _data_root: data_root };
+            Cluster { members, endpoints, keel_bin: config.keel_bin.clone(), _ports: reserved, _data_root: data_root };
         for index in 0..cluster.members.len() {
             cluster.restart(index)?;
         }
@@ -200,17 +214,34 @@ impl Cluster {
         &self.members[index].name
     }
 
-    pub fn client_urls(&self) -> Vec<String> {
-        self.members.iter().map(|member| member.client_url.clone()).collect()
+    /// The members' client URLs and how to reach them.
+    pub fn client_urls(&self) -> Endpoints {
+        self.endpoints.clone()
+    }
+
+    /// etcd's path to a locked-down cluster: a root user with the root role, then auth on.
+    /// Clients are root by their certificate's CN from then on (so `--auth` needs TLS).
+    pub async fn enable_auth(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.endpoints.has_tls(), "--auth needs --tls: the clients are root by their certificate");
+        let endpoints = self.client_urls();
+        let options = endpoints.etcd_options(ConnectOptions::new().with_connect_timeout(READY_PROBE_TIMEOUT));
+        let mut client = Client::connect(endpoints.urls(), Some(options)).await?;
+        // Never used: the clients are root by their certificate.
+        let password = random_hex();
+        client.user_add(CERTIFICATE_USER, password, None).await.context("adding root")?;
+        client.user_grant_role(CERTIFICATE_USER, "root").await.context("granting root the root role")?;
+        client.auth_enable().await.context("enabling auth")?;
+        Ok(())
     }
 
     /// Waits until every member answers a linearizable `get`, which needs a leader that a
     /// quorum follows.
     pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
+        let endpoints = self.client_urls();
         for member in &self.members {
             loop {
-                if probe(&member.client_url).await.is_ok() {
+                if probe(&endpoints, &member.client_url).await.is_ok() {
                     break;
                 }
                 if Instant::now() >= deadline {
@@ -315,8 +346,10 @@ impl Cluster {
     pub async fn leader(&self) -> Option<usize> {
         let mut ids = vec![None; self.members.len()];
         let mut best: Option<(u64, u64)> = None;
+        let endpoints = self.client_urls();
         for (index, member) in self.members.iter().enumerate() {
-            let Ok(Ok(status)) = tokio::time::timeout(STATUS_TIMEOUT, status(&member.client_url)).await else {
+            let asked = status(&endpoints, &member.client_url);
+            let Ok(Ok(status)) = tokio::time::timeout(STATUS_TIMEOUT, asked).await else {
                 continue;
             };
             ids[index] = status.header().map(|header| header.member_id());
@@ -373,23 +406,29 @@ fn open_log(path: &Path) -> anyhow::Result<File> {
     OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("opening {}", path.display()))
 }
 
-async fn probe(client_url: &str) -> anyhow::Result<()> {
+async fn probe(endpoints: &Endpoints, client_url: &str) -> anyhow::Result<()> {
     let options = ConnectOptions::new().with_connect_timeout(READY_PROBE_TIMEOUT).with_timeout(READY_PROBE_TIMEOUT);
+    let options = endpoints.etcd_options(options);
     let mut client = Client::connect([client_url], Some(options)).await?;
     client.get(READY_PROBE_KEY, None).await?;
     Ok(())
 }
 
-async fn status(client_url: &str) -> anyhow::Result<StatusResponse> {
+async fn status(endpoints: &Endpoints, client_url: &str) -> anyhow::Result<StatusResponse> {
     let options = ConnectOptions::new().with_connect_timeout(STATUS_TIMEOUT).with_timeout(STATUS_TIMEOUT);
+    let options = endpoints.etcd_options(options);
     let mut client = Client::connect([client_url], Some(options)).await?;
     Ok(client.status().await?)
 }
 
 /// Writes the cluster's shared peer secret (`--peer-secret-file`): random hex.
 fn write_peer_secret(path: &std::path::Path) -> std::io::Result<()> {
+    std::fs::write(path, random_hex())
+}
+
+/// 64 random hex digits.
+fn random_hex() -> String {
     use std::hash::{BuildHasher, RandomState};
-    // RandomState is seeded from the OS's randomness: enough for a test cluster's secret.
-    let secret: String = (0..4).map(|i| format!("{:016x}", RandomState::new().hash_one(i))).collect();
-    std::fs::write(path, secret)
+    // RandomState is seeded from the OS's randomness: enough for a test cluster's secrets.
+    (0..4).map(|i| format!("{:016x}", RandomState::new().hash_one(i))).collect()
 }

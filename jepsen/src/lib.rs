@@ -16,6 +16,7 @@
 //! | [`nemesis`] | a fault schedule that is a pure function of the seed; its execution with the times each fault was in force | know how a fault is injected |
 //! | [`clock`] | [`clock::RunClock`]: nanoseconds since the run started, shared by operations and faults | |
 //! | [`run`] | [`run::run`]: the phases of one test | inject faults or issue requests itself |
+//! | [`tls`] | a run's certificates (made at run time or given) and [`tls::Endpoints`]: the client URLs with how to reach them | |
 //! | [`report`] | [`report::RunReport`]: exit code, `verdict.txt`, `summary.json`, and the SVG plots | judge anything |
 //!
 //! The binary `keel-jepsen` (`src/main.rs`) only parses flags into a [`run::RunConfig`].
@@ -29,6 +30,7 @@ pub mod proxy;
 pub mod replicas;
 pub mod report;
 pub mod run;
+pub mod tls;
 pub mod verdict;
 pub mod workload;
 

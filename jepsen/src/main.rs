@@ -8,7 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use keel_jepsen::nemesis::FaultKind;
-use keel_jepsen::run::{self, RunConfig, Sabotage};
+use keel_jepsen::run::{self, RunConfig, Sabotage, TlsSetting};
+use keel_jepsen::tls::TlsFiles;
 use keel_jepsen::workload::Workload;
 
 #[derive(Parser)]
@@ -55,6 +56,21 @@ struct TestArgs {
     /// Start members with a test-only flag that breaks a guarantee, to prove it is caught.
     #[arg(long, value_enum)]
     sabotage: Option<SabotageArg>,
+    /// TLS on both ports, client certificates required, with a CA and certificate made for
+    /// the run (in <out>/tls/).
+    #[arg(long, conflicts_with = "cacert")]
+    tls: bool,
+    /// TLS with these files instead: the CA, and one certificate for members and clients
+    /// (it must name 127.0.0.1 and be good for servers and clients).
+    #[arg(long, requires_all = ["cert", "key"])]
+    cacert: Option<PathBuf>,
+    #[arg(long, requires = "cacert")]
+    cert: Option<PathBuf>,
+    #[arg(long, requires = "cacert")]
+    key: Option<PathBuf>,
+    /// Auth on: a root user, and clients that are root by their certificate's CN (needs TLS).
+    #[arg(long)]
+    auth: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -213,6 +229,12 @@ fn run_config(args: TestArgs) -> anyhow::Result<RunConfig> {
             SabotageArg::AckBeforeFsync => Sabotage::AckBeforeFsync,
             SabotageArg::DivergeVersions => Sabotage::DivergeVersions,
         }),
+        tls: match (args.tls, args.cacert, args.cert, args.key) {
+            (_, Some(ca), Some(cert), Some(key)) => TlsSetting::Files(TlsFiles { ca, cert, key }),
+            (true, ..) => TlsSetting::Generate,
+            _ => TlsSetting::Off,
+        },
+        auth: args.auth,
     })
 }
 

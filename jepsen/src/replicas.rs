@@ -9,6 +9,7 @@ use etcd_client::Client;
 use serde::Serialize;
 use tokio::time::Instant;
 
+use crate::tls::Endpoints;
 use crate::verdict::Validity;
 
 /// How long a member may take to reach the revision compared at.
@@ -77,10 +78,11 @@ impl fmt::Display for ReplicaCheck {
 }
 
 /// Compares the members at `client_urls` (named `n0`, `n1`, ... in order).
-pub async fn compare(client_urls: &[String]) -> ReplicaCheck {
+pub async fn compare(client_urls: &Endpoints) -> ReplicaCheck {
     let mut clients = Vec::with_capacity(client_urls.len());
-    for url in client_urls {
-        clients.push(Client::connect([url.as_str()], None).await.map_err(|e| e.to_string()));
+    for url in client_urls.iter() {
+        let options = client_urls.etcd_options(etcd_client::ConnectOptions::new());
+        clients.push(Client::connect([url.as_str()], Some(options)).await.map_err(|e| e.to_string()));
     }
     let mut revision = 0;
     for client in clients.iter_mut().flatten() {

@@ -17,6 +17,7 @@ use crate::cluster::{Cluster, ClusterConfig};
 use crate::nemesis::{self, FaultKind, NemesisConfig};
 use crate::replicas::{self, ReplicaCheck};
 use crate::report::{plot, OutcomeCounts, RunReport, RunSettings};
+use crate::tls::TlsFiles;
 use crate::workload::{self, RunFacts, Workload, WorkloadConfig};
 
 /// Time for a fresh cluster to elect a leader and for every member to answer.
@@ -65,6 +66,22 @@ pub struct RunConfig {
     /// The run directory: member logs, histories, faults, verdicts, plots.
     pub out_dir: PathBuf,
     pub sabotage: Option<Sabotage>,
+    /// TLS on both ports (certificates required) for members and clients.
+    pub tls: TlsSetting,
+    /// Auth on (a root user; clients are root by their certificate): needs TLS.
+    pub auth: bool,
+}
+
+/// Where a run's TLS files come from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum TlsSetting {
+    #[default]
+    Off,
+    /// Made for the run, in `<out_dir>/tls/`.
+    Generate,
+    /// Given (`--cacert`, `--cert`, `--key`): the certificate must name 127.0.0.1 and be good
+    /// for servers and clients.
+    Files(TlsFiles),
 }
 
 fn sabotage_flag(sabotage: Option<Sabotage>) -> Vec<String> {
@@ -75,6 +92,12 @@ fn sabotage_flag(sabotage: Option<Sabotage>) -> Vec<String> {
 pub async fn run(config: &RunConfig) -> anyhow::Result<RunReport> {
     anyhow::ensure!(!config.workloads.is_empty(), "no workload to run");
     fs::create_dir_all(&config.out_dir).with_context(|| format!("creating {}", config.out_dir.display()))?;
+    anyhow::ensure!(!config.auth || config.tls != TlsSetting::Off, "--auth needs --tls (or --cacert/--cert/--key)");
+    let tls = match &config.tls {
+        TlsSetting::Off => None,
+        TlsSetting::Generate => Some(TlsFiles::generate(&config.out_dir.join("tls"))?),
+        TlsSetting::Files(files) => Some(files.clone()),
+    };
 
     // Phase 1: a fresh cluster that serves linearizable reads on every member.
     let mut cluster = Cluster::start(&ClusterConfig {
@@ -83,9 +106,13 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<RunReport> {
         log_dir: config.out_dir.clone(),
         extra_member_args: sabotage_flag(config.sabotage.filter(|sabotage| !sabotage.one_member())),
         first_member_args: sabotage_flag(config.sabotage.filter(|sabotage| sabotage.one_member())),
+        tls,
     })
     .await?;
     cluster.wait_ready(READY_TIMEOUT).await?;
+    if config.auth {
+        cluster.enable_auth().await.context("turning auth on")?;
+    }
     tracing::info!(nodes = cluster.len(), "cluster ready");
 
     // Phase 2: every workload's clients and the faults, side by side, until the time limit.

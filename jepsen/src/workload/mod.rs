@@ -34,6 +34,7 @@ use tonic::Code;
 use crate::clock::RunClock;
 use crate::history::Outcome;
 use crate::nemesis::FaultRecord;
+use crate::tls::Endpoints;
 use crate::verdict::CheckReport;
 
 /// Which workload; `--workload` takes several, and they run at the same time against one
@@ -62,7 +63,7 @@ impl Workload {
 
 #[derive(Clone, Debug)]
 pub struct WorkloadConfig {
-    pub client_urls: Vec<String>,
+    pub client_urls: Endpoints,
     /// Concurrent writers of each workload (the register's clients, the set's adders, the
     /// event publishers...). Readers, watchers and lease keepers come on top, a few each.
     pub concurrency: usize,
@@ -84,7 +85,7 @@ pub(crate) const FINAL_READ_ATTEMPTS: usize = 10;
 /// A workload's final read: `read` retried (reconnecting when needed) until an attempt
 /// `succeeded` or `FINAL_READ_ATTEMPTS` are spent. Every attempt belongs to the history.
 pub(crate) async fn read_until_done<Op>(
-    client_urls: &[String],
+    client_urls: &Endpoints,
     mut read: impl for<'c> FnMut(&'c mut Client) -> futures::future::BoxFuture<'c, Op>,
     succeeded: impl Fn(&Op) -> bool,
 ) -> Vec<Op> {
@@ -161,7 +162,7 @@ pub async fn start(workload: Workload, config: &WorkloadConfig, clock: RunClock,
 impl Running {
     /// Waits for the clients to stop, then (when the healed cluster recovered) runs the
     /// workload's final reads. An `Err` is a harness failure.
-    pub async fn finish(self, client_urls: &[String], clock: RunClock, recovered: bool) -> anyhow::Result<Recorded> {
+    pub async fn finish(self, client_urls: &Endpoints, clock: RunClock, recovered: bool) -> anyhow::Result<Recorded> {
         Ok(match self {
             Running::Register(running) => Recorded::Register(running.finish(client_urls, clock, recovered).await?),
             Running::Set(running) => Recorded::Set(running.finish(client_urls, clock, recovered).await?),
@@ -259,15 +260,15 @@ pub fn classify(error: &Error) -> Outcome {
 }
 
 /// An etcd client over every member, with per-request timeouts.
-pub(crate) async fn connect(client_urls: &[String]) -> Result<Client, Error> {
+pub(crate) async fn connect(client_urls: &Endpoints) -> Result<Client, Error> {
     let options = ConnectOptions::new().with_connect_timeout(CONNECT_TIMEOUT).with_timeout(REQUEST_TIMEOUT);
-    Client::connect(client_urls, Some(options)).await
+    Client::connect(client_urls.urls(), Some(client_urls.etcd_options(options))).await
 }
 
 /// The client, connecting first if needed; `None` after a failed connect (and a pause).
 pub(crate) async fn ensure_client<'a>(
     client: &'a mut Option<Client>,
-    client_urls: &[String],
+    client_urls: &Endpoints,
 ) -> Option<&'a mut Client> {
     if client.is_none() {
         match connect(client_urls).await {

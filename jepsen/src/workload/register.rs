@@ -18,6 +18,7 @@ use super::{classify, client_rng, connect, joined, Workload, WorkloadConfig, CON
 use crate::checker::{CheckBudget, Verdict, Violation};
 use crate::clock::RunClock;
 use crate::history::{OpKind, Operation, Outcome};
+use crate::tls::Endpoints;
 use crate::verdict::{CheckReport, Findings};
 
 /// Keys `r0..r7`: few enough that clients contend, many enough that each key's sub-history
@@ -51,7 +52,7 @@ impl Running {
     /// every key.
     pub async fn finish(
         mut self,
-        client_urls: &[String],
+        client_urls: &Endpoints,
         clock: RunClock,
         recovered: bool,
     ) -> anyhow::Result<Vec<Operation>> {
@@ -87,7 +88,7 @@ pub fn check(history: &[Operation]) -> CheckReport {
 
 /// One linearizable read of every key, after the faults are healed: a write that was
 /// acknowledged and then lost shows up here even if no client read the key later.
-pub async fn final_reads(client_urls: &[String], clock: RunClock) -> Vec<Operation> {
+pub async fn final_reads(client_urls: &Endpoints, clock: RunClock) -> Vec<Operation> {
     let mut history = Vec::with_capacity(KEYS);
     let Ok(mut client) = connect(client_urls).await else {
         return history;

@@ -18,6 +18,7 @@ use self::check::{EventsHistory, LoggedEvent, Publish, PublishedAt, TailRead};
 use super::{client_rng, joined, Workload, WorkloadConfig, ERROR_BACKOFF, FINAL_READ_ATTEMPTS};
 use crate::clock::RunClock;
 use crate::history::Outcome;
+use crate::tls::Endpoints;
 
 /// The topic; no other workload publishes.
 pub const TOPIC: &str = "jepsen";
@@ -40,7 +41,8 @@ pub async fn start(config: &WorkloadConfig, clock: RunClock, deadline: Instant) 
     let mut tailer = JoinSet::new();
     // Only a malformed endpoint list fails here, and the cluster's are well formed; the error
     // then shows as a run with no events and an unknown verdict.
-    let Ok(events) = GrpcEvents::connect(&config.client_urls).await else {
+    let Ok(events) = GrpcEvents::connect_with(config.client_urls.urls(), config.client_urls.keel_options()).await
+    else {
         return Running { publishers, tailer };
     };
     let events = Arc::new(events);
@@ -54,7 +56,7 @@ pub async fn start(config: &WorkloadConfig, clock: RunClock, deadline: Instant) 
 impl Running {
     pub async fn finish(
         mut self,
-        client_urls: &[String],
+        client_urls: &Endpoints,
         clock: RunClock,
         recovered: bool,
     ) -> anyhow::Result<EventsHistory> {
@@ -164,8 +166,8 @@ async fn read_page(events: &GrpcEvents, from_offset: u64, clock: RunClock) -> Ta
 }
 
 /// The whole topic from offset 0, page by page; `None` if a page keeps failing.
-async fn read_all(client_urls: &[String], clock: RunClock) -> Option<Vec<LoggedEvent>> {
-    let events = GrpcEvents::connect(client_urls).await.ok()?;
+async fn read_all(client_urls: &Endpoints, clock: RunClock) -> Option<Vec<LoggedEvent>> {
+    let events = GrpcEvents::connect_with(client_urls.urls(), client_urls.keel_options()).await.ok()?;
     let mut log: Vec<LoggedEvent> = Vec::new();
     while log.len() < LOG_EVENTS_MAX {
         let from_offset = log.last().map_or(0, |event| event.offset + 1);

@@ -17,6 +17,7 @@ use self::check::{LeaseHistory, LeaseOp, LeaseOperation, ELECTION_ALLOWANCE_NS};
 use super::{classify, ensure_client, joined, read_until_done, WorkloadConfig, ERROR_BACKOFF, REQUEST_TIMEOUT};
 use crate::clock::RunClock;
 use crate::history::Outcome;
+use crate::tls::Endpoints;
 
 /// Every key of the workload starts with this.
 pub const PREFIX: &str = "l/";
@@ -57,7 +58,7 @@ impl Running {
     /// have had time to expire, and reads the prefix once more.
     pub async fn finish(
         mut self,
-        client_urls: &[String],
+        client_urls: &Endpoints,
         clock: RunClock,
         recovered: bool,
     ) -> anyhow::Result<LeaseHistory> {
@@ -116,7 +117,7 @@ async fn put(client: &mut Client, lease: i64, key: String) -> (LeaseOp, Outcome,
 }
 
 /// One keeper: a lease with a key, kept alive until the deadline; a new one when it is gone.
-async fn keep_loop(keeper: u64, urls: Arc<Vec<String>>, clock: RunClock, deadline: Instant) -> Vec<LeaseOperation> {
+async fn keep_loop(keeper: u64, urls: Arc<Endpoints>, clock: RunClock, deadline: Instant) -> Vec<LeaseOperation> {
     let mut operations = Vec::new();
     let mut client: Option<Client> = None;
     'leases: while Instant::now() < deadline {
@@ -180,7 +181,7 @@ async fn keep_alive(
 }
 
 /// Grants a lease with a key every [`ABANDON_INTERVAL`] and never renews it.
-async fn abandon_loop(urls: Arc<Vec<String>>, clock: RunClock, deadline: Instant) -> Vec<LeaseOperation> {
+async fn abandon_loop(urls: Arc<Endpoints>, clock: RunClock, deadline: Instant) -> Vec<LeaseOperation> {
     let mut operations = Vec::new();
     let mut client: Option<Client> = None;
     let mut next = Instant::now();
@@ -203,7 +204,7 @@ async fn abandon_loop(urls: Arc<Vec<String>>, clock: RunClock, deadline: Instant
     operations
 }
 
-async fn read_loop(urls: Arc<Vec<String>>, clock: RunClock, deadline: Instant) -> Vec<LeaseOperation> {
+async fn read_loop(urls: Arc<Endpoints>, clock: RunClock, deadline: Instant) -> Vec<LeaseOperation> {
     let mut operations = Vec::new();
     let mut client: Option<Client> = None;
     let mut next = Instant::now() + READ_INTERVAL;

@@ -15,6 +15,7 @@ use self::check::{SetHistory, SetOp, SetOperation};
 use super::{classify, ensure_client, joined, read_until_done, WorkloadConfig, ERROR_BACKOFF};
 use crate::clock::RunClock;
 use crate::history::Outcome;
+use crate::tls::Endpoints;
 
 /// Every element's key starts with this; no other workload writes under it.
 pub const PREFIX: &str = "s/";
@@ -47,7 +48,7 @@ pub fn start(config: &WorkloadConfig, clock: RunClock, deadline: Instant) -> Run
 impl Running {
     pub async fn finish(
         mut self,
-        client_urls: &[String],
+        client_urls: &Endpoints,
         clock: RunClock,
         recovered: bool,
     ) -> anyhow::Result<SetHistory> {
@@ -122,7 +123,7 @@ async fn read_loop(config: Arc<WorkloadConfig>, clock: RunClock, deadline: Insta
 }
 
 /// The read every acknowledged element must be in; retried until one succeeds.
-async fn final_read(client_urls: &[String], clock: RunClock) -> Vec<SetOperation> {
+async fn final_read(client_urls: &Endpoints, clock: RunClock) -> Vec<SetOperation> {
     read_until_done(client_urls, |client| Box::pin(read(client, clock, true)), |read| read.outcome == Outcome::Ok).await
 }
 

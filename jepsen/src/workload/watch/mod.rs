@@ -22,6 +22,7 @@ use super::{
 };
 use crate::clock::RunClock;
 use crate::history::Outcome;
+use crate::tls::Endpoints;
 
 /// Every key of the workload starts with this.
 pub const PREFIX: &str = "w/";
@@ -85,7 +86,7 @@ pub async fn start(config: &WorkloadConfig, clock: RunClock, deadline: Instant) 
 impl Running {
     pub async fn finish(
         mut self,
-        client_urls: &[String],
+        client_urls: &Endpoints,
         clock: RunClock,
         recovered: bool,
     ) -> anyhow::Result<WatchHistory> {
@@ -154,7 +155,7 @@ async fn put(client: &mut Client, process: u64, key: String, value: String, cloc
 }
 
 /// Puts the fence (retried until acknowledged); its revision, recorded among the puts.
-async fn fence(client_urls: &[String], clock: RunClock, puts: &mut Vec<WatchPut>) -> Option<i64> {
+async fn fence(client_urls: &Endpoints, clock: RunClock, puts: &mut Vec<WatchPut>) -> Option<i64> {
     let mut client = None;
     for attempt in 0..FINAL_READ_ATTEMPTS {
         let Some(connected) = ensure_client(&mut client, client_urls).await else { continue };
@@ -172,7 +173,7 @@ async fn fence(client_urls: &[String], clock: RunClock, puts: &mut Vec<WatchPut>
 /// One watcher, through member `watcher % members` first, until told to stop.
 async fn watch_loop(
     watcher: usize,
-    urls: Arc<Vec<String>>,
+    urls: Arc<Endpoints>,
     start_revision: i64,
     clock: RunClock,
     mut control: signal::Receiver<Control>,
@@ -190,7 +191,7 @@ async fn watch_loop(
         let opened_ns = clock.now_ns();
         let mut session =
             WatchSession { member, start_revision: next_revision, opened_ns, closed_ns: opened_ns, error: None };
-        match open(&urls[member], next_revision).await {
+        match open(&urls, &urls[member], next_revision).await {
             Err(error) => session.error = Some(format!("open: {error}")),
             Ok((_client, mut stream)) => loop {
                 tokio::select! {
@@ -248,11 +249,17 @@ async fn watch_loop(
 }
 
 /// A client on one member only, and a watch of the prefix from `start_revision` on it.
-async fn open(url: &str, start_revision: i64) -> Result<(Client, etcd_client::WatchStream), etcd_client::Error> {
-    let options = ConnectOptions::new()
-        .with_connect_timeout(CONNECT_TIMEOUT)
-        .with_keep_alive(KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT)
-        .with_keep_alive_while_idle(true);
+async fn open(
+    endpoints: &Endpoints,
+    url: &str,
+    start_revision: i64,
+) -> Result<(Client, etcd_client::WatchStream), etcd_client::Error> {
+    let options = endpoints.etcd_options(
+        ConnectOptions::new()
+            .with_connect_timeout(CONNECT_TIMEOUT)
+            .with_keep_alive(KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT)
+            .with_keep_alive_while_idle(true),
+    );
     let mut client = Client::connect([url], Some(options)).await?;
     let stream =
         client.watch(PREFIX, Some(WatchOptions::new().with_prefix().with_start_revision(start_revision))).await?;
@@ -260,10 +267,10 @@ async fn open(url: &str, start_revision: i64) -> Result<(Client, etcd_client::Wa
 }
 
 /// A fresh watch of the whole range, on any member, up to the fence; `None` if it fails.
-async fn reference(client_urls: &[String], start_revision: i64, fence: i64) -> Option<Vec<WatchEvent>> {
+async fn reference(client_urls: &Endpoints, start_revision: i64, fence: i64) -> Option<Vec<WatchEvent>> {
     let read = async {
         for url in client_urls.iter().cycle().take(FINAL_READ_ATTEMPTS) {
-            let Ok((_client, mut stream)) = open(url, start_revision).await else { continue };
+            let Ok((_client, mut stream)) = open(client_urls, url, start_revision).await else { continue };
             let mut events = Vec::new();
             while let Ok(Some(response)) = stream.message().await {
                 if response.canceled() {
