@@ -10,6 +10,7 @@ use keel_client::auth::{conformance, Auth, GenerateOptions, GrpcAuth, TokenOptio
 use keel_client::Error;
 use keel_proto::v1 as pb;
 use keel_proto::v1::auth_client::AuthClient;
+use keel_proto::v1::config_client::ConfigClient;
 use keel_tests::{grpc_channel, keelctl, Server, TestCluster};
 use tonic::metadata::MetadataValue;
 use tonic::Code;
@@ -143,6 +144,73 @@ async fn keelctl_auth_manages_accounts_tokens_and_rules() {
     let anonymous = keelctl(&cluster, &["auth", "disable"]);
     assert!(anonymous.stderr.contains("etcdserver: user name is empty"), "{anonymous:?}");
     assert_eq!(ok(&["auth", "disable", "--user", "root:rootpw"]), "disabled auth\n");
+}
+
+/// While etcd auth is on, Keel's own services let in the micro accounts the rules allow, each
+/// call being `service:keel.v1.<Service>:<Service>.<Method>`; Config's secrets need
+/// `Config.Secrets` on top.
+#[tokio::test(flavor = "multi_thread")]
+async fn micro_accounts_reach_native_services_as_the_rules_say() {
+    let cluster = TestCluster::start(Server::Keel, 1).await;
+    let url = cluster.members[0].client_url.clone();
+    let mut etcd = cluster.client().await;
+    etcd.user_add("root", "rootpw", None).await.expect("root");
+    etcd.user_grant_role("root", "root").await.expect("root role");
+    etcd.auth_enable().await.expect("auth enable");
+    let root = etcd_token(&url, "root", "rootpw").await;
+    let channel = grpc_channel(&url).await;
+    let mut admin = AuthClient::new(channel.clone());
+    let generate =
+        pb::GenerateRequest { id: "svc".into(), scopes: vec!["cfg".into()], secret: "pw".into(), ..Default::default() };
+    admin.generate(with_header(generate, "token", &root)).await.expect("root creates the account");
+    let grant = |id: &str, endpoint: &str| pb::CreateRuleRequest {
+        rule: Some(pb::Rule {
+            id: id.into(),
+            scope: "cfg".into(),
+            resource: Some(pb::Resource {
+                r#type: "service".into(),
+                name: "keel.v1.Config".into(),
+                endpoint: endpoint.into(),
+            }),
+            access: pb::rule::Access::Granted as i32,
+            priority: 0,
+        }),
+    };
+    admin.create_rule(with_header(grant("cfg-get", "Config.Get"), "token", &root)).await.expect("rule");
+    let mut config = ConfigClient::new(channel.clone());
+    for (path, value, secret) in [("app.db.host", "\"db1\"", false), ("app.db.password", "\"hunter2\"", true)] {
+        let set = pb::SetRequest { namespace: String::new(), path: path.into(), value: value.into(), secret };
+        config.set(with_header(set, "token", &root)).await.expect("root sets the configuration");
+    }
+
+    let auth = GrpcAuth::connect(std::slice::from_ref(&url)).await.expect("valid endpoint");
+    let token = auth.token(TokenOptions::with_secret("svc", "pw")).await.expect("sign in").access_token;
+    let bearer = format!("Bearer {token}");
+    let get = |secrets: bool| pb::GetRequest { path: "app.db".into(), secrets, ..Default::default() };
+    let read = config.get(with_header(get(false), "authorization", &bearer)).await.expect("a granted endpoint");
+    assert_eq!(read.into_inner().value, r#"{"host":"db1","password":"[secret]"}"#);
+    let refused = config.get(with_header(get(true), "authorization", &bearer)).await.expect_err("secrets");
+    assert_eq!((refused.code(), refused.message()), (Code::PermissionDenied, "access to the resource is forbidden"));
+    let set = pb::SetRequest { path: "app.x".into(), value: "1".into(), ..Default::default() };
+    let refused = config.set(with_header(set, "authorization", &bearer)).await.expect_err("no rule for Set");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    let forged = config.get(with_header(get(false), "authorization", "Bearer forged.token.here")).await;
+    let forged = forged.expect_err("a forged token");
+    assert_eq!((forged.code(), forged.message()), (Code::Unauthenticated, "invalid credentials or token"));
+
+    admin.create_rule(with_header(grant("cfg-secrets", "Config.Secrets"), "token", &root)).await.expect("rule");
+    let read = config.get(with_header(get(true), "authorization", &bearer)).await.expect("secrets now granted");
+    assert_eq!(read.into_inner().value, r#"{"host":"db1","password":"hunter2"}"#);
+    let delete = pb::DeleteAccountRequest { id: "svc".into() };
+    admin.delete_account(with_header(delete, "token", &root)).await.expect("delete the account");
+    let ended = config.get(with_header(get(false), "authorization", &bearer)).await.expect_err("a deleted account");
+    assert_eq!(ended.code(), Code::Unauthenticated);
+}
+
+fn with_header<T>(message: T, name: &'static str, value: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(name, MetadataValue::try_from(value).expect("ascii header"));
+    request
 }
 
 async fn etcd_token(url: &str, user: &str, password: &str) -> String {

@@ -128,6 +128,9 @@ pub enum MicroError {
     Unauthenticated,
     #[error("{0}")]
     Invalid(String),
+    /// micro's `ErrForbidden`: no rule lets the account reach the resource.
+    #[error("access to the resource is forbidden")]
+    Forbidden,
 }
 
 /// What an applied command touched: the records to store again (or delete, if gone).

@@ -18,8 +18,10 @@ use crate::dynamic_config::{self as view, secret, ConfigError, ConfigPath, Secre
 use crate::error::ServerError;
 use crate::keys::prefix_range_end;
 use crate::limits::CONFIG_WATCH_QUEUE_MAX;
+use crate::member::micro_auth::MicroPrincipal;
 use crate::member::Member;
 use crate::watch::{CreateWatch, Session, WatchInput, WatchOutput};
+use keel_model::auth::rules::Resource;
 
 pub struct ConfigService {
     member: Arc<Member>,
@@ -38,6 +40,22 @@ impl ConfigService {
         }
         self.member.read_barrier().await?;
         self.member.shared().secret_key().ok_or_else(|| ConfigError::SecretUnavailable.into())
+    }
+
+    /// A micro account reads secrets in clear only where a rule also grants it
+    /// `service:keel.v1.Config:Config.Secrets` (root, and everyone while auth is off, always may).
+    fn check_secrets<T>(&self, request: &Request<T>, secrets: bool) -> Result<(), Status> {
+        match request.extensions().get::<MicroPrincipal>() {
+            Some(principal) if secrets => {
+                let resource = Resource {
+                    r#type: "service".into(),
+                    name: "keel.v1.Config".into(),
+                    endpoint: "Config.Secrets".into(),
+                };
+                self.member.micro_allows(principal, &resource).map_err(|e| to_status(&e))
+            }
+            _ => Ok(()),
+        }
     }
 
     async fn set(&self, request: pb::SetRequest) -> Result<pb::SetResponse, ServerError> {
@@ -105,6 +123,7 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchConfigResponse, Sta
 #[tonic::async_trait]
 impl Config for ConfigService {
     async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        self.check_secrets(&request, request.get_ref().secrets)?;
         self.get(request.into_inner()).await.map(Response::new).map_err(status)
     }
 
@@ -124,6 +143,7 @@ impl Config for ConfigService {
     /// A watch over the path's leaf and subtree; after each change that touches them, the
     /// document at the path as of that change's revision.
     async fn watch(&self, request: Request<pb::WatchConfigRequest>) -> Result<Response<WatchStream>, Status> {
+        self.check_secrets(&request, request.get_ref().secrets)?;
         let request = request.into_inner();
         let path = ConfigPath::parse(&request.namespace, &request.path).map_err(|e| status(e.into()))?;
         let key = if request.secrets { Some(self.secret_key().await.map_err(status)?) } else { None };

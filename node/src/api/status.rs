@@ -92,6 +92,7 @@ fn auth_status(error: &AuthError) -> Status {
             MicroError::AccountExists(_) | MicroError::Invalid(_) => Code::InvalidArgument,
             MicroError::AccountNotFound | MicroError::RuleNotFound => Code::NotFound,
             MicroError::Unauthenticated => Code::Unauthenticated,
+            MicroError::Forbidden => Code::PermissionDenied,
         },
         AuthError::RootUserNotExist
         | AuthError::RootRoleNotExist
