@@ -15,6 +15,11 @@ use std::time::Duration;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 use tonic::transport::Channel;
+
+use crate::auth::layers::WithToken;
+
+/// What every request goes over: a member's channel, with the account's token if one is set.
+pub(crate) type Transport = WithToken<Channel>;
 use tonic::{Code, Status, Streaming};
 
 use crate::connect::{ConnectOptions, Tls};
@@ -48,7 +53,7 @@ pub(crate) struct Cluster {
 struct Member {
     url: String,
     /// Lazy: connects on first use and reconnects after a failure by itself.
-    channel: Channel,
+    channel: Transport,
     /// etcd's own client for this member, for the Lease API (created on first use).
     etcd: OnceCell<etcd_client::Client>,
     /// For `https://` members.
@@ -78,7 +83,7 @@ impl Cluster {
     /// `what` names the operation in the error message ("register", "watch").
     pub(crate) async fn call<T, F, Fut>(&self, what: &str, request: F) -> Result<T>
     where
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(Transport) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
         self.call_tracked(what, request).await.map(|(_, value)| value)
@@ -87,7 +92,7 @@ impl Cluster {
     /// [`Cluster::call`], also returning the index of the member that answered.
     pub(crate) async fn call_tracked<T, F, Fut>(&self, what: &str, request: F) -> Result<(usize, T)>
     where
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(Transport) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
         self.call_with(what, Repeat::Idempotent, request).await
@@ -98,7 +103,7 @@ impl Cluster {
     /// the stream and that first message.
     pub(crate) async fn open_stream<T, F, Fut>(&self, what: &str, mut open: F) -> Result<(usize, Streaming<T>, T)>
     where
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(Transport) -> Fut,
         Fut: Future<Output = Result<tonic::Response<Streaming<T>>, Status>>,
     {
         let (member, (stream, first)) = self
@@ -121,7 +126,7 @@ impl Cluster {
     /// leader); any other failure, a timeout included, is [`Error::MayHaveBeenApplied`].
     pub(crate) async fn call_once<T, F, Fut>(&self, what: &str, request: F) -> Result<T>
     where
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(Transport) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
         self.call_with(what, Repeat::OnlyIfNeverProposed, request).await.map(|(_, value)| value)
@@ -129,7 +134,7 @@ impl Cluster {
 
     async fn call_with<T, F, Fut>(&self, what: &str, repeat: Repeat, mut request: F) -> Result<(usize, T)>
     where
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(Transport) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
         let deadline = Instant::now() + FAILOVER_BUDGET;
@@ -246,7 +251,7 @@ impl Member {
                 Error::InvalidArgument(format!("endpoint {endpoint:?}: the TLS options are not usable: {error}"))
             })?;
         }
-        let channel = channel.connect_lazy();
+        let channel = WithToken::new(channel.connect_lazy(), options.token());
         Ok(Member { url, channel, etcd: OnceCell::new(), tls })
     }
 }

@@ -7,7 +7,11 @@ use std::fmt;
 use std::io::Read;
 use std::path::Path;
 
+use std::sync::Arc;
+
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+
+use crate::auth::layers::TokenSource;
 
 use crate::error::{Error, Result};
 
@@ -18,6 +22,7 @@ pub const PEM_FILE_BYTES_MAX: u64 = 1 << 20;
 #[derive(Clone, Debug, Default)]
 pub struct ConnectOptions {
     tls: Option<Tls>,
+    token: Option<Arc<TokenSource>>,
 }
 
 impl ConnectOptions {
@@ -29,6 +34,17 @@ impl ConnectOptions {
     pub fn with_tls(mut self, tls: Tls) -> ConnectOptions {
         self.tls = Some(tls);
         self
+    }
+
+    /// Every call carries this account's access token (`authorization: Bearer`), so a
+    /// cluster with auth on lets it reach what its rules allow.
+    pub fn with_token(mut self, source: Arc<TokenSource>) -> ConnectOptions {
+        self.token = Some(source);
+        self
+    }
+
+    pub(crate) fn token(&self) -> Option<Arc<TokenSource>> {
+        self.token.clone()
     }
 
     pub(crate) fn tls(&self) -> Option<&Tls> {

@@ -87,6 +87,13 @@ impl TokenSource {
     }
 }
 
+/// Names the account, never its secret or tokens.
+impl std::fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenSource").field("account", &self.id).finish_non_exhaustive()
+    }
+}
+
 /// Attaches a [`TokenSource`]'s token to every request of the service it wraps.
 #[derive(Clone)]
 pub struct TokenLayer {
@@ -103,15 +110,22 @@ impl<S> Layer<S> for TokenLayer {
     type Service = WithToken<S>;
 
     fn layer(&self, inner: S) -> WithToken<S> {
-        WithToken { inner, source: self.source.clone() }
+        WithToken { inner, source: Some(self.source.clone()) }
     }
 }
 
-/// A service whose requests carry the account's token.
+/// A service whose requests carry the account's token (or nothing, without a source: how
+/// keel-client's own channels look when no account is configured).
 #[derive(Clone)]
 pub struct WithToken<S> {
     inner: S,
-    source: Arc<TokenSource>,
+    source: Option<Arc<TokenSource>>,
+}
+
+impl<S> WithToken<S> {
+    pub(crate) fn new(inner: S, source: Option<Arc<TokenSource>>) -> WithToken<S> {
+        WithToken { inner, source }
+    }
 }
 
 impl<S, B> Service<Request<B>> for WithToken<S>
@@ -135,8 +149,10 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let source = self.source.clone();
         Box::pin(async move {
-            let header = source.header().await.map_err(|e| Box::new(e) as BoxError)?;
-            request.headers_mut().insert(AUTHORIZATION, header);
+            if let Some(source) = source {
+                let header = source.header().await.map_err(|e| Box::new(e) as BoxError)?;
+                request.headers_mut().insert(AUTHORIZATION, header);
+            }
             inner.call(request).await.map_err(Into::into)
         })
     }
