@@ -150,6 +150,11 @@ pub struct CompareArgs {
     #[arg(long, default_value = "etcd")]
     pub etcd_bin: PathBuf,
 
+    /// TLS on both ports in each system, client certificates required (a CA and certificate
+    /// made for the run), to measure what encryption costs.
+    #[arg(long)]
+    pub tls: bool,
+
     /// Turn auth on in each system before measuring (a root user; every client signs in as
     /// root, as a service with its own user would), to measure what permission checks cost.
     #[arg(long)]

@@ -57,6 +57,8 @@ pub struct ClusterSpec {
     pub members: usize,
     pub heartbeat_interval_ms: u64,
     pub election_timeout_ms: u64,
+    /// TLS on both ports, client certificates required (the same files for both systems).
+    pub tls: Option<TlsFiles>,
 }
 
 /// The ports of one member.
@@ -69,14 +71,15 @@ pub struct MemberPorts {
 /// The etcd flags member `index` of a cluster on `ports` starts with; Keel takes the same.
 /// Snapshot count is both systems' default, spelled out so neither drifts.
 pub fn member_args(spec: &ClusterSpec, index: usize, ports: &[MemberPorts], data_dir: &Path) -> Vec<String> {
+    let scheme = scheme(spec);
     let initial_cluster = ports
         .iter()
         .enumerate()
-        .map(|(i, p)| format!("m{i}=http://127.0.0.1:{}", p.peer))
+        .map(|(i, p)| format!("m{i}={scheme}://127.0.0.1:{}", p.peer))
         .collect::<Vec<_>>()
         .join(",");
-    let client_url = format!("http://127.0.0.1:{}", ports[index].client);
-    let peer_url = format!("http://127.0.0.1:{}", ports[index].peer);
+    let client_url = format!("{scheme}://127.0.0.1:{}", ports[index].client);
+    let peer_url = format!("{scheme}://127.0.0.1:{}", ports[index].peer);
     let flags: [(&str, String); 12] = [
         ("--name", format!("m{index}")),
         ("--data-dir", data_dir.display().to_string()),
@@ -97,7 +100,18 @@ pub fn member_args(spec: &ClusterSpec, index: usize, ports: &[MemberPorts], data
         let secret = data_dir.parent().unwrap_or(data_dir).join("keel-peer-secret");
         args.extend(["--peer-secret-file".to_string(), secret.display().to_string()]);
     }
+    if let Some(tls) = &spec.tls {
+        args.extend(tls.member_flags());
+    }
     args
+}
+
+fn scheme(spec: &ClusterSpec) -> &'static str {
+    if spec.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    }
 }
 
 /// Writes the peer secret file a Keel cluster whose data dirs are under `root` shares (see
@@ -112,6 +126,11 @@ pub fn write_peer_secret(root: &Path) -> std::io::Result<()> {
     let secret: String = (0..4).map(|i| format!("{:016x}", RandomState::new().hash_one(i))).collect();
     std::fs::write(path, secret)
 }
+
+// The certificates of a TLS run, made at run time; shared with keel-jepsen.
+#[path = "../../jepsen/src/tls/files.rs"]
+mod tls_files;
+pub use tls_files::TlsFiles;
 
 // A loopback port held for a cluster's whole life; the rules are in the file itself.
 #[path = "../../tests/src/ports.rs"]
@@ -136,6 +155,8 @@ impl Member {
 pub struct Cluster {
     pub spec: ClusterSpec,
     pub members: Vec<Member>,
+    /// How clients reach the members (TLS when the spec has it).
+    access: pool::Access,
     /// Every member's client and peer port, released only after the members are killed (Drop).
     _ports: Vec<ReservedPort>,
 }
@@ -157,7 +178,7 @@ impl Cluster {
                 let data_dir = dir.join(format!("m{i}"));
                 Member {
                     name: format!("m{i}"),
-                    client_url: format!("http://127.0.0.1:{}", ports[i].client),
+                    client_url: format!("{}://127.0.0.1:{}", scheme(&spec), ports[i].client),
                     args: member_args(&spec, i, &ports, &data_dir),
                     log_path: dir.join(format!("m{i}.log")),
                     data_dir,
@@ -165,10 +186,20 @@ impl Cluster {
                 }
             })
             .collect();
-        let mut cluster = Cluster { spec, members, _ports: reserved };
+        let tls = match &spec.tls {
+            Some(files) => pool::tls_options(Some(&files.ca), Some(&files.cert), Some(&files.key))?,
+            None => None,
+        };
+        let access = pool::Access { tls, user: None };
+        let mut cluster = Cluster { spec, members, access, _ports: reserved };
         cluster.start_all()?;
         cluster.wait_ready().await?;
         Ok(cluster)
+    }
+
+    /// How a client reaches the members.
+    pub fn access(&self) -> pool::Access {
+        self.access.clone()
     }
 
     /// The members' process ids (of those running).
@@ -241,7 +272,7 @@ impl Cluster {
     async fn is_ready(&self) -> bool {
         let mut leaders = Vec::with_capacity(self.members.len());
         for member in &self.members {
-            let Ok(mut client) = pool::connect_one(&member.client_url, &pool::Access::default()).await else {
+            let Ok(mut client) = pool::connect_one(&member.client_url, &self.access).await else {
                 return false;
             };
             let Ok(status) = client.status().await else { return false };
@@ -323,7 +354,20 @@ mod tests {
             members: 3,
             heartbeat_interval_ms: 100,
             election_timeout_ms: 1_000,
+            tls: None,
         }
+    }
+
+    #[test]
+    fn a_tls_cluster_gets_https_urls_and_etcds_tls_flags() {
+        let ports = [MemberPorts { client: 1, peer: 2 }];
+        let files = TlsFiles { ca: "/c/ca.pem".into(), cert: "/c/cert.pem".into(), key: "/c/key.pem".into() };
+        let spec = ClusterSpec { tls: Some(files), ..spec(System::Etcd) };
+        let args = member_args(&spec, 0, &ports, Path::new("/d"));
+        assert_eq!(value_of(&args, "--listen-client-urls"), "https://127.0.0.1:1");
+        assert_eq!(value_of(&args, "--initial-cluster"), "m0=https://127.0.0.1:2");
+        assert!(args.contains(&"--client-cert-auth=true".to_string()));
+        assert!(args.contains(&"--peer-trusted-ca-file=/c/ca.pem".to_string()));
     }
 
     fn value_of<'a>(args: &'a [String], flag: &str) -> &'a str {

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use anyhow::Context as _;
 
 use crate::cli::{CompareArgs, LoadArgs, ReportArgs, RunArgs};
-use crate::cluster::{Cluster, ClusterSpec, System};
+use crate::cluster::{Cluster, ClusterSpec, System, TlsFiles};
 use crate::cpu::CpuSampler;
 use crate::pool::{enable_auth, Access};
 use crate::report::{self, Meta, Report, Row, BASELINE, CANDIDATE};
@@ -72,6 +72,7 @@ pub async fn compare(args: CompareArgs) -> anyhow::Result<()> {
             members: args.members,
             heartbeat_interval_ms: args.heartbeat_interval,
             election_timeout_ms: args.election_timeout,
+            tls: None,
         });
     }
     let root = match &args.data_root {
@@ -79,6 +80,10 @@ pub async fn compare(args: CompareArgs) -> anyhow::Result<()> {
         None => tempfile::Builder::new().prefix("keel-bench-").tempdir(),
     }
     .context("creating the data root")?;
+    let tls = if args.tls { Some(TlsFiles::generate(&root.path().join("tls"))?) } else { None };
+    for spec in &mut cluster_specs {
+        spec.tls.clone_from(&tls);
+    }
     let notes = compare_notes(&args, root.path(), wants_resources);
     let mut report = Report { meta: meta(&args.load, versions, notes), ..Report::default() };
 
@@ -163,8 +168,10 @@ async fn run_alternately(
         eprintln!("{}: starting {} members", spec.system.name(), spec.members);
         let cluster = Cluster::start(spec.clone(), root).await?;
         let access = match (auth, cluster.endpoints().first()) {
-            (true, Some(endpoint)) => enable_auth(endpoint).await.with_context(|| cluster.logs_tail())?,
-            _ => Access::default(),
+            (true, Some(endpoint)) => {
+                enable_auth(endpoint, &cluster.access()).await.with_context(|| cluster.logs_tail())?
+            }
+            _ => cluster.access(),
         };
         clusters.push((cluster, access));
     }
@@ -285,6 +292,13 @@ fn compare_notes(args: &CompareArgs, root: &Path, wants_resources: bool) -> Vec<
              every member started again, timed until each serves a linearizable get and all agree on a leader.",
             args.load_keys
         ));
+    }
+    if args.tls {
+        notes.push(
+            "TLS on both ports in both systems, client certificates required (one CA and certificate made \
+             for the run); clients present the certificate."
+                .to_string(),
+        );
     }
     if args.auth {
         notes.push(

@@ -67,14 +67,14 @@ pub async fn connect_one(endpoint: &str, access: &Access) -> anyhow::Result<Clie
 pub const BENCH_ROOT: (&str, &str) = ("root", "keel-bench-root");
 
 /// etcd's path to a locked-down cluster: a root user with the root role, then auth on. Returns
-/// the access clients then need.
-pub async fn enable_auth(endpoint: &str) -> anyhow::Result<Access> {
-    let mut client = connect_one(endpoint, &Access::default()).await?;
+/// the access clients then need (`base`'s TLS, signed in as root).
+pub async fn enable_auth(endpoint: &str, base: &Access) -> anyhow::Result<Access> {
+    let mut client = connect_one(endpoint, base).await?;
     let (user, password) = BENCH_ROOT;
     client.user_add(user, password, None).await.context("adding the root user")?;
     client.user_grant_role(user, "root").await.context("granting root the root role")?;
     client.auth_enable().await.context("enabling auth")?;
-    Ok(Access { tls: None, user: Some((user.to_string(), password.to_string())) })
+    Ok(Access { tls: base.tls.clone(), user: Some((user.to_string(), password.to_string())) })
 }
 
 /// etcdctl's --cacert, --cert and --key as etcd_client's TLS options; `None` without a CA.

@@ -80,7 +80,7 @@ fn rss_mib(cluster: &Cluster) -> Vec<f64> {
 /// Loads `keys` keys into `cluster`, takes the figures, then restarts every member and times it.
 pub async fn measure(cluster: &mut Cluster, keys: u64, value_size: usize, label: &str) -> anyhow::Result<ResourceRow> {
     let idle = rss_mib(cluster);
-    let pool = Pool::connect(&cluster.endpoints(), &crate::pool::Access::default(), kv::LOAD_CONCURRENCY).await?;
+    let pool = Pool::connect(&cluster.endpoints(), &cluster.access(), kv::LOAD_CONCURRENCY).await?;
     let load = kv::load(&pool, LOAD_PREFIX, keys, value_size, label).await?;
     drop(pool);
     let loaded = rss_mib(cluster);

@@ -9,63 +9,15 @@
 //! client is root by its certificate, as etcd maps a CN to a user.
 
 use std::ops::Deref;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context;
 use etcd_client::{Certificate, ConnectOptions, Identity, TlsOptions};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
-};
 
-/// The user the shared certificate names, and the user `--auth` creates.
-pub const CERTIFICATE_USER: &str = "root";
-
-/// The CA and the certificate (with its key) of a run, as PEM files.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TlsFiles {
-    pub ca: PathBuf,
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
+mod files;
+pub use files::{TlsFiles, CERTIFICATE_USER};
 
 impl TlsFiles {
-    /// A new CA and a certificate it signed, written under `dir`.
-    pub fn generate(dir: &Path) -> anyhow::Result<TlsFiles> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let mut ca = CertificateParams::new(Vec::<String>::new())?;
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.distinguished_name.push(DnType::CommonName, "keel-jepsen test CA");
-        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
-        let issuer = CertifiedIssuer::self_signed(ca, KeyPair::generate()?)?;
-        let mut params = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?;
-        params.distinguished_name.push(DnType::CommonName, CERTIFICATE_USER);
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-        let key = KeyPair::generate()?;
-        let cert = params.signed_by(&key, &issuer)?;
-        let files = TlsFiles { ca: dir.join("ca.pem"), cert: dir.join("cert.pem"), key: dir.join("key.pem") };
-        std::fs::write(&files.ca, issuer.pem())?;
-        std::fs::write(&files.cert, cert.pem())?;
-        std::fs::write(&files.key, key.serialize_pem())?;
-        Ok(files)
-    }
-
-    /// etcd's TLS flags for a member: both ports, certificates required on both.
-    pub fn member_flags(&self) -> Vec<String> {
-        let (ca, cert, key) = (self.ca.display(), self.cert.display(), self.key.display());
-        vec![
-            format!("--cert-file={cert}"),
-            format!("--key-file={key}"),
-            format!("--trusted-ca-file={ca}"),
-            "--client-cert-auth=true".into(),
-            format!("--peer-cert-file={cert}"),
-            format!("--peer-key-file={key}"),
-            format!("--peer-trusted-ca-file={ca}"),
-            "--peer-client-cert-auth=true".into(),
-        ]
-    }
-
     fn etcd(&self) -> anyhow::Result<TlsOptions> {
         let read = |path: &Path| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
         Ok(TlsOptions::new()
