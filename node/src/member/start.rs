@@ -31,6 +31,9 @@ use crate::storage::{Direction, Durability, Engine, KeyRange, OpenError, RocksEn
 use crate::tls::accept_tls;
 use crate::watch::SessionLimits;
 
+/// How long a stopping member lets its connections finish before it drops them.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A started member and its servers. Dropping it does not stop them: call `shutdown`.
 pub struct RunningMember {
     pub member: Arc<Member>,
@@ -420,14 +423,25 @@ async fn bootstrap(raft: &Raft, config: &MemberConfig) -> Result<(), StartError>
 
 impl RunningMember {
     /// Stops serving, then stops Raft. In-flight requests finish or fail; nothing
-    /// acknowledged is lost because everything acknowledged is already on disk.
+    /// acknowledged is lost because everything acknowledged is already on disk. Connections
+    /// get [`SHUTDOWN_GRACE`] to finish (HTTP/2 GOAWAY, streams ended); whatever a client still
+    /// holds open then is dropped, as etcd closes its connections, so SIGTERM always ends the
+    /// process.
     pub async fn shutdown(mut self) {
         let _ = self.stop_tx.send(true);
         self.member.shared.hub().stop();
-        while let Some(result) = self.servers.join_next().await {
-            if let Ok(Err(e)) = result {
-                tracing::warn!("server stopped with error: {e}");
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while let Some(result) = self.servers.join_next().await {
+                if let Ok(Err(e)) = result {
+                    tracing::warn!("server stopped with error: {e}");
+                }
             }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::info!("client connections still open {SHUTDOWN_GRACE:?} after the stop; closing them");
+            self.servers.abort_all();
+            while self.servers.join_next().await.is_some() {}
         }
         if let Err(e) = self.member.raft.shutdown().await {
             tracing::warn!("raft shutdown: {e}");
