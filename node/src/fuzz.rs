@@ -97,6 +97,7 @@ pub const TARGETS: &[Target] = &[
     ("registry_registration", keel_client::registry::fuzz_registration),
     ("client_auth_token", crate::auth::jwt::fuzz_verify),
     ("client_micro_token", crate::auth::micro_token::fuzz_verify),
+    ("config_file", crate::config::fuzz_config_file),
     ("client_certificate_cn", crate::tls::fuzz_common_name),
 ];
 

@@ -1,8 +1,6 @@
 //! `keel`: one cluster member. With no flags, a single-member cluster on 127.0.0.1:2379/2380
 //! with its data in ./default.keel, as `etcd` does.
 
-use clap::Parser;
-use keel_node::config::Flags;
 use tracing_subscriber::EnvFilter;
 
 /// Many small allocations per request (gRPC frames, commands, keys): mimalloc serves them with
@@ -19,7 +17,19 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const FATAL_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn main() -> std::process::ExitCode {
-    let flags = Flags::parse();
+    let flags = match keel_node::config::parse_flags(std::env::args_os()) {
+        Ok((flags, warnings)) => {
+            for warning in warnings {
+                eprintln!("keel: {warning}");
+            }
+            flags
+        }
+        Err(keel_node::config::FlagsError::Clap(error)) => error.exit(),
+        Err(keel_node::config::FlagsError::File(message)) => {
+            eprintln!("keel: {message}");
+            return std::process::ExitCode::from(2);
+        }
+    };
     let config = match flags.validate() {
         Ok(config) => config,
         Err(message) => {

@@ -156,6 +156,12 @@ pub struct Flags {
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, env = "KEEL_LOG_LEVEL", default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
     pub log_level: String,
+
+    /// etcd's YAML configuration file: its keys are the flags' names (and etcd's
+    /// client-transport-security / peer-transport-security sections); a flag or a KEEL_* variable
+    /// wins over the file, the file over the defaults.
+    #[arg(long, env = "KEEL_CONFIG_FILE")]
+    pub config_file: Option<PathBuf>,
 }
 
 /// A member's configuration, validated: every URL parsed, every relation between flags checked.
@@ -517,7 +523,10 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |hash, b| (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 
+mod file;
 mod tls;
+
+pub use file::{fuzz_config_file, parse_flags, FlagsError, CONFIG_FILE_BYTES_MAX};
 
 #[cfg(test)]
 mod tests;

@@ -199,3 +199,57 @@ fn tls_files_are_kept_for_the_port_that_uses_them() {
     assert!(config.peer_tls.is_none(), "the peer port stays plain HTTP");
     assert!(!config.listen_peer_https);
 }
+
+fn file_flags(yaml: &str, args: &[&str]) -> Result<(Flags, Vec<String>), String> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("keel.yml");
+    std::fs::write(&path, yaml).expect("write the file");
+    let mut argv = vec!["keel".to_string(), "--config-file".to_string(), path.display().to_string()];
+    argv.extend(args.iter().map(|arg| arg.to_string()));
+    parse_flags(argv).map_err(|e| match e {
+        FlagsError::Clap(error) => error.to_string(),
+        FlagsError::File(message) => message,
+    })
+}
+
+#[test]
+fn a_config_file_sets_what_no_flag_sets() {
+    let yaml = "name: from-file\n\
+                data-dir: /var/lib/keel\n\
+                initial-cluster: from-file=http://127.0.0.1:2380\n\
+                heartbeat-interval: 50\n\
+                wal-dir:\n\
+                quota-backend-bytes: 0\n\
+                client-transport-security:\n  cert-file: /c/server.pem\n  client-cert-auth: true\n\
+                peer-transport-security:\n  trusted-ca-file: /c/ca.pem\n";
+    let (flags, warnings) = file_flags(yaml, &["--heartbeat-interval", "75"]).expect("valid");
+    assert_eq!(flags.name, "from-file");
+    assert_eq!(flags.data_dir, Some("/var/lib/keel".into()));
+    assert_eq!(flags.heartbeat_interval, 75, "a flag wins over the file");
+    assert_eq!(flags.election_timeout, 1000, "what neither sets keeps its default");
+    assert_eq!(flags.cert_file, Some("/c/server.pem".into()));
+    assert!(flags.client_cert_auth);
+    assert_eq!(flags.peer_trusted_ca_file, Some("/c/ca.pem".into()));
+    assert_eq!(warnings.len(), 2, "wal-dir and quota-backend-bytes are not keel's: {warnings:?}");
+    assert!(warnings[1].contains("\"quota-backend-bytes\" is not a keel setting"), "{warnings:?}");
+}
+
+#[test]
+fn bad_config_files_are_refused_naming_the_file() {
+    let cases: &[(&str, &str)] = &[
+        ("name: [a, b]", "name must be a single value"),
+        ("- just\n- a list", "not a mapping"),
+        ("name: 'unterminated", "not YAML"),
+        ("heartbeat-interval: soon", "--heartbeat-interval"),
+        ("client-transport-security: yes", "must hold keys"),
+    ];
+    for (yaml, expected) in cases {
+        let err = file_flags(yaml, &[]).map(|_| ()).expect_err("must be refused");
+        assert!(err.contains(expected), "{yaml:?}: {err}");
+    }
+    let missing = parse_flags(["keel", "--config-file", "/nonexistent/keel.yml"]).map(|_| ());
+    match missing {
+        Err(FlagsError::File(message)) => assert!(message.contains("/nonexistent/keel.yml"), "{message}"),
+        other => panic!("a missing file: {other:?}"),
+    }
+}
