@@ -11,7 +11,8 @@ use async_trait::async_trait;
 use keel_proto::v1 as pb;
 use keel_proto::v1::auth_client::AuthClient;
 
-use super::{check_account, check_expiry, check_rule, check_secret, Access, Account, Auth, Credentials};
+use super::convert::{account_from_pb, account_to_pb, resource_to_pb, rule_from_pb, rule_to_pb};
+use super::{check_account, check_expiry, check_rule, check_secret, Account, Auth, Credentials};
 use super::{GenerateOptions, Resource, Rule, Token, TokenOptions};
 use crate::cluster::Cluster;
 use crate::connect::ConnectOptions;
@@ -148,7 +149,8 @@ impl Auth for GrpcAuth {
                 })
                 .await?
                 .into_inner();
-        response.rules.into_iter().map(rule_from_pb).collect()
+        let rule = |rule| rule_from_pb(rule).map_err(|e| Error::InvalidResponse(format!("the cluster's answer: {e}")));
+        response.rules.into_iter().map(rule).collect()
     }
 
     async fn accounts(&self) -> Result<Vec<Account>> {
@@ -192,61 +194,4 @@ impl Auth for GrpcAuth {
 
 fn missing(what: &str) -> Error {
     Error::InvalidResponse(format!("the cluster's answer has no {what}"))
-}
-
-/// Without a secret: the cluster sends one only in Generate's answer.
-fn account_from_pb(account: pb::Account) -> Account {
-    Account {
-        id: account.id,
-        r#type: account.r#type,
-        scopes: account.scopes,
-        metadata: account.metadata.into_iter().collect(),
-        provider: account.provider,
-        secret: None,
-    }
-}
-
-fn account_to_pb(account: &Account) -> pb::Account {
-    pb::Account {
-        id: account.id.clone(),
-        r#type: account.r#type.clone(),
-        scopes: account.scopes.clone(),
-        metadata: account.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        provider: account.provider.clone(),
-        secret: String::new(),
-    }
-}
-
-fn resource_to_pb(resource: &Resource) -> pb::Resource {
-    pb::Resource { r#type: resource.r#type.clone(), name: resource.name.clone(), endpoint: resource.endpoint.clone() }
-}
-
-fn rule_to_pb(rule: &Rule) -> pb::Rule {
-    let access = match rule.access {
-        Access::Granted => pb::rule::Access::Granted,
-        Access::Denied => pb::rule::Access::Denied,
-    };
-    pb::Rule {
-        id: rule.id.clone(),
-        scope: rule.scope.clone(),
-        resource: Some(resource_to_pb(&rule.resource)),
-        access: access as i32,
-        priority: rule.priority,
-    }
-}
-
-fn rule_from_pb(rule: pb::Rule) -> Result<Rule> {
-    let access = match pb::rule::Access::try_from(rule.access) {
-        Ok(pb::rule::Access::Granted) => Access::Granted,
-        Ok(pb::rule::Access::Denied) => Access::Denied,
-        Err(_) => return Err(Error::InvalidResponse(format!("a rule with unknown access {}", rule.access))),
-    };
-    let resource = rule.resource.ok_or_else(|| missing("resource in a rule"))?;
-    Ok(Rule {
-        id: rule.id,
-        scope: rule.scope,
-        resource: Resource { r#type: resource.r#type, name: resource.name, endpoint: resource.endpoint },
-        access,
-        priority: rule.priority,
-    })
 }

@@ -7,6 +7,7 @@
 //! a cluster (`keel.v1.Auth`), `memory.rs` in-process, and `conformance.rs` checks any
 //! implementation against it.
 
+pub mod convert;
 mod grpc;
 pub mod layers;
 mod memory;

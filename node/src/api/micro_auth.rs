@@ -7,8 +7,9 @@
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
+use keel_client::auth::convert::{resource_from_pb, rule_from_pb, rule_to_pb};
 use keel_model::auth::micro::{MicroError, StoredAccount};
-use keel_model::auth::rules::{self, Access, Caller, Resource, Rule};
+use keel_model::auth::rules::{self, Caller};
 use keel_proto::v1 as pb;
 use keel_proto::v1::auth_server::Auth;
 use tonic::{Request, Response, Status};
@@ -119,7 +120,7 @@ impl Auth for MicroAuthService {
     async fn create_rule(&self, request: Request<pb::CreateRuleRequest>) -> Answer<pb::CreateRuleResponse> {
         let caller = self.admin(&request).await?;
         let rule = request.into_inner().rule.ok_or_else(|| invalid("no rule given"))?;
-        self.member.micro_grant(caller, rule_from_pb(rule)?).await.map_err(|e| to_status(&e))?;
+        self.member.micro_grant(caller, rule_from_pb(rule).map_err(invalid)?).await.map_err(|e| to_status(&e))?;
         Ok(Response::new(pb::CreateRuleResponse {}))
     }
 
@@ -165,37 +166,5 @@ fn account_to_pb(account: &StoredAccount) -> pb::Account {
         metadata: account.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         provider: account.provider.clone(),
         secret: String::new(),
-    }
-}
-
-fn resource_from_pb(resource: pb::Resource) -> Resource {
-    Resource { r#type: resource.r#type, name: resource.name, endpoint: resource.endpoint }
-}
-
-fn rule_from_pb(rule: pb::Rule) -> Result<Rule, Status> {
-    let access = match pb::rule::Access::try_from(rule.access) {
-        Ok(pb::rule::Access::Granted) => Access::Granted,
-        Ok(pb::rule::Access::Denied) => Access::Denied,
-        Err(_) => return Err(invalid(format!("unknown access {}", rule.access))),
-    };
-    let resource = rule.resource.ok_or_else(|| invalid("a rule needs a resource"))?;
-    Ok(Rule { id: rule.id, scope: rule.scope, resource: resource_from_pb(resource), access, priority: rule.priority })
-}
-
-fn rule_to_pb(rule: &Rule) -> pb::Rule {
-    let access = match rule.access {
-        Access::Granted => pb::rule::Access::Granted,
-        Access::Denied => pb::rule::Access::Denied,
-    };
-    pb::Rule {
-        id: rule.id.clone(),
-        scope: rule.scope.clone(),
-        resource: Some(pb::Resource {
-            r#type: rule.resource.r#type.clone(),
-            name: rule.resource.name.clone(),
-            endpoint: rule.resource.endpoint.clone(),
-        }),
-        access: access as i32,
-        priority: rule.priority,
     }
 }
