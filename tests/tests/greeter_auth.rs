@@ -6,11 +6,10 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions};
 use keel_proto::v1 as pb;
 use keel_proto::v1::auth_client::AuthClient;
+use keel_tests::auth::{lock_down, with_header};
 use keel_tests::{grpc_channel, keel_binary, Background, Server, TestCluster};
-use tonic::metadata::MetadataValue;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -18,11 +17,7 @@ const WAIT: Duration = Duration::from_secs(30);
 async fn the_greeter_answers_only_the_callers_its_rule_lets_in() {
     let cluster = TestCluster::start(Server::Keel, 1).await;
     let url = cluster.members[0].client_url.clone();
-    let mut etcd = cluster.client().await;
-    etcd.user_add("root", "rootpw", None).await.expect("root");
-    etcd.user_grant_role("root", "root").await.expect("root role");
-    etcd.auth_enable().await.expect("auth enable");
-    let root = etcd_token(&url).await;
+    let root = lock_down(&cluster, "rootpw").await;
     let mut admin = AuthClient::new(grpc_channel(&url).await);
     for (id, scopes) in [("greeter-1", &["services"][..]), ("ada", &["services", "greeters"]), ("bob", &["services"])] {
         let account = pb::GenerateRequest {
@@ -31,7 +26,7 @@ async fn the_greeter_answers_only_the_callers_its_rule_lets_in() {
             secret: format!("{id}-secret"),
             ..Default::default()
         };
-        admin.generate(as_root(account, &root)).await.expect("root creates the accounts");
+        admin.generate(with_header(account, "token", &root)).await.expect("root creates the accounts");
     }
     for (id, scope, name, endpoint) in [
         ("services-use-the-registry", "services", "keel.v1.Registry", "*"),
@@ -39,7 +34,7 @@ async fn the_greeter_answers_only_the_callers_its_rule_lets_in() {
     ] {
         let resource = pb::Resource { r#type: "service".into(), name: name.into(), endpoint: endpoint.into() };
         let rule = pb::Rule { id: id.into(), scope: scope.into(), resource: Some(resource), ..Default::default() };
-        admin.create_rule(as_root(pb::CreateRuleRequest { rule: Some(rule) }, &root)).await.expect("rule");
+        admin.create_rule(with_header(pb::CreateRuleRequest { rule: Some(rule) }, "token", &root)).await.expect("rule");
     }
 
     let greeter = Background::spawn(example("greeter_service", &url, Some("greeter-1")));
@@ -74,17 +69,4 @@ fn run_caller(url: &str, account: Option<&str>) -> String {
     let mut command = example("greeter_caller", url, account);
     let output = command.arg("Ada").output().expect("run greeter_caller");
     format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
-}
-
-fn as_root<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert("token", MetadataValue::try_from(token).expect("ascii token"));
-    request
-}
-
-async fn etcd_token(url: &str) -> String {
-    let options = ConnectOptions::new().with_user("root", "rootpw");
-    let client = Client::connect([url], Some(options)).await.expect("connect");
-    let response = client.auth_client().authenticate("root".to_string(), "rootpw".to_string()).await;
-    response.expect("authenticate").token().to_string()
 }

@@ -5,12 +5,12 @@
 
 use std::sync::Arc;
 
-use etcd_client::{Client, ConnectOptions};
 use keel_client::auth::{conformance, Auth, GenerateOptions, GrpcAuth, TokenOptions};
 use keel_client::Error;
 use keel_proto::v1 as pb;
 use keel_proto::v1::auth_client::AuthClient;
 use keel_proto::v1::config_client::ConfigClient;
+use keel_tests::auth::{etcd_token, lock_down, with_header};
 use keel_tests::{grpc_channel, keelctl, Server, TestCluster};
 use tonic::metadata::MetadataValue;
 use tonic::Code;
@@ -60,12 +60,8 @@ async fn a_token_from_one_member_works_on_every_member_and_after_every_member_is
 async fn while_etcd_auth_is_on_accounts_and_rules_are_roots() {
     let cluster = TestCluster::start(Server::Keel, 1).await;
     let url = cluster.members[0].client_url.clone();
-    let mut etcd = cluster.client().await;
-    etcd.user_add("root", "rootpw", None).await.expect("root");
-    etcd.user_grant_role("root", "root").await.expect("root role");
-    etcd.user_add("alice", "alicepw", None).await.expect("alice");
-    etcd.auth_enable().await.expect("auth enable");
-    let root_token = etcd_token(&url, "root", "rootpw").await;
+    cluster.client().await.user_add("alice", "alicepw", None).await.expect("alice");
+    let root_token = lock_down(&cluster, "rootpw").await;
     let alice_token = etcd_token(&url, "alice", "alicepw").await;
 
     let generate = |token: Option<&str>| {
@@ -153,11 +149,7 @@ async fn keelctl_auth_manages_accounts_tokens_and_rules() {
 async fn micro_accounts_reach_native_services_as_the_rules_say() {
     let cluster = TestCluster::start(Server::Keel, 1).await;
     let url = cluster.members[0].client_url.clone();
-    let mut etcd = cluster.client().await;
-    etcd.user_add("root", "rootpw", None).await.expect("root");
-    etcd.user_grant_role("root", "root").await.expect("root role");
-    etcd.auth_enable().await.expect("auth enable");
-    let root = etcd_token(&url, "root", "rootpw").await;
+    let root = lock_down(&cluster, "rootpw").await;
     let channel = grpc_channel(&url).await;
     let mut admin = AuthClient::new(channel.clone());
     let generate =
@@ -205,22 +197,4 @@ async fn micro_accounts_reach_native_services_as_the_rules_say() {
     admin.delete_account(with_header(delete, "token", &root)).await.expect("delete the account");
     let ended = config.get(with_header(get(false), "authorization", &bearer)).await.expect_err("a deleted account");
     assert_eq!(ended.code(), Code::Unauthenticated);
-}
-
-fn with_header<T>(message: T, name: &'static str, value: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert(name, MetadataValue::try_from(value).expect("ascii header"));
-    request
-}
-
-async fn etcd_token(url: &str, user: &str, password: &str) -> String {
-    let options = ConnectOptions::new().with_user(user, password);
-    let client = Client::connect([url], Some(options)).await.expect("connect");
-    client
-        .auth_client()
-        .authenticate(user.to_string(), password.to_string())
-        .await
-        .expect("authenticate")
-        .token()
-        .to_string()
 }
