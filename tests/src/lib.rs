@@ -11,6 +11,7 @@ use etcd_client::{Client, ConnectOptions};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+pub mod acked;
 pub mod auth;
 mod cli;
 mod ports;

@@ -3,18 +3,16 @@
 //! loses no acknowledged write when its leader is killed; and whoever lacks a certificate
 //! signed by the right CA cannot speak to a port that asks for one.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use etcd_client::{Certificate, Client, ConnectOptions, GetOptions, TlsOptions};
+use etcd_client::{Certificate, Client, ConnectOptions, TlsOptions};
 use keel_client::events::{Events, GrpcEvents, ReadOptions};
+use keel_tests::acked::{assert_all_present, spawn_writers, Acked};
 use keel_tests::tls::{CertFiles, TestCerts};
 use keel_tests::transcript::{assert_same_transcripts, step, Step};
-use keel_tests::{
-    etcdctl, keelctl, wait_for, wait_for_some, EtcdctlOutput, Server, TestCluster, TlsSetup, READY_TIMEOUT,
-};
+use keel_tests::{etcdctl, keelctl, wait_for, EtcdctlOutput, Server, TestCluster, TlsSetup, READY_TIMEOUT};
 
 const ROOT: &str = "@cert=root";
 const ALICE: &str = "@cert=alice";
@@ -120,24 +118,26 @@ async fn a_tls_cluster_with_auth_loses_nothing_when_its_leader_is_killed() {
     let before = cluster.member_client(0).await.get("any", None).await;
     assert!(before.is_ok(), "root's certificate must be enough once auth is on: {before:?}");
 
-    let acked = Arc::new(Mutex::new(BTreeMap::new()));
+    let acked = Arc::new(Mutex::new(Acked::default()));
     let stop = Arc::new(AtomicBool::new(false));
     let writers = spawn_writers(&client, &acked, &stop);
-    wait_for(READY_TIMEOUT, "writes before the kill", || async { acked.lock().expect("lock").len() >= 50 })
+    wait_for(READY_TIMEOUT, "writes before the kill", || async { acked.lock().expect("lock").values.len() >= 50 })
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", cluster.all_logs()));
     let leader = cluster.leader().await;
     cluster.kill9(leader);
-    let at_kill = acked.lock().expect("lock").len();
-    wait_for(READY_TIMEOUT, "writes after the kill", || async { acked.lock().expect("lock").len() >= at_kill + 50 })
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", cluster.all_logs()));
+    let at_kill = acked.lock().expect("lock").values.len();
+    wait_for(READY_TIMEOUT, "writes after the kill", || async {
+        acked.lock().expect("lock").values.len() >= at_kill + 50
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.all_logs()));
     cluster.start_member(leader);
     stop.store(true, Ordering::SeqCst);
     for writer in writers {
         writer.await.expect("writer");
     }
-    let acked = acked.lock().expect("lock").clone();
+    let acked = std::mem::take(&mut acked.lock().expect("lock").values);
     for i in 0..3 {
         assert_all_present(&cluster, i, &acked).await;
     }
@@ -264,47 +264,4 @@ fn cluster_etcdctl_args(cluster: &TestCluster, stem: &str) -> Vec<String> {
     let tls = cluster.tls.as_ref().expect("TLS cluster");
     let files: CertFiles = tls.certs.existing(stem).expect("certificate issued");
     tls.etcdctl_args(&files)
-}
-
-fn spawn_writers(
-    client: &Client,
-    acked: &Arc<Mutex<BTreeMap<String, String>>>,
-    stop: &Arc<AtomicBool>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    (0..4)
-        .map(|writer| {
-            let (mut client, acked, stop) = (client.clone(), acked.clone(), stop.clone());
-            tokio::spawn(async move {
-                let mut seq = 0u64;
-                while !stop.load(Ordering::SeqCst) {
-                    let (key, value) = (format!("w{writer}-{seq:06}"), format!("v{writer}-{seq}"));
-                    let put =
-                        tokio::time::timeout(Duration::from_secs(10), client.put(key.clone(), value.clone(), None));
-                    if let Ok(Ok(_)) = put.await {
-                        acked.lock().expect("lock").insert(key, value);
-                    }
-                    seq += 1;
-                }
-            })
-        })
-        .collect()
-}
-
-async fn assert_all_present(cluster: &TestCluster, i: usize, acked: &BTreeMap<String, String>) {
-    let client = cluster.member_client(i).await;
-    let found: BTreeMap<String, String> = wait_for_some(READY_TIMEOUT, "a linearizable read of every key", || {
-        let mut client = client.clone();
-        async move {
-            let response = client.get("w", Some(GetOptions::new().with_prefix())).await.ok()?;
-            let kvs = response.kvs().iter();
-            Some(
-                kvs.map(|kv| (kv.key_str().unwrap_or("").to_string(), kv.value_str().unwrap_or("").to_string()))
-                    .collect(),
-            )
-        }
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.all_logs()));
-    let missing: Vec<&String> = acked.iter().filter(|(k, v)| found.get(*k) != Some(v)).map(|(k, _)| k).collect();
-    assert!(missing.is_empty(), "member {i} lost {} acknowledged writes, e.g. {:?}", missing.len(), missing.first());
 }
