@@ -19,7 +19,13 @@ async fn health_and_metrics_answer_like_etcd() {
     // Phase 2: metrics carry etcd's names.
     let (status, metrics) = http_get(&keel.members[0].client_url, "/metrics").expect("metrics");
     assert_eq!(status, 200);
-    for line in ["etcd_server_has_leader 1", "# TYPE etcd_debugging_mvcc_current_revision gauge"] {
+    for line in [
+        "etcd_server_has_leader 1",
+        "# TYPE etcd_debugging_mvcc_current_revision gauge",
+        "etcd_server_leader_changes_seen_total 1",
+        "etcd_server_proposals_pending 0",
+        "# TYPE etcd_server_proposals_failed_total counter",
+    ] {
         assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
     }
 

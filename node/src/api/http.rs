@@ -105,6 +105,15 @@ async fn metrics(State(member): State<Arc<Member>>) -> impl IntoResponse {
         let _ = write!(body, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n");
     }
     // What a follower's clients cost in round trips to the leader (a batch of writes is one).
+    let (leader_changes, pending, failed) = member.server_counters();
+    let server: [(&str, &str, &str, u64); 3] = [
+        ("etcd_server_leader_changes_seen_total", "The number of leader changes seen.", "counter", leader_changes),
+        ("etcd_server_proposals_pending", "The current number of pending proposals to commit.", "gauge", pending),
+        ("etcd_server_proposals_failed_total", "The total number of failed proposals seen.", "counter", failed),
+    ];
+    for (name, help, kind, value) in server {
+        let _ = write!(body, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n");
+    }
     let name = "keel_forwarded_requests_total";
     let _ = write!(body, "# HELP {name} Requests forwarded to the leader, by kind.\n# TYPE {name} counter\n");
     for (kind, count) in member.forwarded_requests() {

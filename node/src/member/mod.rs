@@ -5,6 +5,7 @@
 mod accept;
 mod auth;
 mod background;
+mod counters;
 pub mod format;
 mod forward_writes;
 mod leader_write;
@@ -70,6 +71,7 @@ pub struct Member {
     read_rounds: read_barrier::ReadRounds,
     write_batches: forward_writes::WriteBatches,
     forwarded: ForwardCounts,
+    counters: counters::ServerCounters,
     tokens: auth::Tokens,
     /// `--client-cert-auth`: a verified client certificate's CN is its sender's user name.
     client_cert_auth: bool,
@@ -217,6 +219,7 @@ impl Member {
     pub async fn propose<P: Proposal>(&self, request: P) -> Result<P::Response, ServerError> {
         let command = request.into();
         let size = command::validate(&command, Origin::Member(self.id), self.max_request_bytes)?;
+        let _pending = self.counters.proposing();
         let response = self
             .through_leader(|leader, deadline| {
                 let command = command.clone();
@@ -228,7 +231,8 @@ impl Member {
                     }
                 }
             })
-            .await?;
+            .await
+            .inspect_err(|_| self.counters.proposal_failed())?;
         answer::<P>(response)
     }
 

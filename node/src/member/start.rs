@@ -301,6 +301,7 @@ pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
         read_rounds: read_barrier::ReadRounds::default(),
         write_batches: forward_writes::WriteBatches::default(),
         forwarded: ForwardCounts::default(),
+        counters: Default::default(),
         tokens,
         client_cert_auth: config.client_tls.as_ref().is_some_and(|tls| tls.client_cert_auth),
     });
@@ -348,6 +349,7 @@ pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
     }
     tokio::spawn(background::publish_attributes(member.clone(), config.advertise_client_urls.clone(), stop_rx.clone()));
     tokio::spawn(background::ensure_secret_key(member.clone(), stop_rx.clone()));
+    tokio::spawn(super::counters::count_leader_changes(member.clone(), stop_rx.clone()));
     tokio::spawn(background::expire_leases(member.clone(), stop_rx.clone()));
     tokio::spawn(background::enforce_retention(member.clone(), stop_rx));
     if let Some(path) = &config.listen_addresses_file {

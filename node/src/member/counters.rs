@@ -1,0 +1,69 @@
+//! What a member counts for operators, under etcd's metric names: leader changes it has seen,
+//! proposals in flight and proposals that failed (etcd's `etcd_server_*` counters, which its
+//! Grafana dashboard and alerting rules read).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use openraft::async_runtime::WatchReceiver;
+use tokio::sync::watch;
+
+use super::Member;
+
+#[derive(Debug, Default)]
+pub(crate) struct ServerCounters {
+    leader_changes: AtomicU64,
+    proposals_pending: AtomicU64,
+    proposals_failed: AtomicU64,
+}
+
+/// One proposal in flight: pending until dropped (answered, failed or cancelled).
+pub(crate) struct Pending<'a>(&'a ServerCounters);
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.0.proposals_pending.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl ServerCounters {
+    pub(crate) fn proposing(&self) -> Pending<'_> {
+        self.proposals_pending.fetch_add(1, Ordering::Relaxed);
+        Pending(self)
+    }
+
+    pub(crate) fn proposal_failed(&self) {
+        self.proposals_failed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Member {
+    /// `etcd_server_leader_changes_seen_total`, `etcd_server_proposals_pending`,
+    /// `etcd_server_proposals_failed_total`.
+    pub fn server_counters(&self) -> (u64, u64, u64) {
+        let counters = &self.counters;
+        (
+            counters.leader_changes.load(Ordering::Relaxed),
+            counters.proposals_pending.load(Ordering::Relaxed),
+            counters.proposals_failed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Counts the leaders this member sees, as etcd does: every change to a known leader, the first
+/// one included.
+pub(super) async fn count_leader_changes(member: Arc<Member>, mut stop_rx: watch::Receiver<bool>) {
+    let mut metrics = member.raft().metrics();
+    let mut last = None;
+    loop {
+        let leader = metrics.borrow_and_update().current_leader;
+        if leader.is_some() && leader != last {
+            member.counters.leader_changes.fetch_add(1, Ordering::Relaxed);
+        }
+        last = leader;
+        tokio::select! {
+            changed = metrics.changed() => if changed.is_err() { return },
+            _ = stop_rx.wait_for(|stop| *stop) => return,
+        }
+    }
+}
