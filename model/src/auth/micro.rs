@@ -234,6 +234,11 @@ impl MicroState {
         self.rules.iter().map(|stored| stored.rule.clone()).collect()
     }
 
+    /// The rules in `Verify`'s order, borrowed: what a check per call reads.
+    pub fn rules_in_order(&self) -> impl Iterator<Item = &Rule> {
+        self.rules.iter().map(|stored| &stored.rule)
+    }
+
     /// The stored rule with `id`.
     pub fn rule(&self, id: &str) -> Option<&StoredRule> {
         self.rules.iter().find(|stored| stored.rule.id == id)

@@ -49,7 +49,7 @@ impl Member {
     /// Whether `principal` may also reach `resource` (a second check inside one call).
     pub fn micro_allows(&self, principal: &MicroPrincipal, resource: &Resource) -> Result<(), ServerError> {
         let caller = rules::Caller { scopes: &principal.scopes };
-        self.read_micro(|state| rules::verify(&state.ordered_rules(), Some(caller), resource))
+        self.read_micro(|state| rules::verify(state.rules_in_order(), Some(caller), resource))
             .map_err(|_| refuse(MicroError::Forbidden))
     }
 }
@@ -157,7 +157,7 @@ impl Member {
                 .filter(|account| account.generation == claims.generation)
                 .ok_or(refuse(MicroError::Unauthenticated))?;
             let caller = rules::Caller { scopes: &account.scopes };
-            rules::verify(&state.ordered_rules(), Some(caller), resource).map_err(|_| refuse(MicroError::Forbidden))?;
+            rules::verify(state.rules_in_order(), Some(caller), resource).map_err(|_| refuse(MicroError::Forbidden))?;
             Ok(MicroPrincipal { account: account.id.clone(), scopes: account.scopes.clone() })
         })
     }

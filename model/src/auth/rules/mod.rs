@@ -68,8 +68,12 @@ pub struct Forbidden;
 
 /// Whether `caller` (`None`: not signed in) may reach `resource` under `rules`, taken in their
 /// stored order (which breaks ties between equal priorities).
-pub fn verify(rules: &[Rule], caller: Option<Caller<'_>>, resource: &Resource) -> Result<(), Forbidden> {
-    let mut matching: Vec<&Rule> = rules.iter().filter(|rule| rule_matches(&rule.resource, resource)).collect();
+pub fn verify<'r>(
+    rules: impl IntoIterator<Item = &'r Rule>,
+    caller: Option<Caller<'_>>,
+    resource: &Resource,
+) -> Result<(), Forbidden> {
+    let mut matching: Vec<&Rule> = rules.into_iter().filter(|rule| rule_matches(&rule.resource, resource)).collect();
     // Stable: equal priorities keep their stored order, as micro's sort.SliceStable does.
     matching.sort_by_key(|rule| std::cmp::Reverse(rule.priority));
     for rule in matching {
