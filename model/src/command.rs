@@ -58,6 +58,10 @@ pub enum Command {
     /// in the log (etcd's request header `username` and `auth_revision`). A command without this
     /// wrapper is the cluster's own (a lease's expiry, retention, a member's attributes).
     Authorized(Authorized),
+    /// etcd's alarms (Maintenance.Alarm): raised and cleared per member through the log, so every
+    /// member refuses the same writes while one is active (NOSPACE: writes that add data;
+    /// CORRUPT: every change to the keyspace and leases).
+    Alarm(AlarmRequest),
 }
 
 /// A client's command and its sender; never nested (decoding refuses an `Authorized` inside one).
@@ -107,6 +111,7 @@ impl std::fmt::Display for Command {
                 Some(caller) => write!(f, "{} as {:?}", r.command, caller.user),
                 None => write!(f, "{} as nobody", r.command),
             },
+            Command::Alarm(r) => write!(f, "alarm {:?} {:?} of {:x}", r.action, r.alarm, r.member_id),
         }
     }
 }
@@ -137,6 +142,7 @@ pub enum CommandResponse {
     /// SetRetention and TrimTopic.
     Topic(TopicResponse),
     Auth(AuthResponse),
+    Alarm(AlarmResponse),
     /// The command was valid on the wire but etcd's rules reject it at apply time (for
     /// example a compaction to a revision already compacted). Nothing changed.
     Rejected(MvccError),
@@ -488,6 +494,60 @@ pub struct AuthResponse {
     pub token: String,
 }
 
+/// etcd's `AlarmRequest.AlarmAction`, in its numbering.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum AlarmAction {
+    #[default]
+    Get,
+    Activate,
+    Deactivate,
+}
+
+/// etcd's `AlarmType`, in its numbering. `None` in a request means every type.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum AlarmType {
+    #[default]
+    None,
+    /// A member's database reached `--quota-backend-bytes`: writes that add data are refused.
+    NoSpace,
+    /// A member's state differs from the others': every change is refused.
+    Corrupt,
+}
+
+impl AlarmType {
+    /// etcd's name of the type, as `etcdctl alarm list` prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            AlarmType::None => "NONE",
+            AlarmType::NoSpace => "NOSPACE",
+            AlarmType::Corrupt => "CORRUPT",
+        }
+    }
+}
+
+/// An alarm raised or cleared on one member (`member_id`), or the alarms asked for (`Get`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlarmRequest {
+    pub action: AlarmAction,
+    pub member_id: u64,
+    pub alarm: AlarmType,
+}
+
+/// One active alarm: which member raised it, and its type.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AlarmMember {
+    pub member_id: u64,
+    pub alarm: AlarmType,
+}
+
+/// What an alarm request changed (etcd answers the alarm activated or deactivated, none if
+/// nothing changed) or, for `Get`, the active alarms of the type asked for.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlarmResponse {
+    pub header_revision: i64,
+    pub alarms: Vec<AlarmMember>,
+}
+
 /// Each request type becomes its own `Command` variant.
 macro_rules! into_command {
     ($($request:ident => $command:ident;)*) => {$(
@@ -518,4 +578,5 @@ into_command! {
     SecretKey => InitSecretKey;
     AuthCommand => Auth;
     Authorized => Authorized;
+    AlarmRequest => Alarm;
 }

@@ -31,4 +31,13 @@ pub enum MvccError {
     /// etcd's auth store refuses: a change to users and roles, or a request by who sent it.
     #[error(transparent)]
     Auth(#[from] AuthError),
+    /// A NOSPACE alarm is active: a write that adds data is refused until it is disarmed.
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
+    /// A CORRUPT alarm is active: every change is refused.
+    #[error("etcdserver: corrupt cluster")]
+    Corrupt,
+    /// An activation past the most alarms the state keeps (`ALARMS_MAX`).
+    #[error("etcdserver: too many alarms")]
+    TooManyAlarms,
 }

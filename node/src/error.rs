@@ -40,6 +40,9 @@ pub enum ServerError {
     TooManyRequests,
     #[error("duplicate key given in txn request")]
     DuplicateKey,
+    /// A request names a member the cluster does not have.
+    #[error("member not found")]
+    MemberNotFound,
     #[error("invalid sort option")]
     InvalidSortOption,
     #[error("request is too large")]

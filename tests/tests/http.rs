@@ -22,12 +22,16 @@ async fn health_and_metrics_answer_like_etcd() {
     for line in [
         "etcd_server_has_leader 1",
         "# TYPE etcd_debugging_mvcc_current_revision gauge",
-        "etcd_server_leader_changes_seen_total 1",
         "etcd_server_proposals_pending 0",
         "# TYPE etcd_server_proposals_failed_total counter",
+        "etcd_server_quota_backend_bytes 2147483648",
+        "# TYPE etcd_mvcc_db_total_size_in_use_in_bytes gauge",
     ] {
         assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
     }
+    // One election, or a few when votes split at start: at least the one that made the leader.
+    let changes = metrics.lines().find_map(|line| line.strip_prefix("etcd_server_leader_changes_seen_total "));
+    assert!(changes.and_then(|n| n.parse::<u64>().ok()).is_some_and(|n| n >= 1), "{metrics}");
 
     // Phase 3: /debug/raft on the leader accounts for the writes it proposed, stage by stage.
     let leader = keel.leader().await;

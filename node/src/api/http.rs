@@ -54,7 +54,7 @@ async fn metrics(State(member): State<Arc<Member>>) -> impl IntoResponse {
         (mvcc.current_revision(), mvcc.compact_revision(), mvcc.key_count(), mvcc.leases().len())
     };
     let hub = member.shared().hub();
-    let gauges: [(&str, &str, f64); 14] = [
+    let gauges: [(&str, &str, f64); 17] = [
         (
             "etcd_server_has_leader",
             "Whether or not a leader exists. 1 is existence, 0 is not.",
@@ -81,12 +81,28 @@ async fn metrics(State(member): State<Arc<Member>>) -> impl IntoResponse {
             "Total size of the underlying database physically allocated in bytes.",
             member.db_size_bytes() as f64,
         ),
+        (
+            "etcd_mvcc_db_total_size_in_use_in_bytes",
+            "Total size of the underlying database logically in use in bytes.",
+            member.db_size_in_use_bytes() as f64,
+        ),
+        (
+            // 0 when the quota is off, as etcd leaves it.
+            "etcd_server_quota_backend_bytes",
+            "Current backend storage quota size in bytes.",
+            member.quota_bytes().unwrap_or(0) as f64,
+        ),
         ("etcd_debugging_mvcc_current_revision", "The current revision of store.", revision as f64),
         ("etcd_debugging_mvcc_compact_revision", "The revision of the last compaction in store.", compacted as f64),
         ("etcd_debugging_mvcc_keys_total", "Total number of keys.", keys as f64),
         ("etcd_debugging_mvcc_watch_stream_total", "Total number of watch streams.", hub.stream_count() as f64),
         ("etcd_debugging_mvcc_watcher_total", "Total number of watchers.", hub.watcher_count() as f64),
         ("keel_leases", "Leases that exist now.", leases as f64),
+        (
+            "keel_disk_bytes",
+            "Bytes the member's database takes on disk, the Raft log and write-ahead logs included.",
+            member.disk_size_bytes() as f64,
+        ),
         (
             "keel_raft_snapshot_index",
             "Index of the last Raft log entry in this member's latest snapshot.",

@@ -1,21 +1,25 @@
 //! etcd's Maintenance service. Status reports the truth (version, db size, leader, raft index,
 //! term and applied index); Hash and HashKV checksum the replicated state so that replicas can
-//! be compared; the rest answers UNIMPLEMENTED until its issue lands. As in etcd 3.4, Hash,
-//! HashKV, Defragment and Snapshot are root's once auth is on; Status, Alarm and MoveLeader are not.
+//! be compared; Alarm raises, clears and lists etcd's alarms through the log; Defragment gives
+//! back the space of deleted records; the rest answers UNIMPLEMENTED until its issue lands.
+//! As in etcd 3.4, Hash, HashKV, Defragment and Snapshot are root's once auth is on; Status and
+//! MoveLeader are not; listing alarms is open, raising or clearing one is root's (etcd 3.4 lets
+//! anyone, so anyone could stop every write with a NOSPACE).
 
 use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
 use keel_proto::etcd::{
-    PbAlarmRequest, PbAlarmResponse, PbDefragmentRequest, PbDefragmentResponse, PbDowngradeRequest,
+    PbAlarmMember, PbAlarmRequest, PbAlarmResponse, PbDefragmentRequest, PbDefragmentResponse, PbDowngradeRequest,
     PbDowngradeResponse, PbHashKvRequest, PbHashKvResponse, PbHashRequest, PbHashResponse, PbMaintenanceService,
     PbMoveLeaderRequest, PbMoveLeaderResponse, PbSnapshotRequest, PbSnapshotResponse, PbStatusRequest,
     PbStatusResponse,
 };
 use tonic::{Request, Response, Status};
 
-use super::{check_admin, header, status::to_status};
+use super::{caller, check_admin, header, status::to_status};
+use crate::command::{AlarmAction, AlarmRequest, AlarmResponse, AlarmType, As};
 use crate::error::ServerError;
 use crate::limits::ETCD_COMPATIBLE_VERSION;
 use crate::member::Member;
@@ -48,10 +52,31 @@ async fn off_the_runtime<T: Send + 'static, E: Into<ServerError> + Send + 'stati
 
 #[tonic::async_trait]
 impl PbMaintenanceService for MaintenanceService {
-    async fn alarm(&self, _: Request<PbAlarmRequest>) -> Result<Response<PbAlarmResponse>, Status> {
-        // No alarms exist yet (no space quota): an empty list is the truth.
-        let revision = self.member.shared().mvcc().current_revision();
-        Ok(Response::new(PbAlarmResponse { header: header(&self.member, revision), alarms: Vec::new() }))
+    async fn alarm(&self, request: Request<PbAlarmRequest>) -> Result<Response<PbAlarmResponse>, Status> {
+        let caller = caller(&self.member, &request).await?;
+        let request = alarm_request(request.into_inner())?;
+        let response = match request.action {
+            // etcd 3.4 reads the alarms through the log: a barrier gives the same guarantee.
+            AlarmAction::Get => {
+                self.member.read_barrier().await.map_err(|e| to_status(&e))?;
+                let revision = self.member.shared().mvcc().current_revision();
+                AlarmResponse { header_revision: revision, alarms: self.member.alarms(request.alarm) }
+            }
+            AlarmAction::Activate if !self.member.member_list().iter().any(|m| m.id == request.member_id) => {
+                return Err(to_status(&ServerError::MemberNotFound));
+            }
+            AlarmAction::Activate | AlarmAction::Deactivate => {
+                self.member.propose(As::new(caller, request)).await.map_err(|e| to_status(&e))?
+            }
+        };
+        Ok(Response::new(PbAlarmResponse {
+            header: header(&self.member, response.header_revision),
+            alarms: response
+                .alarms
+                .iter()
+                .map(|a| PbAlarmMember { member_id: a.member_id, alarm: alarm_code(a.alarm) })
+                .collect(),
+        }))
     }
 
     async fn status(&self, _: Request<PbStatusRequest>) -> Result<Response<PbStatusResponse>, Status> {
@@ -67,8 +92,8 @@ impl PbMaintenanceService for MaintenanceService {
             raft_index: metrics.last_log_index.unwrap_or(0),
             raft_term: metrics.current_term,
             raft_applied_index: metrics.last_applied.map_or(0, |id| id.index),
-            errors: Vec::new(),
-            db_size_in_use: db_size,
+            errors: status_errors(&self.member, metrics.current_leader.is_none()),
+            db_size_in_use: i64::try_from(self.member.db_size_in_use_bytes()).unwrap_or(i64::MAX),
             is_learner,
             ..Default::default()
         }))
@@ -79,7 +104,9 @@ impl PbMaintenanceService for MaintenanceService {
         request: Request<PbDefragmentRequest>,
     ) -> Result<Response<PbDefragmentResponse>, Status> {
         check_admin(&self.member, &request).await?;
-        unimplemented("Maintenance.Defragment")
+        self.member.defragment().await.map_err(|e| to_status(&e))?;
+        let revision = self.member.shared().mvcc().current_revision();
+        Ok(Response::new(PbDefragmentResponse { header: header(&self.member, revision) }))
     }
 
     async fn hash(&self, request: Request<PbHashRequest>) -> Result<Response<PbHashResponse>, Status> {
@@ -115,4 +142,37 @@ impl PbMaintenanceService for MaintenanceService {
     async fn downgrade(&self, _: Request<PbDowngradeRequest>) -> Result<Response<PbDowngradeResponse>, Status> {
         unimplemented("Maintenance.Downgrade")
     }
+}
+
+/// etcd's AlarmRequest as Keel's; an action or type etcd does not have is refused.
+fn alarm_request(request: PbAlarmRequest) -> Result<AlarmRequest, Status> {
+    let action = match request.action {
+        0 => AlarmAction::Get,
+        1 => AlarmAction::Activate,
+        2 => AlarmAction::Deactivate,
+        other => return Err(Status::invalid_argument(format!("etcdserver: unknown alarm action {other}"))),
+    };
+    let alarm = match request.alarm {
+        0 => AlarmType::None,
+        1 => AlarmType::NoSpace,
+        2 => AlarmType::Corrupt,
+        other => return Err(Status::invalid_argument(format!("etcdserver: unknown alarm type {other}"))),
+    };
+    Ok(AlarmRequest { action, member_id: request.member_id, alarm })
+}
+
+fn alarm_code(alarm: AlarmType) -> i32 {
+    match alarm {
+        AlarmType::None => 0,
+        AlarmType::NoSpace => 1,
+        AlarmType::Corrupt => 2,
+    }
+}
+
+/// etcd's Status `errors`: "etcdserver: no leader" without one, and each active alarm as Go's
+/// protobuf text of its `AlarmMember`.
+fn status_errors(member: &Member, no_leader: bool) -> Vec<String> {
+    let no_leader = no_leader.then(|| "etcdserver: no leader".to_string());
+    let alarms = member.alarms(AlarmType::None).into_iter();
+    no_leader.into_iter().chain(alarms.map(|a| format!("memberID:{} alarm:{} ", a.member_id, a.alarm.name()))).collect()
 }

@@ -8,7 +8,8 @@
 //!   included (etcd 3.4 does not look inside a nested txn).
 //! - LeaseRevoke: WRITE on every key on the lease (revoking deletes them).
 //! - LeaseGrant: an authenticated user (etcd 3.4 lets anyone grant leases).
-//! - Compact, and auth changes: root (etcd 3.4 lets anyone compact).
+//! - Compact, alarms and auth changes: root (etcd 3.4 lets anyone compact and raise or clear an
+//!   alarm; an anonymous NOSPACE would stop every write).
 //! - Keel's native writes, which are keys in go-micro's layout: Register and LeasedPut WRITE on
 //!   their keys; Publish, consumer groups and retention WRITE on the topic's keys.
 
@@ -41,6 +42,7 @@ fn check(state: &MvccStore, caller: Option<&Caller>, command: &Command) -> Resul
         | Command::Auth(_)
         | Command::InitSecretKey(_)
         | Command::PublishMember(_)
+        | Command::Alarm(_)
         | Command::Authorized(_) => return auth.check_admin(caller),
         Command::Put(put) => {
             needs.push(Access::write(&put.key, b""));

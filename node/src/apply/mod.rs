@@ -19,6 +19,8 @@ use crate::mvcc::{MvccStore, OpError};
 use crate::storage::StorageError;
 use keel_model::auth::etcd::AuthCommand;
 
+mod alarm;
+pub(crate) use alarm::adds_data;
 mod auth;
 mod authorized;
 mod compact;
@@ -75,6 +77,7 @@ macro_rules! commands {
         }
 
         fn apply_op(state: &mut MvccStore, command: &Command) -> Result<CommandResponse, OpError> {
+            alarm::gate(state, command)?;
             match command {
                 $(Command::$command(request) => request.apply(state).map(CommandResponse::$answer),)*
                 Command::Authorized(authorized) => authorized::apply(state, authorized),
@@ -113,6 +116,7 @@ commands! {
     SetRetentionRequest => SetRetention answered Topic(TopicResponse);
     TrimTopicRequest => TrimTopic answered Topic(TopicResponse);
     AuthCommand => Auth answered Auth(AuthResponse);
+    AlarmRequest => Alarm answered Alarm(AlarmResponse);
 }
 
 /// The checks of a lease TTL a command carries.

@@ -10,7 +10,7 @@
 //! request etcd refuses gets etcd's answer.
 
 use super::reserved::check_reserved;
-use super::Command;
+use super::{AlarmAction, Command};
 use crate::error::ServerError;
 
 /// Who proposes a command.
@@ -41,6 +41,12 @@ pub fn validate(command: &Command, origin: Origin, max_request_bytes: usize) -> 
             return Err(ServerError::InvalidCommand("only the leader proposes this command"));
         }
         _ => {}
+    }
+    // A client's alarm comes wrapped; an unwrapped one is a member raising its own (its quota).
+    if let Command::Alarm(alarm) = command {
+        if alarm.action != AlarmAction::Activate || origin != Origin::Member(alarm.member_id) {
+            return Err(ServerError::InvalidCommand("a member raises its own alarms only"));
+        }
     }
     check_reserved(command)?;
     Ok(size)

@@ -2,7 +2,7 @@
 //! (`listen-client-urls: http://…`), plus etcd's `client-transport-security` and
 //! `peer-transport-security` sections for the TLS flags. Each value becomes its flag's default,
 //! so a flag on the command line or a `KEEL_*` variable still wins: flag > env > file > default.
-//! Keys Keel does not have (etcd's `quota-backend-bytes`, `logger`, …) are reported and skipped,
+//! Keys Keel does not have (etcd's `wal-dir`, `logger`, …) are reported and skipped,
 //! as etcd skips keys it does not know.
 
 use std::ffi::OsString;

@@ -157,6 +157,9 @@ pub struct Flags {
     #[arg(long, env = "KEEL_LOG_LEVEL", default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
     pub log_level: String,
 
+    #[command(flatten)]
+    pub disk: operations::DiskFlags,
+
     /// etcd's YAML configuration file: its keys are the flags' names (and etcd's
     /// client-transport-security / peer-transport-security sections); a flag or a KEEL_* variable
     /// wins over the file, the file over the defaults.
@@ -183,6 +186,10 @@ pub struct MemberConfig {
     pub snapshot_count: u64,
     pub snapshot_catchup_entries: u64,
     pub watch_progress_notify_interval: Duration,
+    /// `--quota-backend-bytes`: `None` when off.
+    pub quota_backend_bytes: Option<u64>,
+    /// `--auto-compaction-mode` and `--auto-compaction-retention`: `None` when off.
+    pub auto_compaction: Option<AutoCompaction>,
     /// Where the cluster's peer secret comes from (`--peer-secret-file`).
     pub peer_secret: PeerSecretSource,
     /// Where to report the bound addresses (`--listen-addresses-file`), if anywhere.
@@ -283,6 +290,8 @@ impl Flags {
             snapshot_count: self.snapshot_count.max(1),
             snapshot_catchup_entries: self.experimental_snapshot_catchup_entries,
             watch_progress_notify_interval: self.experimental_watch_progress_notify_interval,
+            quota_backend_bytes: self.disk.quota()?,
+            auto_compaction: self.disk.auto_compaction()?,
             peer_secret,
             listen_addresses_file: self.listen_addresses_file.clone(),
             auth_token,
@@ -524,9 +533,11 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 mod file;
+mod operations;
 mod tls;
 
 pub use file::{fuzz_config_file, parse_flags, FlagsError, CONFIG_FILE_BYTES_MAX};
+pub use operations::{AutoCompaction, DiskFlags};
 
 #[cfg(test)]
 mod tests;

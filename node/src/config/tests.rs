@@ -220,6 +220,7 @@ fn a_config_file_sets_what_no_flag_sets() {
                 heartbeat-interval: 50\n\
                 wal-dir:\n\
                 quota-backend-bytes: 0\n\
+                logger: zap\n\
                 client-transport-security:\n  cert-file: /c/server.pem\n  client-cert-auth: true\n\
                 peer-transport-security:\n  trusted-ca-file: /c/ca.pem\n";
     let (flags, warnings) = file_flags(yaml, &["--heartbeat-interval", "75"]).expect("valid");
@@ -230,8 +231,9 @@ fn a_config_file_sets_what_no_flag_sets() {
     assert_eq!(flags.cert_file, Some("/c/server.pem".into()));
     assert!(flags.client_cert_auth);
     assert_eq!(flags.peer_trusted_ca_file, Some("/c/ca.pem".into()));
-    assert_eq!(warnings.len(), 2, "wal-dir and quota-backend-bytes are not keel's: {warnings:?}");
-    assert!(warnings[1].contains("\"quota-backend-bytes\" is not a keel setting"), "{warnings:?}");
+    assert_eq!(warnings.len(), 2, "wal-dir and logger are not keel's: {warnings:?}");
+    assert!(warnings[1].contains("\"logger\" is not a keel setting"), "{warnings:?}");
+    assert_eq!(flags.disk.quota_backend_bytes, 0);
 }
 
 #[test]

@@ -43,6 +43,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::TrimTopic(_) => "command-trim-topic",
         Command::Auth(command) => super::auth_samples::auth_command_name(command),
         Command::Authorized(_) => "command-authorized",
+        Command::Alarm(_) => "command-alarm",
     }
 }
 
@@ -188,6 +189,11 @@ fn commands() -> Vec<Command> {
         }),
         Command::SetRetention(SetRetentionRequest { topic: "orders".into(), retention: retention() }),
         Command::TrimTopic(TrimTopicRequest { topic: "orders".into(), before: 500 }),
+        Command::Alarm(AlarmRequest {
+            action: AlarmAction::Activate,
+            member_id: 0x8e9e_05c5_2164_694d,
+            alarm: AlarmType::NoSpace,
+        }),
     ]
 }
 
@@ -316,6 +322,7 @@ fn state_meta_samples() -> Vec<Sample> {
     pending.insert(9, Claim { consumer: "billing-2".into(), deadline_ms: 1_700_000_031_000, deliveries: 1 });
     let group = GroupState { cursor: 10, pending, options: group_options() };
     let lease = LeaseRecord { id: -5, ttl_secs: 60 };
+    let alarm = AlarmMember { member_id: 0x8e9e_05c5_2164_694d, alarm: AlarmType::Corrupt };
     vec![
         Sample::new(
             "state-applied",
@@ -394,6 +401,14 @@ fn state_meta_samples() -> Vec<Sample> {
             "a consumer group's cursor, pending deliveries and options (table `state_meta`)",
             Some(group_key("orders", "billing")),
             group,
+            postcard_encode,
+            postcard_decode,
+        ),
+        Sample::new(
+            "mvcc-alarm",
+            "an active alarm, keyed by its member's id in hex and its type (table `state_meta`)",
+            Some(alarm_key(alarm)),
+            alarm,
             postcard_encode,
             postcard_decode,
         ),

@@ -3,7 +3,9 @@
 //! barrier, read the keyspace, describe the cluster.
 
 mod accept;
+mod alarms;
 mod auth;
+mod auto_compact;
 mod background;
 mod counters;
 pub mod format;
@@ -11,6 +13,7 @@ mod forward_writes;
 mod leader_write;
 pub mod listen_report;
 pub mod micro_auth;
+mod quota;
 mod read_barrier;
 mod start;
 
@@ -32,6 +35,7 @@ use crate::storage::Engine;
 use crate::watch::SessionLimits;
 
 pub use auth::Credentials;
+pub use quota::QUOTA_BYTES_DEFAULT;
 pub use start::{start, RunningMember, StartError};
 
 pub(crate) const IDENTITY_KEY: &[u8] = b"identity";
@@ -75,6 +79,7 @@ pub struct Member {
     tokens: auth::Tokens,
     /// `--client-cert-auth`: a verified client certificate's CN is its sender's user name.
     client_cert_auth: bool,
+    quota: quota::Quota,
 }
 
 /// The requests this member sent to the leader, by kind (a batch of writes is one): what its
@@ -204,7 +209,13 @@ impl Member {
         self.raft.metrics().borrow_watched().current_term
     }
 
+    /// The bytes of the state's tables (etcd's backend size; the Raft log is apart, as etcd's WAL).
     pub fn db_size_bytes(&self) -> u64 {
+        self.engine.state_size_bytes()
+    }
+
+    /// Every byte the engine takes on disk, Raft log and write-ahead logs included.
+    pub fn disk_size_bytes(&self) -> u64 {
         self.engine.size_bytes()
     }
 
@@ -219,6 +230,7 @@ impl Member {
     pub async fn propose<P: Proposal>(&self, request: P) -> Result<P::Response, ServerError> {
         let command = request.into();
         let size = command::validate(&command, Origin::Member(self.id), self.max_request_bytes)?;
+        self.check_quota(&command, size).await?;
         let _pending = self.counters.proposing();
         let response = self
             .through_leader(|leader, deadline| {

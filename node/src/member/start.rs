@@ -15,7 +15,8 @@ use tokio::task::JoinSet;
 
 use super::accept::accepted;
 use super::{
-    background, format, forward_writes, listen_report, read_barrier, ForwardCounts, Identity, Member, IDENTITY_KEY,
+    alarms, auto_compact, background, format, forward_writes, listen_report, quota, read_barrier, ForwardCounts,
+    Identity, Member, IDENTITY_KEY,
 };
 use crate::config::{self, MemberConfig};
 use crate::lease;
@@ -304,6 +305,7 @@ pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
         counters: Default::default(),
         tokens,
         client_cert_auth: config.client_tls.as_ref().is_some_and(|tls| tls.client_cert_auth),
+        quota: quota::Quota::new(config.quota_backend_bytes),
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -351,6 +353,10 @@ pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
     tokio::spawn(background::ensure_secret_key(member.clone(), stop_rx.clone()));
     tokio::spawn(super::counters::count_leader_changes(member.clone(), stop_rx.clone()));
     tokio::spawn(background::expire_leases(member.clone(), stop_rx.clone()));
+    tokio::spawn(alarms::raise_when_full(member.clone(), stop_rx.clone()));
+    if let Some(mode) = config.auto_compaction {
+        tokio::spawn(auto_compact::run(member.clone(), mode, stop_rx.clone()));
+    }
     tokio::spawn(background::enforce_retention(member.clone(), stop_rx));
     if let Some(path) = &config.listen_addresses_file {
         listen_report::write(path, &client_addrs, &peer_addrs)

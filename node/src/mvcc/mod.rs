@@ -27,7 +27,8 @@
 //!   `lease` (leases and the keys attached to them, `mvcc/lease/`), `events` (topics: offsets,
 //!   time, de-duplication ids, `mvcc/topic/` and `mvcc/topic-id/`), `groups` (consumer groups'
 //!   positions, `mvcc/group/`), `auth` (etcd's users, roles, auth revision and enabled flag,
-//!   `mvcc/auth/`; simple tokens are handed to the member, not stored).
+//!   `mvcc/auth/`; simple tokens are handed to the member, not stored), `alarms` (etcd's
+//!   active alarms, `mvcc/alarm/`).
 //! - `retention`: where the leader would trim a topic now.
 //! - `hash`: etcd's Hash and HashKV, to compare replicas.
 //! - `error`: [`MvccError`] (etcd's rules refuse: a replicated answer) and [`ReadError`]; a
@@ -37,6 +38,7 @@
 //! command against a naive model, with restarts and snapshot installs in the sequence, on the
 //! memory engine and on RocksDB).
 
+mod alarms;
 mod auth;
 mod compaction;
 mod error;
@@ -58,6 +60,7 @@ mod model_tests;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use alarms::ALARMS_MAX;
 pub(crate) use auth::OpOutcome as AuthOutcome;
 pub use error::{MvccError, ReadError};
 pub use event::{Event, EventKind, HistoryPage};
@@ -73,6 +76,7 @@ pub(crate) use store::OpError;
 /// The records this module stores and their keys, for the golden-bytes tests (`crate::golden`).
 #[cfg(test)]
 pub(crate) mod stored {
+    pub(crate) use super::alarms::record_key as alarm_key;
     pub(crate) use super::auth::{role_key, user_key, AuthMeta, AUTH_META_KEY};
     pub(crate) use super::events::{id_key, topic_key, RememberedId};
     pub(crate) use super::groups::group_key;

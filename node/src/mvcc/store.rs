@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crate::command::{Command, CommandResponse, KeyValue, RangeRequest, RangeResponse};
 use crate::storage::{Durability, Engine, StorageError, WriteBatch};
 
+use super::alarms::Alarms;
 use super::auth::AuthStore;
 use super::event::Event;
 use super::events::Topics;
@@ -24,6 +25,7 @@ pub struct MvccStore {
     pub(crate) topics: Topics,
     pub(crate) groups: Groups,
     pub(crate) auth: AuthStore,
+    pub(crate) alarms: Alarms,
 }
 
 impl std::fmt::Debug for MvccStore {
@@ -71,8 +73,9 @@ impl MvccStore {
         let topics = Topics::load(engine.as_ref())?;
         let groups = Groups::load(engine.as_ref())?;
         let auth = AuthStore::load(engine.as_ref())?;
+        let alarms = Alarms::load(engine.as_ref())?;
         let keyspace = Keyspace::open(engine, &mut leases)?;
-        Ok(MvccStore { keyspace, leases, topics, groups, auth })
+        Ok(MvccStore { keyspace, leases, topics, groups, auth, alarms })
     }
 
     /// Applies one write command (see `crate::apply`, one file per command). Changes are
@@ -98,6 +101,7 @@ impl MvccStore {
         self.topics.take_staged(&mut batch);
         self.groups.take_staged(&mut batch);
         self.auth.take_staged(&mut batch);
+        self.alarms.take_staged(&mut batch);
         self.keyspace.take_staged(&mut batch);
         Ok(batch)
     }
@@ -160,6 +164,11 @@ impl MvccStore {
     /// etcd's auth state as applied so far.
     pub fn auth(&self) -> &keel_model::auth::etcd::AuthState {
         self.auth.state()
+    }
+
+    /// The active alarms of `alarm`'s type (every type for `AlarmType::None`).
+    pub fn alarms(&self, alarm: crate::command::AlarmType) -> Vec<crate::command::AlarmMember> {
+        self.alarms.get(alarm)
     }
 
     /// What applied auth commands said about simple tokens since the last call, in order.

@@ -90,4 +90,16 @@ impl Engine for FaultyEngine {
     fn size_bytes(&self) -> u64 {
         self.inner.size_bytes()
     }
+
+    fn state_size_bytes(&self) -> u64 {
+        self.inner.state_size_bytes()
+    }
+
+    fn state_size_in_use_bytes(&self) -> u64 {
+        self.inner.state_size_in_use_bytes()
+    }
+
+    fn defragment(&self) -> Result<(), StorageError> {
+        self.inner.defragment()
+    }
 }

@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use super::{Direction, Durability, Engine, KeyRange, StorageError, Table, TableVisitor, WriteBatch, WriteOp};
+use super::{
+    Direction, Durability, Engine, KeyRange, StorageError, Table, TableVisitor, WriteBatch, WriteOp, STATE_TABLES,
+};
 
 type Entries = BTreeMap<Vec<u8>, Vec<u8>>;
 type Tables = BTreeMap<Table, Entries>;
@@ -130,6 +132,17 @@ impl Engine for MemoryEngine {
 
     fn size_bytes(&self) -> u64 {
         0
+    }
+
+    /// The bytes of every key and value of the state's tables (a scan: tests only).
+    fn state_size_bytes(&self) -> u64 {
+        let Ok(tables) = self.read() else { return 0 };
+        STATE_TABLES
+            .iter()
+            .filter_map(|table| tables.get(table))
+            .flat_map(|entries| entries.iter())
+            .map(|(k, v)| (k.len() + v.len()) as u64)
+            .sum()
     }
 }
 

@@ -33,6 +33,9 @@ pub enum Table {
     StateMeta,
 }
 
+/// The tables of the replicated state (etcd's backend), as opposed to Raft's log and metadata.
+pub const STATE_TABLES: [Table; 2] = [Table::Kv, Table::StateMeta];
+
 impl Table {
     pub const ALL: [Table; 4] = [Table::Log, Table::RaftMeta, Table::Kv, Table::StateMeta];
 
@@ -227,6 +230,23 @@ pub trait Engine: Send + Sync + 'static {
         self.sync()
     }
 
-    /// Bytes the engine occupies on disk (0 for memory), for Maintenance.Status.
+    /// Bytes the engine occupies on disk, the Raft log and write-ahead logs included (0 for memory).
     fn size_bytes(&self) -> u64;
+
+    /// Bytes the replicated state's tables take (`STATE_TABLES`: etcd's backend, without the
+    /// Raft log, which etcd keeps apart in its WAL): Maintenance.Status's `dbSize` and what
+    /// `--quota-backend-bytes` limits. Data still in memory counts, as it is bound for disk.
+    fn state_size_bytes(&self) -> u64;
+
+    /// Of `state_size_bytes`, what live data takes (etcd's `dbSizeInUse`): the rest is space a
+    /// `defragment` may give back.
+    fn state_size_in_use_bytes(&self) -> u64 {
+        self.state_size_bytes()
+    }
+
+    /// Gives back the space that deleted and overwritten records still take (etcd's defragment):
+    /// flushes memory to files and compacts every table whole. Blocks; readers and writers go on.
+    fn defragment(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
 }

@@ -19,6 +19,7 @@ use rocksdb::{
 
 use super::{
     Direction, Durability, Engine, KeyRange, StorageError, Table, TableVisitor, ValueVisitor, WriteBatch, WriteOp,
+    STATE_TABLES,
 };
 
 /// Block cache shared by all column families. Small on purpose: the MVCC index lives in
@@ -132,6 +133,20 @@ impl RocksEngine {
     }
 
     /// Bytes of the write-ahead log files (`*.log`) in the database directory.
+    /// The sum of integer `properties` over `tables` (a table or property RocksDB does not
+    /// answer counts 0).
+    fn sum_property(&self, tables: &[Table], properties: &[&str]) -> u64 {
+        let mut sum = 0u64;
+        for &table in tables {
+            let Ok(family) = self.family(table) else { continue };
+            for property in properties {
+                let value = self.db.property_int_value_cf(family, *property).ok().flatten().unwrap_or(0);
+                sum = sum.saturating_add(value);
+            }
+        }
+        sum
+    }
+
     fn wal_bytes(&self) -> u64 {
         let Ok(entries) = std::fs::read_dir(&self.path) else {
             return 0;
@@ -353,6 +368,31 @@ impl Engine for RocksEngine {
             .filter_map(|family| self.db.property_int_value_cf(family, "rocksdb.total-sst-files-size").ok().flatten())
             .sum();
         sst_bytes + self.wal_bytes()
+    }
+
+    fn state_size_bytes(&self) -> u64 {
+        self.sum_property(&STATE_TABLES, &["rocksdb.total-sst-files-size", "rocksdb.cur-size-all-mem-tables"])
+    }
+
+    fn state_size_in_use_bytes(&self) -> u64 {
+        let live =
+            self.sum_property(&STATE_TABLES, &["rocksdb.estimate-live-data-size", "rocksdb.cur-size-all-mem-tables"]);
+        live.min(self.state_size_bytes())
+    }
+
+    fn defragment(&self) -> Result<(), StorageError> {
+        let families = Table::ALL.iter().map(|table| self.family(*table)).collect::<Result<Vec<_>, _>>()?;
+        // Flushing first lets RocksDB drop the write-ahead logs the memtables held on to.
+        self.db
+            .flush_cfs_opt(&families, &rocksdb::FlushOptions::default())
+            .map_err(|error| rocks_error("flush", error))?;
+        let mut options = rocksdb::CompactOptions::default();
+        // The bottom level too: that is where deleted records' space is given back.
+        options.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
+        for family in families {
+            self.db.compact_range_cf_opt(family, None::<&[u8]>, None::<&[u8]>, &options);
+        }
+        Ok(())
     }
 }
 

@@ -171,7 +171,7 @@ fn apply_taken(
 
 /// etcd's `isTxnReadonly`: only Range ops directly in either branch (a nested Txn counts as a
 /// write).
-fn is_read_only(request: &TxnRequest) -> bool {
+pub(super) fn is_read_only(request: &TxnRequest) -> bool {
     request.success.iter().chain(&request.failure).all(|op| matches!(op, RequestOp::Range(_)))
 }
 

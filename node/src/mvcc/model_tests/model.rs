@@ -6,10 +6,10 @@ use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::command::{
-    Command, CommandResponse, CompactResponse, Compare, CompareResult, CompareTarget, DeleteRangeRequest,
-    DeleteRangeResponse, KeyValue, LeaseGrantResponse, LeaseRevokeResponse, LeasedPutRequest, LeasedPutResponse,
-    PutRequest, PutResponse, RangeRequest, RangeResponse, RegisterRequest, RegisterResponse, RequestOp, ResponseOp,
-    SortOrder, SortTarget, TxnRequest, TxnResponse,
+    AlarmAction, AlarmMember, AlarmRequest, AlarmResponse, AlarmType, Command, CommandResponse, CompactResponse,
+    Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, KeyValue, LeaseGrantResponse,
+    LeaseRevokeResponse, LeasedPutRequest, LeasedPutResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
+    RegisterRequest, RegisterResponse, RequestOp, ResponseOp, SortOrder, SortTarget, TxnRequest, TxnResponse,
 };
 
 use super::super::{Event, EventKind, MvccError};
@@ -31,6 +31,8 @@ pub(super) struct Model {
     /// Topics by name, and groups by (topic, group).
     pub(super) topics: BTreeMap<String, Topic>,
     pub(super) groups: BTreeMap<(String, String), Group>,
+    /// Active alarms, as (member, type).
+    alarms: BTreeSet<(u64, AlarmType)>,
 }
 
 /// A write transaction of the model: a working copy of the keyspace, and its changes in order.
@@ -55,6 +57,14 @@ fn in_span(candidate: &[u8], key: &[u8], range_end: &[u8]) -> bool {
     }
 }
 
+fn has_put(txn: &TxnRequest) -> bool {
+    txn.success.iter().chain(&txn.failure).any(|op| match op {
+        RequestOp::Put(_) => true,
+        RequestOp::Txn(nested) => has_put(nested),
+        _ => false,
+    })
+}
+
 impl Model {
     pub(super) fn new() -> Self {
         Model {
@@ -65,6 +75,7 @@ impl Model {
             changes_taken: 0,
             topics: BTreeMap::new(),
             groups: BTreeMap::new(),
+            alarms: BTreeSet::new(),
         }
     }
 
@@ -340,6 +351,9 @@ impl Model {
     }
 
     pub(super) fn apply(&mut self, command: &Command) -> CommandResponse {
+        if let Some(refusal) = self.refused_by_alarms(command) {
+            return CommandResponse::Rejected(refusal);
+        }
         let outcome = match command {
             // The sequences never enable auth, so who sent a command changes nothing; auth's own
             // rules are tested against their own cases (`keel_model::auth::etcd`).
@@ -404,8 +418,53 @@ impl Model {
             Command::TrimTopic(request) => Ok(CommandResponse::Topic(self.trim_topic(request))),
             Command::InitSecretKey(_) => Ok(CommandResponse::None),
             Command::PublishMember(_) => Ok(CommandResponse::None),
+            Command::Alarm(request) => Ok(CommandResponse::Alarm(self.alarm(request))),
         };
         outcome.unwrap_or_else(CommandResponse::Rejected)
+    }
+
+    fn alarm(&mut self, request: &AlarmRequest) -> AlarmResponse {
+        let pair = (request.member_id, request.alarm);
+        let alarms: Vec<(u64, AlarmType)> = match request.action {
+            AlarmAction::Get => self
+                .alarms
+                .iter()
+                .filter(|(_, alarm)| request.alarm == AlarmType::None || *alarm == request.alarm)
+                .copied()
+                .collect(),
+            AlarmAction::Activate if request.alarm == AlarmType::None => Vec::new(),
+            AlarmAction::Activate => {
+                self.alarms.insert(pair);
+                vec![pair]
+            }
+            AlarmAction::Deactivate => self.alarms.remove(&pair).then_some(pair).into_iter().collect(),
+        };
+        let alarms = alarms.into_iter().map(|(member_id, alarm)| AlarmMember { member_id, alarm }).collect();
+        AlarmResponse { header_revision: self.current(), alarms }
+    }
+
+    /// etcd's capped applier (NOSPACE: no Put, LeaseGrant or Txn with a put, nor Keel's writes
+    /// that add keys or events) and corrupt applier (CORRUPT: no change at all but Keel's
+    /// retention trims and the members' own records).
+    fn refused_by_alarms(&self, command: &Command) -> Option<MvccError> {
+        let active = |wanted: AlarmType| self.alarms.iter().any(|(_, alarm)| *alarm == wanted);
+        let command = command.inner();
+        let changes = match command {
+            Command::Txn(txn) => txn.success.iter().chain(&txn.failure).any(|op| !matches!(op, RequestOp::Range(_))),
+            Command::TrimTopic(_) | Command::InitSecretKey(_) | Command::PublishMember(_) => false,
+            Command::Auth(_) | Command::Alarm(_) | Command::Authorized(_) => false,
+            _ => true,
+        };
+        if active(AlarmType::Corrupt) && changes {
+            return Some(MvccError::Corrupt);
+        }
+        let adds = match command {
+            Command::Txn(txn) => has_put(txn),
+            Command::Put(_) | Command::LeaseGrant(_) | Command::Register(_) | Command::LeasedPut(_) => true,
+            Command::Publish(_) | Command::GroupJoin(_) => true,
+            _ => false,
+        };
+        (active(AlarmType::NoSpace) && adds).then_some(MvccError::NoSpace)
     }
 
     /// The lease `key` is on now, if any.

@@ -10,10 +10,10 @@ use keel_model::events::RETENTION_AGE_MAX;
 use keel_model::group::GroupOptions;
 
 use crate::command::{
-    Command, Compare, CompareResult, CompareTarget, DeleteRangeRequest, GroupClaimRequest, GroupJoinRequest,
-    GroupSettleRequest, LeaseGrantRequest, LeaseRevokeRequest, LeasedPutRequest, MemberAttributes, NewEvent,
-    PublishRequest, PutRequest, RangeRequest, RegisterRequest, RequestOp, Retention, SecretKey, SetRetentionRequest,
-    SortOrder, SortTarget, TrimTopicRequest, TxnRequest,
+    AlarmAction, AlarmRequest, AlarmType, Command, Compare, CompareResult, CompareTarget, DeleteRangeRequest,
+    GroupClaimRequest, GroupJoinRequest, GroupSettleRequest, LeaseGrantRequest, LeaseRevokeRequest, LeasedPutRequest,
+    MemberAttributes, NewEvent, PublishRequest, PutRequest, RangeRequest, RegisterRequest, RequestOp, Retention,
+    SecretKey, SetRetentionRequest, SortOrder, SortTarget, TrimTopicRequest, TxnRequest,
 };
 
 use super::Step;
@@ -116,6 +116,7 @@ fn step(lease_ids: Vec<i64>, mix: Mix) -> impl Strategy<Value = Step> {
             Just(Command::PublishMember(MemberAttributes { member_id: 1, ..MemberAttributes::default() })),
         ]
         .prop_map(Step::Apply),
+        1 => alarm_request().prop_map(|request| Step::Apply(Command::Alarm(request))),
         keyspace => (-1..6i64).prop_map(|back| Step::Compact { back }),
         4 * keyspace => (range_request(), prop::option::of(-1..8i64))
             .prop_map(|(request, back)| Step::Range { request, back }),
@@ -334,4 +335,11 @@ fn retention() -> impl Strategy<Value = Retention> {
         prop::sample::select(vec![None, Some(0u64), Some(300)]),
     )
         .prop_map(|(max_events, max_age, max_bytes)| Retention { max_events, max_age, max_bytes })
+}
+
+/// Alarms of three members, every action and type.
+fn alarm_request() -> impl Strategy<Value = AlarmRequest> {
+    let action = prop::sample::select(vec![AlarmAction::Get, AlarmAction::Activate, AlarmAction::Deactivate]);
+    let alarm = prop::sample::select(vec![AlarmType::None, AlarmType::NoSpace, AlarmType::Corrupt]);
+    (action, 1..4u64, alarm).prop_map(|(action, member_id, alarm)| AlarmRequest { action, member_id, alarm })
 }
