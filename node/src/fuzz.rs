@@ -86,6 +86,7 @@ pub const TARGETS: &[Target] = &[
     ("log_entry", log_entry),
     ("command", command),
     ("snapshot_file", snapshot_file),
+    ("backup_file", crate::member::backup::fuzz_backup_file),
     ("client_authority_fix", crate::api::fuzz_authority_fix),
     ("client_hpack", crate::api::fuzz_hpack_decode),
     ("raft_watermark", crate::raft::watermark::fuzz_watermark),
@@ -128,6 +129,7 @@ pub fn samples(target: &str) -> Vec<Vec<u8>> {
             encoded(raft::encode(&ForwardRequest::Writes(vec![put, txn]))),
         ],
         "snapshot_file" => vec![raft::snapshot::sample_file()],
+        "backup_file" => vec![crate::member::backup::sample_backup()],
         "data_dir_format" => vec![crate::member::format::encode(crate::member::format::CURRENT)],
         _ => Vec::new(),
     }

@@ -63,6 +63,11 @@ pub struct TestMember {
 }
 
 impl TestMember {
+    /// The value this member was started with for `flag` (`--initial-cluster`, …).
+    pub fn flag(&self, flag: &str) -> Option<&str> {
+        self.args.iter().position(|arg| arg == flag).and_then(|at| self.args.get(at + 1)).map(String::as_str)
+    }
+
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }
@@ -157,7 +162,21 @@ impl TestCluster {
         Self::spawn_inner(server, size, extra_args, None)
     }
 
+    /// A cluster's members, ports and data dirs, none started: for a test that fills the data
+    /// dirs first (a restored backup), then calls `start_member` and `wait_ready`.
+    pub fn prepare(server: Server, size: usize, extra_args: &[&str]) -> TestCluster {
+        Self::prepare_inner(server, size, extra_args, None)
+    }
+
     fn spawn_inner(server: Server, size: usize, extra_args: &[&str], tls: Option<TlsSetup>) -> TestCluster {
+        let mut cluster = Self::prepare_inner(server, size, extra_args, tls);
+        for i in 0..size {
+            cluster.start_member(i);
+        }
+        cluster
+    }
+
+    fn prepare_inner(server: Server, size: usize, extra_args: &[&str], tls: Option<TlsSetup>) -> TestCluster {
         let root = tempfile::tempdir().expect("temp dir");
         let tls = tls.map(|setup| {
             let certs = tls::TestCerts::generate(&root.path().join("certs"), "cluster");
@@ -225,11 +244,7 @@ impl TestCluster {
                 TestMember { name, client_url, peer_url, data_dir, log_path, args, child: None }
             })
             .collect();
-        let mut cluster = TestCluster { server, members, binary, _ports: reserved, tls, _root: root };
-        for i in 0..size {
-            cluster.start_member(i);
-        }
-        cluster
+        TestCluster { server, members, binary, _ports: reserved, tls, _root: root }
     }
 
     /// The cluster's peer secret file (what `--peer-secret-file` names on a Keel cluster).

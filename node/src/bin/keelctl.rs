@@ -1,7 +1,8 @@
 //! keelctl: Keel's admin CLI: the service registry (`keelctl registry ...`), the key-value store
 //! (`keelctl store ...`), dynamic configuration (`keelctl config ...`), event logs
 //! (`keelctl events ...`) and micro's accounts and rules (`keelctl auth ...`), through keel-client's
-//! gRPC implementations, so it fails over between members like any Keel client.
+//! gRPC implementations, so it fails over between members like any Keel client; and backups
+//! (`keelctl snapshot save|status|restore`).
 //!
 //! Exit codes: 0 success (and after Ctrl-C / SIGTERM of a foreground command), 1 an error
 //! (one `Error: ...` line on stderr), 2 bad flags (clap's message). It never panics on input.
@@ -21,6 +22,8 @@ mod output_events;
 mod registry;
 #[path = "keelctl/shared.rs"]
 mod shared;
+#[path = "keelctl/snapshot.rs"]
+mod snapshot;
 #[path = "keelctl/store.rs"]
 mod store;
 
@@ -86,6 +89,9 @@ enum Command {
     /// micro's accounts, tokens and rules: generate, token, inspect, grant, verify.
     #[command(subcommand)]
     Auth(auth::Command),
+    /// Backups: save one from the cluster, show what a file holds, restore a member from one.
+    #[command(subcommand)]
+    Snapshot(snapshot::Command),
 }
 
 fn main() -> ExitCode {
@@ -110,6 +116,7 @@ fn main() -> ExitCode {
             Command::Config(command) => config::run(command, endpoints, &options, format).await,
             Command::Events(command) => events::run(command, endpoints, &options, format).await,
             Command::Auth(command) => auth::run(command, endpoints, &options, format).await,
+            Command::Snapshot(command) => snapshot::run(command, endpoints, &options, format).await,
         }
     });
     match result {

@@ -451,7 +451,7 @@ fn sorted(urls: &[String]) -> Vec<String> {
 }
 
 /// Parses a comma-separated URL list; each must be http:// or https://host:port.
-fn split_urls(flag: &str, list: &str) -> Result<Vec<String>, String> {
+pub fn split_urls(flag: &str, list: &str) -> Result<Vec<String>, String> {
     let urls: Vec<String> = list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
     if urls.is_empty() {
         return Err(format!("{flag} must not be empty"));
@@ -490,7 +490,7 @@ fn listen_addrs(flag: &str, list: &str) -> Result<Vec<SocketAddr>, String> {
 }
 
 /// Parses `name=url,name=url2,other=url3` into names with their peer URLs, in order.
-fn parse_initial_cluster(spec: &str) -> Result<Vec<(String, Vec<String>)>, String> {
+pub fn parse_initial_cluster(spec: &str) -> Result<Vec<(String, Vec<String>)>, String> {
     let mut members: Vec<(String, Vec<String>)> = Vec::new();
     for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let (name, url) =

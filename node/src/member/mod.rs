@@ -7,6 +7,7 @@ mod alarms;
 mod auth;
 mod auto_compact;
 mod background;
+pub mod backup;
 mod counters;
 pub mod format;
 mod forward_writes;
@@ -15,6 +16,7 @@ pub mod listen_report;
 pub mod micro_auth;
 mod quota;
 mod read_barrier;
+pub mod restore;
 mod start;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +37,7 @@ use crate::storage::Engine;
 use crate::watch::SessionLimits;
 
 pub use auth::Credentials;
+pub use backup::BackupFile;
 pub use quota::QUOTA_BYTES_DEFAULT;
 pub use start::{start, RunningMember, StartError};
 
@@ -80,6 +83,8 @@ pub struct Member {
     /// `--client-cert-auth`: a verified client certificate's CN is its sender's user name.
     client_cert_auth: bool,
     quota: quota::Quota,
+    /// Where Maintenance.Snapshot writes the backups it streams.
+    backup_dir: std::path::PathBuf,
 }
 
 /// The requests this member sent to the leader, by kind (a batch of writes is one): what its

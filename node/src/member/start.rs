@@ -15,8 +15,8 @@ use tokio::task::JoinSet;
 
 use super::accept::accepted;
 use super::{
-    alarms, auto_compact, background, format, forward_writes, listen_report, quota, read_barrier, ForwardCounts,
-    Identity, Member, IDENTITY_KEY,
+    alarms, auto_compact, background, backup, format, forward_writes, listen_report, quota, read_barrier, restore,
+    ForwardCounts, Identity, Member, IDENTITY_KEY,
 };
 use crate::config::{self, MemberConfig};
 use crate::lease;
@@ -197,6 +197,20 @@ fn identity(engine: &Arc<dyn Engine>, config: &MemberConfig) -> Result<(Identity
     Ok((identity, true))
 }
 
+/// Whether the data dir is a restored backup (`keelctl snapshot restore`) whose member has not
+/// bootstrapped Raft yet. It starts a new cluster, as etcd's restored members do.
+fn restored_awaiting_bootstrap(engine: &Arc<dyn Engine>, config: &MemberConfig) -> Result<bool, StartError> {
+    let marked = engine.get(Table::RaftMeta, restore::RESTORED_KEY).map_err(|e| StartError(e.to_string()))?;
+    if marked.is_some() && !config.initial_cluster_state_new {
+        return Err(StartError(format!(
+            "data directory {} holds a restored backup, which starts a new cluster: start it with \
+             --initial-cluster-state new (the default)",
+            config.data_dir.display()
+        )));
+    }
+    Ok(marked.is_some())
+}
+
 fn raft_config(config: &MemberConfig) -> Result<Arc<Config>, StartError> {
     let election_ms = config.election_timeout.as_millis() as u64;
     let raft_config = Config {
@@ -242,6 +256,7 @@ pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
     })?;
     check_identity_present(&engine, &config, recorded)?;
     let (identity, first_start) = identity(&engine, &config)?;
+    let restored = restored_awaiting_bootstrap(&engine, &config)?;
     if identity.name != config.name {
         tracing::warn!(stored = %identity.name, flag = %config.name, "data dir belongs to another name; keeping the stored one");
     }
@@ -260,6 +275,8 @@ pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
     let log_store = LogStore::open(engine.clone(), ack, identity.member_id, Arc::new(watermark))
         .map_err(|e| StartError(format!("raft log: {e}")))?;
     raft::remove_incoming(&config.data_dir.join("snapshots"));
+    let backup_dir = backup::dir(&config.data_dir);
+    backup::clear(&backup_dir).map_err(|e| StartError(format!("cannot clear {}: {e}", backup_dir.display())))?;
     let mut state_machine = StateMachine::open(engine.clone(), &config.data_dir.join("snapshots"))
         .map_err(|e| StartError(format!("state machine: {e}")))?;
     if config.unsafe_diverge_versions {
@@ -306,6 +323,7 @@ pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
         tokens,
         client_cert_auth: config.client_tls.as_ref().is_some_and(|tls| tls.client_cert_auth),
         quota: quota::Quota::new(config.quota_backend_bytes),
+        backup_dir: backup_dir.clone(),
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -348,6 +366,15 @@ pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
 
     if first_start && config.initial_cluster_state_new {
         bootstrap(&raft, &config).await?;
+    }
+    if restored {
+        // A restored backup: Raft starts a new cluster on top of the restored state.
+        bootstrap(&raft, &config).await?;
+        let mut batch = WriteBatch::new();
+        batch.delete(Table::RaftMeta, restore::RESTORED_KEY);
+        let written = member.engine.write(batch, Durability::Sync);
+        written.map_err(|e| StartError(format!("recording the restore: {e}")))?;
+        tracing::info!("started a new cluster from a restored backup");
     }
     tokio::spawn(background::publish_attributes(member.clone(), config.advertise_client_urls.clone(), stop_rx.clone()));
     tokio::spawn(background::ensure_secret_key(member.clone(), stop_rx.clone()));

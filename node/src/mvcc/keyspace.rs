@@ -20,6 +20,11 @@ use super::MvccError;
 /// `Table::StateMeta` key of the current revision: kept explicitly because compaction may leave
 /// no record at it.
 pub(crate) const CURRENT_REVISION_KEY: &[u8] = b"mvcc/current_revision";
+
+/// The current revision a `Table::StateMeta` record states, if it is that record.
+pub(crate) fn current_revision_record(key: &[u8], value: &[u8]) -> Option<i64> {
+    (key == CURRENT_REVISION_KEY).then(|| <[u8; 8]>::try_from(value).ok().map(i64::from_be_bytes)).flatten()
+}
 /// `Table::StateMeta` key of the compact revision; absent until the first compaction.
 pub(crate) const COMPACT_REVISION_KEY: &[u8] = b"mvcc/compact_revision";
 

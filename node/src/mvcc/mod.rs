@@ -65,7 +65,7 @@ pub(crate) use auth::OpOutcome as AuthOutcome;
 pub use error::{MvccError, ReadError};
 pub use event::{Event, EventKind, HistoryPage};
 pub use hash::{hash_kv, hash_state, KvHash, StateHash};
-pub(crate) use keyspace::WriteTxn;
+pub(crate) use keyspace::{current_revision_record, WriteTxn};
 pub use lease::Lease;
 pub use range::range_unlocked;
 pub(crate) use range::KeySpan;

@@ -114,6 +114,11 @@ impl MvccStore {
         self.keyspace.engine().write(batch, Durability::Buffered)
     }
 
+    /// The engine the state is stored in.
+    pub(crate) fn engine_handle(&self) -> Arc<dyn Engine> {
+        self.keyspace.engine_handle()
+    }
+
     // ---- the keyspace, as readers and commands see it ----
 
     /// The revision of the last change, staged or committed.

@@ -25,6 +25,7 @@ pub use log_store::{check_intact, AckPolicy, CheckError, LogDamage, LogStore};
 pub use network::{NetworkFactory, PeerClient, PeerClients};
 pub use peer_auth::{PeerCredentials, PeerGate, PeerSecret};
 pub use peer_service::{remove_incoming, ForwardError, ForwardRequest, ForwardResponse, PeerService, Refusal};
+pub(crate) use state_machine::forget_cluster;
 pub use state_machine::{SharedState, StateMachine};
 
 /// The keys this module stores records under, for the golden-bytes tests (`crate::golden`).

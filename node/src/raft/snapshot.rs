@@ -169,7 +169,13 @@ pub fn read_meta(path: &Path) -> io::Result<SnapshotMeta> {
 /// after it. Reads the file twice at most, in bounded buffers. Answers its metadata.
 pub fn verify(path: &Path) -> io::Result<SnapshotMeta> {
     let file_bytes = std::fs::metadata(path)?.len();
-    verify_from(BufReader::new(File::open(path)?), file_bytes)
+    verify_prefix(path, file_bytes)
+}
+
+/// `verify` of the first `length` bytes of the file at `path` (a snapshot inside a backup's
+/// framing: `member::backup`).
+pub fn verify_prefix(path: &Path, length: u64) -> io::Result<SnapshotMeta> {
+    verify_from(BufReader::new(File::open(path)?), length)
 }
 
 /// `verify` over any seekable input of `total_bytes`.
@@ -204,6 +210,53 @@ pub fn verify_from(mut input: impl BufRead + Seek, total_bytes: u64) -> io::Resu
     Ok(meta)
 }
 
+/// What a snapshot file holds, read record by record (call `verify` first).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Summary {
+    pub meta: SnapshotMeta,
+    /// Records of every table.
+    pub records: u64,
+    /// The keyspace's current revision as recorded (1, an empty keyspace's, if none is).
+    pub revision: i64,
+    /// The trailer's SHA-256 (zeros for a version 1 file, which has none).
+    pub digest: [u8; 32],
+}
+
+/// Reads the records of the snapshot in the first `total_bytes` of `path`, in bounded buffers,
+/// and summarises them.
+pub fn summarize(path: &Path, total_bytes: u64) -> io::Result<Summary> {
+    summarize_from(BufReader::new(File::open(path)?), total_bytes)
+}
+
+/// `summarize` over any seekable input holding the snapshot in its first `total_bytes`.
+pub fn summarize_from(mut input: impl BufRead + Seek, total_bytes: u64) -> io::Result<Summary> {
+    let mut magic = [0u8; 8];
+    input.read_exact(&mut magic)?;
+    let trailed = matches!(version(&magic)?, Version::Trailed);
+    let meta: SnapshotMeta = decode(&read_chunk(&mut input)?)?;
+    let (mut records, mut revision) = (0u64, 1i64);
+    loop {
+        let mut tag = [0u8; 1];
+        input.read_exact(&mut tag)?;
+        if tag[0] == END {
+            break;
+        }
+        let table = table_for_tag(tag[0]).ok_or_else(|| invalid("unknown table tag in snapshot"))?;
+        let key = read_chunk(&mut input)?;
+        let value = read_chunk(&mut input)?;
+        if table == Table::StateMeta {
+            revision = crate::mvcc::current_revision_record(&key, &value).unwrap_or(revision);
+        }
+        records = records.saturating_add(1);
+    }
+    let mut digest = [0u8; 32];
+    if trailed {
+        input.seek(io::SeekFrom::Start(total_bytes.saturating_sub(32)))?;
+        input.read_exact(&mut digest)?;
+    }
+    Ok(Summary { meta, records, revision, digest })
+}
+
 /// The trailer at `body_bytes` holds the body's length and SHA-256; `input` is at the start.
 fn verify_digest(input: &mut impl Read, body_bytes: u64) -> io::Result<()> {
     let mut hasher = Sha256::new();
@@ -224,8 +277,13 @@ fn verify_digest(input: &mut impl Read, body_bytes: u64) -> io::Result<()> {
 /// The caller writes the applied log id afterwards: until then a crash leaves a state that
 /// claims nothing newer than before, and the snapshot is installed again.
 pub fn install(engine: &Arc<dyn Engine>, path: &Path) -> io::Result<SnapshotMeta> {
+    install_prefix(engine, path, std::fs::metadata(path)?.len())
+}
+
+/// `install` of the snapshot in the first `length` bytes of the file at `path`.
+pub fn install_prefix(engine: &Arc<dyn Engine>, path: &Path, length: u64) -> io::Result<SnapshotMeta> {
     // Before anything is deleted: a damaged file must leave the state as it was.
-    verify(path)?;
+    verify_prefix(path, length)?;
     let mut input = BufReader::new(File::open(path)?);
     let meta = read_header(&mut input)?;
     let mut batch = WriteBatch::new();

@@ -78,6 +78,21 @@ impl SharedState {
         mvcc::hash_state(self.mvcc(), &[APPLIED_KEY])
     }
 
+    /// Writes a snapshot file of the replicated state at `path` (Maintenance.Snapshot's backup):
+    /// the point in time is taken while no applied batch is being written, so the file holds
+    /// whole batches only, and its header names the log id and membership they reached.
+    /// Blocking: call it off the async threads.
+    pub fn backup(&self, path: &Path) -> io::Result<SnapshotMeta> {
+        let mvcc = self.mvcc();
+        let engine = mvcc.engine_handle();
+        let last_log_id = get_meta::<Option<LogId>>(&engine, APPLIED_KEY)?.flatten();
+        let last_membership = get_meta::<StoredMembership>(&engine, MEMBERSHIP_KEY)?.unwrap_or_default();
+        let meta = SnapshotMeta { last_log_id, last_membership };
+        let mut held = Some(mvcc);
+        snapshot::write(&engine, &meta, path, &mut || drop(held.take()))?;
+        Ok(meta)
+    }
+
     /// Every applied batch of changes, in revision order, for watchers.
     pub fn hub(&self) -> &Hub {
         &self.hub
@@ -239,6 +254,23 @@ fn load_members(engine: &Arc<dyn Engine>) -> io::Result<BTreeMap<u64, MemberAttr
         Some(e) => Err(e),
         None => Ok(members),
     }
+}
+
+/// Removes what ties an installed state to the cluster it came from (how far that cluster's log
+/// was applied, its membership, its members' published attributes), so that it can start a new
+/// cluster: a restored backup. Every other record (keys, leases, auth, topics, the secret key)
+/// stays as it was.
+pub(crate) fn forget_cluster(engine: &Arc<dyn Engine>) -> io::Result<()> {
+    let mut batch = WriteBatch::new();
+    batch.delete(Table::StateMeta, APPLIED_KEY);
+    batch.delete(Table::StateMeta, MEMBERSHIP_KEY);
+    engine
+        .scan_prefix(Table::StateMeta, MEMBER_PREFIX, &mut |key, _| {
+            batch.delete(Table::StateMeta, key.to_vec());
+            true
+        })
+        .map_err(io::Error::other)?;
+    engine.write(batch, Durability::Sync).map_err(io::Error::other)
 }
 
 /// Installs the snapshot at `path` and records its position, clearing the in-progress marker.
