@@ -43,6 +43,15 @@ pub enum ServerError {
     /// A request names a member the cluster does not have.
     #[error("member not found")]
     MemberNotFound,
+    /// A request only the leader answers reached another member (MoveLeader).
+    #[error("not leader")]
+    NotLeader,
+    /// MoveLeader to a member that cannot lead (unknown, or a learner).
+    #[error("bad leader transferee")]
+    BadLeaderTransferee,
+    /// The leadership did not move in time.
+    #[error("request timed out, leader transfer took too long")]
+    LeaderTransferTimeout,
     #[error("invalid sort option")]
     InvalidSortOption,
     #[error("request is too large")]

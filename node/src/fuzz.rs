@@ -33,6 +33,13 @@ pub fn peer_vote(data: &[u8]) {
     }
 }
 
+/// A leader's request to hand its leadership over.
+pub fn peer_transfer_leader(data: &[u8]) {
+    if let Ok(rpc) = raft::decode::<openraft::raft::TransferLeaderRequest<TypeConfig>>(data) {
+        let _ = raft::peer_checks::transfer_leader(&rpc, 1);
+    }
+}
+
 /// A request a follower forwards, with the checks the leader runs on its writes.
 pub fn peer_forward(data: &[u8]) {
     let Ok(request) = raft::decode::<ForwardRequest>(data) else { return };
@@ -81,6 +88,7 @@ pub type Target = (&'static str, fn(&[u8]));
 pub const TARGETS: &[Target] = &[
     ("peer_append_entries", peer_append_entries),
     ("peer_vote", peer_vote),
+    ("peer_transfer_leader", peer_transfer_leader),
     ("peer_forward", peer_forward),
     ("peer_snapshot_header", peer_snapshot_header),
     ("log_entry", log_entry),

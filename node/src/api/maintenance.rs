@@ -3,9 +3,11 @@
 //! be compared; Alarm raises, clears and lists etcd's alarms through the log; Defragment gives
 //! back the space of deleted records; Snapshot streams a backup (a snapshot file of the state,
 //! SHA-256 trailer included, `member/backup.rs`); the rest answers UNIMPLEMENTED until its issue lands.
-//! As in etcd 3.4, Hash, HashKV, Defragment and Snapshot are root's once auth is on; Status and
-//! MoveLeader are not; listing alarms is open, raising or clearing one is root's (etcd 3.4 lets
-//! anyone, so anyone could stop every write with a NOSPACE).
+//! MoveLeader hands the leadership to another voter (on the leader only, as etcd).
+//! As in etcd 3.4, Hash, HashKV, Defragment and Snapshot are root's once auth is on, and Status
+//! is not; MoveLeader is root's as in etcd 3.5 (3.4 lets anyone move it); listing alarms is open,
+//! raising or clearing one is root's (etcd 3.4 lets anyone, so anyone could stop every write with
+//! a NOSPACE).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -140,8 +142,14 @@ impl PbMaintenanceService for MaintenanceService {
         Ok(Response::new(Box::pin(backup_stream(file, header(&self.member, revision)))))
     }
 
-    async fn move_leader(&self, _: Request<PbMoveLeaderRequest>) -> Result<Response<PbMoveLeaderResponse>, Status> {
-        unimplemented("Maintenance.MoveLeader")
+    async fn move_leader(
+        &self,
+        request: Request<PbMoveLeaderRequest>,
+    ) -> Result<Response<PbMoveLeaderResponse>, Status> {
+        check_admin(&self.member, &request).await?;
+        self.member.move_leader(request.get_ref().target_id).await.map_err(|e| to_status(&e))?;
+        let revision = self.member.shared().mvcc().current_revision();
+        Ok(Response::new(PbMoveLeaderResponse { header: header(&self.member, revision) }))
     }
 
     async fn downgrade(&self, _: Request<PbDowngradeRequest>) -> Result<Response<PbDowngradeResponse>, Status> {

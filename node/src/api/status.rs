@@ -28,6 +28,11 @@ pub fn to_status(error: &ServerError) -> Status {
         ServerError::Mvcc(MvccError::Corrupt) => (Code::DataLoss, "etcdserver: corrupt cluster"),
         ServerError::Mvcc(MvccError::TooManyAlarms) => (Code::ResourceExhausted, "etcdserver: too many alarms"),
         ServerError::MemberNotFound => (Code::NotFound, "etcdserver: member not found"),
+        ServerError::NotLeader => (Code::FailedPrecondition, "etcdserver: not leader"),
+        ServerError::BadLeaderTransferee => (Code::FailedPrecondition, "etcdserver: bad leader transferee"),
+        ServerError::LeaderTransferTimeout => {
+            (Code::Unavailable, "etcdserver: request timed out, leader transfer took too long")
+        }
         ServerError::Storage(_) => return Status::internal(error.to_string()),
         ServerError::Registry(RegistryError::NotFound) => return Status::not_found(error.to_string()),
         ServerError::Registry(RegistryError::KeyHeld { .. }) => return Status::failed_precondition(error.to_string()),

@@ -12,6 +12,7 @@ mod counters;
 pub mod format;
 mod forward_writes;
 mod leader_write;
+mod leadership;
 pub mod listen_report;
 pub mod micro_auth;
 mod quota;

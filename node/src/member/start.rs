@@ -35,6 +35,10 @@ use crate::watch::SessionLimits;
 /// How long a stopping member lets its connections finish before it drops them.
 pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// How long a stopping leader waits for the member it hands its leadership to (normally a
+/// round trip or two): past it, the others elect one themselves.
+const HAND_OVER_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// A started member and its servers. Dropping it does not stop them: call `shutdown`.
 pub struct RunningMember {
     pub member: Arc<Member>,
@@ -457,12 +461,16 @@ async fn bootstrap(raft: &Raft, config: &MemberConfig) -> Result<(), StartError>
 }
 
 impl RunningMember {
-    /// Stops serving, then stops Raft. In-flight requests finish or fail; nothing
-    /// acknowledged is lost because everything acknowledged is already on disk. Connections
+    /// Hands the leadership over (on a leader), stops serving, then stops Raft. In-flight
+    /// requests finish or fail; nothing acknowledged is lost because everything acknowledged
+    /// is already on disk. Connections
     /// get [`SHUTDOWN_GRACE`] to finish (HTTP/2 GOAWAY, streams ended); whatever a client still
     /// holds open then is dropped, as etcd closes its connections, so SIGTERM always ends the
     /// process.
     pub async fn shutdown(mut self) {
+        // While everything still serves: a leader hands over first, so that the others elect
+        // no one after an election timeout and requests in flight are forwarded, not failed.
+        self.member.hand_over_leadership(HAND_OVER_PATIENCE).await;
         let _ = self.stop_tx.send(true);
         self.member.shared.hub().stop();
         let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {

@@ -11,7 +11,10 @@ use std::time::Duration;
 use keel_proto::peer::{RaftMessage, SnapshotChunk};
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::RPCOption;
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
+    VoteRequest, VoteResponse,
+};
 use openraft::{OptionalSend, RaftNetworkFactory, RaftNetworkV2};
 use tokio::io::AsyncReadExt;
 use tonic::service::interceptor::InterceptedService;
@@ -33,6 +36,8 @@ const PEER_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// append only delays that follower, while one timed out too early is sent again whole and
 /// can never succeed.
 const APPEND_ENTRIES_TIMEOUT_MIN: Duration = Duration::from_secs(5);
+/// A transfer's target answers once its log has caught up, for at most an election timeout.
+const TRANSFER_LEADER_TIMEOUT_MIN: Duration = Duration::from_secs(5);
 
 /// Snapshot chunks read ahead of the transport.
 const SNAPSHOT_CHUNKS_IN_FLIGHT: usize = 4;
@@ -204,6 +209,16 @@ impl RaftNetworkV2<TypeConfig> for Connection {
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         self.call(&rpc, option.hard_ttl(), |mut c, m| async move { c.vote(m).await }).await
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        rpc: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        // The target waits up to an election timeout for its log to catch up before it answers.
+        let timeout = option.hard_ttl().max(TRANSFER_LEADER_TIMEOUT_MIN);
+        self.call(&rpc, timeout, |mut c, m| async move { c.transfer_leader(m).await }).await
     }
 
     async fn full_snapshot(

@@ -6,7 +6,7 @@
 // Times, TTLs, offsets and counts here come from clients: arithmetic is checked or saturating.
 #![cfg_attr(not(test), deny(clippy::arithmetic_side_effects))]
 
-use openraft::raft::{AppendEntriesRequest, VoteRequest};
+use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
 
 use super::{LogId, MemberId, SnapshotMeta, TypeConfig, Vote};
 
@@ -37,6 +37,12 @@ pub enum Unsound {
 pub fn vote(rpc: &VoteRequest<TypeConfig>, sender: MemberId) -> Result<(), Unsound> {
     check_vote(&rpc.vote, sender)?;
     check_log_id(rpc.last_log_id.as_ref(), &rpc.vote)
+}
+
+/// A leader hands over its leadership in its own name, with a log id of its term at most.
+pub fn transfer_leader(rpc: &TransferLeaderRequest<TypeConfig>, sender: MemberId) -> Result<(), Unsound> {
+    check_vote(rpc.from_leader(), sender)?;
+    check_log_id(rpc.last_log_id(), rpc.from_leader())
 }
 
 /// A leader appends in its own name, entries that continue `prev_log_id` one index at a time,

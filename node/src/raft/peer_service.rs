@@ -13,6 +13,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use keel_proto::peer::peer_server::Peer;
 use keel_proto::peer::{RaftMessage, SnapshotChunk};
+use openraft::raft::TransferLeaderRequest;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tonic::{Request, Response, Status, Streaming};
@@ -209,6 +210,15 @@ impl Peer for PeerService {
             .install_full_snapshot(vote, snapshot)
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
+        reply(&response)
+    }
+
+    async fn transfer_leader(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let sender = sender(&request)?;
+        let rpc: TransferLeaderRequest<super::TypeConfig> = decode(&request.into_inner().data).map_err(invalid)?;
+        peer_checks::transfer_leader(&rpc, sender).map_err(invalid)?;
+        let response =
+            self.member.raft().handle_transfer_leader(rpc).await.map_err(|e| Status::unavailable(e.to_string()))?;
         reply(&response)
     }
 

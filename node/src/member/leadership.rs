@@ -1,0 +1,62 @@
+//! Moving the leadership on purpose: etcd's MoveLeader, and a leader's hand-over before it
+//! stops (SIGTERM), so that a rolling restart never waits out an election timeout. Built on
+//! openraft's transfer: the leader stops extending its lease and tells the target, which
+//! campaigns at once once its log has caught up.
+
+use std::time::Duration;
+
+use crate::error::ServerError;
+
+use super::Member;
+
+/// How long a transfer may take before MoveLeader gives up (etcd waits its request timeout).
+pub const TRANSFER_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Member {
+    /// etcd's MoveLeader: only the leader moves its leadership, to a voter, and answers once
+    /// the target leads.
+    pub async fn move_leader(&self, target: u64) -> Result<(), ServerError> {
+        let metrics = self.metrics();
+        if metrics.current_leader != Some(self.id) {
+            return Err(ServerError::NotLeader);
+        }
+        let is_voter = metrics.membership_config.membership().voter_ids().any(|id| id == target);
+        if !is_voter {
+            return Err(ServerError::BadLeaderTransferee);
+        }
+        if target == self.id {
+            return Ok(());
+        }
+        self.transfer_to(target, TRANSFER_TIMEOUT).await
+    }
+
+    /// Before a leader stops: hands the leadership to the voter whose log is furthest along and
+    /// waits (at most `patience`) for it to lead. Nothing to do on a follower or a lone member.
+    pub async fn hand_over_leadership(&self, patience: Duration) {
+        let metrics = self.metrics();
+        if metrics.current_leader != Some(self.id) {
+            return;
+        }
+        let voters: Vec<u64> = metrics.membership_config.membership().voter_ids().filter(|id| *id != self.id).collect();
+        let matched =
+            |id: &u64| metrics.replication.as_ref().and_then(|r| r.get(id).cloned().flatten()).map(|l| l.index);
+        let Some(target) = voters.iter().max_by_key(|id| matched(id)).copied() else { return };
+        let started = std::time::Instant::now();
+        match self.transfer_to(target, patience).await {
+            Ok(()) => {
+                tracing::info!(to = %format!("{target:x}"), took = ?started.elapsed(), "handed the leadership over")
+            }
+            Err(error) => tracing::warn!(to = %format!("{target:x}"), "handing the leadership over: {error}"),
+        }
+    }
+
+    async fn transfer_to(&self, target: u64, patience: Duration) -> Result<(), ServerError> {
+        self.raft.trigger().transfer_leader(target).await.map_err(|_| ServerError::Stopped)?;
+        let led = self.raft.wait(Some(patience)).metrics(|m| m.current_leader == Some(target), "the new leader").await;
+        match led {
+            Ok(_) => Ok(()),
+            Err(openraft::metrics::WaitError::ShuttingDown) => Err(ServerError::Stopped),
+            Err(_) => Err(ServerError::LeaderTransferTimeout),
+        }
+    }
+}

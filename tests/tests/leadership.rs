@@ -1,0 +1,149 @@
+//! Moving the leadership on purpose: `etcdctl move-leader` as against etcd 3.4, MoveLeader's
+//! refusals in etcd's words, and a rolling restart (SIGTERM, restart, each member in turn, the
+//! leader included) under load with no failed request: a stopping leader hands over first, and
+//! a stopping member finishes the requests it has before it closes.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use etcd_client::Client;
+use keel_tests::acked::assert_all_present;
+use keel_tests::transcript::normalise;
+use keel_tests::{etcdctl, Server, TestCluster};
+
+/// The leader's and a follower's member ids, as member 0 reports them.
+async fn leader_and_follower(cluster: &TestCluster) -> (u64, u64) {
+    let mut client = cluster.member_client(0).await;
+    let leader = client.status().await.expect("status").leader();
+    let members = client.member_list().await.expect("member list");
+    let follower = members.members().iter().map(|m| m.id()).find(|id| *id != leader).expect("a follower");
+    (leader, follower)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn move_leader_moves_it_and_refuses_as_etcd_does() {
+    let (keel, etcd) = tokio::join!(TestCluster::start(Server::Keel, 3), TestCluster::start(Server::Etcd, 3));
+    let mut outputs = Vec::new();
+    for cluster in [&keel, &etcd] {
+        let (_, follower) = leader_and_follower(cluster).await;
+        let endpoints = cluster.endpoints_csv();
+        let moved = tokio::task::block_in_place(|| etcdctl(&endpoints, &["move-leader", &format!("{follower:x}")]));
+        let unknown = tokio::task::block_in_place(|| etcdctl(&endpoints, &["move-leader", "1234abcd"]));
+        let mut client = cluster.member_client(0).await;
+        let now_leads = client.status().await.expect("status").leader();
+        assert_eq!(now_leads, follower, "the target leads now\n{}", cluster.all_logs());
+        // MoveLeader sent to a member that does not lead.
+        let (leader, follower) = leader_and_follower(cluster).await;
+        let index = |id: u64| async move {
+            for i in 0..3 {
+                let mut client = cluster.member_client(i).await;
+                if client.status().await.expect("status").header().expect("header").member_id() == id {
+                    return i;
+                }
+            }
+            panic!("no member {id:x}");
+        };
+        let mut on_follower = cluster.member_client(index(follower).await).await;
+        let not_leader = on_follower.move_leader(leader).await.expect_err("not the leader").to_string();
+        outputs.push((normalise(cluster, &moved), normalise(cluster, &unknown), not_leader));
+    }
+    assert_eq!(outputs[0], outputs[1], "keel (left) and etcd (right) differ");
+    let (moved, unknown, not_leader) = &outputs[0];
+    assert!(moved.success && moved.stdout.starts_with("Leadership transferred from"), "{moved:?}");
+    assert!(unknown.stderr.contains("etcdserver: bad leader transferee"), "{unknown:?}");
+    assert!(not_leader.contains("etcdserver: not leader"), "{not_leader}");
+}
+
+/// Writers that send each request to a member that is not being stopped, the way a load
+/// balancer drains a member before its restart; every failure is counted.
+struct Load {
+    clients: Vec<Client>,
+    draining: Arc<Mutex<Option<usize>>>,
+    acked: Arc<Mutex<BTreeMap<String, String>>>,
+    failures: Arc<Mutex<Vec<String>>>,
+    sent: Arc<AtomicUsize>,
+}
+
+impl Load {
+    async fn start(cluster: &TestCluster, writers: usize) -> (Load, Vec<tokio::task::JoinHandle<()>>) {
+        let mut clients = Vec::new();
+        for i in 0..cluster.members.len() {
+            clients.push(cluster.member_client(i).await);
+        }
+        let load = Load {
+            clients,
+            draining: Arc::new(Mutex::new(None)),
+            acked: Arc::default(),
+            failures: Arc::default(),
+            sent: Arc::default(),
+        };
+        let handles = (0..writers).map(|writer| load.spawn_writer(writer)).collect();
+        (load, handles)
+    }
+
+    fn spawn_writer(&self, writer: usize) -> tokio::task::JoinHandle<()> {
+        let (clients, draining) = (self.clients.clone(), self.draining.clone());
+        let (acked, failures, sent) = (self.acked.clone(), self.failures.clone(), self.sent.clone());
+        tokio::spawn(async move {
+            for seq in 0.. {
+                let n = sent.fetch_add(1, Ordering::SeqCst);
+                if n == usize::MAX {
+                    return;
+                }
+                let skip = *draining.lock().expect("lock");
+                let target = (0..clients.len()).cycle().skip(writer + seq).find(|i| Some(*i) != skip).unwrap_or(0);
+                let mut client = clients[target].clone();
+                let (key, value) = (format!("w{writer}-{seq:06}"), format!("v{seq}"));
+                match tokio::time::timeout(Duration::from_secs(10), client.put(key.clone(), value.clone(), None)).await
+                {
+                    Ok(Ok(_)) => {
+                        acked.lock().expect("lock").insert(key, value);
+                    }
+                    Ok(Err(error)) => failures.lock().expect("lock").push(format!("member {target}: {error}")),
+                    Err(_) => failures.lock().expect("lock").push(format!("member {target}: timed out")),
+                }
+            }
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rolling_restart_under_load_fails_no_request() {
+    let mut keel = TestCluster::start(Server::Keel, 3).await;
+    let (load, writers) = Load::start(&keel, 8).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut stops = Vec::new();
+    for i in 0..3 {
+        let leader = keel.leader().await;
+        *load.draining.lock().expect("lock") = Some(i);
+        let started = Instant::now();
+        let exit = keel.terminate_within(i, Duration::from_secs(15)).await.expect("a clean stop");
+        assert!(exit.success(), "member {i} exited with {exit}");
+        stops.push((i, i == leader, started.elapsed()));
+        keel.start_member(i);
+        keel.wait_ready().await;
+        *load.draining.lock().expect("lock") = None;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    load.sent.store(usize::MAX, Ordering::SeqCst);
+    for writer in writers {
+        writer.abort();
+    }
+    eprintln!("stops (member, was leader, took): {stops:?}");
+    assert!(stops.iter().any(|(_, was_leader, _)| *was_leader), "the leader was restarted too: {stops:?}");
+    let failures = load.failures.lock().expect("lock").clone();
+    let acked = load.acked.lock().expect("lock").clone();
+    eprintln!("{} writes acknowledged, {} failed", acked.len(), failures.len());
+    assert!(
+        failures.is_empty(),
+        "{} requests failed during the roll: {failures:?}\n{}",
+        failures.len(),
+        keel.all_logs()
+    );
+    assert!(keel.all_logs().contains("handed the leadership over"), "the leader handed over\n{}", keel.all_logs());
+    for i in 0..3 {
+        assert_all_present(&keel, i, &acked).await;
+    }
+}
