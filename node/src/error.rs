@@ -49,6 +49,24 @@ pub enum ServerError {
     /// MoveLeader to a member that cannot lead (unknown, or a learner).
     #[error("bad leader transferee")]
     BadLeaderTransferee,
+    #[error("Peer URLs already exists")]
+    PeerUrlExists,
+    #[error("too many learner members in cluster")]
+    TooManyLearners,
+    #[error("can only promote a learner member")]
+    MemberNotLearner,
+    #[error("can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
+    #[error("re-configuration failed due to not enough started members")]
+    NotEnoughStartedMembers,
+    #[error("unhealthy cluster")]
+    UnhealthyCluster,
+    /// A peer URL that is not http(s)://host:port.
+    #[error("given member URLs are invalid: {0}")]
+    InvalidPeerUrl(String),
+    /// Raft could not make a membership change (leadership lost, a change in progress).
+    #[error("membership change failed: {0}")]
+    MembershipFailed(String),
     /// The leadership did not move in time.
     #[error("request timed out, leader transfer took too long")]
     LeaderTransferTimeout,

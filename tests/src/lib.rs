@@ -14,7 +14,8 @@ use nix::unistd::Pid;
 pub mod acked;
 pub mod auth;
 mod cli;
-mod ports;
+pub mod load;
+pub mod ports;
 pub mod tls;
 pub mod transcript;
 pub use cli::*;
@@ -247,6 +248,43 @@ impl TestCluster {
         TestCluster { server, members, binary, _ports: reserved, tls, _root: root }
     }
 
+    /// A new member slot, not started: fresh ports and an empty data dir, the same flags as
+    /// member 0 but its own name and URLs, `--initial-cluster` listing the members so far and
+    /// itself, and `--initial-cluster-state existing`: the member an operator starts after
+    /// `etcdctl member add`. Answers its index.
+    pub fn add_member_slot(&mut self) -> usize {
+        assert!(self.tls.is_none(), "add_member_slot: plain-text clusters only");
+        let (client, peer) = (ReservedPort::new(), ReservedPort::new());
+        let i = self.members.len();
+        let name = format!("m{i}");
+        let client_url = format!("http://127.0.0.1:{}", client.port());
+        let peer_url = format!("http://127.0.0.1:{}", peer.port());
+        let data_dir = self._root.path().join(&name);
+        let initial_cluster = format!(
+            "{},{name}={peer_url}",
+            self.members[0].flag("--initial-cluster").expect("member 0 has --initial-cluster")
+        );
+        let replacements = [
+            ("--name", name.clone()),
+            ("--data-dir", data_dir.display().to_string()),
+            ("--listen-client-urls", client_url.clone()),
+            ("--advertise-client-urls", client_url.clone()),
+            ("--listen-peer-urls", peer_url.clone()),
+            ("--initial-advertise-peer-urls", peer_url.clone()),
+            ("--initial-cluster", initial_cluster),
+            ("--initial-cluster-state", "existing".to_string()),
+        ];
+        let mut args = self.members[0].args.clone();
+        for (flag, value) in replacements {
+            let at = args.iter().position(|arg| arg == flag).unwrap_or_else(|| panic!("member 0 has no {flag}"));
+            args[at + 1] = value;
+        }
+        let log_path = self._root.path().join(format!("{name}.log"));
+        self.members.push(TestMember { name, client_url, peer_url, data_dir, log_path, args, child: None });
+        self._ports.extend([client, peer]);
+        i
+    }
+
     /// The cluster's peer secret file (what `--peer-secret-file` names on a Keel cluster).
     pub fn peer_secret_path(&self) -> PathBuf {
         self._root.path().join("peer-secret")
@@ -326,6 +364,22 @@ impl TestCluster {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// SIGSTOP: the member stops answering, its connections stay open (a partition, to the
+    /// others), until `resume`.
+    pub fn pause(&self, i: usize) {
+        self.signal(i, Signal::SIGSTOP);
+    }
+
+    pub fn resume(&self, i: usize) {
+        self.signal(i, Signal::SIGCONT);
+    }
+
+    fn signal(&self, i: usize, signal: Signal) {
+        let child = self.members[i].child.as_ref().expect("member running");
+        let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid fits"));
+        kill(pid, signal).expect("send a signal");
     }
 
     /// SIGTERM and wait: a clean stop.

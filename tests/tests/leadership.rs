@@ -3,13 +3,10 @@
 //! leader included) under load with no failed request: a stopping leader hands over first, and
 //! a stopping member finishes the requests it has before it closes.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use etcd_client::Client;
 use keel_tests::acked::assert_all_present;
+use keel_tests::load::Load;
 use keel_tests::transcript::normalise;
 use keel_tests::{etcdctl, Server, TestCluster};
 
@@ -56,85 +53,27 @@ async fn move_leader_moves_it_and_refuses_as_etcd_does() {
     assert!(not_leader.contains("etcdserver: not leader"), "{not_leader}");
 }
 
-/// Writers that send each request to a member that is not being stopped, the way a load
-/// balancer drains a member before its restart; every failure is counted.
-struct Load {
-    clients: Vec<Client>,
-    draining: Arc<Mutex<Option<usize>>>,
-    acked: Arc<Mutex<BTreeMap<String, String>>>,
-    failures: Arc<Mutex<Vec<String>>>,
-    sent: Arc<AtomicUsize>,
-}
-
-impl Load {
-    async fn start(cluster: &TestCluster, writers: usize) -> (Load, Vec<tokio::task::JoinHandle<()>>) {
-        let mut clients = Vec::new();
-        for i in 0..cluster.members.len() {
-            clients.push(cluster.member_client(i).await);
-        }
-        let load = Load {
-            clients,
-            draining: Arc::new(Mutex::new(None)),
-            acked: Arc::default(),
-            failures: Arc::default(),
-            sent: Arc::default(),
-        };
-        let handles = (0..writers).map(|writer| load.spawn_writer(writer)).collect();
-        (load, handles)
-    }
-
-    fn spawn_writer(&self, writer: usize) -> tokio::task::JoinHandle<()> {
-        let (clients, draining) = (self.clients.clone(), self.draining.clone());
-        let (acked, failures, sent) = (self.acked.clone(), self.failures.clone(), self.sent.clone());
-        tokio::spawn(async move {
-            for seq in 0.. {
-                let n = sent.fetch_add(1, Ordering::SeqCst);
-                if n == usize::MAX {
-                    return;
-                }
-                let skip = *draining.lock().expect("lock");
-                let target = (0..clients.len()).cycle().skip(writer + seq).find(|i| Some(*i) != skip).unwrap_or(0);
-                let mut client = clients[target].clone();
-                let (key, value) = (format!("w{writer}-{seq:06}"), format!("v{seq}"));
-                match tokio::time::timeout(Duration::from_secs(10), client.put(key.clone(), value.clone(), None)).await
-                {
-                    Ok(Ok(_)) => {
-                        acked.lock().expect("lock").insert(key, value);
-                    }
-                    Ok(Err(error)) => failures.lock().expect("lock").push(format!("member {target}: {error}")),
-                    Err(_) => failures.lock().expect("lock").push(format!("member {target}: timed out")),
-                }
-            }
-        })
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rolling_restart_under_load_fails_no_request() {
     let mut keel = TestCluster::start(Server::Keel, 3).await;
-    let (load, writers) = Load::start(&keel, 8).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let load = Load::start(&keel, 8).await;
+    load.wait_for_more_acks(100, &keel).await;
     let mut stops = Vec::new();
     for i in 0..3 {
         let leader = keel.leader().await;
-        *load.draining.lock().expect("lock") = Some(i);
+        load.avoid(i);
         let started = Instant::now();
         let exit = keel.terminate_within(i, Duration::from_secs(15)).await.expect("a clean stop");
         assert!(exit.success(), "member {i} exited with {exit}");
         stops.push((i, i == leader, started.elapsed()));
         keel.start_member(i);
         keel.wait_ready().await;
-        *load.draining.lock().expect("lock") = None;
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        load.include(i, keel.member_client(i).await);
+        load.wait_for_more_acks(50, &keel).await;
     }
-    load.sent.store(usize::MAX, Ordering::SeqCst);
-    for writer in writers {
-        writer.abort();
-    }
+    let (acked, failures) = load.stop().await;
     eprintln!("stops (member, was leader, took): {stops:?}");
     assert!(stops.iter().any(|(_, was_leader, _)| *was_leader), "the leader was restarted too: {stops:?}");
-    let failures = load.failures.lock().expect("lock").clone();
-    let acked = load.acked.lock().expect("lock").clone();
     eprintln!("{} writes acknowledged, {} failed", acked.len(), failures.len());
     assert!(
         failures.is_empty(),

@@ -1,18 +1,18 @@
-//! etcd's Cluster service. MemberList reports the truth for every member; membership changes
-//! arrive with their own issue and answer UNIMPLEMENTED until then, to root only once auth is on.
+//! etcd's Cluster service: MemberList reports the truth for every member; MemberAdd,
+//! MemberRemove, MemberUpdate and MemberPromote change the membership through the leader
+//! (`member/membership.rs`, etcd's rules and refusals), root only once auth is on.
 
 use std::sync::Arc;
 
 use keel_proto::etcd::{
     PbClusterService, PbMember, PbMemberAddRequest, PbMemberAddResponse, PbMemberListRequest, PbMemberListResponse,
     PbMemberPromoteRequest, PbMemberPromoteResponse, PbMemberRemoveRequest, PbMemberRemoveResponse,
-    PbMemberUpdateRequest, PbMemberUpdateResponse,
+    PbMemberUpdateRequest, PbMemberUpdateResponse, PbResponseHeader,
 };
 use tonic::{Request, Response, Status};
 
 use super::{check_admin, header, status::to_status};
-use crate::error::ServerError;
-use crate::member::Member;
+use crate::member::{Member, MemberInfo, MembershipChange};
 
 pub struct ClusterService {
     member: Arc<Member>,
@@ -22,13 +22,32 @@ impl ClusterService {
     pub fn new(member: Arc<Member>) -> Self {
         Self { member }
     }
+
+    async fn change(&self, change: MembershipChange) -> Result<u64, Status> {
+        self.member.change_membership(change).await.map_err(|e| to_status(&e))
+    }
+
+    /// The header and every member, as this member sees them now.
+    fn members(&self) -> (Option<PbResponseHeader>, Vec<PbMember>) {
+        let revision = self.member.shared().mvcc().current_revision();
+        (header(&self.member, revision), self.member.member_list().into_iter().map(pb_member).collect())
+    }
+}
+
+fn pb_member(m: MemberInfo) -> PbMember {
+    PbMember { id: m.id, name: m.name, peer_ur_ls: m.peer_urls, client_ur_ls: m.client_urls, is_learner: m.is_learner }
 }
 
 #[tonic::async_trait]
 impl PbClusterService for ClusterService {
     async fn member_add(&self, request: Request<PbMemberAddRequest>) -> Result<Response<PbMemberAddResponse>, Status> {
         check_admin(&self.member, &request).await?;
-        Err(to_status(&ServerError::Unimplemented("Cluster.MemberAdd")))
+        let request = request.into_inner();
+        let change = MembershipChange::Add { peer_urls: request.peer_ur_ls, learner: request.is_learner };
+        let id = self.change(change).await?;
+        let (header, members) = self.members();
+        let member = members.iter().find(|m| m.id == id).cloned();
+        Ok(Response::new(PbMemberAddResponse { header, member, members }))
     }
 
     async fn member_remove(
@@ -36,7 +55,9 @@ impl PbClusterService for ClusterService {
         request: Request<PbMemberRemoveRequest>,
     ) -> Result<Response<PbMemberRemoveResponse>, Status> {
         check_admin(&self.member, &request).await?;
-        Err(to_status(&ServerError::Unimplemented("Cluster.MemberRemove")))
+        self.change(MembershipChange::Remove { id: request.get_ref().id }).await?;
+        let (header, members) = self.members();
+        Ok(Response::new(PbMemberRemoveResponse { header, members }))
     }
 
     async fn member_update(
@@ -44,7 +65,10 @@ impl PbClusterService for ClusterService {
         request: Request<PbMemberUpdateRequest>,
     ) -> Result<Response<PbMemberUpdateResponse>, Status> {
         check_admin(&self.member, &request).await?;
-        Err(to_status(&ServerError::Unimplemented("Cluster.MemberUpdate")))
+        let request = request.into_inner();
+        self.change(MembershipChange::Update { id: request.id, peer_urls: request.peer_ur_ls }).await?;
+        let (header, members) = self.members();
+        Ok(Response::new(PbMemberUpdateResponse { header, members }))
     }
 
     async fn member_list(
@@ -54,20 +78,8 @@ impl PbClusterService for ClusterService {
         if request.into_inner().linearizable {
             self.member.read_barrier().await.map_err(|e| to_status(&e))?;
         }
-        let members = self
-            .member
-            .member_list()
-            .into_iter()
-            .map(|m| PbMember {
-                id: m.id,
-                name: m.name,
-                peer_ur_ls: m.peer_urls,
-                client_ur_ls: m.client_urls,
-                is_learner: m.is_learner,
-            })
-            .collect();
-        let revision = self.member.shared().mvcc().current_revision();
-        Ok(Response::new(PbMemberListResponse { header: header(&self.member, revision), members }))
+        let (header, members) = self.members();
+        Ok(Response::new(PbMemberListResponse { header, members }))
     }
 
     async fn member_promote(
@@ -75,6 +87,8 @@ impl PbClusterService for ClusterService {
         request: Request<PbMemberPromoteRequest>,
     ) -> Result<Response<PbMemberPromoteResponse>, Status> {
         check_admin(&self.member, &request).await?;
-        Err(to_status(&ServerError::Unimplemented("Cluster.MemberPromote")))
+        self.change(MembershipChange::Promote { id: request.get_ref().id }).await?;
+        let (header, members) = self.members();
+        Ok(Response::new(PbMemberPromoteResponse { header, members }))
     }
 }

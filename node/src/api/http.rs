@@ -130,6 +130,13 @@ async fn metrics(State(member): State<Arc<Member>>) -> impl IntoResponse {
     for (name, help, kind, value) in server {
         let _ = write!(body, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n");
     }
+    // On the leader: how long since each member last acknowledged a heartbeat or an append
+    // (what MemberAdd's health check looks at; etcd shows peers' round trips instead).
+    let name = "keel_raft_peer_last_ack_seconds";
+    let _ = write!(body, "# HELP {name} Seconds since the leader last heard from each member.\n# TYPE {name} gauge\n");
+    for (member, seconds) in member.peer_ack_ages() {
+        let _ = writeln!(body, "{name}{{member=\"{member:x}\"}} {seconds}");
+    }
     let name = "keel_forwarded_requests_total";
     let _ = write!(body, "# HELP {name} Requests forwarded to the leader, by kind.\n# TYPE {name} counter\n");
     for (kind, count) in member.forwarded_requests() {

@@ -29,6 +29,19 @@ pub fn to_status(error: &ServerError) -> Status {
         ServerError::Mvcc(MvccError::TooManyAlarms) => (Code::ResourceExhausted, "etcdserver: too many alarms"),
         ServerError::MemberNotFound => (Code::NotFound, "etcdserver: member not found"),
         ServerError::NotLeader => (Code::FailedPrecondition, "etcdserver: not leader"),
+        ServerError::PeerUrlExists => (Code::FailedPrecondition, "etcdserver: Peer URLs already exists"),
+        ServerError::TooManyLearners => (Code::FailedPrecondition, "etcdserver: too many learner members in cluster"),
+        ServerError::MemberNotLearner => (Code::FailedPrecondition, "etcdserver: can only promote a learner member"),
+        ServerError::LearnerNotReady => {
+            (Code::FailedPrecondition, "etcdserver: can only promote a learner member which is in sync with leader")
+        }
+        ServerError::NotEnoughStartedMembers => {
+            (Code::FailedPrecondition, "etcdserver: re-configuration failed due to not enough started members")
+        }
+        ServerError::UnhealthyCluster => (Code::Unavailable, "etcdserver: unhealthy cluster"),
+        // etcd's text alone, as etcd answers; the reason goes to the member's log.
+        ServerError::InvalidPeerUrl(_) => (Code::InvalidArgument, "etcdserver: given member URLs are invalid"),
+        ServerError::MembershipFailed(_) => return Status::unavailable(format!("keel: {error}")),
         ServerError::BadLeaderTransferee => (Code::FailedPrecondition, "etcdserver: bad leader transferee"),
         ServerError::LeaderTransferTimeout => {
             (Code::Unavailable, "etcdserver: request timed out, leader transfer took too long")

@@ -76,6 +76,9 @@ async fn run(config: keel_node::config::MemberConfig) -> Result<(), String> {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("received SIGINT, shutting down"),
         _ = sigterm.recv() => tracing::info!("received SIGTERM, shutting down"),
+        _ = running.removed() => {
+            tracing::warn!("the member has been permanently removed from the cluster; shutting down");
+        }
         failure = running.failed() => {
             tracing::error!("fatal: {failure}; this member exits so that a supervisor can restart it");
             if tokio::time::timeout(FATAL_SHUTDOWN_TIMEOUT, running.shutdown()).await.is_err() {

@@ -11,9 +11,11 @@ pub mod backup;
 mod counters;
 pub mod format;
 mod forward_writes;
+mod join;
 mod leader_write;
 mod leadership;
 pub mod listen_report;
+mod membership;
 pub mod micro_auth;
 mod quota;
 mod read_barrier;
@@ -39,6 +41,7 @@ use crate::watch::SessionLimits;
 
 pub use auth::Credentials;
 pub use backup::BackupFile;
+pub use membership::{removed, MembershipChange, MembershipRefusal};
 pub use quota::QUOTA_BYTES_DEFAULT;
 pub use start::{start, RunningMember, StartError};
 
@@ -86,6 +89,8 @@ pub struct Member {
     quota: quota::Quota,
     /// Where Maintenance.Snapshot writes the backups it streams.
     backup_dir: std::path::PathBuf,
+    /// `--initial-cluster-token`: members' IDs derive from it and their peer URLs.
+    cluster_token: String,
 }
 
 /// The requests this member sent to the leader, by kind (a batch of writes is one): what its
@@ -96,7 +101,7 @@ struct ForwardCounts {
 }
 
 /// The kinds of forwarded request, as `/metrics` labels them.
-const FORWARD_KINDS: [&str; 4] = ["write", "read_index", "lease_keep_alive", "lease_time_to_live"];
+const FORWARD_KINDS: [&str; 5] = ["write", "read_index", "lease_keep_alive", "lease_time_to_live", "membership"];
 
 impl ForwardCounts {
     fn count(&self, request: &ForwardRequest) {
@@ -105,6 +110,7 @@ impl ForwardCounts {
             ForwardRequest::ReadIndex => 1,
             ForwardRequest::LeaseKeepAlive(_) => 2,
             ForwardRequest::LeaseTimeToLive(_) => 3,
+            ForwardRequest::Membership(_) => 4,
         };
         // Relaxed: a counter read by /metrics orders nothing.
         self.by_kind[kind].fetch_add(1, Ordering::Relaxed);

@@ -15,14 +15,15 @@ use tokio::task::JoinSet;
 
 use super::accept::accepted;
 use super::{
-    alarms, auto_compact, background, backup, format, forward_writes, listen_report, quota, read_barrier, restore,
-    ForwardCounts, Identity, Member, IDENTITY_KEY,
+    alarms, auto_compact, background, backup, format, forward_writes, join, listen_report, quota, read_barrier,
+    restore, ForwardCounts, Identity, Member, IDENTITY_KEY,
 };
 use crate::config::{self, MemberConfig};
 use crate::lease;
 use crate::limits::{
     GRPC_OVERHEAD_BYTES, PEER_MESSAGE_BYTES_MAX, PEER_PENDING_RESET_STREAMS_MAX, PEER_RESPONSE_BYTES_MAX,
 };
+use crate::raft::join::{JoinGate, JoinService};
 use crate::raft::watermark::{self, Mark, Watermark};
 use crate::raft::{
     self, AckPolicy, CheckError, Config, LeaseAuthority, LogDamage, LogStore, MemberId, MemberNode, NetworkFactory,
@@ -181,20 +182,32 @@ fn check_log_intact(
     }
 }
 
-/// The member's identity: read back from its data dir, or derived from the flags on first start.
-fn identity(engine: &Arc<dyn Engine>, config: &MemberConfig) -> Result<(Identity, bool), StartError> {
+/// The member's identity: read back from its data dir, or made on first start: the member ID
+/// from its peer URLs and the cluster token; the cluster ID from the initial members (a new
+/// cluster) or asked of the members already running (`--initial-cluster-state existing`).
+async fn identity(
+    engine: &Arc<dyn Engine>,
+    config: &MemberConfig,
+    secret: &PeerSecret,
+    peer_tls: Option<tonic::transport::ClientTlsConfig>,
+) -> Result<(Identity, bool), StartError> {
     let storage_err = |e: std::io::Error| StartError(format!("data directory {}: {e}", config.data_dir.display()));
     if let Some(bytes) = engine.get(Table::RaftMeta, IDENTITY_KEY).map_err(|e| StartError(e.to_string()))? {
         let identity: Identity = raft::decode(&bytes).map_err(storage_err)?;
         return Ok((identity, false));
     }
-    let member_ids: Vec<u64> =
-        config.initial_cluster.iter().map(|(_, urls)| config::member_id(urls, &config.initial_cluster_token)).collect();
-    let identity = Identity {
-        member_id: config::member_id(&config.advertise_peer_urls, &config.initial_cluster_token),
-        cluster_id: config::cluster_id(&member_ids),
-        name: config.name.clone(),
+    let member_id = config::member_id(&config.advertise_peer_urls, &config.initial_cluster_token);
+    let cluster_id = if config.initial_cluster_state_new {
+        let member_ids: Vec<u64> = config
+            .initial_cluster
+            .iter()
+            .map(|(_, urls)| config::member_id(urls, &config.initial_cluster_token))
+            .collect();
+        config::cluster_id(&member_ids)
+    } else {
+        join::discover_cluster(config, secret, peer_tls, member_id).await?
     };
+    let identity = Identity { member_id, cluster_id, name: config.name.clone() };
     let mut batch = WriteBatch::new();
     batch.put(Table::RaftMeta, IDENTITY_KEY, raft::encode(&identity).map_err(storage_err)?);
     engine.write(batch, Durability::Sync).map_err(|e| StartError(e.to_string()))?;
@@ -259,7 +272,10 @@ pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
         _ => StartError(format!("cannot read {}: {e}", watermark_path.display())),
     })?;
     check_identity_present(&engine, &config, recorded)?;
-    let (identity, first_start) = identity(&engine, &config)?;
+    let secret = PeerSecret::load(&config.peer_secret, &config.data_dir).map_err(StartError)?;
+    let peer_client_tls =
+        config.peer_tls.as_ref().map(crate::tls::peer_client_config).transpose().map_err(StartError)?;
+    let (identity, first_start) = identity(&engine, &config, &secret, peer_client_tls.clone()).await?;
     let restored = restored_awaiting_bootstrap(&engine, &config)?;
     if identity.name != config.name {
         tracing::warn!(stored = %identity.name, flag = %config.name, "data dir belongs to another name; keeping the stored one");
@@ -290,10 +306,7 @@ pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
     // Before Raft starts: a key file that cannot be read stops the member with nothing begun.
     let tokens = super::auth::Tokens::new(&config.auth_token, config.bcrypt_cost)
         .map_err(|e| StartError(format!("--auth-token: {e}")))?;
-    let secret = PeerSecret::load(&config.peer_secret, &config.data_dir).map_err(StartError)?;
     let credentials = PeerCredentials::new(&secret, identity.member_id, identity.cluster_id);
-    let peer_client_tls =
-        config.peer_tls.as_ref().map(crate::tls::peer_client_config).transpose().map_err(StartError)?;
     let servers_tls = ServersTls::load(&config)?;
     let peers = PeerClients::new(credentials, peer_client_tls, config.unsafe_peer_source_address);
     let raft = Raft::new(
@@ -328,6 +341,7 @@ pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
         client_cert_auth: config.client_tls.as_ref().is_some_and(|tls| tls.client_cert_auth),
         quota: quota::Quota::new(config.quota_backend_bytes),
         backup_dir: backup_dir.clone(),
+        cluster_token: config.initial_cluster_token.clone(),
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -341,7 +355,11 @@ pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
         let router = tonic::transport::Server::builder()
             .http2_max_pending_accept_reset_streams(Some(PEER_PENDING_RESET_STREAMS_MAX))
             // The gate sees each request's headers before its body is read.
-            .add_service(tonic::service::interceptor::InterceptedService::new(server, gate.clone()));
+            .add_service(tonic::service::interceptor::InterceptedService::new(server, gate.clone()))
+            .add_service(tonic::service::interceptor::InterceptedService::new(
+                keel_proto::peer::join_server::JoinServer::new(JoinService::new(raft.clone(), identity.cluster_id)),
+                JoinGate::new(&secret),
+            ));
         let stopped = stopped(stop_rx.clone());
         match &servers_tls.peer {
             Some(tls) => {
@@ -498,6 +516,13 @@ impl RunningMember {
     /// stopped (a storage failure such as a full disk, or a panic). openraft never restarts a
     /// stopped core, so the member would stay up answering nothing: the caller exits instead
     /// and a supervisor restarts it, as etcd does.
+    /// Resolves once this member has been removed from the cluster (MemberRemove): it has
+    /// nothing left to serve, and stops, as etcd's removed members do.
+    pub fn removed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let member = self.member.clone();
+        async move { super::membership::removed(&member).await }
+    }
+
     pub async fn failed(&mut self) -> String {
         let raft = self.member.raft.clone();
         tokio::select! {

@@ -7,6 +7,7 @@
 //! what they send before openraft sees it (`peer_checks`).
 
 mod codec;
+pub mod join;
 mod lease_authority;
 mod log_store;
 mod network;

@@ -72,23 +72,33 @@ impl PeerClients {
         if let Some(client) = clients.get(url) {
             return Ok(client.clone());
         }
+        let client =
+            keel_proto::peer::peer_client::PeerClient::with_interceptor(self.channel(url)?, self.credentials())
+                .max_decoding_message_size(PEER_RESPONSE_BYTES_MAX)
+                .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
+        clients.insert(url.to_string(), client.clone());
+        Ok(client)
+    }
+
+    /// A lazily connecting channel to the peer port at `url` (TLS for https://).
+    pub fn channel(&self, url: &str) -> Result<Channel, String> {
         let mut endpoint = Endpoint::from_shared(url.to_string()).map_err(|e| format!("bad peer URL {url}: {e}"))?;
         if url.starts_with("https://") {
             let tls =
                 self.tls.clone().ok_or_else(|| format!("peer URL {url} is https:// but no --peer-cert-file is set"))?;
             endpoint = endpoint.tls_config(tls).map_err(|e| format!("peer URL {url}: {e}"))?;
         }
-        let channel = endpoint
+        Ok(endpoint
             .connect_timeout(PEER_CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .local_address(self.source_address)
-            .connect_lazy();
-        let client = keel_proto::peer::peer_client::PeerClient::with_interceptor(channel, self.credentials.clone())
-            .max_decoding_message_size(PEER_RESPONSE_BYTES_MAX)
-            .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
-        clients.insert(url.to_string(), client.clone());
-        Ok(client)
+            .connect_lazy())
+    }
+
+    /// What this member presents on every peer RPC.
+    pub fn credentials(&self) -> PeerCredentials {
+        self.credentials.clone()
     }
 
     /// A client for a member, by the first of its peer URLs.

@@ -21,7 +21,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use openraft::async_runtime::WatchReceiver;
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use tonic::metadata::{AsciiMetadataValue, MetadataMap};
 use tonic::{Request, Status};
 
@@ -38,7 +37,7 @@ const SECRET_BYTES_MAX: usize = 64 * 1024;
 /// What a member generates for itself.
 const GENERATED_SECRET_BYTES: usize = 32;
 
-const TOKEN_HEADER: &str = "keel-peer-token";
+pub(super) const TOKEN_HEADER: &str = "keel-peer-token";
 const MEMBER_HEADER: &str = "keel-member-id";
 const CLUSTER_HEADER: &str = "keel-cluster-id";
 
@@ -62,6 +61,11 @@ impl PeerSecret {
         hasher.update(secret);
         let token = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
         PeerSecret { token }
+    }
+
+    /// Whether `metadata` carries this secret's token (the check every peer RPC passes first).
+    pub fn admits(&self, metadata: &MetadataMap) -> bool {
+        super::join::has_token(&self.token, metadata)
     }
 
     /// Reads the secret from where the configuration says, making a member's own on its first
@@ -166,8 +170,7 @@ impl PeerGate {
     }
 
     fn admit(&self, metadata: &MetadataMap) -> Result<MemberId, Refusal> {
-        let token = metadata.get(TOKEN_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
-        if !bool::from(token.ct_eq(self.token.as_bytes())) {
+        if !super::join::has_token(&self.token, metadata) {
             return Err(Refusal::Token);
         }
         let cluster_id = hex_header(metadata, CLUSTER_HEADER).ok_or(Refusal::Malformed)?;

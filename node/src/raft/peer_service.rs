@@ -40,8 +40,11 @@ pub enum ForwardRequest {
     /// The leader's view of a lease's remaining time.
     LeaseTimeToLive(i64),
     /// Propose each command (concurrently, so they share the leader's group commit); answer
-    /// each result, in order. (Last: postcard numbers variants in order.)
+    /// each result, in order. (New variants go last: postcard numbers variants in order.)
     Writes(Vec<Command>),
+    /// Change the membership (etcd's MemberAdd, …) with the leader's checks; answer the ID of
+    /// the member concerned.
+    Membership(crate::member::MembershipChange),
 }
 
 /// Why a forwarded request failed, for the follower to map to etcd's errors.
@@ -74,6 +77,7 @@ pub enum ForwardResponse {
     LeaseKeepAlive(Result<i64, ForwardError>),
     LeaseTimeToLive(Result<Option<LeaseTime>, ForwardError>),
     Writes(Vec<Result<(CommandResponse, u64), ForwardError>>),
+    Membership(Result<u64, crate::member::MembershipRefusal>),
 }
 
 /// The prefix of a snapshot being received; anything left with it (a crash mid-stream) is
@@ -235,6 +239,7 @@ impl Peer for PeerService {
             ForwardRequest::ReadIndex => ForwardResponse::ReadIndex(self.read_index().await),
             ForwardRequest::LeaseKeepAlive(id) => ForwardResponse::LeaseKeepAlive(member.leases().keep_alive(id)),
             ForwardRequest::LeaseTimeToLive(id) => ForwardResponse::LeaseTimeToLive(member.leases().time_to_live(id)),
+            ForwardRequest::Membership(change) => ForwardResponse::Membership(member.change_as_leader(&change).await),
         };
         reply(&response)
     }

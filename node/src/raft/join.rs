@@ -1,0 +1,76 @@
+//! The peer port's `Join` service: how a member started into an existing cluster learns the
+//! cluster's ID (which its peer token must name) and whether MemberAdd added it yet. It is
+//! checked against the peer secret alone (`JoinGate`), since the asker cannot know the cluster
+//! ID yet, and answers nothing else: no Raft message, no data.
+
+use keel_proto::peer::join_client::JoinClient;
+use keel_proto::peer::{JoinRequest, JoinResponse};
+use openraft::async_runtime::WatchReceiver;
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status};
+
+use super::network::PeerClients;
+use super::peer_auth::{PeerCredentials, PeerSecret};
+use super::Raft;
+
+/// Answers `Join.Cluster` from this member's identity and Raft membership.
+pub struct JoinService {
+    raft: Raft,
+    cluster_id: u64,
+}
+
+impl JoinService {
+    pub fn new(raft: Raft, cluster_id: u64) -> Self {
+        JoinService { raft, cluster_id }
+    }
+}
+
+#[tonic::async_trait]
+impl keel_proto::peer::join_server::Join for JoinService {
+    async fn cluster(&self, request: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
+        let member_id = request.get_ref().member_id;
+        let metrics = self.raft.metrics();
+        let is_member = metrics.borrow_watched().membership_config.membership().get_node(&member_id).is_some();
+        Ok(Response::new(JoinResponse { cluster_id: self.cluster_id, is_member }))
+    }
+}
+
+/// Admits holders of the cluster's peer secret, whatever cluster ID they name.
+#[derive(Clone)]
+pub struct JoinGate {
+    secret: PeerSecret,
+}
+
+impl JoinGate {
+    pub fn new(secret: &PeerSecret) -> Self {
+        JoinGate { secret: secret.clone() }
+    }
+}
+
+impl tonic::service::Interceptor for JoinGate {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        if self.secret.admits(request.metadata()) {
+            Ok(request)
+        } else {
+            Err(Status::unauthenticated(
+                "keel: peer refused: missing or wrong peer token (is --peer-secret-file the same on every member?)",
+            ))
+        }
+    }
+}
+
+/// Asks the member at `url` about the cluster, as member `member_id`.
+pub async fn ask(clients: &PeerClients, url: &str, member_id: u64) -> Result<JoinResponse, String> {
+    let channel = clients.channel(url)?;
+    let credentials: PeerCredentials = clients.credentials();
+    let mut client = JoinClient::with_interceptor(channel, credentials);
+    let answer = client.cluster(JoinRequest { member_id }).await.map_err(|status| status.message().to_string())?;
+    Ok(answer.into_inner())
+}
+
+/// Whether `metadata` carries the cluster's peer token.
+pub(super) fn has_token(secret_token: &str, metadata: &MetadataMap) -> bool {
+    use subtle::ConstantTimeEq;
+    let token = metadata.get(super::peer_auth::TOKEN_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
+    bool::from(token.ct_eq(secret_token.as_bytes()))
+}
