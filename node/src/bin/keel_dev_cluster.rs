@@ -1,4 +1,4 @@
-//! `keel-dev-cluster`: starts a local 3-member cluster for development, each member its own
+//! `keel-dev-cluster`: starts a local cluster for development (3 members, or `--members 5`…), each member its own
 //! `keel` process with its own data dir, prints the endpoints, and stops them all (SIGTERM,
 //! then wait) on Ctrl-C. If any member exits on its own, the others are stopped too.
 
@@ -11,8 +11,11 @@ use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
 #[derive(Parser)]
-#[command(name = "keel-dev-cluster", about = "Run a local 3-member Keel cluster until Ctrl-C.")]
+#[command(name = "keel-dev-cluster", about = "Run a local Keel cluster (3 members by default) until Ctrl-C.")]
 struct Flags {
+    /// How many members: 1 to 7 (an odd number keeps a quorum through the most failures).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=7))]
+    members: u16,
     /// Where the members' data dirs go (one sub-directory per member).
     #[arg(long, default_value = "dev-cluster.keel")]
     data_root: PathBuf,
@@ -21,8 +24,15 @@ struct Flags {
     log_level: String,
 }
 
-/// (name, client port, peer port): etcd's conventional local-cluster ports.
-const MEMBERS: [(&str, u16, u16); 3] = [("infra1", 2379, 2380), ("infra2", 22379, 22380), ("infra3", 32379, 32380)];
+/// Client ports: etcd's conventional local-cluster ports for the first three, then more in
+/// the same pattern; each member's peer port is its client port + 1.
+const CLIENT_PORTS: [u16; 7] = [2379, 22379, 32379, 42379, 52379, 62379, 12379];
+
+/// (name, client port, peer port) of member `i` (0-based, below `CLIENT_PORTS.len()`).
+fn member(i: u16) -> (String, u16, u16) {
+    let client = CLIENT_PORTS[usize::from(i)];
+    (format!("infra{}", i + 1), client, client + 1)
+}
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
@@ -56,15 +66,16 @@ fn ensure_peer_secret(data_root: &std::path::Path) -> Result<std::path::PathBuf,
 
 async fn run(flags: Flags) -> Result<(), String> {
     let keel = std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?.with_file_name("keel");
+    let members: Vec<(String, u16, u16)> = (0..flags.members).map(member).collect();
     let initial_cluster =
-        MEMBERS.iter().map(|(name, _, peer)| format!("{name}=http://127.0.0.1:{peer}")).collect::<Vec<_>>().join(",");
+        members.iter().map(|(name, _, peer)| format!("{name}=http://127.0.0.1:{peer}")).collect::<Vec<_>>().join(",");
     let peer_secret = ensure_peer_secret(&flags.data_root)?;
     let mut children: Vec<(&str, Child)> = Vec::new();
-    for (name, client, peer) in MEMBERS {
+    for (name, client, peer) in &members {
         let client_url = format!("http://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
         let spawned = Command::new(&keel)
-            .args(["--name", name, "--data-dir"])
+            .args(["--name", name.as_str(), "--data-dir"])
             .arg(flags.data_root.join(name))
             .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
             .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
@@ -81,8 +92,8 @@ async fn run(flags: Flags) -> Result<(), String> {
             }
         }
     }
-    let endpoints: Vec<String> = MEMBERS.iter().map(|(_, client, _)| format!("http://127.0.0.1:{client}")).collect();
-    println!("keel-dev-cluster: 3 members running, data in {}", flags.data_root.display());
+    let endpoints: Vec<String> = members.iter().map(|(_, client, _)| format!("http://127.0.0.1:{client}")).collect();
+    println!("keel-dev-cluster: {} members running, data in {}", members.len(), flags.data_root.display());
     println!("  ENDPOINTS={}", endpoints.join(","));
     println!("  try: etcdctl --endpoints={} member list -w table", endpoints.join(","));
     println!("Press Ctrl-C to stop all members.");
