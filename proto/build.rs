@@ -20,5 +20,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .extern_path(".etcdserverpb.ResponseHeader", "::etcd_client::proto::PbResponseHeader")
         .compile_protos(&["proto/etcd/auth.proto"], &["proto"])?;
+    // etcd's Lock and Election services, on the same shared header and etcd-client's KeyValue.
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .extern_path(".etcdserverpb.ResponseHeader", "::etcd_client::proto::PbResponseHeader")
+        .extern_path(".mvccpb.KeyValue", "::etcd_client::proto::PbKeyValue")
+        .compile_protos(&["proto/etcd/v3lock.proto", "proto/etcd/v3election.proto"], &["proto"])?;
     Ok(())
 }

@@ -5,8 +5,10 @@
 
 mod auth;
 mod cluster;
+mod concurrency;
 mod config;
 mod convert;
+mod election;
 mod events;
 mod events_consume;
 mod h2_authority;
@@ -14,6 +16,7 @@ mod hpack;
 mod http;
 mod kv;
 mod lease;
+mod lock;
 mod maintenance;
 mod micro_auth;
 mod native_guard;
@@ -69,6 +72,16 @@ pub fn client_router(member: Arc<Member>, decoding_limit: usize) -> Router {
             .add_service(
                 keel_proto::v1::auth_server::AuthServer::new(micro_auth::MicroAuthService::new(member.clone()))
                     .max_decoding_message_size(decoding_limit),
+            )
+            .add_service(
+                keel_proto::etcd_lock::lock_server::LockServer::new(lock::LockService::new(member.clone()))
+                    .max_decoding_message_size(decoding_limit),
+            )
+            .add_service(
+                keel_proto::etcd_election::election_server::ElectionServer::new(election::ElectionService::new(
+                    member.clone(),
+                ))
+                .max_decoding_message_size(decoding_limit),
             )
             .add_service(
                 keel_proto::v1::registry_server::RegistryServer::new(registry::RegistryService::new(member.clone()))
