@@ -184,6 +184,37 @@ impl Cluster {
         }
     }
 
+    /// Sends a request that may wait as long as it must (a lock, a campaign) and is safe to
+    /// send again (it names its own lease): no per-attempt timeout and no failover budget; a
+    /// member failure moves on to the next member, with backoff, until an answer. The caller
+    /// bounds the wait by dropping the future.
+    pub(crate) async fn call_waiting<T, F, Fut>(&self, what: &str, mut request: F) -> Result<T>
+    where
+        F: FnMut(Transport) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            let index = self.current();
+            let member = &self.members[index];
+            match request(member.channel.clone()).await {
+                Ok(value) => return Ok(value),
+                Err(status) if is_member_failure(&status) => {
+                    tracing::debug!(endpoint = %member.url, "{what} failed: {}; trying the next member", describe(&status));
+                    self.fail_over_from(index);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+                Err(status) => return Err(from_status(status)),
+            }
+        }
+    }
+
+    /// How many members the cluster was given.
+    pub(crate) fn members(&self) -> usize {
+        self.members.len()
+    }
+
     /// The member requests go to first.
     pub(crate) fn current(&self) -> usize {
         self.current.load(Ordering::Relaxed) % self.members.len()

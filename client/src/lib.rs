@@ -182,6 +182,8 @@ pub mod config;
 mod connect;
 mod error;
 pub mod events;
+mod lease;
+pub mod lock;
 pub mod names;
 pub mod registry;
 pub mod store;

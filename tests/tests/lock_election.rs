@@ -140,3 +140,63 @@ async fn locks_and_elections_behave_as_on_etcd() {
         assert!(!line.ends_with("false"), "{line}: {on_keel:#?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keel_client_locks_fence_and_elections_hand_over() {
+    use keel_client::lock::Coordination;
+    let keel = TestCluster::start(Server::Keel, 3).await;
+    let endpoints = keel.endpoints();
+    let (a, b) =
+        (Coordination::connect(&endpoints).await.expect("a"), Coordination::connect(&endpoints).await.expect("b"));
+    let ttl = Duration::from_secs(5);
+
+    // Lock: the second holder waits, then gets a larger fencing token; the first one's compare
+    // no longer holds.
+    let first = a.lock("jobs", ttl).await.expect("first lock");
+    let waiting = {
+        let b = b.clone();
+        tokio::spawn(async move { b.lock("jobs", ttl).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "the second holder waits for the first");
+    let first_token = first.fencing_token();
+    let stale = first.still_held();
+    first.unlock().await.expect("unlock");
+    let second = tokio::time::timeout(Duration::from_secs(10), waiting).await.expect("acquired").expect("task");
+    let second = second.expect("second lock");
+    assert!(second.fencing_token() > first_token, "{} after {first_token}", second.fencing_token());
+    let mut etcd = keel.client().await;
+    let guarded = etcd_client::Txn::new().when([stale]).and_then([etcd_client::TxnOp::put("guarded", "stale", None)]);
+    assert!(!etcd.txn(guarded).await.expect("txn").succeeded(), "the first holder's compare fails");
+    let guarded = etcd_client::Txn::new()
+        .when([second.still_held()])
+        .and_then([etcd_client::TxnOp::put("guarded", "fresh", None)]);
+    assert!(etcd.txn(guarded).await.expect("txn").succeeded(), "the holder's compare holds");
+
+    // A session whose lease the cluster drops says so.
+    etcd.lease_revoke(second.lease()).await.expect("revoke the holder's lease");
+    let lost = wait_for(Duration::from_secs(10), "the holder to notice", || async { second.is_lost() }).await;
+    lost.unwrap_or_else(|e| panic!("{e}"));
+
+    // Election: lead, proclaim, observe, resign, hand over.
+    let session = a.session(ttl).await.expect("session");
+    let leading = a.campaign("primary", b"a1", session).await.expect("campaign");
+    let mut observer = b.observe("primary").await.expect("observe");
+    assert_eq!(observer.recv().await.expect("observed"), Some(b"a1".to_vec()));
+    leading.proclaim(b"a2").await.expect("proclaim");
+    assert_eq!(observer.recv().await.expect("observed"), Some(b"a2".to_vec()));
+    let campaigner = {
+        let b = b.clone();
+        tokio::spawn(async move {
+            let session = b.session(ttl).await.expect("session");
+            b.campaign("primary", b"b1", session).await
+        })
+    };
+    leading.resign().await.expect("resign");
+    let b_leads = tokio::time::timeout(Duration::from_secs(10), campaigner).await.expect("b leads").expect("task");
+    let b_leads = b_leads.expect("campaign");
+    assert_eq!(a.leader("primary").await.expect("leader"), Some(b"b1".to_vec()));
+    assert_eq!(observer.recv().await.expect("observed"), Some(b"b1".to_vec()));
+    assert_eq!(a.leader("nobody").await.expect("no leader"), None);
+    b_leads.resign().await.expect("resign");
+}
