@@ -85,6 +85,8 @@ enum WorkloadArg {
     Watch,
     /// Keel's native event log: dense offsets, nothing acknowledged lost, no duplicates.
     Events,
+    /// etcd's Lock, with fenced writes while holding it: never out of order, none lost.
+    Lock,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -202,6 +204,7 @@ fn run_config(args: TestArgs) -> anyhow::Result<RunConfig> {
             WorkloadArg::Lease => Workload::Lease,
             WorkloadArg::Watch => Workload::Watch,
             WorkloadArg::Events => Workload::Events,
+            WorkloadArg::Lock => Workload::Lock,
         };
         if !workloads.contains(&workload) {
             workloads.push(workload);

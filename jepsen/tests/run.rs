@@ -73,7 +73,8 @@ fn assert_schedules_each(kinds: &[FaultKind], time_limit: Duration, seed: u64) -
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_workload_without_faults_is_valid() {
     let out = tempfile::tempdir().expect("create the run directory");
-    let workloads = vec![Workload::Register, Workload::Set, Workload::Lease, Workload::Watch, Workload::Events];
+    let workloads =
+        vec![Workload::Register, Workload::Set, Workload::Lease, Workload::Watch, Workload::Events, Workload::Lock];
     let report = run(&run_config(&out, workloads.clone(), Vec::new(), Duration::from_secs(6), 7)).await;
 
     assert_eq!(report.exit_code(), 0, "{}", report.verdict_text());
@@ -92,6 +93,7 @@ async fn every_workload_without_faults_is_valid() {
         "lease.json",
         "watch.json",
         "events.json",
+        "lock.json",
         "faults.json",
         "summary.json",
         "verdict.txt",
@@ -144,7 +146,7 @@ async fn register_and_events_with_tls_and_auth_under_kill_are_valid() {
     let time_limit = Duration::from_secs(20);
     let seed = 11;
     assert_schedules_each(&kinds, time_limit, seed);
-    let workloads = vec![Workload::Register, Workload::Events];
+    let workloads = vec![Workload::Register, Workload::Events, Workload::Lock];
     let config =
         RunConfig { tls: TlsSetting::Generate, auth: true, ..run_config(&out, workloads, kinds, time_limit, seed) };
     let report = run(&config).await;
@@ -152,7 +154,7 @@ async fn register_and_events_with_tls_and_auth_under_kill_are_valid() {
     assert_eq!(report.exit_code(), 0, "{}", report.verdict_text());
     assert_eq!(report.replicas.validity, Validity::Valid, "{}", report.replicas);
     assert_eq!(report.recovery_error, None);
-    for workload in [Workload::Register, Workload::Events] {
+    for workload in [Workload::Register, Workload::Events, Workload::Lock] {
         let ok = report.operations.get(&workload).map_or(0, |counts| counts.ok);
         assert!(ok >= 20, "only {ok} ok {workload:?} operations:\n{}", report.summary());
     }

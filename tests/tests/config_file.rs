@@ -22,7 +22,7 @@ async fn a_member_starts_from_a_config_file_and_the_environment_wins_over_it() {
          initial-advertise-peer-urls: {peer_url}\n\
          initial-cluster: from-env={peer_url}\n\
          initial-cluster-state: new\n\
-         quota-backend-bytes: 0\n",
+         experimental-corrupt-check-time: 0\n",
         data = dir.path().join("data").display()
     );
     let path = dir.path().join("keel.yml");
@@ -55,5 +55,8 @@ async fn a_member_starts_from_a_config_file_and_the_environment_wins_over_it() {
     let logs = std::fs::read_to_string(dir.path().join("keel.log")).unwrap_or_default();
     let names = names.unwrap_or_else(|e| panic!("{e}\n{logs}"));
     assert_eq!(names, ["from-env"], "KEEL_NAME wins over the file's name");
-    assert!(logs.contains("\"quota-backend-bytes\" is not a keel setting"), "unknown keys are reported:\n{logs}");
+    assert!(
+        logs.contains("\"experimental-corrupt-check-time\" is not a keel setting"),
+        "unknown keys are reported:\n{logs}"
+    );
 }

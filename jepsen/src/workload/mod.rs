@@ -10,6 +10,7 @@
 //! | [`lease`] | kept-alive and abandoned etcd leases with a key each | kept keys stay, abandoned keys go within TTL plus one election |
 //! | [`watch`] | writers and several reconnecting watchers of one prefix | every watcher sees the same revisions, without gaps |
 //! | [`events`] | Keel's native `Events/Publish` with ids, a tailing reader | offsets dense, acknowledged events kept, no duplicates |
+//! | [`lock`] | etcd's Lock on kept-alive leases, fenced writes while holding it | fenced writes never out of order, none acknowledged lost |
 //!
 //! This module holds what they share: the configuration, error classification and the
 //! [`Sample`]s the plots are drawn from. No workload judges its own history or touches the
@@ -17,6 +18,7 @@
 
 pub mod events;
 pub mod lease;
+pub mod lock;
 pub mod register;
 pub mod set;
 pub mod watch;
@@ -47,6 +49,7 @@ pub enum Workload {
     Lease,
     Watch,
     Events,
+    Lock,
 }
 
 impl Workload {
@@ -57,6 +60,7 @@ impl Workload {
             Workload::Lease => "lease",
             Workload::Watch => "watch",
             Workload::Events => "events",
+            Workload::Lock => "lock",
         }
     }
 }
@@ -129,6 +133,7 @@ pub enum Running {
     Lease(lease::Running),
     Watch(watch::Running),
     Events(events::Running),
+    Lock(lock::Running),
 }
 
 /// A workload's finished history, ready to check and write.
@@ -138,6 +143,7 @@ pub enum Recorded {
     Lease(lease::check::LeaseHistory),
     Watch(watch::check::WatchHistory),
     Events(events::check::EventsHistory),
+    Lock(lock::check::LockHistory),
 }
 
 /// What a checker needs to know about the run besides the history.
@@ -156,6 +162,7 @@ pub async fn start(workload: Workload, config: &WorkloadConfig, clock: RunClock,
         Workload::Lease => Running::Lease(lease::start(config, clock, deadline)),
         Workload::Watch => Running::Watch(watch::start(config, clock, deadline).await),
         Workload::Events => Running::Events(events::start(config, clock, deadline).await),
+        Workload::Lock => Running::Lock(lock::start(config, clock, deadline)),
     }
 }
 
@@ -169,6 +176,7 @@ impl Running {
             Running::Lease(running) => Recorded::Lease(running.finish(client_urls, clock, recovered).await?),
             Running::Watch(running) => Recorded::Watch(running.finish(client_urls, clock, recovered).await?),
             Running::Events(running) => Recorded::Events(running.finish(client_urls, clock, recovered).await?),
+            Running::Lock(running) => Recorded::Lock(running.finish(client_urls, clock, recovered).await?),
         })
     }
 }
@@ -181,6 +189,7 @@ impl Recorded {
             Recorded::Lease(_) => Workload::Lease,
             Recorded::Watch(_) => Workload::Watch,
             Recorded::Events(_) => Workload::Events,
+            Recorded::Lock(_) => Workload::Lock,
         }
     }
 
@@ -207,6 +216,9 @@ impl Recorded {
             Recorded::Events(history) => {
                 history.calls().filter_map(|(call, ret, outcome)| sample(call, ret, outcome)).collect()
             }
+            Recorded::Lock(history) => {
+                history.calls().filter_map(|(call, ret, outcome)| sample(call, ret, outcome)).collect()
+            }
         }
     }
 
@@ -218,6 +230,7 @@ impl Recorded {
             Recorded::Lease(history) => lease::check::check(history, facts),
             Recorded::Watch(history) => watch::check::check(history, facts),
             Recorded::Events(history) => events::check::check(history),
+            Recorded::Lock(history) => lock::check::check(history),
         }
     }
 
@@ -238,6 +251,7 @@ impl Recorded {
             Recorded::Lease(history) => serde_json::to_writer(create("lease.json")?, history)?,
             Recorded::Watch(history) => serde_json::to_writer(create("watch.json")?, history)?,
             Recorded::Events(history) => serde_json::to_writer(create("events.json")?, history)?,
+            Recorded::Lock(history) => serde_json::to_writer(create("lock.json")?, history)?,
         }
         Ok(())
     }
