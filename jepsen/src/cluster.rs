@@ -51,6 +51,11 @@ const READY_PROBE_KEY: &str = "jepsen-ready";
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Each leader query's own timeout per member: a paused member never answers.
 const STATUS_TIMEOUT: Duration = Duration::from_millis(500);
+/// A membership change waits for its commit and for the receiving member to apply it.
+const MEMBER_CHANGE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long adding a replaced member back is retried (a leader election, an unhealthy
+/// cluster right after another fault) before the run fails.
+const MEMBER_ADD_PATIENCE: Duration = Duration::from_secs(30);
 /// Members at most: each needs its own loopback source address, 127.0.0.2 up.
 pub const MEMBERS_MAX: usize = 9;
 
@@ -326,6 +331,83 @@ impl Cluster {
             }
         }
         self.kill(index).await
+    }
+
+    /// Removes member `index` from the cluster (MemberRemove through the others), kills it and
+    /// wipes its data dir. `Err` when the cluster refused (then nothing changed).
+    pub async fn remove_member(&mut self, index: usize) -> anyhow::Result<()> {
+        let mut client = self.client_of_others(index).await?;
+        let id = self.member_id(&mut client, index).await?;
+        client.member_remove(id).await.with_context(|| format!("removing {}", self.members[index].name))?;
+        // The machine is gone, as in an operator's replacement: a removed leader would stop by
+        // itself, a removed follower is only refused by the others.
+        self.kill(index).await?;
+        let data_dir = self.flag(index, "--data-dir").context("no --data-dir")?;
+        match std::fs::remove_dir_all(&data_dir) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error).with_context(|| format!("wiping {}", data_dir.display())),
+        }
+        Ok(())
+    }
+
+    /// Adds member `index` back (MemberAdd with its peer URL, retried while the cluster
+    /// refuses, e.g. while it is still electing a leader) and starts it on its empty data dir
+    /// as a new member of an existing cluster.
+    pub async fn add_member_back(&mut self, index: usize) -> anyhow::Result<()> {
+        let peer_url = self.flag(index, "--initial-advertise-peer-urls").context("no peer URL")?;
+        let peer_url = peer_url.to_string_lossy().into_owned();
+        let deadline = Instant::now() + MEMBER_ADD_PATIENCE;
+        loop {
+            let added = match self.client_of_others(index).await {
+                Ok(mut client) => {
+                    client.member_add([peer_url.as_str()], None).await.map(drop).map_err(anyhow::Error::from)
+                }
+                Err(error) => Err(error),
+            };
+            match added {
+                Ok(()) => break,
+                Err(error) if Instant::now() < deadline => {
+                    tracing::debug!(member = %self.members[index].name, "adding back: {error:#}; retrying");
+                    tokio::time::sleep(READY_POLL_INTERVAL).await;
+                }
+                Err(error) => return Err(error).context(format!("adding {} back", self.members[index].name)),
+            }
+        }
+        let args = &mut self.members[index].args;
+        if !args.iter().any(|arg| arg == "--initial-cluster-state") {
+            args.extend(["--initial-cluster-state".into(), "existing".into()]);
+        }
+        self.restart(index)
+    }
+
+    /// An etcd client over every member but `index`.
+    async fn client_of_others(&self, index: usize) -> anyhow::Result<Client> {
+        let urls: Vec<String> = (0..self.members.len())
+            .filter(|other| *other != index)
+            .map(|other| self.members[other].client_url.clone())
+            .collect();
+        let options = ConnectOptions::new().with_connect_timeout(STATUS_TIMEOUT).with_timeout(MEMBER_CHANGE_TIMEOUT);
+        Ok(Client::connect(urls, Some(self.endpoints.etcd_options(options))).await?)
+    }
+
+    /// Member `index`'s ID, by its name in the member list.
+    async fn member_id(&self, client: &mut Client, index: usize) -> anyhow::Result<u64> {
+        let members = client.member_list().await?;
+        let name = &self.members[index].name;
+        members
+            .members()
+            .iter()
+            .find(|m| m.name() == name)
+            .map(|m| m.id())
+            .with_context(|| format!("{name} is not listed"))
+    }
+
+    /// The value member `index` was started with for `flag`.
+    fn flag(&self, index: usize, flag: &str) -> Option<PathBuf> {
+        let args = &self.members[index].args;
+        let at = args.iter().position(|arg| arg == flag)?;
+        args.get(at + 1).map(PathBuf::from)
     }
 
     /// Cuts the directed link `from` → `to`: `from` can no longer reach `to` (see the module

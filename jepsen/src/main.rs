@@ -107,6 +107,9 @@ enum NemesisArg {
     PartitionSplit,
     /// One member unreachable by the others (it still reaches them), or unable to reach them.
     PartitionOneWay,
+    /// One member replaced as an operator replaces a dead machine: removed, its data dir
+    /// wiped, added back and started empty (it catches up from the others).
+    Member,
     None,
 }
 
@@ -188,6 +191,7 @@ fn run_config(args: TestArgs) -> anyhow::Result<RunConfig> {
             NemesisArg::PartitionLeader => &[FaultKind::PartitionLeader],
             NemesisArg::PartitionSplit => &[FaultKind::PartitionSplit],
             NemesisArg::PartitionOneWay => &[FaultKind::PartitionInbound, FaultKind::PartitionOutbound],
+            NemesisArg::Member => &[FaultKind::Member],
             NemesisArg::None => &[],
         };
         for &kind in kinds {

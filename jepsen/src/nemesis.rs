@@ -21,6 +21,8 @@ const KILL_DOWNTIME_MS: RangeInclusive<u64> = 1_000..=3_000;
 /// A graceful restart is quick: the member is back as soon as it started again.
 const RESTART_DOWNTIME_MS: RangeInclusive<u64> = 200..=1_000;
 const PAUSE_MS: RangeInclusive<u64> = 1_000..=3_000;
+/// How long a replaced member is out of the cluster before it is added back.
+const MEMBER_OUT_MS: RangeInclusive<u64> = 1_000..=3_000;
 const PARTITION_MS: RangeInclusive<u64> = 2_000..=5_000;
 /// Chance, in percent, that a fault on one member targets the leader rather than any member:
 /// the leader's faults are the ones that force elections and fail-overs.
@@ -47,6 +49,10 @@ pub enum FaultKind {
     PartitionInbound,
     /// One member can reach nobody; everybody can still reach it.
     PartitionOutbound,
+    /// A member replaced, as an operator replaces a dead machine: removed from the cluster
+    /// (MemberRemove; it stops by itself), its data dir wiped, added back (MemberAdd) and
+    /// started on the empty data dir with `--initial-cluster-state existing`.
+    Member,
 }
 
 impl FaultKind {
@@ -143,6 +149,7 @@ pub fn schedule(config: &NemesisConfig) -> Vec<PlannedFault> {
             FaultKind::KillAll => (Target::Members((0..config.nodes).collect()), rng.random_range(KILL_DOWNTIME_MS)),
             FaultKind::Restart => (one_member(&mut rng, config.nodes), rng.random_range(RESTART_DOWNTIME_MS)),
             FaultKind::Pause => (one_member(&mut rng, config.nodes), rng.random_range(PAUSE_MS)),
+            FaultKind::Member => (one_member(&mut rng, config.nodes), rng.random_range(MEMBER_OUT_MS)),
             FaultKind::PartitionLeader => {
                 (Target::Leader { fallback: rng.random_range(0..config.nodes) }, rng.random_range(PARTITION_MS))
             }
@@ -195,12 +202,12 @@ pub async fn run(
             },
         };
         let links = links(fault.kind, &members, cluster.len());
-        inject(cluster, fault.kind, &members, &links).await?;
+        let members = inject(cluster, fault.kind, &members, &links).await?;
         let start_ns = clock.now_ns();
         tracing::info!(kind = ?fault.kind, ?members, on_leader, "fault injected");
         tokio::time::sleep_until((start + fault.duration).min(deadline)).await;
         let end_ns = clock.now_ns();
-        undo(cluster, fault.kind, &members)?;
+        undo(cluster, fault.kind, &members).await?;
         tracing::info!(kind = ?fault.kind, ?members, "fault undone");
         let name = |index: usize| cluster.name(index).to_string();
         records.push(FaultRecord {
@@ -229,7 +236,7 @@ pub fn links(kind: FaultKind, members: &[usize], nodes: usize) -> Vec<(usize, us
                 }
                 FaultKind::PartitionInbound => links.push((other, member)),
                 FaultKind::PartitionOutbound => links.push((member, other)),
-                FaultKind::Kill | FaultKind::KillAll | FaultKind::Restart | FaultKind::Pause => {}
+                FaultKind::Kill | FaultKind::KillAll | FaultKind::Restart | FaultKind::Pause | FaultKind::Member => {}
             }
         }
     }
@@ -237,30 +244,40 @@ pub fn links(kind: FaultKind, members: &[usize], nodes: usize) -> Vec<(usize, us
     links
 }
 
+/// Injects the fault; answers the members it was injected on (a member replacement the
+/// cluster refused, e.g. as unhealthy right after another fault, is injected on none).
 async fn inject(
     cluster: &mut Cluster,
     kind: FaultKind,
     members: &[usize],
     links: &[(usize, usize)],
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<usize>> {
     for &(from, to) in links {
         cluster.cut(from, to);
     }
+    let mut injected = Vec::with_capacity(members.len());
     for &member in members {
         match kind {
             FaultKind::Kill | FaultKind::KillAll => cluster.kill(member).await?,
             FaultKind::Restart => cluster.stop(member).await?,
             FaultKind::Pause => cluster.pause(member)?,
+            FaultKind::Member => {
+                if let Err(refused) = cluster.remove_member(member).await {
+                    tracing::warn!(member = cluster.name(member), "member replacement skipped: {refused:#}");
+                    continue;
+                }
+            }
             FaultKind::PartitionLeader
             | FaultKind::PartitionSplit
             | FaultKind::PartitionInbound
             | FaultKind::PartitionOutbound => {}
         }
+        injected.push(member);
     }
-    Ok(())
+    Ok(injected)
 }
 
-fn undo(cluster: &mut Cluster, kind: FaultKind, members: &[usize]) -> anyhow::Result<()> {
+async fn undo(cluster: &mut Cluster, kind: FaultKind, members: &[usize]) -> anyhow::Result<()> {
     if kind.is_partition() {
         cluster.heal_links();
         return Ok(());
@@ -268,6 +285,7 @@ fn undo(cluster: &mut Cluster, kind: FaultKind, members: &[usize]) -> anyhow::Re
     for &member in members {
         match kind {
             FaultKind::Pause => cluster.resume(member)?,
+            FaultKind::Member => cluster.add_member_back(member).await?,
             _ => cluster.restart(member)?,
         }
     }
@@ -278,7 +296,7 @@ fn undo(cluster: &mut Cluster, kind: FaultKind, members: &[usize]) -> anyhow::Re
 mod tests {
     use super::*;
 
-    const ALL_KINDS: [FaultKind; 8] = [
+    const ALL_KINDS: [FaultKind; 9] = [
         FaultKind::Kill,
         FaultKind::KillAll,
         FaultKind::Restart,
@@ -287,6 +305,7 @@ mod tests {
         FaultKind::PartitionSplit,
         FaultKind::PartitionInbound,
         FaultKind::PartitionOutbound,
+        FaultKind::Member,
     ];
 
     fn config(seed: u64) -> NemesisConfig {

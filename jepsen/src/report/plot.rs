@@ -163,6 +163,7 @@ fn fault_color(kind: FaultKind) -> RGBColor {
         FaultKind::Kill => RGBColor(220, 40, 40),
         FaultKind::KillAll => RGBColor(120, 0, 0),
         FaultKind::Restart => RGBColor(240, 150, 20),
+        FaultKind::Member => RGBColor(30, 160, 120),
         FaultKind::Pause => RGBColor(40, 90, 220),
         FaultKind::PartitionLeader => RGBColor(150, 40, 180),
         FaultKind::PartitionSplit => RGBColor(200, 60, 160),

@@ -1,7 +1,8 @@
 //! A member's first start into an existing cluster (`--initial-cluster-state existing`, after
-//! `etcdctl member add`): it asks the members listed in `--initial-cluster` for the cluster's ID
-//! over the peer port's `Join` service, and learns whether MemberAdd added it. It then waits for
-//! the leader to replicate to it (a snapshot first, when the log was compacted).
+//! `etcdctl member add`): it asks the members listed in `--initial-cluster` over the peer port's
+//! `Join` service for the cluster's ID and the member ID MemberAdd gave its peer URLs, as etcd's
+//! joining members read the cluster's member list from their peers. It then waits for the
+//! leader to replicate to it (a snapshot first, when the log was compacted).
 
 use std::time::{Duration, Instant};
 
@@ -16,13 +17,13 @@ use crate::raft::{PeerClients, PeerCredentials, PeerSecret};
 const JOIN_PATIENCE: Duration = Duration::from_secs(30);
 const JOIN_RETRY: Duration = Duration::from_millis(500);
 
-/// The cluster ID the running members report, once one of them lists `member_id`.
+/// (member ID, cluster ID) as the running members report them, once one of them lists a
+/// member with this member's peer URLs.
 pub(super) async fn discover_cluster(
     config: &MemberConfig,
     secret: &PeerSecret,
     tls: Option<ClientTlsConfig>,
-    member_id: u64,
-) -> Result<u64, StartError> {
+) -> Result<(u64, u64), StartError> {
     let urls: Vec<&String> = config
         .initial_cluster
         .iter()
@@ -36,27 +37,32 @@ pub(super) async fn discover_cluster(
                 .into(),
         ));
     }
-    let clients = PeerClients::new(PeerCredentials::new(secret, member_id, 0), tls, config.unsafe_peer_source_address);
+    // Not a member ID yet: the peers' Join service checks only the secret.
+    let clients = PeerClients::new(PeerCredentials::new(secret, 0, 0), tls, config.unsafe_peer_source_address);
+    let own = &config.advertise_peer_urls;
     let deadline = Instant::now() + JOIN_PATIENCE;
     loop {
         let mut problems = Vec::new();
         for url in &urls {
-            match join::ask(&clients, url, member_id).await {
-                Ok(answer) if answer.is_member => {
-                    tracing::info!(cluster_id = %format!("{:x}", answer.cluster_id), via = %url, "joining an existing cluster");
-                    return Ok(answer.cluster_id);
+            match join::ask(&clients, url, own).await {
+                Ok(answer) if answer.member_id != 0 => {
+                    tracing::info!(
+                        member_id = %format!("{:x}", answer.member_id),
+                        cluster_id = %format!("{:x}", answer.cluster_id),
+                        via = %url,
+                        "joining an existing cluster"
+                    );
+                    return Ok((answer.member_id, answer.cluster_id));
                 }
-                Ok(_) => problems.push(format!("{url} does not list member {member_id:x}")),
+                Ok(_) => problems.push(format!("{url} lists no member with peer URLs {}", own.join(","))),
                 Err(error) => problems.push(format!("{url}: {error}")),
             }
         }
         if Instant::now() >= deadline {
-            let own = config.advertise_peer_urls.join(",");
+            let own = own.join(",");
             return Err(StartError(format!(
-                "cannot join the cluster as member {member_id:x} ({}): {}. Add this member first with \\
-                 `etcdctl member add {} --peer-urls={own}` (same --initial-cluster-token), then start it with \\
-                 --initial-cluster-state existing",
-                own,
+                "cannot join the cluster with peer URLs {own}: {}. Add this member first with `etcdctl member \
+                 add {} --peer-urls={own}`, then start it with --initial-cluster-state existing",
                 problems.join("; "),
                 config.name,
             )));

@@ -7,9 +7,8 @@
 //! Only the leader changes the membership: a follower forwards the change
 //! (`ForwardRequest::Membership`) and answers once it has applied it itself.
 //!
-//! A member's ID is derived from its peer URLs and the cluster token (`config::member_id`), on
-//! MemberAdd as on the member's first start, so the member started with those URLs is the one
-//! that was added. (etcd mixes the time in; re-adding the same URLs gives a new ID there.)
+//! MemberAdd gives the member a fresh ID (its peer URLs, the cluster token and the time, as
+//! etcd does); the member, started with those URLs, asks a running member for it (`join.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -131,10 +130,7 @@ impl Member {
                 if *learner && view.learners.len() >= LEARNERS_MAX {
                     return Err(MembershipRefusal::TooManyLearners);
                 }
-                let id = config::member_id(&peer_urls, &self.cluster_token);
-                if view.nodes.contains_key(&id) {
-                    return Err(MembershipRefusal::PeerUrlExists);
-                }
+                let id = new_member_id(&peer_urls, &self.cluster_token, &view);
                 view.check_can_add(self.id, *learner)?;
                 let node = MemberNode { name: String::new(), peer_urls };
                 let nodes = BTreeMap::from([(id, node)]);
@@ -275,6 +271,21 @@ fn heard_recently<I: openraft::Instant>(at: &Option<openraft::metrics::SerdeInst
 
 fn age<I: openraft::Instant>(at: &openraft::metrics::SerdeInstant<I>) -> Duration {
     openraft::Instant::elapsed(&**at)
+}
+
+/// A fresh ID for a member added with `peer_urls`: from the URLs, the cluster token and the
+/// time, as etcd makes one, so that a member removed and added again with the same URLs is a new
+/// member (it replays its old removal from the log without taking it for its own).
+fn new_member_id(peer_urls: &[String], token: &str, view: &View) -> u64 {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let mut salt = 0u32;
+    loop {
+        let id = config::member_id(peer_urls, &format!("{token}/{nanos}/{salt}"));
+        if !view.nodes.contains_key(&id) {
+            return id;
+        }
+        salt = salt.wrapping_add(1);
+    }
 }
 
 /// A majority of `voters`.

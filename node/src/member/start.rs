@@ -182,9 +182,10 @@ fn check_log_intact(
     }
 }
 
-/// The member's identity: read back from its data dir, or made on first start: the member ID
-/// from its peer URLs and the cluster token; the cluster ID from the initial members (a new
-/// cluster) or asked of the members already running (`--initial-cluster-state existing`).
+/// The member's identity: read back from its data dir, or made on first start: for a new
+/// cluster, the member ID from its peer URLs and the cluster token and the cluster ID from the
+/// initial members; joining an existing one, both asked of the members already running (the ID
+/// MemberAdd gave its peer URLs).
 async fn identity(
     engine: &Arc<dyn Engine>,
     config: &MemberConfig,
@@ -196,16 +197,16 @@ async fn identity(
         let identity: Identity = raft::decode(&bytes).map_err(storage_err)?;
         return Ok((identity, false));
     }
-    let member_id = config::member_id(&config.advertise_peer_urls, &config.initial_cluster_token);
-    let cluster_id = if config.initial_cluster_state_new {
+    let (member_id, cluster_id) = if config.initial_cluster_state_new {
         let member_ids: Vec<u64> = config
             .initial_cluster
             .iter()
             .map(|(_, urls)| config::member_id(urls, &config.initial_cluster_token))
             .collect();
-        config::cluster_id(&member_ids)
+        let member_id = config::member_id(&config.advertise_peer_urls, &config.initial_cluster_token);
+        (member_id, config::cluster_id(&member_ids))
     } else {
-        join::discover_cluster(config, secret, peer_tls, member_id).await?
+        join::discover_cluster(config, secret, peer_tls).await?
     };
     let identity = Identity { member_id, cluster_id, name: config.name.clone() };
     let mut batch = WriteBatch::new();

@@ -1,5 +1,5 @@
 //! The peer port's `Join` service: how a member started into an existing cluster learns the
-//! cluster's ID (which its peer token must name) and whether MemberAdd added it yet. It is
+//! cluster's ID (which its peer token must name) and the member ID MemberAdd gave its peer URLs. It is
 //! checked against the peer secret alone (`JoinGate`), since the asker cannot know the cluster
 //! ID yet, and answers nothing else: no Raft message, no data.
 
@@ -28,10 +28,19 @@ impl JoinService {
 #[tonic::async_trait]
 impl keel_proto::peer::join_server::Join for JoinService {
     async fn cluster(&self, request: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
-        let member_id = request.get_ref().member_id;
-        let metrics = self.raft.metrics();
-        let is_member = metrics.borrow_watched().membership_config.membership().get_node(&member_id).is_some();
-        Ok(Response::new(JoinResponse { cluster_id: self.cluster_id, is_member }))
+        let mut asked = request.into_inner().peer_urls;
+        asked.sort();
+        let config = self.raft.metrics().borrow_watched().membership_config.clone();
+        let member_id = config
+            .membership()
+            .nodes()
+            .find(|(_, node)| {
+                let mut urls = node.peer_urls.clone();
+                urls.sort();
+                !asked.is_empty() && urls == asked
+            })
+            .map_or(0, |(id, _)| *id);
+        Ok(Response::new(JoinResponse { cluster_id: self.cluster_id, member_id }))
     }
 }
 
@@ -59,12 +68,13 @@ impl tonic::service::Interceptor for JoinGate {
     }
 }
 
-/// Asks the member at `url` about the cluster, as member `member_id`.
-pub async fn ask(clients: &PeerClients, url: &str, member_id: u64) -> Result<JoinResponse, String> {
+/// Asks the member at `url` about the cluster, for the member with `peer_urls`.
+pub async fn ask(clients: &PeerClients, url: &str, peer_urls: &[String]) -> Result<JoinResponse, String> {
     let channel = clients.channel(url)?;
     let credentials: PeerCredentials = clients.credentials();
     let mut client = JoinClient::with_interceptor(channel, credentials);
-    let answer = client.cluster(JoinRequest { member_id }).await.map_err(|status| status.message().to_string())?;
+    let request = JoinRequest { peer_urls: peer_urls.to_vec() };
+    let answer = client.cluster(request).await.map_err(|status| status.message().to_string())?;
     Ok(answer.into_inner())
 }
 
