@@ -51,6 +51,9 @@ pub enum ServerError {
     BadLeaderTransferee,
     #[error("Peer URLs already exists")]
     PeerUrlExists,
+    /// A learner answers Status, MemberList and serializable Range only.
+    #[error("rpc not supported for learner")]
+    NotSupportedForLearner,
     #[error("too many learner members in cluster")]
     TooManyLearners,
     #[error("can only promote a learner member")]

@@ -265,3 +265,45 @@ async fn five_members_keep_serving_with_two_down() {
         assert_all_present(&keel, i, &acked).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_learner_serves_only_what_etcd_lets_it_until_promoted() {
+    let mut keel = TestCluster::start(Server::Keel, 3).await;
+    let mut client = keel.member_client(0).await;
+    client.put("seen-by-learner", "v", None).await.expect("put");
+    let slot = keel.add_member_slot();
+    let url = keel.members[slot].peer_url.clone();
+    let added = client.member_add([url.as_str()], Some(MemberAddOptions::new().with_is_learner())).await;
+    let learner_id = added.expect("add a learner").member().expect("the learner").id();
+    keel.start_member(slot);
+    let mut learner = keel.member_client(slot).await;
+    let serializable = || Some(etcd_client::GetOptions::new().with_serializable());
+    let caught_up = wait_for_some(Duration::from_secs(30), "the learner to catch up", || {
+        let mut learner = learner.clone();
+        async move {
+            let found = learner.get("seen-by-learner", serializable()).await.ok()?;
+            (found.kvs().len() == 1).then_some(())
+        }
+    })
+    .await;
+    caught_up.unwrap_or_else(|e| panic!("{e}\n{}", keel.all_logs()));
+
+    let refused = |error: etcd_client::Error| error.to_string().contains("etcdserver: rpc not supported for learner");
+    assert!(refused(learner.put("k", "v", None).await.expect_err("no writes on a learner")));
+    assert!(refused(learner.get("k", None).await.expect_err("no linearizable reads on a learner")));
+    assert!(learner.status().await.expect("status").is_learner());
+    assert_eq!(learner.member_list().await.expect("member list").members().len(), 4);
+
+    let promoted = wait_for_some(Duration::from_secs(20), "the learner's promotion", || {
+        let mut client = client.clone();
+        async move { client.member_promote(learner_id).await.ok() }
+    })
+    .await;
+    promoted.unwrap_or_else(|e| panic!("{e}\n{}", keel.all_logs()));
+    let wrote = wait_for_some(Duration::from_secs(10), "a write through the promoted member", || {
+        let mut learner = learner.clone();
+        async move { learner.put("k", "v", None).await.ok() }
+    })
+    .await;
+    wrote.unwrap_or_else(|e| panic!("{e}\n{}", keel.all_logs()));
+}

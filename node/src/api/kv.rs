@@ -40,6 +40,9 @@ impl PbKvService for KvService {
         let caller = caller(&self.member, &request).await?;
         let request = request.into_inner();
         validate::range(&request).map_err(|e| to_status(&e))?;
+        if !request.serializable && self.member.is_learner() {
+            return Err(to_status(&ServerError::NotSupportedForLearner));
+        }
         if !request.serializable {
             self.member.read_barrier().await.map_err(|e| to_status(&e))?;
         }

@@ -15,6 +15,7 @@ mod h2_authority;
 mod hpack;
 mod http;
 mod kv;
+mod learner_guard;
 mod lease;
 mod lock;
 mod maintenance;
@@ -102,6 +103,7 @@ pub fn client_router(member: Arc<Member>, decoding_limit: usize) -> Router {
     let routes = grpc
         .into_axum_router()
         .layer(axum::middleware::from_fn_with_state(member.clone(), native_guard::root_only_while_auth_is_on))
+        .layer(axum::middleware::from_fn_with_state(member.clone(), learner_guard::refuse_on_learners))
         .merge(http::router(member))
         .layer(axum::middleware::from_fn(transport_status::etcd_transport_errors));
     let routes = Routes::from(routes);

@@ -30,6 +30,7 @@ pub fn to_status(error: &ServerError) -> Status {
         ServerError::MemberNotFound => (Code::NotFound, "etcdserver: member not found"),
         ServerError::NotLeader => (Code::FailedPrecondition, "etcdserver: not leader"),
         ServerError::PeerUrlExists => (Code::FailedPrecondition, "etcdserver: Peer URLs already exists"),
+        ServerError::NotSupportedForLearner => (Code::Unavailable, "etcdserver: rpc not supported for learner"),
         ServerError::TooManyLearners => (Code::FailedPrecondition, "etcdserver: too many learner members in cluster"),
         ServerError::MemberNotLearner => (Code::FailedPrecondition, "etcdserver: can only promote a learner member"),
         ServerError::LearnerNotReady => {

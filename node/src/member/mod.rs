@@ -340,6 +340,14 @@ impl Member {
         }
     }
 
+    /// Whether this member is a learner now (it answers almost nothing: `api::learner_guard`).
+    pub fn is_learner(&self) -> bool {
+        let metrics = self.raft.metrics();
+        let config = metrics.borrow_watched().membership_config.clone();
+        let is_learner = config.membership().learner_ids().any(|id| id == self.id);
+        is_learner
+    }
+
     /// The members as Raft knows them, with what each published about itself.
     pub fn member_list(&self) -> Vec<MemberInfo> {
         let metrics = self.metrics();

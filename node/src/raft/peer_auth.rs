@@ -149,9 +149,13 @@ impl tonic::service::Interceptor for PeerCredentials {
     }
 }
 
-/// The authenticated sender of a peer RPC, put in the request's extensions by `PeerGate`.
+/// The authenticated sender of a peer RPC, put in the request's extensions by `PeerGate`:
+/// its ID, and whether it is a member in this member's view of the membership.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PeerSender(pub MemberId);
+pub struct PeerSender {
+    pub id: MemberId,
+    pub known: bool,
+}
 
 /// The peer server's interceptor: admits current members of this cluster that present the
 /// cluster's token, and refuses everyone else with `UNAUTHENTICATED` before the body is read.
@@ -169,7 +173,10 @@ impl PeerGate {
         PeerGate { token: secret.token.clone(), member_id, cluster_id, raft, refusals: std::sync::Arc::default() }
     }
 
-    fn admit(&self, metadata: &MetadataMap) -> Result<MemberId, Refusal> {
+    /// The sender, if it holds the cluster's secret and names this cluster, and whether it is
+    /// a member as far as this member knows (the handlers decide what a sender that is not may
+    /// do: a leader newer than what this member has applied may be one it never heard of).
+    fn admit(&self, metadata: &MetadataMap) -> Result<PeerSender, Refusal> {
         if !super::join::has_token(&self.token, metadata) {
             return Err(Refusal::Token);
         }
@@ -187,10 +194,8 @@ impl PeerGate {
         // A member that joins an existing cluster knows no membership until the leader's first
         // entries reach it: until then any holder of the cluster's secret may speak to it.
         let knows_members = membership.nodes().next().is_some();
-        if knows_members && membership.get_node(&sender).is_none() {
-            return Err(Refusal::NotMember(sender));
-        }
-        Ok(sender)
+        let known = !knows_members || membership.get_node(&sender).is_some();
+        Ok(PeerSender { id: sender, known })
     }
 }
 
@@ -225,7 +230,7 @@ impl tonic::service::Interceptor for PeerGate {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         match self.admit(request.metadata()) {
             Ok(sender) => {
-                request.extensions_mut().insert(PeerSender(sender));
+                request.extensions_mut().insert(sender);
                 Ok(request)
             }
             Err(refusal) => {
@@ -264,11 +269,43 @@ impl RefusalLog {
 
 /// The authenticated sender of `request`; every peer handler calls this first.
 pub fn sender<T>(request: &Request<T>) -> Result<MemberId, Status> {
+    claimed_sender(request)?.as_member()
+}
+
+/// Who the gate admitted, before the handler decides what it may do.
+pub fn claimed_sender<T>(request: &Request<T>) -> Result<PeerSender, Status> {
     request
         .extensions()
         .get::<PeerSender>()
-        .map(|sender| sender.0)
+        .copied()
         .ok_or_else(|| Status::unauthenticated("keel: peer refused: no peer identity"))
+}
+
+impl PeerSender {
+    /// A member this member knows: votes and forwarded requests come only from those.
+    pub fn as_member(self) -> Result<MemberId, Status> {
+        if !self.known {
+            return Err(not_a_member(self.id));
+        }
+        Ok(self.id)
+    }
+
+    /// The sender of a leader's message (AppendEntries, a snapshot, a leadership transfer) at
+    /// `term`: a member this member knows, or one leading at a term at least this member's
+    /// (`current_term`), which it cannot know yet when it is behind on membership changes (it
+    /// was down while members were replaced). Without the second, a lagging member would refuse
+    /// the only messages that could bring it up to date. An older term's stranger is a removed
+    /// member: refused.
+    pub fn as_leader(self, term: u64, current_term: u64) -> Result<MemberId, Status> {
+        if !self.known && term < current_term {
+            return Err(not_a_member(self.id));
+        }
+        Ok(self.id)
+    }
+}
+
+fn not_a_member(id: MemberId) -> Status {
+    Status::unauthenticated(format!("keel: peer refused: {}", Refusal::NotMember(id)))
 }
 
 /// The peer secret file of a member that made its own.

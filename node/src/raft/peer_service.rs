@@ -13,14 +13,14 @@ use std::time::Duration;
 use futures::StreamExt;
 use keel_proto::peer::peer_server::Peer;
 use keel_proto::peer::{RaftMessage, SnapshotChunk};
-use openraft::raft::TransferLeaderRequest;
+use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::codec::{decode, encode};
 use super::lease_authority::LeaseTime;
-use super::peer_auth::sender;
+use super::peer_auth::{claimed_sender, sender, PeerSender};
 use super::snapshot::{self, SnapshotFile};
 use super::{peer_checks, MemberId, ReadPolicy, SnapshotMeta, Vote};
 use crate::command::{Command, CommandResponse};
@@ -99,11 +99,12 @@ impl PeerService {
     /// ends early leaves no file behind.
     async fn receive_snapshot(
         &self,
-        sender: MemberId,
+        claimed: PeerSender,
         mut stream: Streaming<SnapshotChunk>,
     ) -> Result<(Vote, SnapshotMeta, SnapshotFile), Status> {
         let first = stream.next().await.ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
         let (vote, meta): (Vote, SnapshotMeta) = decode(&first.header).map_err(invalid)?;
+        let sender = claimed.as_leader(vote.leader_id.term, self.member.raft_term())?;
         peer_checks::snapshot(&vote, &meta, sender).map_err(invalid)?;
         tokio::fs::create_dir_all(&self.incoming_dir).await.map_err(internal)?;
         let name = format!("{INCOMING_PREFIX}{}{INCOMING_SUFFIX}", rand::random::<u64>());
@@ -186,8 +187,9 @@ const READ_INDEX_TIMEOUT: Duration = Duration::from_secs(5);
 #[tonic::async_trait]
 impl Peer for PeerService {
     async fn append_entries(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        let sender = sender(&request)?;
-        let rpc = decode(&request.into_inner().data).map_err(invalid)?;
+        let claimed = claimed_sender(&request)?;
+        let rpc: AppendEntriesRequest<super::TypeConfig> = decode(&request.into_inner().data).map_err(invalid)?;
+        let sender = claimed.as_leader(rpc.vote.leader_id.term, self.member.raft_term())?;
         peer_checks::append_entries(&rpc, sender).map_err(invalid)?;
         let response = self.member.raft().append_entries(rpc).await.map_err(|e| Status::unavailable(e.to_string()))?;
         reply(&response)
@@ -205,8 +207,8 @@ impl Peer for PeerService {
         &self,
         request: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<RaftMessage>, Status> {
-        let sender = sender(&request)?;
-        let (vote, meta, file) = self.receive_snapshot(sender, request.into_inner()).await?;
+        let claimed = claimed_sender(&request)?;
+        let (vote, meta, file) = self.receive_snapshot(claimed, request.into_inner()).await?;
         let snapshot = openraft::alias::SnapshotOf::<super::TypeConfig, SnapshotFile> { meta, snapshot: file };
         let response = self
             .member
@@ -218,8 +220,9 @@ impl Peer for PeerService {
     }
 
     async fn transfer_leader(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        let sender = sender(&request)?;
+        let claimed = claimed_sender(&request)?;
         let rpc: TransferLeaderRequest<super::TypeConfig> = decode(&request.into_inner().data).map_err(invalid)?;
+        let sender = claimed.as_leader(rpc.from_leader().leader_id.term, self.member.raft_term())?;
         peer_checks::transfer_leader(&rpc, sender).map_err(invalid)?;
         let response =
             self.member.raft().handle_transfer_leader(rpc).await.map_err(|e| Status::unavailable(e.to_string()))?;
