@@ -50,6 +50,14 @@ impl Member {
         }
     }
 
+    /// Waits until no proposal of this member is in flight, at most `patience`.
+    pub async fn wait_for_proposals(&self, patience: Duration) {
+        let deadline = std::time::Instant::now() + patience;
+        while self.server_counters().1 > 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     async fn transfer_to(&self, target: u64, patience: Duration) -> Result<(), ServerError> {
         self.raft.trigger().transfer_leader(target).await.map_err(|_| ServerError::Stopped)?;
         let led = self.raft.wait(Some(patience)).metrics(|m| m.current_leader == Some(target), "the new leader").await;

@@ -490,6 +490,9 @@ impl RunningMember {
         // While everything still serves: a leader hands over first, so that the others elect
         // no one after an election timeout and requests in flight are forwarded, not failed.
         self.member.hand_over_leadership(HAND_OVER_PATIENCE).await;
+        // Proposals in flight (a former leader's among them) are answered before the servers
+        // are told to stop: their clients get an answer, not a closed connection.
+        self.member.wait_for_proposals(SHUTDOWN_GRACE).await;
         let _ = self.stop_tx.send(true);
         self.member.shared.hub().stop();
         let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
