@@ -52,6 +52,9 @@ fn scrub(cluster: &TestCluster, new_urls: &[(&str, &str)], output: &EtcdctlOutpu
                 members.sort_unstable();
                 format!("ETCD_INITIAL_CLUSTER=\"{}\"", members.join(","))
             }
+            // etcdctl prints IDs with `%16x`: an ID with a leading zero digit is padded with a
+            // space, which the ID's normalisation leaves behind.
+            None if line.starts_with("Member ") => line.split_whitespace().collect::<Vec<_>>().join(" "),
             None => line.to_string(),
         })
         .collect();
