@@ -235,15 +235,7 @@ pub fn summarize_from(mut input: impl BufRead + Seek, total_bytes: u64) -> io::R
     let trailed = matches!(version(&magic)?, Version::Trailed);
     let meta: SnapshotMeta = decode(&read_chunk(&mut input)?)?;
     let (mut records, mut revision) = (0u64, 1i64);
-    loop {
-        let mut tag = [0u8; 1];
-        input.read_exact(&mut tag)?;
-        if tag[0] == END {
-            break;
-        }
-        let table = table_for_tag(tag[0]).ok_or_else(|| invalid("unknown table tag in snapshot"))?;
-        let key = read_chunk(&mut input)?;
-        let value = read_chunk(&mut input)?;
+    while let Some((table, key, value)) = next_record(&mut input)? {
         if table == Table::StateMeta {
             revision = crate::mvcc::current_revision_record(&key, &value).unwrap_or(revision);
         }
@@ -290,15 +282,7 @@ pub fn install_prefix(engine: &Arc<dyn Engine>, path: &Path, length: u64) -> io:
     for (_, table) in SNAPSHOT_TABLES {
         delete_whole_table(engine, table, &mut batch)?;
     }
-    loop {
-        let mut tag = [0u8; 1];
-        input.read_exact(&mut tag)?;
-        if tag[0] == END {
-            break;
-        }
-        let table = table_for_tag(tag[0]).ok_or_else(|| invalid("unknown table tag in snapshot"))?;
-        let key = read_chunk(&mut input)?;
-        let value = read_chunk(&mut input)?;
+    while let Some((table, key, value)) = next_record(&mut input)? {
         batch.put(table, key, value);
         if batch.len() >= INSTALL_BATCH_RECORDS {
             engine.write(std::mem::take(&mut batch), Durability::Buffered).map_err(io::Error::other)?;
@@ -319,6 +303,22 @@ fn delete_whole_table(engine: &Arc<dyn Engine>, table: Table, batch: &mut WriteB
         batch.delete_range(table, Vec::new(), end);
     }
     Ok(())
+}
+
+/// One record of a snapshot: its table, key and value.
+type Record = (Table, Vec<u8>, Vec<u8>);
+
+/// The next record after the header; `None` at the `END` tag.
+fn next_record(input: &mut impl Read) -> io::Result<Option<Record>> {
+    let mut tag = [0u8; 1];
+    input.read_exact(&mut tag)?;
+    if tag[0] == END {
+        return Ok(None);
+    }
+    let table = table_for_tag(tag[0]).ok_or_else(|| invalid("unknown table tag in snapshot"))?;
+    let key = read_chunk(input)?;
+    let value = read_chunk(input)?;
+    Ok(Some((table, key, value)))
 }
 
 fn read_header(input: &mut impl Read) -> io::Result<SnapshotMeta> {
