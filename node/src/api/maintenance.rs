@@ -86,7 +86,7 @@ impl PbMaintenanceService for MaintenanceService {
         let metrics = self.member.metrics();
         let revision = self.member.shared().mvcc().current_revision();
         let db_size = i64::try_from(self.member.db_size_bytes()).unwrap_or(i64::MAX);
-        let is_learner = metrics.membership_config.membership().learner_ids().any(|id| id == self.member.id);
+        let is_learner = self.member.is_learner();
         Ok(Response::new(PbStatusResponse {
             header: header(&self.member, revision),
             version: ETCD_COMPATIBLE_VERSION.to_string(),

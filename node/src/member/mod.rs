@@ -340,12 +340,16 @@ impl Member {
         }
     }
 
-    /// Whether this member is a learner now (it answers almost nothing: `api::learner_guard`).
+    /// Whether this member serves as a learner now (it answers almost nothing:
+    /// `api::learner_guard`): it is not a voter in the membership it knows. That includes a
+    /// member that has just joined and not yet received the log entry that lists it: it
+    /// cannot know yet whether it may vote, and it holds nothing, so it must not take writes
+    /// or answer linearizable reads (etcd's joiner knows its role from its peers at start).
     pub fn is_learner(&self) -> bool {
         let metrics = self.raft.metrics();
         let config = metrics.borrow_watched().membership_config.clone();
-        let is_learner = config.membership().learner_ids().any(|id| id == self.id);
-        is_learner
+        let is_voter = config.membership().voter_ids().any(|id| id == self.id);
+        !is_voter
     }
 
     /// The members as Raft knows them, with what each published about itself.
