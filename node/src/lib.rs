@@ -47,5 +47,6 @@ pub mod raft;
 pub mod registry;
 pub mod storage;
 pub mod store;
+pub mod telemetry;
 pub mod tls;
 pub mod watch;

@@ -11,6 +11,7 @@ mod convert;
 mod election;
 mod events;
 mod events_consume;
+mod grpc_metrics;
 mod h2_authority;
 mod hpack;
 mod http;
@@ -105,7 +106,8 @@ pub fn client_router(member: Arc<Member>, decoding_limit: usize) -> Router {
         .layer(axum::middleware::from_fn_with_state(member.clone(), native_guard::root_only_while_auth_is_on))
         .layer(axum::middleware::from_fn_with_state(member.clone(), learner_guard::refuse_on_learners))
         .merge(http::router(member))
-        .layer(axum::middleware::from_fn(transport_status::etcd_transport_errors));
+        .layer(axum::middleware::from_fn(transport_status::etcd_transport_errors))
+        .layer(axum::middleware::from_fn(grpc_metrics::count_grpc_calls));
     let routes = Routes::from(routes);
     tonic::transport::Server::builder().accept_http1(true).add_routes(routes)
 }

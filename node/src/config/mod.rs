@@ -157,6 +157,12 @@ pub struct Flags {
     #[arg(long, env = "KEEL_LOG_LEVEL", default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
     pub log_level: String,
 
+    /// etcd's `--metrics`: basic or extensive. Keel always exports the extensive set (the gRPC
+    /// handling-time histograms included); the flag is accepted so that etcd's command lines
+    /// and configuration files work unchanged.
+    #[arg(long, env = "KEEL_METRICS", default_value = "basic", value_parser = ["basic", "extensive"])]
+    pub metrics: String,
+
     #[command(flatten)]
     pub disk: operations::DiskFlags,
 

@@ -209,6 +209,14 @@ fn decode_stored(key: &[u8], value: &[u8]) -> io::Result<Entry> {
     })
 }
 
+/// An fsync of the log, timed for `etcd_disk_wal_fsync_duration_seconds`.
+fn timed_sync(engine: &dyn Engine) -> Result<(), crate::storage::StorageError> {
+    let started = std::time::Instant::now();
+    let synced = engine.sync();
+    crate::telemetry::telemetry().wal_fsync(started.elapsed());
+    synced
+}
+
 fn run_syncer(engine: Arc<dyn Engine>, watermark: Arc<Watermark>, mut rx: mpsc::Receiver<SyncRequest>) {
     let mut waiting = Vec::new();
     while let Some(first) = rx.blocking_recv() {
@@ -226,8 +234,7 @@ fn run_syncer(engine: Arc<dyn Engine>, watermark: Arc<Watermark>, mut rx: mpsc::
         // Barriers alone need no fsync: they only wait for the requests before them.
         let result = match log_end {
             None => Ok(()),
-            Some(log_end) => engine
-                .sync()
+            Some(log_end) => timed_sync(engine.as_ref())
                 .map_err(|e| e.to_string())
                 .and_then(|()| watermark.raise_log_end(log_end).map_err(|e| format!("durability watermark: {e}"))),
         };
@@ -349,7 +356,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if from_another_leader {
             // A follower's append (see the module comment). The fsync covers every earlier write
             // too; a callback still queued at the syncer completes later and changes nothing.
-            let synced = self.engine.sync().map_err(io::Error::other);
+            let synced = timed_sync(self.engine.as_ref()).map_err(io::Error::other);
             callback.io_completed(synced.and_then(|()| self.watermark.raise_log_end(log_end)));
             return Ok(());
         }

@@ -147,14 +147,21 @@ impl Connection {
         Fut: Future<Output = Result<tonic::Response<RaftMessage>, tonic::Status>>,
     {
         let data = encode(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let telemetry = crate::telemetry::telemetry();
+        telemetry.peer_sent(self.target, data.len());
         let call = rpc(self.client()?, RaftMessage { data });
         let response = match tokio::time::timeout(timeout, call).await {
             Err(_) => {
-                return Err(RPCError::Unreachable(Unreachable::from_string(format!("peer {} timed out", self.target))))
+                telemetry.peer_send_failed(self.target);
+                return Err(RPCError::Unreachable(Unreachable::from_string(format!("peer {} timed out", self.target))));
             }
-            Ok(Err(status)) => return Err(status_to_rpc_error(status)),
+            Ok(Err(status)) => {
+                telemetry.peer_send_failed(self.target);
+                return Err(status_to_rpc_error(status));
+            }
             Ok(Ok(response)) => response.into_inner(),
         };
+        telemetry.peer_received(self.target, response.data.len());
         decode(&response.data).map_err(|e| RPCError::Network(NetworkError::new(&e)))
     }
 }
@@ -204,8 +211,15 @@ impl RaftNetworkV2<TypeConfig> for Connection {
         // can take longer, and timing it out would resend it forever: replication would stall.
         let timeout = option.hard_ttl().max(APPEND_ENTRIES_TIMEOUT_MIN);
         let (rpc, last_sent) = fit_append(rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        // A heartbeat's answer waits for no disk: its round trip is the network's (etcd's
+        // `etcd_network_peer_round_trip_time_seconds`).
+        let is_heartbeat = rpc.entries.is_empty();
+        let started = std::time::Instant::now();
         let response: AppendEntriesResponse<TypeConfig> =
             self.call(&rpc, timeout, |mut c, m| async move { c.append_entries(m).await }).await?;
+        if is_heartbeat {
+            crate::telemetry::telemetry().peer_round_trip(self.target, started.elapsed());
+        }
         Ok(match (response, last_sent) {
             // Only a prefix went: it is all the follower can have matched.
             (AppendEntriesResponse::Success, Some(last_sent)) => AppendEntriesResponse::PartialSuccess(Some(last_sent)),

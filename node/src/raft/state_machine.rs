@@ -315,7 +315,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             // One atomic batch: the keyspace and the log id it reflects never disagree on disk.
             let written = mvcc.take_changes().and_then(|mut batch| {
                 batch.ops.extend(extra.ops);
-                self.engine.write(batch, Durability::Buffered)
+                let started = std::time::Instant::now();
+                let written = self.engine.write(batch, Durability::Buffered);
+                crate::telemetry::telemetry().backend_commit(started.elapsed());
+                written
             });
             written.map_err(|error| {
                 tracing::error!(applied = ?self.applied, "cannot write applied entries: {error}; stopping");
