@@ -180,3 +180,112 @@ async fn corrupt_refuses_every_change_on_every_member_until_deactivated_and_surv
     let listed = client.alarm(AlarmAction::Get, AlarmType::None, None).await.expect("list");
     assert!(listed.alarms().is_empty(), "nothing raised: {} alarms", listed.alarms().len());
 }
+
+/// A tmpfs mounted for one test, unmounted (lazily: a member may still hold files) when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// `None` where this machine does not let the test mount one (not root, no tmpfs).
+    fn mount(at: &std::path::Path, bytes: u64) -> Option<Tmpfs> {
+        std::fs::create_dir_all(at).expect("mount point");
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(at)
+            .output()
+            .map_err(|e| e.to_string())
+            .and_then(
+                |out| if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).into()) },
+            );
+        match mounted {
+            Ok(()) => Some(Tmpfs(at.to_path_buf())),
+            Err(why) => {
+                eprintln!("SKIPPED: a real full disk needs a small tmpfs, and mounting one failed here: {why}");
+                None
+            }
+        }
+    }
+
+    /// Space comes back: the filesystem grows to `bytes`.
+    fn grow(&self, bytes: u64) {
+        let status = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={bytes}")])
+            .arg(&self.0)
+            .status()
+            .expect("mount");
+        assert!(status.success(), "remount {}", self.0.display());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// `bytes` that do not compress (RocksDB compresses its tables with LZ4).
+fn incompressible(seed: u64, bytes: usize) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..bytes)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()[0]
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_filling_disk_stops_writes_with_nospace_and_the_member_serves_on_until_room_is_made() {
+    // A member whose data dir is on a 128 MiB filesystem and keeps 64 MiB of it free.
+    let mut keel = TestCluster::prepare(Server::Keel, 1, &["--min-free-disk-bytes", "67108864"]);
+    let Some(disk) = Tmpfs::mount(&keel.members[0].data_dir, 128 << 20) else { return };
+    keel.start_member(0);
+    keel.wait_ready().await;
+
+    // Writes of 256 KiB until one is refused; every acknowledged one is kept.
+    let mut client = keel.member_client(0).await;
+    let mut acked = std::collections::BTreeMap::new();
+    let mut refusal = None;
+    for i in 0..400u64 {
+        let (key, value) = (format!("disk/{i:03}"), incompressible(i, 256 << 10));
+        match client.put(key.clone(), value.clone(), None).await {
+            Ok(_) => {
+                acked.insert(key, value);
+            }
+            Err(error) => {
+                refusal = Some(error.to_string());
+                break;
+            }
+        }
+    }
+    let refusal = refusal.unwrap_or_else(|| panic!("100 MiB of writes fit in 64 MiB?\n{}", keel.all_logs()));
+    eprintln!("{} writes of 256 KiB acknowledged, then: {refusal}", acked.len());
+    assert!(refusal.contains("etcdserver: mvcc: database space exceeded"), "{refusal}\n{}", keel.all_logs());
+
+    // The member stays up: it lists its alarm, serves reads and deletes, refuses writes.
+    let alarms = client.alarm(AlarmAction::Get, AlarmType::None, None).await.expect("alarm list");
+    let member = alarms.alarms().first().map(|alarm| (alarm.alarm(), alarm.member_id()));
+    assert!(matches!(member, Some((AlarmType::Nospace, _))), "{member:?}");
+    let (first, value) = acked.iter().next().expect("one write fit");
+    let got = client.get(first.as_str(), None).await.expect("reads go on");
+    assert_eq!(got.kvs().first().map(|kv| kv.value()), Some(value.as_slice()));
+    client.delete(first.as_str(), None).await.expect("deletes go on");
+    acked.remove(&first.clone());
+    let again = client.put("disk/again", "v", None).await.expect_err("still refused").to_string();
+    assert!(again.contains("database space exceeded"), "{again}");
+
+    // Room is made: the filesystem grows; the operator disarms; writes come back, no restart.
+    disk.grow(512 << 20);
+    let member_id = member.map(|(_, id)| id).unwrap_or_default();
+    client.alarm(AlarmAction::Deactivate, AlarmType::Nospace, for_member(member_id)).await.expect("disarm");
+    client.put("disk/after", "v", None).await.expect("writes come back once room is made");
+    for (key, value) in &acked {
+        let got = client.get(key.as_str(), None).await.expect("get");
+        assert_eq!(got.kvs().first().map(|kv| kv.value()), Some(value.as_slice()), "{key} lost");
+    }
+    let logs = keel.all_logs();
+    assert!(logs.contains("nearly full") && !logs.contains("fatal"), "{logs}");
+    drop(keel);
+    drop(disk);
+}

@@ -194,6 +194,8 @@ pub struct MemberConfig {
     pub watch_progress_notify_interval: Duration,
     /// `--quota-backend-bytes`: `None` when off.
     pub quota_backend_bytes: Option<u64>,
+    /// `--min-free-disk-bytes`: 0 when off.
+    pub min_free_disk_bytes: u64,
     /// `--auto-compaction-mode` and `--auto-compaction-retention`: `None` when off.
     pub auto_compaction: Option<AutoCompaction>,
     /// Where the cluster's peer secret comes from (`--peer-secret-file`).
@@ -297,6 +299,7 @@ impl Flags {
             snapshot_catchup_entries: self.experimental_snapshot_catchup_entries,
             watch_progress_notify_interval: self.experimental_watch_progress_notify_interval,
             quota_backend_bytes: self.disk.quota()?,
+            min_free_disk_bytes: self.disk.min_free_disk_bytes,
             auto_compaction: self.disk.auto_compaction()?,
             peer_secret,
             listen_addresses_file: self.listen_addresses_file.clone(),

@@ -1,5 +1,6 @@
 //! The flags that keep a member's disk in check: etcd's `--quota-backend-bytes` and
-//! `--auto-compaction-mode` / `--auto-compaction-retention`, with etcd's defaults and parsing.
+//! `--auto-compaction-mode` / `--auto-compaction-retention`, with etcd's defaults and parsing,
+//! and Keel's `--min-free-disk-bytes`.
 
 use std::time::Duration;
 
@@ -22,6 +23,12 @@ pub struct DiskFlags {
     /// Auto compaction retention for mvcc key value store. 0 means disable auto compaction.
     #[arg(long, env = "KEEL_AUTO_COMPACTION_RETENTION", default_value = "0")]
     pub auto_compaction_retention: String,
+
+    /// Keel: while the data dir's filesystem has less than this many bytes free, refuse writes
+    /// that add data and raise this member's NOSPACE alarm, so that a filling disk stops writes
+    /// before the database meets ENOSPC (0: no reserve).
+    #[arg(long, env = "KEEL_MIN_FREE_DISK_BYTES", default_value_t = crate::member::DISK_RESERVE_BYTES_DEFAULT)]
+    pub min_free_disk_bytes: u64,
 }
 
 /// What the leader compacts on its own, if anything.
@@ -97,6 +104,7 @@ mod tests {
             quota_backend_bytes: 0,
             auto_compaction_mode: mode.into(),
             auto_compaction_retention: retention.into(),
+            min_free_disk_bytes: 0,
         }
     }
 

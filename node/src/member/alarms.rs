@@ -1,6 +1,6 @@
-//! A member's part in etcd's alarms and space quota: the quota check before a write is
-//! proposed and after writes are applied (raising this member's NOSPACE alarm when it fails), the
-//! alarms as the applied state holds them, and defragmentation.
+//! A member's part in etcd's alarms and space quota: the quota and disk-reserve checks before a
+//! write is proposed and after writes are applied (raising this member's NOSPACE alarm when one
+//! fails), the alarms as the applied state holds them, and defragmentation.
 
 use std::sync::Arc;
 
@@ -10,13 +10,15 @@ use crate::command::{AlarmAction, AlarmMember, AlarmRequest, AlarmType, Command}
 use crate::error::ServerError;
 use crate::mvcc::{EventKind, MvccError};
 
+use super::disk_reserve::Shortfall;
 use super::Member;
 
-/// Every member checks its own database after applying writes, as etcd's `quotaApplierV3` does:
-/// a member that a write took past the quota raises its own NOSPACE alarm, whichever member the
-/// client asked. Batches of deletes alone (which add nothing) are passed over.
+/// Every member checks its own database and disk after applying writes, as etcd's
+/// `quotaApplierV3` does: a member that a write took past the quota, or under its disk reserve,
+/// raises its own NOSPACE alarm, whichever member the client asked. Batches of deletes alone
+/// (which add nothing) are passed over.
 pub(super) async fn raise_when_full(member: Arc<Member>, mut stop_rx: watch::Receiver<bool>) {
-    if member.quota.limit().is_none() {
+    if member.quota.limit().is_none() && !member.disk_reserve.is_on() {
         return;
     }
     let mut applied = member.shared.hub().subscribe();
@@ -30,30 +32,60 @@ pub(super) async fn raise_when_full(member: Arc<Member>, mut stop_rx: watch::Rec
             Err(broadcast::error::RecvError::Lagged(_)) => true,
             Err(broadcast::error::RecvError::Closed) => return,
         };
-        if added && !member.quota.fits(member.engine.as_ref(), 0) {
-            member.raise_no_space().await;
+        if let (true, Err(full)) = (added, member.space_for(0)) {
+            member.raise_no_space(full).await;
         }
     }
 }
 
+/// Why a write that adds data does not fit.
+#[derive(Clone, Copy, Debug)]
+enum Full {
+    /// The database would pass `--quota-backend-bytes`.
+    Quota(Option<u64>),
+    /// The data dir's filesystem would have less than `--min-free-disk-bytes` free.
+    Disk(Shortfall),
+}
+
 impl Member {
     /// etcd's `quotaKVServer` check: a write that adds data and would take this member's
-    /// database past `--quota-backend-bytes` is refused, and this member's NOSPACE alarm raised
-    /// through the log (best effort: the refusal stands whether or not the alarm commits).
+    /// database past `--quota-backend-bytes`, or its disk under `--min-free-disk-bytes`, is
+    /// refused, and this member's NOSPACE alarm raised through the log (best effort: the
+    /// refusal stands whether or not the alarm commits).
     pub(super) async fn check_quota(&self, command: &Command, cost: usize) -> Result<(), ServerError> {
-        if !crate::apply::adds_data(command.inner()) || self.quota.fits(self.engine.as_ref(), cost) {
+        if !crate::apply::adds_data(command.inner()) {
             return Ok(());
         }
-        Box::pin(self.raise_no_space()).await;
-        Err(MvccError::NoSpace.into())
+        if let Err(full) = self.space_for(cost) {
+            Box::pin(self.raise_no_space(full)).await;
+            return Err(MvccError::NoSpace.into());
+        }
+        Ok(())
+    }
+
+    fn space_for(&self, cost: usize) -> Result<(), Full> {
+        if !self.quota.fits(self.engine.as_ref(), cost) {
+            return Err(Full::Quota(self.quota.limit()));
+        }
+        self.disk_reserve.check(cost).map_err(Full::Disk)
     }
 
     /// Raises this member's NOSPACE alarm through the log, unless it is active already.
-    async fn raise_no_space(&self) {
+    async fn raise_no_space(&self, full: Full) {
         if self.alarms(AlarmType::NoSpace).iter().any(|alarm| alarm.member_id == self.id) {
             return;
         }
-        tracing::warn!(quota = ?self.quota.limit(), "database space exceeded: raising the NOSPACE alarm");
+        match full {
+            Full::Quota(quota) => {
+                tracing::warn!(?quota, "database space exceeded: raising the NOSPACE alarm")
+            }
+            Full::Disk(Shortfall { free, reserve }) => tracing::warn!(
+                free,
+                reserve,
+                "the data dir's disk is nearly full (--min-free-disk-bytes): raising the NOSPACE alarm; \
+                 make room, then disarm it (etcdctl alarm disarm)"
+            ),
+        }
         let raise = AlarmRequest { action: AlarmAction::Activate, member_id: self.id, alarm: AlarmType::NoSpace };
         if let Err(error) = self.propose(raise).await {
             tracing::warn!("cannot raise the NOSPACE alarm: {error}");

@@ -9,6 +9,7 @@ mod auto_compact;
 mod background;
 pub mod backup;
 mod counters;
+mod disk_reserve;
 pub mod format;
 mod forward_writes;
 mod join;
@@ -41,6 +42,7 @@ use crate::watch::SessionLimits;
 
 pub use auth::Credentials;
 pub use backup::BackupFile;
+pub use disk_reserve::DISK_RESERVE_BYTES_DEFAULT;
 pub use membership::{removed, MembershipChange, MembershipRefusal};
 pub use quota::QUOTA_BYTES_DEFAULT;
 pub use start::{start, RunningMember, StartError};
@@ -87,6 +89,7 @@ pub struct Member {
     /// `--client-cert-auth`: a verified client certificate's CN is its sender's user name.
     client_cert_auth: bool,
     quota: quota::Quota,
+    disk_reserve: disk_reserve::DiskReserve,
     /// Where Maintenance.Snapshot writes the backups it streams.
     backup_dir: std::path::PathBuf,
     /// `--initial-cluster-token`: members' IDs derive from it and their peer URLs.

@@ -15,8 +15,8 @@ use tokio::task::JoinSet;
 
 use super::accept::accepted;
 use super::{
-    alarms, auto_compact, background, backup, format, forward_writes, join, listen_report, quota, read_barrier,
-    restore, ForwardCounts, Identity, Member, IDENTITY_KEY,
+    alarms, auto_compact, background, backup, disk_reserve, format, forward_writes, join, listen_report, quota,
+    read_barrier, restore, ForwardCounts, Identity, Member, IDENTITY_KEY,
 };
 use crate::config::{self, MemberConfig};
 use crate::lease;
@@ -341,6 +341,7 @@ pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
         tokens,
         client_cert_auth: config.client_tls.as_ref().is_some_and(|tls| tls.client_cert_auth),
         quota: quota::Quota::new(config.quota_backend_bytes),
+        disk_reserve: disk_reserve::DiskReserve::new(&config.data_dir, config.min_free_disk_bytes),
         backup_dir: backup_dir.clone(),
         cluster_token: config.initial_cluster_token.clone(),
     });
