@@ -15,21 +15,36 @@ pub(crate) struct ServerCounters {
     leader_changes: AtomicU64,
     proposals_pending: AtomicU64,
     proposals_failed: AtomicU64,
+    /// Writes followers forwarded to this member (as their leader) and not answered yet: not
+    /// etcd's pending proposals (those are a member's own), but a stopping member waits for
+    /// them as for its own.
+    forwarded_in_flight: AtomicU64,
 }
 
 /// One proposal in flight: pending until dropped (answered, failed or cancelled).
-pub(crate) struct Pending<'a>(&'a ServerCounters);
+pub(crate) struct Pending<'a>(&'a AtomicU64);
 
 impl Drop for Pending<'_> {
     fn drop(&mut self) {
-        self.0.proposals_pending.fetch_sub(1, Ordering::Relaxed);
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 impl ServerCounters {
     pub(crate) fn proposing(&self) -> Pending<'_> {
         self.proposals_pending.fetch_add(1, Ordering::Relaxed);
-        Pending(self)
+        Pending(&self.proposals_pending)
+    }
+
+    /// A follower's forwarded write, in flight until dropped.
+    pub(crate) fn serving_forwarded(&self) -> Pending<'_> {
+        self.forwarded_in_flight.fetch_add(1, Ordering::Relaxed);
+        Pending(&self.forwarded_in_flight)
+    }
+
+    /// Proposals of this member and followers' writes it is serving, not answered yet.
+    pub(crate) fn in_flight(&self) -> u64 {
+        self.proposals_pending.load(Ordering::Relaxed).saturating_add(self.forwarded_in_flight.load(Ordering::Relaxed))
     }
 
     pub(crate) fn proposal_failed(&self) {

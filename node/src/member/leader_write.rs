@@ -36,6 +36,7 @@ impl Member {
             };
             return Err(ForwardError::Refused(refusal));
         }
+        let _in_flight = self.counters.serving_forwarded();
         self.write_as_leader(command).await
     }
 

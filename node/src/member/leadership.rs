@@ -12,6 +12,9 @@ use super::Member;
 /// How long a transfer may take before MoveLeader gives up (etcd waits its request timeout).
 pub const TRANSFER_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a transfer waits for the target to lead before asking it again.
+const TRANSFER_RETRY: Duration = Duration::from_millis(500);
+
 impl Member {
     /// etcd's MoveLeader: only the leader moves its leadership, to a voter, and answers once
     /// the target leads.
@@ -50,21 +53,44 @@ impl Member {
         }
     }
 
-    /// Waits until no proposal of this member is in flight, at most `patience`.
+    /// Waits until no proposal of this member, and no write a follower forwarded to it while
+    /// it led, is in flight, at most `patience`. A former leader answers those once the new
+    /// leader commits them, which it learns as a follower: its Raft must still run.
     pub async fn wait_for_proposals(&self, patience: Duration) {
         let deadline = std::time::Instant::now() + patience;
-        while self.server_counters().1 > 0 && std::time::Instant::now() < deadline {
+        while self.counters.in_flight() > 0 && std::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
+    /// Asks `target` to take over, again every `TRANSFER_RETRY` until it leads or `patience`
+    /// runs out. The target refuses while its log is behind the leader's (openraft waits an
+    /// election timeout for it to catch up, then gives up), and a leader that is transferring
+    /// takes no writes meanwhile: asking again soon costs nothing, waiting out the patience
+    /// costs every client its writes for that long.
     async fn transfer_to(&self, target: u64, patience: Duration) -> Result<(), ServerError> {
-        self.raft.trigger().transfer_leader(target).await.map_err(|_| ServerError::Stopped)?;
-        let led = self.raft.wait(Some(patience)).metrics(|m| m.current_leader == Some(target), "the new leader").await;
-        match led {
-            Ok(_) => Ok(()),
-            Err(openraft::metrics::WaitError::ShuttingDown) => Err(ServerError::Stopped),
-            Err(_) => Err(ServerError::LeaderTransferTimeout),
+        let deadline = std::time::Instant::now() + patience;
+        loop {
+            self.raft.trigger().transfer_leader(target).await.map_err(|_| ServerError::Stopped)?;
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let wait = left.min(TRANSFER_RETRY);
+            let led = self.raft.wait(Some(wait)).metrics(|m| m.current_leader == Some(target), "the new leader").await;
+            match led {
+                Ok(_) => return Ok(()),
+                Err(openraft::metrics::WaitError::ShuttingDown) => return Err(ServerError::Stopped),
+                Err(_) if wait == left => return Err(ServerError::LeaderTransferTimeout),
+                Err(_) => match self.metrics().current_leader {
+                    // Still leading: the target refused or has not heard; ask again (the
+                    // trigger is ignored once this member no longer leads).
+                    Some(leader) if leader == self.id => {
+                        tracing::debug!(to = %format!("{target:x}"), "the leadership transfer is slow; asking again")
+                    }
+                    // Another member won an election that overtook the transfer.
+                    Some(_) => return Err(ServerError::LeaderTransferTimeout),
+                    // An election is under way: wait for its outcome.
+                    None => {}
+                },
+            }
         }
     }
 }
