@@ -339,8 +339,8 @@ impl Cluster {
         let mut client = self.client_of_others(index).await?;
         let id = self.member_id(&mut client, index).await?;
         client.member_remove(id).await.with_context(|| format!("removing {}", self.members[index].name))?;
-        // The machine is gone, as in an operator's replacement: a removed leader would stop by
-        // itself, a removed follower is only refused by the others.
+        // The machine is gone, as in an operator's replacement (a removed member would stop by
+        // itself too, once it notices: the nemesis does not wait for that).
         self.kill(index).await?;
         let data_dir = self.flag(index, "--data-dir").context("no --data-dir")?;
         match std::fs::remove_dir_all(&data_dir) {

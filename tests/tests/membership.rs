@@ -211,6 +211,24 @@ async fn a_removed_leader_steps_down_and_exits_and_the_rest_go_on() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_removed_follower_stops_by_itself_as_etcds_does() {
+    let mut keel = TestCluster::start(Server::Keel, 3).await;
+    let leader = keel.leader().await;
+    let follower = (0..3).find(|i| *i != leader).expect("a follower");
+    let follower_id =
+        ids(&keel).await.into_iter().find(|(name, _)| *name == keel.members[follower].name).expect("id").1;
+    let mut client = keel.member_client(leader).await;
+    client.member_remove(follower_id).await.expect("remove a follower");
+    // It hears no leader any more, campaigns, and the others refuse it as a stranger.
+    let exit = keel.wait_exit(follower, Duration::from_secs(20)).await;
+    let exit = exit.unwrap_or_else(|e| panic!("the removed follower stays up: {e}\n{}", keel.all_logs()));
+    assert!(exit.success(), "exits cleanly: {exit}");
+    assert!(keel.members[follower].logs().contains("permanently removed from the cluster"));
+    client.put("after", "v", None).await.expect("the other two go on");
+    assert_eq!(client.member_list().await.expect("list").members().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_change_while_a_member_is_cut_off_is_refused_as_etcd_refuses_it() {
     let keel = TestCluster::start(Server::Keel, 3).await;
     let leader = keel.leader().await;

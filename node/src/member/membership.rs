@@ -322,17 +322,45 @@ const REMOVED_GRACE: Duration = Duration::from_millis(500);
 async fn wait_until_removed(member: &Member) {
     let mut was_member = false;
     let mut metrics = member.raft.metrics();
+    let mut refused = member.peers.refused_as_stranger();
     loop {
-        let config = metrics.borrow_watched().committed_membership_config.clone();
-        let membership = config.membership();
+        let (committed, latest) = {
+            let metrics = metrics.borrow_watched();
+            (metrics.committed_membership_config.clone(), metrics.membership_config.clone())
+        };
+        let membership = committed.membership();
         let (known, present) = (membership.nodes().next().is_some(), membership.get_node(&member.id).is_some());
         match (known, present) {
             (true, true) => was_member = true,
             (true, false) if was_member => return,
             _ => {}
         }
-        if metrics.changed().await.is_err() {
-            return std::future::pending().await;
+        // A removed follower seldom sees its removal committed: the leader stops replicating to
+        // it as soon as it appends the configuration without it. It learns it from the last
+        // configuration it did receive, which leaves it out, and from the others, which refuse
+        // its messages (its votes, once it hears no leader) as a stranger's.
+        if was_member && *refused.borrow() && leaves_out(latest.membership(), member.id) {
+            return;
+        }
+        tokio::select! {
+            changed = metrics.changed() => {
+                if changed.is_err() {
+                    return std::future::pending().await;
+                }
+            }
+            changed = refused.changed() => {
+                if changed.is_err() {
+                    return std::future::pending().await;
+                }
+            }
         }
     }
+}
+
+/// Whether the newest configuration of `membership` (the target of a joint change) has no
+/// place for `id`, neither as a voter nor as a learner.
+fn leaves_out(membership: &openraft::Membership<u64, MemberNode>, id: u64) -> bool {
+    let votes = membership.get_joint_config().last().is_some_and(|voters| voters.contains(&id));
+    let learns = membership.learner_ids().any(|learner| learner == id);
+    !(votes || learns)
 }

@@ -53,6 +53,8 @@ pub struct PeerClients {
     credentials: PeerCredentials,
     /// For https:// peer URLs: the peer CA and this member's certificate (`--peer-*` flags).
     tls: Option<ClientTlsConfig>,
+    /// Set once a peer refused this member as not a member of the cluster.
+    refused_as_stranger: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl PeerClients {
@@ -63,7 +65,20 @@ impl PeerClients {
         tls: Option<ClientTlsConfig>,
         source_address: Option<std::net::IpAddr>,
     ) -> Self {
-        PeerClients { clients: Arc::default(), source_address, credentials, tls }
+        let refused_as_stranger = Arc::new(tokio::sync::watch::Sender::new(false));
+        PeerClients { clients: Arc::default(), source_address, credentials, tls, refused_as_stranger }
+    }
+
+    /// Whether a peer has refused this member as not a member of the cluster: what a removed
+    /// member hears (etcd's peers answer a removed member 410 Gone).
+    pub fn refused_as_stranger(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.refused_as_stranger.subscribe()
+    }
+
+    fn note_refusal(&self, status: &tonic::Status) {
+        if status.code() == tonic::Code::Unauthenticated && status.message().contains(super::peer_auth::NOT_A_MEMBER) {
+            self.refused_as_stranger.send_if_modified(|refused| !std::mem::replace(refused, true));
+        }
     }
 
     /// A client for `url`, connecting lazily on first use and reconnecting after failures.
@@ -122,7 +137,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = Connection;
 
     async fn new_client(&mut self, target: MemberId, node: &MemberNode) -> Self::Network {
-        Connection { target, client: self.clients.for_member(node) }
+        Connection { target, client: self.clients.for_member(node), clients: self.clients.clone() }
     }
 }
 
@@ -130,6 +145,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 pub struct Connection {
     target: MemberId,
     client: Result<PeerClient, String>,
+    clients: PeerClients,
 }
 
 type RpcResult<T> = Result<T, RPCError<TypeConfig>>;
@@ -157,6 +173,7 @@ impl Connection {
             }
             Ok(Err(status)) => {
                 telemetry.peer_send_failed(self.target);
+                self.clients.note_refusal(&status);
                 return Err(status_to_rpc_error(status));
             }
             Ok(Ok(response)) => response.into_inner(),

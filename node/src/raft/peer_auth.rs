@@ -204,6 +204,10 @@ fn hex_header(metadata: &MetadataMap, name: &str) -> Option<u64> {
     u64::from_str_radix(text, 16).ok()
 }
 
+/// How a refusal names a sender that is not (or no longer) a member: a removed member learns
+/// of its removal from these words (`network::PeerClients::note_refusal`).
+pub(crate) const NOT_A_MEMBER: &str = "is not a member of this cluster";
+
 /// Why a peer RPC was refused; the message goes back to the caller and into our log.
 #[derive(Debug)]
 enum Refusal {
@@ -221,7 +225,7 @@ impl std::fmt::Display for Refusal {
             }
             Refusal::Malformed => f.write_str("malformed peer identity"),
             Refusal::Cluster(id) => write!(f, "request cluster ID mismatch (got {id:x})"),
-            Refusal::NotMember(id) => write!(f, "{id:x} is not a member of this cluster"),
+            Refusal::NotMember(id) => write!(f, "{id:x} {NOT_A_MEMBER}"),
         }
     }
 }
