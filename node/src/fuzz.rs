@@ -97,6 +97,7 @@ pub const TARGETS: &[Target] = &[
     ("backup_file", crate::member::backup::fuzz_backup_file),
     ("client_authority_fix", crate::api::fuzz_authority_fix),
     ("client_hpack", crate::api::fuzz_hpack_decode),
+    ("client_grpc_call_labels", crate::api::fuzz_call_labels),
     ("raft_watermark", crate::raft::watermark::fuzz_watermark),
     ("data_dir_format", crate::member::format::fuzz_parse),
     ("rocksdb_open_error", crate::storage::fuzz_open_error_text),
@@ -139,6 +140,7 @@ pub fn samples(target: &str) -> Vec<Vec<u8>> {
         "snapshot_file" => vec![raft::snapshot::sample_file()],
         "backup_file" => vec![crate::member::backup::sample_backup()],
         "data_dir_format" => vec![crate::member::format::encode(crate::member::format::CURRENT)],
+        "client_grpc_call_labels" => vec![b"/etcdserverpb.KV/Put\x000".to_vec(), b"/etcdserverpb.Watch/Watch".to_vec()],
         _ => Vec::new(),
     }
 }

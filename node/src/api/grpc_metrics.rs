@@ -24,7 +24,7 @@ use tonic::Code;
 use crate::telemetry::{telemetry, GrpcCall};
 
 /// Calls whose messages stream; every other method of the client API is unary.
-const STREAMING: [(&str, &str, &str); 7] = [
+const STREAMING: [(&str, &str, &str); 8] = [
     ("etcdserverpb.Watch", "Watch", "bidi_stream"),
     ("etcdserverpb.Lease", "LeaseKeepAlive", "bidi_stream"),
     ("etcdserverpb.Maintenance", "Snapshot", "server_stream"),
@@ -32,9 +32,8 @@ const STREAMING: [(&str, &str, &str); 7] = [
     ("keel.v1.Events", "Consume", "bidi_stream"),
     ("keel.v1.Registry", "Watch", "server_stream"),
     ("keel.v1.Config", "Watch", "server_stream"),
+    ("keel.v1.Store", "List", "server_stream"),
 ];
-/// `keel.v1.Store/List` streams too; listed apart only to keep the table above readable.
-const STORE_LIST: (&str, &str, &str) = ("keel.v1.Store", "List", "server_stream");
 
 /// The middleware: counts the call and wraps both bodies to count bytes and see its end.
 pub async fn count_grpc_calls(request: Request, next: Next) -> Response {
@@ -81,11 +80,7 @@ fn grpc_method(request: &Request) -> Option<(String, String)> {
 const NAME_MAX: usize = 64;
 
 fn call_kind(service: &str, method: &str) -> &'static str {
-    STREAMING
-        .iter()
-        .chain(std::iter::once(&STORE_LIST))
-        .find(|(s, m, _)| *s == service && *m == method)
-        .map_or("unary", |(_, _, kind)| kind)
+    STREAMING.iter().find(|(s, m, _)| *s == service && *m == method).map_or("unary", |(_, _, kind)| kind)
 }
 
 /// The status code in `headers` (a trailers-only answer, or the trailers), by Go's name.
@@ -205,6 +200,30 @@ impl http_body::Body for CountedBody {
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// Fuzz target `client_grpc_call_labels`: a request path and a `grpc-status` value from a
+/// client's bytes (split at the first NUL) become labels that are always bounded.
+pub fn fuzz_call_labels(data: &[u8]) {
+    let (path, status) = match data.iter().position(|b| *b == 0) {
+        Some(at) => (&data[..at], &data[at.saturating_add(1)..]),
+        None => (data, &[][..]),
+    };
+    let Ok(uri) = axum::http::Uri::try_from(path) else { return };
+    let Ok(request) =
+        axum::http::Request::builder().uri(uri).header("content-type", "application/grpc").body(Body::empty())
+    else {
+        return;
+    };
+    if let Some((service, method)) = grpc_method(&request) {
+        let _ = call_kind(&service, &method);
+        assert!(service.len() <= NAME_MAX.max(7) && method.len() <= NAME_MAX.max(7), "unbounded label");
+    }
+    let mut headers = HeaderMap::new();
+    if let Ok(value) = axum::http::HeaderValue::from_bytes(status) {
+        headers.insert("grpc-status", value);
+    }
+    let _ = header_code(&headers).map(go_code_name);
 }
 
 #[cfg(test)]

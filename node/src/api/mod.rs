@@ -42,6 +42,7 @@ use keel_model::auth::etcd::{AuthError, Caller};
 
 pub(crate) use events::check_topic;
 pub use events::EventsError;
+pub use grpc_metrics::fuzz_call_labels;
 pub use h2_authority::{fuzz_authority_fix, AuthorityFix};
 pub use hpack::fuzz_hpack_decode;
 pub use status::to_status;
