@@ -12,9 +12,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// The reserve when the flag is not given: room for RocksDB to flush its memtables (48 MiB at
-/// most, `storage::rocks`) and compact, with margin.
-pub const DISK_RESERVE_BYTES_DEFAULT: u64 = 128 << 20;
+/// The reserve when the flag is not given: room for RocksDB to flush all its memtables (48 MiB
+/// at most, `storage::rocks`), with margin. A large compaction can need more; running out then
+/// stops the member as before (nothing acknowledged is lost), so the reserve is a guard for the
+/// common case, kept small enough not to refuse writes on a small but healthy disk.
+pub const DISK_RESERVE_BYTES_DEFAULT: u64 = 64 << 20;
 
 /// How long a measured free space that had room is reused (a `statvfs` per write would be cheap,
 /// but one per applied batch on every member adds up for nothing: space moves slowly).
