@@ -16,6 +16,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 mod auth_samples;
+mod command_samples;
 mod samples;
 
 use samples::all_samples;
