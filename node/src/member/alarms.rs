@@ -42,7 +42,7 @@ pub(super) async fn raise_when_full(member: Arc<Member>, mut stop_rx: watch::Rec
 #[derive(Clone, Copy, Debug)]
 enum Full {
     /// The database would pass `--quota-backend-bytes`.
-    Quota(Option<u64>),
+    Quota,
     /// The data dir's filesystem would have less than `--min-free-disk-bytes` free.
     Disk(Shortfall),
 }
@@ -65,7 +65,7 @@ impl Member {
 
     fn space_for(&self, cost: usize) -> Result<(), Full> {
         if !self.quota.fits(self.engine.as_ref(), cost) {
-            return Err(Full::Quota(self.quota.limit()));
+            return Err(Full::Quota);
         }
         self.disk_reserve.check(cost).map_err(Full::Disk)
     }
@@ -76,8 +76,8 @@ impl Member {
             return;
         }
         match full {
-            Full::Quota(quota) => {
-                tracing::warn!(?quota, "database space exceeded: raising the NOSPACE alarm")
+            Full::Quota => {
+                tracing::warn!(quota = ?self.quota.limit(), "database space exceeded: raising the NOSPACE alarm")
             }
             Full::Disk(Shortfall { free, reserve }) => tracing::warn!(
                 free,
