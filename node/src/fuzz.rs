@@ -26,6 +26,17 @@ pub fn peer_append_entries(data: &[u8]) {
     }
 }
 
+/// An answer from a peer, as each of the member's peer calls reads one: an append stream's
+/// result, a unary AppendEntries', a vote's, a snapshot's, a transfer's, a forwarded request's.
+pub fn peer_answer(data: &[u8]) {
+    let _ = raft::decode::<openraft::raft::StreamAppendResult<TypeConfig>>(data);
+    let _ = raft::decode::<openraft::raft::AppendEntriesResponse<TypeConfig>>(data);
+    let _ = raft::decode::<openraft::raft::VoteResponse<TypeConfig>>(data);
+    let _ = raft::decode::<openraft::raft::SnapshotResponse<TypeConfig>>(data);
+    let _ = raft::decode::<openraft::raft::TransferLeaderResponse<TypeConfig>>(data);
+    let _ = raft::decode::<raft::ForwardResponse>(data);
+}
+
 /// A vote request from a peer.
 pub fn peer_vote(data: &[u8]) {
     if let Ok(rpc) = raft::decode::<VoteRequest<TypeConfig>>(data) {
@@ -88,6 +99,7 @@ pub type Target = (&'static str, fn(&[u8]));
 pub const TARGETS: &[Target] = &[
     ("peer_append_entries", peer_append_entries),
     ("peer_vote", peer_vote),
+    ("peer_answer", peer_answer),
     ("peer_transfer_leader", peer_transfer_leader),
     ("peer_forward", peer_forward),
     ("peer_snapshot_header", peer_snapshot_header),
@@ -137,6 +149,12 @@ pub fn samples(target: &str) -> Vec<Vec<u8>> {
             encoded(raft::encode(&ForwardRequest::Write(put.clone()))),
             encoded(raft::encode(&ForwardRequest::Writes(vec![put, txn]))),
         ],
+        "peer_answer" => {
+            let matched: openraft::raft::StreamAppendResult<TypeConfig> = Ok(Some(entry.log_id));
+            let conflict: openraft::raft::StreamAppendResult<TypeConfig> =
+                Err(openraft::raft::StreamAppendError::Conflict(entry.log_id));
+            vec![encoded(raft::encode(&matched)), encoded(raft::encode(&conflict))]
+        }
         "snapshot_file" => vec![raft::snapshot::sample_file()],
         "backup_file" => vec![crate::member::backup::sample_backup()],
         "data_dir_format" => vec![crate::member::format::encode(crate::member::format::CURRENT)],

@@ -36,6 +36,12 @@ pub const PEER_MESSAGE_BYTES_MAX: usize = (64 << 20) + (1 << 20);
 /// larger than this still goes alone.
 pub const PEER_APPEND_BYTES_MAX: usize = 16 << 20;
 
+/// AppendEntries a leader has sent a follower on its stream and not had answered yet. Enough to
+/// keep a follower's disk busy while the answers travel back (openraft's own receiving pipeline
+/// holds as many); past it the leader waits for an answer before it sends more, so a slow
+/// follower costs bounded memory on both ends.
+pub const PEER_APPENDS_IN_FLIGHT: usize = 64;
+
 /// The largest answer a member decodes from a peer. A forwarded Txn answers with whatever its
 /// range ops read, which etcd bounds only by gRPC's 2 GiB; this bounds what one answer can make
 /// a follower buffer.

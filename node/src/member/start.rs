@@ -293,8 +293,8 @@ pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
     check_log_intact(&engine, recorded, &watermark_path, &config, live_wal.as_deref())?;
     let watermark = Watermark::open(&watermark_path, recorded.unwrap_or_default())
         .map_err(|e| StartError(format!("cannot write {}: {e}", watermark_path.display())))?;
-    let log_store = LogStore::open(engine.clone(), ack, identity.member_id, Arc::new(watermark))
-        .map_err(|e| StartError(format!("raft log: {e}")))?;
+    let log_store =
+        LogStore::open(engine.clone(), ack, Arc::new(watermark)).map_err(|e| StartError(format!("raft log: {e}")))?;
     raft::remove_incoming(&config.data_dir.join("snapshots"));
     let backup_dir = backup::dir(&config.data_dir);
     backup::clear(&backup_dir).map_err(|e| StartError(format!("cannot clear {}: {e}", backup_dir.display())))?;

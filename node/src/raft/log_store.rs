@@ -7,10 +7,9 @@
 //! reported its entry durable, so many concurrent writes share one fsync and nothing is
 //! acknowledged before it is on disk.
 //!
-//! A follower's appends are the exception: they hold entries of another member's term, the
-//! leader waits for exactly this fsync before it can count the follower, and nothing can overlap
-//! with it (openraft sends a follower one AppendEntries at a time). They fsync inline, which
-//! saves the two thread hand-offs (to the syncer and back) on every write's critical path.
+//! A follower's appends take the same path: the leader pipelines its AppendEntries
+//! (`append_stream`), so while one fsync runs the next appends are written and queue for the
+//! next one, and openraft's core, which awaits `append`, never waits for the disk.
 //!
 //! After every fsync the log store raises the durability watermark (`watermark.rs`) to the end
 //! of what that fsync covered, and lowers it before a truncation; `check_intact` compares the
@@ -28,7 +27,7 @@ use tokio::sync::mpsc;
 
 use super::codec::{decode, decode_entry, encode, encode_entry};
 use super::watermark::{Mark, Watermark};
-use super::{Entry, LogId, MemberId, TypeConfig, Vote};
+use super::{Entry, LogId, TypeConfig, Vote};
 use crate::storage::{Direction, Durability, Engine, KeyRange, Table, WriteBatch};
 
 pub(crate) const VOTE_KEY: &[u8] = b"vote";
@@ -61,8 +60,6 @@ enum SyncRequest {
 #[derive(Clone)]
 pub struct LogStore {
     engine: Arc<dyn Engine>,
-    /// This member: entries whose leader is another member are a follower's appends.
-    member_id: MemberId,
     sync_tx: mpsc::Sender<SyncRequest>,
     ack: AckPolicy,
     watermark: Arc<Watermark>,
@@ -140,18 +137,13 @@ pub fn check_intact(engine: &dyn Engine, recorded: Option<Mark>, watermark_path:
 impl LogStore {
     /// Opens the log on `engine` and starts its syncer thread, which ends when the last clone of
     /// this store is dropped. `watermark` is raised after every fsync of the log.
-    pub fn open(
-        engine: Arc<dyn Engine>,
-        ack: AckPolicy,
-        member_id: MemberId,
-        watermark: Arc<Watermark>,
-    ) -> io::Result<Self> {
+    pub fn open(engine: Arc<dyn Engine>, ack: AckPolicy, watermark: Arc<Watermark>) -> io::Result<Self> {
         let (sync_tx, sync_rx) = mpsc::channel(SYNC_QUEUE_CAPACITY);
         let (syncer_engine, syncer_watermark) = (engine.clone(), watermark.clone());
         std::thread::Builder::new()
             .name("keel-log-sync".into())
             .spawn(move || run_syncer(syncer_engine, syncer_watermark, sync_rx))?;
-        Ok(Self { engine, member_id, sync_tx, ack, watermark })
+        Ok(Self { engine, sync_tx, ack, watermark })
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
@@ -331,11 +323,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut batch = WriteBatch::new();
         let mut only_client_commands = true;
-        let mut from_another_leader = false;
         let mut log_end = 0;
         for entry in entries {
             only_client_commands &= matches!(entry.payload, openraft::EntryPayload::Normal(_));
-            from_another_leader |= entry.log_id.leader_id.node_id != self.member_id;
             log_end = log_end.max(entry.log_id.index.saturating_add(1));
             batch.put(Table::Log, index_key(entry.log_id.index), encode_entry(&entry)?);
         }
@@ -351,13 +341,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 self.engine.sync().map_err(io::Error::other)?;
             }
             callback.io_completed(Ok(()));
-            return Ok(());
-        }
-        if from_another_leader {
-            // A follower's append (see the module comment). The fsync covers every earlier write
-            // too; a callback still queued at the syncer completes later and changes nothing.
-            let synced = timed_sync(self.engine.as_ref()).map_err(io::Error::other);
-            callback.io_completed(synced.and_then(|()| self.watermark.raise_log_end(log_end)));
             return Ok(());
         }
         self.sync_tx

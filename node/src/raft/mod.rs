@@ -6,6 +6,7 @@
 //! `CommandResponse`s. The peer port admits current members only (`peer_auth`) and checks
 //! what they send before openraft sees it (`peer_checks`).
 
+mod append_stream;
 mod codec;
 pub mod join;
 mod lease_authority;

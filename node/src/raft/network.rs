@@ -1,25 +1,29 @@
 //! The outgoing half of the peer API: Raft RPCs and forwarded requests to other members, over
 //! tonic channels cached per peer URL (one HTTP/2 connection per peer, reused by every RPC).
 //! Every RPC carries this member's peer credentials (`peer_auth`), and no message exceeds what
-//! the receiver accepts: a large AppendEntries goes as a prefix that fits.
+//! the receiver accepts. AppendEntries go pipelined on a stream (`append_stream`); to a peer
+//! without it, unary, a large one as a prefix that fits.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::Stream;
 use keel_proto::peer::{RaftMessage, SnapshotChunk};
+use openraft::base::{BoxFuture, BoxStream};
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
-use openraft::network::RPCOption;
+use openraft::network::{stream_append_sequential, RPCOption};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{OptionalSend, RaftNetworkFactory, RaftNetworkV2};
 use tokio::io::AsyncReadExt;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
+use super::append_stream::NotOpened;
 use super::codec::{decode, encode};
 use super::peer_auth::PeerCredentials;
 use super::snapshot::{SnapshotFile, CHUNK_BYTES};
@@ -75,7 +79,7 @@ impl PeerClients {
         self.refused_as_stranger.subscribe()
     }
 
-    fn note_refusal(&self, status: &tonic::Status) {
+    pub(super) fn note_refusal(&self, status: &tonic::Status) {
         if status.code() == tonic::Code::Unauthenticated && status.message().contains(super::peer_auth::NOT_A_MEMBER) {
             self.refused_as_stranger.send_if_modified(|refused| !std::mem::replace(refused, true));
         }
@@ -137,7 +141,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = Connection;
 
     async fn new_client(&mut self, target: MemberId, node: &MemberNode) -> Self::Network {
-        Connection { target, client: self.clients.for_member(node), clients: self.clients.clone() }
+        Connection { target, client: self.clients.for_member(node), clients: self.clients.clone(), unary_only: false }
     }
 }
 
@@ -146,6 +150,9 @@ pub struct Connection {
     target: MemberId,
     client: Result<PeerClient, String>,
     clients: PeerClients,
+    /// Set once the peer answered that it has no append stream (a Keel before it): its
+    /// AppendEntries then go unary, one at a time.
+    unary_only: bool,
 }
 
 type RpcResult<T> = Result<T, RPCError<TypeConfig>>;
@@ -206,7 +213,7 @@ fn fit_append(
     Ok((rpc, last_sent))
 }
 
-fn status_to_rpc_error(status: tonic::Status) -> RPCError<TypeConfig> {
+pub(super) fn status_to_rpc_error(status: tonic::Status) -> RPCError<TypeConfig> {
     match status.code() {
         tonic::Code::Unavailable | tonic::Code::Unknown => {
             RPCError::Unreachable(Unreachable::from_string(status.message()))
@@ -217,6 +224,31 @@ fn status_to_rpc_error(status: tonic::Status) -> RPCError<TypeConfig> {
 
 impl RaftNetworkV2<TypeConfig> for Connection {
     type SnapshotData = SnapshotFile;
+
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<'s, RpcResult<BoxStream<'s, RpcResult<StreamAppendResult<TypeConfig>>>>>
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
+    {
+        if self.unary_only {
+            return stream_append_sequential(self, input, option);
+        }
+        Box::pin(async move {
+            match super::append_stream::send(self.client()?, self.clients.clone(), self.target, input).await {
+                Ok(answers) => Ok(answers),
+                Err(NotOpened::Failed(e)) => Err(e),
+                Err(NotOpened::NoStream) => {
+                    // This session's requests are lost with the stream; openraft sends them again.
+                    tracing::info!(peer = self.target, "the peer has no append stream: AppendEntries go unary");
+                    self.unary_only = true;
+                    Err(RPCError::Unreachable(Unreachable::from_string("the peer has no append stream")))
+                }
+            }
+        })
+    }
 
     async fn append_entries(
         &mut self,

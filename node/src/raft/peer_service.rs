@@ -13,11 +13,12 @@ use std::time::Duration;
 use futures::StreamExt;
 use keel_proto::peer::peer_server::Peer;
 use keel_proto::peer::{RaftMessage, SnapshotChunk};
-use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest};
+use openraft::raft::TransferLeaderRequest;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::append_stream;
 use super::codec::{decode, encode};
 use super::lease_authority::LeaseTime;
 use super::peer_auth::{claimed_sender, sender, PeerSender};
@@ -188,11 +189,19 @@ const READ_INDEX_TIMEOUT: Duration = Duration::from_secs(5);
 impl Peer for PeerService {
     async fn append_entries(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let claimed = claimed_sender(&request)?;
-        let rpc: AppendEntriesRequest<super::TypeConfig> = decode(&request.into_inner().data).map_err(invalid)?;
-        let sender = claimed.as_leader(rpc.vote.leader_id.term, self.member.raft_term())?;
-        peer_checks::append_entries(&rpc, sender).map_err(invalid)?;
+        let rpc = append_stream::check(&self.member, claimed, &request.into_inner().data)?;
         let response = self.member.raft().append_entries(rpc).await.map_err(|e| Status::unavailable(e.to_string()))?;
         reply(&response)
+    }
+
+    type AppendStreamStream = append_stream::Answers;
+
+    async fn append_stream(
+        &self,
+        request: Request<Streaming<RaftMessage>>,
+    ) -> Result<Response<Self::AppendStreamStream>, Status> {
+        let claimed = claimed_sender(&request)?;
+        Ok(Response::new(append_stream::answer(self.member.clone(), claimed, request.into_inner())))
     }
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {

@@ -137,6 +137,9 @@ async fn a_stranger_can_neither_vote_append_forward_nor_send_snapshots() {
     };
     let status = peer.append_entries(message(&append)).await.expect_err("refused");
     assert_eq!(status.code(), Code::Unauthenticated);
+    // The same on the append stream, refused before the stream opens.
+    let status = peer.append_stream(futures::stream::iter(vec![message(&append)])).await.expect_err("refused");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
     // A snapshot stream, which used to leave its .part file behind.
     let chunks = futures::stream::iter(vec![SnapshotChunk { header: vec![1, 2, 3], data: vec![0; 1 << 20] }]);
     let status = peer.install_snapshot(chunks).await.expect_err("refused");
@@ -252,6 +255,52 @@ async fn an_insider_cannot_forge_votes_impersonate_or_bypass_the_write_checks() 
     assert!(members.members().iter().all(|m| m.name() != "evil"));
     restart_all(&mut cluster).await;
     all_members_hold(&cluster, &keys).await;
+}
+
+/// What a member answers first on an append stream that sends `messages`.
+async fn first_append_answer(
+    peer: &mut PeerClient<InterceptedService<Channel, PeerCredentials>>,
+    messages: Vec<RaftMessage>,
+) -> Result<RaftMessage, tonic::Status> {
+    let mut answers = peer.append_stream(futures::stream::iter(messages)).await?.into_inner();
+    answers.message().await?.ok_or_else(|| tonic::Status::unknown("the stream ended unanswered"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_append_stream_takes_only_sound_appends_in_its_senders_name() {
+    let cluster = TestCluster::start(Server::Keel, 3).await;
+    let keys = write_keys(&cluster, "before/", 5).await;
+    let ids = member_ids(&cluster).await;
+    let leader = cluster.leader().await;
+    let follower = (leader + 1) % 3;
+    let other = (follower + 1) % 3;
+    let mut member = insider(&cluster, &cluster.members[follower].peer_url, ids[other]).await;
+    let append = |term: u64, leader: u64| openraft::raft::AppendEntriesRequest::<keel_node::raft::TypeConfig> {
+        vote: Vote::new_committed(term, leader),
+        prev_log_id: None,
+        entries: Vec::new(),
+        leader_commit: None,
+    };
+
+    let junk = first_append_answer(&mut member, vec![RaftMessage { data: vec![0xff; 64] }]).await;
+    assert_eq!(junk.expect_err("junk refused").code(), Code::InvalidArgument);
+    // In the leader's name, from another member: the stream ends with the refusal.
+    let forged = vec![message(&append(1_000, ids[leader])), message(&append(1_001, ids[leader]))];
+    let status = first_append_answer(&mut member, forged).await.expect_err("impersonation refused");
+    assert!(status.message().contains("in the name of"), "{status:?}");
+    // A term past any real one.
+    let status = first_append_answer(&mut member, vec![message(&append(u64::MAX, ids[other]))]).await;
+    assert_eq!(status.expect_err("term refused").code(), Code::InvalidArgument);
+    // Past the peer message limit.
+    let huge = first_append_answer(&mut member, vec![RaftMessage { data: vec![0; 80 << 20] }]).await;
+    let status = huge.expect_err("too large");
+    assert!(matches!(status.code(), Code::OutOfRange | Code::ResourceExhausted), "{status:?}");
+
+    // Nothing moved: the same leader, every write there, and writes go on.
+    assert_eq!(cluster.leader().await, leader, "a forged append moved the leadership");
+    let after = write_keys(&cluster, "after/", 5).await;
+    all_members_hold(&cluster, &keys).await;
+    all_members_hold(&cluster, &after).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
