@@ -68,7 +68,8 @@ impl Member {
 /// Counts the leaders this member sees, as etcd does: every change to a known leader, the first
 /// one included.
 pub(super) async fn count_leader_changes(member: Arc<Member>, mut stop_rx: watch::Receiver<bool>) {
-    let mut metrics = member.raft().metrics();
+    // The server metrics change with roles and memberships only, not with every write.
+    let mut metrics = member.raft().server_metrics();
     let mut last = None;
     loop {
         let leader = metrics.borrow_and_update().current_leader;

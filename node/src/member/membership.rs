@@ -321,7 +321,8 @@ const REMOVED_GRACE: Duration = Duration::from_millis(500);
 
 async fn wait_until_removed(member: &Member) {
     let mut was_member = false;
-    let mut metrics = member.raft.metrics();
+    // The server metrics change with roles and memberships only, not with every write.
+    let mut metrics = member.raft.server_metrics();
     let mut refused = member.peers.refused_as_stranger();
     loop {
         let (committed, latest) = {

@@ -549,13 +549,19 @@ async fn first_server_failure(servers: &mut JoinSet<Result<(), tonic::transport:
 /// Resolves when openraft reports its core stopped (`running_state`), or its task ended
 /// without saying so (the metrics sender dropped, as on a panic).
 async fn raft_core_stopped(raft: &Raft) -> String {
-    let mut metrics = raft.metrics();
+    let stopped = || match &raft.metrics().borrow_watched().running_state {
+        Err(fatal) => Some(fatal.to_string()),
+        Ok(()) => None,
+    };
+    // Woken by the server metrics, which change with roles and memberships only (the full
+    // metrics change with every write), and whose sender the core drops when it ends.
+    let mut server = raft.server_metrics();
     loop {
-        if let Err(fatal) = &metrics.borrow_watched().running_state {
-            return fatal.to_string();
+        if let Some(fatal) = stopped() {
+            return fatal;
         }
-        if metrics.changed().await.is_err() {
-            return "the Raft core task ended".into();
+        if server.changed().await.is_err() {
+            return stopped().unwrap_or_else(|| "the Raft core task ended".into());
         }
     }
 }
