@@ -233,7 +233,11 @@ impl RaftNetworkV2<TypeConfig> for Connection {
     where
         S: Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
     {
-        if self.unary_only {
+        // A stream that holds one request at most (openraft's heartbeats, one per stream) goes
+        // as a unary call: opening a stream costs more than the call, and read barriers wait
+        // for heartbeats.
+        let at_most_one = matches!(input.size_hint(), (_, Some(upper)) if upper <= 1);
+        if self.unary_only || at_most_one {
             return stream_append_sequential(self, input, option);
         }
         Box::pin(async move {
