@@ -29,15 +29,82 @@ impl Member {
     /// A write a follower forwarded on a client's behalf: the checks a local write passes, with
     /// this member's limits, then the leader write path.
     pub(crate) async fn write_for_follower(&self, sender: MemberId, command: Command) -> Result<Written, ForwardError> {
-        if let Err(error) = command::validate(&command, Origin::Member(sender), self.max_request_bytes) {
-            let refusal = match error {
-                ServerError::RequestTooLarge => Refusal::TooLarge,
-                error => Refusal::Invalid(error.to_string()),
-            };
-            return Err(ForwardError::Refused(refusal));
-        }
+        self.check_forwarded(sender, &command)?;
         let _in_flight = self.counters.serving_forwarded();
         self.write_as_leader(command).await
+    }
+
+    /// The checks a local write passes, with this member's limits.
+    fn check_forwarded(&self, sender: MemberId, command: &Command) -> Result<(), ForwardError> {
+        match command::validate(command, Origin::Member(sender), self.max_request_bytes) {
+            Ok(_) => Ok(()),
+            Err(ServerError::RequestTooLarge) => Err(ForwardError::Refused(Refusal::TooLarge)),
+            Err(error) => Err(ForwardError::Refused(Refusal::Invalid(error.to_string()))),
+        }
+    }
+
+    /// A batch of writes a follower forwarded: each checked as `write_for_follower` checks one,
+    /// then all proposed in one message to openraft's core, so they share one append, one fsync
+    /// and one AppendEntries per follower (proposed one by one, they seldom met in the core's
+    /// queue: the leader's appends at 64 clients held one entry at the median). Answers in order.
+    pub(crate) async fn writes_for_follower(
+        &self,
+        sender: MemberId,
+        commands: Vec<Command>,
+    ) -> Vec<Result<Written, ForwardError>> {
+        let _in_flight = self.counters.serving_forwarded();
+        let checked: Vec<Result<Command, ForwardError>> =
+            commands.into_iter().map(|command| self.check_forwarded(sender, &command).map(|()| command)).collect();
+        let valid: Vec<Command> = checked.iter().filter_map(|c| c.as_ref().ok().cloned()).collect();
+        let mut proposed = self.propose_many(valid).await.into_iter();
+        let mut answers = Vec::with_capacity(checked.len());
+        for command in checked {
+            let answer = match command {
+                Err(refused) => Err(refused),
+                Ok(command) => match proposed.next() {
+                    Some(Ok((CommandResponse::Rejected(MvccError::LeaseExists), _))) if chooses_lease(&command) => {
+                        // Astronomically unlikely, as in `write_as_leader`: that path chooses again.
+                        self.write_as_leader(command).await
+                    }
+                    Some(written) => written,
+                    None => Err(ForwardError::Indeterminate("the batch ended early".into())),
+                },
+            };
+            if let Ok((CommandResponse::Register(RegisterResponse { reused: true, lease_id, .. }), _)) = &answer {
+                self.renew_reused_lease(*lease_id);
+            }
+            answers.push(answer);
+        }
+        answers
+    }
+
+    /// Proposes `commands`, stamped, in one message to this member's own Raft and waits until
+    /// each is applied; the answers come in order.
+    async fn propose_many(&self, commands: Vec<Command>) -> Vec<Result<Written, ForwardError>> {
+        let count = commands.len();
+        if count == 0 {
+            return Vec::new();
+        }
+        let stamped: Vec<Command> = commands.into_iter().map(|command| stamp(command, Stamp::now())).collect();
+        let mut results = match self.raft.client_write_many(stamped).await {
+            Ok(results) => results,
+            Err(fatal) => return (0..count).map(|_| Err(ForwardError::Failed(fatal.to_string()))).collect(),
+        };
+        let mut answers = Vec::with_capacity(count);
+        while let Some(result) = futures::StreamExt::next(&mut results).await {
+            answers.push(match result {
+                Ok(Ok(written)) => Ok((written.response, written.log_id.leader_id.term)),
+                Ok(Err(ClientWriteError::ForwardToLeader(forward))) => {
+                    Err(ForwardError::NotLeader { leader: forward.leader_id })
+                }
+                Ok(Err(error)) => Err(ForwardError::Indeterminate(error.to_string())),
+                Err(fatal) => Err(ForwardError::Failed(fatal.to_string())),
+            });
+        }
+        while answers.len() < count {
+            answers.push(Err(ForwardError::Failed("raft stopped".into())));
+        }
+        answers
     }
 
     /// The leader write path for a command proposed on this member (already checked), bounded

@@ -245,8 +245,7 @@ impl Peer for PeerService {
         let response = match forwarded {
             ForwardRequest::Write(command) => ForwardResponse::Write(member.write_for_follower(sender, command).await),
             ForwardRequest::Writes(commands) => {
-                let writes = commands.into_iter().map(|command| member.write_for_follower(sender, command));
-                ForwardResponse::Writes(futures::future::join_all(writes).await)
+                ForwardResponse::Writes(member.writes_for_follower(sender, commands).await)
             }
             ForwardRequest::ReadIndex => ForwardResponse::ReadIndex(self.read_index().await),
             ForwardRequest::LeaseKeepAlive(id) => ForwardResponse::LeaseKeepAlive(member.leases().keep_alive(id)),
