@@ -71,8 +71,8 @@ where
     S: Stream<Item = Append> + Send + Unpin + 'static,
 {
     let in_flight = Arc::new(Semaphore::new(PEER_APPENDS_IN_FLIGHT));
-    // Unbounded in type only: every entry holds one of `in_flight`'s permits.
-    let (sent_tx, sent_rx) = mpsc::unbounded_channel::<Sent>();
+    // Never full: every entry holds one of `in_flight`'s permits until it is answered.
+    let (sent_tx, sent_rx) = mpsc::channel::<Sent>(PEER_APPENDS_IN_FLIGHT);
     let outgoing = input
         .then(move |request| {
             let (in_flight, sent_tx) = (in_flight.clone(), sent_tx.clone());
@@ -89,7 +89,7 @@ where
                 };
                 let part_lasts = parts.iter().map(|(_, last)| *last).collect();
                 let started = Instant::now();
-                sent_tx.send(Sent { part_lasts, heartbeat, started, _permit: permit }).ok()?;
+                sent_tx.send(Sent { part_lasts, heartbeat, started, _permit: permit }).await.ok()?;
                 let telemetry = crate::telemetry::telemetry();
                 let messages = parts.into_iter().map(|(data, _)| {
                     telemetry.peer_sent(target, data.len());
@@ -129,7 +129,7 @@ where
 /// The receiving end of a stream opened by `send`, with the requests it waits answers for.
 struct Reading {
     answers: Streaming<RaftMessage>,
-    sent_rx: mpsc::UnboundedReceiver<Sent>,
+    sent_rx: mpsc::Receiver<Sent>,
     clients: PeerClients,
     target: MemberId,
 }
