@@ -40,7 +40,7 @@ pub enum ForwardRequest {
     LeaseKeepAlive(i64),
     /// The leader's view of a lease's remaining time.
     LeaseTimeToLive(i64),
-    /// Propose each command (concurrently, so they share the leader's group commit); answer
+    /// Propose the commands, each checked on its own, in one message to the leader's core; answer
     /// each result, in order. (New variants go last: postcard numbers variants in order.)
     Writes(Vec<Command>),
     /// Change the membership (etcd's MemberAdd, …) with the leader's checks; answer the ID of

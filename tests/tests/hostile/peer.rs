@@ -237,6 +237,16 @@ async fn an_insider_cannot_forge_votes_impersonate_or_bypass_the_write_checks() 
             "{what}: {response:?}"
         );
     }
+    // In a forwarded batch, each write is checked on its own: the sound ones are written.
+    let put = |key: &str, bytes: usize| {
+        Command::Put(PutRequest { key: key.as_bytes().to_vec(), value: vec![b'v'; bytes], ..PutRequest::default() })
+    };
+    let batch = vec![put("batch/a", 1), put("batch/huge", 2 << 20), put("batch/b", 1), put("", 1)];
+    let answers = forward_to_the_leader(&cluster, &ids, &ForwardRequest::Writes(batch)).await;
+    let refused: Vec<bool> =
+        answers.iter().map(|a| matches!(a, Err(keel_node::raft::ForwardError::Refused(_)))).collect();
+    assert_eq!(refused, [false, true, false, true], "{answers:?}");
+    assert!(answers[0].is_ok() && answers[2].is_ok(), "{answers:?}");
     // A txn nested far past any client's, hand-encoded: refused when decoded, no stack overflow.
     let mut nested = vec![0u8]; // ForwardRequest::Write
     nested.push(2); // Command::Txn
@@ -251,10 +261,37 @@ async fn an_insider_cannot_forge_votes_impersonate_or_bypass_the_write_checks() 
 
     let mut client = cluster.client().await;
     assert!(client.get("huge", None).await.expect("get").kvs().is_empty());
+    assert!(client.get("batch/huge", None).await.expect("get").kvs().is_empty());
+    assert_eq!(
+        client.get("batch/", Some(etcd_client::GetOptions::new().with_prefix())).await.expect("get").kvs().len(),
+        2
+    );
     let members = client.member_list().await.expect("members");
     assert!(members.members().iter().all(|m| m.name() != "evil"));
     restart_all(&mut cluster).await;
     all_members_hold(&cluster, &keys).await;
+}
+
+type Written = Result<(keel_node::command::CommandResponse, u64), keel_node::raft::ForwardError>;
+
+/// The leader's answers to a batch of forwarded writes, sent in another member's name and sent
+/// again, as a follower does, while a write meets a leader that no longer leads (a debug-build
+/// cluster on two cores may elect again while the test runs).
+async fn forward_to_the_leader(cluster: &TestCluster, ids: &[u64], request: &ForwardRequest) -> Vec<Written> {
+    use keel_node::raft::{ForwardError, ForwardResponse};
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    loop {
+        let leader = cluster.leader().await;
+        let sender = ids[(leader + 1) % ids.len()];
+        let mut to_leader = insider(cluster, &cluster.members[leader].peer_url, sender).await;
+        let response = to_leader.forward(message(request)).await.expect("answered");
+        let response: ForwardResponse = keel_raft::decode(&response.into_inner().data).expect("decodes");
+        let ForwardResponse::Writes(answers) = response else { panic!("not a batch's answers: {response:?}") };
+        let moved = answers.iter().any(|a| matches!(a, Err(ForwardError::NotLeader { .. })));
+        if !moved || tokio::time::Instant::now() > deadline {
+            return answers;
+        }
+    }
 }
 
 /// What a member answers first on an append stream that sends `messages`.
