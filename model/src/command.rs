@@ -153,10 +153,12 @@ pub enum CommandResponse {
 /// A key and its metadata at one revision (etcd's `mvccpb.KeyValue`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyValue {
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
     pub create_revision: i64,
     pub mod_revision: i64,
     pub version: i64,
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
     pub lease: i64,
 }
@@ -183,7 +185,9 @@ pub enum SortTarget {
 /// `[0]` = every key >= `key`; otherwise the half-open range `[key, range_end)`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RangeRequest {
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
+    #[serde(with = "serde_bytes")]
     pub range_end: Vec<u8>,
     /// 0 = no limit.
     pub limit: i64,
@@ -212,7 +216,9 @@ pub struct RangeResponse {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PutRequest {
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
     pub lease: i64,
     pub prev_kv: bool,
@@ -228,7 +234,9 @@ pub struct PutResponse {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeleteRangeRequest {
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
+    #[serde(with = "serde_bytes")]
     pub range_end: Vec<u8>,
     pub prev_kv: bool,
 }
@@ -254,7 +262,7 @@ pub enum CompareTarget {
     Version(i64),
     Create(i64),
     Mod(i64),
-    Value(Vec<u8>),
+    Value(#[serde(with = "serde_bytes")] Vec<u8>),
     Lease(i64),
 }
 
@@ -264,7 +272,9 @@ pub enum CompareTarget {
 pub struct Compare {
     pub result: CompareResult,
     pub target: CompareTarget,
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
+    #[serde(with = "serde_bytes")]
     pub range_end: Vec<u8>,
 }
 
@@ -363,7 +373,9 @@ pub struct RegisterResponse {
 /// of `ttl_secs` (0 when proposed: the leader chooses it; `member::leader_write`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeasedPutRequest {
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
     /// 0 = nothing to reuse.
     pub reuse: i64,
@@ -380,7 +392,7 @@ pub struct LeasedPutResponse {
 
 /// A 256-bit key. Debug never prints it.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SecretKey(pub Vec<u8>);
+pub struct SecretKey(#[serde(with = "serde_bytes")] pub Vec<u8>);
 
 impl std::fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -402,6 +414,7 @@ pub struct NewEvent {
     /// Empty = no de-duplication.
     pub id: String,
     pub metadata: std::collections::BTreeMap<String, String>,
+    #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
 }
 

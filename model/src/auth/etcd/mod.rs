@@ -96,7 +96,9 @@ pub enum AuthCommand {
     },
     RoleRevokePermission {
         role: String,
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
+        #[serde(with = "serde_bytes")]
         range_end: Vec<u8>,
     },
     /// `token` for `name`, whose password the receiving member checked against the state at
