@@ -399,7 +399,7 @@ async fn secrets_are_masked_and_their_plaintext_is_on_no_disk() {
     for i in 0..3 {
         let status = cluster.terminate_within(i, SHUTDOWN_TIMEOUT).await;
         let status = status.unwrap_or_else(|e| panic!("{e}\n{}", cluster.all_logs()));
-        assert!(status.success(), "member {i} exited {status:?} on SIGTERM");
+        assert!(status.success(), "member {i} exited {status:?} on SIGTERM\n{}", cluster.all_logs());
     }
     for member in &cluster.members {
         let found = files_containing(&member.data_dir, control.as_bytes());
@@ -436,7 +436,7 @@ async fn a_member_serving_a_config_watch_stops_on_sigterm() {
     let status = cluster.terminate_within(1, SHUTDOWN_TIMEOUT).await;
     let status =
         status.unwrap_or_else(|e| panic!("{e}: an open config watch holds up the shutdown\n{}", cluster.all_logs()));
-    assert!(status.success(), "exit after SIGTERM: {status:?}");
+    assert!(status.success(), "exit after SIGTERM: {status:?}\n{}", cluster.all_logs());
     wait_for_some(WATCH_TIMEOUT, "the watch task to end", || {
         let finished = watch.task.is_finished();
         async move { finished.then_some(()) }

@@ -53,21 +53,30 @@ impl Member {
         commands: Vec<Command>,
     ) -> Vec<Result<Written, ForwardError>> {
         let _in_flight = self.counters.serving_forwarded();
-        let checked: Vec<Result<Command, ForwardError>> =
-            commands.into_iter().map(|command| self.check_forwarded(sender, &command).map(|()| command)).collect();
-        let valid: Vec<Command> = checked.iter().filter_map(|c| c.as_ref().ok().cloned()).collect();
+        // Each command is checked, then moved into the batch; a command whose lease id the
+        // leader chooses leaves a copy behind, to choose again with (see below).
+        let mut valid = Vec::with_capacity(commands.len());
+        let slots: Vec<Result<Option<Command>, ForwardError>> = commands
+            .into_iter()
+            .map(|command| {
+                self.check_forwarded(sender, &command)?;
+                let unstamped = chooses_lease(&command).then(|| command.clone());
+                valid.push(command);
+                Ok(unstamped)
+            })
+            .collect();
         let mut proposed = self.propose_many(valid).await.into_iter();
-        let mut answers = Vec::with_capacity(checked.len());
-        for command in checked {
-            let answer = match command {
+        let mut answers = Vec::with_capacity(slots.len());
+        for slot in slots {
+            let answer = match slot {
                 Err(refused) => Err(refused),
-                Ok(command) => match proposed.next() {
-                    Some(Ok((CommandResponse::Rejected(MvccError::LeaseExists), _))) if chooses_lease(&command) => {
-                        // Astronomically unlikely, as in `write_as_leader`: that path chooses again.
-                        self.write_as_leader(command).await
+                Ok(unstamped) => match (proposed.next(), unstamped) {
+                    // Astronomically unlikely, as in `write_as_leader`: that path chooses again.
+                    (Some(Ok((CommandResponse::Rejected(MvccError::LeaseExists), _))), Some(unstamped)) => {
+                        self.write_as_leader(unstamped).await
                     }
-                    Some(written) => written,
-                    None => Err(ForwardError::Indeterminate("the batch ended early".into())),
+                    (Some(written), _) => written,
+                    (None, _) => Err(ForwardError::Indeterminate("the batch ended early".into())),
                 },
             };
             if let Ok((CommandResponse::Register(RegisterResponse { reused: true, lease_id, .. }), _)) = &answer {
@@ -94,10 +103,7 @@ impl Member {
         while let Some(result) = futures::StreamExt::next(&mut results).await {
             answers.push(match result {
                 Ok(Ok(written)) => Ok((written.response, written.log_id.leader_id.term)),
-                Ok(Err(ClientWriteError::ForwardToLeader(forward))) => {
-                    Err(ForwardError::NotLeader { leader: forward.leader_id })
-                }
-                Ok(Err(error)) => Err(ForwardError::Indeterminate(error.to_string())),
+                Ok(Err(refused)) => Err(unwritten(refused)),
                 Err(fatal) => Err(ForwardError::Failed(fatal.to_string())),
             });
         }
@@ -152,14 +158,18 @@ impl Member {
     async fn propose_to_raft(&self, command: Command) -> Result<Written, ForwardError> {
         match self.raft.client_write(command).await {
             Ok(written) => Ok((written.data, written.log_id.leader_id.term)),
-            Err(e) => Err(match e.api_error() {
-                Some(ClientWriteError::ForwardToLeader(forward)) => {
-                    ForwardError::NotLeader { leader: forward.leader_id }
-                }
-                Some(_) => ForwardError::Indeterminate(e.to_string()),
-                None => ForwardError::Failed(e.to_string()),
-            }),
+            Err(openraft::errors::RaftError::APIError(refused)) => Err(unwritten(refused)),
+            Err(openraft::errors::RaftError::Fatal(fatal)) => Err(ForwardError::Failed(fatal.to_string())),
         }
+    }
+}
+
+/// What a write openraft did not take means to its proposer. `NotLeader`: nothing was
+/// proposed; anything else: it may have been applied.
+fn unwritten(error: ClientWriteError) -> ForwardError {
+    match error {
+        ClientWriteError::ForwardToLeader(forward) => ForwardError::NotLeader { leader: forward.leader_id },
+        error => ForwardError::Indeterminate(error.to_string()),
     }
 }
 

@@ -187,27 +187,15 @@ fn encode_parts(request: Append) -> std::io::Result<Vec<(Vec<u8>, Option<LogId>)
     if request.entries.len() <= 1 || whole.len() <= PEER_APPEND_BYTES_MAX {
         return Ok(vec![(whole, last)]);
     }
-    let Append { vote, mut prev_log_id, leader_commit, entries } = request;
-    let mut groups = vec![Vec::new()];
-    let mut bytes = 0usize;
-    for entry in entries {
-        let size = encode(&entry)?.len();
-        let group_len = groups.last().map_or(0, Vec::len);
-        if group_len > 0 && bytes.saturating_add(size) > PEER_APPEND_BYTES_MAX {
-            groups.push(Vec::new());
-            bytes = 0;
-        }
-        bytes = bytes.saturating_add(size);
-        if let Some(group) = groups.last_mut() {
-            group.push(entry);
-        }
-    }
-    let mut parts = Vec::with_capacity(groups.len());
-    for entries in groups {
+    let Append { vote, mut prev_log_id, leader_commit, mut entries } = request;
+    let mut parts = Vec::new();
+    while !entries.is_empty() {
+        let rest = entries.split_off(super::network::entries_that_fit(&entries)?);
         let last = entries.last().map(|entry| entry.log_id);
         let part = Append { vote, prev_log_id, leader_commit, entries };
         parts.push((encode(&part)?, last));
         prev_log_id = last;
+        entries = rest;
     }
     Ok(parts)
 }

@@ -199,18 +199,25 @@ fn fit_append(
     if rpc.entries.len() <= 1 || encode(&rpc)?.len() <= PEER_APPEND_BYTES_MAX {
         return Ok((rpc, None));
     }
-    let mut bytes = 0usize;
-    let mut keep = 0usize;
-    for entry in &rpc.entries {
-        bytes = bytes.saturating_add(encode(entry)?.len());
-        if keep > 0 && bytes > PEER_APPEND_BYTES_MAX {
-            break;
-        }
-        keep += 1;
-    }
+    let keep = entries_that_fit(&rpc.entries)?;
     rpc.entries.truncate(keep);
     let last_sent = rpc.entries.last().map(|entry| entry.log_id);
     Ok((rpc, last_sent))
+}
+
+/// How many of `entries`, from the first, encode within `PEER_APPEND_BYTES_MAX` together; at
+/// least one (an entry alone is never split).
+pub(super) fn entries_that_fit(entries: &[super::Entry]) -> Result<usize, std::io::Error> {
+    let mut bytes = 0usize;
+    let mut fit = 0usize;
+    for entry in entries {
+        bytes = bytes.saturating_add(encode(entry)?.len());
+        if fit > 0 && bytes > PEER_APPEND_BYTES_MAX {
+            break;
+        }
+        fit += 1;
+    }
+    Ok(fit)
 }
 
 pub(super) fn status_to_rpc_error(status: tonic::Status) -> RPCError<TypeConfig> {
