@@ -27,5 +27,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .extern_path(".etcdserverpb.ResponseHeader", "::etcd_client::proto::PbResponseHeader")
         .extern_path(".mvccpb.KeyValue", "::etcd_client::proto::PbKeyValue")
         .compile_protos(&["proto/etcd/v3lock.proto", "proto/etcd/v3election.proto"], &["proto"])?;
+    // The example greeter, with its descriptors for gRPC server reflection.
+    let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .file_descriptor_set_path(out_dir.join("greeter_descriptor.bin"))
+        .compile_protos(&["proto/keel/examples/greeter.proto"], &["proto"])?;
     Ok(())
 }
