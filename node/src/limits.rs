@@ -58,6 +58,12 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);
 pub const FORWARD_QUEUE_WRITES_MAX: usize = 10_000;
 pub const FORWARD_QUEUE_BYTES_MAX: usize = 256 << 20;
 
+/// How far this member's applied index may trail its committed index before it refuses new
+/// writes with etcd's "too many requests" (etcd's `maxGapBetweenApplyAndCommitIndex`): past
+/// it the state machine is not keeping up, and more proposals would only lengthen the queue
+/// every later read waits behind.
+pub const APPLY_LAG_ENTRIES_MAX: u64 = 5_000;
+
 /// Linearizable readers waiting for the next read-barrier round on one member; past it a read
 /// is refused with "too many requests". A waiter is a few bytes: this only stops a flood.
 pub const READ_BARRIER_WAITERS_MAX: usize = 100_000;

@@ -245,6 +245,7 @@ impl Member {
     pub async fn propose<P: Proposal>(&self, request: P) -> Result<P::Response, ServerError> {
         let command = request.into();
         let size = command::validate(&command, Origin::Member(self.id), self.max_request_bytes)?;
+        self.check_apply_lag()?;
         self.check_quota(&command, size).await?;
         let _pending = self.counters.proposing();
         let response = self
@@ -261,6 +262,18 @@ impl Member {
             .await
             .inspect_err(|_| self.counters.proposal_failed())?;
         answer::<P>(response)
+    }
+
+    /// Refuses a write while this member's state machine trails its log by more than
+    /// `APPLY_LAG_ENTRIES_MAX` entries, as etcd does.
+    fn check_apply_lag(&self) -> Result<(), ServerError> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow_watched();
+        let index = |log_id: Option<&crate::raft::LogId>| log_id.map_or(0, |log_id| log_id.index);
+        match apply_lag_too_far(index(metrics.local_committed.as_ref()), index(metrics.last_applied.as_ref())) {
+            true => Err(ServerError::TooManyRequests),
+            false => Ok(()),
+        }
     }
 
     /// Proposes `command` through this member's own Raft only, never forwarding it: for
@@ -405,4 +418,23 @@ pub struct MemberInfo {
     pub peer_urls: Vec<String>,
     pub client_urls: Vec<String>,
     pub is_learner: bool,
+}
+
+/// Whether a member that has committed `committed` and applied `applied` is too far behind to
+/// take writes.
+fn apply_lag_too_far(committed: u64, applied: u64) -> bool {
+    committed.saturating_sub(applied) > crate::limits::APPLY_LAG_ENTRIES_MAX
+}
+
+#[cfg(test)]
+mod apply_lag_tests {
+    use super::apply_lag_too_far;
+    use crate::limits::APPLY_LAG_ENTRIES_MAX;
+
+    #[test]
+    fn writes_are_refused_only_past_etcds_gap() {
+        assert!(!apply_lag_too_far(APPLY_LAG_ENTRIES_MAX, 0));
+        assert!(apply_lag_too_far(APPLY_LAG_ENTRIES_MAX + 1, 0));
+        assert!(!apply_lag_too_far(10, 20), "applied ahead of a stale committed figure is no lag");
+    }
 }
