@@ -121,6 +121,8 @@ pub const TARGETS: &[Target] = &[
     ("client_micro_token", crate::auth::micro_token::fuzz_verify),
     ("config_file", crate::config::fuzz_config_file),
     ("client_certificate_cn", crate::tls::fuzz_common_name),
+    ("gateway_request", crate::gateway::http::fuzz_request),
+    ("gateway_reflection_answer", crate::gateway::schema::fuzz_reflection_answer),
 ];
 
 /// Runs the target named `name` on `data` (what each libFuzzer target calls); an unknown name
@@ -158,6 +160,8 @@ pub fn samples(target: &str) -> Vec<Vec<u8>> {
         "snapshot_file" => vec![raft::snapshot::sample_file()],
         "backup_file" => vec![crate::member::backup::sample_backup()],
         "data_dir_format" => vec![crate::member::format::encode(crate::member::format::CURRENT)],
+        "gateway_request" => vec![b"/greeter/say/hello\n{\"name\":\"Ada\"}".to_vec(), b"/v1/a/b\n{}".to_vec()],
+        "gateway_reflection_answer" => vec![crate::gateway::schema::sample_reflection_answer()],
         "client_grpc_call_labels" => vec![b"/etcdserverpb.KV/Put\x000".to_vec(), b"/etcdserverpb.Watch/Watch".to_vec()],
         _ => Vec::new(),
     }

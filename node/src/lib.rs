@@ -14,6 +14,8 @@
 //! - `auth`: what a member does alone for etcd's auth: `--auth-token`, JWT signing and
 //!   checking, bcrypt password hashes (who may do what: `keel_model::auth`).
 //! - `registry`: the service registry as a typed view (go-micro's etcd layout and JSON).
+//! - `gateway`: `keel gateway`, micro's API gateway over the registry (a separate process,
+//!   not part of a member): path rules, JSON↔gRPC through reflection, node selection.
 //! - `command`: the replicated command enum and its responses.
 //! - `lease`: when leases expire: deadlines on the leader's clock only, reset on leader change.
 //! - `mvcc`: the revisioned keyspace with etcd's semantics. Pure and synchronous.
@@ -36,6 +38,7 @@ pub mod dynamic_config;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod gateway;
 #[cfg(test)]
 mod golden;
 pub mod keys;

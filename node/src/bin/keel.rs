@@ -1,5 +1,5 @@
 //! `keel`: one cluster member. With no flags, a single-member cluster on 127.0.0.1:2379/2380
-//! with its data in ./default.keel, as `etcd` does.
+//! with its data in ./default.keel, as `etcd` does. `keel gateway …` runs the API gateway.
 
 use tracing_subscriber::EnvFilter;
 
@@ -17,6 +17,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const FATAL_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn main() -> std::process::ExitCode {
+    // `keel gateway …`: the stateless front door, not a member (etcd's flags do not apply).
+    if std::env::args_os().nth(1).is_some_and(|first| first == "gateway") {
+        return keel_node::gateway::cli::main(std::env::args_os());
+    }
     let flags = match keel_node::config::parse_flags(std::env::args_os()) {
         Ok((flags, warnings)) => {
             for warning in warnings {

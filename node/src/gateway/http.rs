@@ -1,0 +1,265 @@
+//! The gateway's HTTP side: one handler for every path. It resolves the path, reads the body
+//! within its limits, transcodes JSON to the method's request message, calls a node and
+//! answers with the response as JSON, or with micro's error JSON
+//! (`{"id","code","detail","status"}`) and the HTTP status grpc-gateway would give.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, Request, StatusCode};
+use prost_reflect::{DeserializeOptions, DynamicMessage, MethodDescriptor, SerializeOptions};
+
+use super::directory::Instance;
+use super::route::{self, Handler, RequestLine, Target};
+use super::{grpc, identity, schema, Gateway};
+
+/// The header that names the namespace a path resolves in (micro's).
+pub const NAMESPACE_HEADER: &str = "micro-namespace";
+
+/// Every path, every method.
+pub async fn handle(State(gateway): State<Arc<Gateway>>, request: Request<Body>) -> Response {
+    match serve(&gateway, request).await {
+        Ok(response) => response,
+        Err(failure) => failure.into_response(),
+    }
+}
+
+/// A request the gateway answers itself, with micro's error JSON.
+#[derive(Debug)]
+pub struct Failure {
+    pub status: StatusCode,
+    pub detail: String,
+    /// Sent as `Retry-After` (whole seconds, rounded up).
+    pub retry_after: Option<Duration>,
+}
+
+impl Failure {
+    fn new(status: StatusCode, detail: impl Into<String>) -> Failure {
+        Failure { status, detail: detail.into(), retry_after: None }
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({
+            "id": "keel.gateway",
+            "code": self.status.as_u16(),
+            "detail": self.detail,
+            "status": self.status.canonical_reason().unwrap_or(""),
+        });
+        let mut response =
+            (self.status, [(http::header::CONTENT_TYPE, "application/json")], body.to_string()).into_response();
+        if let Some(wait) = self.retry_after {
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            response.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from(seconds.max(1)));
+        }
+        response
+    }
+}
+
+async fn serve(gateway: &Gateway, request: Request<Body>) -> Result<Response, Failure> {
+    let (parts, body) = request.into_parts();
+    if !gateway.directory.is_synced() {
+        let detail = "the gateway has not read the registry yet (is the cluster reachable?)";
+        return Err(Failure::new(StatusCode::SERVICE_UNAVAILABLE, detail));
+    }
+    let snapshot = gateway.directory.snapshot();
+    let target = resolve(gateway, &parts, &snapshot.routes)?;
+    // Before anything about the service is told: a stranger learns nothing from a 404.
+    let account = match &gateway.identity {
+        Some(identity) => identity.check(&parts.headers, &target.service, &target.endpoint).await.map_err(refused)?,
+        None => None,
+    };
+    let caller = match &account {
+        Some(id) => format!("account:{id}"),
+        None => format!("address:{}", client_address(&parts)),
+    };
+    gateway.limits.check(&target.service, &target.endpoint, &caller).map_err(|over| Failure {
+        retry_after: Some(over.retry_after),
+        ..Failure::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("{} {}: over the rate limit", target.service, target.endpoint),
+        )
+    })?;
+    let instances = snapshot.instances(&target.service);
+    if instances.is_empty() {
+        return Err(Failure::new(StatusCode::NOT_FOUND, format!("service {} not found", target.service)));
+    }
+    if target.handler == Handler::Http {
+        return Err(Failure::new(
+            StatusCode::NOT_IMPLEMENTED,
+            format!("{} is registered with handler=http, which this gateway does not proxy yet", target.service),
+        ));
+    }
+    let tried = gateway.selector.order(&target.service, instances, Instant::now());
+    if tried.is_empty() {
+        let detail = format!("service {}: no healthy node (every node was unreachable just now)", target.service);
+        return Err(Failure::new(StatusCode::SERVICE_UNAVAILABLE, detail));
+    }
+    let (method, reachable) = gateway.method(&target, &tried).await?;
+    let body = read_body(gateway, body).await?;
+    let message = from_json(&method, &body)?;
+    let metadata = forwarded_metadata(&parts.headers, account.as_deref());
+    let mut last_failure = String::new();
+    for instance in reachable {
+        let channel = gateway.channels.get(&instance.address).map_err(|e| Failure::new(StatusCode::BAD_GATEWAY, e))?;
+        let call =
+            grpc::call_unary(channel, &method, message.clone(), metadata.clone(), gateway.options.request_timeout);
+        match call.await {
+            Ok(answer) => return to_json(&answer),
+            Err(status) if grpc::never_reached(&status) => {
+                gateway.selector.eject(&instance.address, Instant::now());
+                last_failure = status.message().to_string();
+            }
+            Err(status) => return Err(Failure::new(grpc::http_status(status.code()), status.message())),
+        }
+    }
+    Err(unreachable(&target.service, &last_failure))
+}
+
+fn unreachable(service: &str, reason: &str) -> Failure {
+    Failure::new(StatusCode::SERVICE_UNAVAILABLE, format!("service {service}: no node could be reached ({reason})"))
+}
+
+fn resolve(gateway: &Gateway, parts: &http::request::Parts, routes: &[route::Route]) -> Result<Target, Failure> {
+    let header = |name| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let host = header(http::header::HOST.as_str()).or(parts.uri.host()).unwrap_or("");
+    let host = host.rsplit_once(':').map_or(host, |(name, _)| name).to_ascii_lowercase();
+    let namespace = header(NAMESPACE_HEADER).unwrap_or(&gateway.options.namespace);
+    let line = RequestLine { method: parts.method.as_str(), path: parts.uri.path(), host: &host, namespace };
+    route::resolve(routes, &line).map_err(|e| Failure::new(StatusCode::BAD_REQUEST, e.to_string()))
+}
+
+/// The body, refused past `max_body_bytes` (413) or when it does not arrive in time (408).
+async fn read_body(gateway: &Gateway, body: Body) -> Result<bytes::Bytes, Failure> {
+    use http_body_util::BodyExt;
+    let limit = gateway.options.max_body_bytes;
+    let read = http_body_util::Limited::new(body, limit).collect();
+    match tokio::time::timeout(gateway.options.body_timeout, read).await {
+        Err(_) => {
+            let detail = format!("the request body did not arrive within {:?}", gateway.options.body_timeout);
+            Err(Failure::new(StatusCode::REQUEST_TIMEOUT, detail))
+        }
+        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
+            Err(Failure::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the request body is over {limit} bytes")))
+        }
+        Ok(Err(error)) => Err(Failure::new(StatusCode::BAD_REQUEST, format!("cannot read the request body: {error}"))),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
+
+/// The request message from JSON; an empty body is the empty message, as in micro.
+fn from_json(method: &MethodDescriptor, body: &[u8]) -> Result<DynamicMessage, Failure> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(DynamicMessage::new(method.input()));
+    }
+    let bad = |e: serde_json::Error| {
+        Failure::new(StatusCode::BAD_REQUEST, format!("the body is not a {} in JSON: {e}", method.input().full_name()))
+    };
+    let mut json = serde_json::Deserializer::from_slice(body);
+    let options = DeserializeOptions::new().deny_unknown_fields(true);
+    let message = DynamicMessage::deserialize_with_options(method.input(), &mut json, &options).map_err(bad)?;
+    json.end().map_err(bad)?;
+    Ok(message)
+}
+
+/// The answer as JSON with the proto field names and without default values, as micro's
+/// jsonpb marshaler writes it.
+fn to_json(answer: &DynamicMessage) -> Result<Response, Failure> {
+    let options = SerializeOptions::new().use_proto_field_name(true);
+    let mut json = serde_json::Serializer::new(Vec::new());
+    answer.serialize_with_options(&mut json, &options).map_err(|e| {
+        Failure::new(StatusCode::BAD_GATEWAY, format!("the service's answer cannot be written as JSON: {e}"))
+    })?;
+    let headers = [(http::header::CONTENT_TYPE, "application/json")];
+    Ok((StatusCode::OK, headers, json.into_inner()).into_response())
+}
+
+/// The headers passed on to the service as gRPC metadata: the caller's credentials, micro's
+/// and custom (`x-`) headers, and the account the gateway checked (never the caller's own
+/// claim of one); not hop-by-hop or HTTP framing headers.
+fn forwarded_metadata(headers: &HeaderMap, account: Option<&str>) -> tonic::metadata::MetadataMap {
+    let mut forwarded = HeaderMap::new();
+    for (name, value) in headers {
+        let name_str = name.as_str();
+        let passed = name_str == "authorization" || name_str.starts_with("micro-") || name_str.starts_with("x-");
+        if passed && name_str != identity::ACCOUNT_HEADER {
+            forwarded.append(name.clone(), value.clone());
+        }
+    }
+    if let Some(value) = account.and_then(|id| http::HeaderValue::from_str(id).ok()) {
+        forwarded.insert(identity::ACCOUNT_HEADER, value);
+    }
+    tonic::metadata::MetadataMap::from_headers(forwarded)
+}
+
+/// The client's IP address, a caller's rate-limit key when it has no account.
+fn client_address(parts: &http::request::Parts) -> String {
+    let connected = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
+    connected.map(|info| info.0.ip().to_string()).unwrap_or_default()
+}
+
+fn refused(refusal: identity::Refusal) -> Failure {
+    match refusal {
+        identity::Refusal::Unauthenticated(detail) => Failure::new(StatusCode::UNAUTHORIZED, detail),
+        identity::Refusal::Forbidden(detail) => Failure::new(StatusCode::FORBIDDEN, detail),
+        identity::Refusal::Unavailable(detail) => Failure::new(StatusCode::SERVICE_UNAVAILABLE, detail),
+    }
+}
+
+impl Gateway {
+    /// The gRPC method `target` names, from the service's schema (reflected the first time,
+    /// then cached), and the nodes still worth trying: those before the first that answered
+    /// reflection could not be reached, and are ejected.
+    async fn method<'a>(
+        &self,
+        target: &Target,
+        tried: &'a [Instance],
+    ) -> Result<(MethodDescriptor, &'a [Instance]), Failure> {
+        let mut last_failure = String::new();
+        for (position, instance) in tried.iter().enumerate() {
+            let pool = match self.schema(&target.service, instance).await {
+                Ok(pool) => pool,
+                Err(schema::SchemaError::Unreachable(reason)) => {
+                    self.selector.eject(&instance.address, Instant::now());
+                    last_failure = reason;
+                    continue;
+                }
+                Err(error) => {
+                    return Err(Failure::new(StatusCode::BAD_GATEWAY, format!("service {}: {error}", target.service)))
+                }
+            };
+            let Some(method) = schema::find_method(&pool, &target.service, &target.endpoint) else {
+                let detail = format!(
+                    "service {} has no endpoint {} (its reflected services do not name it)",
+                    target.service, target.endpoint
+                );
+                return Err(Failure::new(StatusCode::NOT_FOUND, detail));
+            };
+            return Ok((method, &tried[position..]));
+        }
+        Err(unreachable(&target.service, &last_failure))
+    }
+}
+
+/// Fuzz entry point: a request as the gateway reads it, a path on the first line and a JSON body
+/// after it, resolved and transcoded to the greeter's request message.
+#[doc(hidden)]
+pub fn fuzz_request(data: &[u8]) {
+    let (path, body) = match data.iter().position(|b| *b == b'\n') {
+        Some(at) => (&data[..at], &data[at + 1..]),
+        None => (data, &[][..]),
+    };
+    let line = RequestLine { method: "POST", path: &String::from_utf8_lossy(path), host: "", namespace: "" };
+    let _ = route::resolve(&[], &line);
+    if let Ok(pool) = prost_reflect::DescriptorPool::decode(keel_proto::greeter::FILE_DESCRIPTOR_SET) {
+        if let Some(method) = schema::find_method(&pool, "greeter", "Say.Hello") {
+            if let Ok(message) = from_json(&method, body) {
+                let _ = to_json(&message);
+            }
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! `keel gateway`: micro's API gateway over Keel's registry. An HTTP request's path names a
+//! registered service and endpoint (micro's rules, or a route the service registered); its JSON
+//! body is transcoded to the endpoint's gRPC request through the service's own reflected
+//! schema, and the answer back to JSON. Stateless: any number of gateways may serve one cluster.
+//!
+//! It must not read the registry per request (a watch keeps `directory` current), nor buffer a
+//! body past its limit, nor retry a request that may have reached a node.
+
+pub mod cli;
+pub mod directory;
+pub mod grpc;
+pub mod http;
+pub mod identity;
+pub mod limits;
+pub mod route;
+pub mod schema;
+pub mod select;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use keel_client::config::Config;
+use keel_client::registry::{Registry, Strategy};
+use prost_reflect::DescriptorPool;
+
+use directory::{Directory, Instance};
+
+/// How the gateway treats requests; `keel gateway`'s flags.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Prefixed to the service micro's rule names (`<namespace>.<service>`); empty for none.
+    pub namespace: String,
+    pub strategy: Strategy,
+    pub max_body_bytes: usize,
+    /// How long a client may take to send its body.
+    pub body_timeout: Duration,
+    /// How long a service may take to answer.
+    pub request_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            namespace: String::new(),
+            strategy: Strategy::RoundRobin,
+            max_body_bytes: 4 * 1024 * 1024,
+            body_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Service schemas kept at most (one per service version); past this the cache starts again.
+const SCHEMAS_MAX: usize = 1024;
+
+/// What every request shares.
+pub struct Gateway {
+    pub options: Options,
+    pub directory: Arc<Directory>,
+    /// `None`: every caller is let through (`keel gateway` without `--auth`).
+    identity: Option<identity::Identity>,
+    limits: Arc<limits::Limits>,
+    selector: select::Selector,
+    channels: grpc::Channels,
+    // std Mutex: held to look up or insert, never across an await (two first requests may
+    // both reflect; the second result replaces the first, which is the same schema).
+    schemas: Mutex<HashMap<(String, String), DescriptorPool>>,
+}
+
+impl Gateway {
+    pub fn new(options: Options, identity: Option<identity::Identity>) -> Gateway {
+        Gateway {
+            identity,
+            limits: Arc::new(limits::Limits::default()),
+            selector: select::Selector::new(options.strategy),
+            options,
+            directory: Arc::new(Directory::default()),
+            channels: grpc::Channels::default(),
+            schemas: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The schema of `service` at `instance`'s version: reflected once, then kept.
+    async fn schema(&self, service: &str, instance: &Instance) -> Result<DescriptorPool, schema::SchemaError> {
+        let key = (service.to_string(), instance.version.clone());
+        if let Some(pool) = self.lock_schemas().get(&key) {
+            return Ok(pool.clone());
+        }
+        let channel = self.channels.get(&instance.address).map_err(schema::SchemaError::Failed)?;
+        let pool = schema::fetch(channel).await?;
+        let mut schemas = self.lock_schemas();
+        if schemas.len() >= SCHEMAS_MAX {
+            schemas.clear();
+        }
+        schemas.insert(key, pool.clone());
+        Ok(pool)
+    }
+
+    fn lock_schemas(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), DescriptorPool>> {
+        self.schemas.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Where a gateway learns what it needs from the cluster.
+pub struct Sources {
+    pub registry: Arc<dyn Registry>,
+    /// The rate limits' document (`limits.rs`); `None`: no limits.
+    pub config: Option<Arc<dyn Config>>,
+    /// `None`: callers are not checked.
+    pub identity: Option<identity::Identity>,
+}
+
+/// Serves the gateway on `listener` until `shutdown` completes, following the registry and the
+/// limits in `sources`.
+pub async fn serve(
+    sources: Sources,
+    options: Options,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let gateway = Arc::new(Gateway::new(options, sources.identity));
+    let readmit = {
+        let gateway = gateway.clone();
+        move |address: &str| gateway.selector.readmit(address)
+    };
+    let mut followers = vec![tokio::spawn(directory::follow(sources.registry, gateway.directory.clone(), readmit))];
+    if let Some(config) = sources.config {
+        followers.push(tokio::spawn(limits::follow(config, gateway.limits.clone())));
+    }
+    let app = axum::Router::new().fallback(http::handle).with_state(gateway);
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    for follower in followers {
+        follower.abort();
+    }
+    served
+}

@@ -1,0 +1,350 @@
+//! `keel gateway` in front of the gRPC greeter example: HTTP/JSON in, gRPC through the
+//! service's reflected schema out; new nodes used and deregistered or unreachable ones left out
+//! as the registry changes; every kind of bad request answered with micro's error JSON and the
+//! status grpc-gateway would give.
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use keel_client::auth::{Access, Auth, GenerateOptions, GrpcAuth, Resource, Rule, TokenOptions};
+use keel_client::config::{Config, DeleteOptions, GrpcConfig, SetOptions};
+use keel_client::registry::{GrpcRegistry, Node, RegisterOptions, Registry, Service};
+use keel_tests::{keel_binary, wait_for, wait_for_some, Background, ReservedPort, Server, TestCluster};
+use nix::sys::signal::{kill, Signal};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gateway_follows_the_registry_to_the_greeters() {
+    let cluster = TestCluster::start(Server::Keel, 1).await;
+    let url = cluster.members[0].client_url.clone();
+    let gateway = Gateway::start(&url, &[]).await;
+
+    // Phase 1: one greeter; curl's request through the gateway reaches it.
+    let first = Greeter::start(&url, &[]).await;
+    let answer = wait_for_some(WAIT, "the gateway to route to the first greeter", || {
+        let answer = gateway.post("/greeter/say/hello", r#"{"name":"Ada"}"#);
+        async move { (answer.status == 200).then_some(answer) }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}; gateway: {}", gateway.process.stderr()));
+    assert_eq!(answer.json(), serde_json::json!({ "msg": format!("Hello Ada from {}", first.node_id) }));
+    assert_eq!(answer.header("content-type"), Some("application/json"));
+
+    // Phase 2: a second greeter is used as soon as the registry watch brings it.
+    let second = Greeter::start(&url, &[]).await;
+    let registered = Instant::now();
+    let picked_up = wait_for(WAIT, "the gateway to use the second greeter", || {
+        let answer = gateway.post("/greeter/say/hello", r#"{"name":"Ada"}"#);
+        let node_id = second.node_id.clone();
+        async move { answer.body.contains(&node_id) }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("the second greeter was used {:?} after it registered ({picked_up:?} of polling)", registered.elapsed());
+    let seen = answering_nodes(&gateway, 6);
+    assert_eq!(seen, BTreeSet::from([first.node_id.clone(), second.node_id.clone()]), "round-robin uses both");
+
+    // Phase 3: a node that refuses connections is skipped and ejected; no request fails.
+    let registry = GrpcRegistry::connect(std::slice::from_ref(&url)).await.expect("registry");
+    let dead_port = ReservedPort::new();
+    let dead =
+        Service::with_node("greeter", "1.0.0", Node::new("greeter-dead", format!("127.0.0.1:{}", dead_port.port())));
+    registry.register(&dead, RegisterOptions::with_ttl(Duration::from_secs(60))).await.expect("register the dead node");
+    for _ in 0..9 {
+        let answer = gateway.post("/greeter/say/hello", r#"{"name":"Ada"}"#);
+        assert_eq!(answer.status, 200, "a dead node is skipped: {}", answer.body);
+    }
+
+    // Phase 4: a deregistered greeter is no longer chosen.
+    kill(first.process.pid(), Signal::SIGTERM).expect("SIGTERM the first greeter");
+    first
+        .process
+        .wait_for_stdout(WAIT, "the first greeter to deregister", |out| out.contains("deregistered"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    wait_for(WAIT, "the gateway to stop using the first greeter", || {
+        let only_second = answering_nodes(&gateway, 4) == BTreeSet::from([second.node_id.clone()]);
+        async move { only_second }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(answering_nodes(&gateway, 10), BTreeSet::from([second.node_id.clone()]));
+
+    // Phase 5: a service whose every node refuses connections: 503, naming why.
+    let ghost = Service::with_node("ghost", "1.0.0", Node::new("ghost-1", format!("127.0.0.1:{}", dead_port.port())));
+    registry.register(&ghost, RegisterOptions::with_ttl(Duration::from_secs(60))).await.expect("register the ghost");
+    let answer = wait_for_some(WAIT, "the ghost to be known", || {
+        let answer = gateway.post("/ghost/say/hello", "{}");
+        async move { (answer.status != 404).then_some(answer) }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(answer.status, 503, "the ghost cannot be reached: {}", answer.body);
+    assert!(answer.detail().contains("no node could be reached"), "{}", answer.body);
+    let answer = gateway.post("/ghost/say/hello", "{}");
+    assert_eq!(answer.status, 503, "the ghost's only node is ejected: {}", answer.body);
+    assert!(answer.detail().contains("no healthy node"), "{}", answer.body);
+
+    // Phase 6: a service without reflection: 502 naming the cause.
+    let _mute = Greeter::start(&url, &[("GREETER_REFLECTION", "off"), ("GREETER_NAME", "mute")]).await;
+    let answer = wait_for_some(WAIT, "the mute greeter to be known", || {
+        let answer = gateway.post("/mute/say/hello", "{}");
+        async move { (answer.status != 404).then_some(answer) }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(answer.status, 502, "{}", answer.body);
+    assert!(answer.detail().contains("does not serve gRPC server reflection"), "{}", answer.body);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_requests_get_micro_errors_and_grpc_gateway_statuses() {
+    let cluster = TestCluster::start(Server::Keel, 1).await;
+    let url = cluster.members[0].client_url.clone();
+    let gateway = Gateway::start(&url, &["--max-body-bytes", "1024", "--body-timeout-ms", "500"]).await;
+    let _greeter = Greeter::start(&url, &[]).await;
+    wait_for(WAIT, "the gateway to route to the greeter", || {
+        let answer = gateway.post("/greeter/say/hello", "{}");
+        async move { answer.status == 200 }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+
+    let cases: &[(&str, &str, u16, &str)] = &[
+        ("/greeter/say/hello", r#"{"name":"#, 400, "is not a greeter.Request in JSON"),
+        ("/greeter/say/hello", r#"{"nom":"Ada"}"#, 400, "nom"),
+        ("/greeter/say/hello", r#"{"name":42}"#, 400, "is not a greeter.Request in JSON"),
+        ("/greeter/say/hello", r#"{"name":"Ada"} trailing"#, 400, "trailing"),
+        ("/greeter/say/hello", r#"{"name":"error"}"#, 400, "is not greeted"),
+        ("/greeter/say/goodbye", "{}", 404, "has no endpoint Say.Goodbye"),
+        ("/nosuch/say/hello", "{}", 404, "service nosuch not found"),
+        ("/greeter/../nosuch/hello", "{}", 400, "'..'"),
+        ("//greeter/say/hello", "{}", 400, "'..'"),
+        ("/greeter/say/hello%2e", "{}", 400, "is not a name"),
+        ("/", "{}", 400, "the path is empty"),
+    ];
+    for (path, body, status, detail) in cases {
+        let answer = gateway.post(path, body);
+        assert_eq!(answer.status, *status, "{path} {body}: {}", answer.body);
+        assert_eq!(answer.json()["code"], *status, "{path}: micro's error JSON: {}", answer.body);
+        assert!(answer.detail().contains(detail), "{path} {body}: {:?} should say {detail:?}", answer.detail());
+    }
+
+    let over = format!(r#"{{"name":"{}"}}"#, "a".repeat(2048));
+    let answer = gateway.post("/greeter/say/hello", &over);
+    assert_eq!(answer.status, 413, "{}", answer.body);
+
+    // A body that never ends: the gateway stops waiting and says so.
+    let answer = gateway
+        .send("POST /greeter/say/hello HTTP/1.1\r\nHost: gw\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{\"na");
+    assert_eq!(answer.status, 408, "{}", answer.body);
+
+    // Micro-Namespace prefixes the service micro's rule names.
+    let request = "POST /say/hello HTTP/1.1\r\nHost: gw\r\nMicro-Namespace: greeter\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
+    let answer = gateway.send(request);
+    assert_eq!((answer.status, answer.detail()), (404, "service greeter.say not found".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_auth_the_gateway_lets_in_only_whom_the_rules_let_in_and_rules_apply_live() {
+    let cluster = TestCluster::start(Server::Keel, 1).await;
+    let url = cluster.members[0].client_url.clone();
+    let auth = GrpcAuth::connect(std::slice::from_ref(&url)).await.expect("auth");
+    let mut tokens = Vec::new();
+    for (id, scope) in [("ada", "greeters"), ("bob", "visitors")] {
+        let options =
+            GenerateOptions { scopes: vec![scope.into()], secret: Some(format!("{id}-secret")), ..Default::default() };
+        auth.generate(id, options).await.expect("account");
+        let token = auth.token(TokenOptions::with_secret(id, format!("{id}-secret"))).await.expect("token");
+        tokens.push(token.access_token);
+    }
+    let (ada, bob) = (&tokens[0], &tokens[1]);
+    auth.grant(greet_rule("greeters-say-hello", "greeters")).await.expect("rule");
+    let gateway = Gateway::start(&url, &["--auth"]).await;
+    let _greeter = Greeter::start(&url, &[]).await;
+
+    let as_caller = |token: Option<&str>| {
+        let authorization = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+        let body = r#"{"name":"Ada"}"#;
+        let request = format!(
+            "POST /greeter/say/hello HTTP/1.1\r\nHost: gw\r\n{authorization}Micro-Account-Id: mallory\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        gateway.send(&request)
+    };
+    let last = std::cell::RefCell::new(String::new());
+    let answer = wait_for_some(WAIT, "ada to be let through to the greeter", || {
+        let answer = as_caller(Some(ada));
+        last.replace(format!("{} {}", answer.status, answer.body));
+        async move { (answer.status == 200).then_some(answer) }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}; the last answer: {}", last.borrow()));
+    assert!(answer.json()["msg"].as_str().unwrap_or_default().ends_with("(to account ada)"), "{}", answer.body);
+
+    let anonymous = as_caller(None);
+    assert_eq!(anonymous.status, 401, "{}", anonymous.body);
+    assert!(anonymous.detail().contains("not public"), "{}", anonymous.body);
+    let forged = as_caller(Some("not-a-token"));
+    assert_eq!(forged.status, 401, "{}", forged.body);
+    let refused = as_caller(Some(bob));
+    assert_eq!((refused.status, refused.detail()), (403, "account bob may not reach greeter Say.Hello".to_string()));
+    let unknown = as_caller(None);
+    assert_eq!(unknown.status, 401, "nothing about services is told to strangers");
+
+    // A rule granted now reaches the gateway without a restart.
+    auth.grant(greet_rule("visitors-say-hello", "visitors")).await.expect("rule");
+    let waited = wait_for(WAIT, "bob to be let in by the new rule", || {
+        let answer = as_caller(Some(bob));
+        async move { answer.status == 200 }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("the new rule applied after {waited:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rate_limits_come_from_config_and_change_live() {
+    let cluster = TestCluster::start(Server::Keel, 1).await;
+    let url = cluster.members[0].client_url.clone();
+    let gateway = Gateway::start(&url, &[]).await;
+    let _greeter = Greeter::start(&url, &[]).await;
+    let hello = || gateway.post("/greeter/say/hello", r#"{"name":"Ada"}"#);
+    wait_for(WAIT, "the gateway to route to the greeter", || {
+        let answer = hello();
+        async move { answer.status == 200 }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+
+    // One request a second, two at once: a quick run of requests meets the limit.
+    let config = GrpcConfig::connect(std::slice::from_ref(&url)).await.expect("config");
+    let gateway_ns = SetOptions { namespace: "gateway".into(), ..Default::default() };
+    let limits = serde_json::json!({
+        "endpoints": [{ "service": "greeter", "endpoint": "Say.Hello", "per_second": 1, "burst": 2 }]
+    });
+    config.set("limits", limits, gateway_ns.clone()).await.expect("set the limits");
+    let limited = wait_for_some(WAIT, "a request over the limit", || {
+        let answer = hello();
+        async move { (answer.status == 429).then_some(answer) }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(limited.header("retry-after"), Some("1"), "{}", limited.head);
+    assert_eq!(limited.detail(), "greeter Say.Hello: over the rate limit");
+    assert_eq!(gateway.post("/greeter/say/other", "{}").status, 404, "other endpoints are not limited");
+
+    // Lifting the limit takes effect without a restart.
+    config.delete("limits", DeleteOptions { namespace: "gateway".into() }).await.expect("delete the limits");
+    wait_for(WAIT, "the limit to be lifted", || {
+        let all_pass = (0..5).all(|_| hello().status == 200);
+        async move { all_pass }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
+fn greet_rule(id: &str, scope: &str) -> Rule {
+    let resource = Resource { r#type: "service".into(), name: "greeter".into(), endpoint: "Say.Hello".into() };
+    Rule { id: id.into(), scope: scope.into(), resource, access: Access::Granted, priority: 0 }
+}
+
+/// Which greeters answered `requests` requests.
+fn answering_nodes(gateway: &Gateway, requests: usize) -> BTreeSet<String> {
+    (0..requests)
+        .map(|_| {
+            let answer = gateway.post("/greeter/say/hello", r#"{"name":"Ada"}"#);
+            assert_eq!(answer.status, 200, "{}", answer.body);
+            answer.json()["msg"].as_str().and_then(|msg| msg.rsplit(' ').next()).unwrap_or_default().to_string()
+        })
+        .collect()
+}
+
+struct Gateway {
+    process: Background,
+    address: String,
+}
+
+impl Gateway {
+    async fn start(cluster_url: &str, flags: &[&str]) -> Gateway {
+        let mut command = Command::new(keel_binary());
+        command.args(["gateway", "--endpoints", cluster_url, "--listen", "127.0.0.1:0"]).args(flags);
+        let process = Background::spawn(command);
+        let stdout = process
+            .wait_for_stdout(WAIT, "the gateway to listen", |out| out.contains("listening on http://"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let address = stdout.split("listening on http://").nth(1).and_then(|rest| rest.split_whitespace().next());
+        Gateway { address: address.expect("the gateway prints its address").to_string(), process }
+    }
+
+    fn post(&self, path: &str, body: &str) -> Answer {
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.address,
+            body.len()
+        );
+        self.send(&request)
+    }
+
+    /// One raw HTTP/1.1 exchange (the request must say `Connection: close`).
+    fn send(&self, request: &str) -> Answer {
+        let mut stream = std::net::TcpStream::connect(&self.address).expect("connect to the gateway");
+        stream.set_read_timeout(Some(WAIT)).expect("read timeout");
+        stream.write_all(request.as_bytes()).expect("send the request");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("read the answer");
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+        let status = head.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+        Answer { status, head: head.to_string(), body: body.to_string() }
+    }
+}
+
+struct Answer {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+impl Answer {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+
+    fn detail(&self) -> String {
+        self.json()["detail"].as_str().unwrap_or_default().to_string()
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.eq_ignore_ascii_case(name).then_some(value.trim())
+        })
+    }
+}
+
+struct Greeter {
+    process: Background,
+    node_id: String,
+}
+
+impl Greeter {
+    /// The greeter_grpc example, built next to `keel` (`cargo build --workspace --all-targets`).
+    async fn start(cluster_url: &str, env: &[(&str, &str)]) -> Greeter {
+        let binary: PathBuf = keel_binary().with_file_name("examples").join("greeter_grpc");
+        assert!(binary.is_file(), "{} is missing: build with --all-targets", binary.display());
+        let mut command = Command::new(binary);
+        command.env("KEEL_ENDPOINTS", cluster_url).envs(env.iter().copied());
+        let process = Background::spawn(command);
+        let stdout = process
+            .wait_for_stdout(WAIT, "the greeter to register", |out| out.contains("serving gRPC"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let node_id = stdout.split_whitespace().nth(1).expect("the greeter prints its node id").to_string();
+        Greeter { process, node_id }
+    }
+}
