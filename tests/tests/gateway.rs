@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use keel_client::auth::{Access, Auth, GenerateOptions, GrpcAuth, Resource, Rule, TokenOptions};
 use keel_client::config::{Config, DeleteOptions, GrpcConfig, SetOptions};
 use keel_client::registry::{GrpcRegistry, Node, RegisterOptions, Registry, Service};
+use keel_proto::greeter;
+use keel_proto::greeter::say_client::SayClient;
 use keel_tests::{keel_binary, wait_for, wait_for_some, Background, ReservedPort, Server, TestCluster};
 use nix::sys::signal::{kill, Signal};
 
@@ -248,6 +250,55 @@ async fn rate_limits_come_from_config_and_change_live() {
     .unwrap_or_else(|e| panic!("{e}"));
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn the_proxy_passes_unary_and_streaming_grpc_calls_to_registered_nodes() {
+    let cluster = TestCluster::start(Server::Keel, 1).await;
+    let url = cluster.members[0].client_url.clone();
+    let proxy = Gateway::start_as("proxy", &url, &[]).await;
+    let greeter = Greeter::start(&url, &[]).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", proxy.address))
+        .expect("the proxy's URL")
+        .connect_lazy();
+    let mut client = SayClient::new(channel.clone());
+
+    // Unary, once the proxy has seen the greeter register.
+    let hello = || {
+        let mut client = client.clone();
+        async move { client.hello(greeter::Request { name: "Ada".into() }).await }
+    };
+    let answer = wait_for_some(WAIT, "the proxy to reach the greeter", || async {
+        hello().await.ok().map(tonic::Response::into_inner)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}; proxy: {}", proxy.process.stderr()));
+    assert_eq!(answer.msg, format!("Hello Ada from {}", greeter.node_id));
+    let refused = client.hello(greeter::Request { name: "error".into() }).await.expect_err("the service's own error");
+    assert_eq!(
+        (refused.code(), refused.message()),
+        (tonic::Code::InvalidArgument, "the name \"error\" is not greeted")
+    );
+
+    // Bidirectional streaming: each name is answered as it is sent.
+    let (names, queue) = tokio::sync::mpsc::channel(4);
+    let mut answers =
+        client.stream(tokio_stream::wrappers::ReceiverStream::new(queue)).await.expect("stream").into_inner();
+    for name in ["Ada", "Grace", "Edsger"] {
+        names.send(greeter::Request { name: name.into() }).await.expect("send a name");
+        let answer = answers.message().await.expect("an answer").expect("not the end");
+        assert_eq!(answer.msg, format!("Hello {name} from {}", greeter.node_id));
+    }
+    drop(names);
+    assert!(answers.message().await.expect("a clean end").is_none());
+
+    // A method of a service nobody registered: UNIMPLEMENTED, as a gRPC server answers.
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let codec = tonic_prost::ProstCodec::<greeter::Request, greeter::Response>::default();
+    let path = http::uri::PathAndQuery::from_static("/nosuch.Say/Hello");
+    let unknown = grpc.unary(tonic::Request::new(greeter::Request::default()), path, codec).await.expect_err("unknown");
+    assert_eq!(unknown.code(), tonic::Code::Unimplemented, "{unknown:?}");
+}
+
 fn greet_rule(id: &str, scope: &str) -> Rule {
     let resource = Resource { r#type: "service".into(), name: "greeter".into(), endpoint: "Say.Hello".into() };
     Rule { id: id.into(), scope: scope.into(), resource, access: Access::Granted, priority: 0 }
@@ -271,8 +322,13 @@ struct Gateway {
 
 impl Gateway {
     async fn start(cluster_url: &str, flags: &[&str]) -> Gateway {
+        Gateway::start_as("gateway", cluster_url, flags).await
+    }
+
+    /// `keel gateway` or `keel proxy`.
+    async fn start_as(mode: &str, cluster_url: &str, flags: &[&str]) -> Gateway {
         let mut command = Command::new(keel_binary());
-        command.args(["gateway", "--endpoints", cluster_url, "--listen", "127.0.0.1:0"]).args(flags);
+        command.args([mode, "--endpoints", cluster_url, "--listen", "127.0.0.1:0"]).args(flags);
         let process = Background::spawn(command);
         let stdout = process
             .wait_for_stdout(WAIT, "the gateway to listen", |out| out.contains("listening on http://"))

@@ -1,5 +1,6 @@
 //! `keel`: one cluster member. With no flags, a single-member cluster on 127.0.0.1:2379/2380
-//! with its data in ./default.keel, as `etcd` does. `keel gateway …` runs the API gateway.
+//! with its data in ./default.keel, as `etcd` does. `keel gateway …` runs the API
+//! gateway, `keel proxy …` the gRPC proxy.
 
 use tracing_subscriber::EnvFilter;
 
@@ -17,9 +18,16 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const FATAL_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn main() -> std::process::ExitCode {
-    // `keel gateway …`: the stateless front door, not a member (etcd's flags do not apply).
-    if std::env::args_os().nth(1).is_some_and(|first| first == "gateway") {
-        return keel_node::gateway::cli::main(std::env::args_os());
+    // `keel gateway …` and `keel proxy …`: the stateless front door, not a member (etcd's
+    // flags do not apply).
+    match std::env::args_os().nth(1) {
+        Some(first) if first == "gateway" => {
+            return keel_node::gateway::cli::main(keel_node::gateway::Mode::Gateway, std::env::args_os())
+        }
+        Some(first) if first == "proxy" => {
+            return keel_node::gateway::cli::main(keel_node::gateway::Mode::Proxy, std::env::args_os())
+        }
+        _ => {}
     }
     let flags = match keel_node::config::parse_flags(std::env::args_os()) {
         Ok((flags, warnings)) => {

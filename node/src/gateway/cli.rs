@@ -15,7 +15,7 @@ use keel_client::registry::{GrpcRegistry, Registry, Strategy};
 use keel_client::{ConnectOptions, Tls};
 
 use super::identity::Identity;
-use super::{Options, Sources};
+use super::{Mode, Options, Sources};
 
 /// How often the gateway's own access token is renewed.
 const TOKEN_REFRESH: Duration = Duration::from_secs(60);
@@ -23,8 +23,12 @@ const TOKEN_REFRESH: Duration = Duration::from_secs(60);
 /// A body larger than this cannot be configured: the gateway holds a body in memory.
 const MAX_BODY_BYTES_LIMIT: usize = 64 * 1024 * 1024;
 
+/// `keel gateway` and `keel proxy` take the same flags.
 #[derive(Debug, Parser)]
-#[command(name = "keel gateway", about = "micro's API gateway: HTTP/JSON to the services in Keel's registry")]
+#[command(
+    name = "keel gateway",
+    about = "micro's API gateway (keel gateway: HTTP/JSON to gRPC) and proxy (keel proxy: gRPC through) over Keel's registry"
+)]
 pub struct Flags {
     /// Cluster members to follow the registry on, comma-separated.
     #[arg(long, env = "KEEL_ENDPOINTS", value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
@@ -42,9 +46,10 @@ pub struct Flags {
     /// The secret of --auth-id (prefer the environment variable: flags show in `ps`).
     #[arg(long, env = "KEEL_AUTH_SECRET", hide_env_values = true, requires = "auth_id")]
     pub auth_secret: Option<String>,
-    /// Where to serve HTTP (port 0: any free port, printed on start).
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
+    /// Where to serve HTTP (port 0: any free port, printed on start); default
+    /// 127.0.0.1:8080 for the gateway, 127.0.0.1:8081 for the proxy.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
     /// Prefix of the services micro's rule names (`<namespace>.<service>`); a request's
     /// Micro-Namespace header overrides it.
     #[arg(long, default_value = "")]
@@ -88,11 +93,14 @@ impl Flags {
     }
 }
 
-/// `keel gateway …`: `args` starts with the program name, then `gateway`.
-pub fn main(args: impl Iterator<Item = std::ffi::OsString>) -> ExitCode {
+/// `keel gateway …` or `keel proxy …`: `args` starts with the program name, then the mode.
+pub fn main(mode: Mode, args: impl Iterator<Item = std::ffi::OsString>) -> ExitCode {
     let mut args = args.collect::<Vec<_>>();
     if args.len() > 1 {
         args.remove(1);
+    }
+    if let Some(program) = args.first_mut() {
+        *program = name(mode).into();
     }
     let flags = match Flags::try_parse_from(args) {
         Ok(flags) => flags,
@@ -110,16 +118,23 @@ pub fn main(args: impl Iterator<Item = std::ffi::OsString>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(flags)) {
+    match runtime.block_on(run(mode, flags)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            eprintln!("keel gateway: {message}");
+            eprintln!("{}: {message}", name(mode));
             ExitCode::FAILURE
         }
     }
 }
 
-async fn run(flags: Flags) -> Result<(), String> {
+fn name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Gateway => "keel gateway",
+        Mode::Proxy => "keel proxy",
+    }
+}
+
+async fn run(mode: Mode, flags: Flags) -> Result<(), String> {
     let mut connect = match &flags.cacert {
         Some(ca) => ConnectOptions::new().with_tls(Tls::from_files(ca, None, None).map_err(|e| e.to_string())?),
         None => ConnectOptions::new(),
@@ -134,12 +149,16 @@ async fn run(flags: Flags) -> Result<(), String> {
     let identity = flags.auth.then(|| Identity::new(auth));
     let config = GrpcConfig::connect_with(&flags.endpoints, &connect).await.map_err(|e| e.to_string())?;
     let sources = Sources { registry, config: Some(Arc::new(config)), identity };
-    let listener = tokio::net::TcpListener::bind(flags.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", flags.listen))?;
+    let default_listen = match mode {
+        Mode::Gateway => SocketAddr::from(([127, 0, 0, 1], 8080)),
+        Mode::Proxy => SocketAddr::from(([127, 0, 0, 1], 8081)),
+    };
+    let listen = flags.listen.unwrap_or(default_listen);
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     // On stdout, for scripts (and tests) that asked for port 0.
-    println!("keel gateway listening on http://{address}");
+    println!("{} listening on http://{address}", name(mode));
     tracing::info!(endpoints = flags.endpoints.join(","), "gateway following the registry");
     let shutdown = async {
         let mut sigterm = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -151,7 +170,7 @@ async fn run(flags: Flags) -> Result<(), String> {
             _ = sigterm.recv() => {}
         }
     };
-    super::serve(sources, flags.options(), listener, shutdown).await.map_err(|e| e.to_string())
+    super::serve(mode, sources, flags.options(), listener, shutdown).await.map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -30,20 +30,47 @@ pub struct Channels {
 impl Channels {
     /// The channel to `address` (`host:port`, or a URL); it connects on its first call.
     pub fn get(&self, address: &str) -> Result<Channel, String> {
-        let mut channels = self.by_address.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(channel) = channels.get(address) {
-            return Ok(channel.clone());
+        if let Some(channel) = self.cached(address) {
+            return Ok(channel);
         }
-        let url = if address.contains("://") { address.to_string() } else { format!("http://{address}") };
-        let endpoint =
-            Endpoint::from_shared(url).map_err(|e| format!("the node address {address:?} is not usable: {e}"))?;
-        let channel = endpoint.connect_timeout(CONNECT_TIMEOUT).tcp_nodelay(true).connect_lazy();
+        let channel = endpoint(address)?.connect_lazy();
+        self.keep(address, &channel);
+        Ok(channel)
+    }
+
+    /// The channel to `address`, connected now if it is new: an error means the node could
+    /// not be reached, so nothing was sent to it.
+    pub async fn connected(&self, address: &str) -> Result<Channel, String> {
+        if let Some(channel) = self.cached(address) {
+            return Ok(channel);
+        }
+        let channel = endpoint(address)?.connect().await.map_err(|e| format!("cannot connect to {address}: {e}"))?;
+        self.keep(address, &channel);
+        Ok(channel)
+    }
+
+    fn cached(&self, address: &str) -> Option<Channel> {
+        self.lock().get(address).cloned()
+    }
+
+    fn keep(&self, address: &str, channel: &Channel) {
+        let mut channels = self.lock();
         if channels.len() >= CHANNELS_MAX {
             channels.clear();
         }
         channels.insert(address.to_string(), channel.clone());
-        Ok(channel)
     }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Channel>> {
+        self.by_address.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn endpoint(address: &str) -> Result<Endpoint, String> {
+    let url = if address.contains("://") { address.to_string() } else { format!("http://{address}") };
+    let endpoint =
+        Endpoint::from_shared(url).map_err(|e| format!("the node address {address:?} is not usable: {e}"))?;
+    Ok(endpoint.connect_timeout(CONNECT_TIMEOUT).tcp_nodelay(true))
 }
 
 /// Calls `method` with `request` over `channel`, passing `metadata` on, within `timeout`.

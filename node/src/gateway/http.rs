@@ -197,7 +197,7 @@ fn forwarded_metadata(headers: &HeaderMap, account: Option<&str>) -> tonic::meta
 }
 
 /// The client's IP address, a caller's rate-limit key when it has no account.
-fn client_address(parts: &http::request::Parts) -> String {
+pub(super) fn client_address(parts: &http::request::Parts) -> String {
     let connected = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
     connected.map(|info| info.0.ip().to_string()).unwrap_or_default()
 }

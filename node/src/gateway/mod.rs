@@ -3,6 +3,8 @@
 //! body is transcoded to the endpoint's gRPC request through the service's own reflected
 //! schema, and the answer back to JSON. Stateless: any number of gateways may serve one cluster.
 //!
+//! `keel proxy` (`proxy.rs`) shares all of it but the transcoding: gRPC in, gRPC out.
+//!
 //! It must not read the registry per request (a watch keeps `directory` current), nor buffer a
 //! body past its limit, nor retry a request that may have reached a node.
 
@@ -12,6 +14,7 @@ pub mod grpc;
 pub mod http;
 pub mod identity;
 pub mod limits;
+pub mod proxy;
 pub mod route;
 pub mod schema;
 pub mod select;
@@ -102,6 +105,15 @@ impl Gateway {
     }
 }
 
+/// What a front-door process serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `keel gateway`: HTTP/JSON, transcoded to gRPC.
+    Gateway,
+    /// `keel proxy`: gRPC passed through.
+    Proxy,
+}
+
 /// Where a gateway learns what it needs from the cluster.
 pub struct Sources {
     pub registry: Arc<dyn Registry>,
@@ -114,6 +126,7 @@ pub struct Sources {
 /// Serves the gateway on `listener` until `shutdown` completes, following the registry and the
 /// limits in `sources`.
 pub async fn serve(
+    mode: Mode,
     sources: Sources,
     options: Options,
     listener: tokio::net::TcpListener,
@@ -128,7 +141,10 @@ pub async fn serve(
     if let Some(config) = sources.config {
         followers.push(tokio::spawn(limits::follow(config, gateway.limits.clone())));
     }
-    let app = axum::Router::new().fallback(http::handle).with_state(gateway);
+    let app = match mode {
+        Mode::Gateway => axum::Router::new().fallback(http::handle).with_state(gateway),
+        Mode::Proxy => axum::Router::new().fallback(proxy::handle).with_state(gateway),
+    };
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     for follower in followers {
