@@ -39,6 +39,9 @@ pub enum Command {
     /// Start a fresh 3-member etcd 3.4 and a fresh 3-member Keel cluster with the same flags,
     /// run the workloads on them alternately and print medians and the Keel/etcd ratios.
     Compare(CompareArgs),
+    /// The greeter example called directly, through keel proxy, nginx's grpc_pass and keel
+    /// gateway (HTTP/JSON): throughput and the latency each adds, as a markdown table.
+    Gateway(crate::gateway::GatewayArgs),
     /// Print the tables of a JSON file written by run or compare, and write its markdown and
     /// plot again (to regenerate benches/RESULTS.md without measuring again).
     Report(ReportArgs),

@@ -17,6 +17,8 @@
 //! - `resources` — RSS per member, data-dir size, restart-to-healthy time.
 //! - `cpu` — the members' CPU time during a run's measurement window, from `/proc`.
 //! - `compare` — the `compare` subcommand: clusters, alternation, output.
+//! - `gateway` — the `gateway` subcommand: the greeter example direct, through `keel proxy`,
+//!   nginx's `grpc_pass` and `keel gateway`.
 //! - `report` — result rows, JSON, text and markdown tables. Pure apart from writing files.
 //! - `plot` — the SVG comparison plot.
 //! - `progress` — the progress line on stderr.
@@ -26,6 +28,7 @@ pub mod cli;
 pub mod cluster;
 pub mod compare;
 pub mod cpu;
+pub mod gateway;
 pub mod machine;
 pub mod plot;
 pub mod pool;

@@ -10,5 +10,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Run(args) => keel_bench::compare::run_against_endpoints(args).await,
         Command::Compare(args) => keel_bench::compare::compare(args).await,
         Command::Report(args) => keel_bench::compare::report_again(args),
+        Command::Gateway(args) => keel_bench::gateway::run(args).await,
     }
 }

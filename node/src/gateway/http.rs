@@ -21,6 +21,10 @@ pub const NAMESPACE_HEADER: &str = "micro-namespace";
 
 /// Every path, every method.
 pub async fn handle(State(gateway): State<Arc<Gateway>>, request: Request<Body>) -> Response {
+    let Ok(_permit) = gateway.in_flight.try_acquire() else {
+        let detail = format!("the gateway is serving {} requests already", super::REQUESTS_IN_FLIGHT_MAX);
+        return Failure::new(StatusCode::SERVICE_UNAVAILABLE, detail).into_response();
+    };
     match serve(&gateway, request).await {
         Ok(response) => response,
         Err(failure) => failure.into_response(),

@@ -54,6 +54,11 @@ impl Default for Options {
     }
 }
 
+/// Requests a gateway or proxy serves at once; past it a request is refused at once (503 /
+/// UNAVAILABLE) rather than queued, so a flood costs bounded memory and the callers learn to
+/// back off.
+pub const REQUESTS_IN_FLIGHT_MAX: usize = 10_000;
+
 /// Service schemas kept at most (one per service version); past this the cache starts again.
 const SCHEMAS_MAX: usize = 1024;
 
@@ -64,6 +69,7 @@ pub struct Gateway {
     /// `None`: every caller is let through (`keel gateway` without `--auth`).
     identity: Option<identity::Identity>,
     limits: Arc<limits::Limits>,
+    in_flight: tokio::sync::Semaphore,
     selector: select::Selector,
     channels: grpc::Channels,
     // std Mutex: held to look up or insert, never across an await (two first requests may
@@ -76,6 +82,7 @@ impl Gateway {
         Gateway {
             identity,
             limits: Arc::new(limits::Limits::default()),
+            in_flight: tokio::sync::Semaphore::new(REQUESTS_IN_FLIGHT_MAX),
             selector: select::Selector::new(options.strategy),
             options,
             directory: Arc::new(Directory::default()),

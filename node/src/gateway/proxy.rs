@@ -19,6 +19,12 @@ use super::{identity, Gateway};
 
 /// Every path: one gRPC call each.
 pub async fn handle(State(gateway): State<Arc<Gateway>>, request: Request<Body>) -> Response {
+    // Held for the call's head only: a stream's body then flows without a permit, and the
+    // server's HTTP/2 stream limit bounds those per connection.
+    let Ok(_permit) = gateway.in_flight.try_acquire() else {
+        let detail = format!("keel proxy is serving {} calls already", super::REQUESTS_IN_FLIGHT_MAX);
+        return Refusal::from(Status::unavailable(detail)).into_response();
+    };
     match forward(&gateway, request).await {
         Ok(response) => response,
         Err(refusal) => refusal.into_response(),
