@@ -20,6 +20,9 @@ use super::{Mode, Options, Sources};
 /// How often the gateway's own access token is renewed.
 const TOKEN_REFRESH: Duration = Duration::from_secs(60);
 
+/// More worker threads than this cannot be configured.
+const WORKERS_LIMIT: usize = 256;
+
 /// A body larger than this cannot be configured: the gateway holds a body in memory.
 const MAX_BODY_BYTES_LIMIT: usize = 64 * 1024 * 1024;
 
@@ -66,6 +69,10 @@ pub struct Flags {
     /// How long a service may take to answer, in milliseconds (504 past it).
     #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub request_timeout_ms: u64,
+    /// Threads serving requests, each with its own single-threaded runtime [default: one per
+    /// core].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=WORKERS_LIMIT as u64))]
+    pub workers: Option<u64>,
     /// Log level: error, warn, info, debug, trace.
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -111,7 +118,7 @@ pub fn main(mode: Mode, args: impl Iterator<Item = std::ffi::OsString>) -> ExitC
         return ExitCode::from(2);
     };
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("keel gateway: cannot start the async runtime: {e}");
@@ -128,10 +135,13 @@ pub fn main(mode: Mode, args: impl Iterator<Item = std::ffi::OsString>) -> ExitC
 }
 
 fn name(mode: Mode) -> &'static str {
-    match mode {
-        Mode::Gateway => "keel gateway",
-        Mode::Proxy => "keel proxy",
-    }
+    mode.name()
+}
+
+fn workers(flags: &Flags) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    // At most WORKERS_LIMIT (the flag's range), so it fits any usize.
+    flags.workers.map_or(cores, |workers| usize::try_from(workers).unwrap_or(1)).min(WORKERS_LIMIT)
 }
 
 async fn run(mode: Mode, flags: Flags) -> Result<(), String> {
@@ -154,8 +164,7 @@ async fn run(mode: Mode, flags: Flags) -> Result<(), String> {
         Mode::Proxy => SocketAddr::from(([127, 0, 0, 1], 8081)),
     };
     let listen = flags.listen.unwrap_or(default_listen);
-    let listener =
-        tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let listener = std::net::TcpListener::bind(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     // On stdout, for scripts (and tests) that asked for port 0.
     println!("{} listening on http://{address}", name(mode));
@@ -170,7 +179,7 @@ async fn run(mode: Mode, flags: Flags) -> Result<(), String> {
             _ = sigterm.recv() => {}
         }
     };
-    super::serve(mode, sources, flags.options(), listener, shutdown).await.map_err(|e| e.to_string())
+    super::serve(mode, sources, flags.options(), listener, workers(&flags), shutdown).await.map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 pub mod cli;
 pub mod directory;
 pub mod grpc;
+pub mod h2;
 pub mod http;
 pub mod identity;
 pub mod limits;
@@ -72,9 +73,20 @@ pub struct Gateway {
     in_flight: tokio::sync::Semaphore,
     selector: select::Selector,
     channels: grpc::Channels,
+    /// keel proxy's connections (the gateway's calls go through `channels`).
+    connections: h2::Connections,
     // std Mutex: held to look up or insert, never across an await (two first requests may
     // both reflect; the second result replaces the first, which is the same schema).
     schemas: Mutex<HashMap<(String, String), DescriptorPool>>,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Gateway => "keel gateway",
+            Mode::Proxy => "keel proxy",
+        }
+    }
 }
 
 impl Gateway {
@@ -87,6 +99,7 @@ impl Gateway {
             options,
             directory: Arc::new(Directory::default()),
             channels: grpc::Channels::default(),
+            connections: h2::Connections::default(),
             schemas: Mutex::new(HashMap::new()),
         }
     }
@@ -131,12 +144,15 @@ pub struct Sources {
 }
 
 /// Serves the gateway on `listener` until `shutdown` completes, following the registry and the
-/// limits in `sources`.
+/// limits in `sources`, with `workers` threads. Each worker is a single-threaded runtime that
+/// accepts from the same socket and serves its connections start to end, as nginx's workers
+/// do: a call's hand-offs between tasks then stay on one thread instead of waking another.
 pub async fn serve(
     mode: Mode,
     sources: Sources,
     options: Options,
-    listener: tokio::net::TcpListener,
+    listener: std::net::TcpListener,
+    workers: usize,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let gateway = Arc::new(Gateway::new(options, sources.identity));
@@ -148,14 +164,49 @@ pub async fn serve(
     if let Some(config) = sources.config {
         followers.push(tokio::spawn(limits::follow(config, gateway.limits.clone())));
     }
+    listener.set_nonblocking(true)?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut threads = Vec::new();
+    for worker in 1..workers.max(1) {
+        let (listener, gateway, mut stopped) = (listener.try_clone()?, gateway.clone(), stopped.clone());
+        let thread = std::thread::Builder::new().name(format!("{}-{worker}", mode.name())).spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                serve_on(mode, gateway, listener, async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                })
+                .await
+            })
+        })?;
+        threads.push(thread);
+    }
+    let served = serve_on(mode, gateway, tokio::net::TcpListener::from_std(listener)?, shutdown).await;
+    stop.send_replace(true);
+    for follower in followers {
+        follower.abort();
+    }
+    for thread in threads {
+        match thread.join() {
+            Ok(Err(error)) => tracing::warn!("a worker failed: {error}"),
+            Err(_) => tracing::error!("a worker panicked"),
+            Ok(Ok(())) => {}
+        }
+    }
+    served
+}
+
+/// One worker's accept loop.
+async fn serve_on(
+    mode: Mode,
+    gateway: Arc<Gateway>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let app = match mode {
         Mode::Gateway => axum::Router::new().fallback(http::handle).with_state(gateway),
         Mode::Proxy => axum::Router::new().fallback(proxy::handle).with_state(gateway),
     };
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
-    for follower in followers {
-        follower.abort();
-    }
-    served
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }

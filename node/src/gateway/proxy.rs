@@ -12,7 +12,6 @@ use axum::extract::State;
 use axum::response::Response;
 use http::Request;
 use tonic::Status;
-use tower::Service;
 
 use super::directory::Snapshot;
 use super::{identity, Gateway};
@@ -82,21 +81,25 @@ async fn forward(gateway: &Gateway, request: Request<Body>) -> Result<Response, 
     for instance in &tried {
         // Connect first: the body can be sent only once, so a node is chosen only once it
         // is known to answer.
-        let mut channel = match gateway.channels.connected(&instance.address).await {
-            Ok(channel) => channel,
+        let mut connection = match gateway.connections.connected(&instance.address).await {
+            Ok(connection) => connection,
             Err(reason) => {
                 gateway.selector.eject(&instance.address, Instant::now());
                 last_failure = reason;
                 continue;
             }
         };
-        if let Err(error) = tower::ServiceExt::ready(&mut channel).await {
+        if let Err(error) = connection.ready().await {
             gateway.selector.eject(&instance.address, Instant::now());
             last_failure = error.to_string();
             continue;
         }
-        let request = Request::from_parts(parts, tonic::body::Body::new(body));
-        return match channel.call(request).await {
+        let authority = instance.address.strip_prefix("http://").unwrap_or(&instance.address);
+        let uri = format!("http://{authority}{}", parts.uri.path());
+        parts.uri = uri
+            .parse()
+            .map_err(|_| Status::unavailable(format!("the node address {:?} is not usable", instance.address)))?;
+        return match connection.send_request(Request::from_parts(parts, body)).await {
             Ok(response) => Ok(response.map(Body::new)),
             Err(error) => {
                 gateway.selector.eject(&instance.address, Instant::now());
