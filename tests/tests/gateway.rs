@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use keel_client::auth::{Access, Auth, GenerateOptions, GrpcAuth, Resource, Rule, TokenOptions};
 use keel_client::config::{Config, DeleteOptions, GrpcConfig, SetOptions};
-use keel_client::registry::{GrpcRegistry, Node, RegisterOptions, Registry, Service};
+use keel_client::registry::{Endpoint, GrpcRegistry, Node, RegisterOptions, Registry, Service};
 use keel_proto::greeter;
 use keel_proto::greeter::say_client::SayClient;
-use keel_tests::{keel_binary, wait_for, wait_for_some, Background, ReservedPort, Server, TestCluster};
+use keel_tests::{keel_binary, keelctl, wait_for, wait_for_some, Background, ReservedPort, Server, TestCluster};
 use nix::sys::signal::{kill, Signal};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -297,6 +297,62 @@ async fn the_proxy_passes_unary_and_streaming_grpc_calls_to_registered_nodes() {
     let path = http::uri::PathAndQuery::from_static("/nosuch.Say/Hello");
     let unknown = grpc.unary(tonic::Request::new(greeter::Request::default()), path, codec).await.expect_err("unknown");
     assert_eq!(unknown.code(), tonic::Code::Unimplemented, "{unknown:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keelctl_explains_routes_and_edits_the_limits() {
+    let cluster = TestCluster::start(Server::Keel, 1).await;
+    let url = cluster.members[0].client_url.clone();
+    let registry = GrpcRegistry::connect(std::slice::from_ref(&url)).await.expect("registry");
+    let mut endpoint = Endpoint { name: "Say.Hello".into(), ..Default::default() };
+    endpoint.metadata.insert("path".into(), "/hi,^/greet/[a-z]+$".into());
+    endpoint.metadata.insert("method".into(), "POST".into());
+    let service = Service {
+        endpoints: vec![endpoint],
+        ..Service::with_node("greeter", "1.0.0", Node::new("greeter-1", "127.0.0.1:9"))
+    };
+    registry.register(&service, RegisterOptions::with_ttl(Duration::from_secs(60))).await.expect("register");
+
+    let routes = keelctl(&cluster, &["gateway", "routes"]);
+    assert_eq!(routes.stdout.trim(), "greeter Say.Hello <- POST /hi, ^/greet/[a-z]+$ (rpc)", "{routes:?}");
+    let resolved = keelctl(&cluster, &["gateway", "routes", "/greet/ada", "/v1/foo/bar", "/a/../b"]);
+    let lines: Vec<&str> = resolved.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{resolved:?}");
+    assert!(
+        lines[0].starts_with("/greet/ada -> service greeter endpoint Say.Hello (Rpc; the endpoint's registered path"),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[0].ends_with("1 node(s))"), "{}", lines[0]);
+    assert!(
+        lines[1].starts_with("/v1/foo/bar -> service v1.foo endpoint Foo.Bar (Rpc; micro's default rule"),
+        "{}",
+        lines[1]
+    );
+    assert!(lines[2].starts_with("/a/../b -> refused (400)"), "{}", lines[2]);
+
+    let set = keelctl(
+        &cluster,
+        &["limits", "set", "--service", "greeter", "--endpoint", "Say.Hello", "--per-second", "1", "--burst", "2"],
+    );
+    assert_eq!(set.exited, Some(true), "{set:?}");
+    let set = keelctl(&cluster, &["limits", "set", "--caller", "--per-second", "5"]);
+    assert_eq!(set.exited, Some(true), "{set:?}");
+    let got = keelctl(&cluster, &["-o", "json", "limits", "get"]);
+    let expected = serde_json::json!({
+        "caller": { "per_second": 5 },
+        "endpoints": [{ "service": "greeter", "endpoint": "Say.Hello", "per_second": 1, "burst": 2 }],
+    });
+    assert_eq!(serde_json::from_str::<serde_json::Value>(got.stdout.trim()).expect("JSON"), expected, "{got:?}");
+    let deleted = keelctl(&cluster, &["limits", "delete", "--caller"]);
+    assert_eq!(deleted.exited, Some(true), "{deleted:?}");
+    let got = keelctl(&cluster, &["-o", "json", "limits", "get"]);
+    assert!(!got.stdout.contains("caller"), "{got:?}");
+    let missing = keelctl(&cluster, &["limits", "delete", "--service", "billing"]);
+    assert_eq!(missing.exited, Some(false));
+    assert!(missing.stderr.contains("no limit on billing *"), "{missing:?}");
+    let bad = keelctl(&cluster, &["limits", "set", "--caller", "--per-second", "0"]);
+    assert_eq!(bad.exited, Some(false), "a zero rate is refused before anything is written: {bad:?}");
 }
 
 fn greet_rule(id: &str, scope: &str) -> Rule {

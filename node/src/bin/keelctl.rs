@@ -14,6 +14,8 @@ mod auth;
 mod config;
 #[path = "keelctl/events.rs"]
 mod events;
+#[path = "keelctl/gateway.rs"]
+mod gateway;
 #[path = "keelctl/output.rs"]
 mod output;
 #[path = "keelctl/output_events.rs"]
@@ -92,6 +94,12 @@ enum Command {
     /// Backups: save one from the cluster, show what a file holds, restore a member from one.
     #[command(subcommand)]
     Snapshot(snapshot::Command),
+    /// The front door (keel gateway, keel proxy): where a path goes, and why.
+    #[command(subcommand)]
+    Gateway(gateway::GatewayCommand),
+    /// The front door's rate limits (Config gateway:limits): get, set, delete.
+    #[command(subcommand)]
+    Limits(gateway::LimitsCommand),
 }
 
 fn main() -> ExitCode {
@@ -117,6 +125,8 @@ fn main() -> ExitCode {
             Command::Events(command) => events::run(command, endpoints, &options, format).await,
             Command::Auth(command) => auth::run(command, endpoints, &options, format).await,
             Command::Snapshot(command) => snapshot::run(command, endpoints, &options, format).await,
+            Command::Gateway(command) => gateway::routes(command, endpoints, &options, format).await,
+            Command::Limits(command) => gateway::limits(command, endpoints, &options, format).await,
         }
     });
     match result {

@@ -86,13 +86,7 @@ async fn sync(registry: &dyn Registry, directory: &Directory, on_register: &impl
     // The watch first, then the list: a change between the two is in both, and applying a
     // registration or a removal twice is harmless; one made before the watch is in the list.
     let mut watcher = registry.watch(WatchOptions::default()).await?;
-    let mut registrations = Registrations::new();
-    for service in registry.list_services().await? {
-        for node in &service.nodes {
-            let key = (service.name.clone(), node.id.clone());
-            registrations.insert(key, Service { nodes: vec![node.clone()], ..service.clone() });
-        }
-    }
+    let mut registrations = registrations_of(registry.list_services().await?);
     directory.publish(snapshot_of(&registrations));
     loop {
         let change = watcher.next().await?;
@@ -109,6 +103,22 @@ async fn sync(registry: &dyn Registry, directory: &Directory, on_register: &impl
         }
         directory.publish(snapshot_of(&registrations));
     }
+}
+
+/// The snapshot of services as a registry lists them (`keelctl gateway routes`).
+pub fn snapshot_from(services: Vec<Service>) -> Snapshot {
+    snapshot_of(&registrations_of(services))
+}
+
+fn registrations_of(services: Vec<Service>) -> Registrations {
+    let mut registrations = Registrations::new();
+    for service in services {
+        for node in &service.nodes {
+            let key = (service.name.clone(), node.id.clone());
+            registrations.insert(key, Service { nodes: vec![node.clone()], ..service.clone() });
+        }
+    }
+    registrations
 }
 
 fn snapshot_of(registrations: &Registrations) -> Snapshot {

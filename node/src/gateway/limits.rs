@@ -20,7 +20,7 @@ use std::time::Duration;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
 use keel_client::config::{Config, WatchOptions};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The Config namespace and path the limits live at.
 pub const CONFIG_NAMESPACE: &str = "gateway";
@@ -34,27 +34,27 @@ const ENDPOINT_ENTRIES_MAX: usize = 10_000;
 const REWATCH_DELAY: Duration = Duration::from_secs(1);
 
 /// The document at `gateway:limits`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsDocument {
     /// Each caller's (account, else client address) own bucket.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub caller: Option<Rate>,
     #[serde(default)]
     pub endpoints: Vec<EndpointRate>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rate {
     /// Requests let through per second, on average (at least 1).
     pub per_second: u32,
     /// Requests let through at once after a quiet spell; default `per_second`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst: Option<u32>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointRate {
     pub service: String,
@@ -62,7 +62,7 @@ pub struct EndpointRate {
     #[serde(default = "every_endpoint")]
     pub endpoint: String,
     pub per_second: u32,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst: Option<u32>,
 }
 

@@ -135,6 +135,18 @@ impl Route {
         })
     }
 
+    /// The route as one line: `greeter Say.Hello <- POST /hi, ^/greet/ (rpc)`.
+    pub fn describe(&self) -> String {
+        let paths: Vec<&str> = self.paths.iter().map(PathMatcher::as_str).collect();
+        let methods = if self.methods.is_empty() { "any method".to_string() } else { self.methods.join("|") };
+        let hosts = if self.hosts.is_empty() { String::new() } else { format!(" on {}", self.hosts.join("|")) };
+        let handler = match self.handler {
+            Handler::Rpc => "rpc",
+            Handler::Http => "http",
+        };
+        format!("{} {} <- {methods} {}{hosts} ({handler})", self.service, self.endpoint, paths.join(", "))
+    }
+
     /// The pattern this route matches `request` with, if it does.
     fn matches(&self, request: &RequestLine<'_>) -> Option<&str> {
         if !self.methods.is_empty() && !self.methods.iter().any(|m| m == request.method) {
