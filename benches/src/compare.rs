@@ -333,17 +333,24 @@ fn ensure_etcd(binary: &Path) -> anyhow::Result<PathBuf> {
         return Ok(binary.to_path_buf());
     }
     anyhow::ensure!(binary == Path::new("etcd"), "{} does not run", binary.display());
-    eprintln!("etcd is not installed: installing Debian's etcd-server (apt-get)");
-    for apt in [&["update", "-qq"][..], &["install", "-y", "-qq", "--no-install-recommends", "etcd-server"]] {
+    apt_install("etcd-server").context("or run scripts/setup, which installs etcd-server")?;
+    anyhow::ensure!(runs(binary), "etcd still does not run after installing etcd-server");
+    Ok(binary.to_path_buf())
+}
+
+/// Installs one of Debian's packages (`apt-get`, as root), for the reference systems a
+/// comparison runs against.
+pub(crate) fn apt_install(package: &str) -> anyhow::Result<()> {
+    eprintln!("installing Debian's {package} (apt-get)");
+    for apt in [&["update", "-qq"][..], &["install", "-y", "-qq", "--no-install-recommends", package]] {
         let status = Command::new("apt-get")
             .args(apt)
             .env("DEBIAN_FRONTEND", "noninteractive")
             .status()
-            .context("running apt-get (or run scripts/setup, which installs etcd-server)")?;
-        anyhow::ensure!(status.success(), "apt-get {} failed: run scripts/setup as root", apt.join(" "));
+            .context("running apt-get")?;
+        anyhow::ensure!(status.success(), "apt-get {} failed: run it as root", apt.join(" "));
     }
-    anyhow::ensure!(runs(binary), "etcd still does not run after installing etcd-server");
-    Ok(binary.to_path_buf())
+    Ok(())
 }
 
 /// The keel binary: --keel-bin, or `keel` next to this executable, built first when this

@@ -94,28 +94,8 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
     let mut greeter = Process::spawn(Command::new(&greeter_bin).env("KEEL_ENDPOINTS", &endpoint))?;
     let greeter_line = greeter.wait_for_line("serving gRPC on ")?;
     let greeter_addr = word_after(&greeter_line, "serving gRPC on ").context("the greeter's address")?;
-    let mut gateway = Process::spawn(Command::new(&keel).args([
-        "gateway",
-        "--endpoints",
-        &endpoint,
-        "--listen",
-        "127.0.0.1:0",
-        "--log-level",
-        "warn",
-    ]))?;
-    let gateway_addr =
-        word_after(&gateway.wait_for_line("listening on http://")?, "listening on http://").context("gateway")?;
-    let mut proxy = Process::spawn(Command::new(&keel).args([
-        "proxy",
-        "--endpoints",
-        &endpoint,
-        "--listen",
-        "127.0.0.1:0",
-        "--log-level",
-        "warn",
-    ]))?;
-    let proxy_addr =
-        word_after(&proxy.wait_for_line("listening on http://")?, "listening on http://").context("proxy")?;
+    let (gateway, gateway_addr) = front_door(&keel, "gateway", &endpoint)?;
+    let (proxy, proxy_addr) = front_door(&keel, "proxy", &endpoint)?;
     let nginx = match ensure_nginx(&args.nginx) {
         Ok(()) => Some(Nginx::start(&args.nginx, root.path(), &greeter_addr)?),
         Err(error) => {
@@ -336,17 +316,18 @@ fn ensure_nginx(binary: &Path) -> anyhow::Result<()> {
         return Ok(());
     }
     anyhow::ensure!(binary == Path::new("/usr/sbin/nginx"), "{} does not exist", binary.display());
-    eprintln!("nginx is not installed: installing Debian's nginx (apt-get)");
-    for apt in [&["update", "-qq"][..], &["install", "-y", "-qq", "--no-install-recommends", "nginx"]] {
-        let status = Command::new("apt-get")
-            .args(apt)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .context("running apt-get")?;
-        anyhow::ensure!(status.success(), "apt-get {} failed: install nginx as root", apt.join(" "));
-    }
+    crate::compare::apt_install("nginx")?;
     anyhow::ensure!(binary.exists(), "{} still missing after installing nginx", binary.display());
     Ok(())
+}
+
+/// `keel gateway` or `keel proxy` on a free loopback port, and the address it serves on.
+fn front_door(keel: &Path, mode: &str, endpoint: &str) -> anyhow::Result<(Process, String)> {
+    let args = [mode, "--endpoints", endpoint, "--listen", "127.0.0.1:0", "--log-level", "warn"];
+    let mut process = Process::spawn(Command::new(keel).args(args))?;
+    let line = process.wait_for_line("listening on http://")?;
+    let address = word_after(&line, "listening on http://").with_context(|| format!("keel {mode}'s address"))?;
+    Ok((process, address))
 }
 
 /// nginx with one `grpc_pass` server, in its own directory, on a reserved loopback port.
