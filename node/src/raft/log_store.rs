@@ -60,9 +60,39 @@ enum SyncRequest {
 #[derive(Clone)]
 pub struct LogStore {
     engine: Arc<dyn Engine>,
-    sync_tx: mpsc::Sender<SyncRequest>,
+    syncer: Arc<Syncer>,
     ack: AckPolicy,
     watermark: Arc<Watermark>,
+}
+
+/// The way to the syncer thread, shared by every clone of the store. When the last clone is
+/// dropped the queue closes and the thread is joined: a member that stops must not leave an
+/// fsync running inside RocksDB while the process exits (the exit's destructors then tore a
+/// mutex from under it and the member aborted with "pthread lock: Invalid argument").
+struct Syncer {
+    // Option: taken in Drop, so that the thread sees its queue close before it is joined.
+    queue: Option<mpsc::Sender<SyncRequest>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Syncer {
+    async fn send(&self, request: SyncRequest) -> io::Result<()> {
+        let stopped = || io::Error::other("log syncer thread stopped");
+        let queue = self.queue.as_ref().ok_or_else(stopped)?;
+        queue.send(request).await.map_err(|_| stopped())
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        drop(self.queue.take());
+        if let Some(thread) = self.thread.take() {
+            // It finishes what it holds (at most one fsync) and ends.
+            if thread.join().is_err() {
+                tracing::error!("the log syncer thread panicked");
+            }
+        }
+    }
 }
 
 /// The log or the vote is behind what this member made durable before: its data dir lost
@@ -135,15 +165,16 @@ pub fn check_intact(engine: &dyn Engine, recorded: Option<Mark>, watermark_path:
 }
 
 impl LogStore {
-    /// Opens the log on `engine` and starts its syncer thread, which ends when the last clone of
-    /// this store is dropped. `watermark` is raised after every fsync of the log.
+    /// Opens the log on `engine` and starts its syncer thread, which is joined when the last
+    /// clone of this store is dropped. `watermark` is raised after every fsync of the log.
     pub fn open(engine: Arc<dyn Engine>, ack: AckPolicy, watermark: Arc<Watermark>) -> io::Result<Self> {
         let (sync_tx, sync_rx) = mpsc::channel(SYNC_QUEUE_CAPACITY);
         let (syncer_engine, syncer_watermark) = (engine.clone(), watermark.clone());
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("keel-log-sync".into())
             .spawn(move || run_syncer(syncer_engine, syncer_watermark, sync_rx))?;
-        Ok(Self { engine, sync_tx, ack, watermark })
+        let syncer = Arc::new(Syncer { queue: Some(sync_tx), thread: Some(thread) });
+        Ok(Self { engine, syncer, ack, watermark })
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
@@ -159,9 +190,8 @@ impl LogStore {
     /// Waits until the syncer has finished everything queued so far.
     async fn drain_syncer(&self) -> io::Result<()> {
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-        let stopped = || io::Error::other("log syncer thread stopped");
-        self.sync_tx.send(SyncRequest::Barrier(done_tx)).await.map_err(|_| stopped())?;
-        done_rx.await.map_err(|_| stopped())
+        self.syncer.send(SyncRequest::Barrier(done_tx)).await?;
+        done_rx.await.map_err(|_| io::Error::other("log syncer thread stopped"))
     }
 }
 
@@ -343,10 +373,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             callback.io_completed(Ok(()));
             return Ok(());
         }
-        self.sync_tx
-            .send(SyncRequest::Flushed { log_end, callback })
-            .await
-            .map_err(|_| io::Error::other("log syncer thread stopped"))
+        self.syncer.send(SyncRequest::Flushed { log_end, callback }).await
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
