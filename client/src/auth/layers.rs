@@ -251,7 +251,13 @@ fn endpoint(path: &str) -> String {
 }
 
 fn bearer<B>(request: &Request<B>) -> Option<&str> {
-    let value = request.headers().get(AUTHORIZATION)?.to_str().ok()?;
+    bearer_token(request.headers())
+}
+
+/// The access token of an `authorization: Bearer <token>` header, as micro's wrappers read it;
+/// `None` without one (or with another scheme).
+pub fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
     value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))
 }
 

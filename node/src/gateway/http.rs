@@ -4,7 +4,7 @@
 //! (`{"id","code","detail","status"}`) and the HTTP status grpc-gateway would give.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -14,7 +14,7 @@ use prost_reflect::{DeserializeOptions, DynamicMessage, MethodDescriptor, Serial
 
 use super::directory::Instance;
 use super::route::{self, Handler, RequestLine, Target};
-use super::{grpc, identity, schema, Gateway};
+use super::{grpc, identity, limits, schema, Gateway};
 
 /// The header that names the namespace a path resolves in (micro's).
 pub const NAMESPACE_HEADER: &str = "micro-namespace";
@@ -36,13 +36,13 @@ pub async fn handle(State(gateway): State<Arc<Gateway>>, request: Request<Body>)
 pub struct Failure {
     pub status: StatusCode,
     pub detail: String,
-    /// Sent as `Retry-After` (whole seconds, rounded up).
-    pub retry_after: Option<Duration>,
+    /// Sent as `Retry-After`.
+    pub retry_after_secs: Option<u64>,
 }
 
 impl Failure {
     fn new(status: StatusCode, detail: impl Into<String>) -> Failure {
-        Failure { status, detail: detail.into(), retry_after: None }
+        Failure { status, detail: detail.into(), retry_after_secs: None }
     }
 }
 
@@ -56,9 +56,8 @@ impl IntoResponse for Failure {
         });
         let mut response =
             (self.status, [(http::header::CONTENT_TYPE, "application/json")], body.to_string()).into_response();
-        if let Some(wait) = self.retry_after {
-            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            response.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from(seconds.max(1)));
+        if let Some(seconds) = self.retry_after_secs {
+            response.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from(seconds));
         }
         response
     }
@@ -77,12 +76,9 @@ async fn serve(gateway: &Gateway, request: Request<Body>) -> Result<Response, Fa
         Some(identity) => identity.check(&parts.headers, &target.service, &target.endpoint).await.map_err(refused)?,
         None => None,
     };
-    let caller = match &account {
-        Some(id) => format!("account:{id}"),
-        None => format!("address:{}", client_address(&parts)),
-    };
+    let caller = limits::caller_key(account.as_deref(), &client_address(&parts));
     gateway.limits.check(&target.service, &target.endpoint, &caller).map_err(|over| Failure {
-        retry_after: Some(over.retry_after),
+        retry_after_secs: Some(over.retry_after_secs()),
         ..Failure::new(
             StatusCode::TOO_MANY_REQUESTS,
             format!("{} {}: over the rate limit", target.service, target.endpoint),

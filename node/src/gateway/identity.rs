@@ -103,18 +103,14 @@ fn refusal(error: keel_client::Error) -> Refusal {
     }
 }
 
-/// The bearer token of `Authorization`, if there is one.
+/// The bearer token of `Authorization`, if there is one (another scheme is no token).
 fn bearer_token(headers: &HeaderMap) -> Result<Option<String>, Refusal> {
-    let Some(value) = headers.get(http::header::AUTHORIZATION) else { return Ok(None) };
-    let malformed = || Refusal::Unauthenticated("the Authorization header is not \"Bearer <access token>\"".into());
-    if value.len() > TOKEN_BYTES_MAX {
-        return Err(malformed());
-    }
-    let value = value.to_str().map_err(|_| malformed())?;
-    let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).ok_or_else(malformed)?;
-    match token.trim() {
-        "" => Err(malformed()),
-        token => Ok(Some(token.to_string())),
+    match keel_client::auth::layers::bearer_token(headers).map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(token) if token.len() > TOKEN_BYTES_MAX => {
+            Err(Refusal::Unauthenticated(format!("the access token is longer than {TOKEN_BYTES_MAX} bytes")))
+        }
+        Some(token) => Ok(Some(token.to_string())),
     }
 }
 

@@ -94,6 +94,23 @@ pub struct OverLimit {
     pub retry_after: Duration,
 }
 
+impl OverLimit {
+    /// `Retry-After` in whole seconds, rounded up, at least 1.
+    pub fn retry_after_secs(&self) -> u64 {
+        let wait = self.retry_after;
+        (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+    }
+}
+
+/// Whose bucket a caller draws from: its checked account, else its address (prefixed, so an
+/// account named like an address has a bucket of its own).
+pub fn caller_key(account: Option<&str>, address: &str) -> String {
+    match account {
+        Some(id) => format!("account:{id}"),
+        None => format!("address:{address}"),
+    }
+}
+
 /// The limits every request is checked against; replaced as a whole when the document changes.
 #[derive(Default)]
 pub struct Limits {

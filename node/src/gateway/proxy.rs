@@ -46,7 +46,7 @@ impl Refusal {
     fn into_response(self) -> Response {
         let mut response = self.status.into_http::<Body>();
         if let Some(seconds) = self.retry_after_secs {
-            response.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from(seconds.max(1)));
+            response.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from(seconds));
         }
         response
     }
@@ -63,14 +63,10 @@ async fn forward(gateway: &Gateway, request: Request<Body>) -> Result<Response, 
         Some(identity) => identity.check(&parts.headers, &service, &endpoint).await.map_err(refused)?,
         None => None,
     };
-    let caller = match &account {
-        Some(id) => format!("account:{id}"),
-        None => format!("address:{}", super::http::client_address(&parts)),
-    };
+    let caller = super::limits::caller_key(account.as_deref(), &super::http::client_address(&parts));
     if let Err(over) = gateway.limits.check(&service, &endpoint, &caller) {
         let status = Status::resource_exhausted(format!("{service} {endpoint}: over the rate limit"));
-        let wait = over.retry_after;
-        return Err(Refusal { status, retry_after_secs: Some(wait.as_secs() + u64::from(wait.subsec_nanos() > 0)) });
+        return Err(Refusal { status, retry_after_secs: Some(over.retry_after_secs()) });
     }
     scrub_headers(&mut parts.headers, account.as_deref());
     let tried = gateway.selector.order(&service, snapshot.instances(&service), Instant::now());

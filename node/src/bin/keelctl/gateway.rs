@@ -10,7 +10,7 @@ use keel_node::gateway::directory;
 use keel_node::gateway::limits::{self, EndpointRate, LimitsDocument, Rate};
 use keel_node::gateway::route::{self, RequestLine};
 
-use crate::Format;
+use crate::{output, Format};
 
 #[derive(Debug, Subcommand)]
 pub enum GatewayCommand {
@@ -171,11 +171,8 @@ async fn current(config: &GrpcConfig) -> anyhow::Result<LimitsDocument> {
 }
 
 fn print(format: Format, text: &str, json: serde_json::Value) -> anyhow::Result<()> {
-    use std::io::Write;
-    let line = match format {
-        Format::Table => text.to_string(),
-        Format::Json => json.to_string(),
-    };
-    writeln!(std::io::stdout(), "{line}")?;
-    Ok(())
+    match format {
+        Format::Table => output::line(text),
+        Format::Json => output::line(&json.to_string()),
+    }
 }
