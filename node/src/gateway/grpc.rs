@@ -38,17 +38,6 @@ impl Channels {
         Ok(channel)
     }
 
-    /// The channel to `address`, connected now if it is new: an error means the node could
-    /// not be reached, so nothing was sent to it.
-    pub async fn connected(&self, address: &str) -> Result<Channel, String> {
-        if let Some(channel) = self.cached(address) {
-            return Ok(channel);
-        }
-        let channel = endpoint(address)?.connect().await.map_err(|e| format!("cannot connect to {address}: {e}"))?;
-        self.keep(address, &channel);
-        Ok(channel)
-    }
-
     fn cached(&self, address: &str) -> Option<Channel> {
         self.lock().get(address).cloned()
     }

@@ -85,7 +85,9 @@ impl Rate {
 #[derive(Default)]
 struct Active {
     caller: Option<DefaultKeyedRateLimiter<String>>,
-    endpoints: HashMap<(String, String), DefaultDirectRateLimiter>,
+    /// Service → endpoint (or `*`) → bucket: nested so that a request looks up its own
+    /// `&str`s without building a key.
+    endpoints: HashMap<String, HashMap<String, DefaultDirectRateLimiter>>,
 }
 
 /// Why a request is refused: wait this long before trying again.
@@ -124,9 +126,11 @@ impl Limits {
         let active = self.active.read().map(|a| a.clone()).unwrap_or_else(|poisoned| poisoned.into_inner().clone());
         let clock = DefaultClock::default();
         let over = |not_until: governor::NotUntil<_>| OverLimit { retry_after: not_until.wait_time_from(clock.now()) };
-        for key in [(service, endpoint), (service, "*")] {
-            if let Some(bucket) = active.endpoints.get(&(key.0.to_string(), key.1.to_string())) {
-                bucket.check().map_err(over)?;
+        if let Some(buckets) = active.endpoints.get(service) {
+            for key in [endpoint, "*"] {
+                if let Some(bucket) = buckets.get(key) {
+                    bucket.check().map_err(over)?;
+                }
             }
         }
         if let Some(callers) = &active.caller {
@@ -150,8 +154,8 @@ impl Limits {
         for entry in &document.endpoints {
             let rate = Rate { per_second: entry.per_second, burst: entry.burst };
             let quota = rate.quota().map_err(|e| format!("{} {}: {e}", entry.service, entry.endpoint))?;
-            let key = (entry.service.clone(), entry.endpoint.clone());
-            active.endpoints.insert(key, DefaultDirectRateLimiter::direct(quota));
+            let buckets = active.endpoints.entry(entry.service.clone()).or_default();
+            buckets.insert(entry.endpoint.clone(), DefaultDirectRateLimiter::direct(quota));
         }
         let active = Arc::new(active);
         match self.active.write() {
