@@ -54,6 +54,18 @@ struct Deadlines {
     by_lease: HashMap<i64, Deadline>,
 }
 
+/// What a member may decide about lease time, from its Raft state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Leadership {
+    /// It leads `term` and a quorum acknowledged it within the shortest election timeout: no
+    /// other leader can exist yet.
+    Fresh(u64),
+    /// It believes it leads, but no quorum acknowledged it lately: a new leader may exist.
+    Unconfirmed,
+    /// It does not lead.
+    Follower,
+}
+
 #[derive(Debug, Default)]
 pub struct Lessor {
     // std Mutex: held for map operations only, never across an await.
@@ -100,6 +112,23 @@ impl Lessor {
             }
         }
         expired
+    }
+
+    /// The leases to revoke now (`leases` lists every lease that exists, read only when
+    /// needed). A follower forgets every deadline. A leader that has not heard from a quorum
+    /// lately revokes nothing but keeps its deadlines: forgetting them at every such moment
+    /// would restart each lease's TTL, and a leader whose acknowledgements come late now and
+    /// then (a loaded machine) would never expire a short lease at all. Its deadlines die with
+    /// its term.
+    pub fn due(&self, leadership: Leadership, leases: impl FnOnce() -> Vec<(i64, i64)>, now: Instant) -> Vec<i64> {
+        match leadership {
+            Leadership::Fresh(term) => self.expired(term, &leases(), now),
+            Leadership::Unconfirmed => Vec::new(),
+            Leadership::Follower => {
+                self.step_down();
+                Vec::new()
+            }
+        }
     }
 
     /// This member is not the leader: forget every deadline, so that a later leadership
@@ -173,6 +202,25 @@ mod tests {
         assert!(lessor.expired(TERM + 1, &leases, start + secs(4)).is_empty());
         assert!(lessor.expired(TERM + 1, &leases, start + secs(8)).is_empty());
         assert_eq!(lessor.expired(TERM + 1, &leases, start + secs(9)), vec![7]);
+    }
+
+    #[test]
+    fn a_leader_unconfirmed_for_a_moment_keeps_its_deadlines() {
+        let lessor = Lessor::default();
+        let start = Instant::now();
+        let leases = || vec![(7, 2)];
+        assert!(lessor.due(Leadership::Fresh(TERM), leases, start).is_empty());
+        // Acknowledgements late at every other check: the lease still expires on time.
+        for half_seconds in 1..4 {
+            let now = start + Duration::from_millis(500 * half_seconds);
+            let leadership = if half_seconds % 2 == 1 { Leadership::Unconfirmed } else { Leadership::Fresh(TERM) };
+            assert!(lessor.due(leadership, leases, now).is_empty(), "nothing revoked before the TTL");
+        }
+        assert!(lessor.due(Leadership::Unconfirmed, leases, start + secs(2)).is_empty(), "nothing revoked unconfirmed");
+        assert_eq!(lessor.due(Leadership::Fresh(TERM), leases, start + secs(2)), vec![7]);
+        // A follower forgets: leading again later starts the TTL over.
+        assert!(lessor.due(Leadership::Follower, leases, start + secs(3)).is_empty());
+        assert!(lessor.due(Leadership::Fresh(TERM), leases, start + secs(3)).is_empty());
     }
 
     #[test]

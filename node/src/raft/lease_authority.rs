@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::peer_service::ForwardError;
 use super::{Raft, ServerState, SharedState};
-use crate::lease::Lessor;
+use crate::lease::{Leadership, Lessor};
 
 /// What LeaseTimeToLive reports about a lease that exists.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -49,14 +49,9 @@ impl LeaseAuthority {
         Ok(Some(LeaseTime { granted_ttl_secs, remaining_secs }))
     }
 
-    /// The leases to revoke now; empty, and every deadline forgotten, when not the leader.
+    /// The leases to revoke now (see `Lessor::due`).
     pub fn expired(&self) -> Vec<i64> {
-        let Ok(term) = self.leader_term() else {
-            self.lessor.step_down();
-            return Vec::new();
-        };
-        let leases = self.shared.mvcc().leases();
-        self.lessor.expired(term, &leases, Instant::now())
+        self.lessor.due(self.leadership(), || self.shared.mvcc().leases(), Instant::now())
     }
 
     /// The term this member leads, if it leads with a quorum that acknowledged it within the
@@ -69,17 +64,27 @@ impl LeaseAuthority {
     /// election no sooner than election_timeout_min, so no new leader can exist yet while the
     /// last quorum acknowledgement is younger than election_timeout_min.
     fn leader_term(&self) -> Result<u64, ForwardError> {
+        match self.leadership() {
+            Leadership::Fresh(term) => Ok(term),
+            Leadership::Unconfirmed => Err(ForwardError::NotLeader { leader: None }),
+            Leadership::Follower => {
+                Err(ForwardError::NotLeader { leader: self.raft.metrics().borrow_watched().current_leader })
+            }
+        }
+    }
+
+    fn leadership(&self) -> Leadership {
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow_watched();
         if metrics.state != ServerState::Leader {
-            return Err(ForwardError::NotLeader { leader: metrics.current_leader });
+            return Leadership::Follower;
         }
         let alone = metrics.membership_config.membership().voter_ids().count() == 1;
         let fresh = std::time::Duration::from_millis(self.raft.config().election_timeout_min);
         if alone || metrics.last_quorum_acked.as_ref().is_some_and(|acked| acked.elapsed() < fresh) {
-            Ok(metrics.current_term)
+            Leadership::Fresh(metrics.current_term)
         } else {
-            Err(ForwardError::NotLeader { leader: None })
+            Leadership::Unconfirmed
         }
     }
 }
