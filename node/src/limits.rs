@@ -64,6 +64,17 @@ pub const FORWARD_QUEUE_BYTES_MAX: usize = 256 << 20;
 /// every later read waits behind.
 pub const APPLY_LAG_ENTRIES_MAX: u64 = 5_000;
 
+/// Writes one member proposes at once (its clients' writes, in Raft or queued to the leader);
+/// past it a write is refused at once with "too many requests" (nothing proposed, safe to
+/// retry). Far above what keeps the log busy (a 256-client benchmark has 256 in flight): this
+/// only stops a flood from queueing memory and timeouts without bound.
+pub const PROPOSALS_PENDING_MAX: u64 = 20_000;
+
+/// HTTP/2 streams one client connection may have open on the client port (etcd's
+/// `--max-concurrent-streams`, unlimited there): a client past it waits on its own connection
+/// instead of adding work, so a flood through one connection slows that connection only.
+pub const CLIENT_STREAMS_PER_CONNECTION_MAX: u32 = 1_000;
+
 /// Linearizable readers waiting for the next read-barrier round on one member; past it a read
 /// is refused with "too many requests". A waiter is a few bytes: this only stops a flood.
 pub const READ_BARRIER_WAITERS_MAX: usize = 100_000;

@@ -48,8 +48,9 @@ pub use hpack::fuzz_hpack_decode;
 pub use status::to_status;
 
 /// The router serving every client service of `member` (gRPC, refusing messages over
-/// `decoding_limit` bytes) and, over HTTP/1.1 or HTTP/2, `/health` and `/metrics`.
-pub fn client_router(member: Arc<Member>, decoding_limit: usize) -> Router {
+/// `decoding_limit` bytes, at most `max_concurrent_streams` calls at once per connection) and,
+/// over HTTP/1.1 or HTTP/2, `/health` and `/metrics`.
+pub fn client_router(member: Arc<Member>, decoding_limit: usize, max_concurrent_streams: u32) -> Router {
     let grpc =
         Routes::new(PbKvServer::new(kv::KvService::new(member.clone())).max_decoding_message_size(decoding_limit))
             .add_service(
@@ -110,7 +111,10 @@ pub fn client_router(member: Arc<Member>, decoding_limit: usize) -> Router {
         .layer(axum::middleware::from_fn(transport_status::etcd_transport_errors))
         .layer(axum::middleware::from_fn(grpc_metrics::count_grpc_calls));
     let routes = Routes::from(routes);
-    tonic::transport::Server::builder().accept_http1(true).add_routes(routes)
+    tonic::transport::Server::builder()
+        .accept_http1(true)
+        .max_concurrent_streams(max_concurrent_streams)
+        .add_routes(routes)
 }
 
 /// Who sent `request`: the user its `token` metadata (etcd's; `authorization` for etcd's

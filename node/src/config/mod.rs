@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::limits::REQUEST_BYTES_MAX;
+use crate::limits::{CLIENT_STREAMS_PER_CONNECTION_MAX, REQUEST_BYTES_MAX};
 
 #[derive(Clone, Debug, Parser)]
 #[command(name = "keel", version, about = "Keel: a Raft-replicated, etcd-compatible cluster for microservices.")]
@@ -51,6 +51,11 @@ pub struct Flags {
     /// Maximum client request size in bytes the server will accept.
     #[arg(long, env = "KEEL_MAX_REQUEST_BYTES", default_value_t = REQUEST_BYTES_MAX)]
     pub max_request_bytes: usize,
+
+    /// Maximum concurrent streams that each client connection can have open (etcd 3.5's flag;
+    /// etcd's default is unlimited). A client past it waits on its own connection.
+    #[arg(long, env = "KEEL_MAX_CONCURRENT_STREAMS", default_value_t = CLIENT_STREAMS_PER_CONNECTION_MAX)]
+    pub max_concurrent_streams: u32,
 
     /// Time (in milliseconds) of a heartbeat interval.
     #[arg(long, env = "KEEL_HEARTBEAT_INTERVAL", default_value_t = 100)]
@@ -187,6 +192,8 @@ pub struct MemberConfig {
     pub initial_cluster_state_new: bool,
     pub initial_cluster_token: String,
     pub max_request_bytes: usize,
+    /// `--max-concurrent-streams`: HTTP/2 streams per client connection.
+    pub max_concurrent_streams: u32,
     pub heartbeat_interval: Duration,
     pub election_timeout: Duration,
     pub snapshot_count: u64,
@@ -243,6 +250,9 @@ impl Flags {
                 advertise_peer_urls.join(",")
             ));
         }
+        if self.max_concurrent_streams == 0 {
+            return Err("--max-concurrent-streams must be at least 1".to_string());
+        }
         if self.max_request_bytes == 0 || self.max_request_bytes > REQUEST_BYTES_LIMIT_MAX {
             return Err(format!("--max-request-bytes must be between 1 and {REQUEST_BYTES_LIMIT_MAX}"));
         }
@@ -293,6 +303,7 @@ impl Flags {
             initial_cluster_state_new: self.initial_cluster_state == "new",
             initial_cluster_token: self.initial_cluster_token.clone(),
             max_request_bytes: self.max_request_bytes,
+            max_concurrent_streams: self.max_concurrent_streams,
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval),
             election_timeout: Duration::from_millis(self.election_timeout),
             snapshot_count: self.snapshot_count.max(1),

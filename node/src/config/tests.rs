@@ -63,6 +63,8 @@ fn bad_flags_name_the_flag() {
         (&["--heartbeat-interval", "18446744073709551615"], "--election-timeout"),
         (&["--election-timeout", "18446744073709551615"], "is too long"),
         (&["--max-request-bytes", "0"], "--max-request-bytes"),
+        (&["--max-concurrent-streams", "0"], "--max-concurrent-streams must be at least 1"),
+        (&["--max-concurrent-streams", "4294967296"], "--max-concurrent-streams"),
         (&["--max-request-bytes", "18446744073709551615"], "--max-request-bytes"),
         (&["--experimental-watch-progress-notify-interval", "0.1ns"], "at least 100ms"),
         (&["--experimental-watch-progress-notify-interval", "1ns"], "at least 100ms"),

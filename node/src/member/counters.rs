@@ -31,9 +31,11 @@ impl Drop for Pending<'_> {
 }
 
 impl ServerCounters {
-    pub(crate) fn proposing(&self) -> Pending<'_> {
-        self.proposals_pending.fetch_add(1, Ordering::Relaxed);
-        Pending(&self.proposals_pending)
+    /// One more proposal in flight, or `None` when `max` are already.
+    pub(crate) fn try_proposing(&self, max: u64) -> Option<Pending<'_>> {
+        let more = |pending: u64| (pending < max).then(|| pending.saturating_add(1));
+        self.proposals_pending.fetch_update(Ordering::Relaxed, Ordering::Relaxed, more).ok()?;
+        Some(Pending(&self.proposals_pending))
     }
 
     /// A follower's forwarded write, in flight until dropped.
@@ -81,5 +83,21 @@ pub(super) async fn count_leader_changes(member: Arc<Member>, mut stop_rx: watch
             changed = metrics.changed() => if changed.is_err() { return },
             _ = stop_rx.wait_for(|stop| *stop) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proposals_past_the_cap_are_refused_until_one_is_answered() {
+        let counters = ServerCounters::default();
+        let first = counters.try_proposing(2).expect("room");
+        let _second = counters.try_proposing(2).expect("room");
+        assert!(counters.try_proposing(2).is_none(), "the third is refused");
+        drop(first);
+        assert!(counters.try_proposing(2).is_some(), "an answered proposal makes room");
+        assert_eq!(counters.in_flight(), 1, "a refused proposal is not counted");
     }
 }

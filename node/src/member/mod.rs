@@ -32,7 +32,7 @@ use tokio::time::Instant;
 
 use crate::command::{self, CommandResponse, Origin, Proposal};
 use crate::error::ServerError;
-use crate::limits::REQUEST_TIMEOUT;
+use crate::limits::{PROPOSALS_PENDING_MAX, REQUEST_TIMEOUT};
 use crate::raft::{
     self, ForwardError, ForwardRequest, ForwardResponse, LeaseAuthority, LeaseTime, MemberId, PeerClients, Raft,
     RaftMetrics, SharedState,
@@ -247,7 +247,7 @@ impl Member {
         let size = command::validate(&command, Origin::Member(self.id), self.max_request_bytes)?;
         self.check_apply_lag()?;
         self.check_quota(&command, size).await?;
-        let _pending = self.counters.proposing();
+        let _pending = self.counters.try_proposing(PROPOSALS_PENDING_MAX).ok_or(ServerError::TooManyRequests)?;
         let response = self
             .through_leader(|leader, deadline| {
                 let command = command.clone();

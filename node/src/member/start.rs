@@ -372,7 +372,7 @@ pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
     }
     let decoding_limit = config.max_request_bytes + GRPC_OVERHEAD_BYTES;
     for listener in client_listeners {
-        let router = crate::api::client_router(member.clone(), decoding_limit);
+        let router = crate::api::client_router(member.clone(), decoding_limit, config.max_concurrent_streams);
         let stopped = stopped(stop_rx.clone());
         // The authority shim reads decrypted HTTP/2: it wraps the TLS stream, not the TCP one.
         match &servers_tls.client {
