@@ -10,12 +10,15 @@
 //! `KEEL_ENDPOINTS` (comma-separated, default http://127.0.0.1:2379) names the cluster.
 //! `GREETER_LISTEN` sets the address to serve on (default 127.0.0.1:0, any free loopback port);
 //! `GREETER_REFLECTION=off` serves without reflection; `GREETER_NAME` registers it under
-//! another service name. It deregisters on Ctrl-C or SIGTERM.
+//! another service name; `GREETER_RATE_PER_SECOND=N` limits its handlers to N calls a second
+//! (keel-client's limiter layer, micro's `ratelimiter` wrapper), refusing the rest with
+//! RESOURCE_EXHAUSTED. It deregisters on Ctrl-C or SIGTERM.
 
 use std::pin::Pin;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
+use keel_client::limiter::{Rate, RateLimitLayer, WhenOver};
 use keel_client::registry::{Endpoint, GrpcRegistry, Node, RegisterOptions, Registry, Service};
 use keel_proto::greeter::say_server::{Say, SayServer};
 use keel_proto::greeter::{Request as HelloRequest, Response as HelloResponse};
@@ -82,8 +85,16 @@ async fn main() -> anyhow::Result<()> {
     let node_id = format!("greeter-{}", address.port());
     let name = std::env::var("GREETER_NAME").unwrap_or_else(|_| "greeter".into());
 
-    let mut router =
-        tonic::transport::Server::builder().add_service(SayServer::new(Greeter { node_id: node_id.clone() }));
+    let limit = match std::env::var("GREETER_RATE_PER_SECOND") {
+        Ok(rate) => {
+            let rate = Rate { per_second: rate.parse()?, burst: None };
+            Some(RateLimitLayer::new(rate, WhenOver::Refuse).map_err(anyhow::Error::msg)?)
+        }
+        Err(_) => None,
+    };
+    let mut router = tonic::transport::Server::builder()
+        .layer(tower::util::option_layer(limit))
+        .add_service(SayServer::new(Greeter { node_id: node_id.clone() }));
     if std::env::var("GREETER_REFLECTION").as_deref() != Ok("off") {
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(keel_proto::greeter::FILE_DESCRIPTOR_SET)

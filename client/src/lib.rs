@@ -183,6 +183,7 @@ mod connect;
 mod error;
 pub mod events;
 mod lease;
+pub mod limiter;
 pub mod lock;
 pub mod names;
 pub mod registry;

@@ -1,4 +1,5 @@
-//! Rate limits: token buckets (GCRA, `governor`) per service endpoint and per caller, read
+//! Rate limits: token buckets (GCRA, `governor`; keel-client's [`Rate`], as a service's own
+//! limiter layer uses) per service endpoint and per caller, read
 //! from Keel Config (namespace `gateway`, path `limits`) and replaced live whenever that
 //! document changes, in every gateway instance. A bucket is this gateway's own: N gateways
 //! let through N times the rate, as micro's per-process limiter wrapper does.
@@ -13,13 +14,12 @@
 //! A document that does not parse is refused (logged) and the limits in force stay.
 
 use std::collections::HashMap;
-use std::num::NonZeroU32;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter};
 use keel_client::config::{Config, WatchOptions};
+pub use keel_client::limiter::{OverLimit, Rate};
 use serde::{Deserialize, Serialize};
 
 /// The Config namespace and path the limits live at.
@@ -44,16 +44,6 @@ pub struct LimitsDocument {
     pub endpoints: Vec<EndpointRate>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Rate {
-    /// Requests let through per second, on average (at least 1).
-    pub per_second: u32,
-    /// Requests let through at once after a quiet spell; default `per_second`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub burst: Option<u32>,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointRate {
@@ -70,17 +60,6 @@ fn every_endpoint() -> String {
     "*".to_string()
 }
 
-impl Rate {
-    fn quota(&self) -> Result<Quota, String> {
-        let per_second = NonZeroU32::new(self.per_second).ok_or("per_second must be at least 1")?;
-        let burst = match self.burst {
-            None => per_second,
-            Some(burst) => NonZeroU32::new(burst).ok_or("burst must be at least 1")?,
-        };
-        Ok(Quota::per_second(per_second).allow_burst(burst))
-    }
-}
-
 /// The buckets in force.
 #[derive(Default)]
 struct Active {
@@ -88,20 +67,6 @@ struct Active {
     /// Service → endpoint (or `*`) → bucket: nested so that a request looks up its own
     /// `&str`s without building a key.
     endpoints: HashMap<String, HashMap<String, DefaultDirectRateLimiter>>,
-}
-
-/// Why a request is refused: wait this long before trying again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OverLimit {
-    pub retry_after: Duration,
-}
-
-impl OverLimit {
-    /// `Retry-After` in whole seconds, rounded up, at least 1.
-    pub fn retry_after_secs(&self) -> u64 {
-        let wait = self.retry_after;
-        (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
-    }
 }
 
 /// Whose bucket a caller draws from: its checked account, else its address (prefixed, so an
@@ -124,8 +89,7 @@ impl Limits {
     /// Takes one token from the endpoint's bucket (or the service's) and one from the caller's.
     pub fn check(&self, service: &str, endpoint: &str, caller: &str) -> Result<(), OverLimit> {
         let active = self.active.read().map(|a| a.clone()).unwrap_or_else(|poisoned| poisoned.into_inner().clone());
-        let clock = DefaultClock::default();
-        let over = |not_until: governor::NotUntil<_>| OverLimit { retry_after: not_until.wait_time_from(clock.now()) };
+        let over = |not_until: governor::NotUntil<_>| OverLimit::from_not_until(&not_until);
         if let Some(buckets) = active.endpoints.get(service) {
             for key in [endpoint, "*"] {
                 if let Some(bucket) = buckets.get(key) {
