@@ -136,6 +136,16 @@ async fn bad_requests_get_micro_errors_and_grpc_gateway_statuses() {
         assert!(answer.detail().contains(detail), "{path} {body}: {:?} should say {detail:?}", answer.detail());
     }
 
+    // A streaming method: the body is a sequence of requests, the answer one line per response.
+    let answer = gateway.post("/greeter/say/stream", "{\"name\":\"Ada\"}\n{\"name\":\"Bob\"}\n");
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let results: Vec<&str> = answer.body.lines().filter(|line| line.starts_with("{\"result\"")).collect();
+    assert_eq!(results.len(), 2, "{}", answer.body);
+    assert!(results[0].starts_with(r#"{"result":{"msg":"Hello Ada from greeter-"#), "{}", results[0]);
+    assert!(results[1].starts_with(r#"{"result":{"msg":"Hello Bob from greeter-"#), "{}", results[1]);
+    let answer = gateway.post("/greeter/say/stream", "{\"name\":\"Ada\"} {\"nom\":1}");
+    assert_eq!(answer.status, 400, "{}", answer.body);
+
     let over = format!(r#"{{"name":"{}"}}"#, "a".repeat(2048));
     let answer = gateway.post("/greeter/say/hello", &over);
     assert_eq!(answer.status, 413, "{}", answer.body);
@@ -149,6 +159,56 @@ async fn bad_requests_get_micro_errors_and_grpc_gateway_statuses() {
     let request = "POST /say/hello HTTP/1.1\r\nHost: gw\r\nMicro-Namespace: greeter\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
     let answer = gateway.send(request);
     assert_eq!((answer.status, answer.detail()), (404, "service greeter.say not found".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn handler_http_services_get_the_request_as_it_came() {
+    let cluster = TestCluster::start(Server::Keel, 1).await;
+    let url = cluster.members[0].client_url.clone();
+    let gateway = Gateway::start(&url, &[]).await;
+    let web = EchoServer::start();
+    let dead_port = ReservedPort::new();
+    let registry = GrpcRegistry::connect(std::slice::from_ref(&url)).await.expect("registry");
+    let mut endpoint = Endpoint { name: "Web.Serve".into(), ..Default::default() };
+    endpoint.metadata.insert("path".into(), "^/web/".into());
+    endpoint.metadata.insert("handler".into(), "http".into());
+    // Two nodes, one refusing connections: requests that never reached it go to the other.
+    let mut service =
+        Service::with_node("web", "1.0.0", Node::new("web-dead", format!("127.0.0.1:{}", dead_port.port())));
+    service.nodes.push(Node::new("web-1", web.address.clone()));
+    service.endpoints = vec![endpoint];
+    registry.register(&service, RegisterOptions::with_ttl(Duration::from_secs(60))).await.expect("register");
+
+    let request = "PUT /web/page?x=1&y=2 HTTP/1.1\r\nHost: shop.example\r\nX-Custom: kept\r\n\
+                   Micro-Account-Id: forged\r\nConnection: close, x-hop\r\nX-Hop: dropped\r\n\
+                   Content-Length: 5\r\n\r\nhello";
+    let answer = wait_for_some(WAIT, "the gateway to pass the request to the web service", || {
+        let answer = gateway.send(request);
+        async move { (answer.status == 200).then_some(answer) }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let seen = answer.body.to_ascii_lowercase();
+    assert!(seen.starts_with("put /web/page?x=1&y=2 http/1.1\r\n"), "path and query unchanged: {seen}");
+    assert!(seen.contains("\r\nhost: shop.example\r\n"), "{seen}");
+    assert!(seen.contains("\r\nx-custom: kept\r\n"), "{seen}");
+    assert!(seen.contains("\r\nx-forwarded-for: 127.0.0.1\r\n"), "{seen}");
+    assert!(!seen.contains("x-hop") && !seen.contains("forged"), "hop-by-hop and forged headers dropped: {seen}");
+    assert!(seen.ends_with("\r\n\r\nhello"), "{seen}");
+    assert_eq!(answer.header("x-served-by"), Some("echo"), "the service's headers come back");
+    for _ in 0..4 {
+        assert_eq!(gateway.post("/web/again", "").status, 200, "the refusing node is skipped");
+    }
+
+    // The service stops: a node that refuses and no other is a 503 naming the cause.
+    drop(web);
+    let answer = wait_for_some(WAIT, "the gateway to find no node", || {
+        let answer = gateway.post("/web/page", "");
+        async move { (answer.status == 503).then_some(answer) }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(answer.detail().starts_with("service web: no"), "{}", answer.body);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -248,6 +308,23 @@ async fn rate_limits_come_from_config_and_change_live() {
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_services_own_limiter_layer_refuses_past_its_rate() {
+    let cluster = TestCluster::start(Server::Keel, 1).await;
+    let url = cluster.members[0].client_url.clone();
+    let gateway = Gateway::start(&url, &[]).await;
+    let _greeter = Greeter::start(&url, &[("GREETER_RATE_PER_SECOND", "1")]).await;
+    // The first call that gets through spends the bucket; within the second, the next is refused.
+    let refused = wait_for_some(WAIT, "the greeter's limiter to refuse a call", || {
+        let answer = gateway.post("/greeter/say/hello", "{}");
+        async move { (answer.status == 429).then_some(answer) }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(refused.detail().contains("is over its rate limit"), "{}", refused.body);
+    assert_eq!(refused.header("retry-after"), Some("1"), "the service's retry-after is passed on");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -458,5 +535,73 @@ impl Greeter {
             .unwrap_or_else(|e| panic!("{e}"));
         let node_id = stdout.split_whitespace().nth(1).expect("the greeter prints its node id").to_string();
         Greeter { process, node_id }
+    }
+}
+
+/// A plain HTTP/1.1 server that answers every request with the request itself, head and body,
+/// as it arrived; it stops (and its port refuses connections) when dropped.
+struct EchoServer {
+    address: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl EchoServer {
+    fn start() -> EchoServer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the echo server");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let address = listener.local_addr().expect("address").to_string();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        std::thread::spawn(move || {
+            while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        std::thread::spawn(move || echo(stream));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        EchoServer { address, stop }
+    }
+}
+
+impl Drop for EchoServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Answers the request on `stream` with its own bytes, and closes (so that no pooled
+/// connection outlives the server).
+fn echo(mut stream: std::net::TcpStream) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(WAIT));
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        let Ok(read) = stream.read(&mut buffer) else { return };
+        if read == 0 {
+            return;
+        }
+        received.extend_from_slice(&buffer[..read]);
+        let Some(head_end) = received.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+        let head = String::from_utf8_lossy(&received[..head_end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|line| line.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        if received.len() < head_end + 4 + length {
+            continue;
+        }
+        let request = &received[..head_end + 4 + length];
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Served-By: echo\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n",
+            request.len()
+        );
+        let _ = stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(request));
+        return;
     }
 }

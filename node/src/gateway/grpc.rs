@@ -70,10 +70,7 @@ pub async fn call_unary(
     metadata: tonic::metadata::MetadataMap,
     timeout: Duration,
 ) -> Result<DynamicMessage, Status> {
-    let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(RESPONSE_BYTES_MAX);
-    grpc.ready().await.map_err(|e| Status::unavailable(format!("tcp connect error: {e}")))?;
-    let path = format!("/{}/{}", method.parent_service().full_name(), method.name());
-    let path = http::uri::PathAndQuery::try_from(path).map_err(|e| Status::internal(e.to_string()))?;
+    let (mut grpc, path) = ready(channel, method).await?;
     let mut request = tonic::Request::from_parts(metadata, tonic::Extensions::default(), request);
     request.set_timeout(timeout);
     let codec = DynamicCodec { output: method.output() };
@@ -81,6 +78,38 @@ pub async fn call_unary(
         .await
         .map_err(|_| Status::deadline_exceeded(format!("the service did not answer within {timeout:?}")))??;
     Ok(response.into_inner())
+}
+
+/// Calls the streaming `method` with `requests`, passing `metadata` on: the answers once the
+/// service has answered the call's headers, within `timeout`. The stream itself lasts as long as
+/// the service sends (no deadline goes with it).
+pub async fn call_streaming(
+    channel: Channel,
+    method: &MethodDescriptor,
+    requests: Vec<DynamicMessage>,
+    metadata: tonic::metadata::MetadataMap,
+    timeout: Duration,
+) -> Result<tonic::Streaming<DynamicMessage>, Status> {
+    let (mut grpc, path) = ready(channel, method).await?;
+    let requests = futures::stream::iter(requests);
+    let request = tonic::Request::from_parts(metadata, tonic::Extensions::default(), requests);
+    let codec = DynamicCodec { output: method.output() };
+    let response = tokio::time::timeout(timeout, grpc.streaming(request, path, codec))
+        .await
+        .map_err(|_| Status::deadline_exceeded(format!("the service did not answer within {timeout:?}")))??;
+    Ok(response.into_inner())
+}
+
+/// A client on `channel`, connected, and `method`'s path.
+async fn ready(
+    channel: Channel,
+    method: &MethodDescriptor,
+) -> Result<(tonic::client::Grpc<Channel>, http::uri::PathAndQuery), Status> {
+    let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(RESPONSE_BYTES_MAX);
+    grpc.ready().await.map_err(|e| Status::unavailable(format!("tcp connect error: {e}")))?;
+    let path = format!("/{}/{}", method.parent_service().full_name(), method.name());
+    let path = http::uri::PathAndQuery::try_from(path).map_err(|e| Status::internal(e.to_string()))?;
+    Ok((grpc, path))
 }
 
 /// Whether a failed call certainly never reached the service (the connection was refused or

@@ -1,6 +1,7 @@
 //! The gateway's HTTP side: one handler for every path. It resolves the path, reads the body
 //! within its limits, transcodes JSON to the method's request message, calls a node and
-//! answers with the response as JSON, or with micro's error JSON
+//! answers with the response as JSON (or passes the request to a `handler=http` service as it
+//! is, `reverse.rs`), or with micro's error JSON
 //! (`{"id","code","detail","status"}`) and the HTTP status grpc-gateway would give.
 
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use prost_reflect::{DeserializeOptions, DynamicMessage, MethodDescriptor, Serial
 
 use super::directory::Instance;
 use super::route::{self, Handler, RequestLine, Target};
-use super::{grpc, identity, limits, schema, Gateway};
+use super::{grpc, identity, limits, reverse, schema, streaming, Gateway};
 
 /// The header that names the namespace a path resolves in (micro's).
 pub const NAMESPACE_HEADER: &str = "micro-namespace";
@@ -41,7 +42,7 @@ pub struct Failure {
 }
 
 impl Failure {
-    fn new(status: StatusCode, detail: impl Into<String>) -> Failure {
+    pub(super) fn new(status: StatusCode, detail: impl Into<String>) -> Failure {
         Failure { status, detail: detail.into(), retry_after_secs: None }
     }
 }
@@ -88,39 +89,69 @@ async fn serve(gateway: &Gateway, request: Request<Body>) -> Result<Response, Fa
     if instances.is_empty() {
         return Err(Failure::new(StatusCode::NOT_FOUND, format!("service {} not found", target.service)));
     }
-    if target.handler == Handler::Http {
-        return Err(Failure::new(
-            StatusCode::NOT_IMPLEMENTED,
-            format!("{} is registered with handler=http, which this gateway does not proxy yet", target.service),
-        ));
-    }
     let tried = gateway.selector.order(&target.service, instances, Instant::now());
     if tried.is_empty() {
         let detail = format!("service {}: no healthy node (every node was unreachable just now)", target.service);
         return Err(Failure::new(StatusCode::SERVICE_UNAVAILABLE, detail));
     }
+    if target.handler == Handler::Http {
+        let body = read_body(gateway, body).await?;
+        let client_ip = client_address(&parts);
+        let request = reverse::Forward { parts: &parts, body, account: account.as_deref(), client_ip: &client_ip };
+        return reverse::forward(gateway, &target.service, &tried, request).await;
+    }
     let (method, reachable) = gateway.method(&target, &tried).await?;
     let body = read_body(gateway, body).await?;
-    let message = from_json(&method, &body)?;
     let metadata = forwarded_metadata(&parts.headers, account.as_deref());
+    let timeout = gateway.options.request_timeout;
+    if method.is_client_streaming() || method.is_server_streaming() {
+        let requests = streaming::requests_from_json(&method, &body)?;
+        let answers = first_reachable(gateway, &target.service, reachable, |channel| {
+            grpc::call_streaming(channel, &method, requests.clone(), metadata.clone(), timeout)
+        })
+        .await?;
+        return streaming::answer(&method, answers).await;
+    }
+    let message = from_json(&method, &body)?;
+    let answer = first_reachable(gateway, &target.service, reachable, |channel| {
+        grpc::call_unary(channel, &method, message.clone(), metadata.clone(), timeout)
+    })
+    .await?;
+    to_json(&answer)
+}
+
+/// `call`'s result on the first of `nodes` that could be reached; nodes that could not are
+/// ejected. Only calls that certainly never reached a node are tried again elsewhere.
+async fn first_reachable<T, F, Fut>(gateway: &Gateway, service: &str, nodes: &[Instance], call: F) -> Result<T, Failure>
+where
+    F: Fn(tonic::transport::Channel) -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
     let mut last_failure = String::new();
-    for instance in reachable {
+    for instance in nodes {
         let channel = gateway.channels.get(&instance.address).map_err(|e| Failure::new(StatusCode::BAD_GATEWAY, e))?;
-        let call =
-            grpc::call_unary(channel, &method, message.clone(), metadata.clone(), gateway.options.request_timeout);
-        match call.await {
-            Ok(answer) => return to_json(&answer),
+        match call(channel).await {
+            Ok(answer) => return Ok(answer),
             Err(status) if grpc::never_reached(&status) => {
                 gateway.selector.eject(&instance.address, Instant::now());
                 last_failure = status.message().to_string();
             }
-            Err(status) => return Err(Failure::new(grpc::http_status(status.code()), status.message())),
+            Err(status) => return Err(service_failure(&status)),
         }
     }
-    Err(unreachable(&target.service, &last_failure))
+    Err(unreachable(service, &last_failure))
 }
 
-fn unreachable(service: &str, reason: &str) -> Failure {
+/// A service's gRPC error as micro's error JSON, with the service's `retry-after` if it sent one.
+pub(super) fn service_failure(status: &tonic::Status) -> Failure {
+    let retry_after = status.metadata().get(keel_client::limiter::RETRY_AFTER);
+    Failure {
+        retry_after_secs: retry_after.and_then(|v| v.to_str().ok()?.parse().ok()),
+        ..Failure::new(grpc::http_status(status.code()), status.message())
+    }
+}
+
+pub(super) fn unreachable(service: &str, reason: &str) -> Failure {
     Failure::new(StatusCode::SERVICE_UNAVAILABLE, format!("service {service}: no node could be reached ({reason})"))
 }
 
@@ -152,7 +183,7 @@ async fn read_body(gateway: &Gateway, body: Body) -> Result<bytes::Bytes, Failur
 }
 
 /// The request message from JSON; an empty body is the empty message, as in micro.
-fn from_json(method: &MethodDescriptor, body: &[u8]) -> Result<DynamicMessage, Failure> {
+pub(super) fn from_json(method: &MethodDescriptor, body: &[u8]) -> Result<DynamicMessage, Failure> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(DynamicMessage::new(method.input()));
     }
@@ -168,14 +199,19 @@ fn from_json(method: &MethodDescriptor, body: &[u8]) -> Result<DynamicMessage, F
 
 /// The answer as JSON with the proto field names and without default values, as micro's
 /// jsonpb marshaler writes it.
-fn to_json(answer: &DynamicMessage) -> Result<Response, Failure> {
+pub(super) fn to_json(answer: &DynamicMessage) -> Result<Response, Failure> {
+    let headers = [(http::header::CONTENT_TYPE, "application/json")];
+    Ok((StatusCode::OK, headers, json_bytes(answer)?).into_response())
+}
+
+/// `message` as micro's JSON.
+pub(super) fn json_bytes(message: &DynamicMessage) -> Result<Vec<u8>, Failure> {
     let options = SerializeOptions::new().use_proto_field_name(true);
     let mut json = serde_json::Serializer::new(Vec::new());
-    answer.serialize_with_options(&mut json, &options).map_err(|e| {
+    message.serialize_with_options(&mut json, &options).map_err(|e| {
         Failure::new(StatusCode::BAD_GATEWAY, format!("the service's answer cannot be written as JSON: {e}"))
     })?;
-    let headers = [(http::header::CONTENT_TYPE, "application/json")];
-    Ok((StatusCode::OK, headers, json.into_inner()).into_response())
+    Ok(json.into_inner())
 }
 
 /// The headers passed on to the service as gRPC metadata: the caller's credentials, micro's
@@ -246,7 +282,8 @@ impl Gateway {
 }
 
 /// Fuzz entry point: a request as the gateway reads it, a path on the first line and a JSON body
-/// after it, resolved and transcoded to the greeter's request message.
+/// after it, resolved and transcoded to the greeter's request message, and to a client stream of
+/// them.
 #[doc(hidden)]
 pub fn fuzz_request(data: &[u8]) {
     let (path, body) = match data.iter().position(|b| *b == b'\n') {
@@ -260,6 +297,9 @@ pub fn fuzz_request(data: &[u8]) {
             if let Ok(message) = from_json(&method, body) {
                 let _ = to_json(&message);
             }
+        }
+        if let Some(method) = schema::find_method(&pool, "greeter", "Say.Stream") {
+            let _ = streaming::requests_from_json(&method, body);
         }
     }
 }

@@ -16,9 +16,11 @@ pub mod http;
 pub mod identity;
 pub mod limits;
 pub mod proxy;
+pub mod reverse;
 pub mod route;
 pub mod schema;
 pub mod select;
+pub mod streaming;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -75,6 +77,8 @@ pub struct Gateway {
     channels: grpc::Channels,
     /// keel proxy's connections (the gateway's calls go through `channels`).
     connections: h2::Connections,
+    /// The gateway's client for `handler=http` services.
+    http_client: reverse::HttpClient,
     // std Mutex: held to look up or insert, never across an await (two first requests may
     // both reflect; the second result replaces the first, which is the same schema).
     schemas: Mutex<HashMap<(String, String), DescriptorPool>>,
@@ -100,6 +104,7 @@ impl Gateway {
             directory: Arc::new(Directory::default()),
             channels: grpc::Channels::default(),
             connections: h2::Connections::default(),
+            http_client: reverse::client(),
             schemas: Mutex::new(HashMap::new()),
         }
     }
@@ -208,5 +213,10 @@ async fn serve_on(
         Mode::Proxy => axum::Router::new().fallback(proxy::handle).with_state(gateway),
     };
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    // Small answers go out at once: without it Nagle holds a response's later frames until the
+    // client acknowledges the first (axum::serve leaves the option off).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |connection| {
+        let _ = connection.set_nodelay(true);
+    });
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }
