@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::thread::ThreadId;
 use std::time::Duration;
 
 use http::StatusCode;
@@ -17,41 +18,37 @@ use tonic::{Code, Status};
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// The largest answer a service may send through the gateway.
 pub const RESPONSE_BYTES_MAX: usize = 4 * 1024 * 1024;
-/// Channels kept at most; past this the cache starts again (nodes come and go).
+/// Channels kept at most per worker; past this the cache starts again (nodes come and go).
 const CHANNELS_MAX: usize = 4096;
 
-/// One channel per node address, made on first use and kept.
+/// One channel per node address and worker thread, made on first use and kept. Each worker
+/// is a single-threaded runtime, and a channel's tasks run on the runtime that made it: a
+/// worker using another's channel would wake that thread twice per call.
 #[derive(Default)]
 pub struct Channels {
     // std Mutex: held to look up or insert, never across an await.
-    by_address: Mutex<HashMap<String, Channel>>,
+    by_worker: Mutex<HashMap<ThreadId, HashMap<String, Channel>>>,
 }
 
 impl Channels {
-    /// The channel to `address` (`host:port`, or a URL); it connects on its first call.
+    /// This worker's channel to `address` (`host:port`, or a URL); it connects on its first call.
     pub fn get(&self, address: &str) -> Result<Channel, String> {
-        if let Some(channel) = self.cached(address) {
-            return Ok(channel);
+        let worker = std::thread::current().id();
+        if let Some(channel) = self.lock().get(&worker).and_then(|channels| channels.get(address)) {
+            return Ok(channel.clone());
         }
         let channel = endpoint(address)?.connect_lazy();
-        self.keep(address, &channel);
-        Ok(channel)
-    }
-
-    fn cached(&self, address: &str) -> Option<Channel> {
-        self.lock().get(address).cloned()
-    }
-
-    fn keep(&self, address: &str, channel: &Channel) {
-        let mut channels = self.lock();
+        let mut by_worker = self.lock();
+        let channels = by_worker.entry(worker).or_default();
         if channels.len() >= CHANNELS_MAX {
             channels.clear();
         }
         channels.insert(address.to_string(), channel.clone());
+        Ok(channel)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Channel>> {
-        self.by_address.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ThreadId, HashMap<String, Channel>>> {
+        self.by_worker.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
