@@ -1,10 +1,7 @@
 //! Calling a service's gRPC method with a message known only at run time: a tonic codec for
-//! `DynamicMessage`, one lazily connected channel per node address, and grpc-gateway's table
+//! `DynamicMessage`, one lazily connected channel per node address and worker, and grpc-gateway's table
 //! from gRPC status codes to HTTP status codes.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::thread::ThreadId;
 use std::time::Duration;
 
 use http::StatusCode;
@@ -14,41 +11,28 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
+use super::per_worker::PerWorker;
+
 /// How long connecting to a node may take before the node counts as unreachable.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// The largest answer a service may send through the gateway.
 pub const RESPONSE_BYTES_MAX: usize = 4 * 1024 * 1024;
-/// Channels kept at most per worker; past this the cache starts again (nodes come and go).
-const CHANNELS_MAX: usize = 4096;
 
-/// One channel per node address and worker thread, made on first use and kept. Each worker
-/// is a single-threaded runtime, and a channel's tasks run on the runtime that made it: a
-/// worker using another's channel would wake that thread twice per call.
+/// One channel per node address and worker.
 #[derive(Default)]
 pub struct Channels {
-    // std Mutex: held to look up or insert, never across an await.
-    by_worker: Mutex<HashMap<ThreadId, HashMap<String, Channel>>>,
+    cache: PerWorker<Channel>,
 }
 
 impl Channels {
     /// This worker's channel to `address` (`host:port`, or a URL); it connects on its first call.
     pub fn get(&self, address: &str) -> Result<Channel, String> {
-        let worker = std::thread::current().id();
-        if let Some(channel) = self.lock().get(&worker).and_then(|channels| channels.get(address)) {
-            return Ok(channel.clone());
+        if let Some(channel) = self.cache.get(address) {
+            return Ok(channel);
         }
         let channel = endpoint(address)?.connect_lazy();
-        let mut by_worker = self.lock();
-        let channels = by_worker.entry(worker).or_default();
-        if channels.len() >= CHANNELS_MAX {
-            channels.clear();
-        }
-        channels.insert(address.to_string(), channel.clone());
+        self.cache.keep(address, channel.clone());
         Ok(channel)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ThreadId, HashMap<String, Channel>>> {
-        self.by_worker.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

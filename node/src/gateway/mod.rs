@@ -15,6 +15,7 @@ pub mod h2;
 pub mod http;
 pub mod identity;
 pub mod limits;
+pub mod per_worker;
 pub mod proxy;
 pub mod reverse;
 pub mod route;
