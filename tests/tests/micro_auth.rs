@@ -11,7 +11,7 @@ use keel_proto::v1 as pb;
 use keel_proto::v1::auth_client::AuthClient;
 use keel_proto::v1::config_client::ConfigClient;
 use keel_tests::auth::{etcd_token, lock_down, with_header};
-use keel_tests::{grpc_channel, keelctl, Server, TestCluster};
+use keel_tests::{grpc_channel, keelctl, retry_unavailable, Server, TestCluster};
 use tonic::metadata::MetadataValue;
 use tonic::Code;
 
@@ -172,7 +172,15 @@ async fn micro_accounts_reach_native_services_as_the_rules_say() {
     let mut config = ConfigClient::new(channel.clone());
     for (path, value, secret) in [("app.db.host", "\"db1\"", false), ("app.db.password", "\"hunter2\"", true)] {
         let set = pb::SetRequest { namespace: String::new(), path: path.into(), value: value.into(), secret };
-        config.set(with_header(set, "token", &root)).await.expect("root sets the configuration");
+        // A secret waits for the cluster's key, which the leader creates just after it starts:
+        // until then the member answers UNAVAILABLE with "retry", as a client must.
+        retry_unavailable(|| {
+            let mut config = config.clone();
+            let request = with_header(set.clone(), "token", &root);
+            async move { config.set(request).await }
+        })
+        .await
+        .expect("root sets the configuration");
     }
 
     let auth = GrpcAuth::connect(std::slice::from_ref(&url)).await.expect("valid endpoint");
