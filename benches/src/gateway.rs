@@ -1,7 +1,8 @@
 //! `keel-bench gateway`: the greeter example called directly, through `keel proxy` and nginx's
 //! `grpc_pass` (the same gRPC proxy job), and through `keel gateway` (HTTP/JSON transcoded to
-//! gRPC, which nginx cannot do): throughput and the latency each front door adds, side by side,
-//! closed loop, with the targets measured alternately.
+//! gRPC, which nginx cannot do); and the HTTP greeter called directly, through `keel gateway`'s
+//! `handler=http` route and nginx's `proxy_pass` (the same HTTP proxy job): throughput and the
+//! latency each front door adds, side by side, closed loop, with the targets measured alternately.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -38,9 +39,20 @@ pub struct GatewayArgs {
     /// Alternations of the targets; the report gives medians.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=100))]
     pub runs: u64,
+    /// Which proxy jobs: `grpc` (the gRPC greeter: direct, keel proxy, nginx grpc_pass, keel
+    /// gateway transcoding) and `http` (the HTTP greeter: direct, keel gateway, nginx proxy_pass).
+    #[arg(long, value_delimiter = ',', default_value = "grpc,http")]
+    pub jobs: Vec<Job>,
     /// nginx (Debian's `nginx`); the nginx column is left out when it is not there.
     #[arg(long, default_value = "/usr/sbin/nginx")]
     pub nginx: PathBuf,
+}
+
+/// A proxy job: what sits behind the front doors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Job {
+    Grpc,
+    Http,
 }
 
 /// What is called.
@@ -50,7 +62,15 @@ enum Target {
     KeelProxy,
     Nginx,
     KeelGateway,
+    DirectHttp,
+    KeelGatewayHttp,
+    NginxHttp,
 }
+
+/// The path the HTTP greeter serves (`greeter_http`'s), and that the gateway passes on unchanged.
+const HTTP_GREETER_PATH: &str = "/greeter-web/say/hello";
+/// The path the gateway transcodes to the gRPC greeter's `Say.Hello`.
+const TRANSCODED_PATH: &str = "/greeter/say/hello";
 
 impl Target {
     fn name(self) -> &'static str {
@@ -59,6 +79,26 @@ impl Target {
             Target::KeelProxy => "keel proxy (gRPC)",
             Target::Nginx => "nginx grpc_pass",
             Target::KeelGateway => "keel gateway (HTTP/JSON)",
+            Target::DirectHttp => "direct HTTP",
+            Target::KeelGatewayHttp => "keel gateway (handler=http)",
+            Target::NginxHttp => "nginx proxy_pass",
+        }
+    }
+
+    /// What the latency this target adds is measured against.
+    fn baseline(self) -> Target {
+        match self {
+            Target::Direct | Target::KeelProxy | Target::Nginx | Target::KeelGateway => Target::Direct,
+            Target::DirectHttp | Target::KeelGatewayHttp | Target::NginxHttp => Target::DirectHttp,
+        }
+    }
+
+    /// The HTTP/1.1 path this target is called on; `None` for gRPC.
+    fn http_path(self) -> Option<&'static str> {
+        match self {
+            Target::Direct | Target::KeelProxy | Target::Nginx => None,
+            Target::KeelGateway => Some(TRANSCODED_PATH),
+            Target::DirectHttp | Target::KeelGatewayHttp | Target::NginxHttp => Some(HTTP_GREETER_PATH),
         }
     }
 }
@@ -72,10 +112,11 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("finding keel-bench's own path")?;
     let keel = exe.with_file_name("keel");
     let greeter_bin = exe.with_file_name("examples").join("greeter_grpc");
-    for binary in [&keel, &greeter_bin] {
+    let http_greeter_bin = exe.with_file_name("examples").join("greeter_http");
+    for binary in [&keel, &greeter_bin, &http_greeter_bin] {
         anyhow::ensure!(
             binary.exists(),
-            "{} not found: cargo build --release -p keel-node --bin keel -p keel-client --example greeter_grpc",
+            "{} not found: cargo build --release -p keel-node --bin keel -p keel-client --example greeter_grpc --example greeter_http",
             binary.display()
         );
     }
@@ -94,21 +135,35 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
     let mut greeter = Process::spawn(Command::new(&greeter_bin).env("KEEL_ENDPOINTS", &endpoint))?;
     let greeter_line = greeter.wait_for_line("serving gRPC on ")?;
     let greeter_addr = word_after(&greeter_line, "serving gRPC on ").context("the greeter's address")?;
+    let mut http_greeter = Process::spawn(Command::new(&http_greeter_bin).env("KEEL_ENDPOINTS", &endpoint))?;
+    let http_line = http_greeter.wait_for_line("serving HTTP on ")?;
+    let http_greeter_addr = word_after(&http_line, "serving HTTP on ").context("the HTTP greeter's address")?;
     let (gateway, gateway_addr) = front_door(&keel, "gateway", &endpoint)?;
     let (proxy, proxy_addr) = front_door(&keel, "proxy", &endpoint)?;
     let nginx = match ensure_nginx(&args.nginx) {
-        Ok(()) => Some(Nginx::start(&args.nginx, root.path(), &greeter_addr)?),
+        Ok(()) => Some(Nginx::start(&args.nginx, root.path(), &greeter_addr, &http_greeter_addr)?),
         Err(error) => {
             eprintln!("gateway bench: no nginx column: {error:#}");
             None
         }
     };
 
-    let mut targets = vec![(Target::Direct, greeter_addr.clone()), (Target::KeelProxy, proxy_addr)];
-    if let Some(nginx) = &nginx {
-        targets.push((Target::Nginx, nginx.address.clone()));
+    let mut targets = Vec::new();
+    if args.jobs.contains(&Job::Grpc) {
+        targets.push((Target::Direct, greeter_addr.clone()));
+        targets.push((Target::KeelProxy, proxy_addr));
+        if let Some(nginx) = &nginx {
+            targets.push((Target::Nginx, nginx.grpc_address.clone()));
+        }
+        targets.push((Target::KeelGateway, gateway_addr.clone()));
     }
-    targets.push((Target::KeelGateway, gateway_addr));
+    if args.jobs.contains(&Job::Http) {
+        targets.push((Target::DirectHttp, http_greeter_addr));
+        targets.push((Target::KeelGatewayHttp, gateway_addr));
+        if let Some(nginx) = &nginx {
+            targets.push((Target::NginxHttp, nginx.http_address.clone()));
+        }
+    }
     // Wait until every front door reaches the greeter.
     for (target, address) in &targets {
         let deadline = Instant::now() + START_TIMEOUT;
@@ -130,9 +185,10 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
         let medians: Vec<stats::Medians> = summaries.iter().map(stats::Medians::of).collect();
         for (i, (target, _)) in targets.iter().enumerate() {
             let median = &medians[i];
-            let added = |value: Option<f64>, direct: Option<f64>| match (value, direct, *target) {
-                (_, _, Target::Direct) => "–".to_string(),
-                (Some(v), Some(d), _) => format!("{:.3}", v - d),
+            let baseline = targets.iter().position(|(t, _)| *t == target.baseline()).map(|b| &medians[b]);
+            let added = |value: Option<f64>, direct: Option<f64>| match (value, direct) {
+                _ if target.baseline() == *target => "–".to_string(),
+                (Some(v), Some(d)) => format!("{:.3}", v - d),
                 _ => "?".to_string(),
             };
             println!(
@@ -141,12 +197,12 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
                 median.ops_per_s.unwrap_or(0.0),
                 median.p50_ms.unwrap_or(0.0),
                 median.p99_ms.unwrap_or(0.0),
-                added(median.p50_ms, medians[0].p50_ms),
-                added(median.p99_ms, medians[0].p99_ms),
+                added(median.p50_ms, baseline.and_then(|b| b.p50_ms)),
+                added(median.p99_ms, baseline.and_then(|b| b.p99_ms)),
             );
         }
     }
-    drop((greeter.kill(), gateway.kill(), proxy.kill(), nginx));
+    drop((greeter.kill(), http_greeter.kill(), gateway.kill(), proxy.kill(), nginx));
     drop(cluster);
     Ok(())
 }
@@ -186,6 +242,10 @@ async fn client_loop(
             return Ok((histogram, errors));
         }
         let ok = caller.call().await.is_ok();
+        if !ok {
+            // A connection the other side closed is made again, as an HTTP client would.
+            caller = Caller::connect(target, address).await?;
+        }
         if began >= start {
             match ok {
                 true => stats::record(&mut histogram, began.elapsed()),
@@ -197,20 +257,20 @@ async fn client_loop(
 
 enum Caller {
     Grpc(SayClient<tonic::transport::Channel>),
-    Http(BufReader<tokio::net::TcpStream>),
+    Http { stream: BufReader<tokio::net::TcpStream>, path: &'static str },
 }
 
 const HELLO_JSON: &str = r#"{"name":"Ada"}"#;
 
 impl Caller {
     async fn connect(target: Target, address: &str) -> anyhow::Result<Caller> {
-        Ok(match target {
-            Target::KeelGateway => {
+        Ok(match target.http_path() {
+            Some(path) => {
                 let stream = tokio::net::TcpStream::connect(address).await?;
                 stream.set_nodelay(true)?;
-                Caller::Http(BufReader::new(stream))
+                Caller::Http { stream: BufReader::new(stream), path }
             }
-            _ => {
+            None => {
                 let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))?
                     .tcp_nodelay(true)
                     .connect()
@@ -225,9 +285,9 @@ impl Caller {
             Caller::Grpc(client) => {
                 client.hello(HelloRequest { name: "Ada".into() }).await?;
             }
-            Caller::Http(stream) => {
+            Caller::Http { stream, path } => {
                 let request = format!(
-                    "POST /greeter/say/hello HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{HELLO_JSON}",
+                    "POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{HELLO_JSON}",
                     HELLO_JSON.len()
                 );
                 stream.get_mut().write_all(request.as_bytes()).await?;
@@ -330,28 +390,36 @@ fn front_door(keel: &Path, mode: &str, endpoint: &str) -> anyhow::Result<(Proces
     Ok((process, address))
 }
 
-/// nginx with one `grpc_pass` server, in its own directory, on a reserved loopback port.
+/// nginx with a `grpc_pass` server and a `proxy_pass` one, in its own directory, on reserved
+/// loopback ports.
 struct Nginx {
     child: Child,
-    address: String,
-    _port: ReservedPort,
+    grpc_address: String,
+    http_address: String,
+    _ports: [ReservedPort; 2],
 }
 
 impl Nginx {
-    fn start(binary: &Path, root: &Path, upstream: &str) -> anyhow::Result<Nginx> {
+    fn start(binary: &Path, root: &Path, grpc_upstream: &str, http_upstream: &str) -> anyhow::Result<Nginx> {
         let dir = root.join("nginx");
         std::fs::create_dir_all(dir.join("tmp"))?;
-        let port = ReservedPort::try_new()?;
-        let address = format!("127.0.0.1:{}", port.port());
-        // Two workers, as the machine has two cores; keepalive to the upstream as keel proxy
-        // keeps its channel.
+        let ports = [ReservedPort::try_new()?, ReservedPort::try_new()?];
+        let grpc_address = format!("127.0.0.1:{}", ports[0].port());
+        let http_address = format!("127.0.0.1:{}", ports[1].port());
+        // Two workers, as the machine has two cores; keepalive to the upstreams as keel's front
+        // doors keep their connections (HTTP/1.1 and no `Connection: close` for proxy_pass's).
+        // nginx closes a connection after 1 000 requests by default, which keel does not: the
+        // bench's connections would be cut and re-made every few hundred milliseconds.
         let config = format!(
             "daemon off;\nworker_processes 2;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log warn;\n\
              events {{ worker_connections 4096; }}\n\
-             http {{\n  access_log off;\n  client_body_temp_path {dir}/tmp;\n  proxy_temp_path {dir}/tmp;\n\
+             http {{\n  access_log off;\n  keepalive_requests 1000000;\n  client_body_temp_path {dir}/tmp;\n  proxy_temp_path {dir}/tmp;\n\
                fastcgi_temp_path {dir}/tmp;\n  uwsgi_temp_path {dir}/tmp;\n  scgi_temp_path {dir}/tmp;\n\
-               upstream greeter {{ server {upstream}; keepalive 128; }}\n\
-               server {{\n    listen {address} http2;\n    location / {{ grpc_pass grpc://greeter; }}\n  }}\n}}\n",
+               upstream greeter {{ server {grpc_upstream}; keepalive 128; keepalive_requests 1000000; }}\n\
+               upstream greeter_web {{ server {http_upstream}; keepalive 128; keepalive_requests 1000000; }}\n\
+               server {{\n    listen {grpc_address} http2;\n    location / {{ grpc_pass grpc://greeter; }}\n  }}\n\
+               server {{\n    listen {http_address};\n    location / {{\n      proxy_pass http://greeter_web;\n\
+                 proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n",
             dir = dir.display()
         );
         let config_path = dir.join("nginx.conf");
@@ -362,12 +430,27 @@ impl Nginx {
             .stderr(Stdio::null())
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
-        Ok(Nginx { child, address, _port: port })
+        Ok(Nginx { child, grpc_address, http_address, _ports: ports })
     }
 }
 
+/// How long nginx may take to stop its workers after SIGTERM.
+const NGINX_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl Drop for Nginx {
+    /// SIGTERM, not SIGKILL: the master stops its workers on SIGTERM, but a killed master leaves
+    /// them running.
     fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + NGINX_STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
