@@ -212,6 +212,38 @@ async fn handler_http_services_get_the_request_as_it_came() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_http_greeter_answers_through_the_gateway_on_kept_connections() {
+    let cluster = TestCluster::start(Server::Keel, 1).await;
+    let url = cluster.members[0].client_url.clone();
+    let gateway = Gateway::start(&url, &[]).await;
+    let greeter = Greeter::start_example("greeter_http", &url, &[]).await;
+    let answer = wait_for_some(WAIT, "the gateway to route to the HTTP greeter", || {
+        let answer = gateway.post("/greeter-web/say/hello", r#"{"name":"Ada"}"#);
+        async move { (answer.status == 200).then_some(answer) }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}; gateway: {}", gateway.process.stderr()));
+    assert_eq!(answer.json(), serde_json::json!({ "msg": format!("Hello Ada from {}", greeter.node_id) }));
+    // Calls in a row go over the connections the gateway keeps to the node.
+    for name in ["Bo", "Cy", "Di", "Ed", "Flo"] {
+        let answer = gateway.post("/greeter-web/say/hello", &format!(r#"{{"name":"{name}"}}"#));
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        assert_eq!(answer.json()["msg"], format!("Hello {name} from {}", greeter.node_id));
+    }
+
+    // The node goes while still registered: its kept connections close, a new one is refused,
+    // and the caller learns why.
+    drop(greeter);
+    let answer = wait_for_some(WAIT, "the gateway to find the node gone", || {
+        let answer = gateway.post("/greeter-web/say/hello", r#"{"name":"Ada"}"#);
+        async move { (answer.status == 503).then_some(answer) }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(answer.detail().starts_with("service greeter-web: no"), "{}", answer.body);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn with_auth_the_gateway_lets_in_only_whom_the_rules_let_in_and_rules_apply_live() {
     let cluster = TestCluster::start(Server::Keel, 1).await;
     let url = cluster.members[0].client_url.clone();

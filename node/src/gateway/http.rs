@@ -77,7 +77,8 @@ async fn serve(gateway: &Gateway, request: Request<Body>) -> Result<Response, Fa
         Some(identity) => identity.check(&parts.headers, &target.service, &target.endpoint).await.map_err(refused)?,
         None => None,
     };
-    let caller = limits::caller_key(account.as_deref(), &client_address(&parts));
+    let client_ip = client_address(&parts);
+    let caller = limits::caller_key(account.as_deref(), &client_ip);
     gateway.limits.check(&target.service, &target.endpoint, &caller).map_err(|over| Failure {
         retry_after_secs: Some(over.retry_after_secs()),
         ..Failure::new(
@@ -96,7 +97,6 @@ async fn serve(gateway: &Gateway, request: Request<Body>) -> Result<Response, Fa
     }
     if target.handler == Handler::Http {
         let body = read_body(gateway, body).await?;
-        let client_ip = client_address(&parts);
         let request = reverse::Forward { parts: &parts, body, account: account.as_deref(), client_ip: &client_ip };
         return reverse::forward(gateway, &target.service, &tried, request).await;
     }
@@ -168,8 +168,13 @@ fn resolve(gateway: &Gateway, parts: &http::request::Parts, routes: &[route::Rou
 async fn read_body(gateway: &Gateway, body: Body) -> Result<bytes::Bytes, Failure> {
     use http_body_util::BodyExt;
     let limit = gateway.options.max_body_bytes;
-    let read = http_body_util::Limited::new(body, limit).collect();
-    match tokio::time::timeout(gateway.options.body_timeout, read).await {
+    let mut read = std::pin::pin!(http_body_util::Limited::new(body, limit).collect());
+    // A small body has usually arrived with the head: no timer for it.
+    let read = match futures::poll!(read.as_mut()) {
+        std::task::Poll::Ready(read) => Ok(read),
+        std::task::Poll::Pending => tokio::time::timeout(gateway.options.body_timeout, read).await,
+    };
+    match read {
         Err(_) => {
             let detail = format!("the request body did not arrive within {:?}", gateway.options.body_timeout);
             Err(Failure::new(StatusCode::REQUEST_TIMEOUT, detail))

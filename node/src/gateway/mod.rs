@@ -11,6 +11,7 @@
 pub mod cli;
 pub mod directory;
 pub mod grpc;
+pub mod h1;
 pub mod h2;
 pub mod http;
 pub mod identity;
@@ -78,8 +79,8 @@ pub struct Gateway {
     channels: grpc::Channels,
     /// keel proxy's connections (the gateway's calls go through `channels`).
     connections: h2::Connections,
-    /// The gateway's client for `handler=http` services.
-    http_client: reverse::HttpClient,
+    /// The gateway's connections to `handler=http` services.
+    http: h1::Connections,
     // std Mutex: held to look up or insert, never across an await (two first requests may
     // both reflect; the second result replaces the first, which is the same schema).
     schemas: Mutex<HashMap<(String, String), DescriptorPool>>,
@@ -105,7 +106,7 @@ impl Gateway {
             directory: Arc::new(Directory::default()),
             channels: grpc::Channels::default(),
             connections: h2::Connections::default(),
-            http_client: reverse::client(),
+            http: h1::Connections::default(),
             schemas: Mutex::new(HashMap::new()),
         }
     }

@@ -12,23 +12,11 @@ use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use http::header::{self, HeaderMap, HeaderName};
 use http::{Request, StatusCode, Uri};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 
 use super::directory::Instance;
+use super::h1::SendError;
 use super::http::Failure;
 use super::{identity, Gateway};
-
-/// One pooled HTTP/1.1 client for every node.
-pub type HttpClient = Client<HttpConnector, Body>;
-
-pub fn client() -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(super::grpc::CONNECT_TIMEOUT));
-    Client::builder(TokioExecutor::new()).build(connector)
-}
 
 /// What the gateway knows of the request besides its body.
 pub struct Forward<'a> {
@@ -49,7 +37,8 @@ pub async fn forward(
     let mut last_failure = String::new();
     for node in nodes {
         let outgoing = outgoing(&node.address, &request)?;
-        let sent = tokio::time::timeout(gateway.options.request_timeout, gateway.http_client.request(outgoing)).await;
+        let sent =
+            tokio::time::timeout(gateway.options.request_timeout, gateway.http.send(&node.address, outgoing)).await;
         match sent {
             Err(_) => {
                 let detail = format!("service {service} did not answer within {:?}", gateway.options.request_timeout);
@@ -61,11 +50,11 @@ pub async fn forward(
                 return Ok(Response::from_parts(parts, Body::new(body)).into_response());
             }
             // The connection was never made: nothing reached the node.
-            Ok(Err(error)) if error.is_connect() => {
+            Ok(Err(SendError::Connect(error))) => {
                 gateway.selector.eject(&node.address, Instant::now());
-                last_failure = format!("{}: {}", node.address, source_text(&error));
+                last_failure = format!("{}: {error}", node.address);
             }
-            Ok(Err(error)) => {
+            Ok(Err(SendError::Exchange(error))) => {
                 let detail = format!("service {service} at {}: {}", node.address, source_text(&error));
                 return Err(Failure::new(StatusCode::BAD_GATEWAY, detail));
             }
@@ -74,14 +63,24 @@ pub async fn forward(
     Err(super::http::unreachable(service, &last_failure))
 }
 
-/// The request for `address` (`host:port`, or an `http://` URL).
+/// The request for the node at `address` (`host:port`, or an `http://` URL): path and query in
+/// origin form, the caller's `Host` kept (the node's address when the caller sent none).
 fn outgoing(address: &str, request: &Forward<'_>) -> Result<Request<Body>, Failure> {
-    let authority = address.strip_prefix("http://").unwrap_or(address).trim_end_matches('/');
-    let path = request.parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let uri: Uri = format!("http://{authority}{path}").parse().map_err(|e| {
-        Failure::new(StatusCode::BAD_GATEWAY, format!("the node address {address:?} is not a host:port: {e}"))
-    })?;
+    let uri = match request.parts.uri.path_and_query() {
+        Some(path) => Uri::from(path.clone()),
+        None => Uri::from_static("/"),
+    };
     let mut headers = request.parts.headers.clone();
+    if !headers.contains_key(header::HOST) {
+        let host = match request.parts.uri.authority() {
+            Some(authority) => authority.as_str(),
+            None => address.strip_prefix("http://").unwrap_or(address).trim_end_matches('/'),
+        };
+        let host = http::HeaderValue::from_str(host).map_err(|e| {
+            Failure::new(StatusCode::BAD_GATEWAY, format!("the node address {address:?} is not a host:port: {e}"))
+        })?;
+        headers.insert(header::HOST, host);
+    }
     remove_hop_by_hop(&mut headers);
     headers.remove(identity::ACCOUNT_HEADER);
     if let Some(value) = request.account.and_then(|id| http::HeaderValue::from_str(id).ok()) {
@@ -139,7 +138,7 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// The innermost cause: hyper-util's own message is only "client error (Connect)".
+/// The innermost cause: hyper's own message may be only its kind.
 fn source_text(error: &(dyn std::error::Error + 'static)) -> String {
     let mut innermost = error;
     while let Some(source) = innermost.source() {

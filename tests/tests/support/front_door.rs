@@ -86,13 +86,18 @@ pub struct Greeter {
 impl Greeter {
     /// The greeter_grpc example, built next to `keel` (`cargo build --workspace --all-targets`).
     pub async fn start(cluster_url: &str, env: &[(&str, &str)]) -> Greeter {
-        let binary: PathBuf = keel_binary().with_file_name("examples").join("greeter_grpc");
+        Greeter::start_example("greeter_grpc", cluster_url, env).await
+    }
+
+    /// `greeter_grpc`, or `greeter_http` (the same greeter as a `handler=http` service).
+    pub async fn start_example(example: &str, cluster_url: &str, env: &[(&str, &str)]) -> Greeter {
+        let binary: PathBuf = keel_binary().with_file_name("examples").join(example);
         assert!(binary.is_file(), "{} is missing: build with --all-targets", binary.display());
         let mut command = Command::new(binary);
         command.env("KEEL_ENDPOINTS", cluster_url).envs(env.iter().copied());
         let process = Background::spawn(command);
         let stdout = process
-            .wait_for_stdout(WAIT, "the greeter to register", |out| out.contains("serving gRPC"))
+            .wait_for_stdout(WAIT, "the greeter to register", |out| out.contains(" serving "))
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         let node_id = stdout.split_whitespace().nth(1).expect("the greeter prints its node id").to_string();
