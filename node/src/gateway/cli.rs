@@ -164,8 +164,9 @@ async fn run(mode: Mode, flags: Flags) -> Result<(), String> {
         Mode::Proxy => SocketAddr::from(([127, 0, 0, 1], 8081)),
     };
     let listen = flags.listen.unwrap_or(default_listen);
-    let listener = std::net::TcpListener::bind(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    let listeners =
+        super::listen_per_worker(listen, workers(&flags)).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let address = listeners[0].local_addr().map_err(|e| e.to_string())?;
     // On stdout, for scripts (and tests) that asked for port 0.
     println!("{} listening on http://{address}", name(mode));
     tracing::info!(endpoints = flags.endpoints.join(","), "gateway following the registry");
@@ -179,7 +180,7 @@ async fn run(mode: Mode, flags: Flags) -> Result<(), String> {
             _ = sigterm.recv() => {}
         }
     };
-    super::serve(mode, sources, flags.options(), listener, workers(&flags), shutdown).await.map_err(|e| e.to_string())
+    super::serve(mode, sources, flags.options(), listeners, shutdown).await.map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

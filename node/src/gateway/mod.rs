@@ -150,16 +150,43 @@ pub struct Sources {
     pub identity: Option<identity::Identity>,
 }
 
-/// Serves the gateway on `listener` until `shutdown` completes, following the registry and the
-/// limits in `sources`, with `workers` threads. Each worker is a single-threaded runtime that
-/// accepts from the same socket and serves its connections start to end, as nginx's workers
-/// do: a call's hand-offs between tasks then stay on one thread instead of waking another.
+/// One listening socket per worker, all on `address` (the port the first one got, when it asks
+/// for port 0) with SO_REUSEPORT: the kernel spreads new connections evenly over the workers. On
+/// one shared socket whichever worker asked first took each connection, and a burst of them
+/// could land mostly on one worker while the other idled.
+pub fn listen_per_worker(address: std::net::SocketAddr, workers: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let mut listeners = vec![reuse_port_listener(address)?];
+    let bound = listeners[0].local_addr()?;
+    for _ in 1..workers.max(1) {
+        listeners.push(reuse_port_listener(bound)?);
+    }
+    Ok(listeners)
+}
+
+/// Connections waiting to be accepted, per worker (the kernel caps it at somaxconn).
+const ACCEPT_BACKLOG: i32 = 1024;
+
+fn reuse_port_listener(address: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(address), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(ACCEPT_BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// Serves the gateway until `shutdown` completes, following the registry and the limits in
+/// `sources`, with one worker thread per listener (`listen_per_worker`). Each worker is a
+/// single-threaded runtime that serves the connections it accepts start to end, as nginx's
+/// workers do: a call's hand-offs between tasks then stay on one thread instead of waking
+/// another.
 pub async fn serve(
     mode: Mode,
     sources: Sources,
     options: Options,
-    listener: std::net::TcpListener,
-    workers: usize,
+    listeners: Vec<std::net::TcpListener>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let gateway = Arc::new(Gateway::new(options, sources.identity));
@@ -171,11 +198,13 @@ pub async fn serve(
     if let Some(config) = sources.config {
         followers.push(tokio::spawn(limits::follow(config, gateway.limits.clone())));
     }
-    listener.set_nonblocking(true)?;
+    let mut listeners = listeners.into_iter();
+    let first = listeners.next().ok_or_else(|| std::io::Error::other("no listener to serve on"))?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut threads = Vec::new();
-    for worker in 1..workers.max(1) {
-        let (listener, gateway, mut stopped) = (listener.try_clone()?, gateway.clone(), stopped.clone());
+    for (worker, listener) in (1..).zip(listeners) {
+        let (gateway, mut stopped) = (gateway.clone(), stopped.clone());
+        listener.set_nonblocking(true)?;
         let thread = std::thread::Builder::new().name(format!("{}-{worker}", mode.name())).spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             runtime.block_on(async move {
@@ -188,7 +217,8 @@ pub async fn serve(
         })?;
         threads.push(thread);
     }
-    let served = serve_on(mode, gateway, tokio::net::TcpListener::from_std(listener)?, shutdown).await;
+    first.set_nonblocking(true)?;
+    let served = serve_on(mode, gateway, tokio::net::TcpListener::from_std(first)?, shutdown).await;
     stop.send_replace(true);
     for follower in followers {
         follower.abort();
@@ -221,4 +251,20 @@ async fn serve_on(
         let _ = connection.set_nodelay(true);
     });
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_worker_listens_on_the_port_the_first_one_got() {
+        let listeners = listen_per_worker("127.0.0.1:0".parse().expect("address"), 3).expect("listen");
+        let addresses: Vec<_> = listeners.iter().map(|l| l.local_addr().expect("address")).collect();
+        assert_eq!(addresses.len(), 3);
+        assert_ne!(addresses[0].port(), 0);
+        assert!(addresses.iter().all(|a| *a == addresses[0]), "{addresses:?}");
+        // Connections reach one of them.
+        let _client = std::net::TcpStream::connect(addresses[0]).expect("connect");
+    }
 }
