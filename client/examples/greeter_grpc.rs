@@ -123,6 +123,15 @@ async fn main() -> anyhow::Result<()> {
             Err(error) => eprintln!("greeter: deregistering failed: {error}"),
         }
     };
-    router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop).await?;
+    // No Nagle delay on answers: tonic cannot set TCP_NODELAY on connections it is handed, and a
+    // proxy's one connection carries many calls' frames, whose later small writes Nagle would
+    // hold until the proxy's delayed acknowledgement (40 ms).
+    let incoming = TcpListenerStream::new(listener).map(|connection| {
+        if let Ok(connection) = &connection {
+            let _ = connection.set_nodelay(true);
+        }
+        connection
+    });
+    router.serve_with_incoming_shutdown(incoming, stop).await?;
     Ok(())
 }
