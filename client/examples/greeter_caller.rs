@@ -27,8 +27,7 @@ const REPLY_BYTES_MAX: u64 = 1024;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let name = std::env::args().nth(1).unwrap_or_else(|| "world".into());
-    let endpoints = std::env::var("KEEL_ENDPOINTS").unwrap_or_else(|_| "http://127.0.0.1:2379".into());
-    let endpoints: Vec<String> = endpoints.split(',').map(|endpoint| endpoint.trim().to_string()).collect();
+    let endpoints = keel_client::endpoints_from_env();
     let source = match (std::env::var("KEEL_AUTH_ID"), std::env::var("KEEL_AUTH_SECRET")) {
         (Ok(id), Ok(secret)) => {
             let auth: Arc<dyn Auth> = Arc::new(GrpcAuth::connect(&endpoints).await?);

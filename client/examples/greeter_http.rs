@@ -50,13 +50,7 @@ async fn hello(State(node_id): State<String>, Json(request): Json<HelloRequest>)
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_writer(std::io::stderr).init();
-    let endpoints: Vec<String> = std::env::var("KEEL_ENDPOINTS")
-        .unwrap_or_else(|_| "http://127.0.0.1:2379".into())
-        .split(',')
-        .map(str::trim)
-        .filter(|endpoint| !endpoint.is_empty())
-        .map(String::from)
-        .collect();
+    let endpoints = keel_client::endpoints_from_env();
     let registry = GrpcRegistry::connect(&endpoints).await?;
     // Loopback unless told otherwise: this example never listens on a public interface.
     let listen = std::env::var("GREETER_LISTEN").unwrap_or_else(|_| "127.0.0.1:0".into());

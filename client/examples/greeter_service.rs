@@ -34,7 +34,7 @@ const NAME_BYTES_MAX: u64 = 256;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_writer(std::io::stderr).init();
-    let endpoints = endpoints_from_env();
+    let endpoints = keel_client::endpoints_from_env();
     let auth: Arc<dyn Auth> = Arc::new(GrpcAuth::connect(&endpoints).await?);
     let (options, protected) = match (std::env::var("KEEL_AUTH_ID"), std::env::var("KEEL_AUTH_SECRET")) {
         (Ok(id), Ok(secret)) => {
@@ -60,11 +60,6 @@ async fn main() -> anyhow::Result<()> {
     registration.shutdown().await?;
     println!("greeter deregistered");
     Ok(())
-}
-
-fn endpoints_from_env() -> Vec<String> {
-    let endpoints = std::env::var("KEEL_ENDPOINTS").unwrap_or_else(|_| "http://127.0.0.1:2379".into());
-    endpoints.split(',').map(str::trim).filter(|endpoint| !endpoint.is_empty()).map(String::from).collect()
 }
 
 async fn serve(listener: TcpListener, auth: Option<Arc<dyn Auth>>) -> anyhow::Result<()> {

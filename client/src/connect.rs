@@ -18,6 +18,26 @@ use crate::error::{Error, Result};
 /// The largest certificate, key or CA file read: a PEM file of a few chains is a few KiB.
 pub const PEM_FILE_BYTES_MAX: u64 = 1 << 20;
 
+/// The environment variable that names a cluster's client URLs, comma-separated.
+pub const ENDPOINTS_ENV: &str = "KEEL_ENDPOINTS";
+/// The cluster a service reaches when `KEEL_ENDPOINTS` is not set: one local member on etcd's port.
+pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:2379";
+
+/// The endpoints `KEEL_ENDPOINTS` names (comma-separated, blanks ignored), else
+/// [`DEFAULT_ENDPOINT`]: what a service passes to `Grpc*::connect`.
+pub fn endpoints_from_env() -> Vec<String> {
+    let value = std::env::var(ENDPOINTS_ENV).unwrap_or_default();
+    let endpoints = split_endpoints(&value);
+    if endpoints.is_empty() {
+        return vec![DEFAULT_ENDPOINT.to_string()];
+    }
+    endpoints
+}
+
+fn split_endpoints(value: &str) -> Vec<String> {
+    value.split(',').map(str::trim).filter(|endpoint| !endpoint.is_empty()).map(String::from).collect()
+}
+
 /// Options every `Grpc*::connect_with` takes.
 #[derive(Clone, Debug, Default)]
 pub struct ConnectOptions {
@@ -133,6 +153,12 @@ fn read_pem(path: &Path) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoints_are_split_on_commas_and_blanks_dropped() {
+        assert_eq!(split_endpoints(" http://a:1, ,http://b:2 ,"), vec!["http://a:1", "http://b:2"]);
+        assert!(split_endpoints(" , ").is_empty());
+    }
 
     #[test]
     fn files_are_checked_before_any_connection() {

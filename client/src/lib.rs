@@ -13,7 +13,7 @@
 //! ```text
 //! error.rs                 Error: one enum, each variant says what the caller can do next
 //! cluster.rs               failover across members: sticky endpoint, retry budget, status mapping
-//! connect.rs               ConnectOptions and Tls: https:// endpoints, the CA, a client certificate
+//! connect.rs               ConnectOptions and Tls: https:// endpoints, the CA, a client certificate; KEEL_ENDPOINTS
 //! names.rs                 one rule for the names the native services put in keys (topics, tables...)
 //! registry/mod.rs          the Registry and Watcher traits, options, WatchResult, Action
 //! registry/types.rs        Service, Node, Endpoint, Value: go-micro's JSON, byte for byte
@@ -189,5 +189,5 @@ pub mod names;
 pub mod registry;
 pub mod store;
 
-pub use connect::{ConnectOptions, Tls};
+pub use connect::{endpoints_from_env, ConnectOptions, Tls, DEFAULT_ENDPOINT, ENDPOINTS_ENV};
 pub use error::{Error, Result};
