@@ -58,8 +58,24 @@ async fn check(cluster: &TestCluster) {
     client.put(format!("{PREFIX}leased-b"), "{}", Some(PutOptions::new().with_lease(second))).await.expect("put");
 
     let events_expected = WRITERS + 3 + 2 + 2;
-    for stream in &mut watchers {
-        let responses = collect(stream, events_expected).await;
+    for (watcher, stream) in watchers.iter_mut().enumerate() {
+        let responses = match collect(stream, events_expected).await {
+            Ok(responses) => responses,
+            Err(seen) => {
+                // What is missing, and whether the leases still live: enough to tell a slow
+                // watcher from a lease that never expired.
+                let mut ttls = Vec::new();
+                for lease in [first, second] {
+                    ttls.push(client.lease_time_to_live(lease, None).await.map(|l| l.ttl()));
+                }
+                panic!(
+                    "{:?}: watcher {watcher} got {} of {events_expected} events in time: {seen:?}; \
+                     the leases' TTL left now: {ttls:?}",
+                    cluster.server,
+                    seen.len()
+                );
+            }
+        };
         let mut revisions = BTreeSet::new();
         for response in &responses {
             let header = response.header().expect("header").revision();
@@ -87,23 +103,25 @@ async fn check(cluster: &TestCluster) {
     }
 }
 
-/// Responses until `events` events arrived, each within the deadline.
-async fn collect(stream: &mut WatchStream, events: usize) -> Vec<WatchResponse> {
+/// Responses until `events` events arrived, each within the deadline; else the events seen
+/// (type and key).
+async fn collect(stream: &mut WatchStream, events: usize) -> Result<Vec<WatchResponse>, Vec<String>> {
     let mut responses = Vec::new();
-    let mut seen = 0;
+    let mut seen = Vec::new();
     // Leases expire within a few seconds of their TTL; everything else is immediate.
     let deadline = tokio::time::Instant::now() + READY_TIMEOUT + Duration::from_secs(10);
-    while seen < events {
-        let response = tokio::time::timeout_at(deadline, stream.message())
-            .await
-            .expect("every event in time")
-            .expect("watch stream")
-            .expect("watch stream open");
-        if response.events().is_empty() {
-            continue;
+    while seen.len() < events {
+        let Ok(message) = tokio::time::timeout_at(deadline, stream.message()).await else {
+            return Err(seen);
+        };
+        let response = message.expect("watch stream").expect("watch stream open");
+        for event in response.events() {
+            let key = event.kv().map(|kv| String::from_utf8_lossy(kv.key()).into_owned()).unwrap_or_default();
+            seen.push(format!("{:?} {key}", event.event_type()));
         }
-        seen += response.events().len();
-        responses.push(response);
+        if !response.events().is_empty() {
+            responses.push(response);
+        }
     }
-    responses
+    Ok(responses)
 }
