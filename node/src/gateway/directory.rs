@@ -22,6 +22,12 @@ pub struct Instance {
     pub version: String,
 }
 
+/// The `host:port` to connect to for a registered node address: go-micro registers
+/// `host:port`, some services an `http://host:port/` URL.
+pub fn host_port(address: &str) -> &str {
+    address.strip_prefix("http://").unwrap_or(address).trim_end_matches('/')
+}
+
 /// What the registry held when it was last seen.
 #[derive(Debug, Default)]
 pub struct Snapshot {
@@ -144,6 +150,13 @@ fn snapshot_of(registrations: &Registrations) -> Snapshot {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_node_address_is_connected_to_as_host_port() {
+        for address in ["127.0.0.1:8080", "http://127.0.0.1:8080", "http://127.0.0.1:8080/", "127.0.0.1:8080/"] {
+            assert_eq!(super::host_port(address), "127.0.0.1:8080", "{address}");
+        }
+    }
+
     use super::*;
     use keel_client::registry::MemoryRegistry;
     use keel_client::registry::{Node, RegisterOptions};

@@ -10,6 +10,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 
+use super::directory::host_port;
 use super::grpc::CONNECT_TIMEOUT;
 use super::per_worker::PerWorker;
 
@@ -91,8 +92,7 @@ fn lock(idle: &Idle) -> std::sync::MutexGuard<'_, Vec<SendRequest<Body>>> {
 }
 
 async fn connect(address: &str) -> Result<SendRequest<Body>, String> {
-    let host_port = address.strip_prefix("http://").unwrap_or(address).trim_end_matches('/');
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(host_port))
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(host_port(address)))
         .await
         .map_err(|_| format!("cannot connect within {CONNECT_TIMEOUT:?}"))?
         .map_err(|e| format!("cannot connect: {e}"))?;

@@ -7,6 +7,7 @@ use axum::body::Body;
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
+use super::directory::host_port;
 use super::grpc::CONNECT_TIMEOUT;
 use super::per_worker::PerWorker;
 
@@ -22,8 +23,7 @@ impl Connections {
         if let Some(connection) = self.cache.get(address).filter(|c| !c.is_closed()) {
             return Ok(connection);
         }
-        let host_port = address.strip_prefix("http://").unwrap_or(address);
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(host_port))
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(host_port(address)))
             .await
             .map_err(|_| format!("cannot connect to {address} within {CONNECT_TIMEOUT:?}"))?
             .map_err(|e| format!("cannot connect to {address}: {e}"))?;

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use http::header::{self, HeaderMap, HeaderName};
 use http::{Request, StatusCode, Uri};
 
-use super::directory::Instance;
+use super::directory::{host_port, Instance};
 use super::h1::SendError;
 use super::http::Failure;
 use super::{identity, Gateway};
@@ -74,7 +74,7 @@ fn outgoing(address: &str, request: &Forward<'_>) -> Result<Request<Body>, Failu
     if !headers.contains_key(header::HOST) {
         let host = match request.parts.uri.authority() {
             Some(authority) => authority.as_str(),
-            None => address.strip_prefix("http://").unwrap_or(address).trim_end_matches('/'),
+            None => host_port(address),
         };
         let host = http::HeaderValue::from_str(host).map_err(|e| {
             Failure::new(StatusCode::BAD_GATEWAY, format!("the node address {address:?} is not a host:port: {e}"))
