@@ -71,13 +71,8 @@ async fn main() -> anyhow::Result<()> {
     println!("greeter {node_id} serving HTTP on {address}, registered as {SERVICE}");
 
     // Deregister first, then stop serving: a gateway stops choosing this node before it goes.
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let stop = async move {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = sigterm.recv() => {}
-        }
-        match registration.shutdown().await {
+        match registration.shutdown_on_signal().await {
             Ok(()) => println!("greeter deregistered"),
             Err(error) => eprintln!("greeter: deregistering failed: {error}"),
         }

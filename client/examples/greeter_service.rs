@@ -1,5 +1,5 @@
 //! A tiny greeting service that registers itself in a Keel cluster and stays registered until
-//! Ctrl-C. Run a cluster, then:
+//! Ctrl-C or SIGTERM. Run a cluster, then:
 //!
 //! ```text
 //! cargo run -p keel-client --example greeter_service
@@ -53,12 +53,15 @@ async fn main() -> anyhow::Result<()> {
     let registration = registry.keep_registered(&service, RegisterOptions::with_ttl(TTL)).await?;
     println!("greeter listening on {address}, registered in {}", endpoints.join(","));
 
+    // Deregistered on a stop signal; if serving fails instead, dropping the registration
+    // deregisters in the background.
     tokio::select! {
         result = serve(listener, protected.then_some(auth)) => result?,
-        result = tokio::signal::ctrl_c() => result?,
+        result = registration.shutdown_on_signal() => {
+            result?;
+            println!("greeter deregistered");
+        }
     }
-    registration.shutdown().await?;
-    println!("greeter deregistered");
     Ok(())
 }
 

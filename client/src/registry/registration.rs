@@ -87,6 +87,38 @@ impl Registration {
             Err(error) => Err(Error::Unavailable(format!("the registration keeper task failed: {error}"))),
         }
     }
+
+    /// Waits until the process is asked to stop (SIGTERM, SIGINT as Ctrl-C sends, or SIGQUIT:
+    /// the signals go-micro's services stop on), then deregisters as [`Registration::shutdown`]
+    /// does. A server stops serving after this returns, so that callers stop choosing the node
+    /// before it goes.
+    pub async fn shutdown_on_signal(self) -> Result<()> {
+        stop_signal()
+            .await
+            .map_err(|error| Error::Unavailable(format!("cannot wait for a stop signal: {error}")))?;
+        self.shutdown().await
+    }
+}
+
+/// Resolves when the process receives a stop signal.
+#[cfg(unix)]
+async fn stop_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut quit = signal(SignalKind::quit())?;
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+        _ = quit.recv() => {}
+    }
+    Ok(())
+}
+
+/// Resolves when the process receives a stop signal (Ctrl-C).
+#[cfg(not(unix))]
+async fn stop_signal() -> std::io::Result<()> {
+    tokio::signal::ctrl_c().await
 }
 
 impl Drop for Registration {
