@@ -93,9 +93,7 @@ impl Registration {
     /// does. A server stops serving after this returns, so that callers stop choosing the node
     /// before it goes.
     pub async fn shutdown_on_signal(self) -> Result<()> {
-        stop_signal()
-            .await
-            .map_err(|error| Error::Unavailable(format!("cannot wait for a stop signal: {error}")))?;
+        stop_signal().await.map_err(|error| Error::Unavailable(format!("cannot wait for a stop signal: {error}")))?;
         self.shutdown().await
     }
 }
