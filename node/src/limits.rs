@@ -127,6 +127,16 @@ pub const WATCHERS_PER_STREAM_MAX: usize = 100_000;
 /// Forwarded-write batch RPCs in flight at once from a follower to the leader.
 pub const FORWARD_BATCHES_IN_FLIGHT: usize = 4;
 
+/// Batches of writes the leader has proposed and not yet seen applied, at most: the writes
+/// that arrive meanwhile wait and become the next batch (`member::leader_batches`).
+pub const LEADER_BATCHES_IN_FLIGHT: usize = 2;
+
+/// Writes per leader batch at most.
+pub const LEADER_BATCH_WRITES_MAX: usize = 256;
+
+/// Encoded bytes per leader batch at most (a larger write goes alone).
+pub const LEADER_BATCH_BYTES_MAX: usize = 4 << 20;
+
 /// Writes per forwarded batch at most.
 pub const FORWARD_BATCH_WRITES_MAX: usize = 256;
 

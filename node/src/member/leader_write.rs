@@ -10,9 +10,10 @@
 //! `LeasedPutRequest::grant_id`. What is replicated always names the id, so apply stays
 //! deterministic and the log encoding is unchanged.
 //!
-//! It must not forward: a member that is not the leader answers `NotLeader`, having proposed
-//! nothing, and the caller tries the next leader. It answers only once the entry is committed
-//! and applied (`Raft::client_write`).
+//! Writes are proposed in the leader's batches (`leader_batches`): many writes, one message to
+//! openraft's core, one append. It must not forward: a member that is not the leader answers
+//! `NotLeader`, having proposed nothing, and the caller tries the next leader. It answers only
+//! once the entry is committed and applied.
 
 use tokio::time::Instant;
 
@@ -29,55 +30,89 @@ impl Member {
     /// A write a follower forwarded on a client's behalf: the checks a local write passes, with
     /// this member's limits, then the leader write path.
     pub(crate) async fn write_for_follower(&self, sender: MemberId, command: Command) -> Result<Written, ForwardError> {
-        self.check_forwarded(sender, &command)?;
+        let size = self.check_forwarded(sender, &command)?;
         let _in_flight = self.counters.serving_forwarded();
-        self.write_as_leader(command).await
+        self.write_as_leader(command, size).await
     }
 
-    /// The checks a local write passes, with this member's limits.
-    fn check_forwarded(&self, sender: MemberId, command: &Command) -> Result<(), ForwardError> {
+    /// The checks a local write passes, with this member's limits; the command's encoded size.
+    fn check_forwarded(&self, sender: MemberId, command: &Command) -> Result<usize, ForwardError> {
         match command::validate(command, Origin::Member(sender), self.max_request_bytes) {
-            Ok(_) => Ok(()),
+            Ok(size) => Ok(size),
             Err(ServerError::RequestTooLarge) => Err(ForwardError::Refused(Refusal::TooLarge)),
             Err(error) => Err(ForwardError::Refused(Refusal::Invalid(error.to_string()))),
         }
     }
 
     /// A batch of writes a follower forwarded: each checked as `write_for_follower` checks one,
-    /// then all proposed in one message to openraft's core, so they share one append, one fsync
-    /// and one AppendEntries per follower (proposed one by one, they seldom met in the core's
-    /// queue: the leader's appends at 64 clients held one entry at the median). Answers in order.
+    /// then those that pass join the leader's batches together. Answers in order.
     pub(crate) async fn writes_for_follower(
         &self,
         sender: MemberId,
         commands: Vec<Command>,
     ) -> Vec<Result<Written, ForwardError>> {
         let _in_flight = self.counters.serving_forwarded();
-        // Each command is checked, then moved into the batch; a command whose lease id the
-        // leader chooses leaves a copy behind, to choose again with (see below).
         let mut valid = Vec::with_capacity(commands.len());
-        let slots: Vec<Result<Option<Command>, ForwardError>> = commands
+        let slots: Vec<Result<(), ForwardError>> = commands
             .into_iter()
             .map(|command| {
-                self.check_forwarded(sender, &command)?;
-                let unstamped = chooses_lease(&command).then(|| command.clone());
-                valid.push(command);
-                Ok(unstamped)
+                let size = self.check_forwarded(sender, &command)?;
+                valid.push((command, size));
+                Ok(())
             })
             .collect();
-        let mut proposed = self.propose_many(valid).await.into_iter();
-        let mut answers = Vec::with_capacity(slots.len());
-        for slot in slots {
-            let answer = match slot {
-                Err(refused) => Err(refused),
-                Ok(unstamped) => match (proposed.next(), unstamped) {
-                    // Astronomically unlikely, as in `write_as_leader`: that path chooses again.
-                    (Some(Ok((CommandResponse::Rejected(MvccError::LeaseExists), _))), Some(unstamped)) => {
-                        self.write_as_leader(unstamped).await
-                    }
-                    (Some(written), _) => written,
-                    (None, _) => Err(ForwardError::Indeterminate("the batch ended early".into())),
-                },
+        let mut proposed = self.propose_batched(valid).await.into_iter();
+        slots
+            .into_iter()
+            .map(|slot| {
+                slot?;
+                proposed.next().unwrap_or_else(|| Err(ForwardError::Indeterminate("the batch ended early".into())))
+            })
+            .collect()
+    }
+
+    /// The leader write path for a command proposed on this member (already checked, of encoded
+    /// `size`), bounded by `deadline`.
+    pub(super) async fn write_local(
+        &self,
+        command: Command,
+        size: usize,
+        deadline: Instant,
+    ) -> Attempt<CommandResponse> {
+        match tokio::time::timeout_at(deadline, self.write_as_leader(command, size)).await {
+            Err(_) => Attempt::Done(Err(ServerError::Timeout)),
+            Ok(Ok((response, _term))) => Attempt::Done(Ok(response)),
+            Ok(Err(ForwardError::NotLeader { .. })) => Attempt::Retry,
+            Ok(Err(ForwardError::Failed(_))) => Attempt::Done(Err(ServerError::Stopped)),
+            Ok(Err(_)) => Attempt::Done(Err(ServerError::Timeout)),
+        }
+    }
+
+    /// The one leader write path (see the module's doc), through the leader's batches.
+    /// `NotLeader`: nothing was proposed, or only a grant refused for its taken id, which
+    /// changed nothing; `Failed`: Raft has stopped; `Indeterminate`: it may have been applied.
+    async fn write_as_leader(&self, command: Command, size: usize) -> Result<Written, ForwardError> {
+        let answer = self.propose_batched(vec![(command, size)]).await.pop();
+        answer.unwrap_or_else(|| Err(ForwardError::Indeterminate("the batch ended early".into())))
+    }
+
+    /// Proposes `commands`, stamped, in one message to this member's own Raft and answers each
+    /// in order once applied: a grant whose chosen lease id was taken is proposed again with
+    /// another, and a lease a Register reused is renewed on this leader's clock.
+    pub(super) async fn propose_now(&self, commands: Vec<Command>) -> Vec<Result<Written, ForwardError>> {
+        // Kept only when the leader chooses an id, to choose again if it was taken.
+        let unstamped: Vec<Option<Command>> =
+            commands.iter().map(|command| chooses_lease(command).then(|| command.clone())).collect();
+        let proposed = self.propose_many(commands).await;
+        let mut answers = Vec::with_capacity(proposed.len());
+        for (written, unstamped) in proposed.into_iter().zip(unstamped) {
+            let answer = match (written, unstamped) {
+                // An id already taken, astronomically unlikely: the grant changed nothing, so
+                // choosing again once is safe.
+                (Ok((CommandResponse::Rejected(MvccError::LeaseExists), _)), Some(unstamped)) => {
+                    self.propose_to_raft(stamp(unstamped, Stamp::now())).await
+                }
+                (written, _) => written,
             };
             if let Ok((CommandResponse::Register(RegisterResponse { reused: true, lease_id, .. }), _)) = &answer {
                 self.renew_reused_lease(*lease_id);
@@ -88,7 +123,7 @@ impl Member {
     }
 
     /// Proposes `commands`, stamped, in one message to this member's own Raft and waits until
-    /// each is applied; the answers come in order.
+    /// each is applied; the answers come in order, one per command.
     async fn propose_many(&self, commands: Vec<Command>) -> Vec<Result<Written, ForwardError>> {
         let count = commands.len();
         if count == 0 {
@@ -111,39 +146,6 @@ impl Member {
             answers.push(Err(ForwardError::Failed("raft stopped".into())));
         }
         answers
-    }
-
-    /// The leader write path for a command proposed on this member (already checked), bounded
-    /// by `deadline`.
-    pub(super) async fn write_local(&self, command: Command, deadline: Instant) -> Attempt<CommandResponse> {
-        match tokio::time::timeout_at(deadline, self.write_as_leader(command)).await {
-            Err(_) => Attempt::Done(Err(ServerError::Timeout)),
-            Ok(Ok((response, _term))) => Attempt::Done(Ok(response)),
-            Ok(Err(ForwardError::NotLeader { .. })) => Attempt::Retry,
-            Ok(Err(ForwardError::Failed(_))) => Attempt::Done(Err(ServerError::Stopped)),
-            Ok(Err(_)) => Attempt::Done(Err(ServerError::Timeout)),
-        }
-    }
-
-    /// The one leader write path (see the module's doc). `NotLeader`: nothing was proposed, or
-    /// only a grant refused for its taken id, which changed nothing; `Failed`: Raft has
-    /// stopped; `Indeterminate`: it may have been applied.
-    async fn write_as_leader(&self, command: Command) -> Result<Written, ForwardError> {
-        // Kept only when the leader chooses an id, to choose again if it was taken.
-        let unstamped = chooses_lease(&command).then(|| command.clone());
-        let written = self.propose_to_raft(stamp(command, Stamp::now())).await?;
-        let written = match (written, unstamped) {
-            // An id already taken, astronomically unlikely: the grant changed nothing, so
-            // choosing again once is safe.
-            ((CommandResponse::Rejected(MvccError::LeaseExists), _), Some(unstamped)) => {
-                self.propose_to_raft(stamp(unstamped, Stamp::now())).await?
-            }
-            (written, _) => written,
-        };
-        if let (CommandResponse::Register(RegisterResponse { reused: true, lease_id, .. }), _) = &written {
-            self.renew_reused_lease(*lease_id);
-        }
-        Ok(written)
     }
 
     /// Renews a lease a Register reused on this leader's clock. Failing to is harmless: only a

@@ -13,6 +13,7 @@ mod disk_reserve;
 pub mod format;
 mod forward_writes;
 mod join;
+mod leader_batches;
 mod leader_write;
 mod leadership;
 pub mod listen_report;
@@ -83,6 +84,7 @@ pub struct Member {
     me: std::sync::Weak<Member>,
     read_rounds: read_barrier::ReadRounds,
     write_batches: forward_writes::WriteBatches,
+    leader_batches: leader_batches::LeaderBatches,
     forwarded: ForwardCounts,
     counters: counters::ServerCounters,
     tokens: auth::Tokens,
@@ -253,7 +255,7 @@ impl Member {
                 let command = command.clone();
                 async move {
                     if leader == self.id {
-                        self.write_local(command, deadline).await
+                        self.write_local(command, size, deadline).await
                     } else {
                         self.write_forwarded(leader, command, size, deadline).await
                     }
@@ -282,8 +284,8 @@ impl Member {
     /// commit, so a stale decision dies with the leadership that made it.
     pub async fn propose_as_leader<P: Proposal>(&self, request: P) -> Result<P::Response, ServerError> {
         let command = request.into();
-        command::validate(&command, Origin::Leader, self.max_request_bytes)?;
-        match self.write_local(command, Instant::now() + REQUEST_TIMEOUT).await {
+        let size = command::validate(&command, Origin::Leader, self.max_request_bytes)?;
+        match self.write_local(command, size, Instant::now() + REQUEST_TIMEOUT).await {
             Attempt::Done(response) => answer::<P>(response?),
             Attempt::Retry => Err(ServerError::NoLeader),
         }

@@ -15,8 +15,8 @@ use tokio::task::JoinSet;
 
 use super::accept::accepted;
 use super::{
-    alarms, auto_compact, background, backup, disk_reserve, format, forward_writes, join, listen_report, quota,
-    read_barrier, restore, ForwardCounts, Identity, Member, IDENTITY_KEY,
+    alarms, auto_compact, background, backup, disk_reserve, format, forward_writes, join, leader_batches,
+    listen_report, quota, read_barrier, restore, ForwardCounts, Identity, Member, IDENTITY_KEY,
 };
 use crate::config::{self, MemberConfig};
 use crate::lease;
@@ -336,6 +336,7 @@ pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
         me: me.clone(),
         read_rounds: read_barrier::ReadRounds::default(),
         write_batches: forward_writes::WriteBatches::default(),
+        leader_batches: leader_batches::LeaderBatches::default(),
         forwarded: ForwardCounts::default(),
         counters: Default::default(),
         tokens,
