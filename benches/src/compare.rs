@@ -179,10 +179,10 @@ async fn run_alternately(
     for spec in specs {
         for run in 1..=runs {
             for (cluster, access) in &clusters {
-                let row =
-                    measure((&cluster.endpoints(), access), cluster.member_pids(), cluster.name(), spec, run, runs)
-                        .await
-                        .with_context(|| cluster.logs_tail())?;
+                let endpoints = followers_first(cluster.endpoints(), access).await;
+                let row = measure((&endpoints, access), cluster.member_pids(), cluster.name(), spec, run, runs)
+                    .await
+                    .with_context(|| cluster.logs_tail())?;
                 if let Some(member) = cluster.exited_member() {
                     anyhow::bail!("{} {member} exited during the run\n{}", cluster.name(), cluster.logs_tail());
                 }
@@ -191,6 +191,30 @@ async fn run_alternately(
         }
     }
     Ok(rows)
+}
+
+/// `endpoints` with the leader's last, so that the first connections (a lone client's only
+/// one) go to a follower in both systems: which member leads is chance, and a client of the
+/// leader skips the forwarding hop a follower's client pays. In the order given when no member
+/// names a leader.
+async fn followers_first(mut endpoints: Vec<String>, access: &Access) -> Vec<String> {
+    let mut leads = Vec::with_capacity(endpoints.len());
+    for endpoint in &endpoints {
+        leads.push(is_leader(endpoint, access).await);
+    }
+    let mut order: Vec<usize> = (0..endpoints.len()).collect();
+    order.sort_by_key(|&i| leads[i]);
+    let mut sorted: Vec<Option<String>> = endpoints.drain(..).map(Some).collect();
+    order.into_iter().filter_map(|i| sorted[i].take()).collect()
+}
+
+/// Whether the member at `endpoint` says it leads (false when it cannot be asked).
+async fn is_leader(endpoint: &str, access: &Access) -> bool {
+    let Ok(mut client) = crate::pool::connect_one(endpoint, access).await else { return false };
+    match client.status().await {
+        Ok(status) => status.header().is_some_and(|header| header.member_id() == status.leader()),
+        Err(_) => false,
+    }
 }
 
 /// One run of `spec` against `endpoints` (reached as `access` says), printed as it completes;
@@ -282,7 +306,7 @@ fn compare_notes(args: &CompareArgs, root: &Path, wants_resources: bool) -> Vec<
             .to_string(),
     );
     notes.push(format!(
-        "Connections: {}, each to one member in turn; clients share them round-robin.",
+        "Connections: {}, each to one member in turn, followers first (a lone client talks to a follower in both systems); clients share them round-robin.",
         args.load.connections.map_or("one per client".to_string(), |c| format!("{c} (at most one per client)"))
     ));
     if wants_resources {
