@@ -197,15 +197,14 @@ async fn run_alternately(
 /// one) go to a follower in both systems: which member leads is chance, and a client of the
 /// leader skips the forwarding hop a follower's client pays. In the order given when no member
 /// names a leader.
-async fn followers_first(mut endpoints: Vec<String>, access: &Access) -> Vec<String> {
-    let mut leads = Vec::with_capacity(endpoints.len());
-    for endpoint in &endpoints {
-        leads.push(is_leader(endpoint, access).await);
+async fn followers_first(endpoints: Vec<String>, access: &Access) -> Vec<String> {
+    let mut ranked = Vec::with_capacity(endpoints.len());
+    for endpoint in endpoints {
+        ranked.push((is_leader(&endpoint, access).await, endpoint));
     }
-    let mut order: Vec<usize> = (0..endpoints.len()).collect();
-    order.sort_by_key(|&i| leads[i]);
-    let mut sorted: Vec<Option<String>> = endpoints.drain(..).map(Some).collect();
-    order.into_iter().filter_map(|i| sorted[i].take()).collect()
+    // Stable: followers keep their given order.
+    ranked.sort_by_key(|(leads, _)| *leads);
+    ranked.into_iter().map(|(_, endpoint)| endpoint).collect()
 }
 
 /// Whether the member at `endpoint` says it leads (false when it cannot be asked).
