@@ -123,6 +123,7 @@ pub const TARGETS: &[Target] = &[
     ("client_certificate_cn", crate::tls::fuzz_common_name),
     ("gateway_request", crate::gateway::http::fuzz_request),
     ("gateway_reflection_answer", crate::gateway::schema::fuzz_reflection_answer),
+    ("ui_key_param", crate::ui::fuzz_key_param),
 ];
 
 /// Runs the target named `name` on `data` (what each libFuzzer target calls); an unknown name

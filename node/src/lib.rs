@@ -52,4 +52,5 @@ pub mod storage;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
+pub mod ui;
 pub mod watch;

@@ -81,6 +81,14 @@ pub const READ_BARRIER_WAITERS_MAX: usize = 100_000;
 
 // ---- Queues and batches of the services ----
 
+/// Dashboard pages kept live at once on one member (`ui/live.rs`): each holds a subscription to
+/// the watch hub and a task; past this a page still loads, it just is not live.
+pub const UI_LIVE_STREAMS_MAX: usize = 1024;
+
+/// A dashboard page's list shows at most this many entries and pages through the rest (keys,
+/// services, events): a page of a large keyspace costs its page.
+pub const UI_PAGE_ENTRIES_MAX: usize = 200;
+
 /// Registry watch responses queued for a client slow to read them (`api/registry`).
 pub const REGISTRY_WATCH_QUEUE_MAX: usize = 64;
 

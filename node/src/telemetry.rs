@@ -189,6 +189,30 @@ impl Telemetry {
         self.grpc_handling.with_label_values(&[call.kind, call.service, call.method]).observe(took.as_secs_f64());
     }
 
+    /// Unary gRPC calls handled so far, over every service and method: the count at or below
+    /// each of go-grpc-prometheus's bucket bounds (seconds), cumulative as Prometheus keeps them.
+    /// The last bound is infinity (every call). The dashboard's latency chart is the difference
+    /// of two of these.
+    pub fn unary_latency_buckets(&self) -> Vec<(f64, u64)> {
+        use prometheus::core::Collector as _;
+        let bounds = GRPC_HANDLING_BUCKETS.iter().copied().chain([f64::INFINITY]);
+        let mut totals: Vec<(f64, u64)> = bounds.map(|bound| (bound, 0)).collect();
+        for family in self.grpc_handling.collect() {
+            for metric in family.get_metric() {
+                let unary = metric.get_label().iter().any(|l| l.name() == "grpc_type" && l.value() == "unary");
+                if !unary {
+                    continue;
+                }
+                let histogram = metric.get_histogram();
+                let counts = histogram.get_bucket().iter().map(|b| b.cumulative_count());
+                for (total, count) in totals.iter_mut().zip(counts.chain([histogram.get_sample_count()])) {
+                    total.1 = total.1.saturating_add(count);
+                }
+            }
+        }
+        totals
+    }
+
     /// Everything above, in Prometheus's text format.
     pub fn render(&self) -> String {
         TextEncoder::new().encode_to_string(&self.registry.gather()).unwrap_or_else(|error| {

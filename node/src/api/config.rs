@@ -101,17 +101,28 @@ impl ConfigService {
         revision: i64,
         key: Option<&SecretKey>,
     ) -> Result<(Option<Value>, i64), ServerError> {
-        let request = RangeRequest {
-            key: path.key(),
-            range_end: prefix_range_end(&path.children_prefix()),
-            revision,
-            ..RangeRequest::default()
-        };
-        let response = self.member.shared().range(&request)?;
-        let secrets = key.map_or(Secrets::Masked, Secrets::Revealed);
-        let value = view::assemble(path, &response.kvs, secrets)?;
-        Ok((value, response.header_revision))
+        read_document(&self.member, path, revision, key)
     }
+}
+
+/// The document at `path` as of `revision` (0 = now) from `member`'s keyspace, its secrets
+/// opened with `key` or masked without one; and the revision it was read at.
+pub(crate) fn read_document(
+    member: &Member,
+    path: &ConfigPath,
+    revision: i64,
+    key: Option<&SecretKey>,
+) -> Result<(Option<Value>, i64), ServerError> {
+    let request = RangeRequest {
+        key: path.key(),
+        range_end: prefix_range_end(&path.children_prefix()),
+        revision,
+        ..RangeRequest::default()
+    };
+    let response = member.shared().range(&request)?;
+    let secrets = key.map_or(Secrets::Masked, Secrets::Revealed);
+    let value = view::assemble(path, &response.kvs, secrets)?;
+    Ok((value, response.header_revision))
 }
 
 fn status(error: ServerError) -> Status {

@@ -108,44 +108,52 @@ impl EventsService {
     }
 
     async fn read(&self, request: pb::ReadEventsRequest) -> Result<pb::ReadEventsResponse, ServerError> {
-        check_topic(&request.topic)?;
-        let limit = match request.limit as usize {
-            0 => READ_DEFAULT,
-            limit if limit > READ_MAX => return Err(EventsError::LimitTooLarge.into()),
-            limit => limit,
-        };
-        self.member.read_barrier().await?;
-        let mvcc = self.member.shared().mvcc();
-        let next_offset = mvcc.topic(&request.topic).ok_or(EventsError::NoSuchTopic)?.next_offset;
-        let from = if request.since_ms > 0 {
-            first_at_or_after(&mvcc, &request.topic, request.since_ms, next_offset)?
-        } else {
-            request.offset
-        };
-        let prefix = topic_prefix(&request.topic);
-        let range = RangeRequest {
-            key: event_key(&request.topic, from),
-            range_end: prefix_range_end(&prefix),
-            limit: limit as i64,
-            ..RangeRequest::default()
-        };
-        let response = mvcc.range(&range)?;
-        let mut events: Vec<pb::EventMessage> = Vec::new();
-        let mut bytes = 0;
-        for event in response.kvs.iter().filter_map(|kv| decode(&kv.value)) {
-            bytes += event.payload.len();
-            if !events.is_empty() && bytes > EVENTS_READ_BYTES_MAX {
-                break;
-            }
-            events.push(event);
-        }
-        let next = events.last().map_or(from, |e| e.offset.saturating_add(1));
-        Ok(pb::ReadEventsResponse {
-            events,
-            next_offset: next.min(next_offset.max(from)),
-            revision: response.header_revision,
-        })
+        read_events(&self.member, request).await
     }
+}
+
+/// Events.Read: a page of a topic's events from an offset or a time, linearizable.
+pub(crate) async fn read_events(
+    member: &Member,
+    request: pb::ReadEventsRequest,
+) -> Result<pb::ReadEventsResponse, ServerError> {
+    check_topic(&request.topic)?;
+    let limit = match request.limit as usize {
+        0 => READ_DEFAULT,
+        limit if limit > READ_MAX => return Err(EventsError::LimitTooLarge.into()),
+        limit => limit,
+    };
+    member.read_barrier().await?;
+    let mvcc = member.shared().mvcc();
+    let next_offset = mvcc.topic(&request.topic).ok_or(EventsError::NoSuchTopic)?.next_offset;
+    let from = if request.since_ms > 0 {
+        first_at_or_after(&mvcc, &request.topic, request.since_ms, next_offset)?
+    } else {
+        request.offset
+    };
+    let prefix = topic_prefix(&request.topic);
+    let range = RangeRequest {
+        key: event_key(&request.topic, from),
+        range_end: prefix_range_end(&prefix),
+        limit: limit as i64,
+        ..RangeRequest::default()
+    };
+    let response = mvcc.range(&range)?;
+    let mut events: Vec<pb::EventMessage> = Vec::new();
+    let mut bytes = 0;
+    for event in response.kvs.iter().filter_map(|kv| decode(&kv.value)) {
+        bytes += event.payload.len();
+        if !events.is_empty() && bytes > EVENTS_READ_BYTES_MAX {
+            break;
+        }
+        events.push(event);
+    }
+    let next = events.last().map_or(from, |e| e.offset.saturating_add(1));
+    Ok(pb::ReadEventsResponse {
+        events,
+        next_offset: next.min(next_offset.max(from)),
+        revision: response.header_revision,
+    })
 }
 
 /// The first offset whose event is at or after `since_ms` (`next_offset` if none): a binary
@@ -249,7 +257,7 @@ impl Events for EventsService {
 }
 
 /// A topic as Topics and Groups describe it.
-fn topic_info(mvcc: &crate::mvcc::MvccStore, topic: String, state: &TopicState) -> pb::TopicInfo {
+pub(crate) fn topic_info(mvcc: &crate::mvcc::MvccStore, topic: String, state: &TopicState) -> pb::TopicInfo {
     let bounds = state.bounds();
     let groups = mvcc
         .groups(&topic)

@@ -159,7 +159,7 @@ async fn metrics(State(member): State<Arc<Member>>) -> impl IntoResponse {
 }
 
 /// This process's resident set (`VmRSS` in `/proc/self/status`), where the system has one.
-fn resident_memory_bytes() -> Option<u64> {
+pub(crate) fn resident_memory_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
     let kib: u64 = line.trim_start_matches("VmRSS:").trim().trim_end_matches("kB").trim().parse().ok()?;

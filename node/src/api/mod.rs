@@ -40,11 +40,14 @@ use tonic::transport::server::Router;
 use crate::member::{Credentials, Member};
 use keel_model::auth::etcd::{AuthError, Caller};
 
+pub(crate) use config::read_document;
 pub(crate) use events::check_topic;
 pub use events::EventsError;
+pub(crate) use events::{read_events, topic_info};
 pub use grpc_metrics::fuzz_call_labels;
 pub use h2_authority::{fuzz_authority_fix, AuthorityFix};
 pub use hpack::fuzz_hpack_decode;
+pub(crate) use http::resident_memory_bytes;
 pub use status::to_status;
 
 /// The router serving every client service of `member` (gRPC, refusing messages over
@@ -107,7 +110,8 @@ pub fn client_router(member: Arc<Member>, decoding_limit: usize, max_concurrent_
         .into_axum_router()
         .layer(axum::middleware::from_fn_with_state(member.clone(), native_guard::root_only_while_auth_is_on))
         .layer(axum::middleware::from_fn_with_state(member.clone(), learner_guard::refuse_on_learners))
-        .merge(http::router(member))
+        .merge(http::router(member.clone()))
+        .merge(crate::ui::router(member))
         .layer(axum::middleware::from_fn(transport_status::etcd_transport_errors))
         .layer(axum::middleware::from_fn(grpc_metrics::count_grpc_calls));
     let routes = Routes::from(routes);

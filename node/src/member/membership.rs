@@ -263,6 +263,32 @@ impl View {
     }
 }
 
+/// What a leader knows of one member's replication, for the dashboard.
+#[derive(Clone, Copy, Debug)]
+pub struct ReplicationSeen {
+    /// The last log index the member is known to hold.
+    pub matched_index: Option<u64>,
+    /// How long ago the member last acknowledged the leader.
+    pub heard_ago: Option<Duration>,
+}
+
+impl Member {
+    /// Each member's replication as this member sees it while it leads; empty on a follower.
+    pub fn replication_seen(&self) -> BTreeMap<u64, ReplicationSeen> {
+        let metrics = self.metrics();
+        let mut seen = BTreeMap::new();
+        for (id, log_id) in metrics.replication.iter().flatten() {
+            let matched_index = log_id.as_ref().map(|log_id| log_id.index);
+            seen.insert(*id, ReplicationSeen { matched_index, heard_ago: None });
+        }
+        for (id, at) in metrics.heartbeat.iter().flatten() {
+            let entry = seen.entry(*id).or_insert(ReplicationSeen { matched_index: None, heard_ago: None });
+            entry.heard_ago = at.as_ref().map(age);
+        }
+        seen
+    }
+}
+
 /// Whether the leader heard from a member (`at`: its last acknowledgement) within etcd's
 /// `HealthInterval`.
 fn heard_recently<I: openraft::Instant>(at: &Option<openraft::metrics::SerdeInstant<I>>) -> bool {

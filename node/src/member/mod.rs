@@ -44,7 +44,7 @@ use crate::watch::SessionLimits;
 pub use auth::Credentials;
 pub use backup::BackupFile;
 pub use disk_reserve::DISK_RESERVE_BYTES_DEFAULT;
-pub use membership::{removed, MembershipChange, MembershipRefusal};
+pub use membership::{removed, MembershipChange, MembershipRefusal, ReplicationSeen};
 pub use quota::QUOTA_BYTES_DEFAULT;
 pub use start::{start, RunningMember, StartError};
 

@@ -54,6 +54,7 @@ mod range;
 mod retention;
 mod revision;
 mod store;
+mod tree;
 
 #[cfg(test)]
 mod model_tests;
@@ -72,6 +73,7 @@ pub(crate) use range::KeySpan;
 pub use retention::TRIM_STEP_MAX;
 pub use store::MvccStore;
 pub(crate) use store::OpError;
+pub use tree::{TreeChild, TreePage, TREE_DELIMITER};
 
 /// The records this module stores and their keys, for the golden-bytes tests (`crate::golden`).
 #[cfg(test)]

@@ -6,6 +6,7 @@ mod fatal;
 mod groups;
 mod lease;
 mod range;
+mod tree;
 mod txn;
 
 use std::sync::Arc;
