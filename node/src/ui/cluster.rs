@@ -8,13 +8,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, Uri};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use maud::{html, Markup};
 
 use super::format::{bytes, duration};
 use super::layout::{self, Live, Section};
-use super::session::viewer;
+use super::session::Viewer;
 use super::Ui;
 use crate::member::Member;
 use crate::telemetry::telemetry;
@@ -103,11 +103,7 @@ fn p99_ms(before: &[(f64, u64)], after: &[(f64, u64)]) -> f64 {
     }
 }
 
-pub(super) async fn page(State(ui): State<Arc<Ui>>, headers: HeaderMap, uri: Uri) -> Response {
-    let viewer = match viewer(&ui.member, &headers, &uri).await {
-        Ok(viewer) => viewer,
-        Err(response) => return response,
-    };
+pub(super) async fn page(State(ui): State<Arc<Ui>>, viewer: Viewer, headers: HeaderMap) -> Response {
     ui.start_sampling();
     let body = html! {
         h1 { "Cluster" }

@@ -6,14 +6,14 @@
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, Uri};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use maud::{html, Markup};
 use serde::Deserialize;
 
 use super::format::encode;
 use super::layout::{self, not_permitted, Live, Section};
-use super::session::viewer;
+use super::session::Viewer;
 use super::Ui;
 use crate::dynamic_config::{ConfigPath, PREFIX};
 use crate::limits::UI_PAGE_ENTRIES_MAX;
@@ -29,13 +29,9 @@ pub(super) struct ConfigQuery {
 pub(super) async fn page(
     State(ui): State<Arc<Ui>>,
     headers: HeaderMap,
-    uri: Uri,
+    viewer: Viewer,
     Query(query): Query<ConfigQuery>,
 ) -> Response {
-    let viewer = match viewer(&ui.member, &headers, &uri).await {
-        Ok(viewer) => viewer,
-        Err(response) => return response,
-    };
     let body = if viewer.may_use_native(&ui.member) {
         html! {
             h1 { "Config" }

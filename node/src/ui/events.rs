@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, Uri};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use keel_proto::v1 as pb;
 use maud::{html, Markup};
@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::format::{bytes, encode, unix_ms};
 use super::layout::{self, not_permitted, Live, Section};
-use super::session::viewer;
+use super::session::Viewer;
 use super::Ui;
 use crate::member::Member;
 use crate::mvcc::events::EVENTS_PREFIX;
@@ -38,13 +38,9 @@ pub(super) struct EventsQuery {
 pub(super) async fn page(
     State(ui): State<Arc<Ui>>,
     headers: HeaderMap,
-    uri: Uri,
+    viewer: Viewer,
     Query(query): Query<EventsQuery>,
 ) -> Response {
-    let viewer = match viewer(&ui.member, &headers, &uri).await {
-        Ok(viewer) => viewer,
-        Err(response) => return response,
-    };
     let body = if !viewer.may_use_native(&ui.member) {
         not_permitted("the event topics")
     } else {

@@ -7,14 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use maud::{html, Markup};
 use serde::Deserialize;
 
 use super::format::{display_key, hex, key_from, key_param};
 use super::layout::{self, not_permitted, Live, Section};
-use super::session::{viewer, Viewer};
+use super::session::Viewer;
 use super::Ui;
 use crate::command::{KeyValue, RangeRequest};
 use crate::keys::prefix_range_end;
@@ -76,13 +76,9 @@ fn wanted(query: &KeysQuery) -> Result<Wanted, String> {
 pub(super) async fn page(
     State(ui): State<Arc<Ui>>,
     headers: HeaderMap,
-    uri: Uri,
+    viewer: Viewer,
     Query(query): Query<KeysQuery>,
 ) -> Response {
-    let viewer = match viewer(&ui.member, &headers, &uri).await {
-        Ok(viewer) => viewer,
-        Err(response) => return response,
-    };
     let wanted = match wanted(&query) {
         Ok(wanted) => wanted,
         Err(error) => return (StatusCode::BAD_REQUEST, error).into_response(),

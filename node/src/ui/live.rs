@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -17,7 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 
 use super::format::key_from;
-use super::session::viewer;
+use super::session::Viewer;
 use super::Ui;
 use crate::limits::UI_LIVE_STREAMS_MAX;
 use crate::watch::EventBatch;
@@ -35,15 +35,7 @@ pub(super) struct LiveQuery {
     tick: Option<u32>,
 }
 
-pub(super) async fn stream(
-    State(ui): State<Arc<Ui>>,
-    headers: HeaderMap,
-    uri: Uri,
-    Query(query): Query<LiveQuery>,
-) -> Response {
-    if let Err(response) = viewer(&ui.member, &headers, &uri).await {
-        return response;
-    }
+pub(super) async fn stream(State(ui): State<Arc<Ui>>, _viewer: Viewer, Query(query): Query<LiveQuery>) -> Response {
     let prefix = match key_from(query.prefix.as_deref(), query.prefix_hex.as_deref()) {
         Ok(prefix) => prefix,
         Err(error) => return (StatusCode::BAD_REQUEST, error).into_response(),

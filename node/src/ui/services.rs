@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, Uri};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use keel_client::registry::Service;
 use maud::{html, Markup};
@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use super::format::encode;
 use super::layout::{self, not_permitted, Live, Section};
-use super::session::viewer;
+use super::session::Viewer;
 use super::Ui;
 use crate::command::RangeRequest;
 use crate::keys::prefix_range_end;
@@ -39,13 +39,9 @@ pub(super) struct ServicesQuery {
 pub(super) async fn page(
     State(ui): State<Arc<Ui>>,
     headers: HeaderMap,
-    uri: Uri,
+    viewer: Viewer,
     Query(query): Query<ServicesQuery>,
 ) -> Response {
-    let viewer = match viewer(&ui.member, &headers, &uri).await {
-        Ok(viewer) => viewer,
-        Err(response) => return response,
-    };
     let body = if !viewer.may_use_native(&ui.member) {
         not_permitted("the registry")
     } else {

@@ -5,7 +5,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::{FromRequestParts, Query, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
@@ -53,8 +54,18 @@ impl Viewer {
     }
 }
 
+/// A handler that takes a `Viewer` answers only a viewer who may look: others are sent to log
+/// in (or told 401, from the page's script and the live stream).
+impl FromRequestParts<Arc<Ui>> for Viewer {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, ui: &Arc<Ui>) -> Result<Viewer, Response> {
+        viewer(&ui.member, &parts.headers, &parts.uri).await
+    }
+}
+
 /// The viewer of a request, or the answer that sends it to log in.
-pub(super) async fn viewer(member: &Member, headers: &HeaderMap, uri: &Uri) -> Result<Viewer, Response> {
+async fn viewer(member: &Member, headers: &HeaderMap, uri: &Uri) -> Result<Viewer, Response> {
     if !member.read_auth(|auth| auth.enabled) {
         return Ok(Viewer { caller: None, auth_enabled: false });
     }
