@@ -48,7 +48,7 @@ impl Keyspace {
     fn tree_children(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> TreePage {
         let mut page = TreePage::default();
         let mut lower = match after {
-            Some(after) if after.starts_with(prefix) && after.len() > prefix.len() => match past_child(after) {
+            Some(after) if after.starts_with(prefix) => match past_child(prefix, after) {
                 Some(bound) => bound,
                 None => return page,
             },
@@ -65,7 +65,7 @@ impl Keyspace {
                 return page;
             }
             let child = self.child_of(prefix, key);
-            let next = past_child(&child.path);
+            let next = past_child(prefix, &child.path);
             page.children.push(child);
             match next {
                 Some(bound) => lower = bound,
@@ -111,10 +111,12 @@ impl Keyspace {
     }
 }
 
-/// Where the children after `path` start: past every key below a branch, just past a leaf.
-/// `None` when nothing can follow (a branch of 0xff bytes).
-fn past_child(path: &[u8]) -> Option<Bound<Vec<u8>>> {
-    if path.last() == Some(&TREE_DELIMITER) {
+/// Where the children of `prefix` after the child `path` start: past every key below a branch,
+/// just past a leaf. A branch is longer than the prefix and ends with the delimiter; the key
+/// equal to the prefix itself is a leaf, whatever it ends with. `None` when nothing can follow
+/// (a branch of 0xff bytes).
+fn past_child(prefix: &[u8], path: &[u8]) -> Option<Bound<Vec<u8>>> {
+    if path.len() > prefix.len() && path.last() == Some(&TREE_DELIMITER) {
         prefix_end(path).map(Bound::Included)
     } else {
         Some(Bound::Excluded(path.to_vec()))
