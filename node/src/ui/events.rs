@@ -16,6 +16,7 @@ use super::format::{bytes, encode, unix_ms};
 use super::layout::{self, not_permitted, Live, Section};
 use super::session::Viewer;
 use super::Ui;
+use crate::limits::UI_PAGE_ENTRIES_MAX;
 use crate::member::Member;
 use crate::mvcc::events::EVENTS_PREFIX;
 use keel_model::group::DEAD_LETTER_SUFFIX;
@@ -30,6 +31,8 @@ const PAYLOAD_PREVIEW_CHARS: usize = 200;
 #[derive(Deserialize, Default)]
 pub(super) struct EventsQuery {
     topic: Option<String>,
+    /// The topic list resumes after this topic.
+    after: Option<String>,
     offset: Option<u64>,
     /// Unix milliseconds: the first event at or after this time.
     since_ms: Option<i64>,
@@ -46,17 +49,26 @@ pub(super) async fn page(
     } else {
         match &query.topic {
             Some(topic) => topic_page(&ui.member, topic, &query).await,
-            None => topics(&ui.member),
+            None => topics(&ui.member, query.after.as_deref()),
         }
     };
     let live = Live { prefix: Some(EVENTS_PREFIX.as_bytes().to_vec()), tick_secs: Some(REFRESH_SECS) };
     layout::respond(&headers, Section::Events, "Events", &viewer, Some(&live), body)
 }
 
-fn topics(member: &Member) -> Markup {
-    let topics: Vec<pb::TopicInfo> = {
+fn topics(member: &Member, after: Option<&str>) -> Markup {
+    let (topics, more) = {
         let mvcc = member.shared().mvcc();
-        mvcc.topics().into_iter().map(|(topic, state)| crate::api::topic_info(&mvcc, topic, &state)).collect()
+        let mut listed = mvcc.topics();
+        listed.retain(|(topic, _)| after.is_none_or(|after| topic.as_str() > after));
+        listed.sort_by(|a, b| a.0.cmp(&b.0));
+        let more = listed.len() > UI_PAGE_ENTRIES_MAX;
+        let topics: Vec<pb::TopicInfo> = listed
+            .into_iter()
+            .take(UI_PAGE_ENTRIES_MAX)
+            .map(|(topic, state)| crate::api::topic_info(&mvcc, topic, &state))
+            .collect();
+        (topics, more)
     };
     html! {
         h1 { "Events" }
@@ -79,6 +91,11 @@ fn topics(member: &Member) -> Markup {
                             td.num { (topic.groups.len()) }
                         }
                     }
+                }
+            }
+            @if more {
+                @if let Some(last) = topics.last() {
+                    p.pager { a rel="next" href=(format!("/ui/events?after={}", encode(&last.topic))) { "Next topics →" } }
                 }
             }
         }

@@ -1,8 +1,8 @@
 //! `/ui/live`: a server-sent event stream that says `changed` when what a page shows may have
 //! changed, from the watch hub (an applied batch with a key under the page's prefix) or a clock
 //! (pages of figures that are not keys: the cluster's, consumer groups' positions). Changes are
-//! coalesced: at most one `changed` is waiting for the page at a time, and a burst of writes makes
-//! one after it settles for [`SETTLE`].
+//! coalesced: at most one `changed` is waiting for the page at a time, a burst of writes makes
+//! one after it settles for [`SETTLE`], and two are at least [`SPACING`] apart.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +24,9 @@ use crate::watch::EventBatch;
 
 /// How long a change waits for the rest of its burst before the page is told.
 const SETTLE: Duration = Duration::from_millis(100);
+/// After telling the page, the least time before telling it again: a page under a steady stream
+/// of writes is rendered about twice a second, not once per write.
+const SPACING: Duration = Duration::from_millis(400);
 
 /// The shortest and longest clock a page may ask for, in seconds.
 const TICK_SECS: std::ops::RangeInclusive<u32> = 1..=60;
@@ -87,6 +90,7 @@ impl Watcher {
                 tokio::time::sleep(SETTLE).await;
                 // Full: a `changed` already waits for the page, which will read everything.
                 let _ = page.try_send(());
+                tokio::time::sleep(SPACING).await;
             }
         }
     }

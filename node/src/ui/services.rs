@@ -5,6 +5,7 @@
 //! registers and goes as it deregisters or its lease expires.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +35,8 @@ const LEASE_LOOKUP_TIMEOUT: Duration = Duration::from_millis(300);
 #[derive(Deserialize, Default)]
 pub(super) struct ServicesQuery {
     service: Option<String>,
+    /// The list resumes after this service name.
+    after: Option<String>,
 }
 
 pub(super) async fn page(
@@ -48,7 +51,7 @@ pub(super) async fn page(
         match read(&ui.member) {
             Ok(registry) => match &query.service {
                 Some(name) => service_page(&ui.member, &registry, name).await,
-                None => list(&registry),
+                None => list(&registry, query.after.as_deref()),
             },
             Err(error) => html! { p.error role="alert" { (error) } },
         }
@@ -75,14 +78,17 @@ fn read(member: &Member) -> Result<Registry, String> {
     Ok(Registry { services, leases, revision: response.header_revision })
 }
 
-fn list(registry: &Registry) -> Markup {
+fn list(registry: &Registry, after: Option<&str>) -> Markup {
     let mut by_name: BTreeMap<&str, (Vec<&str>, usize)> = BTreeMap::new();
     for service in &registry.services {
         let entry = by_name.entry(&service.name).or_default();
         entry.0.push(&service.version);
         entry.1 += service.nodes.len();
     }
-    let shown = by_name.len().min(UI_PAGE_ENTRIES_MAX);
+    let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+    let page: Vec<_> = by_name.range::<str, _>((start, Bound::Unbounded)).take(UI_PAGE_ENTRIES_MAX + 1).collect();
+    let more = page.len() > UI_PAGE_ENTRIES_MAX;
+    let page = page.get(..UI_PAGE_ENTRIES_MAX).unwrap_or(&page);
     html! {
         h1 { "Services" }
         p.muted { (by_name.len()) " services, " (registry.services.iter().map(|s| s.nodes.len()).sum::<usize>())
@@ -93,7 +99,7 @@ fn list(registry: &Registry) -> Markup {
             table aria-label="Services" {
                 thead { tr { th { "Service" } th { "Versions" } th.num { "Nodes" } } }
                 tbody {
-                    @for (name, (versions, nodes)) in by_name.iter().take(shown) {
+                    @for (name, (versions, nodes)) in page {
                         tr data-service=(name) {
                             td { a href=(format!("/ui/services?service={}", encode(name))) { (name) } }
                             td { (versions.iter().map(|&v| if v.is_empty() { "(none)" } else { v }).collect::<Vec<_>>().join(", ")) }
@@ -102,8 +108,10 @@ fn list(registry: &Registry) -> Markup {
                     }
                 }
             }
-            @if shown < by_name.len() {
-                p.muted { "The first " (shown) " services are shown." }
+            @if more {
+                @if let Some((last, _)) = page.last() {
+                    p.pager { a rel="next" href=(format!("/ui/services?after={}", encode(last))) { "Next services →" } }
+                }
             }
         }
     }

@@ -88,6 +88,8 @@ pub async fn eval<T: serde::de::DeserializeOwned>(page: &Page, script: &str) -> 
 pub async fn navigate_by(page: &Page, script: &str) {
     let _: bool = eval(page, &format!("{script}; true")).await;
     page.wait_for_navigation().await.unwrap_or_else(|e| panic!("the page after `{script}`: {e}"));
+    // chromiumoxide may still hold the old document's script context for a moment.
+    wait_until(page, Duration::from_secs(30), "the new page", "document.readyState === 'complete'").await;
 }
 
 /// Waits until `script` evaluates to true in `page`; how long it took.
