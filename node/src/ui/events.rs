@@ -12,7 +12,7 @@ use keel_proto::v1 as pb;
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use super::format::{bytes, encode, unix_ms};
+use super::format::{bytes, encode, preview, unix_ms};
 use super::layout::{self, not_permitted, Live, Section};
 use super::session::Viewer;
 use super::Ui;
@@ -216,7 +216,7 @@ fn events(events: &[pb::EventMessage]) -> Markup {
                             td { (unix_ms(event.timestamp_ms)) }
                             td { code { (event.id) } }
                             td { @for (k, v) in &event.metadata { code { (k) "=" (v) } " " } }
-                            td { code { (String::from_utf8_lossy(&event.payload).chars().take(PAYLOAD_PREVIEW_CHARS).collect::<String>()) } }
+                            td { code { (preview(&event.payload, PAYLOAD_PREVIEW_CHARS)) } }
                         }
                     }
                 }

@@ -66,6 +66,11 @@ fn from_hex(text: &str) -> Result<Vec<u8>, String> {
         .collect()
 }
 
+/// The first `chars` characters of `bytes` read as UTF-8 (what is not, replaced).
+pub(super) fn preview(bytes: &[u8], chars: usize) -> String {
+    String::from_utf8_lossy(bytes).chars().take(chars).collect()
+}
+
 /// Bytes as people read them: `512 B`, `1.5 KiB`, `48.0 MiB`.
 pub(super) fn bytes(count: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

@@ -4,7 +4,6 @@
 //! keyspace, as far as the viewer's etcd permissions allow. Live on the prefix shown.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -12,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use super::format::{display_key, hex, key_from, key_param};
+use super::format::{display_key, hex, key_from, key_param, preview};
 use super::layout::{self, not_permitted, Live, Section};
 use super::session::Viewer;
 use super::Ui;
@@ -28,8 +27,6 @@ const VALUE_SHOWN_BYTES_MAX: usize = 64 * 1024;
 const HISTORY_SHOWN_MAX: usize = 10;
 /// How much of an earlier revision's value the history shows.
 const HISTORY_PREVIEW_CHARS: usize = 120;
-/// How long the page waits for the leader to say how long a key's lease has left.
-const LEASE_LOOKUP_TIMEOUT: Duration = Duration::from_millis(300);
 
 #[derive(Deserialize, Default)]
 pub(super) struct KeysQuery {
@@ -179,7 +176,7 @@ async fn key_detail(member: &Member, viewer: &Viewer, key: &[u8], wanted: &Wante
         return html! { h2 { code { (display_key(key)) } } p { "This key does not exist now." } };
     };
     let view = wanted.view.unwrap_or_else(|| default_view(&kv.value));
-    let lease_left = lease_left(member, kv.lease).await;
+    let lease_left = super::leases_left(member, [kv.lease]).await.get(&kv.lease).copied();
     html! {
         h2 { code { (display_key(key)) } }
         dl.facts {
@@ -207,16 +204,6 @@ async fn key_detail(member: &Member, viewer: &Viewer, key: &[u8], wanted: &Wante
 fn read_at(member: &Member, key: &[u8], revision: i64) -> Result<Option<KeyValue>, ReadError> {
     let request = RangeRequest { key: key.to_vec(), revision, ..RangeRequest::default() };
     Ok(member.shared().range(&request)?.kvs.into_iter().next())
-}
-
-async fn lease_left(member: &Member, lease: i64) -> Option<i64> {
-    if lease == 0 {
-        return None;
-    }
-    match tokio::time::timeout(LEASE_LOOKUP_TIMEOUT, member.lease_time_to_live(lease)).await {
-        Ok(Ok(Some(time))) => Some(time.remaining_secs),
-        _ => None,
-    }
 }
 
 fn default_view(value: &[u8]) -> View {
@@ -305,7 +292,7 @@ fn history(member: &Member, kv: &KeyValue) -> Markup {
                         tr {
                             td.num { (old.mod_revision) }
                             td.num { (old.version) }
-                            td { code { (String::from_utf8_lossy(&old.value).chars().take(HISTORY_PREVIEW_CHARS).collect::<String>()) } }
+                            td { code { (preview(&old.value, HISTORY_PREVIEW_CHARS)) } }
                         }
                     }
                 }

@@ -32,6 +32,25 @@ use crate::member::Member;
 
 pub use format::fuzz_key_param;
 
+/// How long a page waits, in all, for the leader to say how long leases have left.
+const LEASE_LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// Seconds left on each of the leases `ids` (0, no lease, is skipped), as far as the leader
+/// answers within [`LEASE_LOOKUP_TIMEOUT`]: only the leader's clock knows, and a page does not
+/// wait longer for a figure it can show without.
+async fn leases_left(member: &Member, ids: impl IntoIterator<Item = i64>) -> std::collections::HashMap<i64, i64> {
+    let mut left = std::collections::HashMap::new();
+    let lookups = async {
+        for id in ids.into_iter().filter(|&id| id != 0) {
+            if let Ok(Some(time)) = member.lease_time_to_live(id).await {
+                left.insert(id, time.remaining_secs);
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LEASE_LOOKUP_TIMEOUT, lookups).await;
+    left
+}
+
 /// The largest login form the member reads (a name and a password).
 const LOGIN_BODY_BYTES_MAX: usize = 16 * 1024;
 

@@ -7,7 +7,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
@@ -28,9 +27,6 @@ use crate::registry;
 
 /// How often a service's page shows its nodes' leases again.
 const LEASE_REFRESH_SECS: u32 = 1;
-
-/// How long the page waits for the leader to say how long nodes' leases have left, in all.
-const LEASE_LOOKUP_TIMEOUT: Duration = Duration::from_millis(300);
 
 #[derive(Deserialize, Default)]
 pub(super) struct ServicesQuery {
@@ -159,28 +155,17 @@ async fn service_page(member: &Member, registry: &Registry, name: &str) -> Marku
     }
 }
 
-/// Seconds left on each lease that keeps a node of `versions` registered, as far as the leader
-/// answers within [`LEASE_LOOKUP_TIMEOUT`].
+/// Seconds left on each lease that keeps a node of `versions` registered (the first page's).
 async fn lease_times(member: &Member, registry: &Registry, versions: &[&Service]) -> HashMap<i64, i64> {
     let mut ids: Vec<i64> = versions
         .iter()
         .flat_map(|service| service.nodes.iter().map(|node| registry::node_key(&service.name, &node.id)))
         .filter_map(|key| registry.leases.get(&key).copied())
-        .filter(|&lease| lease != 0)
         .collect();
     ids.sort_unstable();
     ids.dedup();
     ids.truncate(UI_PAGE_ENTRIES_MAX);
-    let mut times = HashMap::new();
-    let lookups = async {
-        for id in ids {
-            if let Ok(Some(time)) = member.lease_time_to_live(id).await {
-                times.insert(id, time.remaining_secs);
-            }
-        }
-    };
-    let _ = tokio::time::timeout(LEASE_LOOKUP_TIMEOUT, lookups).await;
-    times
+    super::leases_left(member, ids).await
 }
 
 fn metadata(metadata: &BTreeMap<String, String>) -> Markup {
