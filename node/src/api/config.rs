@@ -89,19 +89,9 @@ impl ConfigService {
         let path = ConfigPath::parse(&request.namespace, &request.path)?;
         self.member.read_barrier().await?;
         let key = if request.secrets { Some(self.secret_key().await?) } else { None };
-        let (value, revision) = self.document(&path, request.revision, key.as_ref())?;
+        let (value, revision) = read_document(&self.member, &path, request.revision, key.as_ref())?;
         let value = value.ok_or_else(|| ConfigError::NotFound(request.path.clone()))?;
         Ok(pb::GetResponse { value: value.to_string(), revision })
-    }
-
-    /// The document at `path` as of `revision` (0 = now) from this member's keyspace.
-    fn document(
-        &self,
-        path: &ConfigPath,
-        revision: i64,
-        key: Option<&SecretKey>,
-    ) -> Result<(Option<Value>, i64), ServerError> {
-        read_document(&self.member, path, revision, key)
     }
 }
 
@@ -200,7 +190,7 @@ fn watch_answer(
         WatchOutput::Canceled { reason, .. } => return Some(Err(Status::aborted(reason))),
         WatchOutput::Progress { .. } => return None,
     };
-    Some(match service.document(path, revision, key) {
+    Some(match read_document(&service.member, path, revision, key) {
         Ok((value, revision)) => {
             Ok(pb::WatchConfigResponse { value: value.unwrap_or(Value::Null).to_string(), revision })
         }

@@ -106,10 +106,6 @@ impl EventsService {
             response.results.iter().map(|r| pb::Published { offset: r.offset, duplicate: r.duplicate }).collect();
         Ok(pb::PublishResponse { events, timestamp_ms: response.timestamp_ms, revision: response.header_revision })
     }
-
-    async fn read(&self, request: pb::ReadEventsRequest) -> Result<pb::ReadEventsResponse, ServerError> {
-        read_events(&self.member, request).await
-    }
 }
 
 /// Events.Read: a page of a topic's events from an offset or a time, linearizable.
@@ -201,7 +197,7 @@ impl Events for EventsService {
     }
 
     async fn read(&self, request: Request<pb::ReadEventsRequest>) -> Result<Response<pb::ReadEventsResponse>, Status> {
-        self.read(request.into_inner()).await.map(Response::new).map_err(status)
+        read_events(&self.member, request.into_inner()).await.map(Response::new).map_err(status)
     }
 
     async fn topics(&self, _request: Request<pb::TopicsRequest>) -> Result<Response<pb::TopicsResponse>, Status> {

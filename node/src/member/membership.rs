@@ -264,7 +264,7 @@ impl View {
 }
 
 /// What a leader knows of one member's replication, for the dashboard.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct ReplicationSeen {
     /// The last log index the member is known to hold.
     pub matched_index: Option<u64>,
@@ -279,11 +279,10 @@ impl Member {
         let mut seen = BTreeMap::new();
         for (id, log_id) in metrics.replication.iter().flatten() {
             let matched_index = log_id.as_ref().map(|log_id| log_id.index);
-            seen.insert(*id, ReplicationSeen { matched_index, heard_ago: None });
+            seen.insert(*id, ReplicationSeen { matched_index, ..ReplicationSeen::default() });
         }
         for (id, at) in metrics.heartbeat.iter().flatten() {
-            let entry = seen.entry(*id).or_insert(ReplicationSeen { matched_index: None, heard_ago: None });
-            entry.heard_ago = at.as_ref().map(age);
+            seen.entry(*id).or_default().heard_ago = at.as_ref().map(age);
         }
         seen
     }

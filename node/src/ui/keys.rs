@@ -120,8 +120,11 @@ fn children(member: &Member, viewer: &Viewer, wanted: &Wanted) -> Markup {
     if !viewer.may_read(member, prefix, &prefix_range_end(prefix)) {
         return not_permitted("every key under this prefix");
     }
-    let page = member.shared().mvcc().tree_children(prefix, wanted.after.as_deref(), UI_PAGE_ENTRIES_MAX);
-    let revision = member.shared().mvcc().current_revision();
+    let (page, revision) = {
+        // One read of the keyspace: the revision shown is the one the listing is of.
+        let mvcc = member.shared().mvcc();
+        (mvcc.tree_children(prefix, wanted.after.as_deref(), UI_PAGE_ENTRIES_MAX), mvcc.current_revision())
+    };
     html! {
         p.muted { "As this member holds them at revision " (revision) }
         @if page.children.is_empty() {
