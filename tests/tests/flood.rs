@@ -19,6 +19,10 @@ async fn one_clients_flood_waits_on_its_own_connection_while_others_are_served()
 
     // The flood: many tasks, one connection, 16 KiB puts as fast as the member takes them.
     let flooder = cluster.member_client(0).await;
+    // Until the member's HTTP/2 SETTINGS reach the client, the client does not know the cap and
+    // may open more streams at once, which the member refuses (REFUSED_STREAM, as the protocol
+    // says). A client that has made one call knows it; the flood starts from there.
+    flooder.clone().put("flood/ready", "", None).await.expect("a first put on the flooding connection");
     let stop = Arc::new(AtomicBool::new(false));
     let answered = Arc::new(AtomicUsize::new(0));
     let flood: Vec<_> = (0..FLOODING_TASKS)
