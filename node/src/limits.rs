@@ -42,6 +42,12 @@ pub const PEER_APPEND_BYTES_MAX: usize = 16 << 20;
 /// follower costs bounded memory on both ends.
 pub const PEER_APPENDS_IN_FLIGHT: usize = 64;
 
+/// The newest log entries each member keeps decoded in memory (`raft/recent_entries.rs`), by
+/// count and by encoded bytes: enough for every follower's pipelined replication and the apply
+/// that follow an append, small enough that an idle member's memory barely notices.
+pub const LOG_CACHE_ENTRIES_MAX: usize = 2048;
+pub const LOG_CACHE_BYTES_MAX: usize = 4 << 20;
+
 /// The largest answer a member decodes from a peer. A forwarded Txn answers with whatever its
 /// range ops read, which etcd bounds only by gRPC's 2 GiB; this bounds what one answer can make
 /// a follower buffer.

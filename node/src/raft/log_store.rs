@@ -19,15 +19,17 @@ use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use openraft::storage::{IOFlushed, RaftLogStorage};
 use openraft::{LogState, OptionalSend, RaftLogReader};
 use tokio::sync::mpsc;
 
 use super::codec::{decode, decode_entry, encode, encode_entry};
+use super::recent_entries::RecentEntries;
 use super::watermark::{Mark, Watermark};
 use super::{Entry, LogId, TypeConfig, Vote};
+use crate::limits::{LOG_CACHE_BYTES_MAX, LOG_CACHE_ENTRIES_MAX};
 use crate::storage::{Direction, Durability, Engine, KeyRange, Table, WriteBatch};
 
 pub(crate) const VOTE_KEY: &[u8] = b"vote";
@@ -63,6 +65,8 @@ pub struct LogStore {
     syncer: Arc<Syncer>,
     ack: AckPolicy,
     watermark: Arc<Watermark>,
+    /// std Mutex: held only to copy entries in or out, never across an await.
+    recent: Arc<Mutex<RecentEntries>>,
 }
 
 /// The way to the syncer thread, shared by every clone of the store. When the last clone is
@@ -174,7 +178,8 @@ impl LogStore {
             .name("keel-log-sync".into())
             .spawn(move || run_syncer(syncer_engine, syncer_watermark, sync_rx))?;
         let syncer = Arc::new(Syncer { queue: Some(sync_tx), thread: Some(thread) });
-        Ok(Self { engine, syncer, ack, watermark })
+        let recent = Arc::new(Mutex::new(RecentEntries::new(LOG_CACHE_ENTRIES_MAX, LOG_CACHE_BYTES_MAX)));
+        Ok(Self { engine, syncer, ack, watermark, recent })
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
@@ -185,6 +190,10 @@ impl LogStore {
         let mut batch = WriteBatch::new();
         batch.put(Table::RaftMeta, key, encode(value)?);
         self.engine.write(batch, durability).map_err(io::Error::other)
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, RecentEntries> {
+        self.recent.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Waits until the syncer has finished everything queued so far.
@@ -288,6 +297,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(i) => Some(*i),
             Bound::Unbounded => None,
         };
+        if let Some(cached) = to.and_then(|to| self.recent().get(from, to)) {
+            return Ok(cached);
+        }
         let from_key = index_key(from);
         let to_key = to.map(index_key);
         let range = KeyRange { from: &from_key, to: to_key.as_ref().map(|k| &k[..]) };
@@ -354,14 +366,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut batch = WriteBatch::new();
         let mut only_client_commands = true;
         let mut log_end = 0;
+        let mut written = Vec::new();
         for entry in entries {
             only_client_commands &= matches!(entry.payload, openraft::EntryPayload::Normal(_));
             log_end = log_end.max(entry.log_id.index.saturating_add(1));
-            batch.put(Table::Log, index_key(entry.log_id.index), encode_entry(&entry)?);
+            let (index, encoded) = (entry.log_id.index, encode_entry(&entry)?);
+            written.push((entry, encoded.len()));
+            batch.put(Table::Log, index_key(index), encoded);
         }
         // Written now so the entries are readable when this returns; durable once the syncer's
         // fsync completes, which is when the callback fires.
         self.engine.write(batch, Durability::Buffered).map_err(io::Error::other)?;
+        self.recent().appended(written);
         if self.ack == AckPolicy::UnsafeBeforeFsync {
             // The sabotage persists only membership and leader (blank) entries, so the cluster
             // always restarts, while every client write since the last election lives in memory
@@ -382,6 +398,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // it: it must never name entries the log no longer holds.
         self.drain_syncer().await?;
         self.watermark.lower_log_end(from)?;
+        // Forgotten before the engine deletes them: a read in between finds them in the engine.
+        self.recent().truncated_from(from);
         let mut batch = WriteBatch::new();
         batch.delete_range(Table::Log, index_key(from), index_key(u64::MAX));
         // Durable with the next append's fsync, which shares the write-ahead log.
@@ -394,6 +412,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut batch = WriteBatch::new();
         batch.put(Table::RaftMeta, PURGED_KEY, encode(&log_id)?);
         batch.delete_range(Table::Log, index_key(0), index_key(log_id.index + 1));
+        self.recent().purged_through(log_id.index);
         self.engine.write(batch, Durability::Buffered).map_err(io::Error::other)
     }
 }

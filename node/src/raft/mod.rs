@@ -15,6 +15,7 @@ mod network;
 pub mod peer_auth;
 pub mod peer_checks;
 mod peer_service;
+mod recent_entries;
 pub mod snapshot;
 mod state_machine;
 pub mod watermark;
