@@ -40,6 +40,11 @@ pub(crate) const PURGED_KEY: &[u8] = b"purged";
 /// from turning into unbounded memory.
 const SYNC_QUEUE_CAPACITY: usize = 4096;
 
+/// How often the committed log id is saved at most. It is only a restart's shortcut (entries up
+/// to it are applied at once instead of after the leader's next message), and saving it on every
+/// commit was an engine write per commit: about 2% of a leader's CPU under load.
+const COMMITTED_SAVE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// When an append is reported durable to openraft.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AckPolicy {
@@ -67,6 +72,8 @@ pub struct LogStore {
     watermark: Arc<Watermark>,
     /// std Mutex: held only to copy entries in or out, never across an await.
     recent: Arc<Mutex<RecentEntries>>,
+    /// When this store (openraft's writing one) last saved the committed log id.
+    committed_saved_at: Option<std::time::Instant>,
 }
 
 /// The way to the syncer thread, shared by every clone of the store. When the last clone is
@@ -179,7 +186,7 @@ impl LogStore {
             .spawn(move || run_syncer(syncer_engine, syncer_watermark, sync_rx))?;
         let syncer = Arc::new(Syncer { queue: Some(sync_tx), thread: Some(thread) });
         let recent = Arc::new(Mutex::new(RecentEntries::new(LOG_CACHE_ENTRIES_MAX, LOG_CACHE_BYTES_MAX)));
-        Ok(Self { engine, syncer, ack, watermark, recent })
+        Ok(Self { engine, syncer, ack, watermark, recent, committed_saved_at: None })
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
@@ -351,7 +358,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
-        // Only an optimisation for restart (re-applying up to it at once): no fsync needed.
+        // Only an optimisation for restart (re-applying up to it at once): no fsync needed, and
+        // an older one is as correct (openraft reads it as "at least this much is committed").
+        let now = std::time::Instant::now();
+        if self.committed_saved_at.is_some_and(|at| now.duration_since(at) < COMMITTED_SAVE_INTERVAL) {
+            return Ok(());
+        }
+        self.committed_saved_at = Some(now);
         self.put_meta(COMMITTED_KEY, &committed, Durability::Buffered)
     }
 
