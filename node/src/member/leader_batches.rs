@@ -9,11 +9,11 @@
 //! ClientWrite messages it finds queued) seldom met them: at 64 clients the leader's appends and
 //! AppendEntries held one entry at the median.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::oneshot;
 
+use super::batch_queue::{BatchBounds, BatchQueue, Batched};
 use super::leader_write::Written;
 use super::Member;
 use crate::command::Command;
@@ -28,55 +28,23 @@ pub(super) struct Pending {
     pub answer: oneshot::Sender<Result<Written, ForwardError>>,
 }
 
-/// Writes waiting for the leader to propose them, and the permits for batches in flight.
-pub(super) struct LeaderBatches {
-    /// std Mutex: held only to push or take, never across an await.
-    state: Mutex<Queue>,
-    in_flight: Arc<Semaphore>,
-}
-
-impl Default for LeaderBatches {
-    fn default() -> Self {
-        LeaderBatches { state: Mutex::default(), in_flight: Arc::new(Semaphore::new(LEADER_BATCHES_IN_FLIGHT)) }
+impl Batched for Pending {
+    fn size(&self) -> usize {
+        self.size
     }
 }
 
-/// Unbounded by itself: a member caps its own proposals in flight (`PROPOSALS_PENDING_MAX`) and
-/// each follower its forwarded batches (`FORWARD_BATCHES_IN_FLIGHT` × `FORWARD_BATCH_*`).
-#[derive(Default)]
-struct Queue {
-    /// A sender task is running.
-    running: bool,
-    waiting: VecDeque<Pending>,
-}
-
-impl LeaderBatches {
-    /// Queues writes; `true` when the caller must start the sender task.
-    fn join(&self, writes: impl IntoIterator<Item = Pending>) -> bool {
-        let mut queue = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        queue.waiting.extend(writes);
-        !queue.waiting.is_empty() && !std::mem::replace(&mut queue.running, true)
-    }
-
-    /// The next batch: the oldest writes within the batch bounds (a write larger than
-    /// [`LEADER_BATCH_BYTES_MAX`] goes alone). `None` (and the sender stops) when nothing waits.
-    fn next_batch(&self) -> Option<Vec<Pending>> {
-        let mut queue = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let Some(first) = queue.waiting.pop_front() else {
-            queue.running = false;
-            return None;
-        };
-        let mut bytes = first.size;
-        let mut batch = vec![first];
-        while let Some(next) = queue.waiting.front() {
-            if batch.len() >= LEADER_BATCH_WRITES_MAX || bytes.saturating_add(next.size) > LEADER_BATCH_BYTES_MAX {
-                break;
-            }
-            bytes += next.size;
-            batch.extend(queue.waiting.pop_front());
-        }
-        Some(batch)
-    }
+/// Writes waiting for the leader to propose them. The queue itself is unbounded: a member caps
+/// its own proposals in flight (`PROPOSALS_PENDING_MAX`) and each follower its forwarded
+/// batches (`FORWARD_BATCHES_IN_FLIGHT` × `FORWARD_BATCH_*`).
+pub(super) fn leader_batches() -> BatchQueue<Pending> {
+    BatchQueue::new(BatchBounds {
+        batch_writes: LEADER_BATCH_WRITES_MAX,
+        batch_bytes: LEADER_BATCH_BYTES_MAX,
+        queue_writes: usize::MAX,
+        queue_bytes: usize::MAX,
+        in_flight: LEADER_BATCHES_IN_FLIGHT,
+    })
 }
 
 impl Member {
@@ -93,8 +61,15 @@ impl Member {
                 (Pending { command, size, answer }, answered)
             })
             .unzip();
-        if self.leader_batches.join(pending) {
-            drop(tokio::spawn(member.send_leader_batches()));
+        match self.leader_batches.join(pending) {
+            Ok(true) => drop(tokio::spawn(async move {
+                member.leader_batches.send_while_waiting(|batch| member.clone().propose_batch(batch)).await
+            })),
+            Ok(false) => {}
+            // Unbounded (above): never, but answered as a full queue would be.
+            Err(refused) => {
+                return refused.iter().map(|_| Err(ForwardError::Failed("the leader's queue is full".into()))).collect()
+            }
         }
         let mut results = Vec::with_capacity(answers.len());
         for answered in answers {
@@ -106,45 +81,11 @@ impl Member {
         results
     }
 
-    /// Proposes batches while writes wait, each as soon as a batch slot is free.
-    async fn send_leader_batches(self: Arc<Self>) {
-        loop {
-            let Ok(permit) = self.leader_batches.in_flight.clone().acquire_owned().await else { return };
-            let Some(batch) = self.leader_batches.next_batch() else { return };
-            let member = self.clone();
-            tokio::spawn(async move {
-                let (commands, answers): (Vec<Command>, Vec<_>) =
-                    batch.into_iter().map(|p| (p.command, p.answer)).unzip();
-                let results = member.propose_now(commands).await;
-                drop(permit);
-                for (answer, result) in answers.into_iter().zip(results) {
-                    let _ = answer.send(result);
-                }
-            });
+    async fn propose_batch(self: Arc<Self>, batch: Vec<Pending>) {
+        let (commands, answers): (Vec<Command>, Vec<_>) = batch.into_iter().map(|p| (p.command, p.answer)).unzip();
+        let results = self.propose_now(commands).await;
+        for (answer, result) in answers.into_iter().zip(results) {
+            let _ = answer.send(result);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::command::PutRequest;
-
-    fn pending(size: usize) -> Pending {
-        let (answer, _) = oneshot::channel();
-        Pending { command: Command::Put(PutRequest::default()), size, answer }
-    }
-
-    #[test]
-    fn a_batch_takes_the_oldest_writes_within_its_bounds_and_a_large_write_goes_alone() {
-        let batches = LeaderBatches::default();
-        assert!(batches.join([pending(1)]), "the first write starts the sender");
-        assert!(!batches.join((0..LEADER_BATCH_WRITES_MAX).map(|_| pending(1))), "the sender runs");
-        assert_eq!(batches.next_batch().map(|b| b.len()), Some(LEADER_BATCH_WRITES_MAX));
-        assert_eq!(batches.next_batch().map(|b| b.len()), Some(1));
-        assert!(batches.next_batch().is_none(), "nothing waits: the sender stops");
-        assert!(batches.join([pending(LEADER_BATCH_BYTES_MAX + 1), pending(1)]), "a stopped sender is started again");
-        assert_eq!(batches.next_batch().map(|b| b.len()), Some(1), "past the bytes bound alone");
-        assert_eq!(batches.next_batch().map(|b| b.len()), Some(1));
     }
 }

@@ -8,6 +8,7 @@ mod auth;
 mod auto_compact;
 mod background;
 pub mod backup;
+mod batch_queue;
 mod counters;
 mod disk_reserve;
 pub mod format;
@@ -83,8 +84,8 @@ pub struct Member {
     /// Itself, for tasks that outlive one request (shared read-barrier rounds).
     me: std::sync::Weak<Member>,
     read_rounds: read_barrier::ReadRounds,
-    write_batches: forward_writes::WriteBatches,
-    leader_batches: leader_batches::LeaderBatches,
+    write_batches: batch_queue::BatchQueue<forward_writes::Pending>,
+    leader_batches: batch_queue::BatchQueue<leader_batches::Pending>,
     forwarded: ForwardCounts,
     counters: counters::ServerCounters,
     tokens: auth::Tokens,
