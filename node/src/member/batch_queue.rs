@@ -199,7 +199,7 @@ mod tests {
         let queue = Arc::new(queue());
         assert_eq!(queue.join(writes(10, 1)).ok(), Some(true));
         let (release, released) = tokio::sync::watch::channel(false);
-        let (sent_tx, mut sent) = tokio::sync::mpsc::unbounded_channel();
+        let (sent_tx, mut sent) = tokio::sync::mpsc::channel(8);
         let sender = tokio::spawn({
             let queue = queue.clone();
             async move {
@@ -207,7 +207,7 @@ mod tests {
                     .send_while_waiting(|batch| {
                         let (mut released, sent_tx) = (released.clone(), sent_tx.clone());
                         async move {
-                            let _ = sent_tx.send(batch.len());
+                            let _ = sent_tx.send(batch.len()).await;
                             let _ = released.wait_for(|go| *go).await;
                         }
                     })

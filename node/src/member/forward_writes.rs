@@ -5,8 +5,9 @@
 //!
 //! Batches go out as soon as there is room (`batch_queue`): up to [`FORWARD_BATCHES_IN_FLIGHT`]
 //! at once, so a lone write is sent at once (no added latency), and under load the queue that
-//! builds while those are in flight becomes the next batch. Each write keeps its own deadline and its own outcome
-//! (done, indeterminate, or "nothing proposed: retry"), exactly as a forward of its own would.
+//! builds while those are in flight becomes the next batch. Each write keeps its own deadline
+//! and its own outcome (done, indeterminate, or "nothing proposed: retry"), exactly as a
+//! forward of its own would.
 
 use std::sync::Arc;
 
