@@ -35,6 +35,7 @@ pub fn peer_answer(data: &[u8]) {
     let _ = raft::decode::<openraft::raft::SnapshotResponse<TypeConfig>>(data);
     let _ = raft::decode::<openraft::raft::TransferLeaderResponse<TypeConfig>>(data);
     let _ = raft::decode::<raft::ForwardResponse>(data);
+    let _ = raft::decode::<(u64, raft::ForwardResponse)>(data);
 }
 
 /// A vote request from a peer.
@@ -51,9 +52,18 @@ pub fn peer_transfer_leader(data: &[u8]) {
     }
 }
 
-/// A request a follower forwards, with the checks the leader runs on its writes.
+/// A request a follower forwards, unary or on a forward stream (after its id), with the checks
+/// the leader runs on its writes.
 pub fn peer_forward(data: &[u8]) {
-    let Ok(request) = raft::decode::<ForwardRequest>(data) else { return };
+    if let Ok((_id, request)) = raft::decode_forwarded_request(data) {
+        check_forwarded(request);
+    }
+    if let Ok(request) = raft::decode::<ForwardRequest>(data) {
+        check_forwarded(request);
+    }
+}
+
+fn check_forwarded(request: ForwardRequest) {
     let commands = match request {
         ForwardRequest::Write(command) => vec![command],
         ForwardRequest::Writes(commands) => commands,
@@ -150,7 +160,8 @@ pub fn samples(target: &str) -> Vec<Vec<u8>> {
         "command" => vec![encoded(raft::encode(&put)), encoded(raft::encode(&txn))],
         "peer_forward" => vec![
             encoded(raft::encode(&ForwardRequest::Write(put.clone()))),
-            encoded(raft::encode(&ForwardRequest::Writes(vec![put, txn]))),
+            encoded(raft::encode(&ForwardRequest::Writes(vec![put.clone(), txn.clone()]))),
+            encoded(raft::encode(&(7u64, ForwardRequest::Writes(vec![put, txn])))),
         ],
         "peer_answer" => {
             let matched: openraft::raft::StreamAppendResult<TypeConfig> = Ok(Some(entry.log_id));

@@ -138,8 +138,16 @@ pub const WATCH_HUB_BATCH_EVENT_BYTES_MAX: usize = 64 * 1024;
 /// Watchers one watch stream may hold; a create beyond it is refused.
 pub const WATCHERS_PER_STREAM_MAX: usize = 100_000;
 
-/// Forwarded-write batch RPCs in flight at once from a follower to the leader.
+/// Forwarded-write batches in flight at once from a follower to the leader.
 pub const FORWARD_BATCHES_IN_FLIGHT: usize = 4;
+
+/// Requests a follower's forward stream holds before they are sent: one waits for room beyond it.
+pub const FORWARD_STREAM_QUEUE: usize = 256;
+
+/// Requests the leader serves at once on one forward stream: beyond it the stream is read no
+/// further until one is answered (a follower sends at most `FORWARD_BATCHES_IN_FLIGHT` write
+/// batches at once; the rest are read barriers and lease calls, one per client request).
+pub const FORWARD_STREAM_IN_FLIGHT: usize = 1024;
 
 /// Batches of writes the leader has proposed and not yet seen applied, at most: the writes
 /// that arrive meanwhile wait and become the next batch (`member::leader_batches`).

@@ -1,5 +1,6 @@
-//! Writes a follower forwards to the leader, batched: one peer RPC carries every write waiting
-//! when it is sent, and the leader proposes them concurrently, so they share its group commit.
+//! Writes a follower forwards to the leader, batched: one forwarded request carries every write
+//! waiting when it is sent, and the leader proposes them concurrently, so they share its group
+//! commit.
 //! A forward RPC per write cost the follower and the leader an HTTP/2 stream each, which under
 //! 64 clients was a visible part of both members' CPU.
 //!

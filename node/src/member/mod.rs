@@ -36,8 +36,8 @@ use crate::command::{self, CommandResponse, Origin, Proposal};
 use crate::error::ServerError;
 use crate::limits::{PROPOSALS_PENDING_MAX, REQUEST_TIMEOUT};
 use crate::raft::{
-    self, ForwardError, ForwardRequest, ForwardResponse, LeaseAuthority, LeaseTime, MemberId, PeerClients, Raft,
-    RaftMetrics, SharedState,
+    self, Delivery, ForwardError, ForwardLinks, ForwardRequest, ForwardResponse, LeaseAuthority, LeaseTime, MemberId,
+    PeerClients, Raft, RaftMetrics, SharedState,
 };
 use crate::storage::Engine;
 use crate::watch::SessionLimits;
@@ -86,6 +86,8 @@ pub struct Member {
     read_rounds: read_barrier::ReadRounds,
     write_batches: batch_queue::BatchQueue<forward_writes::Pending>,
     leader_batches: batch_queue::BatchQueue<leader_batches::Pending>,
+    /// The forward stream to each leader this member has forwarded to (`raft::ForwardLinks`).
+    forward_links: ForwardLinks,
     forwarded: ForwardCounts,
     counters: counters::ServerCounters,
     tokens: auth::Tokens,
@@ -331,32 +333,24 @@ impl Member {
         deadline: Instant,
     ) -> Attempt<ForwardResponse> {
         let node = self.raft.metrics().borrow_watched().membership_config.membership().get_node(&leader).cloned();
-        let Some(node) = node else { return Attempt::Retry };
-        let mut client = match self.peers.for_member(&node) {
+        let Some(url) = node.and_then(|node| node.peer_urls.first().cloned()) else { return Attempt::Retry };
+        let client = match self.peers.get(&url) {
             Ok(client) => client,
             Err(e) => {
                 tracing::warn!(leader, "cannot reach leader: {e}");
                 return Attempt::Retry;
             }
         };
-        let data = match raft::encode(&request) {
-            Ok(data) => data,
-            Err(_) => return Attempt::Done(Err(ServerError::RequestTooLarge)),
-        };
         self.forwarded.count(&request);
-        let call = tokio::time::timeout_at(deadline, client.forward(keel_proto::peer::RaftMessage { data }));
-        match call.await {
-            Err(_) => Attempt::Done(Err(ServerError::Timeout)),
-            Ok(Err(status)) if is_connect_error(&status) => Attempt::Retry,
-            Ok(Err(status)) => {
-                tracing::debug!(leader, "forward failed: {status}");
-                Attempt::Done(Err(ServerError::Timeout))
+        if self.forward_links.streams_to(&url) {
+            match self.forward_links.send(&url, client.clone(), &request, deadline).await {
+                Delivery::Answered(response) => return Attempt::Done(Ok(response)),
+                Delivery::NotDelivered => return Attempt::Retry,
+                Delivery::Lost => return Attempt::Done(Err(ServerError::Timeout)),
+                Delivery::GoUnary => {}
             }
-            Ok(Ok(response)) => match raft::decode(&response.into_inner().data) {
-                Ok(response) => Attempt::Done(Ok(response)),
-                Err(_) => Attempt::Done(Err(ServerError::Timeout)),
-            },
         }
+        forward_unary(leader, client, &request, deadline).await
     }
 
     /// Whether this member serves as a learner now (it answers almost nothing:
@@ -403,7 +397,33 @@ fn answer<P: Proposal>(response: CommandResponse) -> Result<P::Response, ServerE
 
 /// A connection that was refused: the request was never sent, so retrying it is safe. Anything
 /// else (a reset, a timeout) may have happened after the leader received the request.
-fn is_connect_error(status: &tonic::Status) -> bool {
+/// `request` forwarded to `leader` in a unary call: to a leader without a forward stream.
+async fn forward_unary(
+    leader: MemberId,
+    mut client: raft::PeerClient,
+    request: &ForwardRequest,
+    deadline: Instant,
+) -> Attempt<ForwardResponse> {
+    let data = match raft::encode(request) {
+        Ok(data) => data,
+        Err(_) => return Attempt::Done(Err(ServerError::RequestTooLarge)),
+    };
+    let call = tokio::time::timeout_at(deadline, client.forward(keel_proto::peer::RaftMessage { data }));
+    match call.await {
+        Err(_) => Attempt::Done(Err(ServerError::Timeout)),
+        Ok(Err(status)) if is_connect_error(&status) => Attempt::Retry,
+        Ok(Err(status)) => {
+            tracing::debug!(leader, "forward failed: {status}");
+            Attempt::Done(Err(ServerError::Timeout))
+        }
+        Ok(Ok(response)) => match raft::decode(&response.into_inner().data) {
+            Ok(response) => Attempt::Done(Ok(response)),
+            Err(_) => Attempt::Done(Err(ServerError::Timeout)),
+        },
+    }
+}
+
+pub(crate) fn is_connect_error(status: &tonic::Status) -> bool {
     let mut source = std::error::Error::source(status);
     while let Some(error) = source {
         if error.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused) {

@@ -337,6 +337,7 @@ pub async fn start(config: MemberConfig) -> Result<RunningMember, StartError> {
         read_rounds: read_barrier::ReadRounds::default(),
         write_batches: forward_writes::write_batches(),
         leader_batches: leader_batches::leader_batches(),
+        forward_links: Default::default(),
         forwarded: ForwardCounts::default(),
         counters: Default::default(),
         tokens,

@@ -8,6 +8,7 @@
 
 mod append_stream;
 mod codec;
+mod forward_stream;
 pub mod join;
 mod lease_authority;
 mod log_store;
@@ -23,6 +24,7 @@ pub mod watermark;
 use serde::{Deserialize, Serialize};
 
 pub use codec::{decode, decode_entry, encode, encode_entry, LOG_ENTRY_VERSION};
+pub use forward_stream::{decode_request as decode_forwarded_request, Delivery, ForwardLinks};
 pub use lease_authority::{LeaseAuthority, LeaseTime};
 pub use log_store::{check_intact, AckPolicy, CheckError, LogDamage, LogStore};
 pub use network::{NetworkFactory, PeerClient, PeerClients};

@@ -1,5 +1,6 @@
 //! The incoming half of the peer API: hands Raft RPCs to openraft, receives streamed snapshots
-//! into a file, and serves requests forwarded by followers (writes and read barriers).
+//! into a file, and serves requests forwarded by followers (writes and read barriers), unary or
+//! on a forward stream (`forward_stream`).
 //! Served only on the peer URL, and only to current members (`peer_auth::PeerGate` runs first).
 //!
 //! Nothing a peer sends reaches openraft or the state machine unchecked: every message must come
@@ -18,11 +19,11 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::append_stream;
 use super::codec::{decode, encode};
 use super::lease_authority::LeaseTime;
 use super::peer_auth::{claimed_sender, sender, PeerSender};
 use super::snapshot::{self, SnapshotFile};
+use super::{append_stream, forward_stream};
 use super::{peer_checks, MemberId, ReadPolicy, SnapshotMeta, Vote};
 use crate::command::{Command, CommandResponse};
 use crate::member::Member;
@@ -241,33 +242,42 @@ impl Peer for PeerService {
     async fn forward(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let sender = sender(&request)?;
         let forwarded: ForwardRequest = decode(&request.into_inner().data).map_err(invalid)?;
-        let member = &self.member;
-        let response = match forwarded {
-            ForwardRequest::Write(command) => ForwardResponse::Write(member.write_for_follower(sender, command).await),
-            ForwardRequest::Writes(commands) => {
-                ForwardResponse::Writes(member.writes_for_follower(sender, commands).await)
-            }
-            ForwardRequest::ReadIndex => ForwardResponse::ReadIndex(self.read_index().await),
-            ForwardRequest::LeaseKeepAlive(id) => ForwardResponse::LeaseKeepAlive(member.leases().keep_alive(id)),
-            ForwardRequest::LeaseTimeToLive(id) => ForwardResponse::LeaseTimeToLive(member.leases().time_to_live(id)),
-            ForwardRequest::Membership(change) => ForwardResponse::Membership(member.change_as_leader(&change).await),
-        };
-        reply(&response)
+        reply(&serve_forwarded(&self.member, sender, forwarded).await)
+    }
+
+    type ForwardStreamStream = forward_stream::Answers;
+
+    async fn forward_stream(
+        &self,
+        request: Request<Streaming<RaftMessage>>,
+    ) -> Result<Response<Self::ForwardStreamStream>, Status> {
+        let sender = sender(&request)?;
+        Ok(Response::new(forward_stream::answer(self.member.clone(), sender, request.into_inner())))
     }
 }
 
-impl PeerService {
-    async fn read_index(&self) -> Result<u64, ForwardError> {
-        let linearizer = self.member.raft().get_read_linearizer(ReadPolicy::ReadIndex);
-        let linearizer = tokio::time::timeout(READ_INDEX_TIMEOUT, linearizer)
-            .await
-            .map_err(|_| ForwardError::Failed("read index timed out".into()))?;
-        match linearizer {
-            Ok(linearizer) => Ok(linearizer.read_log_id().index()),
-            Err(e) => Err(match e.forward_to_leader() {
-                Some(forward) => ForwardError::NotLeader { leader: forward.leader_id },
-                None => ForwardError::Failed(e.to_string()),
-            }),
-        }
+/// What the leader answers a request `sender` forwarded, unary or on a forward stream.
+pub(super) async fn serve_forwarded(member: &Member, sender: MemberId, request: ForwardRequest) -> ForwardResponse {
+    match request {
+        ForwardRequest::Write(command) => ForwardResponse::Write(member.write_for_follower(sender, command).await),
+        ForwardRequest::Writes(commands) => ForwardResponse::Writes(member.writes_for_follower(sender, commands).await),
+        ForwardRequest::ReadIndex => ForwardResponse::ReadIndex(read_index(member).await),
+        ForwardRequest::LeaseKeepAlive(id) => ForwardResponse::LeaseKeepAlive(member.leases().keep_alive(id)),
+        ForwardRequest::LeaseTimeToLive(id) => ForwardResponse::LeaseTimeToLive(member.leases().time_to_live(id)),
+        ForwardRequest::Membership(change) => ForwardResponse::Membership(member.change_as_leader(&change).await),
+    }
+}
+
+async fn read_index(member: &Member) -> Result<u64, ForwardError> {
+    let linearizer = member.raft().get_read_linearizer(ReadPolicy::ReadIndex);
+    let linearizer = tokio::time::timeout(READ_INDEX_TIMEOUT, linearizer)
+        .await
+        .map_err(|_| ForwardError::Failed("read index timed out".into()))?;
+    match linearizer {
+        Ok(linearizer) => Ok(linearizer.read_log_id().index()),
+        Err(e) => Err(match e.forward_to_leader() {
+            Some(forward) => ForwardError::NotLeader { leader: forward.leader_id },
+            None => ForwardError::Failed(e.to_string()),
+        }),
     }
 }

@@ -140,6 +140,11 @@ async fn a_stranger_can_neither_vote_append_forward_nor_send_snapshots() {
     // The same on the append stream, refused before the stream opens.
     let status = peer.append_stream(futures::stream::iter(vec![message(&append)])).await.expect_err("refused");
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    // The same on the forward stream.
+    let put = Command::Put(PutRequest { key: b"stranger".to_vec(), value: b"x".to_vec(), ..PutRequest::default() });
+    let requests = futures::stream::iter(vec![message(&(1u64, ForwardRequest::Write(put)))]);
+    let status = peer.forward_stream(requests).await.expect_err("refused");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
     // A snapshot stream, which used to leave its .part file behind.
     let chunks = futures::stream::iter(vec![SnapshotChunk { header: vec![1, 2, 3], data: vec![0; 1 << 20] }]);
     let status = peer.install_snapshot(chunks).await.expect_err("refused");
@@ -292,6 +297,84 @@ async fn forward_to_the_leader(cluster: &TestCluster, ids: &[u64], request: &For
             return answers;
         }
     }
+}
+
+/// The answers, by id, of the leader to `requests` sent on one forward stream in another
+/// member's name, sent again while a write meets a leader that no longer leads.
+async fn forward_stream_answers(
+    cluster: &TestCluster,
+    ids: &[u64],
+    requests: &[(u64, ForwardRequest)],
+) -> std::collections::HashMap<u64, keel_node::raft::ForwardResponse> {
+    use keel_node::raft::{ForwardError, ForwardResponse};
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    loop {
+        let leader = cluster.leader().await;
+        let mut to_leader = insider(cluster, &cluster.members[leader].peer_url, ids[(leader + 1) % ids.len()]).await;
+        let messages: Vec<RaftMessage> = requests.iter().map(message).collect();
+        let opened = to_leader.forward_stream(futures::stream::iter(messages)).await.expect("opened");
+        let mut answers = opened.into_inner();
+        let mut by_id = std::collections::HashMap::new();
+        while let Some(answer) = answers.message().await.expect("answered") {
+            let (id, response): (u64, ForwardResponse) = keel_raft::decode(&answer.data).expect("decodes");
+            assert!(by_id.insert(id, response).is_none(), "request {id} answered twice");
+        }
+        let moved = by_id.values().any(|r| matches!(r, ForwardResponse::Write(Err(ForwardError::NotLeader { .. }))));
+        if !moved || tokio::time::Instant::now() > deadline {
+            return by_id;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forward_stream_answers_each_request_as_a_forward_would_and_ends_at_junk() {
+    use keel_node::raft::{ForwardError, ForwardResponse, Refusal};
+    let cluster = TestCluster::start(Server::Keel, 3).await;
+    let ids = member_ids(&cluster).await;
+    let put = |key: &str, bytes: usize| {
+        Command::Put(PutRequest { key: key.as_bytes().to_vec(), value: vec![b'v'; bytes], ..PutRequest::default() })
+    };
+    let requests = [
+        (1, ForwardRequest::Write(put("stream/a", 1))),
+        (2, ForwardRequest::Write(put("stream/huge", 2 << 20))),
+        (3, ForwardRequest::ReadIndex),
+        (u64::MAX, ForwardRequest::Writes(vec![put("stream/b", 1), put("", 1)])),
+    ];
+    let answers = forward_stream_answers(&cluster, &ids, &requests).await;
+    assert_eq!(answers.len(), 4, "{answers:?}");
+    assert!(matches!(answers[&1], ForwardResponse::Write(Ok(_))), "{answers:?}");
+    let too_large = ForwardResponse::Write(Err(ForwardError::Refused(Refusal::TooLarge)));
+    assert_eq!(format!("{:?}", answers[&2]), format!("{too_large:?}"));
+    assert!(matches!(answers[&3], ForwardResponse::ReadIndex(Ok(_))), "{answers:?}");
+    let ForwardResponse::Writes(batch) = &answers[&u64::MAX] else { panic!("{answers:?}") };
+    assert!(batch[0].is_ok() && matches!(batch[1], Err(ForwardError::Refused(_))), "{batch:?}");
+
+    // Junk, a txn nested far past any client's, and a message past the peer limit each end the
+    // stream with the error a unary forward gets.
+    let leader = cluster.leader().await;
+    let mut member = insider(&cluster, &cluster.members[leader].peer_url, ids[(leader + 1) % 3]).await;
+    let mut nested = vec![7u8, 0, 2]; // id 7, ForwardRequest::Write, Command::Txn
+    for _ in 0..5_000 {
+        nested.extend_from_slice(&[0, 1, 3]);
+    }
+    for (what, data, codes) in [
+        ("junk", vec![0xff; 64], &[Code::InvalidArgument][..]),
+        ("a deep txn", nested, &[Code::InvalidArgument][..]),
+        ("80 MiB", vec![0; 80 << 20], &[Code::OutOfRange, Code::ResourceExhausted][..]),
+    ] {
+        let opened = member.forward_stream(futures::stream::iter(vec![RaftMessage { data }])).await;
+        let status = match opened {
+            Ok(answers) => answers.into_inner().message().await.expect_err(what),
+            Err(status) => status,
+        };
+        assert!(codes.contains(&status.code()), "{what}: {status:?}");
+    }
+
+    let mut client = cluster.client().await;
+    let written = client.get("stream/", Some(etcd_client::GetOptions::new().with_prefix())).await.expect("get");
+    let mut keys: Vec<&[u8]> = written.kvs().iter().map(|kv| kv.key()).collect();
+    keys.sort();
+    assert_eq!(keys, [&b"stream/a"[..], b"stream/b"]);
 }
 
 /// What a member answers first on an append stream that sends `messages`.
