@@ -11,9 +11,10 @@
 //! that ends (the connection broke, the leader went away) answers every request still waiting
 //! with what is known of it, and the next request opens another. A request waits at most
 //! `FORWARD_STREAM_QUEUE` deep for the stream, then for its answer, within its deadline.
-//! Receiving (`answer`): the sender is the member the peer gate admitted; at most
-//! `FORWARD_STREAM_IN_FLIGHT` requests are served at once (then the stream is read no further),
-//! and a message that does not decode ends the stream with its error.
+//! Receiving (`answer`): the sender is the member the peer gate admitted, and must still be a
+//! member when each of its requests arrives (it may be removed while its stream stays open); at
+//! most `FORWARD_STREAM_IN_FLIGHT` requests are served at once (then the stream is read no
+//! further), and a message that does not decode ends the stream with its error.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -289,6 +290,12 @@ impl Answering {
                     return;
                 }
             };
+            // A member removed while its stream stays open is refused from then on.
+            if let Err(refusal) = super::peer_auth::check_still_member(self.member.raft(), self.sender) {
+                self.incoming = None;
+                self.refusal = Some(refusal);
+                return;
+            }
             match decode_request(&data) {
                 Ok((id, request)) => {
                     let (member, sender) = (self.member.clone(), self.sender);

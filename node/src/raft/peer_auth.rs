@@ -188,14 +188,27 @@ impl PeerGate {
         if sender == self.member_id {
             return Err(Refusal::NotMember(sender));
         }
-        let metrics = self.raft.metrics();
-        let membership = metrics.borrow_watched().membership_config.clone();
-        let membership = membership.membership();
-        // A member that joins an existing cluster knows no membership until the leader's first
-        // entries reach it: until then any holder of the cluster's secret may speak to it.
-        let knows_members = membership.nodes().next().is_some();
-        let known = !knows_members || membership.get_node(&sender).is_some();
-        Ok(PeerSender { id: sender, known })
+        Ok(PeerSender { id: sender, known: is_member(&self.raft, sender) })
+    }
+}
+
+/// Whether `sender` is a member as far as this member knows. A member that joins an existing
+/// cluster knows no membership until the leader's first entries reach it: until then any holder
+/// of the cluster's secret may speak to it.
+fn is_member(raft: &Raft, sender: MemberId) -> bool {
+    let metrics = raft.metrics();
+    let membership = metrics.borrow_watched().membership_config.clone();
+    let membership = membership.membership();
+    membership.nodes().next().is_none() || membership.get_node(&sender).is_some()
+}
+
+/// Refuses, on a stream the gate admitted it to, a sender that is no longer a member: the gate
+/// sees a stream's headers once, and a member removed meanwhile must be refused from then on,
+/// as each of its new calls is.
+pub fn check_still_member(raft: &Raft, sender: MemberId) -> Result<(), Status> {
+    match is_member(raft, sender) {
+        true => Ok(()),
+        false => Err(not_a_member(sender)),
     }
 }
 

@@ -377,6 +377,39 @@ async fn a_forward_stream_answers_each_request_as_a_forward_would_and_ends_at_ju
     assert_eq!(keys, [&b"stream/a"[..], b"stream/b"]);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_removed_while_its_forward_stream_is_open_is_refused_on_it() {
+    let cluster = TestCluster::start(Server::Keel, 3).await;
+    let ids = member_ids(&cluster).await;
+    let receiver = cluster.leader().await;
+    let removed = (receiver + 1) % 3;
+    let mut as_removed = insider(&cluster, &cluster.members[receiver].peer_url, ids[removed]).await;
+    let (requests, queued) = tokio::sync::mpsc::channel(4);
+    let opened = as_removed.forward_stream(tokio_stream::wrappers::ReceiverStream::new(queued)).await;
+    let mut answers = opened.expect("opened").into_inner();
+    let read_index = |id: u64| message(&(id, ForwardRequest::ReadIndex));
+    requests.send(read_index(1)).await.expect("sent");
+    answers.message().await.expect("a member is answered").expect("an answer");
+
+    let mut client = cluster.client().await;
+    client.member_remove(ids[removed]).await.expect("member remove");
+    // The receiver learns of the removal through the log: ask until it refuses.
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    let mut id = 2;
+    let refusal = loop {
+        requests.send(read_index(id)).await.expect("sent");
+        match answers.message().await {
+            Err(status) => break status,
+            Ok(answer) => assert!(answer.is_some(), "the stream ended without a refusal"),
+        }
+        assert!(tokio::time::Instant::now() < deadline, "a removed member is still answered");
+        id += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(refusal.code(), Code::Unauthenticated, "{refusal:?}");
+    assert!(refusal.message().contains("not a member"), "{refusal:?}");
+}
+
 /// What a member answers first on an append stream that sends `messages`.
 async fn first_append_answer(
     peer: &mut PeerClient<InterceptedService<Channel, PeerCredentials>>,
