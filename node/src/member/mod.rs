@@ -395,8 +395,6 @@ fn answer<P: Proposal>(response: CommandResponse) -> Result<P::Response, ServerE
     }
 }
 
-/// A connection that was refused: the request was never sent, so retrying it is safe. Anything
-/// else (a reset, a timeout) may have happened after the leader received the request.
 /// `request` forwarded to `leader` in a unary call: to a leader without a forward stream.
 async fn forward_unary(
     leader: MemberId,
@@ -423,6 +421,8 @@ async fn forward_unary(
     }
 }
 
+/// A connection that was refused: the request was never sent, so retrying it is safe. Anything
+/// else (a reset, a timeout) may have happened after the leader received the request.
 pub(crate) fn is_connect_error(status: &tonic::Status) -> bool {
     let mut source = std::error::Error::source(status);
     while let Some(error) = source {
