@@ -13,7 +13,6 @@
 //! sees it; the first unsound one ends the stream with its error, after the answers to the
 //! requests before it.
 
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,6 +27,7 @@ use tonic::{Status, Streaming};
 use super::codec::{decode, encode};
 use super::network::{status_to_rpc_error, PeerClient, PeerClients};
 use super::peer_auth::PeerSender;
+use super::peer_service::Answers;
 use super::{peer_checks, LogId, MemberId, TypeConfig};
 use crate::limits::{PEER_APPENDS_IN_FLIGHT, PEER_APPEND_BYTES_MAX};
 use crate::member::Member;
@@ -39,9 +39,6 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 type Append = AppendEntriesRequest<TypeConfig>;
 type AppendResult = StreamAppendResult<TypeConfig>;
 type RpcResult<T> = Result<T, RPCError<TypeConfig>>;
-
-/// What a member answers on an append stream.
-pub type Answers = Pin<Box<dyn Stream<Item = Result<RaftMessage, Status>> + Send>>;
 
 /// A request on its way: the last log id each of its parts carries, for the answers.
 struct Sent {

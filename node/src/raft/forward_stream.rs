@@ -30,7 +30,7 @@ use tonic::{Status, Streaming};
 
 use super::codec::{decode, encode};
 use super::network::PeerClient;
-use super::peer_service::{serve_forwarded, ForwardRequest, ForwardResponse};
+use super::peer_service::{serve_forwarded, Answers, ForwardRequest, ForwardResponse};
 use super::MemberId;
 use crate::limits::{FORWARD_STREAM_IN_FLIGHT, FORWARD_STREAM_QUEUE, PEER_MESSAGE_BYTES_MAX, PEER_RESPONSE_BYTES_MAX};
 use crate::member::Member;
@@ -248,9 +248,6 @@ pub fn decode_request(data: &[u8]) -> Result<Envelope<ForwardRequest>, std::io::
     decode(data)
 }
 
-/// What a member answers on a forward stream.
-pub type Answers = Pin<Box<dyn Stream<Item = Result<RaftMessage, Status>> + Send>>;
-
 type Serving = Pin<Box<dyn Future<Output = Envelope<ForwardResponse>> + Send>>;
 
 /// Serves the requests `sender` sends on `incoming`, at most `FORWARD_STREAM_IN_FLIGHT` at
@@ -375,14 +372,12 @@ mod tests {
         streams_opened: Arc<AtomicUsize>,
     }
 
-    type Answered = Pin<Box<dyn Stream<Item = Result<RaftMessage, Status>> + Send>>;
-
     #[tonic::async_trait]
     impl Peer for FakeLeader {
         async fn append_entries(&self, _: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
             Err(Status::unimplemented("fake"))
         }
-        type AppendStreamStream = Answered;
+        type AppendStreamStream = Answers;
         async fn append_stream(
             &self,
             _: Request<Streaming<RaftMessage>>,
@@ -401,7 +396,7 @@ mod tests {
         async fn forward(&self, _: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
             Err(Status::unimplemented("fake"))
         }
-        type ForwardStreamStream = Answered;
+        type ForwardStreamStream = Answers;
         async fn forward_stream(
             &self,
             request: Request<Streaming<RaftMessage>>,

@@ -82,6 +82,9 @@ pub enum ForwardResponse {
     Membership(Result<u64, crate::member::MembershipRefusal>),
 }
 
+/// What a member answers on a stream of requests (`append_stream`, `forward_stream`).
+pub type Answers = std::pin::Pin<Box<dyn futures::Stream<Item = Result<RaftMessage, Status>> + Send>>;
+
 /// The prefix of a snapshot being received; anything left with it (a crash mid-stream) is
 /// removed at the next start (`remove_incoming`).
 const INCOMING_PREFIX: &str = "incoming-";
@@ -195,7 +198,7 @@ impl Peer for PeerService {
         reply(&response)
     }
 
-    type AppendStreamStream = append_stream::Answers;
+    type AppendStreamStream = Answers;
 
     async fn append_stream(
         &self,
@@ -245,7 +248,7 @@ impl Peer for PeerService {
         reply(&serve_forwarded(&self.member, sender, forwarded).await)
     }
 
-    type ForwardStreamStream = forward_stream::Answers;
+    type ForwardStreamStream = Answers;
 
     async fn forward_stream(
         &self,
