@@ -333,17 +333,18 @@ impl Member {
         deadline: Instant,
     ) -> Attempt<ForwardResponse> {
         let node = self.raft.metrics().borrow_watched().membership_config.membership().get_node(&leader).cloned();
-        let Some(url) = node.and_then(|node| node.peer_urls.first().cloned()) else { return Attempt::Retry };
-        let client = match self.peers.get(&url) {
-            Ok(client) => client,
+        let Some(node) = node else { return Attempt::Retry };
+        let reached = raft::peer_url(&node).and_then(|url| Ok((url, self.peers.get(url)?)));
+        let (url, client) = match reached {
+            Ok(reached) => reached,
             Err(e) => {
                 tracing::warn!(leader, "cannot reach leader: {e}");
                 return Attempt::Retry;
             }
         };
         self.forwarded.count(&request);
-        if self.forward_links.streams_to(&url) {
-            match self.forward_links.send(&url, client.clone(), &request, deadline).await {
+        if self.forward_links.streams_to(url) {
+            match self.forward_links.send(url, client.clone(), &request, deadline).await {
                 Delivery::Answered(response) => return Attempt::Done(Ok(response)),
                 Delivery::NotDelivered => return Attempt::Retry,
                 Delivery::Lost => return Attempt::Done(Err(ServerError::Timeout)),

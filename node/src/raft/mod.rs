@@ -27,7 +27,7 @@ pub use codec::{decode, decode_entry, encode, encode_entry, LOG_ENTRY_VERSION};
 pub use forward_stream::{decode_request as decode_forwarded_request, Delivery, ForwardLinks};
 pub use lease_authority::{LeaseAuthority, LeaseTime};
 pub use log_store::{check_intact, AckPolicy, CheckError, LogDamage, LogStore};
-pub use network::{NetworkFactory, PeerClient, PeerClients};
+pub use network::{peer_url, NetworkFactory, PeerClient, PeerClients};
 pub use peer_auth::{PeerCredentials, PeerGate, PeerSecret};
 pub use peer_service::{remove_incoming, ForwardError, ForwardRequest, ForwardResponse, PeerService, Refusal};
 pub(crate) use state_machine::forget_cluster;

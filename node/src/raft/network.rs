@@ -120,11 +120,15 @@ impl PeerClients {
         self.credentials.clone()
     }
 
-    /// A client for a member, by the first of its peer URLs.
+    /// A client for a member, by the URL it is reached on (`peer_url`).
     pub fn for_member(&self, node: &MemberNode) -> Result<PeerClient, String> {
-        let url = node.peer_urls.first().ok_or_else(|| format!("member {} has no peer URL", node.name))?;
-        self.get(url)
+        self.get(peer_url(node)?)
     }
+}
+
+/// The URL a member is reached on: the first of its peer URLs.
+pub fn peer_url(node: &MemberNode) -> Result<&str, String> {
+    node.peer_urls.first().map(String::as_str).ok_or_else(|| format!("member {} has no peer URL", node.name))
 }
 
 pub struct NetworkFactory {
